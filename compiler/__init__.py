@@ -1,0 +1,23 @@
+"""xbar: compile trained PyTorch models for analog crossbar arrays."""
+
+from passes.converter import SinglePairConductanceConverter
+from passes.parameters import (
+    BoundManagementType,
+    ConfigError,
+    InputRangeParameter,
+    IOParameters,
+    MappingParameter,
+    NoiseManagementType,
+    PrePostProcessingParameter,
+)
+
+from .config import HardwareConfig
+from .pipeline import NoCrossbarLayersWarning, calibrate, convert, prepare
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BoundManagementType", "ConfigError", "HardwareConfig", "InputRangeParameter", "IOParameters",
+    "MappingParameter", "NoCrossbarLayersWarning", "NoiseManagementType", "PrePostProcessingParameter",
+    "SinglePairConductanceConverter", "calibrate", "convert", "prepare", "__version__",
+]

@@ -1,0 +1,136 @@
+"""The pipeline: prepare -> calibrate -> convert (PyTorch's PT2E shape).
+
+``prepare`` copies the user's model once, captures it, decides what to do with
+each crossbar layer, then runs the passes in a straight line, linting the graph
+and checking each pass's postconditions; a failure names the pass.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from typing import Iterable, Optional, Sequence
+
+import torch
+from torch import fx, nn
+
+from passes.capture import CaptureMethod, capture
+from passes.input_range import InputRange
+from passes.insert_converters import InsertConvertersPass
+from passes.insert_input_range import InsertInputRangePass
+from passes.isolate_layers import IsolateCrossbarLayersPass
+from passes.lower_conductances import LowerToConductancesPass
+from passes.matching import LayerSelection, Pattern, find_crossbar_layers
+from passes.plan import LayerPlan, PassError
+
+from .config import HardwareConfig
+
+META = "xbar"
+
+
+class NoCrossbarLayersWarning(UserWarning):
+    """The model has no layer that maps to a crossbar; it stays fully digital."""
+
+
+def run_passes(graph_module: fx.GraphModule, passes: Sequence) -> fx.GraphModule:
+    """Run passes in order; after each, lint the graph and recompile."""
+    for graph_pass in passes:
+        name = type(graph_pass).__name__
+        try:
+            result = graph_pass(graph_module)
+            graph_module = result.graph_module
+            graph_module.graph.lint()
+        except PassError:
+            raise
+        except Exception as exc:
+            raise PassError(f"{name} failed: {exc}") from exc
+        graph_module.recompile()
+    return graph_module
+
+
+def plan_layers(graph_module: fx.GraphModule, config: HardwareConfig,
+                selection: LayerSelection) -> list[LayerPlan]:
+    """Find the crossbar layers and attach the hardware settings to each."""
+    converter = config.converter
+    return [
+        LayerPlan(layer, config.forward, config.pre_post.input_range, converter,
+                  columnwise=config.mapping.weight_scaling_columnwise)
+        for layer in find_crossbar_layers(graph_module, selection)
+    ]
+
+
+def prepare(
+    model: nn.Module,
+    example_inputs: Sequence,
+    config: Optional[HardwareConfig] = None,
+    *,
+    include: Sequence[Pattern] = (),
+    exclude: Sequence[Pattern] = (),
+    keep_first_last_digital: bool = False,
+    capture_method: CaptureMethod = "export",
+) -> fx.GraphModule:
+    """Capture ``model`` and insert the simulated crossbar periphery.
+
+    Returns a trainable GraphModule in the model's train/eval mode: each selected linear / convolution layer
+    reads its input through a learned input range, DAC and ADC (as configured),
+    so fine-tuning moves the ranges. The user's model is not modified.
+    ``include`` / ``exclude`` take layer-name globs or module types.
+    """
+    config = (config or HardwareConfig()).validate()
+    training = isinstance(model, nn.Module) and model.training
+    if isinstance(model, nn.Module):
+        model = copy.deepcopy(model)
+    graph_module = capture(model, tuple(example_inputs), capture_method)
+    plans = plan_layers(graph_module, config, LayerSelection(include, exclude, keep_first_last_digital))
+    if not plans:
+        warnings.warn("no linear or convolution layer with a constant weight was found (or all were "
+                      "excluded): the model stays digital", NoCrossbarLayersWarning, stacklevel=2)
+    graph_module = run_passes(graph_module, [IsolateCrossbarLayersPass(plans), InsertInputRangePass(),
+                                             InsertConvertersPass()])
+    graph_module.meta[META] = {"config": config, "plans": plans}
+    return graph_module.train(training)
+
+
+def input_ranges(prepared: fx.GraphModule) -> dict[str, InputRange]:
+    """Layer-node prefix -> its InputRange module."""
+    return {name.removesuffix("_input_range"): m for name, m in prepared.named_children()
+            if isinstance(m, InputRange)}
+
+
+@torch.no_grad()
+def calibrate(prepared: fx.GraphModule, batches: Iterable, progress: bool = False) -> int:
+    """Initialise the input ranges from data (aihwkit's init-from-data rule).
+
+    Runs ``batches`` (tensors, or tuples of model inputs) through the prepared
+    model in eval mode; each range averages ``init_std_alpha * std`` over its
+    first ``init_from_data`` batches. Returns the number of batches run.
+    """
+    ranges = input_ranges(prepared).values()
+    was_training = prepared.training
+    prepared.eval()
+    for module in ranges:
+        module.calibrating = True
+    count = 0
+    try:
+        iterator = batches
+        if progress:
+            from rich.progress import track
+            iterator = track(batches, description="calibrating input ranges")
+        for batch in iterator:
+            prepared(*(batch if isinstance(batch, (tuple, list)) else (batch,)))
+            count += 1
+    finally:
+        for module in ranges:
+            module.calibrating = False
+        prepared.train(was_training)
+    return count
+
+
+def convert(prepared: fx.GraphModule) -> fx.GraphModule:
+    """Lower a prepared model to conductances; returns a new GraphModule in eval mode."""
+    if META not in prepared.meta:
+        raise ValueError("convert() expects the GraphModule returned by prepare()")
+    converted = copy.deepcopy(prepared)
+    converted.meta[META] = prepared.meta[META]
+    converted = run_passes(converted, [LowerToConductancesPass()])
+    return converted.eval()

@@ -1,0 +1,82 @@
+"""Capture a model as a torch.fx GraphModule the passes can edit.
+
+``torch.export`` is the default: it traces models that ``symbolic_trace``
+cannot (transformers, control flow on shapes). The exported module is rebuilt as
+a plain ``fx.GraphModule`` so that ``.train()`` works on the modules xbar
+inserts; the captured model's own batch norm and dropout keep the behaviour they
+were exported with (eval), which is what input-range fine-tuning wants.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Sequence
+
+import torch
+from torch import fx, nn
+
+CaptureMethod = Literal["export", "symbolic_trace"]
+
+
+class CaptureError(RuntimeError):
+    """The model could not be captured as a graph."""
+
+
+def _dynamic_batch(example_inputs: Sequence) -> tuple:
+    """Example inputs with batch >= 2 (export specialises size 1) and their dynamic shapes."""
+    batch = torch.export.Dim("batch")
+    inputs, shapes = [], []
+    for x in example_inputs:
+        if isinstance(x, torch.Tensor) and x.dim() > 0:
+            inputs.append(x if x.shape[0] > 1 else x.expand(2, *x.shape[1:]).contiguous())
+            shapes.append({0: batch})
+        else:
+            inputs.append(x)
+            shapes.append(None)
+    return tuple(inputs), tuple(shapes)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+KEPT_META = ("nn_module_stack", "stack_trace")
+
+
+def _editable(module: fx.GraphModule) -> fx.GraphModule:
+    """A plain GraphModule of an exported module, without the tracer's fake tensors
+    (they cannot be deep-copied and go stale as soon as the graph is edited)."""
+    graph_module = fx.GraphModule(module, module.graph)
+    for node in graph_module.graph.nodes:
+        for key in [k for k in node.meta if k not in KEPT_META]:
+            del node.meta[key]
+    return graph_module
+
+
+def capture(model, example_inputs: Sequence, method: CaptureMethod = "export") -> fx.GraphModule:
+    """Return an editable GraphModule of ``model`` (in eval mode).
+
+    ``model`` may be an ``nn.Module``, an ``ExportedProgram`` or a GraphModule
+    (used as it is). ``method`` picks ``torch.export`` (default, with a dynamic
+    batch dimension) or ``torch.fx.symbolic_trace``.
+    """
+    if isinstance(model, torch.export.ExportedProgram):
+        return _editable(model.module())
+    if isinstance(model, fx.GraphModule):
+        return model
+    if not isinstance(model, nn.Module):
+        raise CaptureError(f"expected an nn.Module, ExportedProgram or GraphModule, got {type(model).__name__}")
+    model.eval()
+    try:
+        if method == "export":
+            inputs, shapes = _dynamic_batch(example_inputs)
+            return _editable(torch.export.export(model, inputs, dynamic_shapes=shapes).module())
+        if method == "symbolic_trace":
+            return fx.symbolic_trace(model)
+    except Exception as exc:  # any tracer failure is reported as one capture error
+        other = "symbolic_trace" if method == "export" else "export"
+        raise CaptureError(
+            f"could not capture {type(model).__name__} with {method}: {_first_line(exc)}. "
+            f"Try capture={other!r}, or pass your own torch.fx.GraphModule or ExportedProgram"
+        ) from exc
+    raise CaptureError(f"unknown capture method {method!r}; use 'export' or 'symbolic_trace'")

@@ -1,0 +1,159 @@
+"""The converted crossbar layer: one call from input to output on G+ and G-.
+
+``crossbar_linear`` / ``crossbar_conv`` run the hardware model of DESIGN.md
+section 2 on conductances, in the units a backend programs:
+
+    q = clip(x, -r, r) * in_scale            DAC codes (rounded, clipped to +-h_in)
+    z = ((G+ - G-) q) * adc_scale            ADC codes (rounded, clipped to +-z_max)
+    y = z * out_scale + bias                 digital rescale
+
+With ``in_scale = h_in / r``, ``adc_scale = 1 / (h_in (g_max - g_min)) * h_out / B``
+and ``out_scale = B / h_out * r * (g_max - g_min) / s`` this is exactly
+``y = ADC(DAC(clip(x) / r) (G+ - G-) / (g_max - g_min)) r (g_max - g_min) / s + b``
+(h = steps / 2; a missing DAC, ADC or range contributes a factor 1). The
+scalars are computed once, in float32, by :class:`CrossbarSettings`, so the
+ONNX function body and PyTorch use bit-identical constants.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from functools import cached_property
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def _f32(value: float) -> float:
+    """Round a Python float to the nearest float32 value."""
+    return float(torch.tensor(value, dtype=torch.float32))
+
+
+@dataclass(frozen=True)
+class CrossbarSettings:
+    """Everything a backend needs to program one array and its periphery.
+
+    Primary fields describe the hardware; the derived float32 constants
+    (:meth:`constants`) are what the simulation and the ONNX body compute with.
+    ``input_range == 0`` means no input range (no clip, r = 1); ``dac_steps`` /
+    ``adc_steps == 0`` mean ideal converters; ``out_bound == 0`` means unbounded.
+    """
+
+    layer: str
+    input_range: float
+    scale_ratio: float
+    g_min: float
+    g_max: float
+    dac_steps: float
+    adc_steps: float
+    out_bound: float
+
+    @cached_property
+    def constants(self) -> dict:
+        """The float32 constants of the module docstring, plus rounding flags."""
+        r = self.input_range or 1.0
+        h_in = self.dac_steps / 2 if self.dac_steps else 0.0
+        h_out = self.adc_steps / 2 if self.adc_steps else 0.0
+        bound = self.out_bound
+        g_span = self.g_max - self.g_min
+        in_unit = 1.0 / h_in if h_in else 1.0
+        adc_unit = bound / h_out if h_out else 1.0
+        return {
+            "input_clip": _f32(self.input_range) if self.input_range else math.inf,
+            "in_scale": _f32((h_in or 1.0) / r),
+            "dac_round": int(bool(h_in)),
+            "dac_clip": _f32(h_in) if h_in else math.inf,
+            "adc_scale": _f32(in_unit / g_span / adc_unit),
+            "adc_round": int(bool(h_out)),
+            "adc_clip": _f32(bound / adc_unit) if bound else math.inf,
+            "out_scale": _f32(adc_unit * r * g_span / self.scale_ratio),
+        }
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _periphery_in(x: Tensor, c: dict) -> Tensor:
+    if c["input_clip"] != math.inf:
+        x = torch.clamp(x, -c["input_clip"], c["input_clip"])
+    x = x * c["in_scale"] if c["in_scale"] != 1.0 else x
+    if c["dac_round"]:
+        x = torch.round(x)
+        if not float(c["dac_clip"]).is_integer():  # an integer bound cannot be rounded past
+            x = torch.clamp(x, -c["dac_clip"], c["dac_clip"])
+    return x
+
+
+def _periphery_out(current: Tensor, bias: Optional[Tensor], c: dict, channel_dim: int) -> Tensor:
+    z = current.mul_(c["adc_scale"])
+    if c["adc_round"]:
+        z = z.round_()
+    if c["adc_clip"] != math.inf:
+        z = z.clamp_(-c["adc_clip"], c["adc_clip"])
+    if bias is None:
+        return z.mul_(c["out_scale"])
+    if channel_dim != -1:
+        bias = bias.view(-1, *([1] * (z.dim() - 2)))
+    return torch.add(bias, z, alpha=c["out_scale"])
+
+
+def crossbar_linear(x: Tensor, g_plus: Tensor, g_minus: Tensor, bias: Optional[Tensor],
+                    settings: CrossbarSettings) -> Tensor:
+    """A linear layer on a crossbar: ``x`` [..., in], G+ / G- [out, in] in uS."""
+    c = settings.constants
+    current = F.linear(_periphery_in(x, c), g_plus - g_minus)
+    return _periphery_out(current, bias, c, channel_dim=-1)
+
+
+def crossbar_conv(x: Tensor, g_plus: Tensor, g_minus: Tensor, bias: Optional[Tensor],
+                  settings: CrossbarSettings, stride: Sequence[int], padding: Sequence[int],
+                  dilation: Sequence[int], groups: int) -> Tensor:
+    """A 1-3d convolution on a crossbar (its unfolded input is the array input)."""
+    c = settings.constants
+    conv = (F.conv1d, F.conv2d, F.conv3d)[g_plus.dim() - 3]
+    current = conv(_periphery_in(x, c), g_plus - g_minus, None, stride, padding, dilation, groups)
+    return _periphery_out(current, bias, c, channel_dim=1)
+
+
+@dataclass(frozen=True)
+class ConvGeometry:
+    """Stride, padding, dilation and groups of a convolution layer."""
+
+    stride: tuple
+    padding: tuple
+    dilation: tuple
+    groups: int
+
+
+class Crossbar(nn.Module):
+    """One converted crossbar layer: G+ / G- buffers, the digital bias, the periphery.
+
+    ``geometry`` is None for a linear layer. ``source_weight`` names the original
+    parameter, so the conductances can be traced back to it.
+    """
+
+    def __init__(self, g_plus: Tensor, g_minus: Tensor, bias: Optional[Tensor],
+                 settings: CrossbarSettings, geometry: Optional[ConvGeometry], source_weight: str):
+        super().__init__()
+        self.register_buffer("g_plus", g_plus)
+        self.register_buffer("g_minus", g_minus)
+        self.register_buffer("bias", bias)
+        self.settings = settings
+        self.geometry = geometry
+        self.source_weight = source_weight
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.geometry is None:
+            return crossbar_linear(x, self.g_plus, self.g_minus, self.bias, self.settings)
+        g = self.geometry
+        return crossbar_conv(x, self.g_plus, self.g_minus, self.bias, self.settings,
+                             g.stride, g.padding, g.dilation, g.groups)
+
+    def extra_repr(self) -> str:
+        s = self.settings
+        kind = "linear" if self.geometry is None else f"conv{self.g_plus.dim() - 2}d"
+        return (f"{kind}, {tuple(self.g_plus.shape)}, r={s.input_range:.4g}, "
+                f"scale_ratio={s.scale_ratio:.4g}, dac_steps={s.dac_steps:g}, adc_steps={s.adc_steps:g}")

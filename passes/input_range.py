@@ -1,0 +1,98 @@
+"""The learned input range: clip to [-r, r] with aihwkit's gradient rule for r.
+
+Plain tensor numerics, no graph. The rule (aihwkit's ``InputRangeForward``):
+
+* forward ``clamp(x, -r, r)``; inputs at or beyond +-r get zero gradient;
+* ``g = sum(min(d, 0) over x >= r) - sum(max(d, 0) over x <= -r)``;
+* ``gradient_relative``: ``g *= r * gradient_scale``;
+* ``decay > 0`` and unclipped fraction > ``input_min_percentage``: ``g += decay * r``.
+
+The output-clipping term (``manage_output_clipping``) needs the ADC's view and
+lives in :func:`passes.periphery.adc`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from .parameters import InputRangeParameter
+
+
+class _LearnedClip(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, r: Tensor, params: InputRangeParameter) -> Tensor:
+        ctx.save_for_backward(x, r)
+        ctx.params = params
+        return torch.clamp(x, -r, r)
+
+    @staticmethod
+    def backward(ctx, d: Tensor):
+        x, r = ctx.saved_tensors
+        params: InputRangeParameter = ctx.params
+        upper, lower = x >= r, x <= -r
+        clipped = upper | lower
+        grad_x = d.masked_fill(clipped, 0.0) if ctx.needs_input_grad[0] else None
+        grad_r = None
+        if ctx.needs_input_grad[1]:
+            grad_r = (d * upper).clamp(max=0.0).sum() - (d * lower).clamp(min=0.0).sum()
+            if params.gradient_relative:
+                grad_r = grad_r * r * params.gradient_scale
+            if params.decay > 0:
+                unclipped = 1.0 - clipped.sum() / clipped.numel()
+                grad_r = grad_r + params.decay * r * (unclipped > params.input_min_percentage)
+            grad_r = grad_r.reshape(r.shape)
+        return grad_x, grad_r, None
+
+
+def learned_clip(x: Tensor, r: Tensor, params: InputRangeParameter) -> Tensor:
+    """``clamp(x, -r, r)`` whose backward follows aihwkit's input-range rule."""
+    if torch.is_grad_enabled() and (x.requires_grad or r.requires_grad):
+        return _LearnedClip.apply(x, r, params)
+    return torch.clamp(x, -r, r)
+
+
+@torch.no_grad()
+def update_range_from_data(r: Tensor, batches_seen: Tensor, x: Tensor, params: InputRangeParameter) -> None:
+    """One step of the init-from-data rule, in place.
+
+    ``r <- (r * k + init_std_alpha * std(x)) / (k + 1)`` while ``k < init_from_data``,
+    where k counts only batches whose (unbiased) std is > 0; then ``r <- |r|``.
+    """
+    k = int(batches_seen)
+    if k >= params.init_from_data:
+        return
+    std = x.detach().std()
+    if std > 0:
+        r.copy_((r * k + params.init_std_alpha * std) / (k + 1))
+        batches_seen += 1
+    r.abs_()
+
+
+class InputRange(nn.Module):
+    """Holds one layer's range ``value`` and clips its input.
+
+    In training mode, or while ``calibrating`` is set, the first
+    ``init_from_data`` batches initialise the range from data before the clip.
+    ``learn_input_range=False`` keeps the range as a buffer instead of a parameter.
+    """
+
+    def __init__(self, params: InputRangeParameter):
+        super().__init__()
+        self.params = params
+        value = torch.tensor(float(params.init_value))
+        if params.learn_input_range:
+            self.value = nn.Parameter(value)
+        else:
+            self.register_buffer("value", value)
+        self.register_buffer("init_batches", torch.zeros((), dtype=torch.long))
+        self.calibrating = False
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.training or self.calibrating:
+            update_range_from_data(self.value.data, self.init_batches, x, self.params)
+        return learned_clip(x, self.value, self.params)
+
+    def extra_repr(self) -> str:
+        kind = "learned" if self.params.learn_input_range else "fixed"
+        return f"{kind}, value={float(self.value):.4g}"
