@@ -43,17 +43,18 @@ class IsolateCrossbarLayersPass(PassBase):
             layer = plan.layer
             node = layer.node
             operands = [a for a in (*node.args, *node.kwargs.values()) if isinstance(a, fx.Node)]
+            activation = node.args[layer.activation_index]
             with graph.inserting_before(node):
                 weight = _read(graph, operands, layer.weight)
                 if layer.weight_transposed:
                     weight = graph.call_function(torch.t, (weight,))
                 if layer.geometry is None:
-                    crossbar = add_node(graph, "call_function", F.linear, (layer.activation, weight),
+                    crossbar = add_node(graph, "call_function", F.linear, (activation, weight),
                                         role="mvm", plan=plan)
                 else:
                     g = layer.geometry
                     crossbar = add_node(graph, "call_function", CONV_FUNCTIONS[layer.kind],
-                                        (layer.activation, weight, None, g.stride, g.padding, g.dilation, g.groups),
+                                        (activation, weight, None, g.stride, g.padding, g.dilation, g.groups),
                                         role="mvm", plan=plan)
             out = crossbar
             if layer.bias is not None:

@@ -35,7 +35,7 @@ def build_crossbar(graph_module: fx.GraphModule, plan: LayerPlan) -> Crossbar:
     io = plan.io
     settings = CrossbarSettings(
         layer=layer.name,
-        input_range=float(range_module.value) if range_module is not None else 0.0,
+        input_range=float(range_module.value.detach()) if range_module is not None else 0.0,
         scale_ratio=float(params["scale_ratio"]),
         g_min=float(plan.converter.g_min),
         g_max=float(plan.converter.g_max),

@@ -52,13 +52,15 @@ class CrossbarLayer:
     """One crossbar layer found in a graph.
 
     ``weight`` / ``bias`` are qualified tensor names in the GraphModule;
+    ``activation_index`` is the position of the input activation in ``node.args``
+    (read it when rewriting: an earlier rewrite may have replaced that node);
     ``weight_transposed`` is True when the weight is stored [in, out] (matmul
     forms); ``geometry`` is None for linear layers.
     """
 
     name: str
     node: fx.Node
-    activation: fx.Node
+    activation_index: int
     kind: str
     weight: str
     bias: Optional[str]
@@ -184,14 +186,14 @@ def _match_module(gm: fx.GraphModule, node: fx.Node) -> Optional[CrossbarLayer]:
     kind_type = f"{type(module).__module__}.{type(module).__qualname__}"
     bias = f"{node.target}.bias" if getattr(module, "bias", None) is not None else None
     if isinstance(module, nn.Linear):
-        return CrossbarLayer(node.target, node, node.args[0], "linear", f"{node.target}.weight",
+        return CrossbarLayer(node.target, node, 0, "linear", f"{node.target}.weight",
                              bias, False, None, kind_type)
     dims = CONV_MODULES.get(type(module))
     if dims and module.padding_mode == "zeros":
         geometry = _geometry(module.stride, module.padding, module.dilation, module.groups,
                              module.kernel_size)
         if geometry is not None:
-            return CrossbarLayer(node.target, node, node.args[0], f"conv{dims}d",
+            return CrossbarLayer(node.target, node, 0, f"conv{dims}d",
                                  f"{node.target}.weight", bias, False, geometry, kind_type)
     return None
 
@@ -231,8 +233,9 @@ def _match_function(gm: fx.GraphModule, node: fx.Node) -> Optional[CrossbarLayer
         return None
     if weight is None or _resolve(gm, weight).dim() < 2:
         return None
-    return CrossbarLayer(layer_name(weight), node, node.args[0] if target not in ADDMM_TARGETS
-                         else node.args[1], kind, weight, bias, transposed, geometry, _module_type(node))
+    activation_index = 1 if target in ADDMM_TARGETS else 0
+    return CrossbarLayer(layer_name(weight), node, activation_index, kind, weight, bias, transposed,
+                         geometry, _module_type(node))
 
 
 def find_crossbar_layers(gm: fx.GraphModule, selection: LayerSelection = LayerSelection()) -> list[CrossbarLayer]:

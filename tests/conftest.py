@@ -1,0 +1,88 @@
+"""Small models shared by the tests: an MLP, a CNN with grouped and depthwise
+convolutions, and a transformer encoder whose attention must stay digital."""
+
+import pytest
+import torch
+from torch import nn
+
+from compiler import HardwareConfig
+
+
+class MLP(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(16, 32)
+        self.fc2 = nn.Linear(32, 32, bias=False)
+        self.fc3 = nn.Linear(32, 10)
+
+    def forward(self, x):
+        return self.fc3(torch.relu(self.fc2(torch.relu(self.fc1(x)))))
+
+
+class GroupedCNN(nn.Module):
+    """Standard, strided, grouped, depthwise (dilated) and bias-free convolutions."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.conv2 = nn.Conv2d(8, 8, 3, stride=2, padding=1, groups=4)
+        self.depthwise = nn.Conv2d(8, 8, 3, padding=2, dilation=2, groups=8, bias=False)
+        self.pointwise = nn.Conv2d(8, 16, 1)
+        self.conv1d = nn.Conv1d(16, 8, 2)
+        self.fc = nn.Linear(8 * 15, 10)
+
+    def forward(self, x):
+        x = torch.relu(self.conv1(x))
+        x = torch.relu(self.conv2(x))
+        x = torch.relu(self.pointwise(self.depthwise(x)))
+        x = x.flatten(2)  # [N, 16, 16]
+        x = torch.relu(self.conv1d(x))
+        return self.fc(x.flatten(1))
+
+
+class TinyEncoder(nn.Module):
+    """A transformer encoder classifier built on nn.MultiheadAttention."""
+
+    def __init__(self, d_model=16, heads=2):
+        super().__init__()
+        self.embed = nn.Linear(8, d_model)
+        self.attn = nn.MultiheadAttention(d_model, heads, batch_first=True)
+        self.norm1 = nn.LayerNorm(d_model)
+        self.ff1 = nn.Linear(d_model, 32)
+        self.ff2 = nn.Linear(32, d_model)
+        self.norm2 = nn.LayerNorm(d_model)
+        self.head = nn.Linear(d_model, 10)
+
+    def forward(self, x):  # x: [N, 8 tokens, 8 features]
+        h = self.embed(x)
+        a, _ = self.attn(h, h, h, need_weights=False)
+        h = self.norm1(h + a)
+        h = self.norm2(h + self.ff2(torch.relu(self.ff1(h))))
+        return self.head(h.mean(dim=1))
+
+
+MODELS = {
+    "mlp": (MLP, (16,)),
+    "cnn": (GroupedCNN, (3, 8, 8)),
+    "encoder": (TinyEncoder, (8, 8)),
+}
+
+
+def make_model(name: str, seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return MODELS[name][0]().eval()
+
+
+def make_input(name: str, batch: int, seed: int = 1) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, *MODELS[name][1], generator=generator)
+
+
+def eight_bit() -> HardwareConfig:
+    """8-bit DAC and ADC, out_bound 10, learned input range."""
+    return HardwareConfig().with_overrides({"forward.inp_res": 254, "forward.out_res": 254, "forward.out_bound": 10})
+
+
+@pytest.fixture(params=sorted(MODELS))
+def model_name(request):
+    return request.param
