@@ -12,12 +12,13 @@ from passes.parameters import (
 )
 
 from .config import HardwareConfig
-from .pipeline import NoCrossbarLayersWarning, calibrate, convert, prepare
+from .pipeline import CompileResult, NoCrossbarLayersWarning, calibrate, compile_model, convert, prepare
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BoundManagementType", "ConfigError", "HardwareConfig", "InputRangeParameter", "IOParameters",
     "MappingParameter", "NoCrossbarLayersWarning", "NoiseManagementType", "PrePostProcessingParameter",
-    "SinglePairConductanceConverter", "calibrate", "convert", "prepare", "__version__",
+    "SinglePairConductanceConverter", "CompileResult", "calibrate", "compile_model", "convert", "prepare",
+    "__version__",
 ]

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import copy
 import warnings
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
 import torch
@@ -134,3 +136,39 @@ def convert(prepared: fx.GraphModule) -> fx.GraphModule:
     converted.meta[META] = prepared.meta[META]
     converted = run_passes(converted, [LowerToConductancesPass()])
     return converted.eval()
+
+
+@dataclass
+class CompileResult:
+    """What :func:`compile_model` produced."""
+
+    prepared: fx.GraphModule
+    converted: fx.GraphModule
+    output: Optional[Path]
+    calibration_batches: int
+
+
+def compile_model(
+    model: nn.Module,
+    example_inputs: Sequence,
+    config: Optional[HardwareConfig] = None,
+    *,
+    calibration_data: Optional[Iterable] = None,
+    output: Optional[str | Path] = None,
+    progress: bool = False,
+    **prepare_options,
+) -> CompileResult:
+    """prepare -> calibrate (if data is given) -> convert -> export ONNX (if ``output``).
+
+    ``prepare_options`` are those of :func:`prepare` (include, exclude, ...).
+    """
+    prepared = prepare(model, example_inputs, config, **prepare_options)
+    batches = calibrate(prepared, calibration_data, progress=progress) if calibration_data is not None else 0
+    converted = convert(prepared)
+    path = None
+    if output is not None:
+        from .export import export_onnx
+
+        path = Path(output)
+        export_onnx(converted, example_inputs, path)
+    return CompileResult(prepared, converted, path, batches)
