@@ -1,0 +1,60 @@
+"""Named hardware presets, each with where its numbers come from.
+
+Only the deterministic part of a chip is simulated (DAC, ADC, bound, arrays,
+input ranges); device noise, drift and IR drop are not.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .config import HardwareConfig
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    description: str
+    source: str
+    overrides: dict
+
+    def config(self) -> HardwareConfig:
+        return HardwareConfig().with_overrides(self.overrides)
+
+
+def _standard(bits_steps: float, array: int) -> dict:
+    return {
+        "forward.inp_res": bits_steps,
+        "forward.out_res": bits_steps,
+        "forward.out_bound": 10.0,
+        "mapping.max_input_size": array,
+        "mapping.max_output_size": array,
+        "pre_post.input_range.enable": True,
+    }
+
+
+PRESETS: dict[str, Preset] = {
+    preset.name: preset
+    for preset in (
+        Preset("ideal", "No DAC, ADC or bound; one array per layer; learned input ranges.",
+               "xbar's default HardwareConfig()", {}),
+        Preset("8bit-512x512",
+               "8-bit DAC and ADC (254 steps), ADC bound 10, 512x512 arrays, learned input ranges.",
+               "aihwkit StandardHWATrainingPreset (inp_res=out_res=254, out_bound=10, max_input_size=512, "
+               "input range init 3.0 / 100 batches / 3 std / decay 0.001); its noise models are not "
+               "simulated and its output tiling (max_output_size=0) is set to 512 for square arrays",
+               _standard(254.0, 512)),
+        Preset("6bit-256x256",
+               "6-bit DAC and ADC (62 steps), ADC bound 10, 256x256 arrays, learned input ranges.",
+               "the 8bit-512x512 preset at 2**6 - 2 steps and the smaller arrays of low-power designs",
+               _standard(62.0, 256)),
+    )
+}
+
+
+def preset_config(name: str) -> HardwareConfig:
+    """The HardwareConfig of a named preset; ValueError lists the names on a miss."""
+    try:
+        return PRESETS[name].config()
+    except KeyError:
+        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}") from None
