@@ -17,7 +17,7 @@ from torch import fx
 from torch.fx.passes.infra.pass_base import PassBase, PassResult
 
 from . import periphery
-from .plan import LayerPlan, PassError, add_node, erase_if_unused, tagged
+from .plan import LayerPlan, PassError, add_node, check_names, erase_if_unused, tagged
 
 CONV_FUNCTIONS = {"conv1d": F.conv1d, "conv2d": F.conv2d, "conv3d": F.conv3d}
 
@@ -72,3 +72,4 @@ class IsolateCrossbarLayersPass(PassBase):
         found = sum(1 for _ in tagged(graph_module.graph, "mvm"))
         if found != len(self.plans):
             raise PassError(f"{type(self).__name__}: expected {len(self.plans)} crossbar nodes, found {found}")
+        check_names(graph_module.graph, type(self).__name__)

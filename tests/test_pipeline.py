@@ -1,0 +1,195 @@
+"""prepare -> calibrate -> convert on real captures of the shared test models."""
+
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+from compiler import HardwareConfig, NoCrossbarLayersWarning, calibrate, convert, prepare
+from conftest import eight_bit, make_input, make_model
+from passes.crossbar import Crossbar
+from passes.plan import PassError
+
+NO_CLIP = {"pre_post.input_range.init_value": 1e6, "pre_post.input_range.init_from_data": 0}
+
+
+def calibrated(name, config, batches=4, **options):
+    model = make_model(name)
+    prepared = prepare(model, (make_input(name, 4),), config, **options)
+    calibrate(prepared, [make_input(name, 32, seed=s) for s in range(batches)])
+    return model, prepared, convert(prepared)
+
+
+@pytest.mark.parametrize("method", ["export", "symbolic_trace"])
+def test_ideal_periphery_reproduces_the_original(model_name, method):
+    model = make_model(model_name)
+    config = HardwareConfig().with_overrides(NO_CLIP)
+    prepared = prepare(model, (make_input(model_name, 4),), config, capture_method=method)
+    converted = convert(prepared)
+    x = make_input(model_name, 9)
+    expected = model(x).detach()
+    scale = float(expected.abs().max())
+    assert torch.allclose(prepared(x), expected, atol=1e-5 * scale)
+    assert torch.allclose(converted(x), expected, atol=1e-5 * scale)
+
+
+def test_dac_adc_prepared_and_converted_agree(model_name):
+    _, prepared, converted = calibrated(model_name, eight_bit())
+    x = make_input(model_name, 64, seed=7)
+    a, b = prepared(x).detach(), converted(x).detach()
+    scale = float(a.abs().max())
+    differs = (a - b).abs() > 1e-5 * scale
+    # float reordering can move a value across a rounding boundary: rare, and small
+    assert differs.float().mean() < 0.02
+    assert float((a - b).abs().max()) < 0.05 * scale
+
+
+def test_clipping_changes_outputs_only_through_the_range(model_name):
+    model, prepared, converted = calibrated(model_name, HardwareConfig())
+    x = make_input(model_name, 16)
+    ranges = {n: float(m.value) for n, m in prepared.named_children() if n.endswith("_input_range")}
+    assert ranges and all(r > 0 for r in ranges.values())
+    assert torch.allclose(prepared(x), converted(x), atol=1e-5 * float(model(x).abs().max()))
+
+
+def test_conductances_convert_back_to_the_weights(model_name):
+    model, _, converted = calibrated(model_name, eight_bit())
+    weights = dict(model.named_parameters())
+    crossbars = [m for m in converted.modules() if isinstance(m, Crossbar)]
+    assert crossbars
+    converter = eight_bit().converter
+    for crossbar in crossbars:
+        recovered = converter.convert_back_to_weights([crossbar.g_plus, crossbar.g_minus],
+                                                      {"scale_ratio": crossbar.settings.scale_ratio})
+        original = weights[crossbar.source_weight].detach()
+        assert torch.allclose(recovered, original, atol=1e-6 * float(original.abs().max()))
+        assert float(crossbar.g_plus.min()) >= 0 and float(crossbar.g_plus.max()) <= 25.0 + 1e-5
+
+
+def test_prepared_graph_reads_like_the_hardware():
+    prepared = prepare(make_model("mlp"), (make_input("mlp", 2),), eight_bit())
+    names = [n.name for n in prepared.graph.nodes if n.name.startswith("fc1_")]
+    assert names == ["fc1_weight", "fc1_bias", "fc1_input_range", "fc1_input_range_value", "fc1_normalize",
+                     "fc1_dac", "fc1_mvm", "fc1_adc", "fc1_rescale", "fc1_add_bias"]
+    converted = convert(prepared)
+    assert [n.name for n in converted.graph.nodes if n.op == "call_module" and n.name != "_guards_fn"] == \
+        ["fc1_crossbar", "fc2_crossbar", "fc3_crossbar"]
+    assert not any(name.endswith("weight") for name, _ in converted.named_parameters())
+
+
+class ItemAssignment(nn.Module):
+    """symbolic_trace fails on item assignment ('Proxy' object does not support it)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(6, 6)
+        self.fc2 = nn.Linear(6, 3)
+
+    def forward(self, x):
+        h = self.fc1(x)
+        h[:, :2] = 0.0
+        return self.fc2(h)
+
+
+def test_pipeline_runs_on_models_only_torch_export_traces():
+    model = ItemAssignment().eval()
+    x = torch.randn(5, 6)
+    with pytest.raises(Exception, match="symbolic_trace.*Try capture='export'"):
+        prepare(model, (x,), capture_method="symbolic_trace")
+    prepared = prepare(model, (x,), HardwareConfig().with_overrides(NO_CLIP))
+    assert torch.allclose(convert(prepared)(x), model(x), atol=1e-5)
+
+
+class SharedLayer(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.fc(x)))
+
+
+@pytest.mark.parametrize("method", ["export", "symbolic_trace"])
+def test_a_shared_weight_is_one_crossbar(method):
+    model = SharedLayer().eval()
+    x = torch.randn(3, 4)
+    converted = convert(prepare(model, (x,), HardwareConfig().with_overrides(NO_CLIP), capture_method=method))
+    assert [n for n, m in converted.named_modules() if isinstance(m, Crossbar)] == ["fc_crossbar"]
+    assert sum(n.op == "call_module" and n.target == "fc_crossbar" for n in converted.graph.nodes) == 2
+    assert torch.allclose(converted(x), model(x), atol=1e-5)
+
+
+def test_a_name_clash_is_reported_by_the_pass():
+    class Clash(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 4)
+            self.fc_mvm = nn.ReLU()
+
+        def forward(self, x):
+            return self.fc_mvm(self.fc(x))
+
+    with pytest.raises(PassError, match="IsolateCrossbarLayersPass.*renamed"):
+        prepare(Clash(), (torch.randn(2, 4),), capture_method="symbolic_trace")
+
+
+def test_no_crossbar_layer_warns_and_keeps_the_model():
+    model = nn.Sequential(nn.ReLU(), nn.Tanh())
+    with pytest.warns(NoCrossbarLayersWarning, match="stays digital"):
+        prepared = prepare(model, (torch.randn(2, 3),))
+    x = torch.randn(4, 3)
+    assert torch.equal(convert(prepared)(x), model(x))
+
+
+def test_calibration_sets_ranges_from_data():
+    prepared = prepare(make_model("mlp"), (make_input("mlp", 2),))
+    batches = [make_input("mlp", 64, seed=s) for s in range(3)]
+    assert calibrate(prepared, batches) == 3
+    expected = 3.0 * sum(float(b.std()) for b in batches) / 3
+    assert float(prepared.fc1_input_range.value) == pytest.approx(expected, rel=1e-5)
+    assert int(prepared.fc1_input_range.init_batches) == 3
+    assert not prepared.training
+
+
+def test_output_clipping_feeds_back_into_the_range():
+    def range_grad(manage):
+        config = HardwareConfig().with_overrides({
+            "forward.out_bound": 0.05, "pre_post.input_range.decay": 0.0,
+            "pre_post.input_range.init_from_data": 0,
+            "pre_post.input_range.manage_output_clipping": manage})
+        prepared = prepare(make_model("mlp"), (make_input("mlp", 2),), config).train()
+        prepared(make_input("mlp", 32)).sum().backward()
+        return prepared.fc1_input_range.value.grad.item()
+
+    # nearly every ADC output clips at this bound: the range is pushed up by about (1 - 0) * r = 3
+    assert range_grad(True) - range_grad(False) == pytest.approx(-3.0, rel=0.1)
+
+
+def test_fine_tuning_moves_ranges_and_lowers_the_loss():
+    from models import load_digits_split, load_pretrained
+
+    data = load_digits_split()
+    prepared = prepare(load_pretrained("mlp"), (data.train_x[:2],), eight_bit())
+    calibrate(prepared, data.train_x[:640].split(64))
+    before = {n: float(m.value) for n, m in prepared.named_children() if n.endswith("_input_range")}
+    ranges = [m.value for n, m in prepared.named_children() if n.endswith("_input_range")]
+    optimizer = torch.optim.Adam([{"params": ranges, "lr": 0.05},
+                                  {"params": [p for p in prepared.parameters() if all(p is not r for r in ranges)],
+                                   "lr": 1e-3}])
+    loss_fn = nn.CrossEntropyLoss()
+    prepared.train()
+    x, y = data.train_x[:256], data.train_y[:256]
+    with torch.no_grad():
+        initial = float(loss_fn(prepared.eval()(x), y))
+    prepared.train()
+    for _ in range(3):
+        for xb, yb in zip(x.split(32), y.split(32)):
+            optimizer.zero_grad()
+            loss_fn(prepared(xb), yb).backward()
+            optimizer.step()
+    with torch.no_grad():
+        final = float(loss_fn(prepared.eval()(x), y))
+    after = {n: float(m.value) for n, m in prepared.named_children() if n.endswith("_input_range")}
+    assert all(abs(after[n] - before[n]) > 1e-3 for n in before)
+    assert final < initial
