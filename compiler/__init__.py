@@ -12,12 +12,13 @@ from passes.parameters import (
 )
 
 from .config import HardwareConfig
+from .export import ExportError, export_onnx
 from .pipeline import CompileResult, NoCrossbarLayersWarning, calibrate, compile_model, convert, prepare
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "BoundManagementType", "ConfigError", "HardwareConfig", "InputRangeParameter", "IOParameters",
+    "BoundManagementType", "ConfigError", "ExportError", "HardwareConfig", "InputRangeParameter", "IOParameters",
     "MappingParameter", "NoCrossbarLayersWarning", "NoiseManagementType", "PrePostProcessingParameter",
     "SinglePairConductanceConverter", "CompileResult", "calibrate", "compile_model", "convert", "prepare",
     "__version__",

@@ -77,13 +77,19 @@ class CrossbarSettings:
 
 
 def _periphery_in(x: Tensor, c: dict) -> Tensor:
+    """Clip, scale and (with a DAC) round the input: one new tensor, then in place."""
     if c["input_clip"] != math.inf:
         x = torch.clamp(x, -c["input_clip"], c["input_clip"])
-    x = x * c["in_scale"] if c["in_scale"] != 1.0 else x
+        if c["in_scale"] != 1.0:
+            x.mul_(c["in_scale"])
+    elif c["in_scale"] != 1.0:
+        x = x * c["in_scale"]
+    else:
+        return x  # no range and no DAC (a DAC needs a range): nothing to do
     if c["dac_round"]:
-        x = torch.round(x)
+        x.round_()
         if not float(c["dac_clip"]).is_integer():  # an integer bound cannot be rounded past
-            x = torch.clamp(x, -c["dac_clip"], c["dac_clip"])
+            x.clamp_(-c["dac_clip"], c["dac_clip"])
     return x
 
 
@@ -93,11 +99,12 @@ def _periphery_out(current: Tensor, bias: Optional[Tensor], c: dict, channel_dim
         z = z.round_()
     if c["adc_clip"] != math.inf:
         z = z.clamp_(-c["adc_clip"], c["adc_clip"])
+    z = z.mul_(c["out_scale"])
     if bias is None:
-        return z.mul_(c["out_scale"])
+        return z
     if channel_dim != -1:
         bias = bias.view(-1, *([1] * (z.dim() - 2)))
-    return torch.add(bias, z, alpha=c["out_scale"])
+    return z.add_(bias)  # not add(alpha=): that fuses multiply and add, which ONNX's Mul, Add do not
 
 
 def crossbar_linear(x: Tensor, g_plus: Tensor, g_minus: Tensor, bias: Optional[Tensor],

@@ -23,7 +23,6 @@ Rules of :class:`CrossbarToCustomOpsPass`, for each ``call_module`` of a
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Optional
 
 import torch
 from torch import Tensor, fx
@@ -41,7 +40,7 @@ def _settings(*fields) -> CrossbarSettings:
     return CrossbarSettings(*fields)
 
 
-def _linear(x: Tensor, g_plus: Tensor, g_minus: Tensor, bias: Optional[Tensor], layer: str,
+def _linear(x: Tensor, g_plus: Tensor, g_minus: Tensor, bias: Tensor, layer: str,
                        input_range: float, scale_ratio: float, g_min: float, g_max: float,
                        dac_steps: float, adc_steps: float, out_bound: float) -> Tensor:
     """:func:`passes.crossbar.crossbar_linear` as one opaque op."""
@@ -49,7 +48,7 @@ def _linear(x: Tensor, g_plus: Tensor, g_minus: Tensor, bias: Optional[Tensor], 
     return crossbar_linear(x, g_plus, g_minus, bias, settings)
 
 
-def _conv(x: Tensor, g_plus: Tensor, g_minus: Tensor, bias: Optional[Tensor], layer: str,
+def _conv(x: Tensor, g_plus: Tensor, g_minus: Tensor, bias: Tensor, layer: str,
                      input_range: float, scale_ratio: float, g_min: float, g_max: float,
                      dac_steps: float, adc_steps: float, out_bound: float,
                      stride: list[int], padding: list[int], dilation: list[int], groups: int) -> Tensor:
@@ -63,6 +62,8 @@ crossbar_conv_op = torch.library.custom_op(f"{NAMESPACE}::crossbar_conv", _conv,
 # The implementations only compute with torch ops, so they also run on fake tensors (shape propagation).
 crossbar_linear_op.register_fake(_linear)
 crossbar_conv_op.register_fake(_conv)
+CROSSBAR_LINEAR = torch.ops.xbar.crossbar_linear.default
+CROSSBAR_CONV = torch.ops.xbar.crossbar_conv.default
 
 
 def _settings_args(settings: CrossbarSettings) -> tuple:
@@ -80,21 +81,18 @@ class CrossbarToCustomOpsPass(PassBase):
                  and isinstance(graph_module.get_submodule(n.target), Crossbar)]
         for site in sites:
             module = graph_module.get_submodule(site.target)
-            name = site.name
-            site._rename(f"{name}_module_call")  # free the name for the replacement
+            if module.bias is None:
+                module.bias = torch.zeros(module.g_plus.shape[0], dtype=module.g_plus.dtype)
             with graph.inserting_before(site):
-                tensors = [graph.get_attr(f"{site.target}.{attr}") if getattr(module, attr) is not None else None
-                           for attr in ("g_plus", "g_minus", "bias")]
-                args = (site.args[0], *tensors, *_settings_args(module.settings))
-                if module.geometry is None:
-                    op = torch.ops.xbar.crossbar_linear.default
-                else:
-                    g = module.geometry
-                    op = torch.ops.xbar.crossbar_conv.default
-                    args += (list(g.stride), list(g.padding), list(g.dilation), int(g.groups))
-                call = graph.create_node("call_function", op, args, name=name)
-            site.replace_all_uses_with(call)
-            graph.erase_node(site)
+                tensors = [graph.get_attr(f"{site.target}.{attr}") for attr in ("g_plus", "g_minus", "bias")]
+            args = (site.args[0], *tensors, *_settings_args(module.settings))
+            if module.geometry is None:
+                target = CROSSBAR_LINEAR
+            else:
+                g = module.geometry
+                target = CROSSBAR_CONV
+                args += (list(g.stride), list(g.padding), list(g.dilation), int(g.groups))
+            site.op, site.target, site.args = "call_function", target, args  # in place: keeps name and users
         return PassResult(graph_module, bool(sites))
 
     def ensures(self, graph_module: fx.GraphModule) -> None:

@@ -24,18 +24,20 @@ class _LearnedClip(torch.autograd.Function):
     def forward(ctx, x: Tensor, r: Tensor, params: InputRangeParameter) -> Tensor:
         ctx.save_for_backward(x, r)
         ctx.params = params
-        return torch.clamp(x, -r, r)
+        bound = float(r)
+        return torch.clamp(x, -bound, bound)
 
     @staticmethod
     def backward(ctx, d: Tensor):
         x, r = ctx.saved_tensors
         params: InputRangeParameter = ctx.params
-        upper, lower = x >= r, x <= -r
+        bound = float(r)
+        upper, lower = x >= bound, x <= -bound
         clipped = upper | lower
         grad_x = d.masked_fill(clipped, 0.0) if ctx.needs_input_grad[0] else None
         grad_r = None
         if ctx.needs_input_grad[1]:
-            grad_r = (d * upper).clamp(max=0.0).sum() - (d * lower).clamp(min=0.0).sum()
+            grad_r = d[upper].clamp(max=0.0).sum() - d[lower].clamp(min=0.0).sum()
             if params.gradient_relative:
                 grad_r = grad_r * r * params.gradient_scale
             if params.decay > 0:
@@ -49,7 +51,8 @@ def learned_clip(x: Tensor, r: Tensor, params: InputRangeParameter) -> Tensor:
     """``clamp(x, -r, r)`` whose backward follows aihwkit's input-range rule."""
     if torch.is_grad_enabled() and (x.requires_grad or r.requires_grad):
         return _LearnedClip.apply(x, r, params)
-    return torch.clamp(x, -r, r)
+    bound = float(r)
+    return torch.clamp(x, -bound, bound)
 
 
 @torch.no_grad()

@@ -7,6 +7,7 @@ passes find a layer's nodes by tag, never by name.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Iterator, Optional
 
@@ -39,8 +40,10 @@ class LayerPlan:
 
     @property
     def prefix(self) -> str:
-        """Node-name prefix: the layer name with dots as underscores."""
-        return self.layer.name.replace(".", "_")
+        """Node-name prefix: the layer name with dots as underscores, made a valid
+        identifier the way FX does (``0`` -> ``_0``)."""
+        prefix = re.sub(r"[^0-9a-zA-Z_]", "_", self.layer.name)
+        return f"_{prefix}" if prefix[0].isdigit() else prefix
 
 
 @dataclass(frozen=True)
