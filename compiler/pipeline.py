@@ -24,6 +24,7 @@ from passes.isolate_layers import IsolateCrossbarLayersPass
 from passes.lower_conductances import LowerToConductancesPass
 from passes.matching import LayerSelection, Pattern, find_crossbar_layers
 from passes.plan import LayerPlan, PassError
+from passes.tiling import TileLayersPass
 
 from .config import HardwareConfig
 
@@ -55,8 +56,7 @@ def plan_layers(graph_module: fx.GraphModule, config: HardwareConfig,
     """Find the crossbar layers and attach the hardware settings to each."""
     converter = config.converter
     return [
-        LayerPlan(layer, config.forward, config.pre_post.input_range, converter,
-                  columnwise=config.mapping.weight_scaling_columnwise)
+        LayerPlan(layer, config.forward, config.pre_post.input_range, converter, config.mapping)
         for layer in find_crossbar_layers(graph_module, selection)
     ]
 
@@ -87,8 +87,8 @@ def prepare(
     if not plans:
         warnings.warn("no linear or convolution layer with a constant weight was found (or all were "
                       "excluded): the model stays digital", NoCrossbarLayersWarning, stacklevel=2)
-    graph_module = run_passes(graph_module, [IsolateCrossbarLayersPass(plans), InsertInputRangePass(),
-                                             InsertConvertersPass()])
+    graph_module = run_passes(graph_module, [IsolateCrossbarLayersPass(plans), TileLayersPass(),
+                                             InsertInputRangePass(), InsertConvertersPass()])
     graph_module.meta[META] = {"config": config, "plans": plans}
     return graph_module.train(training)
 

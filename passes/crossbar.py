@@ -38,6 +38,7 @@ class CrossbarSettings:
 
     Primary fields describe the hardware; the derived float32 constants
     (:meth:`constants`) are what the simulation and the ONNX body compute with.
+    ``tile_row`` / ``tile_col`` place the array in its layer's grid of arrays.
     ``input_range == 0`` means no input range (no clip, r = 1); ``dac_steps`` /
     ``adc_steps == 0`` mean ideal converters; ``out_bound == 0`` means unbounded.
     """
@@ -50,6 +51,8 @@ class CrossbarSettings:
     dac_steps: float
     adc_steps: float
     out_bound: float
+    tile_row: int = 0
+    tile_col: int = 0
 
     @cached_property
     def constants(self) -> dict:

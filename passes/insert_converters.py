@@ -1,8 +1,8 @@
 """Insert the DAC before and the ADC after each crossbar layer.
 
-Rules, for each crossbar node:
-* a DAC (``inp_res``) inserts ``<layer>_dac`` between the crossbar and its input
-  (the normalised input, when the layer has an input range);
+Rules, for each crossbar node (``mvm``):
+* a DAC (``inp_res``) inserts ``<layer>_dac`` between the crossbar and its
+  (normalised) input, one per input shared by several arrays;
 * an ADC (``out_res``) or output bound (``out_bound``) inserts ``<layer>_adc``
   right after the crossbar, before the rescale; with ``manage_output_clipping``
   it feeds output clipping back into the range's gradient;
@@ -15,7 +15,7 @@ from torch import fx
 from torch.fx.passes.infra.pass_base import PassBase, PassResult
 
 from . import periphery
-from .plan import add_node, check_names, layer_nodes, tagged
+from .plan import add_node, check_names, input_chain, retag, tag_of, tagged
 
 
 class InsertConvertersPass(PassBase):
@@ -24,29 +24,36 @@ class InsertConvertersPass(PassBase):
     def call(self, graph_module: fx.GraphModule) -> PassResult:
         graph = graph_module.graph
         modified = False
-        for crossbar in tagged(graph, "mvm"):
-            tag = crossbar.meta["xbar"]
+        dac_inputs: dict[fx.Node, list[fx.Node]] = {}
+        for mvm in tagged(graph, "mvm"):
+            if tag_of(mvm).plan.io.dac_steps:
+                dac_inputs.setdefault(mvm.args[0], []).append(mvm)
+        for mvms in dac_inputs.values():
+            tag = tag_of(mvms[0])
+            source = mvms[0].args[0]
+            with graph.inserting_before(mvms[0]):
+                dac = add_node(graph, "call_function", periphery.dac, (source, tag.plan.io.dac_steps),
+                               tag=retag(tag, "dac", row_only=True))
+            for mvm in mvms:
+                mvm.replace_input_with(source, dac)
+            modified = True
+        for mvm in tagged(graph, "mvm"):
+            tag = tag_of(mvm)
             plan, io = tag.plan, tag.plan.io
-            if io.dac_steps:
-                source = crossbar.args[0]
-                with graph.inserting_before(crossbar):
-                    dac = add_node(graph, "call_function", periphery.dac, (source, io.dac_steps),
-                                   role="dac", key=tag.key, plan=plan)
-                crossbar.replace_input_with(source, dac)
-                modified = True
-            if io.bound:
-                value = layer_nodes(graph, tag.key).get("input_range_value")
-                manage = plan.input_range.enable and plan.input_range.manage_output_clipping
-                users = list(crossbar.users)
-                with graph.inserting_after(crossbar):
-                    adc = add_node(graph, "call_function", periphery.adc, (crossbar, crossbar.args[1], value),
-                                   dict(bound=io.bound, steps=io.adc_steps, channel_dim=plan.layer.channel_dim,
-                                        columnwise=plan.columnwise,
-                                        output_min_percentage=plan.input_range.output_min_percentage if manage else None),
-                                   role="adc", key=tag.key, plan=plan)
-                for user in users:
-                    user.replace_input_with(crossbar, adc)
-                modified = True
+            if not io.bound:
+                continue
+            value = input_chain(mvm).get("input_range_value")
+            manage = plan.input_range.enable and plan.input_range.manage_output_clipping
+            users = list(mvm.users)
+            with graph.inserting_after(mvm):
+                adc = add_node(graph, "call_function", periphery.adc, (mvm, mvm.args[1], value),
+                               dict(bound=io.bound, steps=io.adc_steps, channel_dim=plan.layer.channel_dim,
+                                    columnwise=plan.columnwise,
+                                    output_min_percentage=plan.input_range.output_min_percentage if manage else None),
+                               tag=retag(tag, "adc"))
+            for user in users:
+                user.replace_input_with(mvm, adc)
+            modified = True
         return PassResult(graph_module, modified)
 
     def ensures(self, graph_module: fx.GraphModule) -> None:

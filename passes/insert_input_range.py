@@ -1,10 +1,11 @@
 """Insert the learned input range and its scale nodes around each crossbar layer.
 
-Rules, for each crossbar node whose plan enables the input range:
-* ``<layer>_input_range`` (an :class:`InputRange` submodule of the same name,
-  one per layer, shared by its call sites) clips the activation;
+Rules, for each crossbar node (``mvm``) whose plan enables the input range:
+* ``<layer>_input_range`` (an :class:`InputRange` submodule of the same name)
+  clips the activation; the arrays of one input slice of a tiled layer share one
+  (``<layer>_row<r>_input_range``), and so do the call sites of a shared layer;
 * ``<layer>_normalize`` divides by the range before the crossbar, and
-  ``<layer>_rescale`` multiplies by it after (both without gradient to the range);
+  ``<layer>_rescale`` multiplies by it after (neither passes gradient to the range);
 * the ``add_bias`` node, if any, stays after the rescale;
 * layers with the input range disabled, and graphs without crossbar layers, are
   left untouched.
@@ -17,7 +18,7 @@ from torch.fx.passes.infra.pass_base import PassBase, PassResult
 
 from . import periphery
 from .input_range import InputRange
-from .plan import add_node, check_names, tagged
+from .plan import add_node, check_names, retag, tag_of, tagged
 
 
 class InsertInputRangePass(PassBase):
@@ -25,32 +26,33 @@ class InsertInputRangePass(PassBase):
 
     def call(self, graph_module: fx.GraphModule) -> PassResult:
         graph = graph_module.graph
-        modified = False
-        for crossbar in tagged(graph, "mvm"):
-            tag = crossbar.meta["xbar"]
-            plan = tag.plan
-            if not plan.input_range.enable:
-                continue
-            module_name = f"{plan.prefix}_input_range"
-            if not hasattr(graph_module, module_name):
-                graph_module.add_submodule(module_name, InputRange(plan.input_range))
-            activation = crossbar.args[0]
-            with graph.inserting_before(crossbar):
-                clipped = add_node(graph, "call_module", module_name, (activation,),
-                                   role="input_range", key=tag.key, plan=plan)
-                value = add_node(graph, "get_attr", f"{module_name}.value", (),
-                                 role="input_range_value", key=tag.key, plan=plan)
+        groups: dict[tuple, list[fx.Node]] = {}
+        for mvm in tagged(graph, "mvm"):
+            tag = tag_of(mvm)
+            if tag.plan.input_range.enable:
+                row = tag.tile.row if tag.tile else None
+                groups.setdefault((tag.plan.layer.name, row, mvm.args[0]), []).append(mvm)
+        for mvms in groups.values():
+            tag = tag_of(mvms[0])
+            activation = mvms[0].args[0]  # read now: an earlier layer's rescale may have replaced it
+            clip_tag = retag(tag, "input_range", row_only=True)
+            if not hasattr(graph_module, clip_tag.name):
+                graph_module.add_submodule(clip_tag.name, InputRange(tag.plan.input_range))
+            with graph.inserting_before(mvms[0]):
+                clipped = add_node(graph, "call_module", clip_tag.name, (activation,), tag=clip_tag)
+                value = add_node(graph, "get_attr", f"{clip_tag.name}.value", (),
+                                 tag=retag(tag, "input_range_value", row_only=True))
                 normalized = add_node(graph, "call_function", periphery.normalize, (clipped, value),
-                                      role="normalize", key=tag.key, plan=plan)
-            crossbar.replace_input_with(activation, normalized)
-            users = list(crossbar.users)
-            with graph.inserting_after(crossbar):
-                rescaled = add_node(graph, "call_function", periphery.rescale, (crossbar, value),
-                                    role="rescale", key=tag.key, plan=plan)
-            for user in users:
-                user.replace_input_with(crossbar, rescaled)
-            modified = True
-        return PassResult(graph_module, modified)
+                                      tag=retag(tag, "normalize", row_only=True))
+            for mvm in mvms:
+                mvm.replace_input_with(activation, normalized)
+                users = list(mvm.users)
+                with graph.inserting_after(mvm):
+                    rescaled = add_node(graph, "call_function", periphery.rescale, (mvm, value),
+                                        tag=retag(tag_of(mvm), "rescale"))
+                for user in users:
+                    user.replace_input_with(mvm, rescaled)
+        return PassResult(graph_module, bool(groups))
 
     def ensures(self, graph_module: fx.GraphModule) -> None:
         check_names(graph_module.graph, type(self).__name__)

@@ -17,7 +17,7 @@ from torch import fx
 from torch.fx.passes.infra.pass_base import PassBase, PassResult
 
 from . import periphery
-from .plan import LayerPlan, PassError, add_node, check_names, erase_if_unused, tagged
+from .plan import LayerPlan, NodeTag, PassError, add_node, check_names, erase_if_unused, tagged
 
 CONV_FUNCTIONS = {"conv1d": F.conv1d, "conv2d": F.conv2d, "conv3d": F.conv3d}
 
@@ -42,26 +42,24 @@ class IsolateCrossbarLayersPass(PassBase):
         for plan in self.plans:
             layer = plan.layer
             node = layer.node
-            operands = [a for a in (*node.args, *node.kwargs.values()) if isinstance(a, fx.Node)]
             activation = node.args[layer.activation_index]
+            operands = [a for a in (*node.args, *node.kwargs.values()) if isinstance(a, fx.Node)]
             with graph.inserting_before(node):
                 weight = _read(graph, operands, layer.weight)
                 if layer.weight_transposed:
                     weight = graph.call_function(torch.t, (weight,))
                 if layer.geometry is None:
-                    crossbar = add_node(graph, "call_function", F.linear, (activation, weight),
-                                        role="mvm", plan=plan)
+                    args = (activation, weight)
+                    target = F.linear
                 else:
                     g = layer.geometry
-                    crossbar = add_node(graph, "call_function", CONV_FUNCTIONS[layer.kind],
-                                        (activation, weight, None, g.stride, g.padding, g.dilation, g.groups),
-                                        role="mvm", plan=plan)
-            out = crossbar
-            if layer.bias is not None:
-                with graph.inserting_before(node):
+                    args = (activation, weight, None, g.stride, g.padding, g.dilation, g.groups)
+                    target = CONV_FUNCTIONS[layer.kind]
+                out = mvm = add_node(graph, "call_function", target, args, tag=NodeTag("mvm", plan))
+                if layer.bias is not None:
                     out = add_node(graph, "call_function", periphery.add_bias,
-                                   (crossbar, _read(graph, operands, layer.bias), layer.channel_dim),
-                                   role="add_bias", key=crossbar.name, plan=plan)
+                                   (mvm, _read(graph, operands, layer.bias), layer.channel_dim),
+                                   tag=NodeTag("add_bias", plan))
             node.replace_all_uses_with(out)
             graph.erase_node(node)
             for operand in operands:
@@ -69,7 +67,7 @@ class IsolateCrossbarLayersPass(PassBase):
         return PassResult(graph_module, bool(self.plans))
 
     def ensures(self, graph_module: fx.GraphModule) -> None:
-        found = sum(1 for _ in tagged(graph_module.graph, "mvm"))
+        found = len(tagged(graph_module.graph, "mvm"))
         if found != len(self.plans):
             raise PassError(f"{type(self).__name__}: expected {len(self.plans)} crossbar nodes, found {found}")
         check_names(graph_module.graph, type(self).__name__)

@@ -1,50 +1,80 @@
-"""Lower each crossbar layer to conductances: one ``<layer>_crossbar`` call.
+"""Lower each crossbar array to conductances: one ``<layer>_crossbar`` call.
 
-Rules, for each crossbar call site of a prepared graph:
-* the converter maps the (float) weight to G+ and G- in uS and a scale ratio,
-  once per weight (a shared weight gives one :class:`Crossbar` module);
-* the chain input range -> normalize -> DAC -> crossbar -> ADC -> rescale -> add_bias
-  collapses into one ``call_module`` of that module, which carries the learned
-  range (frozen), the DAC/ADC settings and the digital bias;
-* the original weights, biases and input-range modules leave the GraphModule;
+Rules, for each crossbar node (``mvm``, one per array) of a prepared graph:
+* the converter maps the array's (float) weight block to G+ and G- in uS and a
+  scale ratio; a shared layer's call sites share one :class:`Crossbar` module;
+* input range -> normalize -> DAC -> mvm -> ADC -> rescale (and the bias, when
+  the layer is one array) collapse into one ``call_module`` of that module, which
+  carries the learned range (frozen), the DAC/ADC settings and the digital bias;
+  a tiled layer keeps its digital sum, concatenation and one bias add;
+* the original weights and the input-range modules leave the GraphModule;
 * a graph without crossbar nodes is left untouched.
 """
 
 from __future__ import annotations
 
-from torch import fx
+from typing import Optional
+
+from torch import Tensor, fx
 from torch.fx.passes.infra.pass_base import PassBase, PassResult
 
-from .crossbar import Crossbar, CrossbarSettings
+from .crossbar import ConvGeometry, Crossbar, CrossbarSettings
 from .matching import _resolve
-from .plan import LayerPlan, PassError, add_node, check_names, erase_if_unused, layer_nodes, tag_of, tagged
+from .plan import (
+    INPUT_SIDE,
+    NodeTag,
+    PassError,
+    Tile,
+    add_node,
+    check_names,
+    erase_if_unused,
+    input_chain,
+    output_chain,
+    retag,
+    tag_of,
+    tagged,
+)
 
-CHAIN = ("input_range", "input_range_value", "normalize", "dac", "mvm", "adc", "rescale", "add_bias")
 
-
-def build_crossbar(graph_module: fx.GraphModule, plan: LayerPlan) -> Crossbar:
-    """Convert one planned layer's current weight, range and bias into a Crossbar."""
-    layer = plan.layer
+def _weight_block(graph_module: fx.GraphModule, tag: NodeTag) -> Tensor:
+    layer = tag.plan.layer
     weight = _resolve(graph_module, layer.weight).detach()
     if layer.weight_transposed:
         weight = weight.t()
-    (g_plus, g_minus), params = plan.converter.convert_to_conductances(weight.contiguous(), plan.columnwise)
+    if tag.tile is not None:
+        weight = weight[slice(*tag.tile.outputs), slice(*tag.tile.weight_inputs)]
+    return weight.contiguous()
+
+
+def _geometry(tag: NodeTag) -> Optional[ConvGeometry]:
+    geometry = tag.plan.layer.geometry
+    if geometry is None or tag.tile is None:
+        return geometry
+    return ConvGeometry(geometry.stride, geometry.padding, geometry.dilation, tag.tile.groups)
+
+
+def build_crossbar(graph_module: fx.GraphModule, tag: NodeTag, input_range: float,
+                   bias: Optional[Tensor]) -> Crossbar:
+    """Convert one array's current weight block, range and bias into a Crossbar."""
+    plan = tag.plan
+    (g_plus, g_minus), params = plan.converter.convert_to_conductances(_weight_block(graph_module, tag),
+                                                                      plan.columnwise)
     if plan.columnwise:
         raise PassError("LowerToConductancesPass: columnwise scale ratios are not lowered yet")
-    range_module = getattr(graph_module, f"{plan.prefix}_input_range", None)
-    io = plan.io
+    tile = tag.tile or Tile(0, 0, (0, 0), (0, 0), (0, 0))
     settings = CrossbarSettings(
-        layer=layer.name,
-        input_range=float(range_module.value.detach()) if range_module is not None else 0.0,
+        layer=plan.layer.name,
+        input_range=input_range,
         scale_ratio=float(params["scale_ratio"]),
         g_min=float(plan.converter.g_min),
         g_max=float(plan.converter.g_max),
-        dac_steps=io.dac_steps,
-        adc_steps=io.adc_steps,
-        out_bound=io.bound,
+        dac_steps=plan.io.dac_steps,
+        adc_steps=plan.io.adc_steps,
+        out_bound=plan.io.bound,
+        tile_row=tile.row,
+        tile_col=tile.col,
     )
-    bias = _resolve(graph_module, layer.bias).detach().clone() if layer.bias else None
-    return Crossbar(g_plus.contiguous(), g_minus.contiguous(), bias, settings, layer.geometry, layer.weight)
+    return Crossbar(g_plus.contiguous(), g_minus.contiguous(), bias, settings, _geometry(tag), plan.layer.weight)
 
 
 def drop_unused_tensors(graph_module: fx.GraphModule) -> None:
@@ -64,36 +94,55 @@ def drop_unused_tensors(graph_module: fx.GraphModule) -> None:
 
 
 class LowerToConductancesPass(PassBase):
-    """Collapse each prepared layer into a Crossbar call; see the module docstring."""
+    """Collapse each prepared array into a Crossbar call; see the module docstring."""
 
     def call(self, graph_module: fx.GraphModule) -> PassResult:
         graph = graph_module.graph
-        sites = list(tagged(graph, "mvm"))
-        for crossbar in sites:
-            tag = tag_of(crossbar)
-            plan = tag.plan
-            nodes = layer_nodes(graph, tag.key)
-            entry = next(nodes[role] for role in CHAIN if role in nodes and role != "input_range_value")
-            activation = entry.args[0]
-            exit_node = next(nodes[role] for role in reversed(CHAIN) if role in nodes)
-            module_name = f"{plan.prefix}_crossbar"
-            if not hasattr(graph_module, module_name):
-                graph_module.add_submodule(module_name, build_crossbar(graph_module, plan))
-            operands = {a for n in nodes.values() for a in n.args if isinstance(a, fx.Node)} - set(nodes.values())
-            with graph.inserting_after(exit_node):
-                lowered = add_node(graph, "call_module", module_name, (activation,),
-                                   role="crossbar", key=tag.key, plan=plan)
-            exit_node.replace_all_uses_with(lowered)
-            for role in reversed(CHAIN):
-                if role in nodes:
-                    graph.erase_node(nodes[role])
-            for operand in operands:
-                erase_if_unused(graph, operand)
+        mvms = tagged(graph, "mvm")
+        input_sides = set()
+        for mvm in mvms:
+            tag = tag_of(mvm)
+            inputs = input_chain(mvm)
+            outputs = output_chain(mvm)
+            last = outputs[-1] if outputs else mvm
+            bias_node = self._own_bias(last, tag)
+            if bias_node is not None:
+                outputs.append(bias_node)
+                last = bias_node
+            name = retag(tag, "crossbar").name
+            if not hasattr(graph_module, name):
+                clip = inputs.get("input_range")
+                input_range = float(graph_module.get_submodule(clip.target).value.detach()) if clip else 0.0
+                bias = _resolve(graph_module, bias_node.args[1].target).detach().clone() if bias_node else None
+                graph_module.add_submodule(name, build_crossbar(graph_module, tag, input_range, bias))
+            with graph.inserting_after(last):
+                lowered = add_node(graph, "call_module", name, (inputs["source"],), tag=retag(tag, "crossbar"))
+            last.replace_all_uses_with(lowered)
+            weight_reads = [a for n in (mvm, *outputs) for a in n.args if isinstance(a, fx.Node)]
+            for node in reversed([mvm, *outputs]):
+                graph.erase_node(node)
+            for read in weight_reads:
+                erase_if_unused(graph, read)
+            input_sides.update(inputs[role] for role in (*INPUT_SIDE, "input_range_value") if role in inputs)
+        for node in reversed(list(graph.nodes)):
+            if node in input_sides and not node.users:
+                graph.erase_node(node)
         drop_unused_tensors(graph_module)
-        return PassResult(graph_module, bool(sites))
+        return PassResult(graph_module, bool(mvms))
+
+    @staticmethod
+    def _own_bias(last: fx.Node, tag: NodeTag) -> Optional[fx.Node]:
+        """The bias add right after an untiled layer's output, which the Crossbar absorbs."""
+        if tag.tile is not None or len(last.users) != 1:
+            return None
+        (user,) = last.users
+        user_tag = tag_of(user)
+        return user if user_tag is not None and user_tag.role == "add_bias" else None
 
     def ensures(self, graph_module: fx.GraphModule) -> None:
-        left = [n.name for n in graph_module.graph.nodes if (t := tag_of(n)) and t.role != "crossbar"]
+        kept = ("crossbar", "slice", "concat", "add_bias")
+        left = [n.name for n in graph_module.graph.nodes
+                if (t := tag_of(n)) and t.role not in kept and not t.role.endswith("_sum")]
         if left:
             raise PassError(f"{type(self).__name__}: prepared nodes left after lowering: {left}")
         check_names(graph_module.graph, type(self).__name__)

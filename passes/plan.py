@@ -7,15 +7,17 @@ passes find a layer's nodes by tag, never by name.
 
 from __future__ import annotations
 
+import operator
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterator, Optional
 
+import torch
 from torch import fx
 
 from .converter import SinglePairConductanceConverter
 from .matching import CrossbarLayer
-from .parameters import InputRangeParameter, IOParameters
+from .parameters import InputRangeParameter, IOParameters, MappingParameter
 
 TAG = "xbar"
 
@@ -35,8 +37,12 @@ class LayerPlan:
     io: IOParameters
     input_range: InputRangeParameter
     converter: SinglePairConductanceConverter
-    columnwise: bool = False
+    mapping: MappingParameter = field(default_factory=MappingParameter)
     rule: str = "global"
+
+    @property
+    def columnwise(self) -> bool:
+        return self.mapping.weight_scaling_columnwise
 
     @property
     def prefix(self) -> str:
@@ -47,69 +53,137 @@ class LayerPlan:
 
 
 @dataclass(frozen=True)
-class NodeTag:
-    """Marks a node as part of a crossbar layer: ``key`` is the layer's crossbar
-    node name (unique per call site), ``role`` what the node does."""
+class Tile:
+    """One array of a tiled layer.
 
-    key: str
+    ``row`` / ``col`` are its position in the layer's grid of arrays;
+    ``inputs`` / ``outputs`` the [start, stop) channel ranges of the activation it
+    reads and of the layer output it writes; ``weight_inputs`` the range of the
+    weight's dim 1 it holds; ``groups`` the convolution groups packed into it.
+    """
+
+    row: int
+    col: int
+    inputs: tuple[int, int]
+    outputs: tuple[int, int]
+    weight_inputs: tuple[int, int]
+    groups: int = 1
+
+    @property
+    def suffix(self) -> str:
+        return f"_tile{self.row}_{self.col}"
+
+
+@dataclass(frozen=True)
+class NodeTag:
+    """Marks a node as part of a crossbar layer: ``role`` says what it does;
+    ``tile`` is set for nodes of one array of a tiled layer (``row_only`` for the
+    input side, shared by all arrays of that input slice)."""
+
     role: str
     plan: LayerPlan
+    tile: Optional[Tile] = None
+    row_only: bool = False
+
+    @property
+    def name(self) -> str:
+        """The node name this tag asks for: ``<layer>[_tile<r>_<c> | _row<r>]_<role>``."""
+        if self.tile is None:
+            where = ""
+        elif self.row_only:
+            where = f"_row{self.tile.row}"
+        else:
+            where = self.tile.suffix
+        return f"{self.plan.prefix}{where}_{self.role}"
 
 
 def tag_of(node: fx.Node) -> Optional[NodeTag]:
     return node.meta.get(TAG)
 
 
-def tagged(graph: fx.Graph, role: str) -> Iterator[fx.Node]:
+def tagged(graph: fx.Graph, role: str) -> list[fx.Node]:
     """Nodes of ``graph`` with the given role, in graph order."""
-    return (n for n in list(graph.nodes) if (t := tag_of(n)) is not None and t.role == role)
+    return [n for n in graph.nodes if (t := tag_of(n)) is not None and t.role == role]
 
 
-def layer_nodes(graph: fx.Graph, key: str) -> dict[str, fx.Node]:
-    """Role -> node for one crossbar layer call site."""
-    return {t.role: n for n in graph.nodes if (t := tag_of(n)) is not None and t.key == key}
+def add_node(graph: fx.Graph, op: str, target, args, kwargs=None, *, tag: NodeTag) -> fx.Node:
+    """Create a node named after ``tag`` at the current insert point and tag it.
 
-
-def add_node(graph: fx.Graph, op: str, target, args, kwargs=None, *, role: str,
-             plan: LayerPlan, key: Optional[str] = None) -> fx.Node:
-    """Create a node named ``<prefix>_<role>`` at the current insert point and tag it.
-
-    ``key`` defaults to the new node's own name (for the crossbar node itself).
     FX adds a suffix when the name is taken (a shared layer's second call site);
-    :func:`check_names` tells such a suffix apart from a silent rename.
+    :func:`check_names` tells such a suffix apart from a clash with the model.
     """
-    node = graph.create_node(op, target, tuple(args), kwargs or {}, name=f"{plan.prefix}_{role}")
-    node.meta[TAG] = NodeTag(key or node.name, role, plan)
+    node = graph.create_node(op, target, tuple(args), kwargs or {}, name=tag.name)
+    node.meta[TAG] = tag
     return node
 
 
-def check_names(graph: fx.Graph, pass_name: str) -> None:
-    """Raise :class:`PassError` if FX renamed a layer's first inserted node.
+def retag(tag: NodeTag, role: str, row_only: Optional[bool] = None) -> NodeTag:
+    """The same layer (and tile) in another role."""
+    return NodeTag(role, tag.plan, tag.tile, tag.row_only if row_only is None else row_only)
 
-    A layer's first call site owns the names ``<prefix>_<role>``; FX suffixes the
-    names of later call sites of a shared layer, which is expected.
+
+INPUT_SIDE = ("dac", "normalize", "input_range")
+
+
+def input_chain(mvm: fx.Node) -> dict[str, fx.Node]:
+    """Role -> node of the input side feeding a crossbar node (DAC, normalize,
+    range value, clip), plus ``"source"``: the activation before them."""
+    chain = {}
+    node = mvm.args[0]
+    while isinstance(node, fx.Node) and (tag := tag_of(node)) is not None and tag.role in INPUT_SIDE:
+        chain[tag.role] = node
+        if tag.role == "normalize":
+            chain["input_range_value"] = node.args[1]
+        node = node.args[0]
+    chain["source"] = node
+    return chain
+
+
+def output_chain(mvm: fx.Node) -> list[fx.Node]:
+    """The ADC and rescale nodes that follow a crossbar node, in order."""
+    chain, node = [], mvm
+    while len(node.users) == 1:
+        (user,) = node.users
+        tag = tag_of(user)
+        if tag is None or tag.role not in ("adc", "rescale"):
+            break
+        chain.append(user)
+        node = user
+    return chain
+
+
+def check_names(graph: fx.Graph, pass_name: str) -> None:
+    """Raise :class:`PassError` if a tagged node lost its name to a node of the model.
+
+    A suffixed name is fine only when the unsuffixed one belongs to a tagged node
+    of the same role (a shared layer's earlier call site).
     """
-    first_sites: dict[str, bool] = {}
+    owners = {n.name: tag_of(n) for n in graph.nodes}
     for node in graph.nodes:
         tag = tag_of(node)
-        if tag is None:
+        if tag is None or node.name == tag.name:
             continue
-        expected_key = f"{tag.plan.prefix}_mvm"
-        first_sites.setdefault(tag.plan.prefix, False)
-        if tag.key == expected_key:
-            first_sites[tag.plan.prefix] = True
-            if node.name != f"{tag.plan.prefix}_{tag.role}":
-                raise PassError(f"{pass_name}: node {tag.plan.prefix}_{tag.role!s} was renamed to "
-                                f"{node.name!r} (the model already has a node of that name)")
-    for prefix, seen in first_sites.items():
-        if not seen:
-            raise PassError(f"{pass_name}: node {prefix}_mvm was renamed "
+        owner = owners.get(tag.name)
+        if owner is None or owner.role != tag.role or owner.plan.layer.name != tag.plan.layer.name:
+            raise PassError(f"{pass_name}: node {tag.name!r} was renamed to {node.name!r} "
                             "(the model already has a node of that name)")
 
 
+WEIGHT_VIEWS = {torch.t, operator.getitem}
+
+
+def _is_weight_read(node) -> bool:
+    """A get_attr, or a transpose / slice of one."""
+    if not isinstance(node, fx.Node):
+        return False
+    if node.op == "get_attr":
+        return True
+    return node.op == "call_function" and node.target in WEIGHT_VIEWS and _is_weight_read(node.args[0])
+
+
 def erase_if_unused(graph: fx.Graph, node) -> None:
-    """Erase a tensor read (and a transpose in front of it) that nothing uses any more."""
-    if isinstance(node, fx.Node) and not node.users and node.op in ("get_attr", "call_function"):
+    """Erase a weight read (and the views in front of it) that nothing uses any more."""
+    if _is_weight_read(node) and not node.users:
         source = node.args[0] if node.op == "call_function" else None
         graph.erase_node(node)
         erase_if_unused(graph, source)

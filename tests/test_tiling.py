@@ -1,0 +1,105 @@
+"""Tiling: the mapping of weights onto fixed-size arrays, and its graph."""
+
+import pytest
+import torch
+
+from compiler import HardwareConfig, calibrate, convert, prepare
+from conftest import make_input, make_model
+from passes.crossbar import Crossbar
+from passes.input_range import InputRange
+from passes.tiling import TilingError, plan_tiles
+
+NO_CLIP = {"pre_post.input_range.init_value": 1e6, "pre_post.input_range.init_from_data": 0}
+
+
+def covered(tiles, shape, groups):
+    """Every weight entry lies in exactly one tile."""
+    out_channels, group_inputs = shape[:2]
+    count = torch.zeros(out_channels, group_inputs, dtype=torch.int)
+    for t in tiles:
+        count[slice(*t.outputs), slice(*t.weight_inputs)] += 1
+    return bool((count == 1).all())
+
+
+def test_linear_tiles_at_non_multiples_of_the_array_size():
+    tiles = plan_tiles((10, 7), 1, max_input_size=4, max_output_size=3)
+    assert [(t.row, t.col) for t in tiles] == [(r, c) for r in range(2) for c in range(4)]
+    assert tiles[-1].inputs == (4, 7) and tiles[-1].outputs == (9, 10)
+    assert covered(tiles, (10, 7), 1)
+
+
+def test_a_layer_smaller_than_one_array_is_one_tile():
+    (tile,) = plan_tiles((10, 7), 1, max_input_size=512, max_output_size=512)
+    assert (tile.inputs, tile.outputs) == ((0, 7), (0, 10))
+    (tile,) = plan_tiles((10, 7), 1, 0, 0)
+    assert tile.outputs == (0, 10)
+
+
+def test_conv_is_cut_between_input_channels():
+    tiles = plan_tiles((6, 5, 3, 3), 1, max_input_size=20, max_output_size=4)  # 2 channels = 18 rows
+    assert sorted({t.inputs for t in tiles}) == [(0, 2), (2, 4), (4, 5)]
+    assert sorted({t.outputs for t in tiles}) == [(0, 4), (4, 6)]
+    assert covered(tiles, (6, 5), 1)
+    with pytest.raises(TilingError, match="needs 9 rows"):
+        plan_tiles((6, 5, 3, 3), 1, max_input_size=8, max_output_size=0)
+
+
+def test_groups_share_an_array_when_they_fit():
+    tiles = plan_tiles((8, 2, 3, 3), 4, max_input_size=40, max_output_size=8)  # 18 rows per group
+    assert [(t.inputs, t.outputs, t.groups) for t in tiles] == [((0, 4), (0, 4), 2), ((4, 8), (4, 8), 2)]
+    depthwise = plan_tiles((8, 1, 3, 3), 8, max_input_size=0, max_output_size=3)
+    assert [t.groups for t in depthwise] == [3, 3, 2] and covered(depthwise, (8, 1), 8)
+
+
+def test_a_group_larger_than_an_array_is_cut_on_its_own():
+    tiles = plan_tiles((8, 4, 1, 1), 2, max_input_size=3, max_output_size=0)
+    assert [(t.inputs, t.outputs, t.groups) for t in tiles] == [
+        ((0, 3), (0, 4), 1), ((3, 4), (0, 4), 1), ((4, 7), (4, 8), 1), ((7, 8), (4, 8), 1)]
+    assert covered(tiles, (8, 4), 2)
+
+
+TILED = {"mapping.max_input_size": 12, "mapping.max_output_size": 10}
+
+
+def test_tiled_and_untiled_agree_without_dac_adc(model_name):
+    """Without clipping (ranges wider than the data), each layer is the sum of its arrays."""
+    model = make_model(model_name)
+    x = make_input(model_name, 5)
+    untiled, tiled = (convert(prepare(model, (x[:2],), HardwareConfig().with_overrides({**NO_CLIP, **mapping})))(x)
+                      for mapping in ({}, TILED))
+    scale = float(untiled.abs().max())
+    assert torch.allclose(tiled, untiled, atol=1e-5 * scale)
+    assert torch.allclose(tiled, model(x).detach(), atol=1e-5 * scale)
+
+
+def test_tiles_are_named_after_their_layer_and_position():
+    config = HardwareConfig().with_overrides({**TILED, "forward.inp_res": 254, "forward.out_res": 254,
+                                              "forward.out_bound": 10})
+    prepared = prepare(make_model("mlp"), (make_input("mlp", 2),), config)  # fc1: 32x16 -> 2 x 4 arrays
+    names = {n.name for n in prepared.graph.nodes}
+    assert {"fc1_row0_slice", "fc1_row1_input_range", "fc1_row1_dac", "fc1_tile1_3_mvm",
+            "fc1_tile1_3_adc", "fc1_tile1_3_rescale", "fc1_col3_sum", "fc1_concat", "fc1_add_bias"} <= names
+    ranges = [n for n, m in prepared.named_children() if isinstance(m, InputRange) and n.startswith("fc1_")]
+    assert ranges == ["fc1_row0_input_range", "fc1_row1_input_range"]
+    converted = convert(prepared)
+    arrays = {n: m for n, m in converted.named_children() if isinstance(m, Crossbar) and n.startswith("fc1_")}
+    assert len(arrays) == 8
+    assert (arrays["fc1_tile1_3_crossbar"].settings.tile_row, arrays["fc1_tile1_3_crossbar"].settings.tile_col) == (1, 3)
+    assert all(tuple(m.g_plus.shape) <= (10, 12) for m in arrays.values())
+
+
+def test_each_array_has_its_own_scale_ratio_and_converts_back():
+    config = HardwareConfig().with_overrides(TILED)
+    model = make_model("mlp")
+    converted = convert(prepare(model, (make_input("mlp", 2),), config))
+    weight = model.fc1.weight.detach()
+    ratios = set()
+    for name, array in converted.named_children():
+        if isinstance(array, Crossbar) and name.startswith("fc1_tile"):
+            r, c = array.settings.tile_row, array.settings.tile_col
+            block = weight[c * 10:(c + 1) * 10, r * 12:(r + 1) * 12]
+            back = config.converter.convert_back_to_weights([array.g_plus, array.g_minus],
+                                                            {"scale_ratio": array.settings.scale_ratio})
+            assert torch.allclose(back, block, atol=1e-6)
+            ratios.add(array.settings.scale_ratio)
+    assert len(ratios) == 8
