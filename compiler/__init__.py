@@ -11,14 +11,14 @@ from passes.parameters import (
     PrePostProcessingParameter,
 )
 
-from .config import HardwareConfig
+from .config import HardwareConfig, LayerRule
 from .export import ExportError, export_onnx
 from .pipeline import CompileResult, NoCrossbarLayersWarning, calibrate, compile_model, convert, prepare
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "BoundManagementType", "ConfigError", "ExportError", "HardwareConfig", "InputRangeParameter", "IOParameters",
+    "BoundManagementType", "ConfigError", "ExportError", "HardwareConfig", "InputRangeParameter", "IOParameters", "LayerRule",
     "MappingParameter", "NoCrossbarLayersWarning", "NoiseManagementType", "PrePostProcessingParameter",
     "SinglePairConductanceConverter", "CompileResult", "calibrate", "compile_model", "convert", "prepare",
     "__version__",

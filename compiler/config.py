@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import fnmatch
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Optional
 
 from passes.converter import SinglePairConductanceConverter
 from passes.parameters import (
@@ -33,6 +34,47 @@ def _default_pre_post() -> PrePostProcessingParameter:
 
 
 @dataclass
+class LayerRule:
+    """Settings for the layers one rule matches, on top of the global config.
+
+    Exactly one of ``module_type`` (class name, e.g. ``"Conv2d"``), ``name`` (the
+    exact layer name) or ``pattern`` (an ``fnmatch`` glob on the layer name)
+    selects the layers. ``overrides`` are dotted config keys
+    (``{"forward.out_res": 62}``); ``digital=True`` keeps the layers off crossbars.
+
+    Precedence follows PyTorch's QConfigMapping, lowest first: global, module
+    type, name pattern, exact name; among rules of one kind, later ones win.
+    """
+
+    module_type: Optional[str] = None
+    name: Optional[str] = None
+    pattern: Optional[str] = None
+    overrides: dict = field(default_factory=dict)
+    digital: bool = False
+
+    @property
+    def kind(self) -> str:
+        selectors = [k for k in ("module_type", "pattern", "name") if getattr(self, k) is not None]
+        if len(selectors) != 1:
+            raise ConfigError(f"a layer rule needs exactly one of module_type, name or pattern, got {self!r}")
+        return selectors[0]
+
+    def matches(self, layer_name: str, module_type: str) -> bool:
+        kind = self.kind
+        if kind == "name":
+            return layer_name == self.name
+        if kind == "pattern":
+            return fnmatch.fnmatchcase(layer_name, self.pattern)
+        return self.module_type in (module_type, module_type.rsplit(".", 1)[-1])
+
+    def __str__(self) -> str:
+        return f"{self.kind}={getattr(self, self.kind)}"
+
+
+RULE_PRECEDENCE = {"module_type": 0, "pattern": 1, "name": 2}
+
+
+@dataclass
 class HardwareConfig:
     """The hardware a model is compiled for.
 
@@ -43,12 +85,14 @@ class HardwareConfig:
         mapping: array sizes for tiling and the weight-scaling option.
         converter: the conductance-pair converter (aihwkit's
             ``SinglePairConductanceConverter``, g_max=25 uS, g_min=0 by default).
+        layers: per-layer :class:`LayerRule` s on top of the settings above.
     """
 
     forward: IOParameters = field(default_factory=IOParameters)
     pre_post: PrePostProcessingParameter = field(default_factory=_default_pre_post)
     mapping: MappingParameter = field(default_factory=MappingParameter)
     converter: SinglePairConductanceConverter = field(default_factory=SinglePairConductanceConverter)
+    layers: list[LayerRule] = field(default_factory=list)
 
     def validate(self) -> "HardwareConfig":
         """Raise :class:`ConfigError` for a configuration that cannot mean anything."""
@@ -69,7 +113,32 @@ class HardwareConfig:
                                   "with noise_management and bound_management NONE")
             if self.forward.bound <= 0:
                 raise ConfigError("pre_post.input_range.manage_output_clipping needs forward.out_bound > 0")
+        for rule in self.layers:
+            if rule.kind and not rule.digital:
+                self.for_rule(rule)
         return self
+
+    def for_rule(self, rule: LayerRule) -> "HardwareConfig":
+        """This config with one rule's overrides applied (and no layer rules)."""
+        base = dataclasses.replace(self, layers=[])
+        try:
+            return base.with_overrides(rule.overrides)
+        except ConfigError as exc:
+            raise ConfigError(f"layer rule {rule}: {exc}") from None
+
+    def resolve(self, layer_name: str, module_type: str) -> tuple[Optional["HardwareConfig"], str]:
+        """The config for one layer (None: keep it digital) and the rule that decided it."""
+        matching = sorted((r for r in self.layers if r.matches(layer_name, module_type)),
+                          key=lambda r: RULE_PRECEDENCE[r.kind])
+        if not matching:
+            return dataclasses.replace(self, layers=[]), "global"
+        if matching[-1].digital:
+            return None, str(matching[-1])
+        config = dataclasses.replace(self, layers=[])
+        for rule in matching:
+            if not rule.digital:
+                config = config.with_overrides(rule.overrides)
+        return config, str(matching[-1])
 
     def to_dict(self) -> dict:
         """A JSON-ready dict (enums by name)."""
@@ -97,6 +166,8 @@ class HardwareConfig:
 
 
 def _to_plain(value):
+    if isinstance(value, list):
+        return [_to_plain(v) for v in value]
     if isinstance(value, SinglePairConductanceConverter):
         return {"g_max": float(value.g_max), "g_min": float(value.g_min)}
     if isinstance(value, dict):
@@ -118,6 +189,10 @@ def _from_plain(cls, data, where: str):
         default = getattr(cls(), name)
         if isinstance(default, SinglePairConductanceConverter):
             kwargs[name] = _converter(value, f"{where}{name}")
+        elif name == "layers" and cls is HardwareConfig:
+            if not isinstance(value, list):
+                raise ConfigError(f"layers must be a list of rules, got {value!r}")
+            kwargs[name] = [_from_plain(LayerRule, rule, f"layers[{i}].") for i, rule in enumerate(value)]
         elif dataclasses.is_dataclass(default):
             kwargs[name] = _from_plain(type(default), value, f"{where}{name}.")
         elif name in ENUMS:
@@ -162,6 +237,8 @@ def _coerce(value, default, key: str):
         return float(value)
     elif expected is int and isinstance(value, int) and not isinstance(value, bool):
         return value
+    elif expected is dict and isinstance(value, dict):
+        return dict(value)
     elif isinstance(value, str) and expected in (int, float):
         try:
             return expected(value)

@@ -53,12 +53,15 @@ def run_passes(graph_module: fx.GraphModule, passes: Sequence) -> fx.GraphModule
 
 def plan_layers(graph_module: fx.GraphModule, config: HardwareConfig,
                 selection: LayerSelection) -> list[LayerPlan]:
-    """Find the crossbar layers and attach the hardware settings to each."""
-    converter = config.converter
-    return [
-        LayerPlan(layer, config.forward, config.pre_post.input_range, converter, config.mapping)
-        for layer in find_crossbar_layers(graph_module, selection)
-    ]
+    """Find the crossbar layers and attach to each the settings its rules give it
+    (layers a rule keeps digital are left out)."""
+    plans = []
+    for layer in find_crossbar_layers(graph_module, selection):
+        resolved, rule = config.resolve(layer.name, layer.module_type)
+        if resolved is not None:
+            plans.append(LayerPlan(layer, resolved.forward, resolved.pre_post.input_range,
+                                   resolved.converter, resolved.mapping, rule))
+    return plans
 
 
 def prepare(
