@@ -8,6 +8,7 @@ and checking each pass's postconditions; a failure names the pass.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Iterable, Optional, Sequence
 import torch
 from torch import fx, nn
 
+from passes.calibration import CalibrationMethod, RangeObserver
 from passes.capture import CaptureMethod, capture
 from passes.input_range import InputRange
 from passes.insert_converters import InsertConvertersPass
@@ -29,6 +31,8 @@ from passes.tiling import TileLayersPass
 from .config import HardwareConfig
 
 META = "xbar"
+ZERO_RANGE = 1e-6
+"""Smallest range a calibration sets, so an all-zero input never gives r = 0."""
 
 
 class NoCrossbarLayersWarning(UserWarning):
@@ -97,37 +101,62 @@ def prepare(
 
 
 def input_ranges(prepared: fx.GraphModule) -> dict[str, InputRange]:
-    """Layer-node prefix -> its InputRange module."""
-    return {name.removesuffix("_input_range"): m for name, m in prepared.named_children()
-            if isinstance(m, InputRange)}
+    """Module name -> InputRange module of a prepared model."""
+    return {name: m for name, m in prepared.named_children() if isinstance(m, InputRange)}
 
 
 @torch.no_grad()
-def calibrate(prepared: fx.GraphModule, batches: Iterable, progress: bool = False) -> int:
-    """Initialise the input ranges from data (aihwkit's init-from-data rule).
+def calibrate(
+    prepared: fx.GraphModule,
+    batches: Iterable,
+    method: CalibrationMethod | str = CalibrationMethod.INIT_FROM_DATA,
+    *,
+    quantile: float = 0.9999,
+    max_samples: int = 100_000,
+    progress: bool = False,
+) -> int:
+    """Set the input ranges from data; returns the number of batches run.
 
     Runs ``batches`` (tensors, or tuples of model inputs) through the prepared
-    model in eval mode; each range averages ``init_std_alpha * std`` over its
-    first ``init_from_data`` batches. Returns the number of batches run.
+    model in eval mode. The default is the reference rule (aihwkit's init from
+    data: ``init_std_alpha * std`` averaged over the first ``init_from_data``
+    batches); ``"MovingStd"``, ``"MovingQuantile"``, ``"CacheQuantile"`` and
+    ``"Max"`` are post-training methods named as aihwkit names them. The method
+    is recorded in each range's ``calibration_info``.
     """
-    ranges = input_ranges(prepared).values()
+    method = CalibrationMethod(method) if isinstance(method, str) else method
+    ranges = input_ranges(prepared)
+    reference = method == CalibrationMethod.INIT_FROM_DATA
+    observers = {} if reference else {
+        name: RangeObserver(method, std_alpha=module.params.init_std_alpha, quantile=quantile,
+                            max_samples=max_samples) for name, module in ranges.items()}
+    hooks = [ranges[name].register_forward_pre_hook(lambda _, args, o=observer: o.observe(args[0]))
+             for name, observer in observers.items()]
     was_training = prepared.training
     prepared.eval()
-    for module in ranges:
-        module.calibrating = True
+    for module in ranges.values():
+        module.calibrating = reference
     count = 0
     try:
-        iterator = batches
         if progress:
             from rich.progress import track
-            iterator = track(batches, description="calibrating input ranges")
-        for batch in iterator:
+            batches = track(batches, description=f"calibrating input ranges ({method.value})")
+        for batch in batches:
             prepared(*(batch if isinstance(batch, (tuple, list)) else (batch,)))
             count += 1
     finally:
-        for module in ranges:
+        for hook in hooks:
+            hook.remove()
+        for module in ranges.values():
             module.calibrating = False
         prepared.train(was_training)
+    for name, module in ranges.items():
+        if reference:
+            info = f"InitFromData(batches={int(module.init_batches)})"
+        else:
+            module.value.data.fill_(max(observers[name].result(), ZERO_RANGE))
+            info = observers[name].describe()
+        module.params = dataclasses.replace(module.params, calibration_info=info)
     return count
 
 
@@ -157,6 +186,7 @@ def compile_model(
     config: Optional[HardwareConfig] = None,
     *,
     calibration_data: Optional[Iterable] = None,
+    calibration_method: CalibrationMethod | str = CalibrationMethod.INIT_FROM_DATA,
     output: Optional[str | Path] = None,
     progress: bool = False,
     **prepare_options,
@@ -166,7 +196,9 @@ def compile_model(
     ``prepare_options`` are those of :func:`prepare` (include, exclude, ...).
     """
     prepared = prepare(model, example_inputs, config, **prepare_options)
-    batches = calibrate(prepared, calibration_data, progress=progress) if calibration_data is not None else 0
+    batches = 0
+    if calibration_data is not None:
+        batches = calibrate(prepared, calibration_data, calibration_method, progress=progress)
     converted = convert(prepared)
     path = None
     if output is not None:
