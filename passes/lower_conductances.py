@@ -19,7 +19,7 @@ from torch import Tensor, fx
 from torch.fx.passes.infra.pass_base import PassBase, PassResult
 
 from .crossbar import ConvGeometry, Crossbar, CrossbarSettings
-from .matching import _resolve
+from .matching import resolve_attribute
 from .plan import (
     INPUT_SIDE,
     NodeTag,
@@ -38,7 +38,7 @@ from .plan import (
 
 def _weight_block(graph_module: fx.GraphModule, tag: NodeTag) -> Tensor:
     layer = tag.plan.layer
-    weight = _resolve(graph_module, layer.weight).detach()
+    weight = resolve_attribute(graph_module, layer.weight).detach()
     if layer.weight_transposed:
         weight = weight.t()
     if tag.tile is not None:
@@ -113,7 +113,7 @@ class LowerToConductancesPass(PassBase):
             if not hasattr(graph_module, name):
                 clip = inputs.get("input_range")
                 input_range = float(graph_module.get_submodule(clip.target).value.detach()) if clip else 0.0
-                bias = _resolve(graph_module, bias_node.args[1].target).detach().clone() if bias_node else None
+                bias = resolve_attribute(graph_module, bias_node.args[1].target).detach().clone() if bias_node else None
                 graph_module.add_submodule(name, build_crossbar(graph_module, tag, input_range, bias))
             with graph.inserting_after(last):
                 lowered = add_node(graph, "call_module", name, (inputs["source"],), tag=retag(tag, "crossbar"))

@@ -113,13 +113,14 @@ class LayerSelection:
 def _tensor_attr(gm: fx.GraphModule, node) -> Optional[str]:
     """The qualified name of a get_attr tensor of rank >= 1, else None."""
     if isinstance(node, fx.Node) and node.op == "get_attr":
-        value = _resolve(gm, node.target)
+        value = resolve_attribute(gm, node.target)
         if isinstance(value, torch.Tensor):
             return node.target
     return None
 
 
-def _resolve(gm: nn.Module, qualname: str):
+def resolve_attribute(gm: nn.Module, qualname: str):
+    """The object at dotted path ``qualname`` below ``gm``, or None."""
     obj = gm
     for part in qualname.split("."):
         obj = getattr(obj, part, None)
@@ -211,7 +212,7 @@ def _match_function(gm: fx.GraphModule, node: fx.Node) -> Optional[CrossbarLayer
         bias = _tensor_attr(gm, _arg(node, 2, "bias"))
         if weight is None or (_arg(node, 2, "bias") is not None and bias is None):
             return None
-        kernel = _resolve(gm, weight).shape[2:]
+        kernel = resolve_attribute(gm, weight).shape[2:]
         geometry = _geometry(_arg(node, 3, "stride", 1), _arg(node, 4, "padding", 0),
                              _arg(node, 5, "dilation", 1), _arg(node, 6, "groups", 1), kernel)
         kind = f"conv{CONV_TARGETS[target]}d"
@@ -231,7 +232,7 @@ def _match_function(gm: fx.GraphModule, node: fx.Node) -> Optional[CrossbarLayer
             return None
     else:
         return None
-    if weight is None or _resolve(gm, weight).dim() < 2:
+    if weight is None or resolve_attribute(gm, weight).dim() < 2:
         return None
     activation_index = 1 if target in ADDMM_TARGETS else 0
     return CrossbarLayer(layer_name(weight), node, activation_index, kind, weight, bias, transposed,

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import fx
 from torch.fx.passes.infra.pass_base import PassBase, PassResult
 
-from .matching import _resolve
+from .matching import resolve_attribute
 from .plan import NodeTag, Tile, add_node, check_names, tag_of, tagged
 
 
@@ -85,7 +85,7 @@ class TileLayersPass(PassBase):
         for mvm in tagged(graph, "mvm"):
             tag = tag_of(mvm)
             layer = tag.plan.layer
-            shape = tuple(_resolve(graph_module, layer.weight).shape)
+            shape = tuple(resolve_attribute(graph_module, layer.weight).shape)
             if layer.weight_transposed:
                 shape = (shape[1], shape[0])
             groups = layer.geometry.groups if layer.geometry else 1
