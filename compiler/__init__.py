@@ -20,6 +20,6 @@ __version__ = "0.1.0"
 __all__ = [
     "BoundManagementType", "ConfigError", "ExportError", "HardwareConfig", "InputRangeParameter", "IOParameters", "LayerRule",
     "MappingParameter", "NoCrossbarLayersWarning", "NoiseManagementType", "PrePostProcessingParameter",
-    "SinglePairConductanceConverter", "CompileResult", "calibrate", "compile_model", "convert", "prepare",
+    "SinglePairConductanceConverter", "CompileResult", "calibrate", "compile_model", "convert", "export_onnx", "prepare",
     "__version__",
 ]

@@ -7,13 +7,11 @@ The contract is DESIGN.md section 4. The route:
 2. ``torch.export`` captures it with a dynamic batch dimension, and
    ``torch.onnx.export`` translates each custom op into one ``ai.xbar`` node
    (:mod:`compiler.onnx_ops`) and optimises the rest of the graph;
-3. the ONNX IR is finished: layer tensors the optimiser merged are separated
-   again, crossbar nodes are named after their layer, the ``ai.xbar`` function
-   bodies and the metadata are added, the exporter's per-node debug
-   properties (stack traces, which change from run to run) are dropped;
-4. every layer is checked in the graph actually produced (its node, its G+ / G-
-   / bias initializers, its attributes), then ``onnx.checker`` runs with
-   ``full_check`` and the file is written atomically.
+3. the graph actually produced is repaired where the optimiser merged layer
+   tensors, its ``ai.xbar`` nodes named and checked (:mod:`compiler.onnx_layers`);
+   the function bodies and the metadata are added and the exporter's per-node
+   debug properties dropped (their stack traces change from run to run);
+4. ``onnx.checker`` runs with ``full_check`` and the file is written atomically.
 """
 
 from __future__ import annotations
@@ -21,12 +19,12 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import tempfile
 import warnings
 from pathlib import Path
 from typing import Sequence, Union
 
-import numpy as np
 import onnx
 import onnx_ir as ir
 import torch
@@ -35,19 +33,17 @@ from torch import fx
 from passes.capture import _dynamic_batch
 from passes.crossbar import Crossbar
 from passes.export_ops import CrossbarToCustomOpsPass
+from passes.plan import tagged
 
-from . import onnx_ops
+from . import onnx_layers, onnx_ops
+from .onnx_layers import ExportError
 from .pipeline import META, NoCrossbarLayersWarning, run_passes
 
 MAX_IR_VERSION = 13
 """The newest ONNX IR version ONNX Runtime 1.31 loads."""
 
-TENSOR_INPUTS = {1: "g_plus", 2: "g_minus", 3: "bias"}
-"""ai.xbar node input index -> the Crossbar buffer it must be."""
-
-
-class ExportError(RuntimeError):
-    """The model could not be exported, or the exported graph broke the ONNX contract."""
+TRANSLATION_FAILURE = re.compile(r"when translating node %(\w+) ")
+"""How torch.onnx names the FX node it failed on."""
 
 
 def export_onnx(converted: fx.GraphModule, example_inputs: Sequence, path: Union[str, os.PathLike]) -> Path:
@@ -65,10 +61,13 @@ def export_onnx(converted: fx.GraphModule, example_inputs: Sequence, path: Union
     graph_module = run_passes(copy.deepcopy(converted), [CrossbarToCustomOpsPass()])
     crossbars = {name: graph_module.get_submodule(name) for name in originals}  # with the pass's zero biases
     model = _to_onnx(graph_module, tuple(example_inputs))
-    _separate_merged_tensors(model, crossbars)
-    _finish_nodes(model, crossbars)
-    _check_layers(model, crossbars)
+    matched = onnx_layers.match_nodes(model, crossbars)
+    onnx_layers.restore_layer_tensors(model, matched, crossbars)
+    onnx_layers.name_nodes(model, matched)
+    onnx_layers.check_layers(model, matched, crossbars)
     _add_functions(model)
+    for node in ir.traversal.RecursiveGraphIterator(model.graph):
+        node.metadata_props.clear()
     model.metadata_props.update(_metadata(converted, originals))
     model.ir_version = min(model.ir_version, MAX_IR_VERSION)
     proto = ir.serde.serialize_model(model)
@@ -85,9 +84,9 @@ def _crossbar_modules(converted: fx.GraphModule) -> dict[str, Crossbar]:
     """Module name -> Crossbar of a converted model; refuses anything else."""
     if not isinstance(converted, fx.GraphModule) or META not in converted.meta:
         raise ExportError("export_onnx() expects the GraphModule returned by compiler.convert()")
-    tagged = [n.name for n in converted.graph.nodes if (tag := n.meta.get(META)) and tag.role != "crossbar"]
-    if tagged:
-        raise ExportError(f"the model is prepared but not converted (e.g. node {tagged[0]!r}): "
+    prepared = tagged(converted.graph, "mvm")
+    if prepared:
+        raise ExportError(f"the model is prepared but not converted (node {prepared[0].name!r}): "
                           "call compiler.convert() first")
     return {name: m for name, m in converted.named_modules() if isinstance(m, Crossbar)}
 
@@ -113,124 +112,31 @@ def _to_onnx(graph_module: fx.GraphModule, example_inputs: tuple) -> ir.Model:
 
 
 def _translation_failure(exc: BaseException, program: torch.export.ExportedProgram) -> str:
-    """One line naming the node (and op) the ONNX translation failed on."""
-    for error in _causes(exc):
-        if isinstance(error, torch.onnx.OnnxExporterError) and "when translating node" in str(error):
-            for node in program.graph.nodes:
-                if f"%{node.name} :" in str(error):
-                    return (f"cannot translate node {node.name!r} ({node.target}) to ONNX: "
-                            f"{_first_line(error.__cause__ or error)}")
-    return f"the ONNX exporter failed: {_first_line(exc)}"
+    """One line naming the node (and its op) the ONNX translation failed on, and why."""
+    chain = list(_causes(exc))
+    reason = _first_line(chain[-1])
+    for error in chain:
+        match = TRANSLATION_FAILURE.search(str(error))
+        if match:
+            targets = {node.name: node.target for node in program.graph.nodes}
+            name = match.group(1)
+            return f"cannot export node {name!r} ({targets.get(name, 'unknown op')}) to ONNX: {reason}"
+    return f"the ONNX exporter failed: {reason}"
 
 
 def _causes(exc: BaseException):
+    """``exc`` and the exceptions it was raised from, outermost first."""
     while exc is not None:
         yield exc
         exc = exc.__cause__ or exc.__context__
 
 
-def _xbar_nodes(model: ir.Model) -> list[ir.Node]:
-    return [n for n in model.graph if n.domain == onnx_ops.DOMAIN]
-
-
-def _module_of(node: ir.Node, layers: dict[str, str]) -> str:
-    """The Crossbar module name of an ai.xbar node, by its ``layer`` attribute."""
-    layer = node.attributes["layer"].as_string()
-    if layer not in layers:
-        raise ExportError(f"ai.xbar node {node.name!r} names layer {layer!r}, which the model does not have")
-    return layers[layer]
-
-
-def _layer_index(crossbars: dict[str, Crossbar]) -> dict[str, str]:
-    return {module.settings.layer: name for name, module in crossbars.items()}
-
-
-def _separate_merged_tensors(model: ir.Model, crossbars: dict[str, Crossbar]) -> None:
-    """Give each layer back its own G+ / G- / bias initializer where the exporter's
-    optimiser merged equal initializers (e.g. two zero biases) into one."""
-    graph = model.graph
-    layers = _layer_index(crossbars)
-    for node in _xbar_nodes(model):
-        module_name = _module_of(node, layers)
-        for index, attr in TENSOR_INPUTS.items():
-            value, expected = node.inputs[index], f"{module_name}.{attr}"
-            if value is None or value.name == expected or value.const_value is None:
-                continue
-            data = getattr(crossbars[module_name], attr).detach().numpy()
-            if not np.array_equal(value.const_value.numpy(), data):
-                continue  # not a merge: _check_layers reports it
-            if expected not in graph.initializers:
-                graph.register_initializer(ir.Value(name=expected, const_value=ir.tensor(data, name=expected)))
-            node.replace_input_with(index, graph.initializers[expected])
-
-
-def _finish_nodes(model: ir.Model, crossbars: dict[str, Crossbar]) -> None:
-    """Name each ai.xbar node after its module; drop per-node exporter debug properties."""
-    layers = _layer_index(crossbars)
-    taken = {n.name for n in model.graph}
-    for node in _xbar_nodes(model):
-        base = _module_of(node, layers)
-        name, k = base, 0
-        while name in taken:
-            k += 1
-            name = f"{base}_{k}"
-        taken.add(name)
-        node.name = name
-    for node in ir.traversal.RecursiveGraphIterator(model.graph):
-        node.metadata_props.clear()
-
-
 def _add_functions(model: ir.Model) -> None:
     """Add the function body of each ai.xbar op the graph uses, and the domain's opset."""
-    for op_type in sorted({n.op_type for n in _xbar_nodes(model)}):
+    for op_type in sorted({n.op_type for n in onnx_layers.xbar_nodes(model)}):
         function = ir.serde.deserialize_function(onnx_ops.FUNCTIONS[op_type].to_function_proto())
         model.functions[function.identifier()] = function
         model.opset_imports[onnx_ops.DOMAIN] = onnx_ops.VERSION
-
-
-def _check_layers(model: ir.Model, crossbars: dict[str, Crossbar]) -> None:
-    """Raise :class:`ExportError` unless every layer has its node, tensors and attributes."""
-    layers = _layer_index(crossbars)
-    seen = set()
-    for node in _xbar_nodes(model):
-        module_name = _module_of(node, layers)
-        module = crossbars[module_name]
-        seen.add(module_name)
-        expected_op = "CrossbarLinear" if module.geometry is None else "CrossbarConv"
-        if node.op_type != expected_op:
-            raise ExportError(f"layer {module_name}: exported as {node.op_type}, expected {expected_op}")
-        for index, attr in TENSOR_INPUTS.items():
-            _check_tensor(model, node, index, f"{module_name}.{attr}", getattr(module, attr))
-        _check_attributes(node, module)
-    missing = sorted(set(crossbars) - seen)
-    if missing:
-        raise ExportError(f"layers without an ai.xbar node in the exported graph: {missing}")
-
-
-def _check_tensor(model: ir.Model, node: ir.Node, index: int, expected: str, tensor: torch.Tensor) -> None:
-    value = node.inputs[index] if index < len(node.inputs) else None
-    if value is None or value.name != expected or model.graph.initializers.get(expected) is not value:
-        got = "nothing" if value is None else repr(value.name)
-        raise ExportError(f"node {node.name}: input {index} should be the initializer {expected!r}, got {got}")
-    data = value.const_value.numpy()
-    if data.dtype != np.float32 or not np.array_equal(data, tensor.detach().numpy()):
-        raise ExportError(f"node {node.name}: initializer {expected!r} does not hold the layer's float32 tensor")
-
-
-def _check_attributes(node: ir.Node, module: Crossbar) -> None:
-    expected = onnx_ops.node_attributes(module.settings)
-    if module.geometry is not None:
-        g = module.geometry
-        expected |= onnx_ops.conv_attributes(g.stride, g.padding, g.dilation, g.groups)
-    for key, value in expected.items():
-        attr = node.attributes.get(key)
-        got = None if attr is None else attr.value
-        if isinstance(value, float) and got is not None:
-            same = np.float32(got) == np.float32(value)
-        else:
-            same = got == value or (isinstance(got, Sequence) and list(got) == list(value))
-        if not same:
-            raise ExportError(f"node {node.name}: attribute {key} should be {value!r}, got {got!r}")
 
 
 def _metadata(converted: fx.GraphModule, crossbars: dict[str, Crossbar]) -> dict[str, str]:
@@ -250,19 +156,16 @@ def _metadata(converted: fx.GraphModule, crossbars: dict[str, Crossbar]) -> dict
 def _layer_summary(name: str, module: Crossbar) -> dict:
     summary = {
         "node": name,
-        "op": "CrossbarLinear" if module.geometry is None else "CrossbarConv",
+        "op": onnx_layers.op_type(module),
         "source_weight": module.source_weight,
         "shape": list(module.g_plus.shape),
         "has_bias": module.bias is not None,
         "g_plus": f"{name}.g_plus",
         "g_minus": f"{name}.g_minus",
         "bias": f"{name}.bias",
-        **module.settings.as_dict(),
     }
-    if module.geometry is not None:
-        g = module.geometry
-        summary |= onnx_ops.conv_attributes(g.stride, g.padding, g.dilation, g.groups)
-    return summary
+    return summary | {k: v for k, v in onnx_layers.expected_attributes(module).items()
+                      if k not in module.settings.constants}
 
 
 def _write_atomically(data: bytes, path: Path) -> None:

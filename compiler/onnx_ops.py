@@ -1,22 +1,21 @@
 """The ``ai.xbar`` ONNX ops: schemas, function bodies and the exporter's translations.
 
-One node per crossbar layer: ``ai.xbar::CrossbarLinear`` or ``ai.xbar::CrossbarConv``
-(version 1), inputs ``X, G_plus, G_minus, B`` and output ``Y``. G+ and G- are
-float32 conductances in microsiemens; ``B`` is the digital bias (all zeros for a
-layer without one: an ONNX function body cannot test for an absent input).
+One node per crossbar array (a layer, or one tile of a tiled layer):
+``ai.xbar::CrossbarLinear`` or ``ai.xbar::CrossbarConv``, version 1, inputs
+``X, G_plus, G_minus, B``, output ``Y``. G+ and G- are float32 conductances in
+microsiemens shaped like the weight; ``B`` is the digital bias, all zeros for an
+array without one (an ONNX function body cannot test for an absent input).
 
-Attributes: the hardware (:class:`~passes.crossbar.CrossbarSettings` fields:
+Attributes: the hardware (the :class:`~passes.crossbar.CrossbarSettings` fields
 ``layer``, ``input_range``, ``scale_ratio``, ``g_min``, ``g_max``, ``dac_steps``,
-``adc_steps``, ``out_bound``; 0 means "none") and the float32 constants the
-simulation computes with (``CrossbarSettings.constants``; ``inf`` clip bounds
-mean "no clip", ``dac_round`` / ``adc_round`` switch the rounding), plus ONNX
-``Conv``'s ``strides``, ``pads``, ``dilations`` and ``group`` for convolutions.
+``adc_steps``, ``out_bound`` (0 means none), ``tile_row``, ``tile_col``), the
+float32 constants the simulation computes with (``CrossbarSettings.constants``:
+``inf`` bounds mean no clip, ``dac_round`` / ``adc_round`` switch rounding on),
+and for convolutions ONNX ``Conv``'s ``strides``, ``pads``, ``dilations``, ``group``.
 
 The function bodies, in standard ONNX ops, repeat the elementwise steps of
-:func:`passes.crossbar.crossbar_linear` one for one, so they agree with PyTorch
-bit for bit except in the matmul's accumulation order. A rounding step is an
-``If`` on its flag, which a runtime can resolve once (the flag is a constant of
-the node); a clip to ``inf`` and a multiplication by 1 are exact no-ops.
+:func:`passes.crossbar.crossbar_linear` one for one with the same constants, so
+they agree with PyTorch bit for bit except in the matmul's accumulation order.
 """
 
 from __future__ import annotations
@@ -40,6 +39,7 @@ OPSET = op.version
 """The standard ONNX opset of the exported graph and of the function bodies (they must match)."""
 XBAR = Opset(DOMAIN, VERSION)
 _ATTR = OpSchema.AttrType
+BOOL = onnx.TensorProto.BOOL
 
 HARDWARE_ATTRIBUTES = {
     "layer": (_ATTR.STRING, "name of the source layer in the PyTorch model"),
@@ -50,6 +50,8 @@ HARDWARE_ATTRIBUTES = {
     "dac_steps": (_ATTR.FLOAT, "DAC steps over [-1, 1] (0: ideal)"),
     "adc_steps": (_ATTR.FLOAT, "ADC steps over [-out_bound, out_bound] (0: ideal)"),
     "out_bound": (_ATTR.FLOAT, "ADC clip level in units of I / (g_max - g_min) (0: unbounded)"),
+    "tile_row": (_ATTR.INT, "row of this array in its layer's grid of arrays (input slice)"),
+    "tile_col": (_ATTR.INT, "column of this array in its layer's grid of arrays (output slice)"),
 }
 CONSTANT_ATTRIBUTES = {
     "input_clip": (_ATTR.FLOAT, "clip bound of the input (inf: no clip)"),
@@ -102,53 +104,64 @@ def register_schemas() -> None:
 register_schemas()
 
 
-# Function bodies. Attribute parameters every body must declare, used or not, so
-# a node's attributes all belong to its function.
+# Function bodies. Every body declares all the op's attributes, used or not, so each
+# attribute of a node belongs to its function. A step whose constant makes it a
+# no-op (rounding off, an infinite bound, an integer DAC bound after rounding) is
+# skipped by an If on a constant, which a runtime resolves once.
 @script(XBAR, default_opset=op)
-def CrossbarLinear(X: FLOAT, G_plus: FLOAT, G_minus: FLOAT, B: FLOAT, layer: str, input_range: float,
-                   scale_ratio: float, g_min: float, g_max: float, dac_steps: float, adc_steps: float,
-                   out_bound: float, input_clip: float, in_scale: float, dac_round: int, dac_clip: float,
+def CrossbarLinear(X: FLOAT, G_plus: FLOAT, G_minus: FLOAT, B: FLOAT,
+                   layer: str, input_range: float, scale_ratio: float, g_min: float, g_max: float,
+                   dac_steps: float, adc_steps: float, out_bound: float, tile_row: int, tile_col: int,
+                   input_clip: float, in_scale: float, dac_round: int, dac_clip: float,
                    adc_scale: float, adc_round: int, adc_clip: float, out_scale: float) -> FLOAT:
-    x = op.Clip(X, op.Neg(op.Constant(value_float=input_clip)), op.Constant(value_float=input_clip))
-    q = op.Mul(x, op.Constant(value_float=in_scale))
-    if op.Cast(op.Constant(value_int=dac_round), to=9):
-        q_rounded = op.Round(q)
+    input_bound = op.Constant(value_float=input_clip)
+    if op.IsInf(input_bound):
+        x = op.Identity(X)
     else:
-        q_rounded = op.Identity(q)
-    q = op.Clip(q_rounded, op.Neg(op.Constant(value_float=dac_clip)), op.Constant(value_float=dac_clip))
+        x = op.Clip(X, op.Neg(input_bound), input_bound)
+    q = op.Mul(x, op.Constant(value_float=in_scale))
+    if op.Cast(op.Constant(value_int=dac_round), to=BOOL):
+        q = op.Round(q)
+    dac_bound = op.Constant(value_float=dac_clip)
+    if op.Not(op.Equal(op.Floor(dac_bound), dac_bound)):
+        q = op.Clip(q, op.Neg(dac_bound), dac_bound)
     current = op.MatMul(q, op.Transpose(op.Sub(G_plus, G_minus)))
     z = op.Mul(current, op.Constant(value_float=adc_scale))
-    if op.Cast(op.Constant(value_int=adc_round), to=9):
-        z_rounded = op.Round(z)
-    else:
-        z_rounded = op.Identity(z)
-    z = op.Clip(z_rounded, op.Neg(op.Constant(value_float=adc_clip)), op.Constant(value_float=adc_clip))
+    if op.Cast(op.Constant(value_int=adc_round), to=BOOL):
+        z = op.Round(z)
+    adc_bound = op.Constant(value_float=adc_clip)
+    if op.Not(op.IsInf(adc_bound)):
+        z = op.Clip(z, op.Neg(adc_bound), adc_bound)
     return op.Add(op.Mul(z, op.Constant(value_float=out_scale)), B)
 
 
 @script(XBAR, default_opset=op)
-def CrossbarConv(X: FLOAT, G_plus: FLOAT, G_minus: FLOAT, B: FLOAT, layer: str, input_range: float,
-                 scale_ratio: float, g_min: float, g_max: float, dac_steps: float, adc_steps: float,
-                 out_bound: float, input_clip: float, in_scale: float, dac_round: int, dac_clip: float,
+def CrossbarConv(X: FLOAT, G_plus: FLOAT, G_minus: FLOAT, B: FLOAT,
+                 layer: str, input_range: float, scale_ratio: float, g_min: float, g_max: float,
+                 dac_steps: float, adc_steps: float, out_bound: float, tile_row: int, tile_col: int,
+                 input_clip: float, in_scale: float, dac_round: int, dac_clip: float,
                  adc_scale: float, adc_round: int, adc_clip: float, out_scale: float,
                  strides: Sequence[int], pads: Sequence[int], dilations: Sequence[int], group: int) -> FLOAT:
-    x = op.Clip(X, op.Neg(op.Constant(value_float=input_clip)), op.Constant(value_float=input_clip))
-    q = op.Mul(x, op.Constant(value_float=in_scale))
-    if op.Cast(op.Constant(value_int=dac_round), to=9):
-        q_rounded = op.Round(q)
+    input_bound = op.Constant(value_float=input_clip)
+    if op.IsInf(input_bound):
+        x = op.Identity(X)
     else:
-        q_rounded = op.Identity(q)
-    q = op.Clip(q_rounded, op.Neg(op.Constant(value_float=dac_clip)), op.Constant(value_float=dac_clip))
+        x = op.Clip(X, op.Neg(input_bound), input_bound)
+    q = op.Mul(x, op.Constant(value_float=in_scale))
+    if op.Cast(op.Constant(value_int=dac_round), to=BOOL):
+        q = op.Round(q)
+    dac_bound = op.Constant(value_float=dac_clip)
+    if op.Not(op.Equal(op.Floor(dac_bound), dac_bound)):
+        q = op.Clip(q, op.Neg(dac_bound), dac_bound)
     current = op.Conv(q, op.Sub(G_plus, G_minus), strides=strides, pads=pads, dilations=dilations, group=group)
     z = op.Mul(current, op.Constant(value_float=adc_scale))
-    if op.Cast(op.Constant(value_int=adc_round), to=9):
-        z_rounded = op.Round(z)
-    else:
-        z_rounded = op.Identity(z)
-    z = op.Clip(z_rounded, op.Neg(op.Constant(value_float=adc_clip)), op.Constant(value_float=adc_clip))
-    spatial_rank = op.Shape(op.Shape(G_plus, start=2))
-    channel_bias = op.Reshape(B, op.Concat(op.Constant(value_ints=[-1]), op.ConstantOfShape(spatial_rank, value=[1]),
-                                           axis=0))
+    if op.Cast(op.Constant(value_int=adc_round), to=BOOL):
+        z = op.Round(z)
+    adc_bound = op.Constant(value_float=adc_clip)
+    if op.Not(op.IsInf(adc_bound)):
+        z = op.Clip(z, op.Neg(adc_bound), adc_bound)
+    spatial_ones = op.ConstantOfShape(op.Shape(op.Shape(G_plus, start=2)), value=[1])
+    channel_bias = op.Reshape(B, op.Concat(op.Constant(value_ints=[-1]), spatial_ones, axis=0))
     return op.Add(op.Mul(z, op.Constant(value_float=out_scale)), channel_bias)
 
 
@@ -167,18 +180,22 @@ def conv_attributes(stride: Sequence[int], padding: Sequence[int], dilation: Seq
 
 def translate_crossbar_linear(x: FLOAT, g_plus: FLOAT, g_minus: FLOAT, bias: FLOAT, layer: str,
                               input_range: float, scale_ratio: float, g_min: float, g_max: float,
-                              dac_steps: float, adc_steps: float, out_bound: float) -> FLOAT:
+                              dac_steps: float, adc_steps: float, out_bound: float, tile_row: int,
+                              tile_col: int) -> FLOAT:
     """``xbar::crossbar_linear`` -> one ``ai.xbar::CrossbarLinear`` node."""
-    settings = CrossbarSettings(layer, input_range, scale_ratio, g_min, g_max, dac_steps, adc_steps, out_bound)
+    settings = CrossbarSettings(layer, input_range, scale_ratio, g_min, g_max, dac_steps, adc_steps, out_bound,
+                                tile_row, tile_col)
     return XBAR.CrossbarLinear(x, g_plus, g_minus, bias, **node_attributes(settings))
 
 
 def translate_crossbar_conv(x: FLOAT, g_plus: FLOAT, g_minus: FLOAT, bias: FLOAT, layer: str,
                             input_range: float, scale_ratio: float, g_min: float, g_max: float,
-                            dac_steps: float, adc_steps: float, out_bound: float, stride: Sequence[int],
-                            padding: Sequence[int], dilation: Sequence[int], groups: int) -> FLOAT:
+                            dac_steps: float, adc_steps: float, out_bound: float, tile_row: int, tile_col: int,
+                            stride: Sequence[int], padding: Sequence[int], dilation: Sequence[int],
+                            groups: int) -> FLOAT:
     """``xbar::crossbar_conv`` -> one ``ai.xbar::CrossbarConv`` node."""
-    settings = CrossbarSettings(layer, input_range, scale_ratio, g_min, g_max, dac_steps, adc_steps, out_bound)
+    settings = CrossbarSettings(layer, input_range, scale_ratio, g_min, g_max, dac_steps, adc_steps, out_bound,
+                                tile_row, tile_col)
     return XBAR.CrossbarConv(x, g_plus, g_minus, bias, **node_attributes(settings),
                              **conv_attributes(stride, padding, dilation, groups))
 

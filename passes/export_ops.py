@@ -2,9 +2,8 @@
 
 ``xbar::crossbar_linear`` and ``xbar::crossbar_conv`` are ``torch.library``
 custom ops: ``torch.export`` keeps each call as one node, which an exporter can
-translate into one node of its own. Their implementation is
-:func:`passes.crossbar.crossbar_linear` / :func:`~passes.crossbar.crossbar_conv`
-(one source of numerics, also used for shapes on fake tensors); their scalar
+translate into one node of its own. They run :func:`passes.crossbar.crossbar_linear`
+/ :func:`~passes.crossbar.crossbar_conv` (one source of numerics); their scalar
 arguments are the fields of :class:`~passes.crossbar.CrossbarSettings` in field
 order, then a convolution's stride, padding, dilation and groups.
 
@@ -27,12 +26,14 @@ import dataclasses
 from functools import lru_cache
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, fx
 from torch.fx.passes.infra.pass_base import PassBase, PassResult
 
 from .crossbar import Crossbar, CrossbarSettings, crossbar_conv, crossbar_linear
 from .plan import PassError
 
+CONV_FUNCTIONS = (F.conv1d, F.conv2d, F.conv3d)
 TENSORS = ("g_plus", "g_minus", "bias")
 """The Crossbar buffers each custom op reads, in argument order after the activation."""
 
@@ -60,14 +61,24 @@ def _conv(x: Tensor, g_plus: Tensor, g_minus: Tensor, bias: Tensor, layer: str, 
     return crossbar_conv(x, g_plus, g_minus, bias, settings, stride, padding, dilation, groups)
 
 
-for _name, _function in (("crossbar_linear", _linear), ("crossbar_conv", _conv)):
-    torch.library.custom_op(f"xbar::{_name}", _function, mutates_args=()).register_fake(_function)
+def _linear_shape(x: Tensor, g_plus: Tensor, *settings) -> Tensor:
+    return F.linear(x, g_plus)
+
+
+def _conv_shape(x: Tensor, g_plus: Tensor, *others) -> Tensor:
+    stride, padding, dilation, groups = others[-4:]
+    return CONV_FUNCTIONS[g_plus.dim() - 3](x, g_plus, None, stride, padding, dilation, groups)
+
+
+# Tracing (on fake tensors) needs only the output's shape: one linear or convolution gives it.
+torch.library.custom_op("xbar::crossbar_linear", _linear, mutates_args=()).register_fake(_linear_shape)
+torch.library.custom_op("xbar::crossbar_conv", _conv, mutates_args=()).register_fake(_conv_shape)
 
 CROSSBAR_LINEAR = torch.ops.xbar.crossbar_linear.default
 CROSSBAR_CONV = torch.ops.xbar.crossbar_conv.default
 
 
-def settings_args(settings: CrossbarSettings) -> tuple:
+def _settings_args(settings: CrossbarSettings) -> tuple:
     """The settings as the custom ops' scalar arguments (field order)."""
     return tuple(getattr(settings, field.name) for field in dataclasses.fields(settings))
 
@@ -89,7 +100,7 @@ class CrossbarToCustomOpsPass(PassBase):
                 module.bias = torch.zeros(module.g_plus.shape[0], dtype=module.g_plus.dtype)
             with graph.inserting_before(site):
                 tensors = [graph.get_attr(f"{site.target}.{name}") for name in TENSORS]
-            args = (site.args[0], *tensors, *settings_args(module.settings))
+            args = (site.args[0], *tensors, *_settings_args(module.settings))
             if module.geometry is None:
                 target = CROSSBAR_LINEAR
             else:

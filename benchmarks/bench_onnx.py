@@ -1,0 +1,145 @@
+"""ONNX Runtime latency of the annotated ONNX file vs the plain FP32 export, and export time.
+
+Run by hand:  .venv/bin/python benchmarks/bench_onnx.py [--repeats 7]
+
+For an MLP 784-1024-1024-10 and a 4-layer CNN on 3x32x32 inputs, 8-bit DAC and
+ADC (inp_res = out_res = 254, out_bound = 10): the annotated file from
+``compile_model(..., output=...)`` against ``torch.onnx.export(model, dynamo=True)``
+of the original model, both run by ONNX Runtime with the same session options
+(default graph optimisation level, ORT_ENABLE_ALL; ``--threads`` intra-op
+threads for ONNX Runtime and torch, 1 by default: steadier on a shared machine). Repetitions of the two
+are interleaved and the median taken, so the ratios come from the same run under
+the same machine load. Export time: ``compile_model`` (prepare, calibrate on one
+example batch of 8, convert, export) against the plain export. Prints one table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+from torch import nn
+
+from compiler import HardwareConfig, compile_model
+
+EIGHT_BIT = {"forward.inp_res": 254, "forward.out_res": 254, "forward.out_bound": 10}
+BATCHES = (1, 32)
+TARGETS = {1: 1.3, 32: 1.15}
+EXPORT_TARGET = 1.5
+
+
+def mlp() -> nn.Module:
+    return nn.Sequential(nn.Flatten(), nn.Linear(784, 1024), nn.ReLU(), nn.Linear(1024, 1024), nn.ReLU(),
+                         nn.Linear(1024, 10))
+
+
+def cnn() -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(64 * 8 * 8, 10))
+
+
+MODELS = {"mlp 784-1024-1024-10": (mlp, (1, 28, 28)), "cnn 3x32x32, 4 conv": (cnn, (3, 32, 32))}
+
+
+def export_plain(model: nn.Module, example: torch.Tensor, path: Path) -> None:
+    batch = torch.export.Dim("batch")
+    torch.onnx.export(model, (example,), dynamo=True, dynamic_shapes=({0: batch},), verbose=False).save(path)
+
+
+def export_annotated(model: nn.Module, example: torch.Tensor, path: Path) -> None:
+    config = HardwareConfig().with_overrides(EIGHT_BIT)
+    compile_model(model, (example,), config, calibration_data=[example], output=path)
+
+
+def timed(function, *args) -> float:
+    start = time.perf_counter()
+    function(*args)
+    return time.perf_counter() - start
+
+
+def per_run_seconds(session: ort.InferenceSession, feed: dict, runs: int) -> float:
+    start = time.perf_counter()
+    for _ in range(runs):
+        session.run(None, feed)
+    return (time.perf_counter() - start) / runs
+
+
+def latencies(paths: dict[str, Path], shape: tuple, repeats: int, threads: int, seconds: float = 0.1) -> dict:
+    """(name, batch) -> median seconds per run, the two files interleaved."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    sessions = {name: ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+                for name, path in paths.items()}
+    result = {}
+    for batch in BATCHES:
+        feed = {next(iter(sessions.values())).get_inputs()[0].name:
+                np.random.default_rng(0).standard_normal((batch, *shape), dtype=np.float32)}
+        for session in sessions.values():  # warm up, and size a repetition to ~`seconds`
+            session.run(None, feed)
+        runs = max(10, int(seconds / per_run_seconds(sessions["plain"], feed, 20)))
+        samples = {name: [] for name in sessions}
+        for _ in range(repeats):
+            for name, session in sessions.items():
+                samples[name].append(per_run_seconds(session, feed, runs))
+        for name in sessions:
+            result[name, batch] = statistics.median(samples[name])
+    return result
+
+
+def export_times(factory, shape: tuple, directory: Path, repeats: int) -> dict:
+    """Median seconds of the plain export and of compile_model + export, interleaved."""
+    example = torch.randn(8, *shape)
+    samples = {"plain": [], "annotated": []}
+    for _ in range(repeats):
+        samples["plain"].append(timed(export_plain, factory().eval(), example, directory / "p.onnx"))
+        samples["annotated"].append(timed(export_annotated, factory().eval(), example, directory / "a.onnx"))
+    return {name: statistics.median(times) for name, times in samples.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=9, help="interleaved repetitions per measurement")
+    parser.add_argument("--export-repeats", type=int, default=5, help="repetitions of each export")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="intra-op threads of ONNX Runtime and torch (0: their defaults)")
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = Path(tmp)
+        for title, (factory, shape) in MODELS.items():
+            model = factory().eval()
+            example = torch.randn(32, *shape)
+            paths = {"plain": directory / "plain.onnx", "annotated": directory / "annotated.onnx"}
+            export_plain(model, example, paths["plain"])
+            export_annotated(model, example, paths["annotated"])
+            times = latencies(paths, shape, args.repeats, args.threads)
+            for batch in BATCHES:
+                plain, annotated = times["plain", batch], times["annotated", batch]
+                rows.append((title, f"latency, batch {batch}", plain * 1e3, annotated * 1e3, annotated / plain,
+                             TARGETS[batch]))
+            export = export_times(factory, shape, directory, args.export_repeats)
+            rows.append((title, "export time", export["plain"] * 1e3, export["annotated"] * 1e3,
+                         export["annotated"] / export["plain"], EXPORT_TARGET))
+    print(f"onnxruntime {ort.__version__}, torch {torch.__version__}, {args.repeats} interleaved repeats, "
+          f"{args.threads or 'default'} intra-op thread(s), graph optimisation level ORT_ENABLE_ALL")
+    print(f"{'model':<22} {'measure':<18} {'plain ms':>10} {'xbar ms':>10} {'ratio':>7} {'target':>7}")
+    for title, measure, plain, annotated, ratio, target in rows:
+        verdict = "ok" if ratio <= target else "MISSED"
+        print(f"{title:<22} {measure:<18} {plain:>10.3f} {annotated:>10.3f} {ratio:>7.3f} {target:>6.2f}x {verdict}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,403 @@
+"""export_onnx: the ai.xbar file, checked with the real exporter, ONNX Runtime and onnx.reference."""
+
+import copy
+import json
+import os
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import onnxruntime as ort
+import pytest
+import torch
+from onnx.reference import ReferenceEvaluator
+from torch import nn
+
+from compiler import (
+    ExportError,
+    HardwareConfig,
+    NoCrossbarLayersWarning,
+    SinglePairConductanceConverter,
+    calibrate,
+    convert,
+    export_onnx,
+    prepare,
+)
+from compiler import onnx_layers, onnx_ops
+from conftest import eight_bit, make_input, make_model
+from passes.crossbar import Crossbar
+from passes.export_ops import CROSSBAR_CONV, CROSSBAR_LINEAR, CrossbarToCustomOpsPass
+
+CONFIGS = {
+    "ideal, g_min 2": lambda: HardwareConfig().with_overrides({"converter.g_min": 2.0}),
+    "eight bit": eight_bit,
+}
+
+
+def converted_model(model: nn.Module, example: torch.Tensor, config: HardwareConfig, batches) -> torch.fx.GraphModule:
+    prepared = prepare(model, (example,), config)
+    calibrate(prepared, batches)
+    return convert(prepared)
+
+
+def converted_test_model(name: str, config: HardwareConfig) -> torch.fx.GraphModule:
+    return converted_model(make_model(name), make_input(name, 4), config,
+                           [make_input(name, 32, seed=s) for s in range(3)])
+
+
+class Exported:
+    """A converted test model, its file, and an ONNX Runtime session on it."""
+
+    def __init__(self, converted, path):
+        self.converted, self.path = converted, path
+        self.model = onnx.load(path)
+        self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+
+    def run(self, x: torch.Tensor) -> np.ndarray:
+        return self.session.run(None, {self.input_name: x.numpy()})[0]
+
+    def expected(self, x: torch.Tensor) -> np.ndarray:
+        with torch.no_grad():
+            return self.converted(x).numpy()
+
+    def crossbars(self) -> dict[str, Crossbar]:
+        return {n: m for n, m in self.converted.named_modules() if isinstance(m, Crossbar)}
+
+    def last_adc_step(self) -> float:
+        last = next(n for n in reversed(self.converted.graph.nodes) if n.op == "call_module"
+                    and isinstance(self.converted.get_submodule(n.target), Crossbar))
+        return self.converted.get_submodule(last.target).settings.constants["out_scale"]
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """(model name, config name) -> Exported, each exported once per test module."""
+    cache = {}
+
+    def get(name: str, config: str) -> Exported:
+        if (name, config) not in cache:
+            converted = converted_test_model(name, CONFIGS[config]())
+            path = tmp_path_factory.mktemp("export") / f"{name}.onnx"
+            export_onnx(converted, (make_input(name, 4),), path)
+            cache[name, config] = Exported(converted, path)
+        return cache[name, config]
+
+    return get
+
+
+def assert_within_one_adc_step(got: np.ndarray, expected: np.ndarray, step: float) -> None:
+    """Quantised outputs may differ by one ADC step where a matmul's order moves a value
+    across a rounding boundary (DESIGN.md section 2): rarely, and by one step at most."""
+    differs = got != expected
+    assert differs.mean() < 0.01
+    assert np.abs(got - expected).max(initial=0.0) <= step * (1 + 1e-4)
+
+
+# --- the pass ---------------------------------------------------------------------------------
+
+def test_pass_turns_each_crossbar_call_into_a_custom_op_in_place(exported, model_name):
+    converted = exported(model_name, "eight bit").converted
+    calls = [(n.name, n.target) for n in converted.graph.nodes if n.op == "call_module"
+             and isinstance(converted.get_submodule(n.target), Crossbar)]
+    rewritten = CrossbarToCustomOpsPass()(copy.deepcopy(converted)).graph_module
+    rewritten.recompile()
+    nodes = {n.name: n for n in rewritten.graph.nodes}
+    for name, module_name in calls:
+        node = nodes[name]
+        module = converted.get_submodule(module_name)
+        assert node.op == "call_function"
+        assert node.target == (CROSSBAR_LINEAR if module.geometry is None else CROSSBAR_CONV)
+        assert [a.target for a in node.args[1:4]] == [f"{module_name}.{t}" for t in ("g_plus", "g_minus", "bias")]
+        assert node.args[4] == module.settings.layer
+    x = make_input(model_name, 5, seed=3)
+    assert torch.equal(rewritten(x), converted(x))  # the custom ops run the same numerics
+
+
+def test_pass_gives_a_bias_free_array_a_zero_bias(exported):
+    converted = exported("mlp", "eight bit").converted
+    assert converted.fc2_crossbar.bias is None
+    rewritten = CrossbarToCustomOpsPass()(copy.deepcopy(converted)).graph_module
+    assert torch.equal(rewritten.fc2_crossbar.bias, torch.zeros(32))
+
+
+def test_pass_leaves_a_graph_without_crossbars_alone():
+    graph_module = torch.fx.symbolic_trace(nn.Sequential(nn.ReLU()))
+    code = graph_module.code
+    assert not CrossbarToCustomOpsPass()(graph_module).modified
+    assert graph_module.code == code
+
+
+# --- numerics ---------------------------------------------------------------------------------
+
+def test_ideal_export_matches_the_converted_model(exported, model_name):
+    result = exported(model_name, "ideal, g_min 2")
+    for batch in (1, 7):  # one export, dynamic batch
+        x = make_input(model_name, batch, seed=11)
+        expected = result.expected(x)
+        assert np.abs(result.run(x) - expected).max() <= 1e-5 * np.abs(expected).max()
+
+
+def test_eight_bit_export_matches_the_converted_model(exported, model_name):
+    result = exported(model_name, "eight bit")
+    for batch in (1, 7):
+        x = make_input(model_name, batch, seed=12)
+        assert_within_one_adc_step(result.run(x), result.expected(x), result.last_adc_step())
+
+
+@pytest.mark.parametrize("config", sorted(CONFIGS))
+def test_reference_evaluator_agrees_with_onnx_runtime(exported, model_name, config):
+    result = exported(model_name, config)
+    x = make_input(model_name, 3, seed=13)
+    reference = ReferenceEvaluator(result.model).run(None, {result.input_name: x.numpy()})[0]
+    got = result.run(x)
+    if config == "eight bit":
+        assert_within_one_adc_step(reference, got, result.last_adc_step())
+    else:
+        assert np.abs(reference - got).max() <= 1e-5 * np.abs(got).max()
+
+
+def test_lenet_top1_agrees_on_the_digits_test_split(tmp_path):
+    models = pytest.importorskip("models")
+    data = models.load_digits_split()
+    converted = converted_model(models.load_pretrained("lenet"), data.train_x[:8], eight_bit(),
+                                data.train_x[:512].split(128))
+    result = Exported(converted, export_onnx(converted, (data.train_x[:8],), tmp_path / "lenet.onnx"))
+    ort_top1 = result.run(data.test_x).argmax(axis=1)
+    torch_top1 = result.expected(data.test_x).argmax(axis=1)
+    assert (ort_top1 == torch_top1).mean() >= 0.995
+    assert (ort_top1 == data.test_y.numpy()).mean() > 0.9
+
+
+# --- the file ---------------------------------------------------------------------------------
+
+def test_file_has_one_ai_xbar_node_per_array(exported, model_name):
+    result = exported(model_name, "eight bit")
+    model, crossbars = result.model, result.crossbars()
+    onnx.checker.check_model(model, full_check=True)
+    assert model.ir_version <= 13
+    assert {o.domain: o.version for o in model.opset_import}[onnx_ops.DOMAIN] == onnx_ops.VERSION
+    assert {f.name for f in model.functions} == {onnx_layers.op_type(m) for m in crossbars.values()}
+    initializers = {t.name: t for t in model.graph.initializer}
+    nodes = [n for n in model.graph.node if n.domain == onnx_ops.DOMAIN]
+    assert sorted(n.name for n in nodes) == sorted(crossbars)
+    for node in nodes:
+        module = crossbars[node.name]
+        assert node.op_type == onnx_layers.op_type(module)
+        assert list(node.input[1:]) == [f"{node.name}.g_plus", f"{node.name}.g_minus", f"{node.name}.bias"]
+        assert all(initializers[name].data_type == onnx.TensorProto.FLOAT for name in node.input[1:])
+        attributes = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        assert attributes["layer"] == module.settings.layer.encode()
+        assert np.float32(attributes["input_range"]) == np.float32(module.settings.input_range) > 0
+        assert set(onnx_layers.expected_attributes(module)) == set(attributes)
+    batch = model.graph.input[0].type.tensor_type.shape.dim[0]
+    assert batch.dim_param and not batch.dim_value
+
+
+def test_file_metadata_records_tool_converter_config_and_layers(exported):
+    result = exported("cnn", "eight bit")
+    metadata = {p.key: p.value for p in result.model.metadata_props}
+    config = result.converted.meta["xbar"]["config"]
+    assert metadata["xbar.version"] == __import__("compiler").__version__
+    assert metadata["xbar.converter"] == str(config.converter)
+    assert HardwareConfig.from_dict(json.loads(metadata["xbar.hardware_config"])).to_dict() == config.to_dict()
+    layers = {layer["node"]: layer for layer in json.loads(metadata["xbar.layers"])}
+    assert set(layers) == set(result.crossbars())
+    assert layers["depthwise_crossbar"]["has_bias"] is False
+    assert layers["conv2_crossbar"]["group"] == 4 and layers["conv2_crossbar"]["strides"] == [2, 2]
+
+
+def test_reexport_is_byte_identical(exported, model_name, tmp_path):
+    result = exported(model_name, "eight bit")
+    again = export_onnx(result.converted, (make_input(model_name, 4),), tmp_path / "again.onnx")
+    assert again.read_bytes() == result.path.read_bytes()
+
+
+@pytest.mark.parametrize("config", sorted(CONFIGS))
+def test_conductances_in_the_file_convert_back_to_the_weights(exported, model_name, config):
+    result = exported(model_name, config)
+    weights = dict(make_model(model_name).named_parameters())
+    initializers = {t.name: onnx.numpy_helper.to_array(t) for t in result.model.graph.initializer}
+    for node in (n for n in result.model.graph.node if n.domain == onnx_ops.DOMAIN):
+        attributes = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        g_min, g_max = attributes["g_min"], attributes["g_max"]
+        g_plus, g_minus = (torch.tensor(initializers[name]) for name in node.input[1:3])
+        for g in (g_plus, g_minus):
+            assert g.min() >= g_min and g.max() <= g_max + g_min
+        converter = SinglePairConductanceConverter(g_max=g_max, g_min=g_min)
+        recovered = converter.convert_back_to_weights([g_plus, g_minus], {"scale_ratio": attributes["scale_ratio"]})
+        original = weights[result.crossbars()[node.name].source_weight].detach()
+        assert torch.allclose(recovered, original, atol=1e-5 * float(original.abs().max()))
+
+
+# --- edge cases -------------------------------------------------------------------------------
+
+class TwinLinear(nn.Module):
+    """Two bias-free layers with equal weights: the exporter's optimiser merges their tensors."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(8, 8, bias=False), nn.Linear(8, 8, bias=False)
+        self.fc2.weight = nn.Parameter(self.fc1.weight.detach().clone())
+
+    def forward(self, x):
+        return self.fc2(torch.relu(self.fc1(x)))
+
+
+def test_merged_layer_tensors_are_given_back_to_each_layer(tmp_path):
+    torch.manual_seed(0)
+    x = torch.randn(4, 8)
+    converted = converted_model(TwinLinear().eval(), x, eight_bit(), [torch.randn(32, 8)])
+    result = Exported(converted, export_onnx(converted, (x,), tmp_path / "twin.onnx"))
+    inputs = {n.name: list(n.input[1:]) for n in result.model.graph.node if n.domain == onnx_ops.DOMAIN}
+    assert inputs == {m: [f"{m}.g_plus", f"{m}.g_minus", f"{m}.bias"] for m in ("fc1_crossbar", "fc2_crossbar")}
+    assert_within_one_adc_step(result.run(x), result.expected(x), result.last_adc_step())
+
+
+class SharedLayer(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc, self.out = nn.Linear(6, 6), nn.Linear(6, 2)
+
+    def forward(self, x):
+        return self.out(torch.relu(self.fc(torch.relu(self.fc(x)))))
+
+
+def test_a_shared_layer_is_two_nodes_on_one_set_of_tensors(tmp_path):
+    torch.manual_seed(0)
+    x = torch.randn(4, 6)
+    converted = converted_model(SharedLayer().eval(), x, eight_bit(), [torch.randn(32, 6)])
+    result = Exported(converted, export_onnx(converted, (x,), tmp_path / "shared.onnx"))
+    inputs = {n.name: list(n.input[1:]) for n in result.model.graph.node if n.domain == onnx_ops.DOMAIN}
+    fc = ["fc_crossbar.g_plus", "fc_crossbar.g_minus", "fc_crossbar.bias"]
+    assert inputs == {"fc_crossbar": fc, "fc_crossbar_1": fc, "out_crossbar": [f"out_crossbar.{t}" for t in
+                                                                                ("g_plus", "g_minus", "bias")]}
+    assert_within_one_adc_step(result.run(x), result.expected(x), result.last_adc_step())
+
+
+def test_each_tile_of_a_tiled_layer_is_a_node_with_its_position(tmp_path):
+    config = eight_bit().with_overrides({"mapping.max_input_size": 16, "mapping.max_output_size": 16})
+    converted = converted_test_model("mlp", config)
+    result = Exported(converted, export_onnx(converted, (make_input("mlp", 4),), tmp_path / "tiled.onnx"))
+    crossbars = result.crossbars()
+    nodes = {n.name: n for n in result.model.graph.node if n.domain == onnx_ops.DOMAIN}
+    assert len(crossbars) > 3 and set(nodes) == set(crossbars)
+    for name, node in nodes.items():
+        attributes = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        settings = crossbars[name].settings
+        assert (attributes["tile_row"], attributes["tile_col"]) == (settings.tile_row, settings.tile_col)
+    x = make_input("mlp", 7, seed=14)
+    assert_within_one_adc_step(result.run(x), result.expected(x), result.last_adc_step())
+
+
+def test_model_without_crossbar_layers_exports_plain_onnx_with_a_warning(tmp_path):
+    x = torch.randn(3, 5)
+    with pytest.warns(NoCrossbarLayersWarning):
+        converted = convert(prepare(nn.Sequential(nn.ReLU(), nn.Tanh()), (x,)))
+    with pytest.warns(NoCrossbarLayersWarning, match="plain ONNX"):
+        path = export_onnx(converted, (x,), tmp_path / "plain.onnx")
+    result = Exported(converted, path)
+    assert not any(n.domain == onnx_ops.DOMAIN for n in result.model.graph.node)
+    assert not result.model.functions
+    assert np.allclose(result.run(x), torch.tanh(torch.relu(x)).numpy(), atol=1e-6)
+
+
+@torch.library.custom_op("xbar_test::mystery", mutates_args=())
+def mystery(x: torch.Tensor) -> torch.Tensor:
+    return x * 2
+
+
+mystery.register_fake(lambda x: torch.empty_like(x))
+
+
+class WithMysteryOp(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(4, 4), nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.fc2(mystery(self.fc1(x)))
+
+
+def test_unsupported_op_error_names_the_node_and_leaves_no_file(tmp_path):
+    x = torch.randn(3, 4)
+    converted = convert(prepare(WithMysteryOp(), (x,)))
+    existing = tmp_path / "kept.onnx"
+    existing.write_bytes(b"previous export")
+    for target in (tmp_path / "new.onnx", existing):
+        with pytest.raises(ExportError, match=r"node 'mystery' \(xbar_test\.mystery\.default\)") as error:
+            export_onnx(converted, (x,), target)
+        assert "\n" not in str(error.value)
+    assert os.listdir(tmp_path) == ["kept.onnx"]
+    assert existing.read_bytes() == b"previous export"
+
+
+def test_a_prepared_model_is_refused(tmp_path):
+    x = make_input("mlp", 4)
+    prepared = prepare(make_model("mlp"), (x,))
+    with pytest.raises(ExportError, match="convert"):
+        export_onnx(prepared, (x,), tmp_path / "m.onnx")
+    with pytest.raises(ExportError, match="convert"):
+        export_onnx(make_model("mlp"), (x,), tmp_path / "m.onnx")
+
+
+# --- the checks on the exported graph -----------------------------------------------------------
+
+@pytest.fixture
+def mlp_ir(exported):
+    """The exported eight-bit MLP as ONNX IR, its ai.xbar nodes matched, and its arrays."""
+    result = exported("mlp", "eight bit")
+    crossbars = CrossbarToCustomOpsPass()(copy.deepcopy(result.converted)).graph_module
+    crossbars = {n: m for n, m in crossbars.named_modules() if isinstance(m, Crossbar)}
+    model = ir.serde.deserialize_model(result.model)
+    return model, onnx_layers.match_nodes(model, crossbars), crossbars
+
+
+def test_check_layers_accepts_the_exported_graph(mlp_ir):
+    onnx_layers.check_layers(*mlp_ir)
+
+
+def test_check_layers_reports_a_missing_attribute(mlp_ir):
+    model, matched, crossbars = mlp_ir
+    del matched[0][0].attributes["adc_scale"]
+    with pytest.raises(ExportError, match="attribute adc_scale"):
+        onnx_layers.check_layers(model, matched, crossbars)
+
+
+def test_check_layers_reports_an_array_reading_another_arrays_tensor(mlp_ir):
+    model, matched, crossbars = mlp_ir
+    matched[1][0].replace_input_with(1, model.graph.initializers["fc1_crossbar.g_plus"])
+    with pytest.raises(ExportError, match="fc2_crossbar.g_plus"):
+        onnx_layers.check_layers(model, matched, crossbars)
+
+
+def test_check_layers_reports_a_missing_node(mlp_ir):
+    model, matched, crossbars = mlp_ir
+    with pytest.raises(ExportError, match="fc3_crossbar"):
+        onnx_layers.check_layers(model, matched[:2], crossbars)
+
+
+def test_merged_tensors_are_restored_and_other_changes_are_not(mlp_ir):
+    model, matched, crossbars = mlp_ir
+    fc2 = matched[1][0]
+    merged = ir.Value(name="merged", const_value=ir.tensor(crossbars["fc2_crossbar"].bias.numpy()))
+    folded = ir.Value(name="folded", const_value=ir.tensor(np.ones(32, np.float32)))
+    for value in (merged, folded):
+        model.graph.register_initializer(value)
+    fc2.replace_input_with(3, merged)
+    fc2.replace_input_with(2, folded)
+    onnx_layers.restore_layer_tensors(model, matched, crossbars)
+    assert fc2.inputs[3] is model.graph.initializers["fc2_crossbar.bias"]
+    assert fc2.inputs[2] is folded
+
+
+def test_a_failed_write_leaves_no_file(exported, tmp_path, monkeypatch):
+    result = exported("mlp", "eight bit")
+
+    def disk_full(*args):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("compiler.export.os.replace", disk_full)
+    with pytest.raises(OSError, match="disk full"):
+        export_onnx(result.converted, (make_input("mlp", 4),), tmp_path / "m.onnx")
+    assert os.listdir(tmp_path) == []
