@@ -88,7 +88,12 @@ def _crossbar_modules(converted: fx.GraphModule) -> dict[str, Crossbar]:
     if prepared:
         raise ExportError(f"the model is prepared but not converted (node {prepared[0].name!r}): "
                           "call compiler.convert() first")
-    return {name: m for name, m in converted.named_modules() if isinstance(m, Crossbar)}
+    crossbars = {name: m for name, m in converted.named_modules() if isinstance(m, Crossbar)}
+    for name, module in crossbars.items():
+        if module.settings.column_scale_ratios:
+            raise ExportError(f"{name} uses one scale ratio per column (mapping.weight_scaling_columnwise), "
+                              f"which ai.xbar {onnx_ops.VERSION} cannot carry yet; export with it off")
+    return crossbars
 
 
 def _first_line(exc: BaseException) -> str:

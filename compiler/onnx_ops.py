@@ -170,7 +170,7 @@ FUNCTIONS = {"CrossbarLinear": CrossbarLinear, "CrossbarConv": CrossbarConv}
 
 def node_attributes(settings: CrossbarSettings) -> dict:
     """The hardware fields and derived constants of one layer, as node attributes."""
-    return settings.as_dict() | settings.constants
+    return settings.scalars() | settings.constants
 
 
 def conv_attributes(stride: Sequence[int], padding: Sequence[int], dilation: Sequence[int], groups: int) -> dict:

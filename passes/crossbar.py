@@ -18,7 +18,7 @@ ONNX function body and PyTorch use bit-identical constants.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from functools import cached_property
 from typing import Optional, Sequence
 
@@ -39,6 +39,8 @@ class CrossbarSettings:
     Primary fields describe the hardware; the derived float32 constants
     (:meth:`constants`) are what the simulation and the ONNX body compute with.
     ``tile_row`` / ``tile_col`` place the array in its layer's grid of arrays.
+    ``column_scale_ratios`` (an xbar extension, empty by default) gives each
+    output column its own scale ratio, which then replaces ``scale_ratio``.
     ``input_range == 0`` means no input range (no clip, r = 1); ``dac_steps`` /
     ``adc_steps == 0`` mean ideal converters; ``out_bound == 0`` means unbounded.
     """
@@ -53,6 +55,7 @@ class CrossbarSettings:
     out_bound: float
     tile_row: int = 0
     tile_col: int = 0
+    column_scale_ratios: tuple[float, ...] = ()
 
     @cached_property
     def constants(self) -> dict:
@@ -75,8 +78,21 @@ class CrossbarSettings:
             "out_scale": _f32(adc_unit * r * g_span / self.scale_ratio),
         }
 
+    @cached_property
+    def column_out_scale(self) -> Optional[Tensor]:
+        """Per output column ``out_scale`` (float32), or None for one scale ratio per array."""
+        if not self.column_scale_ratios:
+            return None
+        c = self.constants
+        unit = c["out_scale"] * self.scale_ratio
+        return torch.tensor([unit / s for s in self.column_scale_ratios], dtype=torch.float32)
+
     def as_dict(self) -> dict:
         return asdict(self)
+
+    def scalars(self) -> dict:
+        """The fields one value each (all but ``column_scale_ratios``), in field order."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "column_scale_ratios"}
 
 
 def _periphery_in(x: Tensor, c: dict) -> Tensor:
@@ -96,13 +112,19 @@ def _periphery_in(x: Tensor, c: dict) -> Tensor:
     return x
 
 
-def _periphery_out(current: Tensor, bias: Optional[Tensor], c: dict, channel_dim: int) -> Tensor:
+def _periphery_out(current: Tensor, bias: Optional[Tensor], settings: CrossbarSettings,
+                   channel_dim: int) -> Tensor:
+    c = settings.constants
     z = current.mul_(c["adc_scale"])
     if c["adc_round"]:
         z = z.round_()
     if c["adc_clip"] != math.inf:
         z = z.clamp_(-c["adc_clip"], c["adc_clip"])
-    z = z.mul_(c["out_scale"])
+    per_column = settings.column_out_scale
+    if per_column is None:
+        z = z.mul_(c["out_scale"])
+    else:
+        z = z.mul_(per_column if channel_dim == -1 else per_column.view(-1, *([1] * (z.dim() - 2))))
     if bias is None:
         return z
     if channel_dim != -1:
@@ -115,7 +137,7 @@ def crossbar_linear(x: Tensor, g_plus: Tensor, g_minus: Tensor, bias: Optional[T
     """A linear layer on a crossbar: ``x`` [..., in], G+ / G- [out, in] in uS."""
     c = settings.constants
     current = F.linear(_periphery_in(x, c), g_plus - g_minus)
-    return _periphery_out(current, bias, c, channel_dim=-1)
+    return _periphery_out(current, bias, settings, channel_dim=-1)
 
 
 def crossbar_conv(x: Tensor, g_plus: Tensor, g_minus: Tensor, bias: Optional[Tensor],
@@ -125,7 +147,7 @@ def crossbar_conv(x: Tensor, g_plus: Tensor, g_minus: Tensor, bias: Optional[Ten
     c = settings.constants
     conv = (F.conv1d, F.conv2d, F.conv3d)[g_plus.dim() - 3]
     current = conv(_periphery_in(x, c), g_plus - g_minus, None, stride, padding, dilation, groups)
-    return _periphery_out(current, bias, c, channel_dim=1)
+    return _periphery_out(current, bias, settings, channel_dim=1)
 
 
 @dataclass(frozen=True)

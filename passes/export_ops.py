@@ -22,7 +22,6 @@ Rules of :class:`CrossbarToCustomOpsPass`, for each ``call_module`` of a
 
 from __future__ import annotations
 
-import dataclasses
 from functools import lru_cache
 
 import torch
@@ -80,7 +79,7 @@ CROSSBAR_CONV = torch.ops.xbar.crossbar_conv.default
 
 def _settings_args(settings: CrossbarSettings) -> tuple:
     """The settings as the custom ops' scalar arguments (field order)."""
-    return tuple(getattr(settings, field.name) for field in dataclasses.fields(settings))
+    return tuple(settings.scalars().values())
 
 
 def _crossbar_calls(graph_module: fx.GraphModule) -> list[fx.Node]:

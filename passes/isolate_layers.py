@@ -43,7 +43,7 @@ class IsolateCrossbarLayersPass(PassBase):
             layer = plan.layer
             node = layer.node
             activation = node.args[layer.activation_index]
-            operands = [a for a in (*node.args, *node.kwargs.values()) if isinstance(a, fx.Node)]
+            operands = list(dict.fromkeys(a for a in (*node.args, *node.kwargs.values()) if isinstance(a, fx.Node)))
             with graph.inserting_before(node):
                 weight = _read(graph, operands, layer.weight)
                 if layer.weight_transposed:

@@ -57,15 +57,19 @@ def build_crossbar(graph_module: fx.GraphModule, tag: NodeTag, input_range: floa
                    bias: Optional[Tensor]) -> Crossbar:
     """Convert one array's current weight block, range and bias into a Crossbar."""
     plan = tag.plan
-    (g_plus, g_minus), params = plan.converter.convert_to_conductances(_weight_block(graph_module, tag),
-                                                                      plan.columnwise)
-    if plan.columnwise:
-        raise PassError("LowerToConductancesPass: columnwise scale ratios are not lowered yet")
+    weight = _weight_block(graph_module, tag)
+    (g_plus, g_minus), params = plan.converter.convert_to_conductances(weight, plan.columnwise)
+    ratios = params["scale_ratio"]
+    if plan.columnwise:  # the array's own ratio stays the reference; columns use theirs
+        array_ratio = plan.converter.convert_to_conductances(weight)[1]["scale_ratio"]
+        column_ratios = tuple(ratios.flatten().tolist())
+    else:
+        array_ratio, column_ratios = ratios, ()
     tile = tag.tile or Tile(0, 0, (0, 0), (0, 0), (0, 0))
     settings = CrossbarSettings(
         layer=plan.layer.name,
         input_range=input_range,
-        scale_ratio=float(params["scale_ratio"]),
+        scale_ratio=float(array_ratio),
         g_min=float(plan.converter.g_min),
         g_max=float(plan.converter.g_max),
         dac_steps=plan.io.dac_steps,
@@ -73,6 +77,7 @@ def build_crossbar(graph_module: fx.GraphModule, tag: NodeTag, input_range: floa
         out_bound=plan.io.bound,
         tile_row=tile.row,
         tile_col=tile.col,
+        column_scale_ratios=column_ratios,
     )
     return Crossbar(g_plus.contiguous(), g_minus.contiguous(), bias, settings, _geometry(tag), plan.layer.weight)
 
@@ -118,7 +123,7 @@ class LowerToConductancesPass(PassBase):
             with graph.inserting_after(last):
                 lowered = add_node(graph, "call_module", name, (inputs["source"],), tag=retag(tag, "crossbar"))
             last.replace_all_uses_with(lowered)
-            weight_reads = [a for n in (mvm, *outputs) for a in n.args if isinstance(a, fx.Node)]
+            weight_reads = dict.fromkeys(a for n in (mvm, *outputs) for a in n.args if isinstance(a, fx.Node))
             for node in reversed([mvm, *outputs]):
                 graph.erase_node(node)
             for read in weight_reads:

@@ -103,3 +103,34 @@ def test_each_array_has_its_own_scale_ratio_and_converts_back():
             assert torch.allclose(back, block, atol=1e-6)
             ratios.add(array.settings.scale_ratio)
     assert len(ratios) == 8
+
+
+def test_columnwise_scale_ratios_follow_each_output_column():
+    config = HardwareConfig().with_overrides({**NO_CLIP, "mapping.weight_scaling_columnwise": True,
+                                              "forward.out_bound": 10, "forward.out_res": 254})
+    model = make_model("cnn")
+    x = make_input("cnn", 16)
+    prepared = prepare(model, (x[:2],), config)
+    converted = convert(prepared)
+    array = converted.conv2_crossbar
+    weight = model.conv2.weight.detach()
+    ratios = torch.tensor(array.settings.column_scale_ratios)
+    assert torch.allclose(ratios, 25.0 / weight.abs().flatten(1).amax(1))
+    assert torch.allclose(array.g_plus.flatten(1).amax(1).maximum(array.g_minus.flatten(1).amax(1)),
+                          torch.full((8,), 25.0))  # every column reaches g_max
+    back = config.converter.convert_back_to_weights([array.g_plus, array.g_minus],
+                                                    {"scale_ratio": ratios.view(-1, 1, 1, 1)})
+    assert torch.allclose(back, weight, atol=1e-6)
+    a, b = prepared(x).detach(), converted(x).detach()
+    assert float((a - b).abs().max()) <= 1e-4 * float(a.abs().max())
+
+
+def test_columnwise_arrays_are_refused_by_the_onnx_export(tmp_path):
+    from compiler import ExportError, export_onnx
+
+    config = HardwareConfig().with_overrides({"mapping.weight_scaling_columnwise": True})
+    x = make_input("mlp", 2)
+    converted = convert(prepare(make_model("mlp"), (x,), config))
+    with pytest.raises(ExportError, match="one scale ratio per column"):
+        export_onnx(converted, (x,), tmp_path / "m.onnx")
+    assert list(tmp_path.iterdir()) == []
