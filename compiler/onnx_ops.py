@@ -125,8 +125,7 @@ def CrossbarLinear(X: FLOAT, G_plus: FLOAT, G_minus: FLOAT, B: FLOAT,
     dac_bound = op.Constant(value_float=dac_clip)
     if op.Not(op.Equal(op.Floor(dac_bound), dac_bound)):
         q = op.Clip(q, op.Neg(dac_bound), dac_bound)
-    current = op.MatMul(q, op.Transpose(op.Sub(G_plus, G_minus)))
-    z = op.Mul(current, op.Constant(value_float=adc_scale))
+    z = op.MatMul(q, op.Transpose(op.Mul(op.Sub(G_plus, G_minus), op.Constant(value_float=adc_scale))))
     if op.Cast(op.Constant(value_int=adc_round), to=BOOL):
         z = op.Round(z)
     adc_bound = op.Constant(value_float=adc_clip)
@@ -153,8 +152,8 @@ def CrossbarConv(X: FLOAT, G_plus: FLOAT, G_minus: FLOAT, B: FLOAT,
     dac_bound = op.Constant(value_float=dac_clip)
     if op.Not(op.Equal(op.Floor(dac_bound), dac_bound)):
         q = op.Clip(q, op.Neg(dac_bound), dac_bound)
-    current = op.Conv(q, op.Sub(G_plus, G_minus), strides=strides, pads=pads, dilations=dilations, group=group)
-    z = op.Mul(current, op.Constant(value_float=adc_scale))
+    weight = op.Mul(op.Sub(G_plus, G_minus), op.Constant(value_float=adc_scale))
+    z = op.Conv(q, weight, strides=strides, pads=pads, dilations=dilations, group=group)
     if op.Cast(op.Constant(value_int=adc_round), to=BOOL):
         z = op.Round(z)
     adc_bound = op.Constant(value_float=adc_clip)

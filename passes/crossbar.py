@@ -4,7 +4,7 @@
 section 2 on conductances, in the units a backend programs:
 
     q = clip(x, -r, r) * in_scale            DAC codes (rounded, clipped to +-h_in)
-    z = ((G+ - G-) q) * adc_scale            ADC codes (rounded, clipped to +-z_max)
+    z = ((G+ - G-) * adc_scale) q            ADC codes (rounded, clipped to +-z_max)
     y = z * out_scale + bias                 digital rescale
 
 With ``in_scale = h_in / r``, ``adc_scale = 1 / (h_in (g_max - g_min)) * h_out / B``
@@ -112,10 +112,14 @@ def _periphery_in(x: Tensor, c: dict) -> Tensor:
     return x
 
 
-def _periphery_out(current: Tensor, bias: Optional[Tensor], settings: CrossbarSettings,
-                   channel_dim: int) -> Tensor:
+def adc_weight(g_plus: Tensor, g_minus: Tensor, settings: CrossbarSettings) -> Tensor:
+    """``(G+ - G-) * adc_scale``: the array maps DAC codes straight to ADC codes."""
+    return (g_plus - g_minus).mul_(settings.constants["adc_scale"])
+
+
+def _periphery_out(z: Tensor, bias: Optional[Tensor], settings: CrossbarSettings, channel_dim: int) -> Tensor:
+    """Round and clip the ADC codes ``z`` in place, scale back, add the bias."""
     c = settings.constants
-    z = current.mul_(c["adc_scale"])
     if c["adc_round"]:
         z = z.round_()
     if c["adc_clip"] != math.inf:
@@ -132,22 +136,18 @@ def _periphery_out(current: Tensor, bias: Optional[Tensor], settings: CrossbarSe
     return z.add_(bias)  # not add(alpha=): that fuses multiply and add, which ONNX's Mul, Add do not
 
 
-def crossbar_linear(x: Tensor, g_plus: Tensor, g_minus: Tensor, bias: Optional[Tensor],
-                    settings: CrossbarSettings) -> Tensor:
-    """A linear layer on a crossbar: ``x`` [..., in], G+ / G- [out, in] in uS."""
-    c = settings.constants
-    current = F.linear(_periphery_in(x, c), g_plus - g_minus)
-    return _periphery_out(current, bias, settings, channel_dim=-1)
+def crossbar_linear(x: Tensor, weight: Tensor, bias: Optional[Tensor], settings: CrossbarSettings) -> Tensor:
+    """A linear layer on a crossbar: ``x`` [..., in], ``weight`` = :func:`adc_weight` [out, in]."""
+    codes = F.linear(_periphery_in(x, settings.constants), weight)
+    return _periphery_out(codes, bias, settings, channel_dim=-1)
 
 
-def crossbar_conv(x: Tensor, g_plus: Tensor, g_minus: Tensor, bias: Optional[Tensor],
-                  settings: CrossbarSettings, stride: Sequence[int], padding: Sequence[int],
-                  dilation: Sequence[int], groups: int) -> Tensor:
+def crossbar_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor], settings: CrossbarSettings,
+                  stride: Sequence[int], padding: Sequence[int], dilation: Sequence[int], groups: int) -> Tensor:
     """A 1-3d convolution on a crossbar (its unfolded input is the array input)."""
-    c = settings.constants
-    conv = (F.conv1d, F.conv2d, F.conv3d)[g_plus.dim() - 3]
-    current = conv(_periphery_in(x, c), g_plus - g_minus, None, stride, padding, dilation, groups)
-    return _periphery_out(current, bias, settings, channel_dim=1)
+    conv = (F.conv1d, F.conv2d, F.conv3d)[weight.dim() - 3]
+    codes = conv(_periphery_in(x, settings.constants), weight, None, stride, padding, dilation, groups)
+    return _periphery_out(codes, bias, settings, channel_dim=1)
 
 
 @dataclass(frozen=True)
@@ -176,13 +176,23 @@ class Crossbar(nn.Module):
         self.settings = settings
         self.geometry = geometry
         self.source_weight = source_weight
+        self._adc_weight, self._adc_weight_key = None, None
+
+    def adc_weight(self) -> Tensor:
+        """:func:`adc_weight` of the buffers, cached until G+ or G- changes."""
+        key = (self.g_plus.data_ptr(), self.g_plus._version, self.g_minus.data_ptr(), self.g_minus._version)
+        if self._adc_weight_key != key:
+            with torch.no_grad():
+                self._adc_weight = adc_weight(self.g_plus, self.g_minus, self.settings)
+            self._adc_weight_key = key
+        return self._adc_weight
 
     def forward(self, x: Tensor) -> Tensor:
         if self.geometry is None:
-            return crossbar_linear(x, self.g_plus, self.g_minus, self.bias, self.settings)
+            return crossbar_linear(x, self.adc_weight(), self.bias, self.settings)
         g = self.geometry
-        return crossbar_conv(x, self.g_plus, self.g_minus, self.bias, self.settings,
-                             g.stride, g.padding, g.dilation, g.groups)
+        return crossbar_conv(x, self.adc_weight(), self.bias, self.settings, g.stride, g.padding, g.dilation,
+                             g.groups)
 
     def extra_repr(self) -> str:
         s = self.settings

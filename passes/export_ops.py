@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, fx
 from torch.fx.passes.infra.pass_base import PassBase, PassResult
 
-from .crossbar import Crossbar, CrossbarSettings, crossbar_conv, crossbar_linear
+from .crossbar import Crossbar, CrossbarSettings, adc_weight, crossbar_conv, crossbar_linear
 from .plan import PassError
 
 CONV_FUNCTIONS = (F.conv1d, F.conv2d, F.conv3d)
@@ -48,7 +48,7 @@ def _linear(x: Tensor, g_plus: Tensor, g_minus: Tensor, bias: Tensor, layer: str
             out_bound: float, tile_row: int, tile_col: int) -> Tensor:
     settings = _settings(layer, input_range, scale_ratio, g_min, g_max, dac_steps, adc_steps, out_bound,
                          tile_row, tile_col)
-    return crossbar_linear(x, g_plus, g_minus, bias, settings)
+    return crossbar_linear(x, adc_weight(g_plus, g_minus, settings), bias, settings)
 
 
 def _conv(x: Tensor, g_plus: Tensor, g_minus: Tensor, bias: Tensor, layer: str, input_range: float,
@@ -57,7 +57,8 @@ def _conv(x: Tensor, g_plus: Tensor, g_minus: Tensor, bias: Tensor, layer: str, 
           dilation: list[int], groups: int) -> Tensor:
     settings = _settings(layer, input_range, scale_ratio, g_min, g_max, dac_steps, adc_steps, out_bound,
                          tile_row, tile_col)
-    return crossbar_conv(x, g_plus, g_minus, bias, settings, stride, padding, dilation, groups)
+    return crossbar_conv(x, adc_weight(g_plus, g_minus, settings), bias, settings, stride, padding, dilation,
+                         groups)
 
 
 def _linear_shape(x: Tensor, g_plus: Tensor, *settings) -> Tensor:
