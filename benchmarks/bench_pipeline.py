@@ -1,6 +1,6 @@
 """Speed of the simulated crossbar model against the original, as ratios in one run.
 
-    python -m benchmarks.bench_pipeline
+    python -m benchmarks.bench_pipeline [--threads N]
 
 * eval forward, converted vs original (8-bit DAC/ADC): MLP batch 256, CNN batch 32;
 * one training step (forward, backward, Adam), prepared vs original;
@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import argparse
 import time
 import warnings
 
@@ -32,7 +33,7 @@ def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer) ->
 def forward_and_training(name: str, model: nn.Module, x: torch.Tensor) -> list[tuple]:
     config = HardwareConfig().with_overrides(EIGHT_BIT)
     prepared = prepare(model, (x[:2],), config)
-    calibrate(prepared, [x])
+    calibrate(prepared, [x] * config.pre_post.input_range.init_from_data)  # steady state: ranges initialised
     converted = convert(prepared)
     with torch.no_grad():
         times = interleaved_medians({"original": lambda: model(x), "converted": lambda: converted(x)})
@@ -64,6 +65,10 @@ def prepare_convert_seconds(layers: int) -> float:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch intra-op threads (default 1: steadier on a shared machine)")
+    torch.set_num_threads(parser.parse_args().threads)
     torch.manual_seed(0)
     warnings.simplefilter("ignore")
     console = Console()

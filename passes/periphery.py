@@ -16,21 +16,25 @@ from torch import Tensor
 from .converter import ZERO_CLIP
 
 
+# normalize, rescale and add_bias work in place: each reads a tensor that only it
+# uses (the clip's, the ADC's or the crossbar's fresh output), and a training step
+# then pays no allocation for them.
+
 def normalize(x: Tensor, input_range: Tensor) -> Tensor:
-    """Scale the clipped input into [-1, 1]. No gradient reaches the range here."""
-    return x / input_range.detach()
+    """Scale the clipped input into [-1, 1], in place. No gradient reaches the range here."""
+    return x.div_(input_range.detach())
 
 
 def rescale(y: Tensor, input_range: Tensor) -> Tensor:
-    """Undo :func:`normalize` on the layer output. No gradient reaches the range."""
-    return y * input_range.detach()
+    """Undo :func:`normalize` on the layer output, in place. No gradient reaches the range."""
+    return y.mul_(input_range.detach())
 
 
 def add_bias(y: Tensor, bias: Tensor, channel_dim: int) -> Tensor:
-    """Add the digital bias along ``channel_dim`` (1 for convolutions, -1 for linear)."""
+    """Add the digital bias along ``channel_dim`` (1 for convolutions, -1 for linear), in place."""
     if channel_dim in (-1, y.dim() - 1):
-        return y + bias
-    return y + bias.view(-1, *([1] * (y.dim() - channel_dim - 1)))
+        return y.add_(bias)
+    return y.add_(bias.view(-1, *([1] * (y.dim() - channel_dim - 1))))
 
 
 class _Dac(torch.autograd.Function):
@@ -43,7 +47,11 @@ class _Dac(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, steps: float) -> Tensor:
         half = steps / 2
-        return (x * half).round_().clamp_(-half, half).div_(half)
+        ctx.mark_dirty(x)  # in place: the DAC's input is the normalize node's output, read by nothing else
+        codes = x.mul_(half).round_()
+        if not half.is_integer():  # an integer bound cannot be rounded past
+            codes.clamp_(-half, half)
+        return codes.div_(half)
 
     @staticmethod
     def backward(ctx, d: Tensor):
@@ -69,7 +77,7 @@ class _Adc(torch.autograd.Function):
         units = steps / (2 * bound) if steps else 1.0  # ADC codes per unit of I / (g_max - g_min)
         codes = current * (units / w_max)
         limit = bound * units
-        inside = codes.abs() < limit
+        inside = codes.abs().neg_().add_(limit).sign_().clamp_(min=0.0)  # 1.0 where |codes| < limit, else 0.0
         ctx.save_for_backward(inside, r)
         ctx.output_min_percentage = output_min_percentage
         if steps:
@@ -81,7 +89,7 @@ class _Adc(torch.autograd.Function):
         inside, r = ctx.saved_tensors
         grad_r = None
         if ctx.needs_input_grad[2] and ctx.output_min_percentage is not None:
-            fraction = inside.sum() / inside.numel()
+            fraction = inside.mean()  # unclipped outputs
             grad_r = -((1.0 - fraction) * r * (fraction < ctx.output_min_percentage)).reshape(r.shape)
         return d * inside, None, grad_r, None, None, None
 
@@ -105,11 +113,12 @@ def adc(
     ``columnwise``). ``output_min_percentage`` turns on the output-clipping
     feedback into ``input_range``'s gradient.
     """
-    w = weight.detach().abs()
+    w = weight.detach()
     if columnwise:
-        w_max = w.flatten(1).amax(dim=1)
+        w_max = w.abs().flatten(1).amax(dim=1)
         if channel_dim != -1:
             w_max = w_max.view(-1, *([1] * (current.dim() - channel_dim - 1)))
     else:
-        w_max = w.max()
+        low, high = torch.aminmax(w)  # max |W| in one pass, without an |W| copy
+        w_max = torch.maximum(-low, high)
     return _Adc.apply(current, w_max.clamp(min=ZERO_CLIP), input_range, steps, bound, output_min_percentage)

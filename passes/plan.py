@@ -44,6 +44,11 @@ class LayerPlan:
     def columnwise(self) -> bool:
         return self.mapping.weight_scaling_columnwise
 
+    def __deepcopy__(self, memo) -> "LayerPlan":
+        """Plans are never mutated, and they point into the graph they were made for
+        (``layer.node``): a copied GraphModule shares them instead of copying that graph."""
+        return self
+
     @property
     def prefix(self) -> str:
         """Node-name prefix: the layer name with dots as underscores, made a valid
