@@ -1,0 +1,120 @@
+"""Calibration and evaluation data for the command line.
+
+``load_dataset(spec)`` accepts the name of a built-in data set (``digits``: the
+training split calibrates, the labelled test split evaluates) or a tensor file:
+``.npz`` (its only array, or the array named ``x``) or ``.pt`` (a tensor, or a
+dict with a tensor under ``"x"``, loaded with ``weights_only=True``). The first
+dimension of the tensor indexes samples.
+"""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+from torch import Tensor
+
+SAMPLES_KEY = "x"
+
+
+class DataError(ValueError):
+    """Data that cannot be used; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Calibration samples, and a labelled test split when the data set has one."""
+
+    name: str
+    samples: Tensor
+    test: Optional[tuple[Tensor, Tensor]] = None
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        return tuple(self.samples.shape[1:])
+
+    def batches(self, batch_size: int, limit: Optional[int] = None) -> list[Tensor]:
+        """The samples in order, ``batch_size`` at a time, at most ``limit`` batches."""
+        batches = list(self.samples.split(batch_size))
+        return batches if limit is None else batches[:limit]
+
+
+def _digits() -> Dataset:
+    from models.data import load_digits_split
+
+    split = load_digits_split()
+    return Dataset("digits", split.train_x, (split.test_x, split.test_y))
+
+
+BUILTIN: dict[str, Callable[[], Dataset]] = {"digits": _digits}
+"""Built-in data sets by name: scikit-learn's 8x8 digits, [N, 1, 8, 8] in [0, 1], the zoo's data."""
+
+
+def load_dataset(spec: str) -> Dataset:
+    """A built-in data set by name, or the samples of a ``.npz`` / ``.pt`` file."""
+    if spec in BUILTIN:
+        return BUILTIN[spec]()
+    path = Path(spec)
+    if not path.exists():
+        raise DataError(f"calibration data {spec!r} is neither a file nor a built-in data set; "
+                        f"built-in: {', '.join(BUILTIN)}; files: .npz or .pt")
+    readers = {".npz": _read_npz, ".pt": _read_pt}
+    reader = readers.get(path.suffix)
+    if reader is None:
+        raise DataError(f"{path}: unknown data format {path.suffix!r}; give a .npz or .pt file of input tensors")
+    samples = _as_samples(reader(path), path)
+    return Dataset(path.name, samples)
+
+
+def _read_npz(path: Path) -> np.ndarray:
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            names = list(archive.files)
+            if len(names) == 1:
+                return archive[names[0]]
+            if SAMPLES_KEY in names:
+                return archive[SAMPLES_KEY]
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise DataError(f"{path} is not a readable .npz file ({exc}); save it with numpy.savez") from exc
+    raise DataError(f"{path} holds the arrays {names}; name the input samples {SAMPLES_KEY!r} "
+                    "or save only one array")
+
+
+def _read_pt(path: Path):
+    data = load_plain_torch_file(path)
+    if isinstance(data, dict):
+        if SAMPLES_KEY not in data:
+            raise DataError(f"{path} holds a dict with keys {sorted(map(str, data))}; "
+                            f"put the input samples under {SAMPLES_KEY!r}")
+        data = data[SAMPLES_KEY]
+    return data
+
+
+def load_plain_torch_file(path: Path):
+    """``torch.load(path, weights_only=True)``; :class:`DataError` says why a file is refused."""
+    try:
+        return torch.load(path, weights_only=True, map_location="cpu")
+    except pickle.UnpicklingError as exc:
+        raise DataError(f"{path} needs arbitrary Python code to load, which xbar refuses "
+                        "(torch.load(weights_only=True)); re-save it as plain tensors, "
+                        "e.g. torch.save(model.state_dict(), path)") from exc
+    except Exception as exc:  # torch reports a corrupt or foreign file with many types (KeyError, RuntimeError, ...)
+        raise DataError(f"{path} is not a file written by torch.save") from exc
+
+
+def _as_samples(data, path: Path) -> Tensor:
+    if isinstance(data, np.ndarray):
+        if not (np.issubdtype(data.dtype, np.number) or data.dtype == np.bool_):
+            raise DataError(f"{path}: samples have dtype {data.dtype}; save numbers")
+        data = torch.from_numpy(data)
+    if not isinstance(data, Tensor):
+        raise DataError(f"{path} holds a {type(data).__name__}, not a tensor of input samples")
+    if data.dim() < 1 or len(data) == 0:
+        raise DataError(f"{path}: need a tensor of samples [N, ...] with N > 0, got shape {tuple(data.shape)}")
+    return data.float() if data.is_floating_point() else data
+

@@ -1,0 +1,161 @@
+"""compiler.inspection: the same layers read back from memory, an ONNX file and a graph archive."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from rich.console import Console
+from torch import nn
+
+from compiler import HardwareConfig, calibrate, convert, export_onnx, prepare
+from compiler.config import LayerRule
+from compiler.inspection import (InspectError, array_labels, describe_config, layer_table, load_inspection, plot_layers,
+                                 save_graph, summarize_converted)
+from conftest import eight_bit, make_input, make_model
+
+G_MAX = 25.0
+
+
+def converted_of(model, example, config):
+    prepared = prepare(model, (example,), config)
+    calibrate(prepared, [example])
+    return convert(prepared)
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory):
+    """The shared CNN at 8 bits, in memory, as ONNX and as a graph archive."""
+    directory = tmp_path_factory.mktemp("inspect")
+    config = eight_bit()
+    converted = converted_of(make_model("cnn"), make_input("cnn", 16), config)
+    onnx_path = export_onnx(converted, (make_input("cnn", 2),), directory / "cnn.onnx")
+    graph_path = save_graph(converted, directory / "cnn.graph.pt")
+    return converted, onnx_path, graph_path
+
+
+def test_conductance_statistics_of_a_known_weight():
+    layer = nn.Linear(2, 2, bias=False)
+    layer.weight.data = torch.tensor([[1.0, -1.0], [0.5, 0.0]])
+    converted = converted_of(nn.Sequential(layer), torch.randn(4, 2), HardwareConfig())
+    (summary,) = summarize_converted(converted)
+    # scale ratio 25 uS per unit: G+ = [25, 0, 12.5, 0], G- = [0, 25, 0, 0]
+    assert summary.settings.scale_ratio == pytest.approx(G_MAX)
+    np.testing.assert_allclose(summary.g_plus, [[G_MAX, 0.0], [12.5, 0.0]])
+    assert summary.fraction_at_g_max == 0.25
+    data = summary.as_dict()
+    assert (data["conductance_min"], data["conductance_mean"], data["conductance_max"]) == (0.0, 62.5 / 8, G_MAX)
+    assert data["weight_shape"] == [2, 2] and data["kind"] == "linear" and data["rule"] == "global"
+
+
+def test_onnx_file_and_graph_archive_read_back_what_memory_holds(written):
+    converted, onnx_path, graph_path = written
+    in_memory = summarize_converted(converted)
+    assert len(in_memory) == 6
+    for path, kind in ((onnx_path, "onnx"), (graph_path, "xbar-graph")):
+        inspection = load_inspection(path)
+        assert inspection.format == kind
+        assert [l.settings for l in inspection.layers] == [l.settings for l in in_memory]
+        for read, held in zip(inspection.layers, in_memory):
+            np.testing.assert_array_equal(read.g_plus, held.g_plus)
+            np.testing.assert_array_equal(read.g_minus, held.g_minus)
+            assert (read.kind, read.weight_shape) == (held.kind, held.weight_shape)
+    kinds = [l.kind for l in in_memory]
+    assert kinds == ["conv2d", "conv2d", "conv2d", "conv2d", "conv1d", "linear"]
+
+
+def test_graph_lines_name_the_inserted_nodes(written):
+    _, onnx_path, graph_path = written
+    onnx_lines = load_inspection(onnx_path).graph_lines
+    assert any(line.startswith("conv1_crossbar: ai.xbar::CrossbarConv(") for line in onnx_lines)
+    assert any(line.startswith("fc_crossbar: ai.xbar::CrossbarLinear(") for line in onnx_lines)
+    graph_lines = load_inspection(graph_path).graph_lines
+    assert sum("call_module[target=" in line and "_crossbar]" in line for line in graph_lines) == 6
+
+
+def test_graph_archive_loads_with_weights_only(written):
+    _, _, graph_path = written
+    archive = torch.load(graph_path, weights_only=True)
+    assert archive["format"] == "xbar-graph" and archive["hardware_config"]["forward"]["inp_res"] == 254
+    assert set(archive["state_dict"]) >= {"conv1_crossbar.g_plus", "conv1_crossbar.g_minus"}
+
+
+def test_json_is_plain_and_complete(written):
+    _, onnx_path, _ = written
+    data = json.loads(json.dumps(load_inspection(onnx_path).as_dict(with_graph=True), allow_nan=False))
+    assert data["metadata"]["xbar.hardware_config"]["forward"]["out_bound"] == 10
+    assert {"layer", "input_range", "scale_ratio", "dac_steps", "fraction_at_g_max"} <= set(data["layers"][0])
+    assert data["graph"] and data["format"] == "onnx"
+
+
+def test_table_has_one_row_per_array(written):
+    converted, _, _ = written
+    console = Console(width=200, record=True)
+    console.print(layer_table(summarize_converted(converted), "cnn"))
+    text = console.export_text()
+    assert all(f"│ {name} " in text for name in ("conv1", "conv2", "depthwise", "pointwise", "conv1d", "fc"))
+    assert text.count("254 steps, ±10") == 6
+
+
+def test_plot_writes_an_image(written, tmp_path):
+    converted, _, _ = written
+    path = plot_layers(summarize_converted(converted), tmp_path / "cnn.png", "cnn")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 20_000
+
+
+def test_plot_refuses_an_unknown_image_type(written, tmp_path):
+    converted, _, _ = written
+    with pytest.raises(InspectError, match="unknown image type 'txt'"):
+        plot_layers(summarize_converted(converted), tmp_path / "cnn.txt", "cnn")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_plain_onnx_file_has_no_crossbar_layers(tmp_path):
+    path = tmp_path / "plain.onnx"
+    torch.onnx.export(nn.Linear(3, 2).eval(), (torch.randn(1, 3),), str(path), dynamo=True)
+    inspection = load_inspection(path)
+    assert inspection.layers == [] and inspection.graph_lines
+
+
+def test_files_that_are_not_ours_are_refused(tmp_path):
+    (tmp_path / "text.onnx").write_text("hello")
+    torch.save({"format": "something else"}, tmp_path / "other.pt")
+    with pytest.raises(InspectError, match="neither an ONNX model nor an xbar graph archive"):
+        load_inspection(tmp_path / "text.onnx")
+    with pytest.raises(InspectError, match="not an xbar graph archive"):
+        load_inspection(tmp_path / "other.pt")
+    with pytest.raises(InspectError, match="no such file"):
+        load_inspection(tmp_path / "missing.onnx")
+
+
+def test_describe_config_lists_only_changes():
+    assert describe_config(HardwareConfig().to_dict()).startswith("xbar defaults")
+    assert describe_config(eight_bit().to_dict()) == "forward.inp_res=254.0, forward.out_res=254.0, forward.out_bound=10.0"
+
+
+def test_the_rule_that_chose_each_layer_is_kept(tmp_path):
+    config = HardwareConfig(layers=[LayerRule(name="fc2", overrides={"forward.out_bound": 5})])
+    converted = converted_of(make_model("mlp"), make_input("mlp", 8), config)
+    rules = {s.settings.layer: s.rule for s in summarize_converted(converted)}
+    assert rules == {"fc1": "global", "fc2": "name=fc2", "fc3": "global"}
+    archived = load_inspection(save_graph(converted, tmp_path / "mlp.graph.pt"))
+    assert [s.rule for s in archived.layers] == ["global", "name=fc2", "global"]
+    console = Console(width=200, record=True)
+    console.print(layer_table(archived.layers, "mlp"))
+    assert "name=fc2" in console.export_text()
+
+
+def test_tiled_layers_show_one_row_per_array(tmp_path):
+    config = HardwareConfig().with_overrides({"mapping.max_input_size": 16, "mapping.max_output_size": 16})
+    converted = converted_of(make_model("mlp"), make_input("mlp", 8), config)
+    layers = load_inspection(save_graph(converted, tmp_path / "tiled.graph.pt")).layers
+    positions = [(s.settings.layer, s.settings.tile_row, s.settings.tile_col) for s in layers]
+    assert sorted(positions) == [("fc1", 0, 0), ("fc1", 0, 1), ("fc2", 0, 0), ("fc2", 0, 1), ("fc2", 1, 0),
+                                 ("fc2", 1, 1), ("fc3", 0, 0), ("fc3", 1, 0)]
+    assert all(s.weight_shape == (16, 16) for s in layers if s.settings.layer == "fc2")
+    console = Console(width=200, record=True)
+    console.print(layer_table(layers, "tiled"))
+    text = console.export_text()
+    assert "┃ tile ┃" in text and "│ fc2   │ 1,1  │" in text
+    assert "fc2 [1,0]" in array_labels(layers)
