@@ -177,6 +177,9 @@ def _write_atomically(data: bytes, path: Path) -> None:
     """Write to a temporary file next to ``path``, then rename it over ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(temporary, 0o666 & ~umask)  # mkstemp makes it private; the file is an ordinary output
     try:
         with os.fdopen(handle, "wb") as file:
             file.write(data)
