@@ -155,6 +155,7 @@ def calibrate(
             info = f"InitFromData(batches={int(module.init_batches)})"
         else:
             module.value.data.fill_(max(observers[name].result(), ZERO_RANGE))
+            module.init_batches.fill_(module.params.init_from_data)  # training must not re-initialise it
             info = observers[name].describe()
         module.params = dataclasses.replace(module.params, calibration_info=info)
     return count

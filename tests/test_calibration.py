@@ -43,6 +43,9 @@ def test_calibrate_sets_ranges_and_records_the_method(method):
     assert module.params.calibration_info.startswith(method)
     value = float(module.value)
     assert value != 3.0 and value > 0
+    if method != "InitFromData":  # a post-training calibration is final: training does not re-initialise it
+        prepared.train()(batches[0] * 10)
+        assert float(module.value) == value
     if method == "Max":
         assert value == pytest.approx(max(float(b.abs().max()) for b in batches))
     again = prepare(make_model("mlp"), (make_input("mlp", 2),), HardwareConfig())
