@@ -31,6 +31,7 @@ from rich.table import Table
 from torch import nn
 
 from models.zoo import ZOO, load_pretrained
+from passes.calibration import CalibrationMethod
 from passes.capture import CaptureError
 from passes.matching import MatchError
 from passes.plan import PassError
@@ -39,7 +40,7 @@ from . import __version__
 from .config import ConfigError, HardwareConfig
 from .data import BUILTIN, DataError, Dataset, load_dataset, load_plain_torch_file
 from .export import ExportError, export_onnx
-from .inspection import (InspectError, Inspection, describe_config, layer_table, load_inspection,
+from .inspection import (InspectError, Inspection, count_text, describe_config, layer_table, load_inspection,
                          plot_layers, save_graph, summarize_converted)
 from .pipeline import calibrate, convert, prepare
 from .presets import PRESETS, preset_config
@@ -197,11 +198,16 @@ def _add_compile(commands, common) -> None:
                           help="keep layers matching this name glob or module type digital (repeatable)")
     compile_.add_argument("--keep-first-last-digital", action="store_true",
                           help="keep the first and the last crossbar layer digital")
-    compile_.add_argument("-o", "--output", metavar="FILE.onnx", help="ONNX file to write (default: named after --weights, "
-                          "else the model file or zoo name: lenet.onnx)")
+    compile_.add_argument("-o", "--output", metavar="FILE.onnx",
+                          help="ONNX file to write (default: named after --weights, else the model file or "
+                          "zoo name: lenet.onnx)")
     compile_.add_argument("--save-graph", metavar="PATH", help="also write the converted graph archive")
     compile_.add_argument("--calib-batches", type=_count, metavar="N", help="calibrate on at most N batches "
                           "(default: pre_post.input_range.init_from_data; 0: keep init_value)")
+    compile_.add_argument("--calib-method", choices=[m.value for m in CalibrationMethod],
+                          default=CalibrationMethod.INIT_FROM_DATA.value,
+                          help="how the input ranges are set from the data (default: InitFromData, the "
+                          "reference rule; the others are aihwkit's post-training methods)")
     compile_.add_argument("--batch-size", type=_positive_int, default=DEFAULT_BATCH_SIZE, metavar="N",
                           help=f"calibration and evaluation batch size (default: {DEFAULT_BATCH_SIZE})")
     compile_.set_defaults(run=run_compile)
@@ -340,14 +346,14 @@ def run_compile(args: argparse.Namespace) -> int:
     prepared = prepare(source.model, (example,), config, include=args.include, exclude=args.exclude,
                        keep_first_last_digital=args.keep_first_last_digital)
     limit = config.pre_post.input_range.init_from_data if args.calib_batches is None else args.calib_batches
-    calibrated = calibrate_ranges(prepared, data, args.batch_size, limit, err)
+    calibrated = calibrate_ranges(prepared, data, args.batch_size, limit, err, args.calib_method)
     converted = convert(prepared)
     with err.status(f"exporting ONNX to {output}"), _quiet_logger("torch.onnx"):
         _write(output, "-o", lambda: export_onnx(converted, (example,), output))
     if graph_path is not None:
         _write(graph_path, "--save-graph", lambda: save_graph(converted, graph_path))
     layers = summarize_converted(converted)
-    _say(out, layer_table(layers, f"{source.name}: {len(layers)} crossbar layers"))
+    _say(out, layer_table(layers, f"{source.name}: {count_text(layers)}"))
     _say(out, f"hardware: {describe_config(config.to_dict())}")
     _say(out, _calibration_note(calibrated, data, args.batch_size))
     if data is not None and data.test is not None:
@@ -434,7 +440,8 @@ def _factory_model(path: Path, factory_name: str, weights: Optional[str]) -> Loa
     if not callable(factory):
         defined = sorted(n for n, v in vars(module).items()
                          if callable(v) and getattr(v, "__module__", None) == module.__name__)
-        raise UsageError(f"{path} has no factory {factory_name!r}; it defines: {', '.join(defined) or 'nothing callable'}")
+        raise UsageError(f"{path} has no factory {factory_name!r}; "
+                         f"it defines: {', '.join(defined) or 'nothing callable'}")
     try:
         model = factory()
     except Exception as exc:  # user code: report whatever it raised
@@ -563,8 +570,9 @@ def check_input_fits(source: LoadedModel, example: torch.Tensor) -> None:
                        f"{_first_line(exc)}; check --input-shape or --calib") from exc
 
 
-def calibrate_ranges(prepared, data: Optional[Dataset], batch_size: int, limit: int, console: Console) -> int:
-    """Initialise the input ranges from up to ``limit`` batches, with a progress bar; returns the count."""
+def calibrate_ranges(prepared, data: Optional[Dataset], batch_size: int, limit: int, console: Console,
+                     method: str = CalibrationMethod.INIT_FROM_DATA.value) -> int:
+    """Set the input ranges from up to ``limit`` batches with ``method``, with a progress bar; returns the count."""
     if data is None or limit == 0:
         return 0
     batches = data.batches(batch_size, limit)
@@ -572,7 +580,7 @@ def calibrate_ranges(prepared, data: Optional[Dataset], batch_size: int, limit: 
     with Progress(*columns, console=console) as progress:
         task = progress.add_task(f"calibrating input ranges on {data.name}", total=len(batches))
         try:
-            return calibrate(prepared, _advancing(batches, progress, task))
+            return calibrate(prepared, _advancing(batches, progress, task), method)
         except RuntimeError as exc:
             raise CliError(f"calibration batch of shape {list(batches[0].shape)} from {data.name} does not fit "
                            f"the model: {_first_line(exc)}; check --calib") from exc
@@ -659,7 +667,7 @@ def _print_inspection(out: Console, inspection: Inspection, with_graph: bool) ->
     if not inspection.layers:
         _say(out, "no crossbar layers (no ai.xbar nodes): was this file written by xbar?")
     else:
-        _say(out, layer_table(inspection.layers, f"{len(inspection.layers)} crossbar layers"))
+        _say(out, layer_table(inspection.layers, count_text(inspection.layers)))
     if with_graph:
         _say(out, "graph:")
         for line in inspection.graph_lines:

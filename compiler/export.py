@@ -20,7 +20,6 @@ import copy
 import json
 import os
 import re
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Sequence, Union
@@ -30,12 +29,13 @@ import onnx_ir as ir
 import torch
 from torch import fx
 
-from passes.capture import _dynamic_batch
+from passes.capture import dynamic_batch_inputs
 from passes.crossbar import Crossbar
 from passes.export_ops import CrossbarToCustomOpsPass
-from passes.plan import tagged
+from passes.plan import tag_of, tagged
 
 from . import onnx_layers, onnx_ops
+from .files import write_atomically
 from .onnx_layers import ExportError
 from .pipeline import META, NoCrossbarLayersWarning, run_passes
 
@@ -76,7 +76,7 @@ def export_onnx(converted: fx.GraphModule, example_inputs: Sequence, path: Union
     except onnx.checker.ValidationError as exc:
         raise ExportError(f"the exported model fails onnx.checker: {_first_line(exc)}") from exc
     path = Path(path)
-    _write_atomically(proto.SerializeToString(), path)
+    write_atomically(proto.SerializeToString(), path)
     return path
 
 
@@ -103,7 +103,7 @@ def _first_line(exc: BaseException) -> str:
 
 def _to_onnx(graph_module: fx.GraphModule, example_inputs: tuple) -> ir.Model:
     """Capture with a dynamic batch and translate; errors name the node that failed."""
-    inputs, shapes = _dynamic_batch(example_inputs)
+    inputs, shapes = dynamic_batch_inputs(example_inputs)
     try:
         program = torch.export.export(graph_module, inputs, dynamic_shapes=shapes)
     except Exception as exc:  # any tracer failure is reported as one export error
@@ -148,13 +148,14 @@ def _metadata(converted: fx.GraphModule, crossbars: dict[str, Crossbar]) -> dict
     from . import __version__  # compiler/__init__ imports this module before defining it
 
     config = converted.meta[META]["config"]
+    rules = {node.target: tag_of(node).plan.rule for node in tagged(converted.graph, "crossbar")}
     return {
         "xbar.version": __version__,
         "xbar.domain": f"{onnx_ops.DOMAIN}:{onnx_ops.VERSION}",
         "xbar.converter": str(config.converter),
         "xbar.hardware_config": json.dumps(config.to_dict(), sort_keys=True, allow_nan=False),
-        "xbar.layers": json.dumps([_layer_summary(name, m) for name, m in crossbars.items()],
-                                  sort_keys=True, allow_nan=False),
+        "xbar.layers": json.dumps([_layer_summary(name, m) | {"rule": rules.get(name, "global")}
+                                   for name, m in crossbars.items()], sort_keys=True, allow_nan=False),
     }
 
 
@@ -171,21 +172,3 @@ def _layer_summary(name: str, module: Crossbar) -> dict:
     }
     return summary | {k: v for k, v in onnx_layers.expected_attributes(module).items()
                       if k not in module.settings.constants}
-
-
-def _write_atomically(data: bytes, path: Path) -> None:
-    """Write to a temporary file next to ``path``, then rename it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(temporary, 0o666 & ~umask)  # mkstemp makes it private; the file is an ordinary output
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise

@@ -22,7 +22,6 @@ import dataclasses
 import io
 import json
 import os
-import secrets
 import zipfile
 from collections import Counter
 from dataclasses import dataclass, field
@@ -42,6 +41,7 @@ from passes.crossbar import Crossbar, CrossbarSettings
 from passes.plan import tag_of
 
 from .config import HardwareConfig
+from .files import write_atomically
 from .onnx_ops import DOMAIN
 from .pipeline import META
 
@@ -337,6 +337,14 @@ def plot_layers(layers: list[LayerSummary], path: os.PathLike, title: str) -> Pa
     return path
 
 
+def count_text(layers: list[LayerSummary]) -> str:
+    """``"5 crossbar layers"``, or ``"5 crossbar arrays in 3 layers"`` when layers are tiled."""
+    names = {layer.settings.layer for layer in layers}
+    if len(names) == len(layers):
+        return f"{len(layers)} crossbar layers"
+    return f"{len(layers)} crossbar arrays in {len(names)} layers"
+
+
 def array_labels(layers: list[LayerSummary]) -> list[str]:
     """Layer names, with ``[row,col]`` added for the arrays of a tiled layer."""
     counts = Counter(layer.settings.layer for layer in layers)
@@ -366,20 +374,3 @@ def _plot_histogram(axes, layer: LayerSummary, label: str) -> None:
     axes.set_ylabel("devices", fontsize=8)
     axes.tick_params(labelsize=7)
     axes.legend(fontsize=7)
-
-
-def write_atomically(data: bytes, path: Path) -> None:
-    """Write to a temporary file next to ``path``, then rename it over ``path``.
-
-    The file gets the permissions of a plain ``open(path, "wb")`` (0666 less the umask).
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink()
-        raise

@@ -21,7 +21,7 @@ class CaptureError(RuntimeError):
     """The model could not be captured as a graph."""
 
 
-def _dynamic_batch(example_inputs: Sequence) -> tuple:
+def dynamic_batch_inputs(example_inputs: Sequence) -> tuple:
     """Example inputs with batch >= 2 (export specialises size 1) and their dynamic shapes."""
     batch = torch.export.Dim("batch")
     inputs, shapes = [], []
@@ -69,7 +69,7 @@ def capture(model, example_inputs: Sequence, method: CaptureMethod = "export") -
     model.eval()
     try:
         if method == "export":
-            inputs, shapes = _dynamic_batch(example_inputs)
+            inputs, shapes = dynamic_batch_inputs(example_inputs)
             return _editable(torch.export.export(model, inputs, dynamic_shapes=shapes).module())
         if method == "symbolic_trace":
             return fx.symbolic_trace(model)

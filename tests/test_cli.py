@@ -126,6 +126,20 @@ def test_layer_selection_options_reach_the_onnx_file(workspace, capsys, options,
     assert [l["layer"] for l in inspect_json(capsys, "sel.onnx")["layers"]] == layers
 
 
+def test_calibration_method_and_layer_rules_from_the_config_file(workspace, capsys):
+    (workspace / "rules.json").write_text(json.dumps({"layers": [
+        {"name": "fc2", "digital": True},
+        {"pattern": "fc*", "overrides": {"forward.out_bound": 4.0}}]}))
+    status, _, err = run(capsys, "compile", "net.py:make_net", "--calib", "inputs.npz", "--config", "rules.json",
+                         "--calib-method", "Max", "-o", "rules.onnx")
+    assert status == 0, err
+    layers = inspect_json(capsys, "rules.onnx")["layers"]
+    assert [(l["layer"], l["out_bound"], l["rule"]) for l in layers] == [("fc1", 4.0, "pattern=fc*"),
+                                                                         ("fc3", 4.0, "pattern=fc*")]
+    inputs = np.load(workspace / "inputs.npz")["x"]
+    assert layers[0]["input_range"] == pytest.approx(float(np.abs(inputs).max()), rel=1e-6)
+
+
 def test_config_file_then_set_overrides(workspace, capsys):
     (workspace / "hw.toml").write_text("[forward]\ninp_res = 62\nout_res = 62\nout_bound = 5\n"
                                        "[converter]\ng_max = 40.0\n")

@@ -11,8 +11,8 @@ from torch import nn
 
 from compiler import HardwareConfig, calibrate, convert, export_onnx, prepare
 from compiler.config import LayerRule
-from compiler.inspection import (InspectError, array_labels, describe_config, layer_table, load_inspection, plot_layers,
-                                 save_graph, summarize_converted)
+from compiler.inspection import (InspectError, array_labels, count_text, describe_config, layer_table,
+                                 load_inspection, plot_layers, save_graph, summarize_converted)
 from conftest import eight_bit, make_input, make_model
 
 G_MAX = 25.0
@@ -131,7 +131,8 @@ def test_files_that_are_not_ours_are_refused(tmp_path):
 
 def test_describe_config_lists_only_changes():
     assert describe_config(HardwareConfig().to_dict()).startswith("xbar defaults")
-    assert describe_config(eight_bit().to_dict()) == "forward.inp_res=254.0, forward.out_res=254.0, forward.out_bound=10.0"
+    expected = "forward.inp_res=254.0, forward.out_res=254.0, forward.out_bound=10.0"
+    assert describe_config(eight_bit().to_dict()) == expected
 
 
 def test_the_rule_that_chose_each_layer_is_kept(tmp_path):
@@ -159,3 +160,4 @@ def test_tiled_layers_show_one_row_per_array(tmp_path):
     text = console.export_text()
     assert "┃ tile ┃" in text and "│ fc2   │ 1,1  │" in text
     assert "fc2 [1,0]" in array_labels(layers)
+    assert count_text(layers) == "8 crossbar arrays in 3 layers"
