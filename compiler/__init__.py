@@ -1,5 +1,7 @@
 """xbar: compile trained PyTorch models for analog crossbar arrays."""
 
+from importlib.metadata import version
+
 from passes.converter import SinglePairConductanceConverter
 from passes.parameters import (
     BoundManagementType,
@@ -15,11 +17,11 @@ from .config import HardwareConfig, LayerRule
 from .export import ExportError, export_onnx
 from .pipeline import CompileResult, NoCrossbarLayersWarning, calibrate, compile_model, convert, prepare
 
-__version__ = "0.1.0"
+__version__ = version("xbar-compiler")
 
 __all__ = [
-    "BoundManagementType", "ConfigError", "ExportError", "HardwareConfig", "InputRangeParameter", "IOParameters", "LayerRule",
-    "MappingParameter", "NoCrossbarLayersWarning", "NoiseManagementType", "PrePostProcessingParameter",
-    "SinglePairConductanceConverter", "CompileResult", "calibrate", "compile_model", "convert", "export_onnx", "prepare",
-    "__version__",
+    "BoundManagementType", "CompileResult", "ConfigError", "ExportError", "HardwareConfig", "InputRangeParameter",
+    "IOParameters", "LayerRule", "MappingParameter", "NoCrossbarLayersWarning", "NoiseManagementType",
+    "PrePostProcessingParameter", "SinglePairConductanceConverter", "calibrate", "compile_model", "convert",
+    "export_onnx", "prepare", "__version__",
 ]
