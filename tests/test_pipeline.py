@@ -48,7 +48,7 @@ def test_dac_adc_prepared_and_converted_agree(model_name):
 def test_clipping_changes_outputs_only_through_the_range(model_name):
     model, prepared, converted = calibrated(model_name, HardwareConfig())
     x = make_input(model_name, 16)
-    ranges = {n: float(m.value) for n, m in prepared.named_children() if n.endswith("_input_range")}
+    ranges = {n: m.value.item() for n, m in prepared.named_children() if n.endswith("_input_range")}
     assert ranges and all(r > 0 for r in ranges.values())
     assert torch.allclose(prepared(x), converted(x), atol=1e-5 * float(model(x).abs().max()))
 
