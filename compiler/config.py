@@ -101,7 +101,8 @@ class HardwareConfig:
         input_range.validate()
         self.mapping.validate()
         if not isinstance(self.converter, SinglePairConductanceConverter):
-            raise ConfigError(f"converter must be a SinglePairConductanceConverter, got {type(self.converter).__name__}")
+            raise ConfigError("converter must be a SinglePairConductanceConverter, "
+                              f"got {type(self.converter).__name__}")
         if self.converter.g_max == self.converter.g_min:
             raise ConfigError("converter.g_max must differ from converter.g_min (the scale ratio would be 0)")
         if self.forward.dac_steps and not input_range.enable:

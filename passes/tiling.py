@@ -20,7 +20,6 @@ import math
 import operator
 
 import torch
-import torch.nn.functional as F
 from torch import fx
 from torch.fx.passes.infra.pass_base import PassBase, PassResult
 

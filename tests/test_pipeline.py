@@ -1,6 +1,5 @@
 """prepare -> calibrate -> convert on real captures of the shared test models."""
 
-import warnings
 
 import pytest
 import torch
