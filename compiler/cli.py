@@ -32,7 +32,7 @@ from torch import nn
 
 from models.zoo import ZOO, load_pretrained
 from passes.calibration import CalibrationMethod
-from passes.capture import CaptureError
+from passes.capture import CaptureError, first_line
 from passes.matching import MatchError
 from passes.plan import PassError
 
@@ -260,22 +260,18 @@ def _describe(exc: Exception) -> tuple[int, str]:
     if isinstance(exc, CliError):
         return exc.exit_status, str(exc)
     if isinstance(exc, ConfigError):
-        return 2, f"invalid hardware config: {_first_line(exc)}"
+        return 2, f"invalid hardware config: {first_line(exc)}"
     if isinstance(exc, LIBRARY_USAGE_ERRORS):
-        return 2, _first_line(exc)
+        return 2, first_line(exc)
     if isinstance(exc, LIBRARY_FAILURES):
-        return 1, _first_line(exc)
-    return 1, (f"unexpected {type(exc).__name__}: {_first_line(exc)}; "
+        return 1, first_line(exc)
+    return 1, (f"unexpected {type(exc).__name__}: {first_line(exc)}; "
                "rerun with --debug for the traceback and report it")
 
 
 def _error(message: str) -> None:
     print(f"xbar: error: {message}", file=sys.stderr)
 
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
 
 
 @contextlib.contextmanager
@@ -445,7 +441,7 @@ def _factory_model(path: Path, factory_name: str, weights: Optional[str]) -> Loa
     try:
         model = factory()
     except Exception as exc:  # user code: report whatever it raised
-        raise CliError(f"{path}:{factory_name}() raised {type(exc).__name__}: {_first_line(exc)}") from exc
+        raise CliError(f"{path}:{factory_name}() raised {type(exc).__name__}: {first_line(exc)}") from exc
     if not isinstance(model, nn.Module):
         raise UsageError(f"{path}:{factory_name}() returned a {type(model).__name__}, not a torch.nn.Module")
     if weights:
@@ -464,7 +460,7 @@ def _import_file(path: Path):
         spec.loader.exec_module(module)
     except Exception as exc:  # user code: report whatever it raised
         del sys.modules[name]
-        raise CliError(f"importing {path} failed with {type(exc).__name__}: {_first_line(exc)}; "
+        raise CliError(f"importing {path} failed with {type(exc).__name__}: {first_line(exc)}; "
                        f"run `python {path}` to see where") from exc
     finally:
         sys.path.remove(str(path.resolve().parent))
@@ -508,7 +504,7 @@ def _exported_model(path: Path) -> LoadedModel:
         with _quiet_logger("torch.export"):
             program = torch.export.load(path)
     except Exception as exc:  # torch reports a foreign or corrupt archive with many types
-        raise UsageError(f"{path} is not a torch.export archive ({_first_line(exc)}); "
+        raise UsageError(f"{path} is not a torch.export archive ({first_line(exc)}); "
                          "save one with torch.export.save(program, path)") from exc
     inputs = [n for n in program.graph.nodes if n.op == "placeholder"
               and n.name in program.graph_signature.user_inputs]
@@ -567,7 +563,7 @@ def check_input_fits(source: LoadedModel, example: torch.Tensor) -> None:
             source.run(example.expand(2, *example.shape[1:]))
     except Exception as exc:  # whatever the user's model raises on a wrong shape
         raise CliError(f"{source.name} does not accept an input of shape {list(example.shape)}: "
-                       f"{_first_line(exc)}; check --input-shape or --calib") from exc
+                       f"{first_line(exc)}; check --input-shape or --calib") from exc
 
 
 def calibrate_ranges(prepared, data: Optional[Dataset], batch_size: int, limit: int, console: Console,
@@ -583,7 +579,7 @@ def calibrate_ranges(prepared, data: Optional[Dataset], batch_size: int, limit: 
             return calibrate(prepared, _advancing(batches, progress, task), method)
         except RuntimeError as exc:
             raise CliError(f"calibration batch of shape {list(batches[0].shape)} from {data.name} does not fit "
-                           f"the model: {_first_line(exc)}; check --calib") from exc
+                           f"the model: {first_line(exc)}; check --calib") from exc
 
 
 def _advancing(items: Iterable, progress: Progress, task) -> Iterator:

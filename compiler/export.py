@@ -29,7 +29,7 @@ import onnx_ir as ir
 import torch
 from torch import fx
 
-from passes.capture import dynamic_batch_inputs
+from passes.capture import dynamic_batch_inputs, first_line
 from passes.crossbar import Crossbar
 from passes.export_ops import CrossbarToCustomOpsPass
 from passes.plan import tag_of, tagged
@@ -74,7 +74,7 @@ def export_onnx(converted: fx.GraphModule, example_inputs: Sequence, path: Union
     try:
         onnx.checker.check_model(proto, full_check=True)
     except onnx.checker.ValidationError as exc:
-        raise ExportError(f"the exported model fails onnx.checker: {_first_line(exc)}") from exc
+        raise ExportError(f"the exported model fails onnx.checker: {first_line(exc)}") from exc
     path = Path(path)
     write_atomically(proto.SerializeToString(), path)
     return path
@@ -96,10 +96,6 @@ def _crossbar_modules(converted: fx.GraphModule) -> dict[str, Crossbar]:
     return crossbars
 
 
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
-
 
 def _to_onnx(graph_module: fx.GraphModule, example_inputs: tuple) -> ir.Model:
     """Capture with a dynamic batch and translate; errors name the node that failed."""
@@ -107,7 +103,7 @@ def _to_onnx(graph_module: fx.GraphModule, example_inputs: tuple) -> ir.Model:
     try:
         program = torch.export.export(graph_module, inputs, dynamic_shapes=shapes)
     except Exception as exc:  # any tracer failure is reported as one export error
-        raise ExportError(f"torch.export could not capture the converted model: {_first_line(exc)}") from exc
+        raise ExportError(f"torch.export could not capture the converted model: {first_line(exc)}") from exc
     try:
         onnx_program = torch.onnx.export(program, inputs, dynamo=True, opset_version=onnx_ops.OPSET,
                                          custom_translation_table=onnx_ops.TRANSLATIONS, verbose=False)
@@ -119,7 +115,7 @@ def _to_onnx(graph_module: fx.GraphModule, example_inputs: tuple) -> ir.Model:
 def _translation_failure(exc: BaseException, program: torch.export.ExportedProgram) -> str:
     """One line naming the node (and its op) the ONNX translation failed on, and why."""
     chain = list(_causes(exc))
-    reason = _first_line(chain[-1])
+    reason = first_line(chain[-1])
     for error in chain:
         match = TRANSLATION_FAILURE.search(str(error))
         if match:

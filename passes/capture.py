@@ -35,7 +35,8 @@ def dynamic_batch_inputs(example_inputs: Sequence) -> tuple:
     return tuple(inputs), tuple(shapes)
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (or its type's name), for one-line errors."""
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
 
@@ -76,7 +77,7 @@ def capture(model, example_inputs: Sequence, method: CaptureMethod = "export") -
     except Exception as exc:  # any tracer failure is reported as one capture error
         other = "symbolic_trace" if method == "export" else "export"
         raise CaptureError(
-            f"could not capture {type(model).__name__} with {method}: {_first_line(exc)}. "
+            f"could not capture {type(model).__name__} with {method}: {first_line(exc)}. "
             f"Try capture={other!r}, or pass your own torch.fx.GraphModule or ExportedProgram"
         ) from exc
     raise CaptureError(f"unknown capture method {method!r}; use 'export' or 'symbolic_trace'")
