@@ -49,7 +49,7 @@ def test_clipping_changes_outputs_only_through_the_range(model_name):
     x = make_input(model_name, 16)
     ranges = {n: m.value.item() for n, m in prepared.named_children() if n.endswith("_input_range")}
     assert ranges and all(r > 0 for r in ranges.values())
-    assert torch.allclose(prepared(x), converted(x), atol=1e-5 * float(model(x).abs().max()))
+    assert torch.allclose(prepared(x), converted(x), atol=1e-5 * model(x).abs().max().item())
 
 
 def test_conductances_convert_back_to_the_weights(model_name):
