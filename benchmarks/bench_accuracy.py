@@ -46,11 +46,11 @@ import torch.nn.functional as F
 from rich.console import Console
 from rich.table import Table
 
+from benchmarks.common import EIGHT_BIT
 from compiler import HardwareConfig, calibrate, convert, export_onnx, prepare
 from models import ZOO, accuracy, load_digits_split, load_pretrained
 from models.data import DigitsSplit
 
-EIGHT_BIT = {"forward.inp_res": 254, "forward.out_res": 254, "forward.out_bound": 10}
 RANGE_SUFFIX = "_input_range.value"
 TARGET_LOSS = 0.5
 """Percentage points the fine-tuned 8-bit model may lose against the original."""

@@ -1,6 +1,6 @@
 """ONNX Runtime latency of the annotated ONNX file vs the plain FP32 export, and export time.
 
-Run by hand:  .venv/bin/python benchmarks/bench_onnx.py [--repeats 7]
+Run by hand:  python -m benchmarks.bench_onnx [--repeats 7]
 
 For an MLP 784-1024-1024-10 and a 4-layer CNN on 3x32x32 inputs, 8-bit DAC and
 ADC (inp_res = out_res = 254, out_bound = 10): the annotated file from
@@ -27,27 +27,13 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
+from benchmarks.common import EIGHT_BIT, BenchCNN, BenchMLP
 from compiler import HardwareConfig, compile_model
 
-EIGHT_BIT = {"forward.inp_res": 254, "forward.out_res": 254, "forward.out_bound": 10}
 BATCHES = (1, 32)
 TARGETS = {1: 1.3, 32: 1.15}
 EXPORT_TARGET = 1.5
-
-
-def mlp() -> nn.Module:
-    return nn.Sequential(nn.Flatten(), nn.Linear(784, 1024), nn.ReLU(), nn.Linear(1024, 1024), nn.ReLU(),
-                         nn.Linear(1024, 10))
-
-
-def cnn() -> nn.Module:
-    return nn.Sequential(
-        nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(64 * 8 * 8, 10))
-
-
-MODELS = {"mlp 784-1024-1024-10": (mlp, (1, 28, 28)), "cnn 3x32x32, 4 conv": (cnn, (3, 32, 32))}
+MODELS = {"mlp 784-1024-1024-10": (BenchMLP, (784,)), "cnn 3x32x32, 4 conv": (BenchCNN, (3, 32, 32))}
 
 
 def export_plain(model: nn.Module, example: torch.Tensor, path: Path) -> None:

@@ -18,10 +18,9 @@ from rich.console import Console
 from rich.table import Table
 from torch import nn
 
-from benchmarks.common import BenchCNN, BenchMLP, interleaved_medians
+from benchmarks.common import EIGHT_BIT, BenchCNN, BenchMLP, interleaved_medians
 from compiler import HardwareConfig, calibrate, convert, prepare
 
-EIGHT_BIT = {"forward.inp_res": 254, "forward.out_res": 254, "forward.out_bound": 10}
 
 
 def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer) -> None:

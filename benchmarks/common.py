@@ -9,6 +9,9 @@ from typing import Callable
 import torch
 from torch import nn
 
+EIGHT_BIT = {"forward.inp_res": 254, "forward.out_res": 254, "forward.out_bound": 10}
+"""8-bit DAC and ADC (254 steps), ADC bound 10: the benchmarks' hardware."""
+
 
 def interleaved_medians(fns: dict[str, Callable[[], object]], repeats: int = 30, inner: int = 5,
                         warmup: int = 3) -> dict[str, float]:

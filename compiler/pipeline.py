@@ -203,7 +203,7 @@ def compile_model(
     converted = convert(prepared)
     path = None
     if output is not None:
-        from .export import export_onnx
+        from .export import export_onnx  # export imports this module: import it on first use
 
         path = Path(output)
         export_onnx(converted, example_inputs, path)

@@ -99,4 +99,4 @@ class InputRange(nn.Module):
 
     def extra_repr(self) -> str:
         kind = "learned" if self.params.learn_input_range else "fixed"
-        return f"{kind}, value={float(self.value):.4g}"
+        return f"{kind}, value={self.value.item():.4g}"

@@ -24,7 +24,6 @@ from .plan import (
     INPUT_SIDE,
     NodeTag,
     PassError,
-    Tile,
     add_node,
     check_names,
     erase_if_unused,
@@ -65,7 +64,6 @@ def build_crossbar(graph_module: fx.GraphModule, tag: NodeTag, input_range: floa
         column_ratios = tuple(ratios.flatten().tolist())
     else:
         array_ratio, column_ratios = ratios, ()
-    tile = tag.tile or Tile(0, 0, (0, 0), (0, 0), (0, 0))
     settings = CrossbarSettings(
         layer=plan.layer.name,
         input_range=input_range,
@@ -75,8 +73,8 @@ def build_crossbar(graph_module: fx.GraphModule, tag: NodeTag, input_range: floa
         dac_steps=plan.io.dac_steps,
         adc_steps=plan.io.adc_steps,
         out_bound=plan.io.bound,
-        tile_row=tile.row,
-        tile_col=tile.col,
+        tile_row=tag.tile.row if tag.tile else 0,
+        tile_col=tag.tile.col if tag.tile else 0,
         column_scale_ratios=column_ratios,
     )
     return Crossbar(g_plus.contiguous(), g_minus.contiguous(), bias, settings, _geometry(tag), plan.layer.weight)
@@ -91,8 +89,8 @@ def drop_unused_tensors(graph_module: fx.GraphModule) -> None:
     names += [name for name, _ in graph_module.named_buffers(remove_duplicate=False)]
     for name in names:
         owner, _, attr = name.rpartition(".")
-        inside_called = any(name.startswith(m + ".") for m in called)
-        if name not in read and not inside_called:
+        owners = {name.rsplit(".", depth)[0] for depth in range(1, name.count(".") + 1)}
+        if name not in read and not owners & called:
             module = graph_module.get_submodule(owner) if owner else graph_module
             if hasattr(module, attr):
                 delattr(module, attr)
