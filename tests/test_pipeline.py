@@ -146,7 +146,7 @@ def test_calibration_sets_ranges_from_data():
     batches = [make_input("mlp", 64, seed=s) for s in range(3)]
     assert calibrate(prepared, batches) == 3
     expected = 3.0 * sum(float(b.std()) for b in batches) / 3
-    assert float(prepared.fc1_input_range.value) == pytest.approx(expected, rel=1e-5)
+    assert prepared.fc1_input_range.value.item() == pytest.approx(expected, rel=1e-5)
     assert int(prepared.fc1_input_range.init_batches) == 3
     assert not prepared.training
 
@@ -171,7 +171,7 @@ def test_fine_tuning_moves_ranges_and_lowers_the_loss():
     data = load_digits_split()
     prepared = prepare(load_pretrained("mlp"), (data.train_x[:2],), eight_bit())
     calibrate(prepared, data.train_x[:640].split(64))
-    before = {n: float(m.value) for n, m in prepared.named_children() if n.endswith("_input_range")}
+    before = {n: m.value.item() for n, m in prepared.named_children() if n.endswith("_input_range")}
     ranges = [m.value for n, m in prepared.named_children() if n.endswith("_input_range")]
     optimizer = torch.optim.Adam([{"params": ranges, "lr": 0.05},
                                   {"params": [p for p in prepared.parameters() if all(p is not r for r in ranges)],
@@ -189,6 +189,6 @@ def test_fine_tuning_moves_ranges_and_lowers_the_loss():
             optimizer.step()
     with torch.no_grad():
         final = float(loss_fn(prepared.eval()(x), y))
-    after = {n: float(m.value) for n, m in prepared.named_children() if n.endswith("_input_range")}
+    after = {n: m.value.item() for n, m in prepared.named_children() if n.endswith("_input_range")}
     assert all(abs(after[n] - before[n]) > 1e-3 for n in before)
     assert final < initial
