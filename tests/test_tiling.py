@@ -67,7 +67,7 @@ def test_tiled_and_untiled_agree_without_dac_adc(model_name):
     x = make_input(model_name, 5)
     untiled, tiled = (convert(prepare(model, (x[:2],), HardwareConfig().with_overrides({**NO_CLIP, **mapping})))(x)
                       for mapping in ({}, TILED))
-    scale = float(untiled.abs().max())
+    scale = untiled.abs().max().item()
     assert torch.allclose(tiled, untiled, atol=1e-5 * scale)
     assert torch.allclose(tiled, model(x).detach(), atol=1e-5 * scale)
 
