@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from .converter import ZERO_CLIP
+from .input_range import where_inside
 
 
 # normalize, rescale and add_bias work in place: each reads a tensor that only it
@@ -76,22 +77,20 @@ class _Adc(torch.autograd.Function):
                 output_min_percentage: Optional[float]) -> Tensor:
         units = steps / (2 * bound) if steps else 1.0  # ADC codes per unit of I / (g_max - g_min)
         codes = current * (units / w_max)
-        limit = bound * units
-        inside = codes.abs().neg_().add_(limit).sign_().clamp_(min=0.0)  # 1.0 where |codes| < limit, else 0.0
-        ctx.save_for_backward(inside, r)
+        ctx.limit = bound * units
+        ctx.save_for_backward(codes, r)
         ctx.output_min_percentage = output_min_percentage
-        if steps:
-            codes.round_()
-        return codes.clamp_(-limit, limit).mul_(w_max / units)
+        quantised = codes.round().clamp_(-ctx.limit, ctx.limit) if steps else codes.clamp(-ctx.limit, ctx.limit)
+        return quantised.mul_(w_max / units)
 
     @staticmethod
     def backward(ctx, d: Tensor):
-        inside, r = ctx.saved_tensors
+        codes, r = ctx.saved_tensors
         grad_r = None
         if ctx.needs_input_grad[2] and ctx.output_min_percentage is not None:
-            fraction = inside.mean()  # unclipped outputs
+            fraction = where_inside(torch.ones(()).expand_as(codes), codes, ctx.limit).mean()  # unclipped outputs
             grad_r = -((1.0 - fraction) * r * (fraction < ctx.output_min_percentage)).reshape(r.shape)
-        return d * inside, None, grad_r, None, None, None
+        return where_inside(d, codes, ctx.limit), None, grad_r, None, None, None
 
 
 def adc(
