@@ -44,13 +44,13 @@ class _LearnedClip(torch.autograd.Function):
         grad_r = None
         if ctx.needs_input_grad[1]:
             clipped = signed_clipped(x, r)
-            clipped_count = torch.dot(clipped.view(-1), clipped.view(-1))
+            if params.decay > 0:
+                unclipped = 1.0 - torch.dot(clipped.view(-1), clipped.view(-1)) / x.numel()
             # min(d, 0) where x >= r, and -max(d, 0) = min(-d, 0) where x <= -r: min(d sign(x), 0) where clipped
             grad_r = clipped.mul_(d).clamp_(max=0.0).sum()
             if params.gradient_relative:
                 grad_r = grad_r * r * params.gradient_scale
             if params.decay > 0:
-                unclipped = 1.0 - clipped_count / x.numel()
                 grad_r = grad_r + params.decay * r * (unclipped > params.input_min_percentage)
             grad_r = grad_r.reshape(r.shape)
         grad_x = where_inside(d, x, bound) if ctx.needs_input_grad[0] else None
