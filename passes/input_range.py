@@ -60,10 +60,11 @@ class _LearnedClip(torch.autograd.Function):
 def signed_clipped(x: Tensor, r: Tensor) -> Tensor:
     """sign(x) where ``|x| >= r``, else 0: a fresh tensor, in two passes.
 
-    ``hardshrink`` keeps x where ``|x| > nextafter(r, 0)``, which for float32 x
+    ``hardshrink`` keeps x where ``|x| > nextafter(r, 0)`` (in x's dtype), which
     is exactly ``|x| >= r``.
     """
-    below_r = float(torch.nextafter(r.detach(), torch.zeros_like(r)))
+    r = r.detach().to(x.dtype)
+    below_r = float(torch.nextafter(r, torch.zeros_like(r)))
     return torch.nn.functional.hardshrink(x.detach(), below_r).sign_()
 
 
