@@ -13,19 +13,23 @@ lives in :func:`passes.periphery.adc`.
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from torch import Tensor, nn
 
 from .parameters import InputRangeParameter
 
 
-def where_inside(values: Tensor, x: Tensor, bound: float) -> Tensor:
-    """``values`` where ``-bound < x < bound``, else 0, in one fused pass.
+def where_inside(values: Tensor, x: Tensor, bound: float, out: Optional[Tensor] = None) -> Tensor:
+    """``values`` where ``-bound < x < bound``, else 0, in one fused pass (into ``out`` if given).
 
     This is hardtanh's backward kernel: on CPU, bool masks and ``torch.where``
     cost three to five float passes each, which a training step pays per layer.
     """
-    return torch.ops.aten.hardtanh_backward(values, x, -bound, bound)
+    if out is None:
+        return torch.ops.aten.hardtanh_backward(values, x, -bound, bound)
+    return torch.ops.aten.hardtanh_backward.grad_input(values, x, -bound, bound, grad_input=out)
 
 
 class _LearnedClip(torch.autograd.Function):
@@ -41,7 +45,7 @@ class _LearnedClip(torch.autograd.Function):
         x, r = ctx.saved_tensors
         params: InputRangeParameter = ctx.params
         bound = float(r)
-        grad_r = None
+        grad_x = grad_r = scratch = None
         if ctx.needs_input_grad[1]:
             clipped = signed_clipped(x, r)
             if params.decay > 0:
@@ -53,7 +57,9 @@ class _LearnedClip(torch.autograd.Function):
             if params.decay > 0:
                 grad_r = grad_r + params.decay * r * (unclipped > params.input_min_percentage)
             grad_r = grad_r.reshape(r.shape)
-        grad_x = where_inside(d, x, bound) if ctx.needs_input_grad[0] else None
+            scratch = clipped  # spent: grad_x can reuse its memory (fresh memory costs page faults)
+        if ctx.needs_input_grad[0]:
+            grad_x = where_inside(d, x, bound, out=scratch)
         return grad_x, grad_r, None
 
 

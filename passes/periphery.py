@@ -80,8 +80,9 @@ class _Adc(torch.autograd.Function):
         ctx.limit = bound * units
         ctx.save_for_backward(codes, r)
         ctx.output_min_percentage = output_min_percentage
-        quantised = codes.round().clamp_(-ctx.limit, ctx.limit) if steps else codes.clamp(-ctx.limit, ctx.limit)
-        return quantised.mul_(w_max / units)
+        ctx.mark_dirty(current)  # the result overwrites the crossbar's output, which only the ADC reads
+        quantised = torch.round(codes, out=current) if steps else current.copy_(codes)
+        return quantised.clamp_(-ctx.limit, ctx.limit).mul_(w_max / units)
 
     @staticmethod
     def backward(ctx, d: Tensor):
@@ -110,7 +111,8 @@ def adc(
     quantised to ``steps`` steps over [-bound, bound] (if any) and clipped to
     ``bound``, then scaled back by ``max|W|`` (per output channel if
     ``columnwise``). ``output_min_percentage`` turns on the output-clipping
-    feedback into ``input_range``'s gradient.
+    feedback into ``input_range``'s gradient. The result overwrites ``current``
+    (the crossbar's output, which nothing else reads), so it must not be a leaf.
     """
     w = weight.detach()
     if columnwise:

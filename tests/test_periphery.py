@@ -14,7 +14,7 @@ def test_adc_quantises_clips_and_passes_gradient_only_inside_the_bound():
     units = np.array([[0.3, -1.0], [1.7, 0.125]], dtype=np.float32)
     current = torch.tensor(units * 2.0, requires_grad=True)
 
-    out = periphery.adc(current, weight, None, bound=bound, steps=steps, channel_dim=-1)
+    out = periphery.adc(current * 1.0, weight, None, bound=bound, steps=steps, channel_dim=-1)
     out.backward(torch.full_like(out, 3.0))
 
     expected = np.clip(np.round(units * 4) / 4, -bound, bound) * 2.0
@@ -26,7 +26,7 @@ def test_adc_quantises_clips_and_passes_gradient_only_inside_the_bound():
 def test_adc_without_resolution_only_clips():
     weight = torch.tensor([[4.0]])
     current = torch.tensor([[-9.0, 1.3, 8.0]], requires_grad=True)
-    out = periphery.adc(current, weight, None, bound=2.0, steps=0.0, channel_dim=-1)
+    out = periphery.adc(current * 1.0, weight, None, bound=2.0, steps=0.0, channel_dim=-1)
     out.sum().backward()
     assert out.tolist() == [[-8.0, pytest.approx(1.3), 8.0]]
     assert current.grad.tolist() == [[0.0, 1.0, 0.0]]
