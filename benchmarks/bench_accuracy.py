@@ -19,12 +19,13 @@ averages over, so the ranges are fully initialised before training starts
 (otherwise the first training steps keep replacing the learned range with the
 running average).
 
-Fine-tuning recipe: ``prepared.train()``; Adam with two parameter groups, the
-input ranges at lr 3e-2 and every other parameter (weights, biases, norm
-affines) at lr 3e-4; cosine annealing of both to 0 over 5 epochs of the training
-split in shuffled batches of 64; cross-entropy loss. Models captured with
-``torch.export`` keep their batch norm in eval behaviour while training.
-The seed sets the calibration order and the training shuffle.
+Fine-tuning: :func:`compiler.fine_tune` with its default recipe
+(:class:`compiler.FineTuning`): Adam, the input ranges at lr 3e-2 and every
+other parameter (weights, biases, norm affines) at lr 3e-4, cosine annealing of
+both to 0 over 5 epochs of the training split in shuffled batches of 64,
+cross-entropy loss. Models captured with ``torch.export`` keep their batch norm
+in eval behaviour while training. The seed sets the calibration order and the
+training shuffle.
 """
 
 from __future__ import annotations
@@ -37,37 +38,21 @@ import sys
 import tempfile
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 
 import onnxruntime
 import torch
-import torch.nn.functional as F
 from rich.console import Console
 from rich.table import Table
 
 from benchmarks.common import EIGHT_BIT
-from compiler import HardwareConfig, calibrate, convert, export_onnx, prepare
+from compiler import FineTuning, HardwareConfig, calibrate, convert, export_onnx, fine_tune, prepare
 from models import ZOO, accuracy, load_digits_split, load_pretrained
 from models.data import DigitsSplit
 
-RANGE_SUFFIX = "_input_range.value"
 TARGET_LOSS = 0.5
 """Percentage points the fine-tuned 8-bit model may lose against the original."""
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """The fine-tuning recipe (see the module docstring)."""
-
-    epochs: int = 5
-    range_lr: float = 3e-2
-    weight_lr: float = 3e-4
-    batch_size: int = 64
-
-    def __str__(self) -> str:
-        return (f"Adam, ranges lr {self.range_lr:g}, other parameters lr {self.weight_lr:g}, cosine to 0 over "
-                f"{self.epochs} epochs, batch {self.batch_size}")
 
 
 def shuffled_batches(x: torch.Tensor, count: int, batch_size: int, seed: int) -> list[torch.Tensor]:
@@ -86,27 +71,6 @@ def calibrated(name: str, config: HardwareConfig, data: DigitsSplit, seed: int, 
     return prepared
 
 
-def fine_tune(prepared, data: DigitsSplit, recipe: Recipe, seed: int) -> None:
-    """Train the prepared model's ranges and weights on the training split (see the recipe)."""
-    named = dict(prepared.named_parameters())
-    ranges = [p for n, p in named.items() if n.endswith(RANGE_SUFFIX)]
-    others = [p for n, p in named.items() if not n.endswith(RANGE_SUFFIX)]
-    optimizer = torch.optim.Adam([{"params": ranges, "lr": recipe.range_lr},
-                                  {"params": others, "lr": recipe.weight_lr}])
-    steps_per_epoch = math.ceil(len(data.train_y) / recipe.batch_size)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, recipe.epochs * steps_per_epoch)
-    generator = torch.Generator().manual_seed(seed)
-    prepared.train()
-    for _ in range(recipe.epochs):
-        for index in torch.randperm(len(data.train_y), generator=generator).split(recipe.batch_size):
-            loss = F.cross_entropy(prepared(data.train_x[index]), data.train_y[index])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-    prepared.eval()
-
-
 def onnx_accuracy(converted, data: DigitsSplit) -> float:
     """Export ``converted`` and score the file in ONNX Runtime."""
     with tempfile.TemporaryDirectory() as directory:
@@ -116,7 +80,7 @@ def onnx_accuracy(converted, data: DigitsSplit) -> float:
     return float((torch.from_numpy(logits).argmax(1) == data.test_y).float().mean())
 
 
-def measure(name: str, data: DigitsSplit, recipe: Recipe, seeds: int) -> dict:
+def measure(name: str, data: DigitsSplit, recipe: FineTuning, seeds: int) -> dict:
     """Every column of one model's row, in percent."""
     test = (data.test_x, data.test_y)
     percent = lambda model: 100 * accuracy(model, *test)
@@ -127,7 +91,7 @@ def measure(name: str, data: DigitsSplit, recipe: Recipe, seeds: int) -> dict:
     for seed in range(seeds):
         prepared = calibrated(name, eight_bit, data, seed, recipe.batch_size)
         calibrated_only.append(percent(convert(prepared)))
-        fine_tune(prepared, data, recipe, seed)
+        fine_tune(prepared, data.train_x, data.train_y, replace(recipe, seed=seed))
         converted = convert(prepared)
         tuned.append(percent(converted))
         if seed == 0:
@@ -156,11 +120,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", choices=list(ZOO), default=list(ZOO))
     parser.add_argument("--seeds", type=int, default=3, help="fine-tuning runs per model (default 3)")
-    parser.add_argument("--epochs", type=int, default=Recipe.epochs, help="fine-tuning epochs (default 5)")
+    parser.add_argument("--epochs", type=int, default=FineTuning.epochs, help="fine-tuning epochs (default 5)")
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore", category=FutureWarning)  # torch internals when deep-copying exported graphs
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # "torchvision is not installed" notices
-    recipe = Recipe(epochs=args.epochs)
+    recipe = FineTuning(epochs=args.epochs)
     console = Console(width=None if sys.stdout.isatty() else 150)
     console.print(f"$ python -m benchmarks.bench_accuracy {' '.join(sys.argv[1:] if argv is None else argv)}",
                   highlight=False, markup=False)

@@ -4,8 +4,8 @@
 
 For every zoo model and DAC/ADC resolution (8-bit: 254 steps, 6-bit: 62 steps,
 out_bound 10), the compiled model's accuracy after each input-range
-calibration method, before and after the fine-tuning recipe of
-``benchmarks.bench_accuracy`` (seed 0), and the same for the reference
+calibration method, before and after :func:`compiler.fine_tune`'s recipe
+(seed 0), and the same for the reference
 calibration with one scale ratio per output column
 (``mapping.weight_scaling_columnwise``) instead of one per array.
 """
@@ -21,8 +21,8 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks.bench_accuracy import Recipe, fine_tune, shuffled_batches
-from compiler import HardwareConfig, calibrate, convert, prepare
+from benchmarks.bench_accuracy import shuffled_batches
+from compiler import FineTuning, HardwareConfig, calibrate, convert, fine_tune, prepare
 from models import ZOO, accuracy, load_digits_split, load_pretrained
 from passes.calibration import CalibrationMethod
 
@@ -35,13 +35,13 @@ def config_for(steps: int, columnwise: bool) -> HardwareConfig:
                                             "forward.out_bound": 10, "mapping.weight_scaling_columnwise": columnwise})
 
 
-def before_and_after(name: str, config: HardwareConfig, method: CalibrationMethod, data, recipe: Recipe):
+def before_and_after(name: str, config: HardwareConfig, method: CalibrationMethod, data, recipe: FineTuning):
     """Accuracy (%) of the converted model after calibration, then after fine-tuning."""
     prepared = prepare(load_pretrained(name), (data.train_x[:2],), config)
     calibrate(prepared, shuffled_batches(data.train_x, 100, recipe.batch_size, 0), method)
     score = lambda: 100 * accuracy(convert(prepared), data.test_x, data.test_y)
     calibrated = score()
-    fine_tune(prepared, data, recipe, 0)
+    fine_tune(prepared, data.train_x, data.train_y, recipe)
     return calibrated, score()
 
 
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore", category=FutureWarning)
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-    recipe = Recipe(epochs=args.epochs)
+    recipe = FineTuning(epochs=args.epochs)
     console = Console(width=None if sys.stdout.isatty() else 160)
     console.print(f"$ python -m benchmarks.bench_mapping {' '.join(sys.argv[1:] if argv is None else argv)}",
                   highlight=False, markup=False)

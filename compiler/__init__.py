@@ -15,13 +15,14 @@ from passes.parameters import (
 
 from .config import HardwareConfig, LayerRule
 from .export import ExportError, export_onnx
+from .finetune import FineTuning, fine_tune
 from .pipeline import CompileResult, NoCrossbarLayersWarning, calibrate, compile_model, convert, prepare
 
 __version__ = version("xbar-compiler")
 
 __all__ = [
-    "BoundManagementType", "CompileResult", "ConfigError", "ExportError", "HardwareConfig", "InputRangeParameter",
-    "IOParameters", "LayerRule", "MappingParameter", "NoCrossbarLayersWarning", "NoiseManagementType",
-    "PrePostProcessingParameter", "SinglePairConductanceConverter", "calibrate", "compile_model", "convert",
-    "export_onnx", "prepare", "__version__",
+    "BoundManagementType", "CompileResult", "ConfigError", "ExportError", "FineTuning", "HardwareConfig",
+    "InputRangeParameter", "IOParameters", "LayerRule", "MappingParameter", "NoCrossbarLayersWarning",
+    "NoiseManagementType", "PrePostProcessingParameter", "SinglePairConductanceConverter", "calibrate",
+    "compile_model", "convert", "export_onnx", "fine_tune", "prepare", "__version__",
 ]

@@ -13,6 +13,7 @@ import contextlib
 import importlib.util
 import json
 import logging
+import math
 import os
 import re
 import sys
@@ -40,6 +41,7 @@ from . import __version__
 from .config import ConfigError, HardwareConfig
 from .data import BUILTIN, DataError, Dataset, load_dataset, load_plain_torch_file
 from .export import ExportError, export_onnx
+from .finetune import FineTuning, fine_tune
 from .inspection import (InspectError, Inspection, count_text, describe_config, layer_table, load_inspection,
                          plot_layers, save_graph, summarize_converted)
 from .pipeline import calibrate, convert, prepare
@@ -121,18 +123,22 @@ Hardware: --preset or --config, then each --set in order. Without --preset or
   {', '.join(f'{k}={v}' for k, v in DEFAULT_OVERRIDES.items())}
 
 Calibration data: a built-in set ({', '.join(BUILTIN)}), a .npz file (its only array,
-or the array named x) or a .pt file (a tensor, or a dict with it under "x"), samples
-along the first dimension. A zoo model calibrates on digits unless --calib says
-otherwise. Calibration runs at most --calib-batches batches of --batch-size samples
-(default: pre_post.input_range.init_from_data, the number the range rule averages
-over). With a labelled built-in data set the test accuracy of the original, the
-compiled PyTorch model and the ONNX file (in ONNX Runtime) is printed.
+or the arrays named x and, optionally, y) or a .pt file (a tensor, or a dict with
+tensors under "x" and, optionally, "y"), samples along the first dimension, labels y
+as class indices. A zoo model calibrates on digits unless --calib says otherwise.
+Calibration runs at most --calib-batches batches of --batch-size samples (default:
+pre_post.input_range.init_from_data, the number the range rule averages over).
+--finetune N then trains the input ranges and weights together for N epochs on the
+labelled samples (compiler.fine_tune's recipe, cross-entropy). With a labelled
+built-in data set the test accuracy of the original, the compiled PyTorch model and
+the ONNX file (in ONNX Runtime) is printed.
 
 --save-graph writes the converted graph as a torch.save archive of tensors and
 text (loadable with torch.load(weights_only=True)); `xbar inspect` reads it.
 
 examples:
   xbar compile                                   # LeNet -> lenet.onnx, with accuracies
+  xbar compile --finetune 5                      # ... fine-tuned for the 8-bit periphery first
   xbar compile mlp --preset 6bit-256x256 -o mlp6.onnx
   xbar compile net.py:make_net --weights net.pt --calib inputs.npz
   xbar compile model.pt2 --calib images.npz --set forward.out_bound=20
@@ -208,8 +214,11 @@ def _add_compile(commands, common) -> None:
                           default=CalibrationMethod.INIT_FROM_DATA.value,
                           help="how the input ranges are set from the data (default: InitFromData, the "
                           "reference rule; the others are aihwkit's post-training methods)")
+    compile_.add_argument("--finetune", type=_count, default=0, metavar="EPOCHS",
+                          help="after calibration, train ranges and weights for EPOCHS epochs on the labelled "
+                          "data (default: 0, no training)")
     compile_.add_argument("--batch-size", type=_positive_int, default=DEFAULT_BATCH_SIZE, metavar="N",
-                          help=f"calibration and evaluation batch size (default: {DEFAULT_BATCH_SIZE})")
+                          help=f"calibration, fine-tuning and evaluation batch size (default: {DEFAULT_BATCH_SIZE})")
     compile_.set_defaults(run=run_compile)
 
 
@@ -335,14 +344,20 @@ def run_compile(args: argparse.Namespace) -> int:
     source = load_model(args.model, args.weights)
     dataset = args.calib or source.dataset
     data = load_dataset(dataset) if dataset else None
+    if args.finetune and (data is None or data.labels is None):
+        raise UsageError(f"--finetune needs labelled data: --calib {' or '.join(BUILTIN)}, or a .npz / .pt file "
+                         "with the class indices under 'y'")
     example = example_input(args.input_shape, source, data)
     output = writable_path(Path(args.output or default_output_name(args.weights, source)), "-o")
     graph_path = writable_path(Path(args.save_graph), "--save-graph") if args.save_graph else None
     check_input_fits(source, example)
+    if args.finetune:
+        check_labels_fit(source, data)
     prepared = prepare(source.model, (example,), config, include=args.include, exclude=args.exclude,
                        keep_first_last_digital=args.keep_first_last_digital)
     limit = config.pre_post.input_range.init_from_data if args.calib_batches is None else args.calib_batches
     calibrated = calibrate_ranges(prepared, data, args.batch_size, limit, err, args.calib_method)
+    tuned = fine_tune_model(prepared, data, args.finetune, args.batch_size, err) if args.finetune else None
     converted = convert(prepared)
     with err.status(f"exporting ONNX to {output}"), _quiet_logger("torch.onnx"):
         _write(output, "-o", lambda: export_onnx(converted, (example,), output))
@@ -352,6 +367,8 @@ def run_compile(args: argparse.Namespace) -> int:
     _say(out, layer_table(layers, f"{source.name}: {count_text(layers)}"))
     _say(out, f"hardware: {describe_config(config.to_dict())}")
     _say(out, _calibration_note(calibrated, data, args.batch_size))
+    if tuned:
+        _say(out, tuned)
     if data is not None and data.test is not None:
         _say(out, accuracy_report(source, converted, output, data, args.batch_size))
     _say(out, f"wrote {output}" + (f" and {graph_path}" if graph_path else ""))
@@ -566,6 +583,18 @@ def check_input_fits(source: LoadedModel, example: torch.Tensor) -> None:
                        f"{first_line(exc)}; check --input-shape or --calib") from exc
 
 
+def check_labels_fit(source: LoadedModel, data: Dataset) -> None:
+    """Before any work: --finetune needs a classifier whose classes the labels index."""
+    with torch.no_grad():
+        shape = list(source.run(data.samples[:2]).shape)
+    if len(shape) != 2:
+        raise CliError(f"--finetune needs a classifier: {source.name} outputs shape {shape}, not [batch, classes]")
+    low, high = int(data.labels.min()), int(data.labels.max())
+    if low < 0 or high >= shape[1]:
+        raise CliError(f"--finetune: the labels of {data.name} run from {low} to {high}, but {source.name} has "
+                       f"{shape[1]} classes (0 to {shape[1] - 1}); give class indices")
+
+
 def calibrate_ranges(prepared, data: Optional[Dataset], batch_size: int, limit: int, console: Console,
                      method: str = CalibrationMethod.INIT_FROM_DATA.value) -> int:
     """Set the input ranges from up to ``limit`` batches with ``method``, with a progress bar; returns the count."""
@@ -580,6 +609,19 @@ def calibrate_ranges(prepared, data: Optional[Dataset], batch_size: int, limit: 
         except RuntimeError as exc:
             raise CliError(f"calibration batch of shape {list(batches[0].shape)} from {data.name} does not fit "
                            f"the model: {first_line(exc)}; check --calib") from exc
+
+
+def fine_tune_model(prepared, data: Dataset, epochs: int, batch_size: int, console: Console) -> str:
+    """Fine-tune ``prepared`` on the labelled samples, with a progress bar; returns a one-line note."""
+    recipe = FineTuning(epochs=epochs, batch_size=batch_size)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("loss {task.fields[loss]:.3f}"))
+    with Progress(*columns, console=console) as progress:
+        task = progress.add_task(f"fine-tuning on {data.name}", total=recipe.steps(len(data.labels)),
+                                 loss=math.nan)
+        fine_tune(prepared, data.samples, data.labels, recipe,
+                  on_step=lambda loss: progress.update(task, advance=1, loss=loss))
+    return f"fine-tuned on {len(data.labels)} labelled samples from {data.name}: {recipe}"
 
 
 def _advancing(items: Iterable, progress: Progress, task) -> Iterator:

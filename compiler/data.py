@@ -1,10 +1,11 @@
 """Calibration and evaluation data for the command line.
 
 ``load_dataset(spec)`` accepts the name of a built-in data set (``digits``: the
-training split calibrates, the labelled test split evaluates) or a tensor file:
-``.npz`` (its only array, or the array named ``x``) or ``.pt`` (a tensor, or a
-dict with a tensor under ``"x"``, loaded with ``weights_only=True``). The first
-dimension of the tensor indexes samples.
+labelled training split calibrates and fine-tunes, the labelled test split
+evaluates) or a tensor file: ``.npz`` (its only array, or the arrays named ``x``
+and, optionally, ``y``) or ``.pt`` (a tensor, or a dict with tensors under
+``"x"`` and, optionally, ``"y"``, loaded with ``weights_only=True``). The first
+dimension indexes samples; labels ``y`` are class indices, one per sample.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch
 from torch import Tensor
 
 SAMPLES_KEY = "x"
+LABELS_KEY = "y"
 
 
 class DataError(ValueError):
@@ -28,10 +30,11 @@ class DataError(ValueError):
 
 @dataclass(frozen=True)
 class Dataset:
-    """Calibration samples, and a labelled test split when the data set has one."""
+    """Calibration samples (with their labels, if known), and a labelled test split when the data set has one."""
 
     name: str
     samples: Tensor
+    labels: Optional[Tensor] = None
     test: Optional[tuple[Tensor, Tensor]] = None
 
     @property
@@ -48,7 +51,7 @@ def _digits() -> Dataset:
     from models.data import load_digits_split
 
     split = load_digits_split()
-    return Dataset("digits", split.train_x, (split.test_x, split.test_y))
+    return Dataset("digits", split.train_x, split.train_y, (split.test_x, split.test_y))
 
 
 BUILTIN: dict[str, Callable[[], Dataset]] = {"digits": _digits}
@@ -67,32 +70,33 @@ def load_dataset(spec: str) -> Dataset:
     reader = readers.get(path.suffix)
     if reader is None:
         raise DataError(f"{path}: unknown data format {path.suffix!r}; give a .npz or .pt file of input tensors")
-    samples = _as_samples(reader(path), path)
-    return Dataset(path.name, samples)
+    samples, labels = reader(path)
+    samples = _as_samples(samples, path)
+    return Dataset(path.name, samples, None if labels is None else _as_labels(labels, len(samples), path))
 
 
-def _read_npz(path: Path) -> np.ndarray:
+def _read_npz(path: Path) -> tuple:
     try:
         with np.load(path, allow_pickle=False) as archive:
             names = list(archive.files)
             if len(names) == 1:
-                return archive[names[0]]
+                return archive[names[0]], None
             if SAMPLES_KEY in names:
-                return archive[SAMPLES_KEY]
+                return archive[SAMPLES_KEY], archive[LABELS_KEY] if LABELS_KEY in names else None
     except (OSError, ValueError, zipfile.BadZipFile) as exc:
         raise DataError(f"{path} is not a readable .npz file ({exc}); save it with numpy.savez") from exc
     raise DataError(f"{path} holds the arrays {names}; name the input samples {SAMPLES_KEY!r} "
                     "or save only one array")
 
 
-def _read_pt(path: Path):
+def _read_pt(path: Path) -> tuple:
     data = load_plain_torch_file(path)
-    if isinstance(data, dict):
-        if SAMPLES_KEY not in data:
-            raise DataError(f"{path} holds a dict with keys {sorted(map(str, data))}; "
-                            f"put the input samples under {SAMPLES_KEY!r}")
-        data = data[SAMPLES_KEY]
-    return data
+    if not isinstance(data, dict):
+        return data, None
+    if SAMPLES_KEY not in data:
+        raise DataError(f"{path} holds a dict with keys {sorted(map(str, data))}; "
+                        f"put the input samples under {SAMPLES_KEY!r}")
+    return data[SAMPLES_KEY], data.get(LABELS_KEY)
 
 
 def load_plain_torch_file(path: Path):
@@ -118,3 +122,12 @@ def _as_samples(data, path: Path) -> Tensor:
         raise DataError(f"{path}: need a tensor of samples [N, ...] with N > 0, got shape {tuple(data.shape)}")
     return data.float() if data.is_floating_point() else data
 
+
+
+def _as_labels(data, count: int, path: Path) -> Tensor:
+    labels = torch.from_numpy(data) if isinstance(data, np.ndarray) else data
+    if not isinstance(labels, Tensor) or labels.is_floating_point() or labels.is_complex() or labels.dim() != 1:
+        raise DataError(f"{path}: labels {LABELS_KEY!r} must be one integer class index per sample, shape [N]")
+    if len(labels) != count:
+        raise DataError(f"{path}: {len(labels)} labels for {count} samples; give one label per sample")
+    return labels.long()

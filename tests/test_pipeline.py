@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from compiler import HardwareConfig, NoCrossbarLayersWarning, calibrate, convert, prepare
+from compiler import FineTuning, HardwareConfig, NoCrossbarLayersWarning, calibrate, convert, fine_tune, prepare
 from conftest import eight_bit, make_input, make_model
 from passes.crossbar import Crossbar
 from passes.plan import PassError
@@ -172,23 +172,24 @@ def test_fine_tuning_moves_ranges_and_lowers_the_loss():
     prepared = prepare(load_pretrained("mlp"), (data.train_x[:2],), eight_bit())
     calibrate(prepared, data.train_x[:640].split(64))
     before = {n: m.value.item() for n, m in prepared.named_children() if n.endswith("_input_range")}
-    ranges = [m.value for n, m in prepared.named_children() if n.endswith("_input_range")]
-    optimizer = torch.optim.Adam([{"params": ranges, "lr": 0.05},
-                                  {"params": [p for p in prepared.parameters() if all(p is not r for r in ranges)],
-                                   "lr": 1e-3}])
-    loss_fn = nn.CrossEntropyLoss()
-    prepared.train()
     x, y = data.train_x[:256], data.train_y[:256]
+    loss_fn = nn.CrossEntropyLoss()
     with torch.no_grad():
         initial = float(loss_fn(prepared.eval()(x), y))
-    prepared.train()
-    for _ in range(3):
-        for xb, yb in zip(x.split(32), y.split(32)):
-            optimizer.zero_grad()
-            loss_fn(prepared(xb), yb).backward()
-            optimizer.step()
+    losses = []
+    tuned = fine_tune(prepared, x, y, FineTuning(epochs=3, batch_size=32), on_step=losses.append)
     with torch.no_grad():
-        final = float(loss_fn(prepared.eval()(x), y))
+        final = float(loss_fn(tuned(x), y))
     after = {n: m.value.item() for n, m in prepared.named_children() if n.endswith("_input_range")}
+    assert tuned is prepared and not prepared.training
+    assert len(losses) == 3 * 8
     assert all(abs(after[n] - before[n]) > 1e-3 for n in before)
     assert final < initial
+
+
+def test_fine_tuning_refuses_mismatched_data():
+    prepared = prepare(make_model("mlp"), (make_input("mlp", 2),))
+    with pytest.raises(ValueError, match="5 inputs but 4 targets"):
+        fine_tune(prepared, make_input("mlp", 5), torch.zeros(4, dtype=torch.long))
+    with pytest.raises(ValueError, match="epochs >= 1"):
+        FineTuning(epochs=0)
