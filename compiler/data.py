@@ -123,7 +123,6 @@ def _as_samples(data, path: Path) -> Tensor:
     return data.float() if data.is_floating_point() else data
 
 
-
 def _as_labels(data, count: int, path: Path) -> Tensor:
     labels = torch.from_numpy(data) if isinstance(data, np.ndarray) else data
     if not isinstance(labels, Tensor) or labels.is_floating_point() or labels.is_complex() or labels.dim() != 1:
