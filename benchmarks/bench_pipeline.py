@@ -22,7 +22,6 @@ from benchmarks.common import EIGHT_BIT, BenchCNN, BenchMLP, interleaved_medians
 from compiler import HardwareConfig, calibrate, convert, prepare
 
 
-
 def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer) -> None:
     optimizer.zero_grad()
     nn.functional.cross_entropy(model(x), y).backward()
