@@ -49,7 +49,7 @@ class _LearnedClip(torch.autograd.Function):
         if ctx.needs_input_grad[1]:
             clipped = signed_clipped(x, r)
             if params.decay > 0:
-                unclipped = 1.0 - torch.dot(clipped.view(-1), clipped.view(-1)) / x.numel()
+                unclipped = 1.0 - torch.linalg.vector_norm(clipped, ord=1) / x.numel()  # |clipped| is 0 or 1
             # min(d, 0) where x >= r, and -max(d, 0) = min(-d, 0) where x <= -r: min(d sign(x), 0) where clipped
             grad_r = clipped.mul_(d).clamp_(max=0.0).sum()
             if params.gradient_relative:

@@ -8,6 +8,7 @@ from torch import nn
 from compiler import FineTuning, HardwareConfig, NoCrossbarLayersWarning, calibrate, convert, fine_tune, prepare
 from conftest import eight_bit, make_input, make_model
 from passes.crossbar import Crossbar
+from passes.input_range import InputRange
 from passes.plan import PassError
 
 NO_CLIP = {"pre_post.input_range.init_value": 1e6, "pre_post.input_range.init_from_data": 0}
@@ -42,6 +43,21 @@ def test_dac_adc_prepared_and_converted_agree(model_name):
     # float reordering can move a value across a rounding boundary: rare, and small
     assert differs.float().mean() < 0.02
     assert float((a - b).abs().max()) < 0.05 * scale
+
+
+def test_a_training_step_reaches_every_range_and_weight(model_name):
+    # 8-bit periphery with some inputs clipped and the decay and output-clipping terms on
+    config = eight_bit().with_overrides({"pre_post.input_range.manage_output_clipping": True})
+    _, prepared, _ = calibrated(model_name, config)
+    for module in prepared.modules():
+        if isinstance(module, InputRange):
+            module.value.data.mul_(0.5)
+    prepared.train()
+    prepared(make_input(model_name, 16, seed=5)).square().mean().backward()
+    grads = {n: p.grad for n, p in prepared.named_parameters()}
+    ranges = [g for n, g in grads.items() if n.endswith("_input_range.value")]
+    assert ranges and all(g is not None and torch.isfinite(g).all() and g.abs() > 0 for g in ranges)
+    assert all(g is not None and torch.isfinite(g).all() for g in grads.values())
 
 
 def test_clipping_changes_outputs_only_through_the_range(model_name):
