@@ -6,12 +6,13 @@ For an MLP 784-1024-1024-10 and a 4-layer CNN on 3x32x32 inputs, 8-bit DAC and
 ADC (inp_res = out_res = 254, out_bound = 10): the annotated file from
 ``compile_model(..., output=...)`` against ``torch.onnx.export(model, dynamo=True)``
 of the original model, both run by ONNX Runtime with the same session options
-(default graph optimisation level, ORT_ENABLE_ALL; ``--threads`` intra-op
-threads for ONNX Runtime and torch, 1 by default: steadier on a shared machine). Repetitions
-are interleaved and the median taken, so the ratios come from the same run under
-the same machine load. The "round only" column is the floor of any standard-op
-body: the plain export with nothing but a ``Round`` before and after each
-Conv / Gemm / MatMul (the least an 8-bit DAC and ADC add), against the plain export. Export time: ``compile_model`` (prepare, calibrate on one
+(default graph optimisation level, ORT_ENABLE_ALL; ``--threads`` intra-op threads
+for ONNX Runtime and torch, 1 by default: steadier on a shared machine).
+Repetitions are interleaved and the median taken, so the ratios come from the
+same run under the same machine load. The "round only" column is the floor of
+any standard-op body: the plain export with nothing but a ``Round`` before and
+after each Conv / Gemm / MatMul (the least an 8-bit DAC and ADC add), against
+the plain export. Export time: ``compile_model`` (prepare, calibrate on one
 example batch of 8, convert, export) against the plain export. Prints one table.
 """
 
