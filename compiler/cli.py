@@ -191,7 +191,8 @@ def _add_compile(commands, common) -> None:
     compile_.add_argument("--input-shape", type=parse_input_shape, metavar="N,C,...",
                           help="example input shape, batch first (default: from the data or the model)")
     compile_.add_argument("--calib", metavar="DATA",
-                          help=f"calibration data: {', '.join(BUILTIN)}, or a .npz / .pt file of inputs [N, ...]")
+                          help=f"calibration data: {', '.join(BUILTIN)}, or a .npz / .pt file of inputs [N, ...] "
+                          "and optional labels")
     hardware = compile_.add_mutually_exclusive_group()
     hardware.add_argument("--preset", choices=list(PRESETS), help="named hardware preset (see `xbar presets`)")
     hardware.add_argument("--config", metavar="FILE", help="hardware config, .toml or .json, shaped like "
@@ -585,14 +586,19 @@ def check_input_fits(source: LoadedModel, example: torch.Tensor) -> None:
 
 def check_labels_fit(source: LoadedModel, data: Dataset) -> None:
     """Before any work: --finetune needs a classifier whose classes the labels index."""
-    with torch.no_grad():
-        shape = list(source.run(data.samples[:2]).shape)
+    shape = _output_shape(source, data.samples)
     if len(shape) != 2:
         raise CliError(f"--finetune needs a classifier: {source.name} outputs shape {shape}, not [batch, classes]")
     low, high = int(data.labels.min()), int(data.labels.max())
     if low < 0 or high >= shape[1]:
         raise CliError(f"--finetune: the labels of {data.name} run from {low} to {high}, but {source.name} has "
                        f"{shape[1]} classes (0 to {shape[1] - 1}); give class indices")
+
+
+@torch.no_grad()
+def _output_shape(source: LoadedModel, samples: torch.Tensor) -> list[int]:
+    """The original model's output shape on two samples (a classifier gives [2, classes])."""
+    return list(source.run(samples[:2]).shape)
 
 
 def calibrate_ranges(prepared, data: Optional[Dataset], batch_size: int, limit: int, console: Console,
@@ -643,8 +649,7 @@ def accuracy_report(source: LoadedModel, converted, onnx_path: Path, data: Datas
     """Test accuracy of the original, the converted PyTorch model and the ONNX file, side by side
     (or why there is none: a model that does not output [batch, classes])."""
     x, y = data.test
-    with torch.no_grad():
-        shape = list(source.run(x[:2]).shape)
+    shape = _output_shape(source, x)
     if len(shape) != 2:
         return f"no accuracy on {data.name}: the model outputs shape {shape}, not [batch, classes]"
     runners = {
