@@ -19,8 +19,8 @@ averages over, so the ranges are fully initialised before training starts
 (otherwise the first training steps keep replacing the learned range with the
 running average).
 
-Fine-tuning: :func:`compiler.fine_tune` with its default recipe
-(:class:`compiler.FineTuning`): Adam, the input ranges at lr 3e-2 and every
+Fine-tuning: :func:`xbar.xbar.fine_tune` with its default recipe
+(:class:`xbar.xbar.FineTuning`): Adam, the input ranges at lr 3e-2 and every
 other parameter (weights, biases, norm affines) at lr 3e-4, cosine annealing of
 both to 0 over 5 epochs of the training split in shuffled batches of 64,
 cross-entropy loss. Models captured with ``torch.export`` keep their batch norm
@@ -45,11 +45,11 @@ import onnxruntime
 import torch
 from rich.console import Console
 from rich.table import Table
+from xbar import FineTuning, HardwareConfig, calibrate, convert, export_onnx, fine_tune, prepare
+from xbar.models import ZOO, accuracy, load_digits_split, load_pretrained
+from xbar.models.data import DigitsSplit
 
 from benchmarks.common import EIGHT_BIT
-from compiler import FineTuning, HardwareConfig, calibrate, convert, export_onnx, fine_tune, prepare
-from models import ZOO, accuracy, load_digits_split, load_pretrained
-from models.data import DigitsSplit
 
 TARGET_LOSS = 0.5
 """Percentage points the fine-tuned 8-bit model may lose against the original."""

@@ -4,7 +4,7 @@
 
 For every zoo model and DAC/ADC resolution (8-bit: 254 steps, 6-bit: 62 steps,
 out_bound 10), the compiled model's accuracy after each input-range
-calibration method, before and after :func:`compiler.fine_tune`'s recipe
+calibration method, before and after :func:`xbar.xbar.fine_tune`'s recipe
 (seed 0), and the same for the reference
 calibration with one scale ratio per output column
 (``mapping.weight_scaling_columnwise``) instead of one per array.
@@ -20,11 +20,11 @@ import warnings
 import torch
 from rich.console import Console
 from rich.table import Table
+from xbar import FineTuning, HardwareConfig, calibrate, convert, fine_tune, prepare
+from xbar.models import ZOO, accuracy, load_digits_split, load_pretrained
+from xbar.passes.calibration import CalibrationMethod
 
 from benchmarks.bench_accuracy import shuffled_batches
-from compiler import FineTuning, HardwareConfig, calibrate, convert, fine_tune, prepare
-from models import ZOO, accuracy, load_digits_split, load_pretrained
-from passes.calibration import CalibrationMethod
 
 RESOLUTIONS = {"8-bit": 254, "6-bit": 62}
 COLUMNWISE = "InitFromData + columnwise"

@@ -30,9 +30,9 @@ import onnx_ir as ir
 import onnxruntime as ort
 import torch
 from torch import nn
+from xbar import HardwareConfig, compile_model
 
 from benchmarks.common import EIGHT_BIT, BenchCNN, BenchMLP
-from compiler import HardwareConfig, compile_model
 
 BATCHES = (1, 32)
 TARGETS = {1: 1.3, 32: 1.15}

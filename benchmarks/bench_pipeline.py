@@ -17,9 +17,9 @@ import torch
 from rich.console import Console
 from rich.table import Table
 from torch import nn
+from xbar import HardwareConfig, calibrate, convert, prepare
 
 from benchmarks.common import EIGHT_BIT, BenchCNN, BenchMLP, interleaved_medians
-from compiler import HardwareConfig, calibrate, convert, prepare
 
 
 def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer) -> None:

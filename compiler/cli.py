@@ -31,21 +31,29 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from torch import nn
 
-from models.zoo import ZOO, load_pretrained
-from passes.calibration import CalibrationMethod
-from passes.capture import CaptureError, first_line
-from passes.matching import MatchError
-from passes.plan import PassError
-
-from . import __version__
+from ..models.zoo import ZOO, load_pretrained
+from ..passes.calibration import CalibrationMethod
+from ..passes.capture import CaptureError, first_line
+from ..passes.matching import MatchError
+from ..passes.plan import PassError
 from .config import ConfigError, HardwareConfig
 from .data import BUILTIN, DataError, Dataset, load_dataset, load_plain_torch_file
 from .export import ExportError, export_onnx
 from .finetune import FineTuning, fine_tune
-from .inspection import (InspectError, Inspection, count_text, describe_config, layer_table, load_inspection,
-                         plot_layers, save_graph, summarize_converted)
+from .inspection import (
+    InspectError,
+    Inspection,
+    count_text,
+    describe_config,
+    layer_table,
+    load_inspection,
+    plot_layers,
+    save_graph,
+    summarize_converted,
+)
 from .pipeline import calibrate, convert, prepare
 from .presets import PRESETS, preset_config
+from .version import __version__
 
 DEFAULT_OVERRIDES = {"forward.inp_res": 254, "forward.out_res": 254, "forward.out_bound": 10}
 """``xbar compile``'s hardware without --preset / --config: 8-bit DAC and ADC, ADC bound 10."""
@@ -129,7 +137,7 @@ as class indices. A zoo model calibrates on digits unless --calib says otherwise
 Calibration runs at most --calib-batches batches of --batch-size samples (default:
 pre_post.input_range.init_from_data, the number the range rule averages over).
 --finetune N then trains the input ranges and weights together for N epochs on the
-labelled samples (compiler.fine_tune's recipe, cross-entropy). With a labelled
+labelled samples (xbar.fine_tune's recipe, cross-entropy). With a labelled
 built-in data set the test accuracy of the original, the compiled PyTorch model and
 the ONNX file (in ONNX Runtime) is printed.
 
@@ -528,7 +536,7 @@ def _exported_model(path: Path) -> LoadedModel:
               and n.name in program.graph_signature.user_inputs]
     if len(inputs) != 1:
         raise UsageError(f"{path} takes {len(inputs)} inputs; `xbar compile` handles models with one input "
-                         "tensor (use compiler.compile_model from Python for more)")
+                         "tensor (use xbar.compile_model from Python for more)")
     shape = inputs[0].meta["val"].shape
     if isinstance(shape[0], int):
         raise CliError(f"{path} was exported with a fixed batch size of {shape[0]}; re-export it with a dynamic "

@@ -15,8 +15,8 @@ import fnmatch
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from passes.converter import SinglePairConductanceConverter
-from passes.parameters import (
+from ..passes.converter import SinglePairConductanceConverter
+from ..passes.parameters import (
     BoundManagementType,
     ConfigError,
     InputRangeParameter,

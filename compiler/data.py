@@ -20,11 +20,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..passes.errors import UserError
+
 SAMPLES_KEY = "x"
 LABELS_KEY = "y"
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """Data that cannot be used; the message says why and what to do."""
 
 
@@ -48,7 +50,7 @@ class Dataset:
 
 
 def _digits() -> Dataset:
-    from models.data import load_digits_split
+    from xbar.models.data import load_digits_split
 
     split = load_digits_split()
     return Dataset("digits", split.train_x, split.train_y, (split.test_x, split.test_y))

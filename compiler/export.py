@@ -2,13 +2,13 @@
 
 The contract is DESIGN.md section 4. The route:
 
-1. on a copy of the converted model, :class:`~passes.export_ops.CrossbarToCustomOpsPass`
+1. on a copy of the converted model, :class:`~xbar.passes.export_ops.CrossbarToCustomOpsPass`
    turns each ``<layer>_crossbar`` module call into an ``xbar::`` custom op;
 2. ``torch.export`` captures it with a dynamic batch dimension, and
    ``torch.onnx.export`` translates each custom op into one ``ai.xbar`` node
-   (:mod:`compiler.onnx_ops`) and optimises the rest of the graph;
+   (:mod:`xbar.compiler.onnx_ops`) and optimises the rest of the graph;
 3. the graph actually produced is repaired where the optimiser merged layer
-   tensors, its ``ai.xbar`` nodes named and checked (:mod:`compiler.onnx_layers`);
+   tensors, its ``ai.xbar`` nodes named and checked (:mod:`xbar.compiler.onnx_layers`);
    the function bodies and the metadata are added and the exporter's per-node
    debug properties dropped (their stack traces change from run to run);
 4. ``onnx.checker`` runs with ``full_check`` and the file is written atomically.
@@ -29,15 +29,15 @@ import onnx_ir as ir
 import torch
 from torch import fx
 
-from passes.capture import dynamic_batch_inputs, first_line
-from passes.crossbar import Crossbar
-from passes.export_ops import CrossbarToCustomOpsPass
-from passes.plan import tag_of, tagged
-
+from ..passes.capture import dynamic_batch_inputs, first_line
+from ..passes.crossbar import Crossbar
+from ..passes.export_ops import CrossbarToCustomOpsPass
+from ..passes.plan import tag_of, tagged
 from . import onnx_layers, onnx_ops
 from .files import write_atomically
 from .onnx_layers import ExportError
 from .pipeline import META, NoCrossbarLayersWarning, run_passes
+from .version import __version__
 
 MAX_IR_VERSION = 13
 """The newest ONNX IR version ONNX Runtime 1.31 loads."""
@@ -47,9 +47,9 @@ TRANSLATION_FAILURE = re.compile(r"when translating node %(\w+) ")
 
 
 def export_onnx(converted: fx.GraphModule, example_inputs: Sequence, path: Union[str, os.PathLike]) -> Path:
-    """Write ``converted`` (from :func:`compiler.convert`) as annotated ONNX to ``path``.
+    """Write ``converted`` (from :func:`xbar.xbar.convert`) as annotated ONNX to ``path``.
 
-    Each crossbar layer becomes one ``ai.xbar`` node (see :mod:`compiler.onnx_ops`)
+    Each crossbar layer becomes one ``ai.xbar`` node (see :mod:`xbar.compiler.onnx_ops`)
     with its G+ / G- as float32 initializers ``<layer>_crossbar.g_plus`` /
     ``.g_minus`` in microsiemens; the batch dimension is dynamic. The same model
     gives byte-identical files; a failed export leaves no file. Returns the path.
@@ -83,11 +83,11 @@ def export_onnx(converted: fx.GraphModule, example_inputs: Sequence, path: Union
 def _crossbar_modules(converted: fx.GraphModule) -> dict[str, Crossbar]:
     """Module name -> Crossbar of a converted model; refuses anything else."""
     if not isinstance(converted, fx.GraphModule) or META not in converted.meta:
-        raise ExportError("export_onnx() expects the GraphModule returned by compiler.convert()")
+        raise ExportError("export_onnx() expects the GraphModule returned by xbar.convert()")
     prepared = tagged(converted.graph, "mvm")
     if prepared:
         raise ExportError(f"the model is prepared but not converted (node {prepared[0].name!r}): "
-                          "call compiler.convert() first")
+                          "call xbar.convert() first")
     crossbars = {name: m for name, m in converted.named_modules() if isinstance(m, Crossbar)}
     for name, module in crossbars.items():
         if module.settings.column_scale_ratios:
@@ -141,8 +141,6 @@ def _add_functions(model: ir.Model) -> None:
 
 
 def _metadata(converted: fx.GraphModule, crossbars: dict[str, Crossbar]) -> dict[str, str]:
-    from . import __version__  # compiler/__init__ imports this module before defining it
-
     config = converted.meta[META]["config"]
     rules = {node.target: tag_of(node).plan.rule for node in tagged(converted.graph, "crossbar")}
     return {

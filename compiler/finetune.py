@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, fx
 
-from passes.input_range import InputRange
+from ..passes.input_range import InputRange
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 Two kinds of file are understood:
 
-* an ONNX file from :func:`compiler.export_onnx`: the ``ai.xbar`` nodes, their
+* an ONNX file from :func:`xbar.xbar.export_onnx`: the ``ai.xbar`` nodes, their
   attributes and G+ / G- initializers (what a backend would read), and the
   ``xbar.*`` metadata;
 * a graph archive from :func:`save_graph` (``xbar compile --save-graph``): a
@@ -37,13 +37,14 @@ from rich.markup import escape
 from rich.table import Table
 from torch import fx
 
-from passes.crossbar import Crossbar, CrossbarSettings
-from passes.plan import tag_of
-
+from ..passes.crossbar import Crossbar, CrossbarSettings
+from ..passes.errors import UserError
+from ..passes.plan import tag_of
 from .config import HardwareConfig
 from .files import write_atomically
 from .onnx_ops import DOMAIN
 from .pipeline import META
+from .version import __version__
 
 GRAPH_FORMAT = "xbar-graph"
 GRAPH_FORMAT_VERSION = 1
@@ -54,7 +55,7 @@ REQUIRED_SETTINGS = tuple(f.name for f in dataclasses.fields(CrossbarSettings)
                           if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
 
 
-class InspectError(ValueError):
+class InspectError(UserError):
     """A file that cannot be inspected; the message says why and what to do."""
 
 
@@ -188,12 +189,10 @@ def _node_line(node: onnx.NodeProto) -> str:
 # -- saved graph archives ----------------------------------------------------------------------
 
 def save_graph(converted: fx.GraphModule, path: os.PathLike) -> Path:
-    """Write a converted GraphModule (from :func:`compiler.convert`) as a ``weights_only``-loadable
+    """Write a converted GraphModule (from :func:`xbar.xbar.convert`) as a ``weights_only``-loadable
     archive (see the module docstring); written atomically."""
-    from . import __version__  # compiler/__init__ is still importing when this module loads
-
     if META not in converted.meta:
-        raise InspectError("save_graph() expects the GraphModule returned by compiler.convert()")
+        raise InspectError("save_graph() expects the GraphModule returned by xbar.convert()")
     layers = [
         {"node": s.node, "kind": s.kind, "settings": s.settings.as_dict(), "rule": s.rule,
          "g_plus": torch.from_numpy(s.g_plus), "g_minus": torch.from_numpy(s.g_minus)}

@@ -19,16 +19,16 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from passes.crossbar import Crossbar
-from passes.export_ops import TENSORS
-
+from ..passes.crossbar import Crossbar
+from ..passes.errors import XbarError
+from ..passes.export_ops import TENSORS
 from . import onnx_ops
 
 TENSOR_INPUT = {name: index for index, name in enumerate(TENSORS, start=1)}
 """Crossbar buffer -> its input index on the ai.xbar node (after the activation)."""
 
 
-class ExportError(RuntimeError):
+class ExportError(XbarError, RuntimeError):
     """The model could not be exported, or the exported graph broke the ONNX contract."""
 
 

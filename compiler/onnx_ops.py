@@ -6,7 +6,7 @@ One node per crossbar array (a layer, or one tile of a tiled layer):
 microsiemens shaped like the weight; ``B`` is the digital bias, all zeros for an
 array without one (an ONNX function body cannot test for an absent input).
 
-Attributes: the hardware (the :class:`~passes.crossbar.CrossbarSettings` fields
+Attributes: the hardware (the :class:`~xbar.passes.crossbar.CrossbarSettings` fields
 ``layer``, ``input_range``, ``scale_ratio``, ``g_min``, ``g_max``, ``dac_steps``,
 ``adc_steps``, ``out_bound`` (0 means none), ``tile_row``, ``tile_col``), the
 float32 constants the simulation computes with (``CrossbarSettings.constants``:
@@ -14,7 +14,7 @@ float32 constants the simulation computes with (``CrossbarSettings.constants``:
 and for convolutions ONNX ``Conv``'s ``strides``, ``pads``, ``dilations``, ``group``.
 
 The function bodies, in standard ONNX ops, repeat the elementwise steps of
-:func:`passes.crossbar.crossbar_linear` one for one with the same constants, so
+:func:`xbar.passes.crossbar.crossbar_linear` one for one with the same constants, so
 they agree with PyTorch bit for bit except in the matmul's accumulation order.
 """
 
@@ -28,8 +28,8 @@ from onnxscript import FLOAT, script
 from onnxscript import opset20 as op
 from onnxscript.values import Opset
 
-from passes.crossbar import CrossbarSettings
-from passes.export_ops import CROSSBAR_CONV, CROSSBAR_LINEAR
+from ..passes.crossbar import CrossbarSettings
+from ..passes.export_ops import CROSSBAR_CONV, CROSSBAR_LINEAR
 
 DOMAIN = "ai.xbar"
 VERSION = 1

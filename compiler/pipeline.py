@@ -17,17 +17,16 @@ from typing import Iterable, Optional, Sequence
 import torch
 from torch import fx, nn
 
-from passes.calibration import CalibrationMethod, RangeObserver
-from passes.capture import CaptureMethod, capture
-from passes.input_range import InputRange
-from passes.insert_converters import InsertConvertersPass
-from passes.insert_input_range import InsertInputRangePass
-from passes.isolate_layers import IsolateCrossbarLayersPass
-from passes.lower_conductances import LowerToConductancesPass
-from passes.matching import LayerSelection, Pattern, find_crossbar_layers
-from passes.plan import LayerPlan, PassError
-from passes.tiling import TileLayersPass
-
+from ..passes.calibration import CalibrationMethod, RangeObserver
+from ..passes.capture import CaptureMethod, capture
+from ..passes.input_range import InputRange
+from ..passes.insert_converters import InsertConvertersPass
+from ..passes.insert_input_range import InsertInputRangePass
+from ..passes.isolate_layers import IsolateCrossbarLayersPass
+from ..passes.lower_conductances import LowerToConductancesPass
+from ..passes.matching import LayerSelection, Pattern, find_crossbar_layers
+from ..passes.plan import LayerPlan, PassError
+from ..passes.tiling import TileLayersPass
 from .config import HardwareConfig
 
 META = "xbar"

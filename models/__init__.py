@@ -1,7 +1,7 @@
 """Model zoo of small digit classifiers used as compiler inputs."""
 
 from .data import DigitsSplit, accuracy, load_digits_split
-from .zoo import ZOO, LeNet, MLP, ResNet, TransformerClassifier, ZooEntry, load_pretrained
+from .zoo import MLP, ZOO, LeNet, ResNet, TransformerClassifier, ZooEntry, load_pretrained
 
 __all__ = [
     "MLP",

@@ -1,6 +1,6 @@
 """Train the zoo models on the digits training split and save their checkpoints.
 
-Usage: python -m models.train [--models mlp lenet ...] [--epochs N]
+Usage: python -m xbar.models.train [--models mlp lenet ...] [--epochs N]
 """
 
 import argparse

@@ -187,7 +187,7 @@ def load_pretrained(name: str) -> nn.Module:
     entry = ZOO[name]
     if not entry.checkpoint.exists():
         raise FileNotFoundError(
-            f"checkpoint {entry.checkpoint} not found; run `python -m models.train` to create it"
+            f"checkpoint {entry.checkpoint} not found; run `python -m xbar.models.train` to create it"
         )
     model = entry.factory()
     model.load_state_dict(torch.load(entry.checkpoint, weights_only=True))

@@ -4,7 +4,7 @@ Named as aihwkit names its calibration types. Each observer sees the inputs of
 one input range, batch by batch, and proposes a range; all are deterministic
 for a fixed data order. The reference rule (init from data, a moving average of
 ``init_std_alpha * std`` over the first ``init_from_data`` batches) lives in
-:class:`passes.input_range.InputRange` itself.
+:class:`xbar.passes.input_range.InputRange` itself.
 """
 
 from __future__ import annotations

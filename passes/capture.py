@@ -14,10 +14,12 @@ from typing import Literal, Sequence
 import torch
 from torch import fx, nn
 
+from .errors import XbarError
+
 CaptureMethod = Literal["export", "symbolic_trace"]
 
 
-class CaptureError(RuntimeError):
+class CaptureError(XbarError, RuntimeError):
     """The model could not be captured as a graph."""
 
 

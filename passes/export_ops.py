@@ -2,13 +2,13 @@
 
 ``xbar::crossbar_linear`` and ``xbar::crossbar_conv`` are ``torch.library``
 custom ops: ``torch.export`` keeps each call as one node, which an exporter can
-translate into one node of its own. They run :func:`passes.crossbar.crossbar_linear`
-/ :func:`~passes.crossbar.crossbar_conv` (one source of numerics); their scalar
-arguments are the fields of :class:`~passes.crossbar.CrossbarSettings` in field
+translate into one node of its own. They run :func:`xbar.passes.crossbar.crossbar_linear`
+/ :func:`~xbar.passes.crossbar.crossbar_conv` (one source of numerics); their scalar
+arguments are the fields of :class:`~xbar.passes.crossbar.CrossbarSettings` in field
 order, then a convolution's stride, padding, dilation and groups.
 
 Rules of :class:`CrossbarToCustomOpsPass`, for each ``call_module`` of a
-:class:`~passes.crossbar.Crossbar` module:
+:class:`~xbar.passes.crossbar.Crossbar` module:
 
 * the node becomes a ``call_function`` of the custom op in place, keeping its
   name (``fc1_crossbar``), position and users;

@@ -8,7 +8,7 @@ Plain tensor numerics, no graph. The rule (aihwkit's ``InputRangeForward``):
 * ``decay > 0`` and unclipped fraction > ``input_min_percentage``: ``g += decay * r``.
 
 The output-clipping term (``manage_output_clipping``) needs the ADC's view and
-lives in :func:`passes.periphery.adc`.
+lives in :func:`xbar.passes.periphery.adc`.
 """
 
 from __future__ import annotations

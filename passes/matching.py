@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from .crossbar import ConvGeometry
+from .errors import UserError
 
 aten = torch.ops.aten
 
@@ -43,7 +44,7 @@ DECOMPOSED_TARGETS = {aten.convolution.default, aten._convolution.default}
 CONV_MODULES = {nn.Conv1d: 1, nn.Conv2d: 2, nn.Conv3d: 3}
 
 
-class MatchError(ValueError):
+class MatchError(UserError):
     """The graph cannot be matched as it is (e.g. it was decomposed)."""
 
 

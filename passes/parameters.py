@@ -13,8 +13,10 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Optional
 
+from .errors import UserError
 
-class ConfigError(ValueError):
+
+class ConfigError(UserError):
     """A hardware configuration that cannot be simulated or mapped."""
 
 
@@ -122,7 +124,7 @@ class InputRangeParameter:
 
     Behaves as aihwkit's parameter of the same name: ``enable=False`` means no
     clip; the range is learned with aihwkit's gradient rule (see
-    ``passes.input_range``) and initialised from the standard deviation of the
+    ``xbar.passes.input_range``) and initialised from the standard deviation of the
     first ``init_from_data`` batches.
     """
 

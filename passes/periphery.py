@@ -16,7 +16,6 @@ from torch import Tensor
 from .converter import ZERO_CLIP
 from .input_range import where_inside
 
-
 # normalize, rescale and add_bias work in place: each reads a tensor that only it
 # uses (the clip's, the ADC's or the crossbar's fresh output), and a training step
 # then pays no allocation for them.

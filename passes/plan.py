@@ -16,13 +16,14 @@ import torch
 from torch import fx
 
 from .converter import SinglePairConductanceConverter
+from .errors import XbarError
 from .matching import CrossbarLayer
 from .parameters import InputRangeParameter, IOParameters, MappingParameter
 
 TAG = "xbar"
 
 
-class PassError(RuntimeError):
+class PassError(XbarError, RuntimeError):
     """A pass broke its own postcondition; the message names the pass."""
 
 

@@ -23,11 +23,12 @@ import torch
 from torch import fx
 from torch.fx.passes.infra.pass_base import PassBase, PassResult
 
+from .errors import UserError
 from .matching import resolve_attribute
 from .plan import NodeTag, Tile, add_node, check_names, tag_of, tagged
 
 
-class TilingError(ValueError):
+class TilingError(UserError):
     """A layer cannot be cut to the configured array size."""
 
 

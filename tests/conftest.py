@@ -4,8 +4,7 @@ convolutions, and a transformer encoder whose attention must stay digital."""
 import pytest
 import torch
 from torch import nn
-
-from compiler import HardwareConfig
+from xbar import HardwareConfig
 
 
 class MLP(nn.Module):

@@ -2,10 +2,9 @@
 
 import pytest
 import torch
-
-from compiler import HardwareConfig, calibrate, prepare
 from conftest import make_input, make_model
-from passes.calibration import CalibrationMethod, RangeObserver
+from xbar import HardwareConfig, calibrate, prepare
+from xbar.passes.calibration import CalibrationMethod, RangeObserver
 
 
 def observe(method, batches, **options):

@@ -15,8 +15,7 @@ import onnxruntime
 import pytest
 import torch
 from torch import nn
-
-from compiler.cli import main
+from xbar.compiler.cli import main
 
 NET_PY = textwrap.dedent("""
     import torch
@@ -291,7 +290,7 @@ def test_inspect_graph_and_plot(workspace, capsys):
 
 
 def test_presets_lists_every_preset(capsys):
-    from compiler.presets import PRESETS
+    from xbar.compiler.presets import PRESETS
 
     status, out, _ = run(capsys, "presets")
     assert status == 0

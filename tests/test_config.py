@@ -4,9 +4,9 @@ import dataclasses
 
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
-
-from compiler import (
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from xbar import (
     BoundManagementType,
     ConfigError,
     HardwareConfig,

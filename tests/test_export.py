@@ -10,10 +10,11 @@ import onnx_ir as ir
 import onnxruntime as ort
 import pytest
 import torch
+from conftest import eight_bit, make_input, make_model
 from onnx.reference import ReferenceEvaluator
 from torch import nn
-
-from compiler import (
+import xbar
+from xbar import (
     ExportError,
     HardwareConfig,
     NoCrossbarLayersWarning,
@@ -23,10 +24,9 @@ from compiler import (
     export_onnx,
     prepare,
 )
-from compiler import onnx_layers, onnx_ops
-from conftest import eight_bit, make_input, make_model
-from passes.crossbar import Crossbar
-from passes.export_ops import CROSSBAR_CONV, CROSSBAR_LINEAR, CrossbarToCustomOpsPass
+from xbar.compiler import onnx_layers, onnx_ops
+from xbar.passes.crossbar import Crossbar
+from xbar.passes.export_ops import CROSSBAR_CONV, CROSSBAR_LINEAR, CrossbarToCustomOpsPass
 
 CONFIGS = {
     "ideal, g_min 2": lambda: HardwareConfig().with_overrides({"converter.g_min": 2.0}),
@@ -198,7 +198,7 @@ def test_file_metadata_records_tool_converter_config_and_layers(exported):
     result = exported("cnn", "eight bit")
     metadata = {p.key: p.value for p in result.model.metadata_props}
     config = result.converted.meta["xbar"]["config"]
-    assert metadata["xbar.version"] == __import__("compiler").__version__
+    assert metadata["xbar.version"] == xbar.__version__
     assert metadata["xbar.converter"] == str(config.converter)
     assert HardwareConfig.from_dict(json.loads(metadata["xbar.hardware_config"])).to_dict() == config.to_dict()
     layers = {layer["node"]: layer for layer in json.loads(metadata["xbar.layers"])}
@@ -397,7 +397,7 @@ def test_a_failed_write_leaves_no_file(exported, tmp_path, monkeypatch):
     def disk_full(*args):
         raise OSError("disk full")
 
-    monkeypatch.setattr("compiler.export.os.replace", disk_full)
+    monkeypatch.setattr("xbar.compiler.export.os.replace", disk_full)
     with pytest.raises(OSError, match="disk full"):
         export_onnx(result.converted, (make_input("mlp", 4),), tmp_path / "m.onnx")
     assert os.listdir(tmp_path) == []

@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
-
-from passes.input_range import InputRange, learned_clip, update_range_from_data
-from passes.parameters import InputRangeParameter
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from xbar.passes.input_range import InputRange, learned_clip, update_range_from_data
+from xbar.passes.parameters import InputRangeParameter
 
 
 def reference_range_gradient(x, d, r, p: InputRangeParameter) -> float:

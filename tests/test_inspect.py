@@ -5,14 +5,22 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import eight_bit, make_input, make_model
 from rich.console import Console
 from torch import nn
-
-from compiler import HardwareConfig, calibrate, convert, export_onnx, prepare
-from compiler.config import LayerRule
-from compiler.inspection import (InspectError, array_labels, count_text, describe_config, layer_table,
-                                 load_inspection, plot_layers, save_graph, summarize_converted)
-from conftest import eight_bit, make_input, make_model
+from xbar import HardwareConfig, calibrate, convert, export_onnx, prepare
+from xbar.compiler.config import LayerRule
+from xbar.compiler.inspection import (
+    InspectError,
+    array_labels,
+    count_text,
+    describe_config,
+    layer_table,
+    load_inspection,
+    plot_layers,
+    save_graph,
+    summarize_converted,
+)
 
 G_MAX = 25.0
 

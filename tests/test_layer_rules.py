@@ -1,10 +1,9 @@
 """Per-layer configuration: rules by module type, name pattern and exact name."""
 
 import pytest
-
-from compiler import ConfigError, HardwareConfig, LayerRule, convert, prepare
 from conftest import make_input, make_model
-from passes.crossbar import Crossbar
+from xbar import ConfigError, HardwareConfig, LayerRule, convert, prepare
+from xbar.passes.crossbar import Crossbar
 
 
 def plans_of(config, name="cnn"):

@@ -3,11 +3,10 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from conftest import make_input, make_model
-from passes.capture import capture
-from passes.matching import LayerSelection, MatchError, find_crossbar_layers
+from torch import nn
+from xbar.passes.capture import capture
+from xbar.passes.matching import LayerSelection, MatchError, find_crossbar_layers
 
 EXPECTED = {
     "mlp": ["fc1", "fc2", "fc3"],

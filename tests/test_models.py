@@ -5,10 +5,9 @@ import dataclasses
 import pytest
 import torch
 from torch import nn
-
-import models
-from models import ZOO, accuracy, load_digits_split, load_pretrained
-from models.train import save_atomic, train_model
+from xbar import models
+from xbar.models import ZOO, accuracy, load_digits_split, load_pretrained
+from xbar.models.train import save_atomic, train_model
 
 THRESHOLDS = {"mlp": 0.96, "lenet": 0.96, "resnet": 0.96, "transformer": 0.93}
 NAMES = list(ZOO)
@@ -58,7 +57,7 @@ def test_load_pretrained_unknown_name():
 def test_load_pretrained_missing_checkpoint(monkeypatch, tmp_path):
     entry = dataclasses.replace(ZOO["mlp"], checkpoint=tmp_path / "mlp.pt")
     monkeypatch.setitem(ZOO, "mlp", entry)
-    with pytest.raises(FileNotFoundError, match="python -m models.train"):
+    with pytest.raises(FileNotFoundError, match="python -m xbar.models.train"):
         load_pretrained("mlp")
 
 

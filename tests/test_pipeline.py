@@ -3,13 +3,12 @@
 
 import pytest
 import torch
-from torch import nn
-
-from compiler import FineTuning, HardwareConfig, NoCrossbarLayersWarning, calibrate, convert, fine_tune, prepare
 from conftest import eight_bit, make_input, make_model
-from passes.crossbar import Crossbar
-from passes.input_range import InputRange
-from passes.plan import PassError
+from torch import nn
+from xbar import FineTuning, HardwareConfig, NoCrossbarLayersWarning, calibrate, convert, fine_tune, prepare
+from xbar.passes.crossbar import Crossbar
+from xbar.passes.input_range import InputRange
+from xbar.passes.plan import PassError
 
 NO_CLIP = {"pre_post.input_range.init_value": 1e6, "pre_post.input_range.init_from_data": 0}
 
@@ -182,7 +181,7 @@ def test_output_clipping_feeds_back_into_the_range():
 
 
 def test_fine_tuning_moves_ranges_and_lowers_the_loss():
-    from models import load_digits_split, load_pretrained
+    from xbar.models import load_digits_split, load_pretrained
 
     data = load_digits_split()
     prepared = prepare(load_pretrained("mlp"), (data.train_x[:2],), eight_bit())

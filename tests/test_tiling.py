@@ -2,12 +2,11 @@
 
 import pytest
 import torch
-
-from compiler import HardwareConfig, convert, prepare
 from conftest import make_input, make_model
-from passes.crossbar import Crossbar
-from passes.input_range import InputRange
-from passes.tiling import TilingError, plan_tiles
+from xbar import HardwareConfig, convert, prepare
+from xbar.passes.crossbar import Crossbar
+from xbar.passes.input_range import InputRange
+from xbar.passes.tiling import TilingError, plan_tiles
 
 NO_CLIP = {"pre_post.input_range.init_value": 1e6, "pre_post.input_range.init_from_data": 0}
 
@@ -127,7 +126,7 @@ def test_columnwise_scale_ratios_follow_each_output_column():
 
 
 def test_columnwise_arrays_are_refused_by_the_onnx_export(tmp_path):
-    from compiler import ExportError, export_onnx
+    from xbar import ExportError, export_onnx
 
     config = HardwareConfig().with_overrides({"mapping.weight_scaling_columnwise": True})
     x = make_input("mlp", 2)

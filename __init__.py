@@ -1,0 +1,70 @@
+"""xbar: compile trained PyTorch models for analog in-memory-computing crossbar arrays.
+
+The public API::
+
+    from xbar import HardwareConfig, prepare, calibrate, fine_tune, convert, export_onnx, compile_model
+
+Subpackages: ``xbar.compiler`` (the driver: config, pipeline, export, inspection,
+command line), ``xbar.passes`` (the FX passes and the numerics they insert) and
+``xbar.models`` (the example models and their trained checkpoints).
+
+Names are imported on first use, so ``xbar --help`` does not pay for torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+from .compiler.version import __version__
+
+_PUBLIC = {
+    "xbar.compiler.config": ("HardwareConfig", "LayerRule"),
+    "xbar.compiler.export": ("export_onnx",),
+    "xbar.compiler.finetune": ("FineTuning", "fine_tune"),
+    "xbar.compiler.pipeline": ("CompileResult", "NoCrossbarLayersWarning", "calibrate", "compile_model",
+                               "convert", "prepare"),
+    "xbar.compiler.presets": ("preset_config",),
+    "xbar.compiler.onnx_layers": ("ExportError",),
+    "xbar.passes.calibration": ("CalibrationMethod",),
+    "xbar.passes.converter": ("SinglePairConductanceConverter",),
+    "xbar.passes.errors": ("UserError", "XbarError"),
+    "xbar.passes.parameters": ("BoundManagementType", "ConfigError", "InputRangeParameter", "IOParameters",
+                               "MappingParameter", "NoiseManagementType", "PrePostProcessingParameter"),
+}
+_HOME = {name: module for module, names in _PUBLIC.items() for name in names}
+
+__all__ = sorted(_HOME) + ["__version__"]
+
+
+def __getattr__(name: str):
+    if name not in _HOME:
+        raise AttributeError(f"module 'xbar' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_HOME[name]), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+if TYPE_CHECKING:  # what the lazy names are, for type checkers and editors
+    from .compiler.config import HardwareConfig, LayerRule
+    from .compiler.export import export_onnx
+    from .compiler.finetune import FineTuning, fine_tune
+    from .compiler.onnx_layers import ExportError
+    from .compiler.pipeline import CompileResult, NoCrossbarLayersWarning, calibrate, compile_model, convert, prepare
+    from .compiler.presets import preset_config
+    from .passes.calibration import CalibrationMethod
+    from .passes.converter import SinglePairConductanceConverter
+    from .passes.errors import UserError, XbarError
+    from .passes.parameters import (
+        BoundManagementType,
+        ConfigError,
+        InputRangeParameter,
+        IOParameters,
+        MappingParameter,
+        NoiseManagementType,
+        PrePostProcessingParameter,
+    )
