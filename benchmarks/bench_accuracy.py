@@ -45,6 +45,7 @@ import onnxruntime
 import torch
 from rich.console import Console
 from rich.table import Table
+
 from xbar import FineTuning, HardwareConfig, calibrate, convert, export_onnx, fine_tune, prepare
 from xbar.models import ZOO, accuracy, load_digits_split, load_pretrained
 from xbar.models.data import DigitsSplit

@@ -20,6 +20,7 @@ import warnings
 import torch
 from rich.console import Console
 from rich.table import Table
+
 from xbar import FineTuning, HardwareConfig, calibrate, convert, fine_tune, prepare
 from xbar.models import ZOO, accuracy, load_digits_split, load_pretrained
 from xbar.passes.calibration import CalibrationMethod

@@ -30,6 +30,7 @@ import onnx_ir as ir
 import onnxruntime as ort
 import torch
 from torch import nn
+
 from xbar import HardwareConfig, compile_model
 
 from benchmarks.common import EIGHT_BIT, BenchCNN, BenchMLP

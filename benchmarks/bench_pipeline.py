@@ -17,6 +17,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 from torch import nn
+
 from xbar import HardwareConfig, calibrate, convert, prepare
 
 from benchmarks.common import EIGHT_BIT, BenchCNN, BenchMLP, interleaved_medians

@@ -4,6 +4,7 @@ convolutions, and a transformer encoder whose attention must stay digital."""
 import pytest
 import torch
 from torch import nn
+
 from xbar import HardwareConfig
 
 

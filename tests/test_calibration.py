@@ -2,9 +2,11 @@
 
 import pytest
 import torch
-from conftest import make_input, make_model
+
 from xbar import HardwareConfig, calibrate, prepare
 from xbar.passes.calibration import CalibrationMethod, RangeObserver
+
+from conftest import make_input, make_model
 
 
 def observe(method, batches, **options):

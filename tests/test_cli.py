@@ -15,6 +15,7 @@ import onnxruntime
 import pytest
 import torch
 from torch import nn
+
 from xbar.compiler.cli import main
 
 NET_PY = textwrap.dedent("""

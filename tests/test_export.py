@@ -10,9 +10,9 @@ import onnx_ir as ir
 import onnxruntime as ort
 import pytest
 import torch
-from conftest import eight_bit, make_input, make_model
 from onnx.reference import ReferenceEvaluator
 from torch import nn
+
 import xbar
 from xbar import (
     ExportError,
@@ -27,6 +27,8 @@ from xbar import (
 from xbar.compiler import onnx_layers, onnx_ops
 from xbar.passes.crossbar import Crossbar
 from xbar.passes.export_ops import CROSSBAR_CONV, CROSSBAR_LINEAR, CrossbarToCustomOpsPass
+
+from conftest import eight_bit, make_input, make_model
 
 CONFIGS = {
     "ideal, g_min 2": lambda: HardwareConfig().with_overrides({"converter.g_min": 2.0}),

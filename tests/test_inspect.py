@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import eight_bit, make_input, make_model
 from rich.console import Console
 from torch import nn
+
 from xbar import HardwareConfig, calibrate, convert, export_onnx, prepare
 from xbar.compiler.config import LayerRule
 from xbar.compiler.inspection import (
@@ -21,6 +21,8 @@ from xbar.compiler.inspection import (
     save_graph,
     summarize_converted,
 )
+
+from conftest import eight_bit, make_input, make_model
 
 G_MAX = 25.0
 

@@ -1,9 +1,11 @@
 """Per-layer configuration: rules by module type, name pattern and exact name."""
 
 import pytest
-from conftest import make_input, make_model
+
 from xbar import ConfigError, HardwareConfig, LayerRule, convert, prepare
 from xbar.passes.crossbar import Crossbar
+
+from conftest import make_input, make_model
 
 
 def plans_of(config, name="cnn"):

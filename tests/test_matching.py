@@ -3,10 +3,12 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import make_input, make_model
 from torch import nn
+
 from xbar.passes.capture import capture
 from xbar.passes.matching import LayerSelection, MatchError, find_crossbar_layers
+
+from conftest import make_input, make_model
 
 EXPECTED = {
     "mlp": ["fc1", "fc2", "fc3"],

@@ -5,6 +5,7 @@ import dataclasses
 import pytest
 import torch
 from torch import nn
+
 from xbar import models
 from xbar.models import ZOO, accuracy, load_digits_split, load_pretrained
 from xbar.models.train import save_atomic, train_model

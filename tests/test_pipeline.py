@@ -3,12 +3,14 @@
 
 import pytest
 import torch
-from conftest import eight_bit, make_input, make_model
 from torch import nn
+
 from xbar import FineTuning, HardwareConfig, NoCrossbarLayersWarning, calibrate, convert, fine_tune, prepare
 from xbar.passes.crossbar import Crossbar
 from xbar.passes.input_range import InputRange
 from xbar.passes.plan import PassError
+
+from conftest import eight_bit, make_input, make_model
 
 NO_CLIP = {"pre_post.input_range.init_value": 1e6, "pre_post.input_range.init_from_data": 0}
 

@@ -2,11 +2,13 @@
 
 import pytest
 import torch
-from conftest import make_input, make_model
+
 from xbar import HardwareConfig, convert, prepare
 from xbar.passes.crossbar import Crossbar
 from xbar.passes.input_range import InputRange
 from xbar.passes.tiling import TilingError, plan_tiles
+
+from conftest import make_input, make_model
 
 NO_CLIP = {"pre_post.input_range.init_value": 1e6, "pre_post.input_range.init_from_data": 0}
 
