@@ -1,9 +1,10 @@
 """``export_onnx``: the annotated ONNX file a crossbar backend programs its arrays from.
 
-The contract is DESIGN.md section 4. The route:
+The contract is the README's "ONNX contract". The route:
 
 1. on a copy of the converted model, :class:`~xbar.passes.export_ops.CrossbarToCustomOpsPass`
-   turns each ``<layer>_crossbar`` module call into an ``xbar::`` custom op;
+   turns each ``<layer>_crossbar`` module call into an ``xbar::`` custom op, and
+   :class:`FunctionalInPlaceOpsPass` in-place activations into their functional form;
 2. ``torch.export`` captures it with a dynamic batch dimension, and
    ``torch.onnx.export`` translates each custom op into one ``ai.xbar`` node
    (:mod:`xbar.compiler.onnx_ops`) and optimises the rest of the graph;
@@ -12,22 +13,28 @@ The contract is DESIGN.md section 4. The route:
    the function bodies and the metadata are added and the exporter's per-node
    debug properties dropped (their stack traces change from run to run);
 4. ``onnx.checker`` runs with ``full_check`` and the file is written atomically.
+
+The exporter's notices that do not concern the model (torchvision's ops being
+unavailable, a torch deprecation when copying graphs) are dropped while it runs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
+import logging
 import os
 import re
 import warnings
 from pathlib import Path
-from typing import Sequence, Union
+from typing import Iterator, Sequence, Union
 
 import onnx
 import onnx_ir as ir
 import torch
 from torch import fx
+from torch.fx.passes.infra.pass_base import PassBase, PassResult
 
 from ..passes.capture import dynamic_batch_inputs, first_line
 from ..passes.crossbar import Crossbar
@@ -45,9 +52,14 @@ MAX_IR_VERSION = 13
 TRANSLATION_FAILURE = re.compile(r"when translating node %(\w+) ")
 """How torch.onnx names the FX node it failed on."""
 
+TORCHVISION_NOTICE = "torchvision is not installed. Skipping %s"
+"""What torch.onnx logs once per torchvision op on every export when torchvision is absent."""
+TREESPEC_NOTICE = r"`isinstance\(treespec, LeafSpec\)` is deprecated"
+"""A torch deprecation warning raised inside torch when copying exported graphs."""
+
 
 def export_onnx(converted: fx.GraphModule, example_inputs: Sequence, path: Union[str, os.PathLike]) -> Path:
-    """Write ``converted`` (from :func:`xbar.xbar.convert`) as annotated ONNX to ``path``.
+    """Write ``converted`` (from :func:`xbar.convert`) as annotated ONNX to ``path``.
 
     Each crossbar layer becomes one ``ai.xbar`` node (see :mod:`xbar.compiler.onnx_ops`)
     with its G+ / G- as float32 initializers ``<layer>_crossbar.g_plus`` /
@@ -58,9 +70,10 @@ def export_onnx(converted: fx.GraphModule, example_inputs: Sequence, path: Union
     if not originals:
         warnings.warn("the model has no crossbar layer: exporting plain ONNX without ai.xbar nodes",
                       NoCrossbarLayersWarning, stacklevel=2)
-    graph_module = run_passes(copy.deepcopy(converted), [CrossbarToCustomOpsPass()])
-    crossbars = {name: graph_module.get_submodule(name) for name in originals}  # with the pass's zero biases
-    model = _to_onnx(graph_module, tuple(example_inputs))
+    with _quiet_exporter():
+        graph_module = run_passes(copy.deepcopy(converted), [CrossbarToCustomOpsPass(), FunctionalInPlaceOpsPass()])
+        crossbars = {name: graph_module.get_submodule(name) for name in originals}  # with the pass's zero biases
+        model = _to_onnx(graph_module, tuple(example_inputs))
     matched = onnx_layers.match_nodes(model, crossbars)
     onnx_layers.restore_layer_tensors(model, matched, crossbars)
     onnx_layers.name_nodes(model, matched)
@@ -95,6 +108,60 @@ def _crossbar_modules(converted: fx.GraphModule) -> dict[str, Crossbar]:
                               f"which ai.xbar {onnx_ops.VERSION} cannot carry yet; export with it off")
     return crossbars
 
+
+class FunctionalInPlaceOpsPass(PassBase):
+    """Replace an in-place aten op (``hardtanh_(x)``, ``relu_(x)``) by its functional form
+    where nothing else can see the mutation: ``x`` is the fresh output of an aten op and
+    read by this op only.
+
+    torch.onnx's decomposition turns an in-place op into its functional form by tracing
+    its Python reference under symbolic shapes, once per call: for mobilenet_v2's 35
+    ReLU6 that was half of the export. The functional op is translated directly.
+    """
+
+    def call(self, graph_module: fx.GraphModule) -> PassResult:
+        modified = False
+        for node in graph_module.graph.nodes:
+            functional = _functional_form(node)
+            if functional is not None:
+                node.target, modified = functional, True
+        return PassResult(graph_module, modified)
+
+
+def _functional_form(node: fx.Node):
+    """The functional overload of an in-place aten call whose mutation nothing else sees, or None."""
+    if node.op != "call_function" or not isinstance(node.target, torch._ops.OpOverload):
+        return None
+    schema = node.target._schema
+    namespace, _, name = schema.name.partition("::")
+    mutated = [a.name for a in schema.arguments if a.alias_info is not None and a.alias_info.is_write]
+    if namespace != "aten" or not name.endswith("_") or mutated != ["self"] or not node.args:
+        return None
+    functional = getattr(getattr(torch.ops.aten, name[:-1], None), node.target._overloadname, None)
+    if functional is None or functional._schema.is_mutable or \
+            [a.name for a in functional._schema.arguments] != [a.name for a in schema.arguments]:
+        return None
+    source = node.args[0]
+    fresh = (isinstance(source, fx.Node) and source.op == "call_function"
+             and isinstance(source.target, torch._ops.OpOverload)
+             and all(r.alias_info is None for r in source.target._schema.returns))
+    return functional if fresh and list(source.users) == [node] else None
+
+
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """Drop :data:`TORCHVISION_NOTICE` and :data:`TREESPEC_NOTICE` for the duration; nothing else."""
+    def keep(record: logging.LogRecord) -> bool:
+        return record.msg != TORCHVISION_NOTICE
+
+    registration = logging.getLogger("torch.onnx._internal.exporter._registration")
+    registration.addFilter(keep)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=TREESPEC_NOTICE, category=FutureWarning)
+            yield
+    finally:
+        registration.removeFilter(keep)
 
 
 def _to_onnx(graph_module: fx.GraphModule, example_inputs: tuple) -> ir.Model:

@@ -3,6 +3,7 @@
 import copy
 import json
 import os
+import warnings
 
 import numpy as np
 import onnx
@@ -11,6 +12,7 @@ import onnxruntime as ort
 import pytest
 import torch
 from onnx.reference import ReferenceEvaluator
+import torch.nn.functional as F
 from torch import nn
 
 import xbar
@@ -25,6 +27,8 @@ from xbar import (
     prepare,
 )
 from xbar.compiler import onnx_layers, onnx_ops
+from xbar.compiler.export import FunctionalInPlaceOpsPass
+from xbar.compiler.pipeline import run_passes
 from xbar.passes.crossbar import Crossbar
 from xbar.passes.export_ops import CROSSBAR_CONV, CROSSBAR_LINEAR, CrossbarToCustomOpsPass
 
@@ -90,7 +94,7 @@ def exported(tmp_path_factory):
 
 def assert_within_one_adc_step(got: np.ndarray, expected: np.ndarray, step: float) -> None:
     """Quantised outputs may differ by one ADC step where a matmul's order moves a value
-    across a rounding boundary (DESIGN.md section 2): rarely, and by one step at most."""
+    across a rounding boundary (the README's "Benchmarks", ORT parity): rarely, and by one step at most."""
     differs = got != expected
     assert differs.mean() < 0.01
     assert np.abs(got - expected).max(initial=0.0) <= step * (1 + 1e-4)
@@ -290,6 +294,44 @@ def test_each_tile_of_a_tiled_layer_is_a_node_with_its_position(tmp_path):
         assert (attributes["tile_row"], attributes["tile_col"]) == (settings.tile_row, settings.tile_col)
     x = make_input("mlp", 7, seed=14)
     assert_within_one_adc_step(result.run(x), result.expected(x), result.last_adc_step())
+
+
+class InPlaceActivations(nn.Module):
+    """An in-place ReLU6 nothing else reads, and an in-place ReLU on a value read again afterwards."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(16, 16), nn.Linear(16, 10)
+
+    def forward(self, x):
+        h = self.fc2(F.relu6(self.fc1(x), inplace=True))
+        return torch.relu_(h) + h  # reads the mutated h: 2 relu(h)
+
+
+def test_in_place_ops_become_functional_only_where_no_one_sees_the_mutation(tmp_path):
+    torch.manual_seed(0)
+    x = torch.randn(4, 16)
+    converted = converted_model(InPlaceActivations().eval(), x, CONFIGS["ideal, g_min 2"](), [torch.randn(32, 16)])
+    targets = lambda gm: [n.target for n in gm.graph.nodes if n.op == "call_function"]  # noqa: E731
+    assert {torch.ops.aten.hardtanh_.default, torch.ops.aten.relu_.default} <= set(targets(converted))
+    rewritten = run_passes(copy.deepcopy(converted), [CrossbarToCustomOpsPass(), FunctionalInPlaceOpsPass()])
+    assert torch.ops.aten.hardtanh.default in targets(rewritten)
+    assert torch.ops.aten.hardtanh_.default not in targets(rewritten)
+    assert torch.ops.aten.relu_.default in targets(rewritten)
+    assert torch.equal(rewritten(x), converted(x))
+    result = Exported(converted, export_onnx(converted, (x,), tmp_path / "in_place.onnx"))
+    expected = result.expected(x)
+    assert np.abs(result.run(x) - expected).max() <= 1e-5 * np.abs(expected).max()
+
+
+def test_export_writes_nothing_to_stdout_or_stderr(exported, tmp_path, capfd):
+    converted = exported("cnn", "eight bit").converted
+    capfd.readouterr()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        export_onnx(converted, (make_input("cnn", 4),), tmp_path / "quiet.onnx")
+    assert capfd.readouterr() == ("", "")
+    assert [str(w.message) for w in caught] == []
 
 
 def test_model_without_crossbar_layers_exports_plain_onnx_with_a_warning(tmp_path):
