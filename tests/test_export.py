@@ -1,6 +1,5 @@
 """export_onnx: the ai.xbar file, checked with the real exporter, ONNX Runtime and onnx.reference."""
 
-import copy
 import json
 import os
 
@@ -19,12 +18,15 @@ from xbar import (
     HardwareConfig,
     NoCrossbarLayersWarning,
     SinglePairConductanceConverter,
+    UserError,
     calibrate,
     convert,
     export_onnx,
     prepare,
 )
 from xbar.compiler import onnx_layers, onnx_ops
+from xbar.compiler.record import Stage, record_of
+from xbar.passes.capture import copy_graph_module
 from xbar.passes.crossbar import Crossbar
 from xbar.passes.export_ops import CROSSBAR_CONV, CROSSBAR_LINEAR, CrossbarToCustomOpsPass
 
@@ -102,7 +104,7 @@ def test_pass_turns_each_crossbar_call_into_a_custom_op_in_place(exported, model
     converted = exported(model_name, "eight bit").converted
     calls = [(n.name, n.target) for n in converted.graph.nodes if n.op == "call_module"
              and isinstance(converted.get_submodule(n.target), Crossbar)]
-    rewritten = CrossbarToCustomOpsPass()(copy.deepcopy(converted)).graph_module
+    rewritten = CrossbarToCustomOpsPass()(copy_graph_module(converted)).graph_module
     rewritten.recompile()
     nodes = {n.name: n for n in rewritten.graph.nodes}
     for name, module_name in calls:
@@ -119,7 +121,7 @@ def test_pass_turns_each_crossbar_call_into_a_custom_op_in_place(exported, model
 def test_pass_gives_a_bias_free_array_a_zero_bias(exported):
     converted = exported("mlp", "eight bit").converted
     assert converted.fc2_crossbar.bias is None
-    rewritten = CrossbarToCustomOpsPass()(copy.deepcopy(converted)).graph_module
+    rewritten = CrossbarToCustomOpsPass()(copy_graph_module(converted)).graph_module
     assert torch.equal(rewritten.fc2_crossbar.bias, torch.zeros(32))
 
 
@@ -199,7 +201,7 @@ def test_file_has_one_ai_xbar_node_per_array(exported, model_name):
 def test_file_metadata_records_tool_converter_config_and_layers(exported):
     result = exported("cnn", "eight bit")
     metadata = {p.key: p.value for p in result.model.metadata_props}
-    config = result.converted.meta["xbar"]["config"]
+    config = record_of(result.converted, "test", Stage.CONVERTED).config
     assert metadata["xbar.version"] == xbar.__version__
     assert metadata["xbar.converter"] == str(config.converter)
     assert HardwareConfig.from_dict(json.loads(metadata["xbar.hardware_config"])).to_dict() == config.to_dict()
@@ -337,10 +339,11 @@ def test_unsupported_op_error_names_the_node_and_leaves_no_file(tmp_path):
 def test_a_prepared_model_is_refused(tmp_path):
     x = make_input("mlp", 4)
     prepared = prepare(make_model("mlp"), (x,))
-    with pytest.raises(ExportError, match="convert"):
+    with pytest.raises(UserError, match="only prepared: call xbar.convert"):
         export_onnx(prepared, (x,), tmp_path / "m.onnx")
-    with pytest.raises(ExportError, match="convert"):
+    with pytest.raises(UserError, match="returned by xbar.convert"):
         export_onnx(make_model("mlp"), (x,), tmp_path / "m.onnx")
+    assert not (tmp_path / "m.onnx").exists()
 
 
 # --- the checks on the exported graph -----------------------------------------------------------
@@ -349,7 +352,7 @@ def test_a_prepared_model_is_refused(tmp_path):
 def mlp_ir(exported):
     """The exported eight-bit MLP as ONNX IR, its ai.xbar nodes matched, and its arrays."""
     result = exported("mlp", "eight bit")
-    crossbars = CrossbarToCustomOpsPass()(copy.deepcopy(result.converted)).graph_module
+    crossbars = CrossbarToCustomOpsPass()(copy_graph_module(result.converted)).graph_module
     crossbars = {n: m for n, m in crossbars.named_modules() if isinstance(m, Crossbar)}
     model = ir.serde.deserialize_model(result.model)
     return model, onnx_layers.match_nodes(model, crossbars), crossbars
