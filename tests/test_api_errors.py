@@ -6,8 +6,16 @@ import pytest
 import torch
 from torch import nn
 
-from xbar import (HardwareConfig, LayerRule, UnmatchedSelectorWarning, UserError, calibrate, compile_model, convert,
-                  prepare)
+from xbar import (
+    HardwareConfig,
+    LayerRule,
+    UnmatchedSelectorWarning,
+    UserError,
+    calibrate,
+    compile_model,
+    convert,
+    prepare,
+)
 from xbar.passes.capture import CaptureError
 
 from conftest import make_input, make_model
