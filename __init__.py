@@ -14,7 +14,6 @@ Names are imported on first use, so ``xbar --help`` does not pay for torch.
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING
 
 from .compiler.version import __version__
 
@@ -22,13 +21,12 @@ _PUBLIC = {
     "xbar.compiler.config": ("HardwareConfig", "LayerRule"),
     "xbar.compiler.export": ("export_onnx",),
     "xbar.compiler.finetune": ("FineTuning", "fine_tune"),
-    "xbar.compiler.pipeline": ("CompileResult", "NoCrossbarLayersWarning", "calibrate", "compile_model",
-                               "convert", "prepare"),
+    "xbar.compiler.pipeline": ("CompileResult", "calibrate", "compile_model", "convert", "prepare"),
     "xbar.compiler.presets": ("preset_config",),
     "xbar.compiler.onnx_layers": ("ExportError",),
     "xbar.passes.calibration": ("CalibrationMethod",),
     "xbar.passes.converter": ("SinglePairConductanceConverter",),
-    "xbar.passes.errors": ("UserError", "XbarError"),
+    "xbar.passes.errors": ("NoCrossbarLayersWarning", "UnmatchedSelectorWarning", "UserError", "XbarError"),
     "xbar.passes.parameters": ("BoundManagementType", "ConfigError", "InputRangeParameter", "IOParameters",
                                "MappingParameter", "NoiseManagementType", "PrePostProcessingParameter"),
 }
@@ -47,24 +45,3 @@ def __getattr__(name: str):
 
 def __dir__() -> list[str]:
     return __all__
-
-
-if TYPE_CHECKING:  # what the lazy names are, for type checkers and editors
-    from .compiler.config import HardwareConfig, LayerRule
-    from .compiler.export import export_onnx
-    from .compiler.finetune import FineTuning, fine_tune
-    from .compiler.onnx_layers import ExportError
-    from .compiler.pipeline import CompileResult, NoCrossbarLayersWarning, calibrate, compile_model, convert, prepare
-    from .compiler.presets import preset_config
-    from .passes.calibration import CalibrationMethod
-    from .passes.converter import SinglePairConductanceConverter
-    from .passes.errors import UserError, XbarError
-    from .passes.parameters import (
-        BoundManagementType,
-        ConfigError,
-        InputRangeParameter,
-        IOParameters,
-        MappingParameter,
-        NoiseManagementType,
-        PrePostProcessingParameter,
-    )

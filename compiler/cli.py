@@ -34,8 +34,8 @@ from torch import nn
 from ..models.zoo import ZOO, load_pretrained
 from ..passes.calibration import CalibrationMethod
 from ..passes.capture import CaptureError, first_line
+from ..passes.infra import PassError
 from ..passes.matching import MatchError
-from ..passes.plan import PassError
 from .config import ConfigError, HardwareConfig
 from .data import BUILTIN, DataError, Dataset, load_dataset, load_plain_torch_file
 from .export import ExportError, export_onnx

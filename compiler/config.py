@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from ..passes.converter import SinglePairConductanceConverter
+from ..passes.matching import names_module_type
 from ..passes.parameters import (
     BoundManagementType,
     ConfigError,
@@ -65,7 +66,7 @@ class LayerRule:
             return layer_name == self.name
         if kind == "pattern":
             return fnmatch.fnmatchcase(layer_name, self.pattern)
-        return self.module_type in (module_type, module_type.rsplit(".", 1)[-1])
+        return names_module_type(self.module_type, module_type)
 
     def __str__(self) -> str:
         return f"{self.kind}={getattr(self, self.kind)}"

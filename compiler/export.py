@@ -14,14 +14,13 @@ The contract is the README's "ONNX contract". The route:
    debug properties dropped (their stack traces change from run to run);
 4. ``onnx.checker`` runs with ``full_check`` and the file is written atomically.
 
-The exporter's notices that do not concern the model (torchvision's ops being
-unavailable, a torch deprecation when copying graphs) are dropped while it runs.
+The exporter's notice that torchvision is not installed (four lines on every
+export, about ops the model does not use) is dropped while it runs.
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
 import json
 import logging
 import os
@@ -36,14 +35,16 @@ import torch
 from torch import fx
 from torch.fx.passes.infra.pass_base import PassBase, PassResult
 
-from ..passes.capture import dynamic_batch_inputs, first_line
+from ..passes.capture import copy_graph_module, dynamic_batch_inputs, first_line, torch_internal_warnings_ignored
 from ..passes.crossbar import Crossbar
+from ..passes.errors import NoCrossbarLayersWarning
 from ..passes.export_ops import CrossbarToCustomOpsPass
+from ..passes.infra import run_passes
 from ..passes.plan import tag_of, tagged
 from . import onnx_layers, onnx_ops
 from .files import write_atomically
 from .onnx_layers import ExportError
-from .pipeline import META, NoCrossbarLayersWarning, run_passes
+from .record import CompileRecord, Stage, record_of
 from .version import __version__
 
 MAX_IR_VERSION = 13
@@ -54,8 +55,6 @@ TRANSLATION_FAILURE = re.compile(r"when translating node %(\w+) ")
 
 TORCHVISION_NOTICE = "torchvision is not installed. Skipping %s"
 """What torch.onnx logs once per torchvision op on every export when torchvision is absent."""
-TREESPEC_NOTICE = r"`isinstance\(treespec, LeafSpec\)` is deprecated"
-"""A torch deprecation warning raised inside torch when copying exported graphs."""
 
 
 def export_onnx(converted: fx.GraphModule, example_inputs: Sequence, path: Union[str, os.PathLike]) -> Path:
@@ -66,13 +65,14 @@ def export_onnx(converted: fx.GraphModule, example_inputs: Sequence, path: Union
     ``.g_minus`` in microsiemens; the batch dimension is dynamic. The same model
     gives byte-identical files; a failed export leaves no file. Returns the path.
     """
+    record = record_of(converted, "export_onnx()", Stage.CONVERTED)
     originals = _crossbar_modules(converted)
     if not originals:
         warnings.warn("the model has no crossbar layer: exporting plain ONNX without ai.xbar nodes",
                       NoCrossbarLayersWarning, stacklevel=2)
-    with _quiet_exporter():
-        graph_module = run_passes(copy.deepcopy(converted), [CrossbarToCustomOpsPass(), FunctionalInPlaceOpsPass()])
-        crossbars = {name: graph_module.get_submodule(name) for name in originals}  # with the pass's zero biases
+    graph_module = run_passes(copy_graph_module(converted), [CrossbarToCustomOpsPass(), FunctionalInPlaceOpsPass()])
+    crossbars = {name: graph_module.get_submodule(name) for name in originals}  # with the pass's zero biases
+    with _torchvision_notices_dropped():
         model = _to_onnx(graph_module, tuple(example_inputs))
     matched = onnx_layers.match_nodes(model, crossbars)
     onnx_layers.restore_layer_tensors(model, matched, crossbars)
@@ -81,7 +81,7 @@ def export_onnx(converted: fx.GraphModule, example_inputs: Sequence, path: Union
     _add_functions(model)
     for node in ir.traversal.RecursiveGraphIterator(model.graph):
         node.metadata_props.clear()
-    model.metadata_props.update(_metadata(converted, originals))
+    model.metadata_props.update(_metadata(record, converted, originals))
     model.ir_version = min(model.ir_version, MAX_IR_VERSION)
     proto = ir.serde.serialize_model(model)
     try:
@@ -95,12 +95,6 @@ def export_onnx(converted: fx.GraphModule, example_inputs: Sequence, path: Union
 
 def _crossbar_modules(converted: fx.GraphModule) -> dict[str, Crossbar]:
     """Module name -> Crossbar of a converted model; refuses anything else."""
-    if not isinstance(converted, fx.GraphModule) or META not in converted.meta:
-        raise ExportError("export_onnx() expects the GraphModule returned by xbar.convert()")
-    prepared = tagged(converted.graph, "mvm")
-    if prepared:
-        raise ExportError(f"the model is prepared but not converted (node {prepared[0].name!r}): "
-                          "call xbar.convert() first")
     crossbars = {name: m for name, m in converted.named_modules() if isinstance(m, Crossbar)}
     for name, module in crossbars.items():
         if module.settings.column_scale_ratios:
@@ -149,17 +143,15 @@ def _functional_form(node: fx.Node):
 
 
 @contextlib.contextmanager
-def _quiet_exporter() -> Iterator[None]:
-    """Drop :data:`TORCHVISION_NOTICE` and :data:`TREESPEC_NOTICE` for the duration; nothing else."""
+def _torchvision_notices_dropped() -> Iterator[None]:
+    """Drop :data:`TORCHVISION_NOTICE` (and only it) while the exporter runs."""
     def keep(record: logging.LogRecord) -> bool:
         return record.msg != TORCHVISION_NOTICE
 
     registration = logging.getLogger("torch.onnx._internal.exporter._registration")
     registration.addFilter(keep)
     try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=TREESPEC_NOTICE, category=FutureWarning)
-            yield
+        yield
     finally:
         registration.removeFilter(keep)
 
@@ -172,8 +164,9 @@ def _to_onnx(graph_module: fx.GraphModule, example_inputs: tuple) -> ir.Model:
     except Exception as exc:  # any tracer failure is reported as one export error
         raise ExportError(f"torch.export could not capture the converted model: {first_line(exc)}") from exc
     try:
-        onnx_program = torch.onnx.export(program, inputs, dynamo=True, opset_version=onnx_ops.OPSET,
-                                         custom_translation_table=onnx_ops.TRANSLATIONS, verbose=False)
+        with torch_internal_warnings_ignored():
+            onnx_program = torch.onnx.export(program, inputs, dynamo=True, opset_version=onnx_ops.OPSET,
+                                             custom_translation_table=onnx_ops.TRANSLATIONS, verbose=False)
     except torch.onnx.OnnxExporterError as exc:
         raise ExportError(_translation_failure(exc, program)) from exc
     return onnx_program.model
@@ -207,8 +200,8 @@ def _add_functions(model: ir.Model) -> None:
         model.opset_imports[onnx_ops.DOMAIN] = onnx_ops.VERSION
 
 
-def _metadata(converted: fx.GraphModule, crossbars: dict[str, Crossbar]) -> dict[str, str]:
-    config = converted.meta[META]["config"]
+def _metadata(record: CompileRecord, converted: fx.GraphModule, crossbars: dict[str, Crossbar]) -> dict[str, str]:
+    config = record.config
     rules = {node.target: tag_of(node).plan.rule for node in tagged(converted.graph, "crossbar")}
     return {
         "xbar.version": __version__,

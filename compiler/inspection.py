@@ -43,7 +43,7 @@ from ..passes.plan import tag_of
 from .config import HardwareConfig
 from .files import write_atomically
 from .onnx_ops import DOMAIN
-from .pipeline import META
+from .record import Stage, record_of
 from .version import __version__
 
 GRAPH_FORMAT = "xbar-graph"
@@ -191,8 +191,7 @@ def _node_line(node: onnx.NodeProto) -> str:
 def save_graph(converted: fx.GraphModule, path: os.PathLike) -> Path:
     """Write a converted GraphModule (from :func:`xbar.xbar.convert`) as a ``weights_only``-loadable
     archive (see the module docstring); written atomically."""
-    if META not in converted.meta:
-        raise InspectError("save_graph() expects the GraphModule returned by xbar.convert()")
+    record = record_of(converted, "save_graph()", Stage.CONVERTED)
     layers = [
         {"node": s.node, "kind": s.kind, "settings": s.settings.as_dict(), "rule": s.rule,
          "g_plus": torch.from_numpy(s.g_plus), "g_minus": torch.from_numpy(s.g_minus)}
@@ -202,7 +201,7 @@ def save_graph(converted: fx.GraphModule, path: os.PathLike) -> Path:
         "format": GRAPH_FORMAT,
         "format_version": GRAPH_FORMAT_VERSION,
         "xbar_version": __version__,
-        "hardware_config": converted.meta[META]["config"].to_dict(),
+        "hardware_config": record.config.to_dict(),
         "graph": str(converted.graph),
         "code": converted.code,
         "layers": layers,

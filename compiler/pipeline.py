@@ -1,8 +1,9 @@
 """The pipeline: prepare -> calibrate -> convert (PyTorch's PT2E shape).
 
 ``prepare`` copies the user's model once, captures it, decides what to do with
-each crossbar layer, then runs the passes in a straight line, linting the graph
-and checking each pass's postconditions; a failure names the pass.
+each crossbar layer (a :class:`~xbar.compiler.record.CompileRecord`), then runs
+the passes in a straight line, linting the graph and checking each pass's
+postconditions; a failure names the pass.
 """
 
 from __future__ import annotations
@@ -15,56 +16,70 @@ from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
 import torch
+from rich.progress import track
 from torch import fx, nn
 
 from ..passes.calibration import CalibrationMethod, RangeObserver
-from ..passes.capture import CaptureMethod, capture
+from ..passes.capture import CaptureMethod, capture, copy_graph_module
+from ..passes.errors import NoCrossbarLayersWarning, UnmatchedSelectorWarning, UserError
+from ..passes.infra import run_passes
 from ..passes.input_range import InputRange
 from ..passes.insert_converters import InsertConvertersPass
 from ..passes.insert_input_range import InsertInputRangePass
 from ..passes.isolate_layers import IsolateCrossbarLayersPass
 from ..passes.lower_conductances import LowerToConductancesPass
-from ..passes.matching import LayerSelection, Pattern, find_crossbar_layers
-from ..passes.plan import LayerPlan, PassError
+from ..passes.matching import CrossbarLayer, LayerSelection, Pattern, find_crossbar_layers
+from ..passes.plan import LayerPlan
 from ..passes.tiling import TileLayersPass
 from .config import HardwareConfig
+from .export import export_onnx
+from .record import CompileRecord, Stage, attach_record, record_of
 
-META = "xbar"
 ZERO_RANGE = 1e-6
 """Smallest range a calibration sets, so an all-zero input never gives r = 0."""
 
 
-class NoCrossbarLayersWarning(UserWarning):
-    """The model has no layer that maps to a crossbar; it stays fully digital."""
-
-
-def run_passes(graph_module: fx.GraphModule, passes: Sequence) -> fx.GraphModule:
-    """Run passes in order; after each, lint the graph and recompile."""
-    for graph_pass in passes:
-        name = type(graph_pass).__name__
-        try:
-            result = graph_pass(graph_module)
-            graph_module = result.graph_module
-            graph_module.graph.lint()
-        except PassError:
-            raise
-        except Exception as exc:
-            raise PassError(f"{name} failed: {exc}") from exc
-        graph_module.recompile()
-    return graph_module
-
-
 def plan_layers(graph_module: fx.GraphModule, config: HardwareConfig,
-                selection: LayerSelection) -> list[LayerPlan]:
-    """Find the crossbar layers and attach to each the settings its rules give it
-    (layers a rule keeps digital are left out)."""
+                selection: LayerSelection) -> tuple[LayerPlan, ...]:
+    """Find the crossbar layers and attach to each the settings its rules give it.
+
+    Layers the selection or a rule keeps digital are left out. A pattern or rule
+    that matches no layer is warned about; a selection that leaves every layer
+    digital is refused.
+    """
+    layers = find_crossbar_layers(graph_module)
+    if not layers:
+        warnings.warn("no linear or convolution layer with a constant weight was found: the model stays digital",
+                      NoCrossbarLayersWarning, stacklevel=3)
+        return ()
+    for selector in _unmatched_selectors(layers, config, selection):
+        warnings.warn(f"{selector} matches no crossbar layer of the model ({_few(l.name for l in layers)}); "
+                      "check its spelling", UnmatchedSelectorWarning, stacklevel=3)
     plans = []
-    for layer in find_crossbar_layers(graph_module, selection):
+    for layer in selection.select(layers):
         resolved, rule = config.resolve(layer.name, layer.module_type)
         if resolved is not None:
             plans.append(LayerPlan(layer, resolved.forward, resolved.pre_post.input_range,
                                    resolved.converter, resolved.mapping, rule))
-    return plans
+    if not plans:
+        raise UserError(f"the include / exclude patterns, keep_first_last_digital or digital rules leave all "
+                        f"{len(layers)} crossbar layers ({_few(l.name for l in layers)}) digital; loosen them")
+    return tuple(plans)
+
+
+def _unmatched_selectors(layers: list[CrossbarLayer], config: HardwareConfig,
+                         selection: LayerSelection) -> list[str]:
+    """Descriptions of the include / exclude patterns and layer rules that match none of ``layers``."""
+    unmatched = [f"{option} pattern {getattr(pattern, '__name__', pattern)!r}"
+                 for option, patterns in (("include", selection.include), ("exclude", selection.exclude))
+                 for pattern in patterns if not any(selection.matches(layer, [pattern]) for layer in layers)]
+    return unmatched + [f"layer rule {rule}" for rule in config.layers
+                        if not any(rule.matches(layer.name, layer.module_type) for layer in layers)]
+
+
+def _few(names: Iterable[str], limit: int = 5) -> str:
+    names = list(names)
+    return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
 def prepare(
@@ -79,29 +94,46 @@ def prepare(
 ) -> fx.GraphModule:
     """Capture ``model`` and insert the simulated crossbar periphery.
 
-    Returns a trainable GraphModule in the model's train/eval mode: each selected linear / convolution layer
-    reads its input through a learned input range, DAC and ADC (as configured),
-    so fine-tuning moves the ranges. The user's model is not modified.
+    Returns a trainable GraphModule in the model's train/eval mode: each selected
+    linear / convolution layer reads its input through a learned input range, DAC
+    and ADC (as configured), so fine-tuning moves the ranges. The user's model is
+    not modified. ``example_inputs`` is a tuple of the model's inputs;
     ``include`` / ``exclude`` take layer-name globs or module types.
     """
+    if not isinstance(example_inputs, (tuple, list)):
+        raise UserError(f"prepare() takes the example inputs as a tuple, e.g. prepare(model, (x,), config); "
+                        f"got a {type(example_inputs).__name__}")
     config = (config or HardwareConfig()).validate()
     training = isinstance(model, nn.Module) and model.training
     if isinstance(model, nn.Module):
         model = copy.deepcopy(model)
     graph_module = capture(model, tuple(example_inputs), capture_method)
     plans = plan_layers(graph_module, config, LayerSelection(include, exclude, keep_first_last_digital))
-    if not plans:
-        warnings.warn("no linear or convolution layer with a constant weight was found (or all were "
-                      "excluded): the model stays digital", NoCrossbarLayersWarning, stacklevel=2)
     graph_module = run_passes(graph_module, [IsolateCrossbarLayersPass(plans), TileLayersPass(),
                                              InsertInputRangePass(), InsertConvertersPass()])
-    graph_module.meta[META] = {"config": config, "plans": plans}
+    attach_record(graph_module, CompileRecord(config, plans))
     return graph_module.train(training)
 
 
 def input_ranges(prepared: fx.GraphModule) -> dict[str, InputRange]:
     """Module name -> InputRange module of a prepared model."""
     return {name: m for name, m in prepared.named_children() if isinstance(m, InputRange)}
+
+
+def require_batches(data, caller: str) -> None:
+    """Refuse one tensor where an iterable of batches is expected (iterating it would give single samples)."""
+    if isinstance(data, torch.Tensor):
+        raise UserError(f"{caller} takes an iterable of batches, not one tensor: pass e.g. x.split(64), "
+                        "or [x] for a single batch")
+
+
+def _model_inputs(batch, index: int) -> tuple:
+    """A batch as the model's positional inputs; :class:`UserError` if a tensor in it is not finite."""
+    inputs = tuple(batch) if isinstance(batch, (tuple, list)) else (batch,)
+    for x in inputs:
+        if isinstance(x, torch.Tensor) and x.is_floating_point() and not torch.isfinite(x).all():
+            raise UserError(f"calibration batch {index} holds NaN or infinite values; remove them from the data")
+    return inputs
 
 
 @torch.no_grad()
@@ -121,8 +153,11 @@ def calibrate(
     data: ``init_std_alpha * std`` averaged over the first ``init_from_data``
     batches); ``"MovingStd"``, ``"MovingQuantile"``, ``"CacheQuantile"`` and
     ``"Max"`` are post-training methods named as aihwkit names them. The method
-    is recorded in each range's ``calibration_info``.
+    is recorded in each range's ``calibration_info``. A batch with NaN or
+    infinite values is refused.
     """
+    record_of(prepared, "calibrate()", Stage.PREPARED)
+    require_batches(batches, "calibrate()")
     method = CalibrationMethod(method) if isinstance(method, str) else method
     ranges = input_ranges(prepared)
     reference = method == CalibrationMethod.INIT_FROM_DATA
@@ -138,10 +173,9 @@ def calibrate(
     count = 0
     try:
         if progress:
-            from rich.progress import track
             batches = track(batches, description=f"calibrating input ranges ({method.value})")
         for batch in batches:
-            prepared(*(batch if isinstance(batch, (tuple, list)) else (batch,)))
+            prepared(*_model_inputs(batch, count))
             count += 1
     finally:
         for hook in hooks:
@@ -162,10 +196,8 @@ def calibrate(
 
 def convert(prepared: fx.GraphModule) -> fx.GraphModule:
     """Lower a prepared model to conductances; returns a new GraphModule in eval mode."""
-    if META not in prepared.meta:
-        raise ValueError("convert() expects the GraphModule returned by prepare()")
-    converted = copy.deepcopy(prepared)
-    converted.meta[META] = prepared.meta[META]
+    record = record_of(prepared, "convert()", Stage.PREPARED)
+    converted = attach_record(copy_graph_module(prepared), record.converted())
     converted = run_passes(converted, [LowerToConductancesPass()])
     return converted.eval()
 
@@ -193,17 +225,14 @@ def compile_model(
 ) -> CompileResult:
     """prepare -> calibrate (if data is given) -> convert -> export ONNX (if ``output``).
 
-    ``prepare_options`` are those of :func:`prepare` (include, exclude, ...).
+    ``calibration_data`` is an iterable of batches; ``prepare_options`` are those
+    of :func:`prepare` (include, exclude, ...).
     """
+    require_batches(calibration_data, "compile_model(calibration_data=...)")
     prepared = prepare(model, example_inputs, config, **prepare_options)
     batches = 0
     if calibration_data is not None:
         batches = calibrate(prepared, calibration_data, calibration_method, progress=progress)
     converted = convert(prepared)
-    path = None
-    if output is not None:
-        from .export import export_onnx  # export imports this module: import it on first use
-
-        path = Path(output)
-        export_onnx(converted, example_inputs, path)
+    path = None if output is None else export_onnx(converted, example_inputs, output)
     return CompileResult(prepared, converted, path, batches)

@@ -9,18 +9,63 @@ were exported with (eval), which is what input-range fine-tuning wants.
 
 from __future__ import annotations
 
-from typing import Literal, Sequence
+import contextlib
+import copy
+import io
+import logging
+import sys
+import warnings
+from typing import Iterator, Literal, Sequence, get_args
 
 import torch
 from torch import fx, nn
 
-from .errors import XbarError
+from .errors import UserError, XbarError
 
 CaptureMethod = Literal["export", "symbolic_trace"]
+CAPTURE_METHODS = get_args(CaptureMethod)
 
 
 class CaptureError(XbarError, RuntimeError):
     """The model could not be captured as a graph."""
+
+
+LEAF_SPEC_DEPRECATION = r"`isinstance\(treespec, LeafSpec\)` is deprecated"
+"""torch 2.13 warns about its own pytree specs whenever a captured graph is copied or exported."""
+
+
+@contextlib.contextmanager
+def torch_internal_warnings_ignored() -> Iterator[None]:
+    """Hide the deprecation warning torch raises about its own internals (nothing a user can act on)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=LEAF_SPEC_DEPRECATION, category=FutureWarning)
+        yield
+
+
+def copy_graph_module(graph_module: fx.GraphModule) -> fx.GraphModule:
+    """A deep copy of ``graph_module``, without torch's internal deprecation warning."""
+    with torch_internal_warnings_ignored():
+        return copy.deepcopy(graph_module)
+
+
+@contextlib.contextmanager
+def quiet_torch() -> Iterator[None]:
+    """Hold back what torch's tracers log and print while they run.
+
+    A failed ``torch.export`` logs warnings and prints its partial graph to stderr
+    before raising; the caller reports the failure as one line instead. What a
+    successful trace printed is passed on; torch's log level is restored after.
+    """
+    logger = logging.getLogger("torch")
+    level = logger.level
+    printed = io.StringIO()
+    logger.setLevel(logging.CRITICAL)
+    try:
+        with contextlib.redirect_stderr(printed):
+            yield
+    finally:
+        logger.setLevel(level)
+    sys.stderr.write(printed.getvalue())
 
 
 def dynamic_batch_inputs(example_inputs: Sequence) -> tuple:
@@ -68,18 +113,21 @@ def capture(model, example_inputs: Sequence, method: CaptureMethod = "export") -
     if isinstance(model, fx.GraphModule):
         return model
     if not isinstance(model, nn.Module):
-        raise CaptureError(f"expected an nn.Module, ExportedProgram or GraphModule, got {type(model).__name__}")
+        raise UserError(f"expected an nn.Module, ExportedProgram or GraphModule to capture, "
+                        f"got a {type(model).__name__}")
+    if method not in CAPTURE_METHODS:
+        raise UserError(f"unknown capture method {method!r}; use one of {', '.join(CAPTURE_METHODS)}")
     model.eval()
     try:
-        if method == "export":
-            inputs, shapes = dynamic_batch_inputs(example_inputs)
-            return _editable(torch.export.export(model, inputs, dynamic_shapes=shapes).module())
         if method == "symbolic_trace":
             return fx.symbolic_trace(model)
+        inputs, shapes = dynamic_batch_inputs(example_inputs)
+        with quiet_torch():
+            program = torch.export.export(model, inputs, dynamic_shapes=shapes)
+        return _editable(program.module())
     except Exception as exc:  # any tracer failure is reported as one capture error
-        other = "symbolic_trace" if method == "export" else "export"
+        other = next(m for m in CAPTURE_METHODS if m != method)
         raise CaptureError(
             f"could not capture {type(model).__name__} with {method}: {first_line(exc)}. "
-            f"Try capture={other!r}, or pass your own torch.fx.GraphModule or ExportedProgram"
+            f"Try capture_method={other!r}, or pass your own torch.fx.GraphModule or ExportedProgram"
         ) from exc
-    raise CaptureError(f"unknown capture method {method!r}; use 'export' or 'symbolic_trace'")

@@ -1,4 +1,4 @@
-"""xbar's errors: one base class, and one subclass for mistakes the user can fix.
+"""xbar's errors and warnings: one base class, and one subclass for mistakes the user can fix.
 
 Every error xbar raises on purpose is an :class:`XbarError`. A :class:`UserError`
 is the user's to fix (a configuration, data, a model file, an API call, a layer
@@ -14,3 +14,11 @@ class XbarError(Exception):
 
 class UserError(XbarError, ValueError):
     """Input the user can fix; the message says how."""
+
+
+class NoCrossbarLayersWarning(UserWarning):
+    """The model has no layer that maps to a crossbar; it stays fully digital."""
+
+
+class UnmatchedSelectorWarning(UserWarning):
+    """A layer rule, include / exclude pattern or layer name matched no layer of the model."""

@@ -30,7 +30,7 @@ from torch import Tensor, fx
 from torch.fx.passes.infra.pass_base import PassBase, PassResult
 
 from .crossbar import Crossbar, CrossbarSettings, adc_weight, crossbar_conv, crossbar_linear
-from .plan import PassError
+from .infra import PostconditionError
 
 CONV_FUNCTIONS = (F.conv1d, F.conv2d, F.conv3d)
 TENSORS = ("g_plus", "g_minus", "bias")
@@ -113,4 +113,4 @@ class CrossbarToCustomOpsPass(PassBase):
     def ensures(self, graph_module: fx.GraphModule) -> None:
         left = [n.name for n in _crossbar_calls(graph_module)]
         if left:
-            raise PassError(f"{type(self).__name__}: Crossbar calls left after the rewrite: {left}")
+            raise PostconditionError(f"{type(self).__name__}: Crossbar calls left after the rewrite: {left}")

@@ -17,7 +17,8 @@ from torch import fx
 from torch.fx.passes.infra.pass_base import PassBase, PassResult
 
 from . import periphery
-from .plan import LayerPlan, NodeTag, PassError, add_node, check_names, erase_if_unused, tagged
+from .infra import PostconditionError
+from .plan import LayerPlan, NodeTag, add_node, check_names, erase_if_unused, tagged
 
 CONV_FUNCTIONS = {"conv1d": F.conv1d, "conv2d": F.conv2d, "conv3d": F.conv3d}
 
@@ -69,5 +70,5 @@ class IsolateCrossbarLayersPass(PassBase):
     def ensures(self, graph_module: fx.GraphModule) -> None:
         found = len(tagged(graph_module.graph, "mvm"))
         if found != len(self.plans):
-            raise PassError(f"{type(self).__name__}: expected {len(self.plans)} crossbar nodes, found {found}")
+            raise PostconditionError(f"{type(self).__name__}: expected {len(self.plans)} crossbar nodes, found {found}")
         check_names(graph_module.graph, type(self).__name__)

@@ -19,11 +19,11 @@ from torch import Tensor, fx
 from torch.fx.passes.infra.pass_base import PassBase, PassResult
 
 from .crossbar import ConvGeometry, Crossbar, CrossbarSettings
+from .infra import PostconditionError
 from .matching import resolve_attribute
 from .plan import (
     INPUT_SIDE,
     NodeTag,
-    PassError,
     add_node,
     check_names,
     erase_if_unused,
@@ -147,5 +147,5 @@ class LowerToConductancesPass(PassBase):
         left = [n.name for n in graph_module.graph.nodes
                 if (t := tag_of(n)) and t.role not in kept and not t.role.endswith("_sum")]
         if left:
-            raise PassError(f"{type(self).__name__}: prepared nodes left after lowering: {left}")
+            raise PostconditionError(f"{type(self).__name__}: prepared nodes left after lowering: {left}")
         check_names(graph_module.graph, type(self).__name__)

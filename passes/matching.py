@@ -78,6 +78,15 @@ class CrossbarLayer:
 Pattern = Union[str, type]
 
 
+def names_module_type(name: str, module_type: str) -> bool:
+    """Whether ``name`` spells ``module_type``: in full, by its class name (``Linear``),
+    or, for PyTorch's own modules, as ``nn.Linear`` / ``torch.nn.Linear``."""
+    short = module_type.rsplit(".", 1)[-1]
+    if name in (module_type, short):
+        return True
+    return module_type.startswith("torch.nn.") and name in (f"nn.{short}", f"torch.nn.{short}")
+
+
 @dataclass(frozen=True)
 class LayerSelection:
     """Which found layers go to crossbars.
@@ -93,12 +102,11 @@ class LayerSelection:
     keep_first_last_digital: bool = False
 
     def matches(self, layer: CrossbarLayer, patterns: Sequence[Pattern]) -> bool:
-        short_type = layer.module_type.rsplit(".", 1)[-1]
         for pattern in patterns:
             if isinstance(pattern, type):
-                if pattern.__name__ == short_type:
+                if names_module_type(pattern.__name__, layer.module_type):
                     return True
-            elif fnmatch.fnmatchcase(layer.name, pattern) or pattern in (short_type, layer.module_type):
+            elif fnmatch.fnmatchcase(layer.name, pattern) or names_module_type(pattern, layer.module_type):
                 return True
         return False
 

@@ -16,15 +16,11 @@ import torch
 from torch import fx
 
 from .converter import SinglePairConductanceConverter
-from .errors import XbarError
+from .infra import PostconditionError
 from .matching import CrossbarLayer
 from .parameters import InputRangeParameter, IOParameters, MappingParameter
 
 TAG = "xbar"
-
-
-class PassError(XbarError, RuntimeError):
-    """A pass broke its own postcondition; the message names the pass."""
 
 
 @dataclass(frozen=True)
@@ -159,7 +155,7 @@ def output_chain(mvm: fx.Node) -> list[fx.Node]:
 
 
 def check_names(graph: fx.Graph, pass_name: str) -> None:
-    """Raise :class:`PassError` if a tagged node lost its name to a node of the model.
+    """Raise :class:`PostconditionError` if a tagged node lost its name to a node of the model.
 
     A suffixed name is fine only when the unsuffixed one belongs to a tagged node
     of the same role (a shared layer's earlier call site).
@@ -171,7 +167,7 @@ def check_names(graph: fx.Graph, pass_name: str) -> None:
             continue
         owner = owners.get(tag.name)
         if owner is None or owner.role != tag.role or owner.plan.layer.name != tag.plan.layer.name:
-            raise PassError(f"{pass_name}: node {tag.name!r} was renamed to {node.name!r} "
+            raise PostconditionError(f"{pass_name}: node {tag.name!r} was renamed to {node.name!r} "
                             "(the model already has a node of that name)")
 
 

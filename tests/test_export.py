@@ -1,6 +1,5 @@
 """export_onnx: the ai.xbar file, checked with the real exporter, ONNX Runtime and onnx.reference."""
 
-import copy
 import json
 import os
 import warnings
@@ -12,7 +11,6 @@ import onnxruntime as ort
 import pytest
 import torch
 from onnx.reference import ReferenceEvaluator
-import torch.nn.functional as F
 from torch import nn
 
 import xbar
@@ -21,6 +19,7 @@ from xbar import (
     HardwareConfig,
     NoCrossbarLayersWarning,
     SinglePairConductanceConverter,
+    UserError,
     calibrate,
     convert,
     export_onnx,
@@ -28,9 +27,11 @@ from xbar import (
 )
 from xbar.compiler import onnx_layers, onnx_ops
 from xbar.compiler.export import FunctionalInPlaceOpsPass
-from xbar.compiler.pipeline import run_passes
+from xbar.compiler.record import Stage, record_of
+from xbar.passes.capture import copy_graph_module
 from xbar.passes.crossbar import Crossbar
 from xbar.passes.export_ops import CROSSBAR_CONV, CROSSBAR_LINEAR, CrossbarToCustomOpsPass
+from xbar.passes.infra import run_passes
 
 from conftest import eight_bit, make_input, make_model
 
@@ -106,7 +107,7 @@ def test_pass_turns_each_crossbar_call_into_a_custom_op_in_place(exported, model
     converted = exported(model_name, "eight bit").converted
     calls = [(n.name, n.target) for n in converted.graph.nodes if n.op == "call_module"
              and isinstance(converted.get_submodule(n.target), Crossbar)]
-    rewritten = CrossbarToCustomOpsPass()(copy.deepcopy(converted)).graph_module
+    rewritten = CrossbarToCustomOpsPass()(copy_graph_module(converted)).graph_module
     rewritten.recompile()
     nodes = {n.name: n for n in rewritten.graph.nodes}
     for name, module_name in calls:
@@ -123,7 +124,7 @@ def test_pass_turns_each_crossbar_call_into_a_custom_op_in_place(exported, model
 def test_pass_gives_a_bias_free_array_a_zero_bias(exported):
     converted = exported("mlp", "eight bit").converted
     assert converted.fc2_crossbar.bias is None
-    rewritten = CrossbarToCustomOpsPass()(copy.deepcopy(converted)).graph_module
+    rewritten = CrossbarToCustomOpsPass()(copy_graph_module(converted)).graph_module
     assert torch.equal(rewritten.fc2_crossbar.bias, torch.zeros(32))
 
 
@@ -203,7 +204,7 @@ def test_file_has_one_ai_xbar_node_per_array(exported, model_name):
 def test_file_metadata_records_tool_converter_config_and_layers(exported):
     result = exported("cnn", "eight bit")
     metadata = {p.key: p.value for p in result.model.metadata_props}
-    config = result.converted.meta["xbar"]["config"]
+    config = record_of(result.converted, "test", Stage.CONVERTED).config
     assert metadata["xbar.version"] == xbar.__version__
     assert metadata["xbar.converter"] == str(config.converter)
     assert HardwareConfig.from_dict(json.loads(metadata["xbar.hardware_config"])).to_dict() == config.to_dict()
@@ -296,29 +297,45 @@ def test_each_tile_of_a_tiled_layer_is_a_node_with_its_position(tmp_path):
     assert_within_one_adc_step(result.run(x), result.expected(x), result.last_adc_step())
 
 
-class InPlaceActivations(nn.Module):
-    """An in-place ReLU6 nothing else reads, and an in-place ReLU on a value read again afterwards."""
+def test_in_place_ops_become_functional_only_where_no_one_sees_the_mutation():
+    aten = torch.ops.aten
+    graph = torch.fx.Graph()
+    x = graph.placeholder("x")
+    a = graph.call_function(aten.neg.default, (x,))
+    read_again = graph.call_function(aten.add.Tensor, (a, graph.call_function(aten.relu_.default, (a,))))
+    b = graph.call_function(aten.neg.default, (x,))
+    only_reader = graph.call_function(aten.hardtanh_.default, (b, -0.5, 0.5))
+    an_input = graph.call_function(aten.relu_.default, (x,))
+    total = graph.call_function(aten.add.Tensor, (read_again, only_reader))
+    graph.output(graph.call_function(aten.add.Tensor, (total, an_input)))
+    graph_module = torch.fx.GraphModule(nn.Module(), graph)
+    x = torch.randn(5, 3)
+    expected = graph_module(x.clone())
+    rewritten = run_passes(graph_module, [FunctionalInPlaceOpsPass()])
+    assert [n.target for n in rewritten.graph.nodes if n.op == "call_function"] == [
+        aten.neg.default, aten.relu_.default, aten.add.Tensor, aten.neg.default, aten.hardtanh.default,
+        aten.relu_.default, aten.add.Tensor, aten.add.Tensor]
+    assert torch.equal(rewritten(x.clone()), expected)
 
+
+class InPlaceActivations(nn.Module):
     def __init__(self):
         super().__init__()
-        self.fc1, self.fc2 = nn.Linear(16, 16), nn.Linear(16, 10)
+        self.conv, self.relu6, self.fc = nn.Conv2d(3, 4, 3), nn.ReLU6(inplace=True), nn.Linear(4 * 6 * 6, 10)
 
     def forward(self, x):
-        h = self.fc2(F.relu6(self.fc1(x), inplace=True))
-        return torch.relu_(h) + h  # reads the mutated h: 2 relu(h)
+        return torch.relu_(self.fc(self.relu6(self.conv(x)).flatten(1)))
 
 
-def test_in_place_ops_become_functional_only_where_no_one_sees_the_mutation(tmp_path):
+def test_in_place_activations_export_in_functional_form(tmp_path):
     torch.manual_seed(0)
-    x = torch.randn(4, 16)
-    converted = converted_model(InPlaceActivations().eval(), x, CONFIGS["ideal, g_min 2"](), [torch.randn(32, 16)])
-    targets = lambda gm: [n.target for n in gm.graph.nodes if n.op == "call_function"]  # noqa: E731
-    assert {torch.ops.aten.hardtanh_.default, torch.ops.aten.relu_.default} <= set(targets(converted))
-    rewritten = run_passes(copy.deepcopy(converted), [CrossbarToCustomOpsPass(), FunctionalInPlaceOpsPass()])
-    assert torch.ops.aten.hardtanh.default in targets(rewritten)
-    assert torch.ops.aten.hardtanh_.default not in targets(rewritten)
-    assert torch.ops.aten.relu_.default in targets(rewritten)
-    assert torch.equal(rewritten(x), converted(x))
+    x = torch.randn(4, 3, 8, 8)
+    converted = converted_model(InPlaceActivations().eval(), x, CONFIGS["ideal, g_min 2"](),
+                                [torch.randn(32, 3, 8, 8)])
+    in_place = {torch.ops.aten.hardtanh_.default, torch.ops.aten.relu_.default}
+    assert in_place <= {n.target for n in converted.graph.nodes}
+    rewritten = run_passes(copy_graph_module(converted), [CrossbarToCustomOpsPass(), FunctionalInPlaceOpsPass()])
+    assert not in_place & {n.target for n in rewritten.graph.nodes}
     result = Exported(converted, export_onnx(converted, (x,), tmp_path / "in_place.onnx"))
     expected = result.expected(x)
     assert np.abs(result.run(x) - expected).max() <= 1e-5 * np.abs(expected).max()
@@ -379,10 +396,11 @@ def test_unsupported_op_error_names_the_node_and_leaves_no_file(tmp_path):
 def test_a_prepared_model_is_refused(tmp_path):
     x = make_input("mlp", 4)
     prepared = prepare(make_model("mlp"), (x,))
-    with pytest.raises(ExportError, match="convert"):
+    with pytest.raises(UserError, match="only prepared: call xbar.convert"):
         export_onnx(prepared, (x,), tmp_path / "m.onnx")
-    with pytest.raises(ExportError, match="convert"):
+    with pytest.raises(UserError, match="returned by xbar.convert"):
         export_onnx(make_model("mlp"), (x,), tmp_path / "m.onnx")
+    assert not (tmp_path / "m.onnx").exists()
 
 
 # --- the checks on the exported graph -----------------------------------------------------------
@@ -391,7 +409,7 @@ def test_a_prepared_model_is_refused(tmp_path):
 def mlp_ir(exported):
     """The exported eight-bit MLP as ONNX IR, its ai.xbar nodes matched, and its arrays."""
     result = exported("mlp", "eight bit")
-    crossbars = CrossbarToCustomOpsPass()(copy.deepcopy(result.converted)).graph_module
+    crossbars = CrossbarToCustomOpsPass()(copy_graph_module(result.converted)).graph_module
     crossbars = {n: m for n, m in crossbars.named_modules() if isinstance(m, Crossbar)}
     model = ir.serde.deserialize_model(result.model)
     return model, onnx_layers.match_nodes(model, crossbars), crossbars

@@ -11,7 +11,7 @@ from xbar.passes.parameters import InputRangeParameter
 
 
 def reference_range_gradient(x, d, r, p: InputRangeParameter) -> float:
-    """DESIGN.md section 1, written out with numpy loops' worth of clarity."""
+    """The README's input-range rule, written out with numpy loops' worth of clarity."""
     x, d = np.asarray(x, dtype=np.float64), np.asarray(d, dtype=np.float64)
     upper, lower = x >= r, x <= -r
     g = np.minimum(d[upper], 0).sum() - np.maximum(d[lower], 0).sum()

@@ -3,6 +3,7 @@
 import pytest
 
 from xbar import ConfigError, HardwareConfig, LayerRule, convert, prepare
+from xbar.compiler.record import Stage, record_of
 from xbar.passes.crossbar import Crossbar
 
 from conftest import make_input, make_model
@@ -10,7 +11,7 @@ from conftest import make_input, make_model
 
 def plans_of(config, name="cnn"):
     prepared = prepare(make_model(name), (make_input(name, 2),), config)
-    return {plan.layer.name: plan for plan in prepared.meta["xbar"]["plans"]}
+    return {plan.layer.name: plan for plan in record_of(prepared, "test", Stage.PREPARED).plans}
 
 
 def test_precedence_global_then_type_then_pattern_then_name():

@@ -1,4 +1,4 @@
-"""DAC and ADC numerics and gradients against a direct numpy reading of DESIGN.md section 2."""
+"""DAC and ADC numerics and gradients against a direct numpy reading of the README's hardware model."""
 
 import numpy as np
 import pytest

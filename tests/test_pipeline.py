@@ -7,8 +7,8 @@ from torch import nn
 
 from xbar import FineTuning, HardwareConfig, NoCrossbarLayersWarning, calibrate, convert, fine_tune, prepare
 from xbar.passes.crossbar import Crossbar
+from xbar.passes.infra import PassError
 from xbar.passes.input_range import InputRange
-from xbar.passes.plan import PassError
 
 from conftest import eight_bit, make_input, make_model
 
@@ -111,7 +111,7 @@ class ItemAssignment(nn.Module):
 def test_pipeline_runs_on_models_only_torch_export_traces():
     model = ItemAssignment().eval()
     x = torch.randn(5, 6)
-    with pytest.raises(Exception, match="symbolic_trace.*Try capture='export'"):
+    with pytest.raises(Exception, match="symbolic_trace.*Try capture_method='export'"):
         prepare(model, (x,), capture_method="symbolic_trace")
     prepared = prepare(model, (x,), HardwareConfig().with_overrides(NO_CLIP))
     assert torch.allclose(convert(prepared)(x), model(x), atol=1e-5)
