@@ -1,8 +1,10 @@
 """export_onnx: the ai.xbar file, checked with the real exporter, ONNX Runtime and onnx.reference."""
 
 import json
+import logging
 import os
-import warnings
+import subprocess
+import sys
 
 import numpy as np
 import onnx
@@ -341,14 +343,36 @@ def test_in_place_activations_export_in_functional_form(tmp_path):
     assert np.abs(result.run(x) - expected).max() <= 1e-5 * np.abs(expected).max()
 
 
-def test_export_writes_nothing_to_stdout_or_stderr(exported, tmp_path, capfd):
-    converted = exported("cnn", "eight bit").converted
-    capfd.readouterr()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        export_onnx(converted, (make_input("cnn", 4),), tmp_path / "quiet.onnx")
-    assert capfd.readouterr() == ("", "")
-    assert [str(w.message) for w in caught] == []
+QUIET_EXPORT = """
+import sys, torch
+from torch import nn
+from xbar import HardwareConfig, calibrate, convert, export_onnx, prepare
+torch.manual_seed(0)
+x = torch.randn(4, 16)
+model = nn.Sequential(nn.Conv1d(1, 4, 3), nn.ReLU6(inplace=True), nn.Flatten(), nn.Linear(56, 10)).eval()
+config = HardwareConfig().with_overrides({"forward.inp_res": 254, "forward.out_res": 254, "forward.out_bound": 10})
+prepared = prepare(model, (x[:, None],), config)
+calibrate(prepared, [torch.randn(32, 1, 16)])
+converted = convert(prepared)
+print("exporting", flush=True)
+print("exporting", file=sys.stderr, flush=True)
+export_onnx(converted, (x[:, None],), sys.argv[1])
+"""
+
+
+def test_export_writes_nothing_to_stdout_or_stderr(tmp_path, capfd):
+    """In a fresh process with Python's default warning filters, as the command line runs."""
+    subprocess.run([sys.executable, "-c", QUIET_EXPORT, str(tmp_path / "quiet.onnx")], check=True)
+    out, err = capfd.readouterr()
+    assert (out, err[-len("exporting\n"):]) == ("exporting\n", "exporting\n"), err
+    assert (tmp_path / "quiet.onnx").exists()
+
+
+def test_export_leaves_the_exporters_logging_as_it_was(exported, tmp_path):
+    logger = logging.getLogger("torch.onnx._internal.exporter._registration")
+    before = (logger.level, list(logger.filters), logger.disabled)
+    export_onnx(exported("mlp", "eight bit").converted, (make_input("mlp", 4),), tmp_path / "m.onnx")
+    assert (logger.level, list(logger.filters), logger.disabled) == before
 
 
 def test_model_without_crossbar_layers_exports_plain_onnx_with_a_warning(tmp_path):
