@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import importlib
 
-from .compiler.version import __version__
+# Absolute, not relative: pytest imports this file by itself when it collects the checkout,
+# whose folder name need not be a valid package name.
+from xbar.compiler.version import __version__
 
 _PUBLIC = {
     "xbar.compiler.config": ("HardwareConfig", "LayerRule"),
