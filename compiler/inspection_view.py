@@ -37,20 +37,20 @@ def _converter_text(steps: float, bound: Optional[float] = None) -> str:
 
 
 SETTINGS_COLUMNS = (
-    Column("kind", lambda l: l.kind),
-    Column("weight", lambda l: "x".join(map(str, l.weight_shape))),
-    Column("input\nrange", lambda l: f"{l.settings.input_range:.4g}" if l.settings.input_range else "none"),
-    Column("scale\nratio", lambda l: f"{l.settings.scale_ratio:.4g}"),
-    Column("DAC\nsteps", lambda l: _converter_text(l.settings.dac_steps)),
-    Column("ADC steps\n±bound", lambda l: _converter_text(l.settings.adc_steps, l.settings.out_bound)),
+    Column("kind", lambda layer: layer.kind),
+    Column("weight", lambda layer: "x".join(map(str, layer.weight_shape))),
+    Column("input\nrange", lambda layer: f"{layer.settings.input_range:.4g}" if layer.settings.input_range else "none"),
+    Column("scale\nratio", lambda layer: f"{layer.settings.scale_ratio:.4g}"),
+    Column("DAC\nsteps", lambda layer: _converter_text(layer.settings.dac_steps)),
+    Column("ADC steps\n±bound", lambda layer: _converter_text(layer.settings.adc_steps, layer.settings.out_bound)),
 )
 CONDUCTANCE_COLUMNS = (
-    Column("G min\n(uS)", lambda l: f"{l.conductances.min():.3g}"),
-    Column("G mean\n(uS)", lambda l: f"{l.conductances.mean():.3g}"),
-    Column("G max\n(uS)", lambda l: f"{l.conductances.max():.3g}"),
-    Column("at\ng_max", lambda l: f"{l.fraction_at_g_max:.2%}"),
+    Column("G min\n(uS)", lambda layer: f"{layer.conductances.min():.3g}"),
+    Column("G mean\n(uS)", lambda layer: f"{layer.conductances.mean():.3g}"),
+    Column("G max\n(uS)", lambda layer: f"{layer.conductances.max():.3g}"),
+    Column("at\ng_max", lambda layer: f"{layer.fraction_at_g_max:.2%}"),
 )
-RULE_COLUMN = Column("rule", lambda l: l.rule or "unknown", number=False)
+RULE_COLUMN = Column("rule", lambda layer: layer.rule or "unknown", number=False)
 MEASURING_WIDTH = 10_000
 """Wide enough that a table measured in it takes its natural width."""
 
