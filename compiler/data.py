@@ -52,7 +52,7 @@ class Dataset:
 
 
 def _digits() -> Dataset:
-    from xbar.models.data import load_digits_split
+    from ..models.data import load_digits_split  # lazy: scikit-learn is slow to import; only digits needs it
 
     split = load_digits_split()
     return Dataset("digits", split.train_x, split.train_y, (split.test_x, split.test_y))

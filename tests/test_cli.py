@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from xbar import ConfigError
-from xbar.compiler import cli_arguments
+from xbar.compiler import cli, cli_arguments
 from xbar.compiler.cli import describe_error, main
 from xbar.compiler.data import BUILTIN
 from xbar.models.zoo import ZOO
@@ -387,6 +387,19 @@ def test_interrupting_is_one_line_and_status_130(workspace, capsys):
     status, out, err = run(capsys, "compile", "net.py:interrupted")
     assert status == 130 and out == ""
     assert err == "xbar: error: interrupted; no output was written unless reported above\n"
+
+
+def test_interrupting_while_a_command_loads_is_one_line(monkeypatch, capsys):
+    class Interrupting:  # Ctrl-C while the command's module (and torch) is being imported
+        def find_spec(self, name, path=None, target=None):
+            if name == "xbar.compiler.cli_slow_to_import":
+                raise KeyboardInterrupt
+            return None
+
+    monkeypatch.setattr(sys, "meta_path", [Interrupting(), *sys.meta_path])
+    monkeypatch.setitem(cli.RUNNERS, "presets", "cli_slow_to_import")
+    assert run(capsys, "presets") == (130, "", "xbar: error: interrupted; no output was written unless reported "
+                                               "above\n")
 
 
 def test_errors_map_to_exit_status_by_their_class():
