@@ -22,6 +22,7 @@ from xbar import ConfigError
 from xbar.compiler import cli, cli_arguments
 from xbar.compiler.cli import describe_error, main
 from xbar.compiler.data import BUILTIN
+from xbar.models import accuracy, load_digits_split, load_pretrained
 from xbar.models.zoo import ZOO
 from xbar.passes.calibration import CalibrationMethod
 from xbar.passes.capture import CaptureError, CaptureMethod
@@ -134,8 +135,9 @@ def test_the_readme_command_compiles_lenet_at_8_bit_with_accuracies(workspace, c
     assert "input ranges calibrated on 22 batches" in out  # all of digits' training split
     assert "fine-tuned on 1347 labelled samples from digits: Adam" in out and "over 5 epochs, batch 64" in out
     original, compiled, onnx_runtime = accuracies(out)
-    assert original == 98.22  # the shipped checkpoint
-    assert compiled >= 97.5  # calibration alone gives 95.78; fine-tuning recovers most of the loss
+    data = load_digits_split()
+    assert original == round(100 * accuracy(load_pretrained("lenet"), data.test_x, data.test_y), 2)
+    assert compiled >= original - 1.0  # calibration alone loses about 2.5 points; fine-tuning recovers most
     assert abs(compiled - onnx_runtime) <= 0.23  # at most one test image apart
     from_onnx, from_graph = inspect_json(capsys, "lenet.onnx"), inspect_json(capsys, "lenet.graph.pt")
     assert [l["layer"] for l in from_onnx["layers"]] == ["conv1", "conv2", "conv3", "fc1", "fc2"]
