@@ -16,7 +16,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Sequence
 
 from ..passes.errors import UserError
-from .presets import PRESETS
+from .presets import DEFAULT_PRESET, PRESETS
 from .settings_text import settings_text
 from .version import __version__
 
@@ -29,8 +29,6 @@ CALIBRATION_METHODS = ("InitFromData", "MovingStd", "MovingQuantile", "CacheQuan
 CAPTURE_METHODS = ("export", "symbolic_trace")
 """``xbar.passes.capture.CaptureMethod``'s values, the default first."""
 
-DEFAULT_OVERRIDES = {"forward.inp_res": 254, "forward.out_res": 254, "forward.out_bound": 10}
-"""``xbar compile``'s hardware without --preset / --config: 8-bit DAC and ADC, ADC bound 10."""
 DEFAULT_MODEL = "lenet"
 DEFAULT_BATCH_SIZE = 64
 
@@ -103,8 +101,8 @@ MODEL is one of:
   FILE.pt2            a program saved by torch.export.save (with a dynamic batch dimension)
 
 Hardware: --preset or --config, then each --set in order. Without --preset or
---config the default is an 8-bit periphery without tiling:
-  {settings_text(DEFAULT_OVERRIDES)}
+--config the default is the preset {DEFAULT_PRESET}:
+  {settings_text(PRESETS[DEFAULT_PRESET].overrides)}
 
 Layers: --include / --exclude take layer-name globs ('encoder.*') or module types
 (Linear, Conv2d; nn.Linear and torch.nn.Linear work too).

@@ -15,7 +15,7 @@ from typing import Callable, Optional
 import torch
 
 from ..passes.capture import CAPTURE_METHODS, CaptureError, first_line
-from .cli_arguments import BUILTIN_DATA, DEFAULT_OVERRIDES, UsageError, parse_overrides
+from .cli_arguments import BUILTIN_DATA, UsageError, parse_overrides
 from .cli_console import quiet_loggers, say, stderr_console, stdout_console
 from .cli_report import (
     accuracy_report,
@@ -34,7 +34,7 @@ from .inspection_view import count_text, describe_config
 from .layer_summary import summarize_converted
 from .model_loading import LoadedModel, ModelError, load_model, model_name
 from .pipeline import convert, prepare
-from .presets import preset_config
+from .presets import DEFAULT_PRESET, preset_config
 
 """Loggers that print a failed capture's graph; the CaptureError says it in one line."""
 
@@ -82,13 +82,11 @@ def default_output_name(weights: Optional[str], spec: str) -> str:
 
 
 def hardware_config(args: argparse.Namespace) -> HardwareConfig:
-    """The preset, config file or 8-bit default, with the --set overrides applied."""
-    if args.preset:
-        base = preset_config(args.preset)
-    elif args.config:
+    """The preset, config file or default preset, with the --set overrides applied."""
+    if args.config:
         base = read_config_file(Path(args.config))
     else:
-        base = HardwareConfig().with_overrides(DEFAULT_OVERRIDES)
+        base = preset_config(args.preset or DEFAULT_PRESET)
     return base.with_overrides(parse_overrides(args.set)) if args.set else base
 
 

@@ -7,9 +7,8 @@ import argparse
 from rich.markup import escape
 from rich.table import Table
 
-from .cli_arguments import DEFAULT_OVERRIDES
 from .cli_console import say, stdout_console
-from .presets import PRESETS
+from .presets import DEFAULT_PRESET, PRESETS
 from .settings_text import settings_text
 
 
@@ -24,5 +23,5 @@ def run(args: argparse.Namespace) -> int:
                       escape(f"{preset.description}\nsource: {preset.source}"))
     out = stdout_console()
     say(out, table)
-    say(out, f"without --preset or --config, xbar compile uses: {settings_text(DEFAULT_OVERRIDES)}")
+    say(out, f"without --preset or --config, xbar compile uses {DEFAULT_PRESET}")
     return 0

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Optional, Union
+from typing import Iterable, Iterator, Optional, Union
 
 import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from ..models.data import accuracy
 from ..passes.calibration import CalibrationMethod
 from .cli_console import say
 from .data import Dataset
@@ -96,32 +97,19 @@ def accuracy_report(source: LoadedModel, converted, onnx_path: Path, data: Datas
     shape = output_shape(source, x)
     if len(shape) != 2:
         return f"no accuracy on {data.name}: the model outputs shape {shape}, not [batch, classes]"
+    from .runtime import onnx_runner  # lazy: onnxruntime is slow to import and `xbar inspect` needs none
+
     runners = {
         "original (PyTorch)": source.run,
         "compiled (PyTorch)": converted,
-        "compiled (ONNX Runtime)": _onnx_runner(onnx_path),
+        "compiled (ONNX Runtime)": onnx_runner(onnx_path),
     }
     table = Table(title=f"test accuracy on {data.name} ({len(y)} samples)", title_justify="left")
     accuracies = []
     for name, run in runners.items():
         table.add_column(name, justify="right", no_wrap=True)
-        accuracies.append(f"{_accuracy(run, x, y, batch_size):.2%}")
+        accuracies.append(f"{accuracy(run, x, y, batch_size):.2%}")
     table.add_row(*accuracies)
     return table
 
 
-def _onnx_runner(path: Path) -> Callable[[torch.Tensor], torch.Tensor]:
-    import onnxruntime  # lazy: only the accuracy report runs ONNX Runtime, and it is slow to import
-
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    return lambda x: torch.from_numpy(session.run(None, {name: x.numpy()})[0])
-
-
-@torch.no_grad()
-def _accuracy(run: Callable, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> float:
-    correct = 0
-    for start in range(0, len(y), batch_size):
-        logits = run(x[start:start + batch_size])
-        correct += int((logits.argmax(dim=1) == y[start:start + batch_size]).sum())
-    return correct / len(y)

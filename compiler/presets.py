@@ -31,15 +31,11 @@ class Preset:
         return HardwareConfig().with_overrides(self.overrides)
 
 
-def _standard(steps: int, array: int) -> dict:
-    return {
-        "forward.inp_res": steps,
-        "forward.out_res": steps,
-        "forward.out_bound": 10,
-        "mapping.max_input_size": array,
-        "mapping.max_output_size": array,
-        "pre_post.input_range.enable": True,
-    }
+def _standard(steps: int, array: int = 0) -> dict:
+    """A DAC and ADC of ``steps`` steps, ADC bound 10, square arrays of ``array`` rows (0: no tiling)."""
+    tiling = {"mapping.max_input_size": array, "mapping.max_output_size": array} if array else {}
+    return {"forward.inp_res": steps, "forward.out_res": steps, "forward.out_bound": 10,
+            "pre_post.input_range.enable": True} | tiling
 
 
 PRESETS: dict[str, Preset] = {
@@ -47,6 +43,10 @@ PRESETS: dict[str, Preset] = {
     for preset in (
         Preset("ideal", "No DAC, ADC or bound; one array per layer; learned input ranges.",
                "xbar's default HardwareConfig()", {}),
+        Preset("8bit",
+               "8-bit DAC and ADC (254 steps), ADC bound 10, one array per layer, learned input ranges.",
+               "the periphery of aihwkit's StandardHWATrainingPreset (inp_res=out_res=254, out_bound=10) "
+               "without tiling; `xbar compile`'s default", _standard(254)),
         Preset("8bit-512x512",
                "8-bit DAC and ADC (254 steps), ADC bound 10, 512x512 arrays, learned input ranges.",
                "aihwkit StandardHWATrainingPreset (inp_res=out_res=254, out_bound=10, max_input_size=512, "
@@ -59,6 +59,10 @@ PRESETS: dict[str, Preset] = {
                _standard(62, 256)),
     )
 }
+
+
+DEFAULT_PRESET = "8bit"
+"""``xbar compile``'s hardware without --preset or --config; the tests and benchmarks use it too."""
 
 
 def preset_config(name: str) -> HardwareConfig:
