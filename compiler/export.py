@@ -1,6 +1,6 @@
 """``export_onnx``: the annotated ONNX file a crossbar backend programs its arrays from.
 
-The contract is DESIGN.md section 4. The route:
+The contract is the README's "The ONNX contract". The route:
 
 1. on a copy of the converted model, :class:`~xbar.passes.export_ops.CrossbarToCustomOpsPass`
    turns each ``<layer>_crossbar`` module call into an ``xbar::`` custom op;
@@ -32,7 +32,7 @@ from torch import fx
 from ..passes.capture import dynamic_batch_inputs, first_line
 from ..passes.crossbar import Crossbar
 from ..passes.export_ops import CrossbarToCustomOpsPass
-from ..passes.plan import tag_of, tagged
+from ..passes.plan import Role, tag_of, tagged
 from . import onnx_layers, onnx_ops
 from .files import write_atomically
 from .onnx_layers import ExportError
@@ -84,7 +84,7 @@ def _crossbar_modules(converted: fx.GraphModule) -> dict[str, Crossbar]:
     """Module name -> Crossbar of a converted model; refuses anything else."""
     if not isinstance(converted, fx.GraphModule) or META not in converted.meta:
         raise ExportError("export_onnx() expects the GraphModule returned by xbar.convert()")
-    prepared = tagged(converted.graph, "mvm")
+    prepared = tagged(converted.graph, Role.MVM)
     if prepared:
         raise ExportError(f"the model is prepared but not converted (node {prepared[0].name!r}): "
                           "call xbar.convert() first")
@@ -142,7 +142,7 @@ def _add_functions(model: ir.Model) -> None:
 
 def _metadata(converted: fx.GraphModule, crossbars: dict[str, Crossbar]) -> dict[str, str]:
     config = converted.meta[META]["config"]
-    rules = {node.target: tag_of(node).plan.rule for node in tagged(converted.graph, "crossbar")}
+    rules = {node.target: tag_of(node).plan.rule for node in tagged(converted.graph, Role.CROSSBAR)}
     return {
         "xbar.version": __version__,
         "xbar.domain": f"{onnx_ops.DOMAIN}:{onnx_ops.VERSION}",

@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from xbar.passes.capture import capture
+from xbar.passes.kinds import CONV, LINEAR
 from xbar.passes.matching import LayerSelection, MatchError, find_crossbar_layers
 
 from conftest import make_input, make_model
@@ -36,7 +37,7 @@ def test_conv_geometry_and_kinds():
     assert layers["conv2"].geometry.stride == (2, 2) and layers["conv2"].geometry.groups == 4
     assert layers["depthwise"].geometry.dilation == (2, 2) and layers["depthwise"].geometry.groups == 8
     assert layers["depthwise"].bias is None and layers["conv1"].bias == "conv1.bias"
-    assert layers["conv1d"].kind == "conv1d" and layers["fc"].kind == "linear"
+    assert layers["conv1d"].kind is CONV and layers["fc"].kind is LINEAR
 
 
 class Functional(nn.Module):
