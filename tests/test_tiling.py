@@ -137,3 +137,17 @@ def test_columnwise_arrays_are_refused_by_the_onnx_export(tmp_path):
     with pytest.raises(ExportError, match="one scale ratio per column"):
         export_onnx(converted, (x,), tmp_path / "m.onnx")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_output_limit_alone_cuts_only_the_columns():
+    """mapping.max_output_size without max_input_size: no row limit, no division by infinity."""
+    tiles = plan_tiles(WeightLayout(1, 32, 96), max_input_size=0, max_output_size=8)
+    assert [t.col for t in tiles] == list(range(12)) and {(t.row, t.inputs) for t in tiles} == {(0, (0, 32))}
+    conv = plan_tiles(WeightLayout(1, 5, 6, 9), max_input_size=0, max_output_size=4)
+    assert [(t.inputs, t.outputs) for t in conv] == [((0, 5), (0, 4)), ((0, 5), (4, 6))]
+    model, x = make_model("cnn"), make_input("cnn", 4)
+    config = HardwareConfig().with_overrides({**NO_CLIP, "mapping.max_output_size": 8})
+    converted = convert(prepare(model, (x[:2],), config))
+    assert len([m for m in converted.modules() if isinstance(m, Crossbar)]) > 6
+    expected = model(x).detach()
+    assert torch.allclose(converted(x), expected, atol=1e-5 * float(expected.abs().max()))
