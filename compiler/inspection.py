@@ -39,6 +39,7 @@ from torch import fx
 
 from ..passes.crossbar import Crossbar, CrossbarSettings
 from ..passes.errors import UserError
+from ..passes.kinds import KINDS
 from ..passes.plan import tag_of
 from .config import HardwareConfig
 from .files import write_atomically
@@ -50,6 +51,7 @@ GRAPH_FORMAT = "xbar-graph"
 GRAPH_FORMAT_VERSION = 1
 AT_G_MAX_TOLERANCE = 0.01
 """A device counts as at g_max when within this fraction of (g_max - g_min) of it."""
+KIND_OF_OP = {kind.onnx_op: kind for kind in KINDS}
 SETTINGS_FIELDS = tuple(f.name for f in dataclasses.fields(CrossbarSettings))
 REQUIRED_SETTINGS = tuple(f.name for f in dataclasses.fields(CrossbarSettings)
                           if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
@@ -117,11 +119,6 @@ class Inspection:
         return data
 
 
-def _kind(weight_rank: int) -> str:
-    """``linear`` for a 2-d weight, ``convNd`` for an (N+2)-d one."""
-    return "linear" if weight_rank == 2 else f"conv{weight_rank - 2}d"
-
-
 # -- the converted model in memory -------------------------------------------------------------
 
 def summarize_converted(converted: fx.GraphModule) -> list[LayerSummary]:
@@ -134,7 +131,8 @@ def summarize_converted(converted: fx.GraphModule) -> list[LayerSummary]:
 
 def _summary_of_module(name: str, module: Crossbar, rule: Optional[str]) -> LayerSummary:
     g_plus, g_minus = module.g_plus.detach().numpy(), module.g_minus.detach().numpy()
-    return LayerSummary(name, _kind(g_plus.ndim), g_plus.shape, module.settings, g_plus, g_minus, rule)
+    return LayerSummary(name, module.kind.describe(g_plus.ndim), g_plus.shape, module.settings, g_plus, g_minus,
+                        rule)
 
 
 # -- ONNX files --------------------------------------------------------------------------------
@@ -158,13 +156,17 @@ def _summary_of_node(node: onnx.NodeProto, initializers: dict, rule: Optional[st
     attributes = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
     missing = [key for key in REQUIRED_SETTINGS if key not in attributes]
     tensors = [initializers.get(name) for name in node.input[1:3]]
+    kind = KIND_OF_OP.get(node.op_type)
+    if kind is None:
+        raise InspectError(f"node {node.name!r} is {DOMAIN}::{node.op_type}, an op this xbar does not know; "
+                           "inspect it with the xbar that wrote it")
     if missing or None in tensors:
         raise InspectError(f"node {node.name!r} ({DOMAIN}::{node.op_type}) lacks "
                            f"{'attributes ' + ', '.join(missing) if missing else 'its G+/G- initializers'}; "
                            "was the file written by an older xbar? Re-export it")
     settings = CrossbarSettings(**{key: _decoded(attributes[key]) for key in SETTINGS_FIELDS if key in attributes})
     g_plus, g_minus = (numpy_helper.to_array(t) for t in tensors)
-    return LayerSummary(node.name, _kind(g_plus.ndim), g_plus.shape, settings, g_plus, g_minus, rule)
+    return LayerSummary(node.name, kind.describe(g_plus.ndim), g_plus.shape, settings, g_plus, g_minus, rule)
 
 
 def _decoded(value):

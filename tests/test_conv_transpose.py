@@ -11,6 +11,7 @@ from torch import nn
 
 from xbar import HardwareConfig, calibrate, convert, export_onnx, prepare
 from xbar.compiler import onnx_ops
+from xbar.compiler.inspection import load_inspection, summarize_converted
 from xbar.passes.arrays import WeightLayout
 from xbar.passes.capture import capture
 from xbar.passes.crossbar import Crossbar
@@ -240,3 +241,10 @@ def test_reexport_is_byte_identical(exported, tmp_path):
     result = exported("eight bit")
     again = export_onnx(result.converted, (inputs(4),), tmp_path / "again.onnx")
     assert again.read_bytes() == result.path.read_bytes()
+
+
+def test_inspection_names_the_kind_of_each_array(exported):
+    result = exported("eight bit")
+    expected = ["conv_transpose2d", "conv_transpose2d", "conv_transpose1d", "conv_transpose1d"]
+    assert [layer.kind for layer in summarize_converted(result.converted)] == expected
+    assert [layer.kind for layer in load_inspection(result.path).layers] == expected

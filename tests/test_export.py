@@ -275,7 +275,8 @@ class TransposedInput(nn.Module):
 def test_row_tiles_on_an_activation_whose_batch_is_not_dim_0_export(tmp_path, name, config):
     """Tracing matmul on such a slice used to specialise the batch size ("Constraints violated")."""
     torch.manual_seed(0)
-    model, shape = (TransposedInput().eval(), (5, 32)) if name == "transposed input" else (make_model("encoder"), (8, 8))
+    model, shape = ((TransposedInput().eval(), (5, 32)) if name == "transposed input"
+                    else (make_model("encoder"), (8, 8)))
     x = torch.randn(4, *shape)
     hardware = CONFIGS[config]().with_overrides({"mapping.max_input_size": 8})
     converted = converted_model(model, x, hardware, [torch.randn(32, *shape) for _ in range(3)])
