@@ -34,7 +34,6 @@ from .plan import (
     tagged,
 )
 
-
 KEPT_ROLES = (Role.CROSSBAR, Role.SLICE, Role.COLUMN_SUM, Role.CONCAT, Role.ADD_BIAS)
 """The digital nodes of a tiled layer that stay after lowering."""
 

@@ -97,11 +97,11 @@ class LayerSelection:
         return False
 
     def select(self, layers: list[CrossbarLayer]) -> list[CrossbarLayer]:
-        chosen = [l for l in layers
-                  if (not self.include or self.matches(l, self.include)) and not self.matches(l, self.exclude)]
+        chosen = [layer for layer in layers if (not self.include or self.matches(layer, self.include))
+                  and not self.matches(layer, self.exclude)]
         if self.keep_first_last_digital and layers:
             edge = {layers[0].name, layers[-1].name}
-            chosen = [l for l in chosen if l.name not in edge]
+            chosen = [layer for layer in chosen if layer.name not in edge]
         return chosen
 
 

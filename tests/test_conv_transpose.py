@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from onnx.reference import ReferenceEvaluator
+from onnx_parity import Exported, assert_within_one_adc_step
 from torch import nn
 
 from xbar import HardwareConfig, calibrate, convert, export_onnx, prepare
@@ -23,7 +24,6 @@ from xbar.passes.plan import tag_of
 from xbar.passes.tiling import plan_tiles
 
 from conftest import eight_bit
-from onnx_parity import Exported, assert_within_one_adc_step
 
 NO_CLIP = {"pre_post.input_range.init_value": 1e6, "pre_post.input_range.init_from_data": 0}
 TILED = {"mapping.max_input_size": 20, "mapping.max_output_size": 4}

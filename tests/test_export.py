@@ -10,6 +10,7 @@ import onnx_ir as ir
 import pytest
 import torch
 from onnx.reference import ReferenceEvaluator
+from onnx_parity import Exported, assert_within_one_adc_step
 from torch import nn
 
 import xbar
@@ -28,7 +29,6 @@ from xbar.passes.crossbar import Crossbar
 from xbar.passes.export_ops import CUSTOM_OPS, CrossbarToCustomOpsPass
 
 from conftest import eight_bit, make_input, make_model
-from onnx_parity import Exported, assert_within_one_adc_step
 
 CONFIGS = {
     "ideal, g_min 2": lambda: HardwareConfig().with_overrides({"converter.g_min": 2.0}),

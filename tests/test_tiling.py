@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from xbar import HardwareConfig, convert, prepare
+from xbar.passes.arrays import WeightLayout
 from xbar.passes.crossbar import Crossbar
 from xbar.passes.input_range import InputRange
-from xbar.passes.arrays import WeightLayout
 from xbar.passes.tiling import TilingError, plan_tiles
 
 from conftest import make_input, make_model
