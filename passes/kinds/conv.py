@@ -1,4 +1,5 @@
-"""Convolutions: ``nn.Conv1d/2d/3d``, ``F.conv1d/2d/3d``, ``aten.conv1d/2d/3d``.
+"""Convolutions: ``nn.Conv1d/2d/3d``, ``F.conv1d/2d/3d``, ``aten.conv1d/2d/3d`` (``.padding``:
+a ``'same'`` / ``'valid'`` padding string).
 
 The canonical op is ``F.convNd(x, W, None, stride, padding, dilation, groups)`` with
 W [out, in/groups, *kernel]; channels are dim 1. The array's rows are a group's
@@ -69,8 +70,8 @@ class Conv(LayerKind):
     name = "conv"
     onnx_op = "CrossbarConv"
     modules = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
-    targets = frozenset({F.conv1d, F.conv2d, F.conv3d,
-                         aten.conv1d.default, aten.conv2d.default, aten.conv3d.default})
+    targets = frozenset({F.conv1d, F.conv2d, F.conv3d, aten.conv1d.default, aten.conv2d.default, aten.conv3d.default,
+                         aten.conv1d.padding, aten.conv2d.padding, aten.conv3d.padding})
     channel_dim = 1
     geometry_type = ConvGeometry
     onnx_attributes = ONNX_CONV_ATTRIBUTES
