@@ -248,3 +248,17 @@ def test_inspection_names_the_kind_of_each_array(exported):
     expected = ["conv_transpose2d", "conv_transpose2d", "conv_transpose1d", "conv_transpose1d"]
     assert [layer.kind for layer in summarize_converted(result.converted)] == expected
     assert [layer.kind for layer in load_inspection(result.path).layers] == expected
+
+
+def test_a_3d_transposed_convolution_converts_and_exports(tmp_path):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.ConvTranspose3d(4, 3, 2, stride=2, padding=1)).eval()
+    x = torch.randn(2, 4, 3, 3, 3)
+    config = HardwareConfig().with_overrides({**NO_CLIP, "mapping.max_input_size": 16})  # 8 rows per channel
+    converted = convert(prepare(model, (x,), config))
+    assert len([m for m in converted.modules() if isinstance(m, Crossbar)]) == 2
+    expected = model(x).detach()
+    assert torch.allclose(converted(x), expected, atol=1e-5 * float(expected.abs().max()))
+    result = Exported(converted, export_onnx(converted, (x,), tmp_path / "up3d.onnx"))
+    x = torch.randn(3, 4, 3, 3, 3)
+    assert np.abs(result.run(x) - result.expected(x)).max() <= 1e-5 * np.abs(result.expected(x)).max()
