@@ -1,6 +1,6 @@
 """``export_onnx``: the annotated ONNX file a crossbar backend programs its arrays from.
 
-The contract is DESIGN.md section 4. The route:
+The contract is the README's "The ONNX contract". The route:
 
 1. on a copy of the converted model, :class:`~xbar.passes.export_ops.CrossbarToCustomOpsPass`
    turns each ``<layer>_crossbar`` module call into an ``xbar::`` custom op;
@@ -33,7 +33,7 @@ from ..passes.crossbar import Crossbar
 from ..passes.errors import NoCrossbarLayersWarning
 from ..passes.export_ops import CrossbarToCustomOpsPass
 from ..passes.infra import run_passes
-from ..passes.plan import tag_of, tagged
+from ..passes.plan import Role, tag_of, tagged
 from . import onnx_layers, onnx_ops
 from .files import write_atomically
 from .onnx_layers import ExportError
@@ -139,7 +139,7 @@ def _add_functions(model: ir.Model) -> None:
 
 def _metadata(record: CompileRecord, converted: fx.GraphModule, crossbars: dict[str, Crossbar]) -> dict[str, str]:
     config = record.config
-    rules = {node.target: tag_of(node).plan.rule for node in tagged(converted.graph, "crossbar")}
+    rules = {node.target: tag_of(node).plan.rule for node in tagged(converted.graph, Role.CROSSBAR)}
     return {
         "xbar.version": __version__,
         "xbar.domain": f"{onnx_ops.DOMAIN}:{onnx_ops.VERSION}",

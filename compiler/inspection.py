@@ -25,9 +25,12 @@ import onnx
 from google.protobuf.message import DecodeError
 from onnx import numpy_helper
 
+from ..passes.kinds import KINDS
 from .graph_archive import GRAPH_FORMAT, read_graph_archive
-from .layer_summary import REQUIRED_SETTINGS, SETTINGS_FIELDS, InspectError, LayerSummary, layer_kind, settings_from
+from .layer_summary import REQUIRED_SETTINGS, SETTINGS_FIELDS, InspectError, LayerSummary, settings_from
 from .onnx_ops import DOMAIN
+
+KIND_OF_OP = {kind.onnx_op: kind for kind in KINDS}
 
 
 @dataclass(frozen=True)
@@ -79,13 +82,17 @@ def _summary_of_node(node: onnx.NodeProto, initializers: dict, rule: Optional[st
     attributes = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
     missing = [key for key in REQUIRED_SETTINGS if key not in attributes]
     tensors = [initializers.get(name) for name in node.input[1:3]]
+    kind = KIND_OF_OP.get(node.op_type)
+    if kind is None:
+        raise InspectError(f"node {node.name!r} is {DOMAIN}::{node.op_type}, an op this xbar does not know; "
+                           "inspect it with the xbar that wrote it")
     if missing or None in tensors:
         raise InspectError(f"node {node.name!r} ({DOMAIN}::{node.op_type}) lacks "
                            f"{'attributes ' + ', '.join(missing) if missing else 'its G+/G- initializers'}; "
                            "was the file written by an older xbar? Re-export it")
     settings = settings_from({key: attributes[key] for key in SETTINGS_FIELDS if key in attributes})
     g_plus, g_minus = (numpy_helper.to_array(t) for t in tensors)
-    return LayerSummary(node.name, layer_kind(g_plus.ndim), g_plus.shape, settings, g_plus, g_minus, rule)
+    return LayerSummary(node.name, kind.describe(g_plus.ndim), g_plus.shape, settings, g_plus, g_minus, rule)
 
 
 def _maybe_json(text: str):

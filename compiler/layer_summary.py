@@ -68,11 +68,6 @@ class LayerSummary:
         }
 
 
-def layer_kind(weight_rank: int) -> str:
-    """``linear`` for a 2-d weight, ``convNd`` for an (N+2)-d one."""
-    return "linear" if weight_rank == 2 else f"conv{weight_rank - 2}d"
-
-
 def summarize_converted(converted: fx.GraphModule) -> list[LayerSummary]:
     """The crossbar arrays of a converted GraphModule, in module order."""
     rules = {node.target: tag.plan.rule for node in converted.graph.nodes
@@ -83,7 +78,8 @@ def summarize_converted(converted: fx.GraphModule) -> list[LayerSummary]:
 
 def _summary_of_module(name: str, module: Crossbar, rule: Optional[str]) -> LayerSummary:
     g_plus, g_minus = module.g_plus.detach().numpy(), module.g_minus.detach().numpy()
-    return LayerSummary(name, layer_kind(g_plus.ndim), g_plus.shape, module.settings, g_plus, g_minus, rule)
+    return LayerSummary(name, module.kind.describe(g_plus.ndim), g_plus.shape, module.settings, g_plus, g_minus,
+                        rule)
 
 
 def settings_from(values: dict) -> CrossbarSettings:
