@@ -246,7 +246,8 @@ RERAM_WAN2022_COEFFS = {
     86400.0: (0.701, 22.086, -50.773, 47.095, -16.458),
     172800.0: (0.782, 20.274, -43.507, 37.062, -11.934),
 }
-"""Deviation from the target (uS) as a polynomial in g_target / g_max, c0 first, 1 s, 1 day and 2 days after programming."""
+"""Standard deviation (uS) from the target, a polynomial in g_target / g_max (c0 first),
+1 s, 1 day and 2 days after programming."""
 
 
 @dataclass(frozen=True)

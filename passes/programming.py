@@ -17,10 +17,10 @@ Compensation (aihwkit's ``GlobalDriftCompensation`` / ``PerColumnDriftCompensati
 the array is read with one-hot inputs, each a full-scale input on one row,
 through the DAC and the ADC as the simulation computes them, once in the
 programmed state and once at ``t_inference``; the readout is the mean of the
-absolute ADC outputs (in units of ``out_bound``), over the whole array or per
-output column, floored at 1e-4; the gain ``readout_programmed / readout_t``
-multiplies the ADC output (``CrossbarSettings.drift_gain`` /
-``column_drift_gains``). A convolution's array is its weight viewed as
+absolute ADC outputs (as ``I / (g_max - g_min)``, the unit ``out_bound`` is in),
+over the whole array or per output column, floored at 1e-4; the gain
+``readout_programmed / readout_t`` multiplies the ADC output
+(``CrossbarSettings.drift_gain`` / ``column_drift_gains``). A convolution's array is its weight viewed as
 [out, in * kernel]: one row per (input channel, kernel position).
 """
 

@@ -336,8 +336,8 @@ def test_the_programming_is_recorded_as_json_ready_data():
 
 
 def test_each_model_describes_every_parameter_with_aihwkits_defaults():
-    described = {type(m).__name__: m.to_dict()["parameters"]
-                 for m in (PCMLikeNoiseModel(), StateIndependentNoiseModel(), ReRamWan2022NoiseModel(), ConstantDrift())}
+    models = (PCMLikeNoiseModel(), StateIndependentNoiseModel(), ReRamWan2022NoiseModel(), ConstantDrift())
+    described = {type(m).__name__: m.to_dict()["parameters"] for m in models}
     json.dumps(described, allow_nan=False)
     assert described["PCMLikeNoiseModel"] == {
         "prog_coeff": [0.26348, 1.965, -1.1731], "g_max": 25.0, "t_read": 250e-9, "t_0": 20.0,
