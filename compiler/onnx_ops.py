@@ -40,8 +40,9 @@ from ..passes.kinds import KINDS
 from ..passes.kinds.base import LayerKind
 
 DOMAIN = "ai.xbar"
-VERSION = 2
-"""Bump whenever an op's meaning changes or an op is added (2: ``CrossbarConvTranspose``)."""
+VERSION = 3
+"""Bump whenever an op's meaning changes or an op is added (2: ``CrossbarConvTranspose``;
+3: the ``drift_gain`` attribute)."""
 
 OPSET = op.version
 """The standard ONNX opset of the exported graph and of the function bodies (they must match)."""
@@ -60,6 +61,7 @@ HARDWARE_ATTRIBUTES = {
     "out_bound": "ADC clip level in units of I / (g_max - g_min) (0: unbounded)",
     "tile_row": "row of this array in its layer's grid of arrays (input slice)",
     "tile_col": "column of this array in its layer's grid of arrays (output slice)",
+    "drift_gain": "digital drift-compensation gain on the ADC output (1: none); already folded into out_scale",
 }
 """The meaning of each of :meth:`CrossbarSettings.scalar_fields` (a field without one fails at import)."""
 CONSTANT_ATTRIBUTES = {
@@ -148,6 +150,7 @@ register_schemas()
 def CrossbarLinear(X: FLOAT, G_plus: FLOAT, G_minus: FLOAT, B: FLOAT,
                    layer: str, input_range: float, scale_ratio: float, g_min: float, g_max: float,
                    dac_steps: float, adc_steps: float, out_bound: float, tile_row: int, tile_col: int,
+                   drift_gain: float,
                    input_clip: float, in_scale: float, dac_round: int, dac_clip: float,
                    adc_scale: float, adc_round: int, adc_clip: float, out_scale: float) -> FLOAT:
     input_bound = op.Constant(value_float=input_clip)
@@ -174,6 +177,7 @@ def CrossbarLinear(X: FLOAT, G_plus: FLOAT, G_minus: FLOAT, B: FLOAT,
 def CrossbarConv(X: FLOAT, G_plus: FLOAT, G_minus: FLOAT, B: FLOAT,
                  layer: str, input_range: float, scale_ratio: float, g_min: float, g_max: float,
                  dac_steps: float, adc_steps: float, out_bound: float, tile_row: int, tile_col: int,
+                 drift_gain: float,
                  input_clip: float, in_scale: float, dac_round: int, dac_clip: float,
                  adc_scale: float, adc_round: int, adc_clip: float, out_scale: float,
                  strides: Sequence[int], pads: Sequence[int], dilations: Sequence[int], group: int) -> FLOAT:
@@ -206,6 +210,7 @@ def CrossbarConv(X: FLOAT, G_plus: FLOAT, G_minus: FLOAT, B: FLOAT,
 def CrossbarConvTranspose(X: FLOAT, G_plus: FLOAT, G_minus: FLOAT, B: FLOAT,
                           layer: str, input_range: float, scale_ratio: float, g_min: float, g_max: float,
                           dac_steps: float, adc_steps: float, out_bound: float, tile_row: int, tile_col: int,
+                          drift_gain: float,
                           input_clip: float, in_scale: float, dac_round: int, dac_clip: float,
                           adc_scale: float, adc_round: int, adc_clip: float, out_scale: float,
                           strides: Sequence[int], pads: Sequence[int], dilations: Sequence[int], group: int,

@@ -44,6 +44,11 @@ class CrossbarSettings:
     ``tile_row`` / ``tile_col`` place the array in its layer's grid of arrays.
     ``column_scale_ratios`` (an xbar extension, empty by default) gives each
     output column its own scale ratio, which then replaces ``scale_ratio``.
+    ``drift_gain`` (1 by default) is the digital gain drift compensation applies
+    to the ADC codes; it is folded into ``out_scale``, so ``z * out_scale`` (one
+    float32 multiply, in PyTorch and in an ONNX body alike) applies it bit for
+    bit. ``column_drift_gains`` (empty by default) is its per-column form, folded
+    into :attr:`column_out_scale`.
     ``input_range == 0`` means no input range (no clip, r = 1); ``dac_steps`` /
     ``adc_steps == 0`` mean ideal converters; ``out_bound == 0`` means unbounded.
     """
@@ -58,7 +63,9 @@ class CrossbarSettings:
     out_bound: float
     tile_row: int = 0
     tile_col: int = 0
+    drift_gain: float = 1.0
     column_scale_ratios: tuple[float, ...] = ()
+    column_drift_gains: tuple[float, ...] = ()
 
     @cached_property
     def constants(self) -> dict:
@@ -78,27 +85,32 @@ class CrossbarSettings:
             "adc_scale": _f32(in_unit / g_span / adc_unit),
             "adc_round": int(bool(h_out)),
             "adc_clip": _f32(bound / adc_unit) if bound else math.inf,
-            "out_scale": _f32(adc_unit * r * g_span / self.scale_ratio),
+            "out_scale": _f32(adc_unit * r * g_span / self.scale_ratio * self.drift_gain),
         }
 
     @cached_property
     def column_out_scale(self) -> Optional[Tensor]:
-        """Per output column ``out_scale`` (float32), or None for one scale ratio per array."""
-        if not self.column_scale_ratios:
+        """Per output column ``out_scale`` (float32), or None for one scale ratio and gain per array."""
+        if not self.column_scale_ratios and not self.column_drift_gains:
             return None
-        c = self.constants
-        unit = c["out_scale"] * self.scale_ratio
-        return torch.tensor([unit / s for s in self.column_scale_ratios], dtype=torch.float32)
+        out_scale = self.constants["out_scale"]
+        if self.column_scale_ratios:
+            scales = [out_scale * self.scale_ratio / s for s in self.column_scale_ratios]
+        else:
+            scales = [out_scale] * len(self.column_drift_gains)
+        if self.column_drift_gains:
+            scales = [scale * gain for scale, gain in zip(scales, self.column_drift_gains)]
+        return torch.tensor(scales, dtype=torch.float32)
 
     def as_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def scalar_fields(cls) -> dict[str, type]:
-        """Name -> type of the fields of one value each (all but ``column_scale_ratios``),
+        """Name -> type of the fields of one value each (all but the per-column tuples),
         in field order: the custom ops' and the ONNX nodes' hardware arguments."""
         types = typing.get_type_hints(cls)
-        return {f.name: types[f.name] for f in fields(cls) if f.name != "column_scale_ratios"}
+        return {f.name: types[f.name] for f in fields(cls) if not f.name.startswith("column_")}
 
     def scalars(self) -> dict:
         """The values of :meth:`scalar_fields`, in field order."""
