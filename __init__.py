@@ -3,6 +3,7 @@
 The public API::
 
     from xbar import HardwareConfig, prepare, calibrate, fine_tune, convert, export_onnx, compile_model
+    from xbar import program, drift, PCMLikeNoiseModel        # device realism
 
 Subpackages: ``xbar.compiler`` (the driver: config, pipeline, export, inspection,
 command line), ``xbar.passes`` (the FX passes and the numerics they insert) and
@@ -15,7 +16,9 @@ from __future__ import annotations
 
 import importlib
 
-from .compiler.version import __version__
+# Absolute, not relative: pytest imports this file by itself when it collects the checkout,
+# whose folder name need not be a valid package name.
+from xbar.compiler.version import __version__
 
 _PUBLIC = {
     "xbar.compiler.config": ("HardwareConfig", "LayerRule"),
@@ -23,9 +26,12 @@ _PUBLIC = {
     "xbar.compiler.finetune": ("FineTuning", "fine_tune"),
     "xbar.compiler.pipeline": ("CompileResult", "calibrate", "compile_model", "convert", "prepare"),
     "xbar.compiler.presets": ("preset_config",),
+    "xbar.compiler.programming": ("ProgrammingRecord", "drift", "program"),
     "xbar.compiler.onnx_layers": ("ExportError",),
     "xbar.passes.calibration": ("CalibrationMethod",),
     "xbar.passes.converter": ("SinglePairConductanceConverter",),
+    "xbar.passes.devices": ("BaseNoiseModel", "PCMLikeNoiseModel", "ReRamWan2022NoiseModel",
+                            "StateIndependentNoiseModel"),
     "xbar.passes.errors": ("NoCrossbarLayersWarning", "UnmatchedSelectorWarning", "UserError", "XbarError"),
     "xbar.passes.parameters": ("BoundManagementType", "ConfigError", "InputRangeParameter", "IOParameters",
                                "MappingParameter", "NoiseManagementType", "PrePostProcessingParameter"),

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import fnmatch
+import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -209,8 +210,9 @@ def _converter(data, key: str) -> SinglePairConductanceConverter:
         return data
     if not isinstance(data, dict) or set(data) - {"g_max", "g_min"}:
         raise ConfigError(f"{key} takes the keys g_max and g_min, got {data!r}")
+    values = {k: _coerce(v, 0.0, f"{key}.{k}") for k, v in data.items()}
     try:
-        return SinglePairConductanceConverter(**{k: _coerce(v, 0.0, f"{key}.{k}") for k, v in data.items()})
+        return SinglePairConductanceConverter(**values)
     except ValueError as exc:
         raise ConfigError(f"{key}: {exc}") from exc
 
@@ -226,7 +228,16 @@ def _enum(enum_type, value, key: str):
 
 
 def _coerce(value, default, key: str):
-    """Check a leaf value against the type of its default (ints may stand for floats)."""
+    """A leaf value checked against its default: of the default's type, and finite
+    (NaN and infinity describe no hardware)."""
+    value = _typed(value, default, key)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{key} must be a finite number, got {value!r}")
+    return value
+
+
+def _typed(value, default, key: str):
+    """The value as the type of its default (ints may stand for floats), or :class:`ConfigError`."""
     if default is None or value is None:
         return value
     expected = type(default)

@@ -6,6 +6,8 @@ evaluates) or a tensor file: ``.npz`` (its only array, or the arrays named ``x``
 and, optionally, ``y``) or ``.pt`` (a tensor, or a dict with tensors under
 ``"x"`` and, optionally, ``"y"``, loaded with ``weights_only=True``). The first
 dimension indexes samples; labels ``y`` are class indices, one per sample.
+Samples must be finite: a NaN or infinite value would set every input range it
+reaches to NaN, so such a file is refused.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ class Dataset:
 
 
 def _digits() -> Dataset:
-    from xbar.models.data import load_digits_split
+    from ..models.data import load_digits_split  # lazy: scikit-learn is slow to import; only digits needs it
 
     split = load_digits_split()
     return Dataset("digits", split.train_x, split.train_y, (split.test_x, split.test_y))
@@ -74,6 +76,10 @@ def load_dataset(spec: str) -> Dataset:
         raise DataError(f"{path}: unknown data format {path.suffix!r}; give a .npz or .pt file of input tensors")
     samples, labels = reader(path)
     samples = _as_samples(samples, path)
+    if samples.is_floating_point() and not bool(torch.isfinite(samples).all()):
+        bad = int((~torch.isfinite(samples)).sum())
+        raise DataError(f"{path}: {bad} of the {samples.numel()} sample values are NaN or infinite; "
+                        "clean or drop those samples")
     return Dataset(path.name, samples, None if labels is None else _as_labels(labels, len(samples), path))
 
 
@@ -106,11 +112,23 @@ def load_plain_torch_file(path: Path):
     try:
         return torch.load(path, weights_only=True, map_location="cpu")
     except pickle.UnpicklingError as exc:
+        if not _written_by_torch_save(path):
+            raise DataError(f"{path} is not a PyTorch file (write it with torch.save)") from exc
         raise DataError(f"{path} needs arbitrary Python code to load, which xbar refuses "
                         "(torch.load(weights_only=True)); re-save it as plain tensors, "
                         "e.g. torch.save(model.state_dict(), path)") from exc
     except Exception as exc:  # torch reports a corrupt or foreign file with many types (KeyError, RuntimeError, ...)
-        raise DataError(f"{path} is not a file written by torch.save") from exc
+        raise DataError(f"{path} is not a PyTorch file (write it with torch.save)") from exc
+
+
+def _written_by_torch_save(path: Path) -> bool:
+    """Whether the file has torch.save's shape: a zip archive holding a ``data.pkl``, or the legacy
+    format, a pickle (its first byte is pickle's PROTO opcode)."""
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            return any(name.endswith("/data.pkl") or name == "data.pkl" for name in archive.namelist())
+    with open(path, "rb") as file:
+        return file.read(1) == pickle.PROTO
 
 
 def _as_samples(data, path: Path) -> Tensor:

@@ -1,6 +1,6 @@
 """``export_onnx``: the annotated ONNX file a crossbar backend programs its arrays from.
 
-The contract is the README's "ONNX contract". The route:
+The contract is the README's "The ONNX contract". The route:
 
 1. on a copy of the converted model, :class:`~xbar.passes.export_ops.CrossbarToCustomOpsPass`
    turns each ``<layer>_crossbar`` module call into an ``xbar::`` custom op, and
@@ -40,10 +40,11 @@ from ..passes.crossbar import Crossbar
 from ..passes.errors import NoCrossbarLayersWarning
 from ..passes.export_ops import CrossbarToCustomOpsPass
 from ..passes.infra import run_passes
-from ..passes.plan import tag_of, tagged
+from ..passes.plan import Role, tag_of, tagged
 from . import onnx_layers, onnx_ops
 from .files import write_atomically
 from .onnx_layers import ExportError
+from .programming import programming_of
 from .record import CompileRecord, Stage, record_of
 from .version import __version__
 
@@ -100,6 +101,9 @@ def _crossbar_modules(converted: fx.GraphModule) -> dict[str, Crossbar]:
         if module.settings.column_scale_ratios:
             raise ExportError(f"{name} uses one scale ratio per column (mapping.weight_scaling_columnwise), "
                               f"which ai.xbar {onnx_ops.VERSION} cannot carry yet; export with it off")
+        if module.settings.column_drift_gains:
+            raise ExportError(f"{name} has one drift-compensation gain per column, which ai.xbar "
+                              f"{onnx_ops.VERSION} cannot carry yet; drift with compensation='global' to export")
     return crossbars
 
 
@@ -202,7 +206,8 @@ def _add_functions(model: ir.Model) -> None:
 
 def _metadata(record: CompileRecord, converted: fx.GraphModule, crossbars: dict[str, Crossbar]) -> dict[str, str]:
     config = record.config
-    rules = {node.target: tag_of(node).plan.rule for node in tagged(converted.graph, "crossbar")}
+    rules = {node.target: tag_of(node).plan.rule for node in tagged(converted.graph, Role.CROSSBAR)}
+    programming = programming_of(converted)
     return {
         "xbar.version": __version__,
         "xbar.domain": f"{onnx_ops.DOMAIN}:{onnx_ops.VERSION}",
@@ -210,7 +215,7 @@ def _metadata(record: CompileRecord, converted: fx.GraphModule, crossbars: dict[
         "xbar.hardware_config": json.dumps(config.to_dict(), sort_keys=True, allow_nan=False),
         "xbar.layers": json.dumps([_layer_summary(name, m) | {"rule": rules.get(name, "global")}
                                    for name, m in crossbars.items()], sort_keys=True, allow_nan=False),
-    }
+    } | ({} if programming is None else {"xbar.programming": programming.to_json()})
 
 
 def _layer_summary(name: str, module: Crossbar) -> dict:

@@ -1,10 +1,26 @@
-"""Writing output files so that a failure never leaves a partial one behind."""
+"""Output files: checked before any work, written so that a failure never leaves a partial one behind."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 from pathlib import Path
+from typing import Iterator
+
+from ..passes.errors import UserError, XbarError
+
+
+class OutputPathError(UserError):
+    """An output path that cannot be written; the message asks for another."""
+
+
+class WriteError(XbarError):
+    """Writing an output file failed although its path was checked (a full disk, a vanished directory)."""
+
+
+def _temporary_name(path: Path, suffix: str) -> Path:
+    return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.{suffix}")
 
 
 def write_atomically(data: bytes, path: Path) -> None:
@@ -13,7 +29,7 @@ def write_atomically(data: bytes, path: Path) -> None:
     The file gets the permissions of a plain ``open(path, "wb")`` (0666 less the umask).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    temporary = _temporary_name(path, "tmp")
     handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(handle, "wb") as file:
@@ -24,3 +40,39 @@ def write_atomically(data: bytes, path: Path) -> None:
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+
+
+def check_writable(path: Path, option: str) -> Path:
+    """``path`` if a file can be written there (missing parent directories will be made).
+
+    Meant to run before any work, so a bad ``option`` fails in a second, not after a
+    compilation: it refuses a directory, a path under a file and a read-only file,
+    and creates and removes a probe file where the output will go, which finds
+    permissions and read-only file systems that ``os.access`` misses (for root).
+    """
+    if path.is_dir():
+        raise OutputPathError(f"{option} {path} is a directory; give a file name inside it")
+    ancestor = path.parent.absolute()
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise OutputPathError(f"cannot write {path}: {ancestor} is not a directory; choose another {option} path")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise OutputPathError(f"cannot write {path}: the file is read-only; choose another {option} path")
+    probe = _temporary_name(ancestor / path.name, "probe")
+    try:
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except OSError as exc:
+        raise OutputPathError(f"cannot write {path}: files cannot be created in {ancestor} "
+                              f"({exc.strerror or exc}); choose another {option} path") from exc
+    probe.unlink()
+    return path
+
+
+@contextlib.contextmanager
+def reporting_write_errors(path: Path, option: str) -> Iterator[None]:
+    """Turn an OS error while writing ``path`` into one :class:`WriteError` line."""
+    try:
+        yield
+    except OSError as exc:
+        raise WriteError(f"cannot write {path}: {exc.strerror or exc}; choose another {option} path") from exc

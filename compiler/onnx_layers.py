@@ -1,7 +1,7 @@
 """The ``ai.xbar`` nodes of an exported ONNX graph, matched to the arrays they came from.
 
 Check the graph you get, not the one you asked for: torch.onnx's optimiser folds
-constants and merges equal initializers (DESIGN.md sections 4 and 6). After it ran:
+constants and merges equal initializers. After it ran:
 
 * :func:`match_nodes` pairs each ``ai.xbar`` node with its Crossbar module by
   its ``layer`` / ``tile_row`` / ``tile_col`` attributes;
@@ -33,16 +33,12 @@ class ExportError(XbarError, RuntimeError):
 
 
 def op_type(module: Crossbar) -> str:
-    return "CrossbarLinear" if module.geometry is None else "CrossbarConv"
+    return module.kind.onnx_op
 
 
 def expected_attributes(module: Crossbar) -> dict:
     """The attributes the module's node must carry."""
-    attributes = onnx_ops.node_attributes(module.settings)
-    if module.geometry is not None:
-        g = module.geometry
-        attributes |= onnx_ops.conv_attributes(g.stride, g.padding, g.dilation, g.groups)
-    return attributes
+    return onnx_ops.node_attributes(module.kind, module.settings, module.geometry)
 
 
 def xbar_nodes(model: ir.Model) -> list[ir.Node]:

@@ -1,39 +1,48 @@
 """The ``ai.xbar`` ONNX ops: schemas, function bodies and the exporter's translations.
 
-One node per crossbar array (a layer, or one tile of a tiled layer):
-``ai.xbar::CrossbarLinear`` or ``ai.xbar::CrossbarConv``, version 1, inputs
-``X, G_plus, G_minus, B``, output ``Y``. G+ and G- are float32 conductances in
-microsiemens shaped like the weight; ``B`` is the digital bias, all zeros for an
-array without one (an ONNX function body cannot test for an absent input).
+One node per crossbar array (a layer, or one tile of a tiled layer), of its layer
+kind's op (``onnx_op``: ``ai.xbar::CrossbarLinear``, ``CrossbarConv``,
+``CrossbarConvTranspose``), version :data:`VERSION`, inputs ``X, G_plus, G_minus,
+B``, output ``Y``. G+ and G- are float32 conductances in microsiemens shaped like
+the weight; ``B`` is the digital bias, all zeros for an array without one (an ONNX
+function body cannot test for an absent input).
 
-Attributes: the hardware (the :class:`~xbar.passes.crossbar.CrossbarSettings` fields
+Attributes: the hardware (the :meth:`~xbar.passes.crossbar.CrossbarSettings.scalar_fields`
 ``layer``, ``input_range``, ``scale_ratio``, ``g_min``, ``g_max``, ``dac_steps``,
 ``adc_steps``, ``out_bound`` (0 means none), ``tile_row``, ``tile_col``), the
 float32 constants the simulation computes with (``CrossbarSettings.constants``:
 ``inf`` bounds mean no clip, ``dac_round`` / ``adc_round`` switch rounding on),
-and for convolutions ONNX ``Conv``'s ``strides``, ``pads``, ``dilations``, ``group``.
+and the kind's geometry as ONNX ``Conv`` / ``ConvTranspose`` attributes
+(``onnx_attributes`` of the kind).
 
-The function bodies, in standard ONNX ops, repeat the elementwise steps of
-:func:`xbar.passes.crossbar.crossbar_linear` one for one with the same constants, so
+Only the function bodies are written per op; each kind's schema and translation
+are generated from the settings' fields and the kind (:class:`CrossbarOp`). The
+bodies, in standard ONNX ops, repeat the elementwise steps of
+:func:`xbar.passes.crossbar.run_crossbar` one for one with the same constants, so
 they agree with PyTorch bit for bit except in the matmul's accumulation order.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+import inspect
+from dataclasses import dataclass
+from typing import Callable, Sequence
 
 import onnx
 from onnx.defs import OpSchema
 from onnxscript import FLOAT, script
 from onnxscript import opset20 as op
-from onnxscript.values import Opset
+from onnxscript.values import OnnxFunction, Opset
 
 from ..passes.crossbar import CrossbarSettings
-from ..passes.export_ops import CROSSBAR_CONV, CROSSBAR_LINEAR
+from ..passes.export_ops import CUSTOM_OPS, TENSORS, decode_arguments, op_parameters
+from ..passes.kinds import KINDS
+from ..passes.kinds.base import LayerKind
 
 DOMAIN = "ai.xbar"
-VERSION = 1
-"""Bump whenever an op's meaning changes."""
+VERSION = 3
+"""Bump whenever an op's meaning changes or an op is added (2: ``CrossbarConvTranspose``;
+3: the ``drift_gain`` attribute)."""
 
 OPSET = op.version
 """The standard ONNX opset of the exported graph and of the function bodies (they must match)."""
@@ -42,61 +51,90 @@ _ATTR = OpSchema.AttrType
 BOOL = onnx.TensorProto.BOOL
 
 HARDWARE_ATTRIBUTES = {
-    "layer": (_ATTR.STRING, "name of the source layer in the PyTorch model"),
-    "input_range": (_ATTR.FLOAT, "learned input range r (0: none, no clip)"),
-    "scale_ratio": (_ATTR.FLOAT, "converter scale ratio s = (g_max - g_min) / max|W|, uS per weight unit"),
-    "g_min": (_ATTR.FLOAT, "conductance of the logical zero, uS"),
-    "g_max": (_ATTR.FLOAT, "largest conductance above g_min, uS"),
-    "dac_steps": (_ATTR.FLOAT, "DAC steps over [-1, 1] (0: ideal)"),
-    "adc_steps": (_ATTR.FLOAT, "ADC steps over [-out_bound, out_bound] (0: ideal)"),
-    "out_bound": (_ATTR.FLOAT, "ADC clip level in units of I / (g_max - g_min) (0: unbounded)"),
-    "tile_row": (_ATTR.INT, "row of this array in its layer's grid of arrays (input slice)"),
-    "tile_col": (_ATTR.INT, "column of this array in its layer's grid of arrays (output slice)"),
+    "layer": "name of the source layer in the PyTorch model",
+    "input_range": "learned input range r (0: none, no clip)",
+    "scale_ratio": "converter scale ratio s = (g_max - g_min) / max|W|, uS per weight unit",
+    "g_min": "conductance of the logical zero, uS",
+    "g_max": "largest conductance above g_min, uS",
+    "dac_steps": "DAC steps over [-1, 1] (0: ideal)",
+    "adc_steps": "ADC steps over [-out_bound, out_bound] (0: ideal)",
+    "out_bound": "ADC clip level in units of I / (g_max - g_min) (0: unbounded)",
+    "tile_row": "row of this array in its layer's grid of arrays (input slice)",
+    "tile_col": "column of this array in its layer's grid of arrays (output slice)",
+    "drift_gain": "digital drift-compensation gain on the ADC output (1: none); already folded into out_scale",
 }
+"""The meaning of each of :meth:`CrossbarSettings.scalar_fields` (a field without one fails at import)."""
 CONSTANT_ATTRIBUTES = {
-    "input_clip": (_ATTR.FLOAT, "clip bound of the input (inf: no clip)"),
-    "in_scale": (_ATTR.FLOAT, "input multiplier to DAC codes"),
-    "dac_round": (_ATTR.INT, "1: round the DAC codes (half to even)"),
-    "dac_clip": (_ATTR.FLOAT, "clip bound of the DAC codes after rounding (inf: no clip)"),
-    "adc_scale": (_ATTR.FLOAT, "current (uS x DAC code) multiplier to ADC codes"),
-    "adc_round": (_ATTR.INT, "1: round the ADC codes (half to even)"),
-    "adc_clip": (_ATTR.FLOAT, "clip bound of the ADC codes after rounding (inf: no clip)"),
-    "out_scale": (_ATTR.FLOAT, "ADC code multiplier to the layer's output units, before the bias"),
+    "input_clip": (float, "clip bound of the input (inf: no clip)"),
+    "in_scale": (float, "input multiplier to DAC codes"),
+    "dac_round": (int, "1: round the DAC codes (half to even)"),
+    "dac_clip": (float, "clip bound of the DAC codes after rounding (inf: no clip)"),
+    "adc_scale": (float, "current (uS x DAC code) multiplier to ADC codes"),
+    "adc_round": (int, "1: round the ADC codes (half to even)"),
+    "adc_clip": (float, "clip bound of the ADC codes after rounding (inf: no clip)"),
+    "out_scale": (float, "ADC code multiplier to the layer's output units, before the bias"),
 }
-CONV_ATTRIBUTES = {
-    "strides": (_ATTR.INTS, "as ONNX Conv"),
-    "pads": (_ATTR.INTS, "as ONNX Conv: begin values, then end values"),
-    "dilations": (_ATTR.INTS, "as ONNX Conv"),
-    "group": (_ATTR.INT, "as ONNX Conv"),
-}
+ATTRIBUTE_TYPES = {str: _ATTR.STRING, float: _ATTR.FLOAT, int: _ATTR.INT, tuple[int, ...]: _ATTR.INTS}
+"""Python type -> ONNX attribute type."""
+ANNOTATIONS = {str: str, float: float, int: int, tuple[int, ...]: Sequence[int]}
+"""Python type -> the annotation torch.onnx reads an attribute parameter's type from."""
 
 
-def _schema(name: str, doc: str, extra: dict) -> OpSchema:
-    attributes = HARDWARE_ATTRIBUTES | CONSTANT_ATTRIBUTES | extra
+def attribute_specs(kind: LayerKind) -> dict[str, tuple[type, str]]:
+    """Every attribute of the kind's op: name -> (Python type, meaning)."""
+    settings = {name: (t, HARDWARE_ATTRIBUTES[name]) for name, t in CrossbarSettings.scalar_fields().items()}
+    return settings | CONSTANT_ATTRIBUTES | dict(kind.onnx_attributes)
+
+
+def node_attributes(kind: LayerKind, settings: CrossbarSettings, geometry) -> dict:
+    """The attributes of one array's node: hardware fields, derived constants, geometry."""
+    return settings.scalars() | settings.constants | kind.onnx_values(geometry)
+
+
+def _schema(kind: LayerKind) -> OpSchema:
     return OpSchema(
-        name, DOMAIN, VERSION, doc,
+        kind.onnx_op, DOMAIN, VERSION, f"A {kind.name} layer on a crossbar array with input range, DAC and ADC.",
         inputs=[
-            OpSchema.FormalParameter("X", "T", "activation (linear: [..., in]; conv: [N, C, *spatial])"),
+            OpSchema.FormalParameter("X", "T", "activation (channels on dim 1, or last for linear)"),
             OpSchema.FormalParameter("G_plus", "T", "positive conductances, uS, shaped like the weight"),
             OpSchema.FormalParameter("G_minus", "T", "negative conductances, uS, shaped like the weight"),
             OpSchema.FormalParameter("B", "T", "digital bias [out] (zeros when the layer has none)"),
         ],
         outputs=[OpSchema.FormalParameter("Y", "T", "layer output")],
         type_constraints=[("T", ["tensor(float)"], "float32 tensors")],
-        attributes=[OpSchema.Attribute(key, kind, text) for key, (kind, text) in attributes.items()],
+        attributes=[OpSchema.Attribute(name, ATTRIBUTE_TYPES[t], text) for name, (t, text) in
+                    attribute_specs(kind).items()],
     )
 
 
-SCHEMAS = (
-    _schema("CrossbarLinear", "y = W x + b on a crossbar array with input range, DAC and ADC.", {}),
-    _schema("CrossbarConv", "A 1-3d convolution on a crossbar array with input range, DAC and ADC.",
-            CONV_ATTRIBUTES),
-)
+def _translation(kind: LayerKind) -> Callable:
+    """``xbar::crossbar_<kind>`` -> one ``ai.xbar::<onnx_op>`` node.
+
+    torch.onnx tells a translation's inputs from its attributes by the annotations
+    of its signature, so the generated function gets a real one.
+    """
+    emit = getattr(XBAR, kind.onnx_op)
+
+    def translate(x, g_plus, g_minus, bias, *values):
+        settings, geometry = decode_arguments(kind, values)
+        return emit(x, g_plus, g_minus, bias, **node_attributes(kind, settings, geometry))
+
+    tensors = [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=FLOAT)
+               for name in ("x", *TENSORS)]
+    scalars = [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=ANNOTATIONS[t])
+               for name, t in op_parameters(kind).items()]
+    translate.__signature__ = inspect.Signature(tensors + scalars, return_annotation=FLOAT)
+    translate.__annotations__ = {p.name: p.annotation for p in tensors + scalars} | {"return": FLOAT}
+    translate.__name__ = translate.__qualname__ = f"translate_crossbar_{kind.name}"
+    return translate
+
+
+SCHEMAS = {kind.onnx_op: _schema(kind) for kind in KINDS}
 
 
 def register_schemas() -> None:
     """Register the ``ai.xbar`` schemas with onnx (once per process)."""
-    for schema in SCHEMAS:
+    for schema in SCHEMAS.values():
         if not onnx.defs.has(schema.name, VERSION, DOMAIN):
             onnx.defs.register_schema(schema)
 
@@ -112,6 +150,7 @@ register_schemas()
 def CrossbarLinear(X: FLOAT, G_plus: FLOAT, G_minus: FLOAT, B: FLOAT,
                    layer: str, input_range: float, scale_ratio: float, g_min: float, g_max: float,
                    dac_steps: float, adc_steps: float, out_bound: float, tile_row: int, tile_col: int,
+                   drift_gain: float,
                    input_clip: float, in_scale: float, dac_round: int, dac_clip: float,
                    adc_scale: float, adc_round: int, adc_clip: float, out_scale: float) -> FLOAT:
     input_bound = op.Constant(value_float=input_clip)
@@ -138,6 +177,7 @@ def CrossbarLinear(X: FLOAT, G_plus: FLOAT, G_minus: FLOAT, B: FLOAT,
 def CrossbarConv(X: FLOAT, G_plus: FLOAT, G_minus: FLOAT, B: FLOAT,
                  layer: str, input_range: float, scale_ratio: float, g_min: float, g_max: float,
                  dac_steps: float, adc_steps: float, out_bound: float, tile_row: int, tile_col: int,
+                 drift_gain: float,
                  input_clip: float, in_scale: float, dac_round: int, dac_clip: float,
                  adc_scale: float, adc_round: int, adc_clip: float, out_scale: float,
                  strides: Sequence[int], pads: Sequence[int], dilations: Sequence[int], group: int) -> FLOAT:
@@ -164,39 +204,59 @@ def CrossbarConv(X: FLOAT, G_plus: FLOAT, G_minus: FLOAT, B: FLOAT,
     return op.Add(op.Mul(z, op.Constant(value_float=out_scale)), channel_bias)
 
 
-FUNCTIONS = {"CrossbarLinear": CrossbarLinear, "CrossbarConv": CrossbarConv}
 
 
-def node_attributes(settings: CrossbarSettings) -> dict:
-    """The hardware fields and derived constants of one layer, as node attributes."""
-    return settings.scalars() | settings.constants
+@script(XBAR, default_opset=op)
+def CrossbarConvTranspose(X: FLOAT, G_plus: FLOAT, G_minus: FLOAT, B: FLOAT,
+                          layer: str, input_range: float, scale_ratio: float, g_min: float, g_max: float,
+                          dac_steps: float, adc_steps: float, out_bound: float, tile_row: int, tile_col: int,
+                          drift_gain: float,
+                          input_clip: float, in_scale: float, dac_round: int, dac_clip: float,
+                          adc_scale: float, adc_round: int, adc_clip: float, out_scale: float,
+                          strides: Sequence[int], pads: Sequence[int], dilations: Sequence[int], group: int,
+                          output_padding: Sequence[int]) -> FLOAT:
+    input_bound = op.Constant(value_float=input_clip)
+    if op.IsInf(input_bound):
+        x = op.Identity(X)
+    else:
+        x = op.Clip(X, op.Neg(input_bound), input_bound)
+    q = op.Mul(x, op.Constant(value_float=in_scale))
+    if op.Cast(op.Constant(value_int=dac_round), to=BOOL):
+        q = op.Round(q)
+    dac_bound = op.Constant(value_float=dac_clip)
+    if op.Not(op.Equal(op.Floor(dac_bound), dac_bound)):
+        q = op.Clip(q, op.Neg(dac_bound), dac_bound)
+    weight = op.Mul(op.Sub(G_plus, G_minus), op.Constant(value_float=adc_scale))
+    z = op.ConvTranspose(q, weight, strides=strides, pads=pads, output_padding=output_padding,
+                         dilations=dilations, group=group)
+    if op.Cast(op.Constant(value_int=adc_round), to=BOOL):
+        z = op.Round(z)
+    adc_bound = op.Constant(value_float=adc_clip)
+    if op.Not(op.IsInf(adc_bound)):
+        z = op.Clip(z, op.Neg(adc_bound), adc_bound)
+    spatial_ones = op.ConstantOfShape(op.Shape(op.Shape(G_plus, start=2)), value=[1])
+    channel_bias = op.Reshape(B, op.Concat(op.Constant(value_ints=[-1]), spatial_ones, axis=0))
+    return op.Add(op.Mul(z, op.Constant(value_float=out_scale)), channel_bias)
 
 
-def conv_attributes(stride: Sequence[int], padding: Sequence[int], dilation: Sequence[int], groups: int) -> dict:
-    """PyTorch's convolution geometry in ONNX Conv's terms (symmetric pads)."""
-    return {"strides": list(stride), "pads": list(padding) * 2, "dilations": list(dilation), "group": groups}
+FUNCTIONS: dict[str, OnnxFunction] = {f.name: f for f in (CrossbarLinear, CrossbarConv, CrossbarConvTranspose)}
+"""ONNX op type -> its function body."""
 
 
-def translate_crossbar_linear(x: FLOAT, g_plus: FLOAT, g_minus: FLOAT, bias: FLOAT, layer: str,
-                              input_range: float, scale_ratio: float, g_min: float, g_max: float,
-                              dac_steps: float, adc_steps: float, out_bound: float, tile_row: int,
-                              tile_col: int) -> FLOAT:
-    """``xbar::crossbar_linear`` -> one ``ai.xbar::CrossbarLinear`` node."""
-    settings = CrossbarSettings(layer, input_range, scale_ratio, g_min, g_max, dac_steps, adc_steps, out_bound,
-                                tile_row, tile_col)
-    return XBAR.CrossbarLinear(x, g_plus, g_minus, bias, **node_attributes(settings))
+@dataclass(frozen=True)
+class CrossbarOp:
+    """Everything about one kind's op: the torch custom op, the ONNX schema, the
+    function body, and the translation from the one to the other."""
+
+    kind: LayerKind
+    custom_op: object
+    schema: OpSchema
+    function: OnnxFunction
+    translation: Callable
 
 
-def translate_crossbar_conv(x: FLOAT, g_plus: FLOAT, g_minus: FLOAT, bias: FLOAT, layer: str,
-                            input_range: float, scale_ratio: float, g_min: float, g_max: float,
-                            dac_steps: float, adc_steps: float, out_bound: float, tile_row: int, tile_col: int,
-                            stride: Sequence[int], padding: Sequence[int], dilation: Sequence[int],
-                            groups: int) -> FLOAT:
-    """``xbar::crossbar_conv`` -> one ``ai.xbar::CrossbarConv`` node."""
-    settings = CrossbarSettings(layer, input_range, scale_ratio, g_min, g_max, dac_steps, adc_steps, out_bound,
-                                tile_row, tile_col)
-    return XBAR.CrossbarConv(x, g_plus, g_minus, bias, **node_attributes(settings),
-                             **conv_attributes(stride, padding, dilation, groups))
-
-
-TRANSLATIONS = {CROSSBAR_LINEAR: translate_crossbar_linear, CROSSBAR_CONV: translate_crossbar_conv}
+CROSSBAR_OPS = {kind: CrossbarOp(kind, CUSTOM_OPS[kind], SCHEMAS[kind.onnx_op], FUNCTIONS[kind.onnx_op],
+                                 _translation(kind)) for kind in KINDS}
+"""Layer kind -> its op."""
+TRANSLATIONS = {o.custom_op: o.translation for o in CROSSBAR_OPS.values()}
+"""The exporter's ``custom_translation_table``."""

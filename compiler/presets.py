@@ -7,30 +7,35 @@ input ranges); device noise, drift and IR drop are not.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from .config import HardwareConfig
+from ..passes.parameters import ConfigError
+
+if TYPE_CHECKING:
+    from .config import HardwareConfig
 
 
 @dataclass(frozen=True)
 class Preset:
+    """A named hardware: its dotted-key overrides of ``HardwareConfig()``, what it models, where from."""
+
     name: str
     description: str
     source: str
     overrides: dict
 
-    def config(self) -> HardwareConfig:
+    def config(self) -> "HardwareConfig":
+        # lazy: the config module loads torch, and `xbar presets` lists presets without it
+        from .config import HardwareConfig
+
         return HardwareConfig().with_overrides(self.overrides)
 
 
-def _standard(bits_steps: float, array: int) -> dict:
-    return {
-        "forward.inp_res": bits_steps,
-        "forward.out_res": bits_steps,
-        "forward.out_bound": 10.0,
-        "mapping.max_input_size": array,
-        "mapping.max_output_size": array,
-        "pre_post.input_range.enable": True,
-    }
+def _standard(steps: int, array: int = 0) -> dict:
+    """A DAC and ADC of ``steps`` steps, ADC bound 10, square arrays of ``array`` rows (0: no tiling)."""
+    tiling = {"mapping.max_input_size": array, "mapping.max_output_size": array} if array else {}
+    return {"forward.inp_res": steps, "forward.out_res": steps, "forward.out_bound": 10,
+            "pre_post.input_range.enable": True} | tiling
 
 
 PRESETS: dict[str, Preset] = {
@@ -38,23 +43,31 @@ PRESETS: dict[str, Preset] = {
     for preset in (
         Preset("ideal", "No DAC, ADC or bound; one array per layer; learned input ranges.",
                "xbar's default HardwareConfig()", {}),
+        Preset("8bit",
+               "8-bit DAC and ADC (254 steps), ADC bound 10, one array per layer, learned input ranges.",
+               "the periphery of aihwkit's StandardHWATrainingPreset (inp_res=out_res=254, out_bound=10) "
+               "without tiling; `xbar compile`'s default", _standard(254)),
         Preset("8bit-512x512",
                "8-bit DAC and ADC (254 steps), ADC bound 10, 512x512 arrays, learned input ranges.",
                "aihwkit StandardHWATrainingPreset (inp_res=out_res=254, out_bound=10, max_input_size=512, "
                "input range init 3.0 / 100 batches / 3 std / decay 0.001); its noise models are not "
                "simulated and its output tiling (max_output_size=0) is set to 512 for square arrays",
-               _standard(254.0, 512)),
+               _standard(254, 512)),
         Preset("6bit-256x256",
                "6-bit DAC and ADC (62 steps), ADC bound 10, 256x256 arrays, learned input ranges.",
                "the 8bit-512x512 preset at 2**6 - 2 steps and the smaller arrays of low-power designs",
-               _standard(62.0, 256)),
+               _standard(62, 256)),
     )
 }
 
 
+DEFAULT_PRESET = "8bit"
+"""``xbar compile``'s hardware without --preset or --config; the tests and benchmarks use it too."""
+
+
 def preset_config(name: str) -> HardwareConfig:
-    """The HardwareConfig of a named preset; ValueError lists the names on a miss."""
+    """The HardwareConfig of a named preset; :class:`ConfigError` lists the names on a miss."""
     try:
         return PRESETS[name].config()
     except KeyError:
-        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}") from None
+        raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}") from None

@@ -1,6 +1,7 @@
 """Digits dataset split and evaluation helper shared by training and tests."""
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from sklearn.datasets import load_digits
@@ -30,11 +31,17 @@ def load_digits_split() -> DigitsSplit:
 
 
 @torch.no_grad()
-def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256) -> float:
-    """Fraction of correctly classified samples; puts the model in eval mode."""
-    model.eval()
+def accuracy(run: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor,
+             batch_size: int = 256) -> float:
+    """Fraction of samples whose largest logit is their label.
+
+    ``run`` maps a batch to logits: a model (put in eval mode first) or any callable,
+    such as an ONNX Runtime session wrapped by ``xbar.compiler.runtime.onnx_runner``.
+    """
+    if isinstance(run, torch.nn.Module):
+        run.eval()
     correct = sum(
-        (model(x[i : i + batch_size]).argmax(dim=1) == y[i : i + batch_size]).sum().item()
+        (run(x[i : i + batch_size]).argmax(dim=1) == y[i : i + batch_size]).sum().item()
         for i in range(0, len(y), batch_size)
     )
     return correct / len(y)

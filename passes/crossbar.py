@@ -1,7 +1,8 @@
 """The converted crossbar layer: one call from input to output on G+ and G-.
 
-``crossbar_linear`` / ``crossbar_conv`` run the hardware model of DESIGN.md
-section 2 on conductances, in the units a backend programs:
+:func:`run_crossbar` runs the hardware model (README, "The hardware model") of
+one array on conductances, in the units a backend programs, around its layer
+kind's canonical op:
 
     q = clip(x, -r, r) * in_scale            DAC codes (rounded, clipped to +-h_in)
     z = ((G+ - G-) * adc_scale) q            ADC codes (rounded, clipped to +-z_max)
@@ -18,13 +19,15 @@ ONNX function body and PyTorch use bit-identical constants.
 from __future__ import annotations
 
 import math
+import typing
 from dataclasses import asdict, dataclass, fields
 from functools import cached_property
-from typing import Optional, Sequence
+from typing import Any, Optional
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
+
+from .kinds.base import LayerKind
 
 
 def _f32(value: float) -> float:
@@ -41,6 +44,11 @@ class CrossbarSettings:
     ``tile_row`` / ``tile_col`` place the array in its layer's grid of arrays.
     ``column_scale_ratios`` (an xbar extension, empty by default) gives each
     output column its own scale ratio, which then replaces ``scale_ratio``.
+    ``drift_gain`` (1 by default) is the digital gain drift compensation applies
+    to the ADC codes; it is folded into ``out_scale``, so ``z * out_scale`` (one
+    float32 multiply, in PyTorch and in an ONNX body alike) applies it bit for
+    bit. ``column_drift_gains`` (empty by default) is its per-column form, folded
+    into :attr:`column_out_scale`.
     ``input_range == 0`` means no input range (no clip, r = 1); ``dac_steps`` /
     ``adc_steps == 0`` mean ideal converters; ``out_bound == 0`` means unbounded.
     """
@@ -55,7 +63,9 @@ class CrossbarSettings:
     out_bound: float
     tile_row: int = 0
     tile_col: int = 0
+    drift_gain: float = 1.0
     column_scale_ratios: tuple[float, ...] = ()
+    column_drift_gains: tuple[float, ...] = ()
 
     @cached_property
     def constants(self) -> dict:
@@ -75,24 +85,36 @@ class CrossbarSettings:
             "adc_scale": _f32(in_unit / g_span / adc_unit),
             "adc_round": int(bool(h_out)),
             "adc_clip": _f32(bound / adc_unit) if bound else math.inf,
-            "out_scale": _f32(adc_unit * r * g_span / self.scale_ratio),
+            "out_scale": _f32(adc_unit * r * g_span / self.scale_ratio * self.drift_gain),
         }
 
     @cached_property
     def column_out_scale(self) -> Optional[Tensor]:
-        """Per output column ``out_scale`` (float32), or None for one scale ratio per array."""
-        if not self.column_scale_ratios:
+        """Per output column ``out_scale`` (float32), or None for one scale ratio and gain per array."""
+        if not self.column_scale_ratios and not self.column_drift_gains:
             return None
-        c = self.constants
-        unit = c["out_scale"] * self.scale_ratio
-        return torch.tensor([unit / s for s in self.column_scale_ratios], dtype=torch.float32)
+        out_scale = self.constants["out_scale"]
+        if self.column_scale_ratios:
+            scales = [out_scale * self.scale_ratio / s for s in self.column_scale_ratios]
+        else:
+            scales = [out_scale] * len(self.column_drift_gains)
+        if self.column_drift_gains:
+            scales = [scale * gain for scale, gain in zip(scales, self.column_drift_gains)]
+        return torch.tensor(scales, dtype=torch.float32)
 
     def as_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def scalar_fields(cls) -> dict[str, type]:
+        """Name -> type of the fields of one value each (all but the per-column tuples),
+        in field order: the custom ops' and the ONNX nodes' hardware arguments."""
+        types = typing.get_type_hints(cls)
+        return {f.name: types[f.name] for f in fields(cls) if not f.name.startswith("column_")}
+
     def scalars(self) -> dict:
-        """The fields one value each (all but ``column_scale_ratios``), in field order."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "column_scale_ratios"}
+        """The values of :meth:`scalar_fields`, in field order."""
+        return {name: getattr(self, name) for name in self.scalar_fields()}
 
 
 def _periphery_in(x: Tensor, c: dict) -> Tensor:
@@ -136,44 +158,29 @@ def _periphery_out(z: Tensor, bias: Optional[Tensor], settings: CrossbarSettings
     return z.add_(bias)  # not add(alpha=): that fuses multiply and add, which ONNX's Mul, Add do not
 
 
-def crossbar_linear(x: Tensor, weight: Tensor, bias: Optional[Tensor], settings: CrossbarSettings) -> Tensor:
-    """A linear layer on a crossbar: ``x`` [..., in], ``weight`` = :func:`adc_weight` [out, in]."""
-    codes = F.linear(_periphery_in(x, settings.constants), weight)
-    return _periphery_out(codes, bias, settings, channel_dim=-1)
-
-
-def crossbar_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor], settings: CrossbarSettings,
-                  stride: Sequence[int], padding: Sequence[int], dilation: Sequence[int], groups: int) -> Tensor:
-    """A 1-3d convolution on a crossbar (its unfolded input is the array input)."""
-    conv = (F.conv1d, F.conv2d, F.conv3d)[weight.dim() - 3]
-    codes = conv(_periphery_in(x, settings.constants), weight, None, stride, padding, dilation, groups)
-    return _periphery_out(codes, bias, settings, channel_dim=1)
-
-
-@dataclass(frozen=True)
-class ConvGeometry:
-    """Stride, padding, dilation and groups of a convolution layer."""
-
-    stride: tuple
-    padding: tuple
-    dilation: tuple
-    groups: int
+def run_crossbar(kind: LayerKind, x: Tensor, weight: Tensor, bias: Optional[Tensor], settings: CrossbarSettings,
+                 geometry: Any) -> Tensor:
+    """One array of ``kind``: ``weight`` = :func:`adc_weight`, shaped like the layer's weight block."""
+    codes = kind.mvm(_periphery_in(x, settings.constants), weight, geometry)
+    return _periphery_out(codes, bias, settings, kind.channel_dim)
 
 
 class Crossbar(nn.Module):
-    """One converted crossbar layer: G+ / G- buffers, the digital bias, the periphery.
+    """One converted crossbar array: G+ / G- buffers, the digital bias, the periphery.
 
-    ``geometry`` is None for a linear layer. ``source_weight`` names the original
-    parameter, so the conductances can be traced back to it.
+    ``kind`` and ``geometry`` (the kind's; None for a linear layer) say which op the
+    array computes. ``source_weight`` names the original parameter, so the
+    conductances can be traced back to it.
     """
 
-    def __init__(self, g_plus: Tensor, g_minus: Tensor, bias: Optional[Tensor],
-                 settings: CrossbarSettings, geometry: Optional[ConvGeometry], source_weight: str):
+    def __init__(self, g_plus: Tensor, g_minus: Tensor, bias: Optional[Tensor], settings: CrossbarSettings,
+                 kind: LayerKind, geometry: Any, source_weight: str):
         super().__init__()
         self.register_buffer("g_plus", g_plus)
         self.register_buffer("g_minus", g_minus)
         self.register_buffer("bias", bias)
         self.settings = settings
+        self.kind = kind
         self.geometry = geometry
         self.source_weight = source_weight
         self._adc_weight, self._adc_weight_key = None, None
@@ -188,14 +195,9 @@ class Crossbar(nn.Module):
         return self._adc_weight
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.geometry is None:
-            return crossbar_linear(x, self.adc_weight(), self.bias, self.settings)
-        g = self.geometry
-        return crossbar_conv(x, self.adc_weight(), self.bias, self.settings, g.stride, g.padding, g.dilation,
-                             g.groups)
+        return run_crossbar(self.kind, x, self.adc_weight(), self.bias, self.settings, self.geometry)
 
     def extra_repr(self) -> str:
         s = self.settings
-        kind = "linear" if self.geometry is None else f"conv{self.g_plus.dim() - 2}d"
-        return (f"{kind}, {tuple(self.g_plus.shape)}, r={s.input_range:.4g}, "
+        return (f"{self.kind.describe(self.g_plus.dim())}, {tuple(self.g_plus.shape)}, r={s.input_range:.4g}, "
                 f"scale_ratio={s.scale_ratio:.4g}, dac_steps={s.dac_steps:g}, adc_steps={s.adc_steps:g}")

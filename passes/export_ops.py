@@ -1,17 +1,18 @@
 """Turn each converted crossbar array into one call of an ``xbar::`` custom op, for export.
 
-``xbar::crossbar_linear`` and ``xbar::crossbar_conv`` are ``torch.library``
-custom ops: ``torch.export`` keeps each call as one node, which an exporter can
-translate into one node of its own. They run :func:`xbar.passes.crossbar.crossbar_linear`
-/ :func:`~xbar.passes.crossbar.crossbar_conv` (one source of numerics); their scalar
-arguments are the fields of :class:`~xbar.passes.crossbar.CrossbarSettings` in field
-order, then a convolution's stride, padding, dilation and groups.
+Each layer kind has one ``torch.library`` custom op, ``xbar::crossbar_<kind>``:
+``torch.export`` keeps each call as one node, which an exporter can translate into
+one node of its own. Its schema is generated, not written: the activation, the
+:data:`TENSORS`, the :meth:`CrossbarSettings.scalar_fields` in field order, then
+the fields of the kind's ``geometry_type`` (int tuples as ``int[]``). It runs
+:func:`~xbar.passes.crossbar.run_crossbar` (one source of numerics); its fake
+(shape) function is the kind's :meth:`~xbar.passes.kinds.base.LayerKind.output_like`.
 
 Rules of :class:`CrossbarToCustomOpsPass`, for each ``call_module`` of a
 :class:`~xbar.passes.crossbar.Crossbar` module:
 
-* the node becomes a ``call_function`` of the custom op in place, keeping its
-  name (``fc1_crossbar``), position and users;
+* the node becomes a ``call_function`` of its kind's custom op in place, keeping
+  its name (``fc1_crossbar``), position and users;
 * G+, G- and the bias are read by ``get_attr`` of the module's buffers
   (``fc1_crossbar.g_plus``, ...), so they stay separate tensors named after the
   array; a module without bias first gets a zero ``bias`` buffer (an ONNX
@@ -22,65 +23,83 @@ Rules of :class:`CrossbarToCustomOpsPass`, for each ``call_module`` of a
 
 from __future__ import annotations
 
+import dataclasses
+import typing
 from functools import lru_cache
+from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, fx
 from torch.fx.passes.infra.pass_base import PassBase, PassResult
 
-from .crossbar import Crossbar, CrossbarSettings, adc_weight, crossbar_conv, crossbar_linear
+from .crossbar import Crossbar, CrossbarSettings, adc_weight, run_crossbar
 from .infra import PostconditionError
+from .kinds import KINDS
+from .kinds.base import LayerKind
 
-CONV_FUNCTIONS = (F.conv1d, F.conv2d, F.conv3d)
+NAMESPACE = "xbar"
 TENSORS = ("g_plus", "g_minus", "bias")
 """The Crossbar buffers each custom op reads, in argument order after the activation."""
+SCHEMA_TYPES = {str: "str", float: "float", int: "int", tuple[int, ...]: "int[]"}
+"""Python field type -> torch schema type of a custom op argument."""
+
+
+def geometry_fields(kind: LayerKind) -> dict[str, type]:
+    """Name -> type of the kind's geometry fields, in order (none for a kind without geometry)."""
+    if kind.geometry_type is None:
+        return {}
+    types = typing.get_type_hints(kind.geometry_type)
+    return {f.name: types[f.name] for f in dataclasses.fields(kind.geometry_type)}
+
+
+def op_parameters(kind: LayerKind) -> dict[str, type]:
+    """Name -> type of the custom op's arguments after the activation and :data:`TENSORS`."""
+    return CrossbarSettings.scalar_fields() | geometry_fields(kind)
+
+
+def op_arguments(settings: CrossbarSettings, geometry: Any) -> tuple:
+    """A custom op's arguments after the tensors: the settings' scalars, then the geometry."""
+    values = tuple(settings.scalars().values())
+    if geometry is None:
+        return values
+    return values + tuple(list(v) if isinstance(v, tuple) else v for v in dataclasses.astuple(geometry))
 
 
 @lru_cache(maxsize=None)
-def _settings(*fields) -> CrossbarSettings:
+def _settings(*scalars) -> CrossbarSettings:
     """One settings object (and its cached constants) per distinct argument tuple."""
-    return CrossbarSettings(*fields)
+    return CrossbarSettings(*scalars)
 
 
-def _linear(x: Tensor, g_plus: Tensor, g_minus: Tensor, bias: Tensor, layer: str, input_range: float,
-            scale_ratio: float, g_min: float, g_max: float, dac_steps: float, adc_steps: float,
-            out_bound: float, tile_row: int, tile_col: int) -> Tensor:
-    settings = _settings(layer, input_range, scale_ratio, g_min, g_max, dac_steps, adc_steps, out_bound,
-                         tile_row, tile_col)
-    return crossbar_linear(x, adc_weight(g_plus, g_minus, settings), bias, settings)
+def decode_arguments(kind: LayerKind, values: tuple) -> tuple[CrossbarSettings, Any]:
+    """The settings and geometry that :func:`op_arguments` encoded."""
+    count = len(CrossbarSettings.scalar_fields())
+    geometry = None
+    if kind.geometry_type is not None:
+        geometry = kind.geometry_type(*(tuple(v) if isinstance(v, list) else v for v in values[count:]))
+    return _settings(*values[:count]), geometry
 
 
-def _conv(x: Tensor, g_plus: Tensor, g_minus: Tensor, bias: Tensor, layer: str, input_range: float,
-          scale_ratio: float, g_min: float, g_max: float, dac_steps: float, adc_steps: float,
-          out_bound: float, tile_row: int, tile_col: int, stride: list[int], padding: list[int],
-          dilation: list[int], groups: int) -> Tensor:
-    settings = _settings(layer, input_range, scale_ratio, g_min, g_max, dac_steps, adc_steps, out_bound,
-                         tile_row, tile_col)
-    return crossbar_conv(x, adc_weight(g_plus, g_minus, settings), bias, settings, stride, padding, dilation,
-                         groups)
+def _define(kind: LayerKind) -> torch._ops.OpOverload:
+    """Define ``xbar::crossbar_<kind>`` with its kernel and fake function."""
+    name = f"{NAMESPACE}::crossbar_{kind.name}"
+    arguments = ", ".join(f"{SCHEMA_TYPES[t]} {n}" for n, t in op_parameters(kind).items())
+    torch.library.define(name, f"(Tensor x, {', '.join(f'Tensor {t}' for t in TENSORS)}, {arguments}) -> Tensor")
+
+    @torch.library.impl(name, "CompositeExplicitAutograd")
+    def kernel(x: Tensor, g_plus: Tensor, g_minus: Tensor, bias: Tensor, *values) -> Tensor:
+        settings, geometry = decode_arguments(kind, values)
+        return run_crossbar(kind, x, adc_weight(g_plus, g_minus, settings), bias, settings, geometry)
+
+    @torch.library.register_fake(name)
+    def fake(x: Tensor, g_plus: Tensor, g_minus: Tensor, bias: Tensor, *values) -> Tensor:
+        return kind.output_like(x, g_plus, decode_arguments(kind, values)[1])
+
+    return getattr(getattr(torch.ops, NAMESPACE), f"crossbar_{kind.name}").default
 
 
-def _linear_shape(x: Tensor, g_plus: Tensor, *settings) -> Tensor:
-    return F.linear(x, g_plus)
-
-
-def _conv_shape(x: Tensor, g_plus: Tensor, *others) -> Tensor:
-    stride, padding, dilation, groups = others[-4:]
-    return CONV_FUNCTIONS[g_plus.dim() - 3](x, g_plus, None, stride, padding, dilation, groups)
-
-
-# Tracing (on fake tensors) needs only the output's shape: one linear or convolution gives it.
-torch.library.custom_op("xbar::crossbar_linear", _linear, mutates_args=()).register_fake(_linear_shape)
-torch.library.custom_op("xbar::crossbar_conv", _conv, mutates_args=()).register_fake(_conv_shape)
-
-CROSSBAR_LINEAR = torch.ops.xbar.crossbar_linear.default
-CROSSBAR_CONV = torch.ops.xbar.crossbar_conv.default
-
-
-def _settings_args(settings: CrossbarSettings) -> tuple:
-    """The settings as the custom ops' scalar arguments (field order)."""
-    return tuple(settings.scalars().values())
+CUSTOM_OPS: dict[LayerKind, torch._ops.OpOverload] = {kind: _define(kind) for kind in KINDS}
+"""Layer kind -> its custom op."""
 
 
 def _crossbar_calls(graph_module: fx.GraphModule) -> list[fx.Node]:
@@ -97,17 +116,13 @@ class CrossbarToCustomOpsPass(PassBase):
         for site in sites:
             module = graph_module.get_submodule(site.target)
             if module.bias is None:
-                module.bias = torch.zeros(module.g_plus.shape[0], dtype=module.g_plus.dtype)
+                channels = module.kind.output_channels(module.g_plus.shape, module.geometry)
+                module.bias = torch.zeros(channels, dtype=module.g_plus.dtype)
             with graph.inserting_before(site):
                 tensors = [graph.get_attr(f"{site.target}.{name}") for name in TENSORS]
-            args = (site.args[0], *tensors, *_settings_args(module.settings))
-            if module.geometry is None:
-                target = CROSSBAR_LINEAR
-            else:
-                g = module.geometry
-                target = CROSSBAR_CONV
-                args += (list(g.stride), list(g.padding), list(g.dilation), int(g.groups))
-            site.op, site.target, site.args = "call_function", target, args  # in place: keeps name and users
+            args = (site.args[0], *tensors, *op_arguments(module.settings, module.geometry))
+            # in place: keeps the name and the users
+            site.op, site.target, site.args = "call_function", CUSTOM_OPS[module.kind], args
         return PassResult(graph_module, bool(sites))
 
     def ensures(self, graph_module: fx.GraphModule) -> None:

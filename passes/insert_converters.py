@@ -15,7 +15,7 @@ from torch import fx
 from torch.fx.passes.infra.pass_base import PassBase, PassResult
 
 from . import periphery
-from .plan import add_node, check_names, input_chain, retag, tag_of, tagged
+from .plan import Role, Scope, add_node, check_names, input_chain, retag, tag_of, tagged
 
 
 class InsertConvertersPass(PassBase):
@@ -25,7 +25,7 @@ class InsertConvertersPass(PassBase):
         graph = graph_module.graph
         modified = False
         dac_inputs: dict[fx.Node, list[fx.Node]] = {}
-        for mvm in tagged(graph, "mvm"):
+        for mvm in tagged(graph, Role.MVM):
             if tag_of(mvm).plan.io.dac_steps:
                 dac_inputs.setdefault(mvm.args[0], []).append(mvm)
         for mvms in dac_inputs.values():
@@ -33,16 +33,16 @@ class InsertConvertersPass(PassBase):
             source = mvms[0].args[0]
             with graph.inserting_before(mvms[0]):
                 dac = add_node(graph, "call_function", periphery.dac, (source, tag.plan.io.dac_steps),
-                               tag=retag(tag, "dac", row_only=True))
+                               tag=retag(tag, Role.DAC, Scope.ROW))
             for mvm in mvms:
                 mvm.replace_input_with(source, dac)
             modified = True
-        for mvm in tagged(graph, "mvm"):
+        for mvm in tagged(graph, Role.MVM):
             tag = tag_of(mvm)
             plan, io = tag.plan, tag.plan.io
             if not io.bound:
                 continue
-            value = input_chain(mvm).get("input_range_value")
+            value = input_chain(mvm).nodes.get(Role.INPUT_RANGE_VALUE)
             manage = plan.input_range.enable and plan.input_range.manage_output_clipping
             users = list(mvm.users)
             with graph.inserting_after(mvm):
@@ -50,7 +50,7 @@ class InsertConvertersPass(PassBase):
                                dict(bound=io.bound, steps=io.adc_steps, channel_dim=plan.layer.channel_dim,
                                     columnwise=plan.columnwise,
                                     output_min_percentage=plan.input_range.output_min_percentage if manage else None),
-                               tag=retag(tag, "adc"))
+                               tag=retag(tag, Role.ADC))
             for user in users:
                 user.replace_input_with(mvm, adc)
             modified = True

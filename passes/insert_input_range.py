@@ -18,7 +18,7 @@ from torch.fx.passes.infra.pass_base import PassBase, PassResult
 
 from . import periphery
 from .input_range import InputRange
-from .plan import add_node, check_names, retag, tag_of, tagged
+from .plan import Role, Scope, add_node, check_names, retag, tag_of, tagged
 
 
 class InsertInputRangePass(PassBase):
@@ -27,7 +27,7 @@ class InsertInputRangePass(PassBase):
     def call(self, graph_module: fx.GraphModule) -> PassResult:
         graph = graph_module.graph
         groups: dict[tuple, list[fx.Node]] = {}
-        for mvm in tagged(graph, "mvm"):
+        for mvm in tagged(graph, Role.MVM):
             tag = tag_of(mvm)
             if tag.plan.input_range.enable:
                 row = tag.tile.row if tag.tile else None
@@ -35,21 +35,21 @@ class InsertInputRangePass(PassBase):
         for mvms in groups.values():
             tag = tag_of(mvms[0])
             activation = mvms[0].args[0]  # read now: an earlier layer's rescale may have replaced it
-            clip_tag = retag(tag, "input_range", row_only=True)
+            clip_tag = retag(tag, Role.INPUT_RANGE, Scope.ROW)
             if not hasattr(graph_module, clip_tag.name):
                 graph_module.add_submodule(clip_tag.name, InputRange(tag.plan.input_range))
             with graph.inserting_before(mvms[0]):
                 clipped = add_node(graph, "call_module", clip_tag.name, (activation,), tag=clip_tag)
                 value = add_node(graph, "get_attr", f"{clip_tag.name}.value", (),
-                                 tag=retag(tag, "input_range_value", row_only=True))
+                                 tag=retag(tag, Role.INPUT_RANGE_VALUE, Scope.ROW))
                 normalized = add_node(graph, "call_function", periphery.normalize, (clipped, value),
-                                      tag=retag(tag, "normalize", row_only=True))
+                                      tag=retag(tag, Role.NORMALIZE, Scope.ROW))
             for mvm in mvms:
                 mvm.replace_input_with(activation, normalized)
                 users = list(mvm.users)
                 with graph.inserting_after(mvm):
                     rescaled = add_node(graph, "call_function", periphery.rescale, (mvm, value),
-                                        tag=retag(tag_of(mvm), "rescale"))
+                                        tag=retag(tag_of(mvm), Role.RESCALE))
                 for user in users:
                     user.replace_input_with(mvm, rescaled)
         return PassResult(graph_module, bool(groups))

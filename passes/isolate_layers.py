@@ -1,9 +1,9 @@
 """Rewrite each crossbar layer into one canonical weight-only op plus a digital bias.
 
 Rules:
-* the layer node becomes ``<layer>_mvm``: ``F.linear(x, W)`` or
-  ``F.convNd(x, W, None, stride, padding, dilation, groups)``; a weight stored
-  [in, out] (matmul forms) is read through ``torch.t`` so W is always [out, in, ...];
+* the layer node becomes ``<layer>_mvm``, its kind's canonical op on the activation
+  and the weight alone (``F.linear(x, W)``, ``F.conv2d(x, W, None, stride, ...)``,
+  ...); a weight stored [in, out] (matmul forms) is read through ``torch.t``;
 * a bias becomes a separate ``<layer>_add_bias`` node after it (kept digital);
 * every user of the old node reads the new output; the old node is erased;
 * no plans: the graph is left untouched (``modified=False``).
@@ -12,15 +12,13 @@ Rules:
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import fx
 from torch.fx.passes.infra.pass_base import PassBase, PassResult
 
 from . import periphery
 from .infra import PostconditionError
-from .plan import LayerPlan, NodeTag, add_node, check_names, erase_if_unused, tagged
-
-CONV_FUNCTIONS = {"conv1d": F.conv1d, "conv2d": F.conv2d, "conv3d": F.conv3d}
+from .operands import resolve_attribute
+from .plan import LayerPlan, NodeTag, Role, add_node, check_names, erase_if_unused, tagged
 
 
 def _read(graph: fx.Graph, operands: list[fx.Node], qualname: str) -> fx.Node:
@@ -49,18 +47,14 @@ class IsolateCrossbarLayersPass(PassBase):
                 weight = _read(graph, operands, layer.weight)
                 if layer.weight_transposed:
                     weight = graph.call_function(torch.t, (weight,))
-                if layer.geometry is None:
-                    args = (activation, weight)
-                    target = F.linear
-                else:
-                    g = layer.geometry
-                    args = (activation, weight, None, g.stride, g.padding, g.dilation, g.groups)
-                    target = CONV_FUNCTIONS[layer.kind]
-                out = mvm = add_node(graph, "call_function", target, args, tag=NodeTag("mvm", plan))
+                kind = layer.kind
+                target = kind.function(resolve_attribute(graph_module, layer.weight).dim())
+                out = mvm = add_node(graph, "call_function", target,
+                                     (activation, weight, *kind.arguments(layer.geometry)), tag=NodeTag(Role.MVM, plan))
                 if layer.bias is not None:
                     out = add_node(graph, "call_function", periphery.add_bias,
                                    (mvm, _read(graph, operands, layer.bias), layer.channel_dim),
-                                   tag=NodeTag("add_bias", plan))
+                                   tag=NodeTag(Role.ADD_BIAS, plan))
             node.replace_all_uses_with(out)
             graph.erase_node(node)
             for operand in operands:
@@ -68,7 +62,7 @@ class IsolateCrossbarLayersPass(PassBase):
         return PassResult(graph_module, bool(self.plans))
 
     def ensures(self, graph_module: fx.GraphModule) -> None:
-        found = len(tagged(graph_module.graph, "mvm"))
+        found = len(tagged(graph_module.graph, Role.MVM))
         if found != len(self.plans):
             raise PostconditionError(f"{type(self).__name__}: expected {len(self.plans)} crossbar nodes, found {found}")
         check_names(graph_module.graph, type(self).__name__)

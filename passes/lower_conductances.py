@@ -18,12 +18,12 @@ from typing import Optional
 from torch import Tensor, fx
 from torch.fx.passes.infra.pass_base import PassBase, PassResult
 
-from .crossbar import ConvGeometry, Crossbar, CrossbarSettings
+from .crossbar import Crossbar, CrossbarSettings
 from .infra import PostconditionError
-from .matching import resolve_attribute
+from .operands import resolve_attribute
 from .plan import (
-    INPUT_SIDE,
     NodeTag,
+    Role,
     add_node,
     check_names,
     erase_if_unused,
@@ -34,6 +34,9 @@ from .plan import (
     tagged,
 )
 
+KEPT_ROLES = (Role.CROSSBAR, Role.SLICE, Role.COLUMN_SUM, Role.CONCAT, Role.ADD_BIAS)
+"""The digital nodes of a tiled layer that stay after lowering."""
+
 
 def _weight_block(graph_module: fx.GraphModule, tag: NodeTag) -> Tensor:
     layer = tag.plan.layer
@@ -41,15 +44,8 @@ def _weight_block(graph_module: fx.GraphModule, tag: NodeTag) -> Tensor:
     if layer.weight_transposed:
         weight = weight.t()
     if tag.tile is not None:
-        weight = weight[slice(*tag.tile.outputs), slice(*tag.tile.weight_inputs)]
+        weight = weight[layer.kind.block_index(tag.tile)]
     return weight.contiguous()
-
-
-def _geometry(tag: NodeTag) -> Optional[ConvGeometry]:
-    geometry = tag.plan.layer.geometry
-    if geometry is None or tag.tile is None:
-        return geometry
-    return ConvGeometry(geometry.stride, geometry.padding, geometry.dilation, tag.tile.groups)
 
 
 def build_crossbar(graph_module: fx.GraphModule, tag: NodeTag, input_range: float,
@@ -77,7 +73,9 @@ def build_crossbar(graph_module: fx.GraphModule, tag: NodeTag, input_range: floa
         tile_col=tag.tile.col if tag.tile else 0,
         column_scale_ratios=column_ratios,
     )
-    return Crossbar(g_plus.contiguous(), g_minus.contiguous(), bias, settings, _geometry(tag), plan.layer.weight)
+    layer = plan.layer
+    geometry = layer.geometry if tag.tile is None else layer.kind.with_groups(layer.geometry, tag.tile.groups)
+    return Crossbar(g_plus.contiguous(), g_minus.contiguous(), bias, settings, layer.kind, geometry, layer.weight)
 
 
 def drop_unused_tensors(graph_module: fx.GraphModule) -> None:
@@ -101,7 +99,7 @@ class LowerToConductancesPass(PassBase):
 
     def call(self, graph_module: fx.GraphModule) -> PassResult:
         graph = graph_module.graph
-        mvms = tagged(graph, "mvm")
+        mvms = tagged(graph, Role.MVM)
         input_sides = set()
         for mvm in mvms:
             tag = tag_of(mvm)
@@ -112,21 +110,21 @@ class LowerToConductancesPass(PassBase):
             if bias_node is not None:
                 outputs.append(bias_node)
                 last = bias_node
-            name = retag(tag, "crossbar").name
+            name = retag(tag, Role.CROSSBAR).name
             if not hasattr(graph_module, name):
-                clip = inputs.get("input_range")
+                clip = inputs.nodes.get(Role.INPUT_RANGE)
                 input_range = float(graph_module.get_submodule(clip.target).value.detach()) if clip else 0.0
                 bias = resolve_attribute(graph_module, bias_node.args[1].target).detach().clone() if bias_node else None
                 graph_module.add_submodule(name, build_crossbar(graph_module, tag, input_range, bias))
             with graph.inserting_after(last):
-                lowered = add_node(graph, "call_module", name, (inputs["source"],), tag=retag(tag, "crossbar"))
+                lowered = add_node(graph, "call_module", name, (inputs.source,), tag=retag(tag, Role.CROSSBAR))
             last.replace_all_uses_with(lowered)
             weight_reads = dict.fromkeys(a for n in (mvm, *outputs) for a in n.args if isinstance(a, fx.Node))
             for node in reversed([mvm, *outputs]):
                 graph.erase_node(node)
             for read in weight_reads:
                 erase_if_unused(graph, read)
-            input_sides.update(inputs[role] for role in (*INPUT_SIDE, "input_range_value") if role in inputs)
+            input_sides.update(inputs.nodes.values())
         for node in reversed(list(graph.nodes)):
             if node in input_sides and not node.users:
                 graph.erase_node(node)
@@ -140,12 +138,10 @@ class LowerToConductancesPass(PassBase):
             return None
         (user,) = last.users
         user_tag = tag_of(user)
-        return user if user_tag is not None and user_tag.role == "add_bias" else None
+        return user if user_tag is not None and user_tag.role is Role.ADD_BIAS else None
 
     def ensures(self, graph_module: fx.GraphModule) -> None:
-        kept = ("crossbar", "slice", "concat", "add_bias")
-        left = [n.name for n in graph_module.graph.nodes
-                if (t := tag_of(n)) and t.role not in kept and not t.role.endswith("_sum")]
+        left = [n.name for n in graph_module.graph.nodes if (t := tag_of(n)) and t.role not in KEPT_ROLES]
         if left:
             raise PostconditionError(f"{type(self).__name__}: prepared nodes left after lowering: {left}")
         check_names(graph_module.graph, type(self).__name__)

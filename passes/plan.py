@@ -2,7 +2,7 @@
 
 The driver resolves a :class:`LayerPlan` per matched layer; the passes stamp it
 on the nodes they create (``node.meta["xbar"]`` = :class:`NodeTag`) so later
-passes find a layer's nodes by tag, never by name.
+passes find a layer's nodes by tag (its :class:`Role`), never by name.
 """
 
 from __future__ import annotations
@@ -10,15 +10,17 @@ from __future__ import annotations
 import operator
 import re
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Optional
 
 import torch
 from torch import fx
 
+from .arrays import Tile
 from .converter import SinglePairConductanceConverter
 from .infra import PostconditionError
 from .matching import CrossbarLayer
-from .parameters import InputRangeParameter, IOParameters, MappingParameter
+from .parameters import ConfigError, InputRangeParameter, IOParameters, MappingParameter
 
 TAG = "xbar"
 
@@ -37,6 +39,11 @@ class LayerPlan:
     mapping: MappingParameter = field(default_factory=MappingParameter)
     rule: str = "global"
 
+    def __post_init__(self):
+        if self.columnwise and not self.layer.kind.columnwise:
+            raise ConfigError(f"{self.layer.name}: a {self.layer.kind.name} layer cannot have one scale ratio per "
+                              "column; set mapping.weight_scaling_columnwise = false for it")
+
     @property
     def columnwise(self) -> bool:
         return self.mapping.weight_scaling_columnwise
@@ -54,56 +61,62 @@ class LayerPlan:
         return f"_{prefix}" if prefix[0].isdigit() else prefix
 
 
-@dataclass(frozen=True)
-class Tile:
-    """One array of a tiled layer.
+class Role(Enum):
+    """What a node does for its crossbar layer; the value ends the node's name."""
 
-    ``row`` / ``col`` are its position in the layer's grid of arrays;
-    ``inputs`` / ``outputs`` the [start, stop) channel ranges of the activation it
-    reads and of the layer output it writes; ``weight_inputs`` the range of the
-    weight's dim 1 it holds; ``groups`` the convolution groups packed into it.
-    """
+    MVM = "mvm"
+    ADD_BIAS = "add_bias"
+    INPUT_RANGE = "input_range"
+    INPUT_RANGE_VALUE = "input_range_value"
+    NORMALIZE = "normalize"
+    DAC = "dac"
+    ADC = "adc"
+    RESCALE = "rescale"
+    SLICE = "slice"
+    COLUMN_SUM = "sum"
+    CONCAT = "concat"
+    CROSSBAR = "crossbar"
 
-    row: int
-    col: int
-    inputs: tuple[int, int]
-    outputs: tuple[int, int]
-    weight_inputs: tuple[int, int]
-    groups: int = 1
 
-    @property
-    def suffix(self) -> str:
-        return f"_tile{self.row}_{self.col}"
+class Scope(Enum):
+    """Which part of a tiled layer a node belongs to: one array, the input side of
+    one row of arrays (an input slice), or one column (an output block)."""
+
+    ARRAY = "tile"
+    ROW = "row"
+    COLUMN = "col"
 
 
 @dataclass(frozen=True)
 class NodeTag:
     """Marks a node as part of a crossbar layer: ``role`` says what it does;
-    ``tile`` is set for nodes of one array of a tiled layer (``row_only`` for the
-    input side, shared by all arrays of that input slice)."""
+    ``tile`` is set for the nodes of a tiled layer that belong to one of its
+    arrays, or (``scope``) to that array's row or column."""
 
-    role: str
+    role: Role
     plan: LayerPlan
     tile: Optional[Tile] = None
-    row_only: bool = False
+    scope: Scope = Scope.ARRAY
 
     @property
     def name(self) -> str:
-        """The node name this tag asks for: ``<layer>[_tile<r>_<c> | _row<r>]_<role>``."""
+        """The node name this tag asks for: ``<layer>[_tile<r>_<c> | _row<r> | _col<c>]_<role>``."""
         if self.tile is None:
             where = ""
-        elif self.row_only:
+        elif self.scope is Scope.ROW:
             where = f"_row{self.tile.row}"
+        elif self.scope is Scope.COLUMN:
+            where = f"_col{self.tile.col}"
         else:
             where = self.tile.suffix
-        return f"{self.plan.prefix}{where}_{self.role}"
+        return f"{self.plan.prefix}{where}_{self.role.value}"
 
 
 def tag_of(node: fx.Node) -> Optional[NodeTag]:
     return node.meta.get(TAG)
 
 
-def tagged(graph: fx.Graph, role: str) -> list[fx.Node]:
+def tagged(graph: fx.Graph, role: Role) -> list[fx.Node]:
     """Nodes of ``graph`` with the given role, in graph order."""
     return [n for n in graph.nodes if (t := tag_of(n)) is not None and t.role == role]
 
@@ -119,26 +132,33 @@ def add_node(graph: fx.Graph, op: str, target, args, kwargs=None, *, tag: NodeTa
     return node
 
 
-def retag(tag: NodeTag, role: str, row_only: Optional[bool] = None) -> NodeTag:
-    """The same layer (and tile) in another role."""
-    return NodeTag(role, tag.plan, tag.tile, tag.row_only if row_only is None else row_only)
+def retag(tag: NodeTag, role: Role, scope: Optional[Scope] = None) -> NodeTag:
+    """The same layer (and tile) in another role (and scope)."""
+    return NodeTag(role, tag.plan, tag.tile, tag.scope if scope is None else scope)
 
 
-INPUT_SIDE = ("dac", "normalize", "input_range")
+INPUT_SIDE = (Role.DAC, Role.NORMALIZE, Role.INPUT_RANGE)
 
 
-def input_chain(mvm: fx.Node) -> dict[str, fx.Node]:
-    """Role -> node of the input side feeding a crossbar node (DAC, normalize,
-    range value, clip), plus ``"source"``: the activation before them."""
-    chain = {}
+@dataclass
+class InputChain:
+    """The input side feeding a crossbar node: ``nodes`` by role (DAC, normalize,
+    range value, clip, those present) and ``source``, the activation before them."""
+
+    nodes: dict[Role, fx.Node]
+    source: fx.Node
+
+
+def input_chain(mvm: fx.Node) -> InputChain:
+    """The input side of a crossbar node, walking back from its activation."""
+    nodes = {}
     node = mvm.args[0]
     while isinstance(node, fx.Node) and (tag := tag_of(node)) is not None and tag.role in INPUT_SIDE:
-        chain[tag.role] = node
-        if tag.role == "normalize":
-            chain["input_range_value"] = node.args[1]
+        nodes[tag.role] = node
+        if tag.role is Role.NORMALIZE:
+            nodes[Role.INPUT_RANGE_VALUE] = node.args[1]
         node = node.args[0]
-    chain["source"] = node
-    return chain
+    return InputChain(nodes, node)
 
 
 def output_chain(mvm: fx.Node) -> list[fx.Node]:
@@ -147,7 +167,7 @@ def output_chain(mvm: fx.Node) -> list[fx.Node]:
     while len(node.users) == 1:
         (user,) = node.users
         tag = tag_of(user)
-        if tag is None or tag.role not in ("adc", "rescale"):
+        if tag is None or tag.role not in (Role.ADC, Role.RESCALE):
             break
         chain.append(user)
         node = user

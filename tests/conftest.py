@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from xbar import HardwareConfig
+from xbar import HardwareConfig, preset_config
 
 
 class MLP(nn.Module):
@@ -79,8 +79,8 @@ def make_input(name: str, batch: int, seed: int = 1) -> torch.Tensor:
 
 
 def eight_bit() -> HardwareConfig:
-    """8-bit DAC and ADC, out_bound 10, learned input range."""
-    return HardwareConfig().with_overrides({"forward.inp_res": 254, "forward.out_res": 254, "forward.out_bound": 10})
+    """The 8-bit preset: 8-bit DAC and ADC, out_bound 10, learned input ranges."""
+    return preset_config("8bit")
 
 
 @pytest.fixture(params=sorted(MODELS))

@@ -72,6 +72,27 @@ def test_invalid_configs_raise_config_error(overrides, message):
         HardwareConfig().with_overrides(overrides)
 
 
+@pytest.mark.parametrize("key", ["forward.out_bound", "forward.inp_res", "converter.g_max",
+                                 "pre_post.input_range.init_value", "pre_post.input_range.decay"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf"), "NaN", "Infinity", "-inf"])
+def test_non_finite_numbers_are_config_errors(key, value):
+    with pytest.raises(ConfigError, match=rf"^{key} must be a finite number, got "):
+        HardwareConfig().with_overrides({key: value})
+    section, _, leaf = key.rpartition(".")
+    data = {}
+    nested = data
+    for part in section.split("."):
+        nested = nested.setdefault(part, {})
+    nested[leaf] = value
+    with pytest.raises(ConfigError, match="must be a finite number"):
+        HardwareConfig.from_dict(data)
+
+
+def test_layer_rule_overrides_must_be_finite_too():
+    with pytest.raises(ConfigError, match="layer rule name=fc1: forward.out_bound must be a finite number"):
+        HardwareConfig.from_dict({"layers": [{"name": "fc1", "overrides": {"forward.out_bound": float("nan")}}]})
+
+
 def test_config_round_trips_through_a_dict():
     config = HardwareConfig().with_overrides({"forward.inp_res": 254, "forward.out_res": 254,
                                               "forward.out_bound": 10, "converter.g_min": 1.5})

@@ -1,6 +1,7 @@
-"""compiler.inspection: the same layers read back from memory, an ONNX file and a graph archive."""
+"""Inspection: the same layers read back from memory, an ONNX file and a graph archive, and shown."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -10,17 +11,10 @@ from torch import nn
 
 from xbar import HardwareConfig, calibrate, convert, export_onnx, prepare
 from xbar.compiler.config import LayerRule
-from xbar.compiler.inspection import (
-    InspectError,
-    array_labels,
-    count_text,
-    describe_config,
-    layer_table,
-    load_inspection,
-    plot_layers,
-    save_graph,
-    summarize_converted,
-)
+from xbar.compiler.graph_archive import save_graph
+from xbar.compiler.inspection import load_inspection
+from xbar.compiler.inspection_view import array_labels, count_text, describe_config, layer_tables, plot_layers
+from xbar.compiler.layer_summary import InspectError, summarize_converted
 
 from conftest import eight_bit, make_input, make_model
 
@@ -98,13 +92,43 @@ def test_json_is_plain_and_complete(written):
     assert data["graph"] and data["format"] == "onnx"
 
 
+def rendered(layers, title, width) -> str:
+    console = Console(width=width, record=True)
+    for table in layer_tables(layers, title, width):
+        console.print(table)
+    return console.export_text()
+
+
 def test_table_has_one_row_per_array(written):
     converted, _, _ = written
-    console = Console(width=200, record=True)
-    console.print(layer_table(summarize_converted(converted), "cnn"))
-    text = console.export_text()
+    text = rendered(summarize_converted(converted), "cnn", 200)
+    assert text.count("┏") == 1  # one table when it fits
     assert all(f"│ {name} " in text for name in ("conv1", "conv2", "depthwise", "pointwise", "conv1d", "fc"))
-    assert text.count("254 steps, ±10") == 6
+    assert text.count("   254 │   254 ±10 │") == 6
+
+
+def cells(layer) -> list[str]:
+    """Every number a row of the table shows for ``layer``."""
+    s, g = layer.settings, layer.conductances
+    return ["x".join(map(str, layer.weight_shape)), f"{s.input_range:.4g}", f"{s.scale_ratio:.4g}",
+            f"{g.min():.3g}", f"{g.mean():.3g}", f"{g.max():.3g}", f"{layer.fraction_at_g_max:.2%}",
+            f"{s.dac_steps:g}", f"{s.adc_steps:g} ±{s.out_bound:g}"]
+
+
+@pytest.mark.parametrize("width", [80, 100])
+def test_table_is_readable_in_a_narrow_terminal(tmp_path, width):
+    config = eight_bit().with_overrides({"mapping.max_input_size": 16, "mapping.max_output_size": 16})
+    config.layers.append(LayerRule(pattern="fc*", overrides={"forward.out_bound": 5}))
+    converted = converted_of(make_model("mlp"), make_input("mlp", 8), config)
+    layers = load_inspection(save_graph(converted, tmp_path / "tiled.graph.pt")).layers
+    text = rendered(layers, "a model with a long name: 8 crossbar arrays in 3 layers", width)
+    lines = text.splitlines()
+    assert "…" not in text and max(map(len, lines)) <= width
+    for layer, label in zip(layers, array_labels(layers)):
+        rows = [line for line in lines if re.match(rf"│ {re.escape(label)} +│", line)]
+        assert len(rows) == 2  # the settings and the conductances, side by side in neither
+        assert all(f" {cell} " in " ".join(rows) for cell in cells(layer)), (label, rows)
+        assert "pattern=fc*" in rows[1]
 
 
 def test_plot_writes_an_image(written, tmp_path):
@@ -138,10 +162,11 @@ def test_files_that_are_not_ours_are_refused(tmp_path):
         load_inspection(tmp_path / "missing.onnx")
 
 
-def test_describe_config_lists_only_changes():
+def test_describe_config_lists_only_changes_with_whole_numbers_as_integers():
     assert describe_config(HardwareConfig().to_dict()).startswith("xbar defaults")
-    expected = "forward.inp_res=254.0, forward.out_res=254.0, forward.out_bound=10.0"
+    expected = "forward.inp_res=254, forward.out_res=254, forward.out_bound=10"
     assert describe_config(eight_bit().to_dict()) == expected
+    assert describe_config(eight_bit().with_overrides({"converter.g_max": 37.5}).to_dict()).endswith("g_max=37.5")
 
 
 def test_the_rule_that_chose_each_layer_is_kept(tmp_path):
@@ -151,9 +176,7 @@ def test_the_rule_that_chose_each_layer_is_kept(tmp_path):
     assert rules == {"fc1": "global", "fc2": "name=fc2", "fc3": "global"}
     archived = load_inspection(save_graph(converted, tmp_path / "mlp.graph.pt"))
     assert [s.rule for s in archived.layers] == ["global", "name=fc2", "global"]
-    console = Console(width=200, record=True)
-    console.print(layer_table(archived.layers, "mlp"))
-    assert "name=fc2" in console.export_text()
+    assert "name=fc2" in rendered(archived.layers, "mlp", 200)
 
 
 def test_tiled_layers_show_one_row_per_array(tmp_path):
@@ -164,9 +187,6 @@ def test_tiled_layers_show_one_row_per_array(tmp_path):
     assert sorted(positions) == [("fc1", 0, 0), ("fc1", 0, 1), ("fc2", 0, 0), ("fc2", 0, 1), ("fc2", 1, 0),
                                  ("fc2", 1, 1), ("fc3", 0, 0), ("fc3", 1, 0)]
     assert all(s.weight_shape == (16, 16) for s in layers if s.settings.layer == "fc2")
-    console = Console(width=200, record=True)
-    console.print(layer_table(layers, "tiled"))
-    text = console.export_text()
-    assert "┃ tile ┃" in text and "│ fc2   │ 1,1  │" in text
+    assert "│ fc2 [1,1] │" in rendered(layers, "tiled", 200)
     assert "fc2 [1,0]" in array_labels(layers)
     assert count_text(layers) == "8 crossbar arrays in 3 layers"

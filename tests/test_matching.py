@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from xbar.passes.capture import capture
+from xbar.passes.kinds import CONV, LINEAR
 from xbar.passes.matching import LayerSelection, MatchError, find_crossbar_layers
 
 from conftest import make_input, make_model
@@ -36,7 +37,7 @@ def test_conv_geometry_and_kinds():
     assert layers["conv2"].geometry.stride == (2, 2) and layers["conv2"].geometry.groups == 4
     assert layers["depthwise"].geometry.dilation == (2, 2) and layers["depthwise"].geometry.groups == 8
     assert layers["depthwise"].bias is None and layers["conv1"].bias == "conv1.bias"
-    assert layers["conv1d"].kind == "conv1d" and layers["fc"].kind == "linear"
+    assert layers["conv1d"].kind is CONV and layers["fc"].kind is LINEAR
 
 
 class Functional(nn.Module):
@@ -88,3 +89,40 @@ def test_decomposed_graphs_are_refused():
     program = torch.export.export(model, (make_input("cnn", 2),)).run_decompositions()
     with pytest.raises(MatchError, match="decomposed graph"):
         find_crossbar_layers(capture(program, ()))
+
+
+class DigitalConvolutions(nn.Module):
+    """Convolutions that must stay digital, beside one that maps (and, captured by
+    torch.export, the circular one, which it captures as a pad then a plain convolution)."""
+
+    def __init__(self):
+        super().__init__()
+        self.circular = nn.Conv2d(2, 2, 3, padding=1, padding_mode="circular")
+        self.same_even = nn.Conv2d(2, 2, 2, padding="same")  # asymmetric 'same' padding
+        self.same_odd = nn.Conv2d(2, 2, 3, padding="same")
+        self.scale = nn.Parameter(torch.ones(2))
+
+    def forward(self, x):
+        x = self.same_odd(self.same_even(self.circular(x)))
+        return F.conv2d(x, self.same_odd.weight, self.scale * 2)  # an activation as the bias
+
+
+@pytest.mark.parametrize("method", ["export", "symbolic_trace"])
+def test_padding_modes_asymmetric_same_and_activation_biases_stay_digital(method):
+    layers = find_crossbar_layers(capture(DigitalConvolutions(), (torch.randn(2, 2, 6, 6),), method))
+    padded = [("circular", (0, 0))] if method == "export" else []
+    assert [(layer.name, layer.geometry.padding) for layer in layers] == [*padded, ("same_odd", (1, 1))]
+
+
+class SharedWeight(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(3, 3)
+
+    def forward(self, x):
+        return self.fc(self.fc(x))
+
+
+def test_each_call_of_a_shared_weight_is_a_layer_of_one_name():
+    layers = find_crossbar_layers(capture(SharedWeight(), (torch.randn(2, 3),), "export"))
+    assert [layer.name for layer in layers] == ["fc", "fc"] and layers[0].node is not layers[1].node

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from xbar import HardwareConfig, convert, prepare
+from xbar.passes.arrays import WeightLayout
 from xbar.passes.crossbar import Crossbar
 from xbar.passes.input_range import InputRange
 from xbar.passes.tiling import TilingError, plan_tiles
@@ -23,37 +24,37 @@ def covered(tiles, shape, groups):
 
 
 def test_linear_tiles_at_non_multiples_of_the_array_size():
-    tiles = plan_tiles((10, 7), 1, max_input_size=4, max_output_size=3)
+    tiles = plan_tiles(WeightLayout(1, 7, 10), max_input_size=4, max_output_size=3)
     assert [(t.row, t.col) for t in tiles] == [(r, c) for r in range(2) for c in range(4)]
     assert tiles[-1].inputs == (4, 7) and tiles[-1].outputs == (9, 10)
     assert covered(tiles, (10, 7), 1)
 
 
 def test_a_layer_smaller_than_one_array_is_one_tile():
-    (tile,) = plan_tiles((10, 7), 1, max_input_size=512, max_output_size=512)
+    (tile,) = plan_tiles(WeightLayout(1, 7, 10), max_input_size=512, max_output_size=512)
     assert (tile.inputs, tile.outputs) == ((0, 7), (0, 10))
-    (tile,) = plan_tiles((10, 7), 1, 0, 0)
+    (tile,) = plan_tiles(WeightLayout(1, 7, 10), 0, 0)
     assert tile.outputs == (0, 10)
 
 
 def test_conv_is_cut_between_input_channels():
-    tiles = plan_tiles((6, 5, 3, 3), 1, max_input_size=20, max_output_size=4)  # 2 channels = 18 rows
+    tiles = plan_tiles(WeightLayout(1, 5, 6, 9), max_input_size=20, max_output_size=4)  # 2 channels = 18 rows
     assert sorted({t.inputs for t in tiles}) == [(0, 2), (2, 4), (4, 5)]
     assert sorted({t.outputs for t in tiles}) == [(0, 4), (4, 6)]
     assert covered(tiles, (6, 5), 1)
     with pytest.raises(TilingError, match="needs 9 rows"):
-        plan_tiles((6, 5, 3, 3), 1, max_input_size=8, max_output_size=0)
+        plan_tiles(WeightLayout(1, 5, 6, 9), max_input_size=8, max_output_size=0)
 
 
 def test_groups_share_an_array_when_they_fit():
-    tiles = plan_tiles((8, 2, 3, 3), 4, max_input_size=40, max_output_size=8)  # 18 rows per group
+    tiles = plan_tiles(WeightLayout(4, 2, 2, 9), max_input_size=40, max_output_size=8)  # 18 rows per group
     assert [(t.inputs, t.outputs, t.groups) for t in tiles] == [((0, 4), (0, 4), 2), ((4, 8), (4, 8), 2)]
-    depthwise = plan_tiles((8, 1, 3, 3), 8, max_input_size=0, max_output_size=3)
+    depthwise = plan_tiles(WeightLayout(8, 1, 1, 9), max_input_size=0, max_output_size=3)
     assert [t.groups for t in depthwise] == [3, 3, 2] and covered(depthwise, (8, 1), 8)
 
 
 def test_a_group_larger_than_an_array_is_cut_on_its_own():
-    tiles = plan_tiles((8, 4, 1, 1), 2, max_input_size=3, max_output_size=0)
+    tiles = plan_tiles(WeightLayout(2, 4, 4, 1), max_input_size=3, max_output_size=0)
     assert [(t.inputs, t.outputs, t.groups) for t in tiles] == [
         ((0, 3), (0, 4), 1), ((3, 4), (0, 4), 1), ((4, 7), (4, 8), 1), ((7, 8), (4, 8), 1)]
     assert covered(tiles, (8, 4), 2)
@@ -136,3 +137,17 @@ def test_columnwise_arrays_are_refused_by_the_onnx_export(tmp_path):
     with pytest.raises(ExportError, match="one scale ratio per column"):
         export_onnx(converted, (x,), tmp_path / "m.onnx")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_output_limit_alone_cuts_only_the_columns():
+    """mapping.max_output_size without max_input_size: no row limit, no division by infinity."""
+    tiles = plan_tiles(WeightLayout(1, 32, 96), max_input_size=0, max_output_size=8)
+    assert [t.col for t in tiles] == list(range(12)) and {(t.row, t.inputs) for t in tiles} == {(0, (0, 32))}
+    conv = plan_tiles(WeightLayout(1, 5, 6, 9), max_input_size=0, max_output_size=4)
+    assert [(t.inputs, t.outputs) for t in conv] == [((0, 5), (0, 4)), ((0, 5), (4, 6))]
+    model, x = make_model("cnn"), make_input("cnn", 4)
+    config = HardwareConfig().with_overrides({**NO_CLIP, "mapping.max_output_size": 8})
+    converted = convert(prepare(model, (x[:2],), config))
+    assert len([m for m in converted.modules() if isinstance(m, Crossbar)]) > 6
+    expected = model(x).detach()
+    assert torch.allclose(converted(x), expected, atol=1e-5 * float(expected.abs().max()))

@@ -1,0 +1,236 @@
+"""The ``xbar`` command line's arguments: the parser, its help text and the value parsers.
+
+Imports nothing heavy (no torch, onnx or numpy), so ``xbar --help`` and
+``xbar --version`` start at once. The names the help lists that live in
+torch-importing modules are spelled out here (``ZOO_NAMES``, ``BUILTIN_DATA``,
+``CALIBRATION_METHODS``, ``CAPTURE_METHODS``); the CLI tests check each against
+the module that owns it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from importlib.metadata import PackageNotFoundError, version
+from typing import Sequence
+
+from ..passes.errors import UserError
+from .presets import DEFAULT_PRESET, PRESETS
+from .settings_text import settings_text
+from .version import __version__
+
+ZOO_NAMES = ("mlp", "lenet", "resnet", "transformer")
+"""``xbar.models.zoo.ZOO``'s names."""
+BUILTIN_DATA = ("digits",)
+"""``xbar.compiler.data.BUILTIN``'s names."""
+CALIBRATION_METHODS = ("InitFromData", "MovingStd", "MovingQuantile", "CacheQuantile", "Max")
+"""``xbar.passes.calibration.CalibrationMethod``'s values, the default first."""
+CAPTURE_METHODS = ("export", "symbolic_trace")
+"""``xbar.passes.capture.CaptureMethod``'s values, the default first."""
+
+DEFAULT_MODEL = "lenet"
+DEFAULT_BATCH_SIZE = 64
+
+
+class UsageError(UserError):
+    """The command line asks for something that cannot be done as written."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse that raises :class:`UsageError` (one line) instead of printing usage and exiting."""
+
+    def error(self, message: str):
+        raise UsageError(f"{message}; see `{self.prog} --help`")
+
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return int(text)
+
+
+def _count(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return int(text)
+
+
+def parse_input_shape(text: str) -> tuple[int, ...]:
+    """``"1,1,8,8"`` (or ``1x1x8x8``) -> ``(1, 1, 8, 8)``; the first number is the batch size."""
+    parts = re.split(r"[,x]", text.strip())
+    if not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+        raise argparse.ArgumentTypeError(f"expected positive integers separated by commas, "
+                                         f"batch first (e.g. 1,1,8,8), got {text!r}")
+    return tuple(int(p) for p in parts)
+
+
+def parse_overrides(items: Sequence[str]) -> dict:
+    """``["forward.inp_res=254"]`` -> ``{"forward.inp_res": 254}``; values are JSON scalars when they parse."""
+    overrides = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--set {item!r}: expected KEY=VALUE, e.g. --set forward.inp_res=254")
+        try:
+            value = json.loads(text)
+        except ValueError:
+            value = text
+        overrides[key.strip()] = value if isinstance(value, (int, float, bool, str, type(None))) else text
+    return overrides
+
+
+def version_text() -> str:
+    """xbar's version and those of the libraries it runs on, read from package metadata (no imports)."""
+    return f"xbar {__version__} (" + ", ".join(f"{name} {_installed(name)}"
+                                               for name in ("torch", "onnx", "onnxruntime")) + ")"
+
+
+def _installed(distribution: str) -> str:
+    try:
+        return version(distribution)
+    except PackageNotFoundError:
+        return "not installed"
+
+
+COMPILE_EPILOG = f"""\
+MODEL is one of:
+  a zoo name          {', '.join(ZOO_NAMES)} (shipped weights; digits data)
+  FILE.py:FACTORY     FACTORY() builds the nn.Module; --weights loads a state_dict into it
+                      (without --weights the factory's initial weights are compiled)
+  FILE.pt2            a program saved by torch.export.save (with a dynamic batch dimension)
+
+Hardware: --preset or --config, then each --set in order. Without --preset or
+--config the default is the preset {DEFAULT_PRESET}:
+  {settings_text(PRESETS[DEFAULT_PRESET].overrides)}
+
+Layers: --include / --exclude take layer-name globs ('encoder.*') or module types
+(Linear, Conv2d; nn.Linear and torch.nn.Linear work too).
+
+Capture: torch.export by default; --capture symbolic_trace for models it cannot trace.
+
+Calibration data: a built-in set ({', '.join(BUILTIN_DATA)}), a .npz file (its only array,
+or the arrays named x and, optionally, y) or a .pt file (a tensor, or a dict with
+tensors under "x" and, optionally, "y"), samples along the first dimension, labels y
+as class indices; NaN and infinite samples are refused. A zoo model calibrates on
+digits unless --calib says otherwise.
+Calibration runs at most --calib-batches batches of --batch-size samples (default:
+pre_post.input_range.init_from_data, the number the range rule averages over).
+--finetune N then trains the input ranges and weights together for N epochs on the
+labelled samples (xbar.fine_tune's recipe, cross-entropy). With a labelled
+built-in data set the test accuracy of the original, the compiled PyTorch model and
+the ONNX file (in ONNX Runtime) is printed.
+
+--save-graph writes the converted graph as a torch.save archive of tensors and
+text (loadable with torch.load(weights_only=True)); `xbar inspect` reads it.
+
+examples:
+  xbar compile                                   # LeNet -> lenet.onnx, with accuracies
+  xbar compile --finetune 5                      # ... fine-tuned for the 8-bit periphery first
+  xbar compile mlp --preset 6bit-256x256 -o mlp6.onnx
+  xbar compile net.py:make_net --weights net.pt --calib inputs.npz
+  xbar compile model.pt2 --calib images.npz --set forward.out_bound=20
+  xbar compile resnet --exclude 'layer2.*' --keep-first-last-digital --save-graph resnet.graph.pt
+"""
+
+INSPECT_EPILOG = """\
+FILE is an ONNX file from `xbar compile -o` or a graph archive from `--save-graph`.
+"at g_max" is the fraction of devices (G+ and G-) within 1% of (g_max - g_min) of g_max.
+In a narrow terminal the settings and the conductances are two tables.
+
+examples:
+  xbar inspect lenet.onnx
+  xbar inspect lenet.onnx --graph
+  xbar inspect lenet.onnx --json > lenet.json
+  xbar inspect lenet.onnx --plot lenet.png
+"""
+
+MAIN_EPILOG = """\
+examples:
+  xbar compile
+  xbar inspect lenet.onnx --graph
+  xbar presets
+
+exit status: 0 ok, 1 the work failed, 2 the input needs fixing (command line, model file,
+data, config, output path); --debug shows tracebacks"""
+
+
+def build_parser() -> ArgumentParser:
+    """The ``xbar`` parser; each command sets ``command`` to its name."""
+    parser = ArgumentParser(prog="xbar", description="Compile trained PyTorch models for analog crossbar "
+                            "arrays and inspect the annotated ONNX they become.", epilog=MAIN_EPILOG,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=version_text())
+    common = ArgumentParser(add_help=False)
+    for accepting_debug in (parser, common):  # main() reads --debug from argv, before parsing can fail
+        accepting_debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                                     help="show tracebacks and library warnings")
+    parser.set_defaults(debug=False)
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    _add_compile(commands, common)
+    _add_inspect(commands, common)
+    presets = commands.add_parser("presets", parents=[common], help="list the hardware presets",
+                                  description="List the named hardware presets, what they set and "
+                                  "where their numbers come from.", epilog="example:\n  xbar presets",
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    presets.set_defaults(command="presets")
+    return parser
+
+
+def _add_compile(commands, common) -> None:
+    compile_ = commands.add_parser(
+        "compile", parents=[common], help="compile a model to annotated ONNX (default: the shipped LeNet)",
+        description="Capture a model, insert the crossbar periphery, calibrate its input ranges, lower the "
+        "weights to conductances and write annotated ONNX.",
+        epilog=COMPILE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    compile_.add_argument("model", nargs="?", default=DEFAULT_MODEL, metavar="MODEL",
+                          help=f"zoo name, FILE.py:FACTORY or FILE.pt2 (default: {DEFAULT_MODEL})")
+    compile_.add_argument("--weights", metavar="CHECKPOINT", help="state_dict to load (torch.load weights_only)")
+    compile_.add_argument("--input-shape", type=parse_input_shape, metavar="N,C,...",
+                          help="example input shape, batch first (default: from the data or the model)")
+    compile_.add_argument("--calib", metavar="DATA",
+                          help=f"calibration data: {', '.join(BUILTIN_DATA)}, or a .npz / .pt file of inputs "
+                          "[N, ...] and optional labels")
+    hardware = compile_.add_mutually_exclusive_group()
+    hardware.add_argument("--preset", choices=list(PRESETS), help="named hardware preset (see `xbar presets`)")
+    hardware.add_argument("--config", metavar="FILE", help="hardware config, .toml or .json, shaped like "
+                          "HardwareConfig.to_dict() (missing keys: HardwareConfig defaults)")
+    compile_.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                          help="override one config field, e.g. forward.inp_res=254 (repeatable)")
+    compile_.add_argument("--include", action="append", default=[], metavar="PATTERN",
+                          help="only layers matching this name glob or module type go to crossbars (repeatable)")
+    compile_.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
+                          help="keep layers matching this name glob or module type digital (repeatable)")
+    compile_.add_argument("--keep-first-last-digital", action="store_true",
+                          help="keep the first and the last crossbar layer digital")
+    compile_.add_argument("--capture", choices=CAPTURE_METHODS, default=CAPTURE_METHODS[0],
+                          help="how the model becomes a graph: torch.export (default) or torch.fx.symbolic_trace "
+                          "(ignored for a .pt2 program, which is captured already)")
+    compile_.add_argument("-o", "--output", metavar="FILE.onnx",
+                          help="ONNX file to write (default: named after --weights, else the model file or "
+                          "zoo name: lenet.onnx)")
+    compile_.add_argument("--save-graph", metavar="PATH", help="also write the converted graph archive")
+    compile_.add_argument("--calib-batches", type=_count, metavar="N", help="calibrate on at most N batches "
+                          "(default: pre_post.input_range.init_from_data; 0: keep init_value)")
+    compile_.add_argument("--calib-method", choices=CALIBRATION_METHODS, default=CALIBRATION_METHODS[0],
+                          help="how the input ranges are set from the data (default: InitFromData, the "
+                          "reference rule; the others are aihwkit's post-training methods)")
+    compile_.add_argument("--finetune", type=_count, default=0, metavar="EPOCHS",
+                          help="after calibration, train ranges and weights for EPOCHS epochs on the labelled "
+                          "data (default: 0, no training)")
+    compile_.add_argument("--batch-size", type=_positive_int, default=DEFAULT_BATCH_SIZE, metavar="N",
+                          help=f"calibration, fine-tuning and evaluation batch size (default: {DEFAULT_BATCH_SIZE})")
+    compile_.set_defaults(command="compile")
+
+
+def _add_inspect(commands, common) -> None:
+    inspect = commands.add_parser(
+        "inspect", parents=[common], help="show the crossbar layers of an exported file",
+        description="Show the crossbar layers of an ONNX export or a saved graph: input ranges, scale "
+        "ratios, conductance statistics, DAC/ADC settings.",
+        epilog=INSPECT_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    inspect.add_argument("file", metavar="FILE", help="ONNX file or graph archive")
+    inspect.add_argument("--graph", action="store_true", help="also print the graph (ONNX: its node list)")
+    inspect.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    inspect.add_argument("--plot", metavar="IMAGE", help="save conductance histograms and input ranges (.png)")
+    inspect.set_defaults(command="inspect")

@@ -1,0 +1,52 @@
+"""Where the command line prints: rich consoles for results and progress, one-line
+messages on stderr, and quiet library loggers. Imports nothing heavy."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+from typing import Iterator
+
+from rich.console import Console
+
+PROGRAM = "xbar"
+
+
+def stdout_console() -> Console:
+    """Console for results; 160 columns when output is not a terminal and COLUMNS is not set."""
+    console = Console()
+    return console if console.is_terminal or "COLUMNS" in os.environ else Console(width=160)
+
+
+def stderr_console() -> Console:
+    """Console for progress and notes, so stdout holds only results."""
+    return Console(stderr=True)
+
+
+def say(console: Console, renderable) -> None:
+    """Print text as it is (no markup, no highlighting), or a rich renderable."""
+    console.print(renderable, markup=False, highlight=False)
+
+
+def print_error(message: str) -> None:
+    print(f"{PROGRAM}: error: {message}", file=sys.stderr)
+
+
+def print_warning(message: str) -> None:
+    print(f"{PROGRAM}: warning: {message}", file=sys.stderr)
+
+
+@contextlib.contextmanager
+def quiet_loggers(*names: str) -> Iterator[None]:
+    """Silence library loggers that print graphs and tracebacks for errors reported as one line."""
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
