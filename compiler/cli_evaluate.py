@@ -50,7 +50,8 @@ def run(args: argparse.Namespace) -> int:
         evaluation = accuracy_over_time(compiled.converted, devices, times, args.seeds, x, y,
                                         compensation=COMPENSATIONS[args.compensation], batch_size=args.batch_size,
                                         on_step=lambda: progress.advance(task))
-    title = f"{inputs.source.name}: accuracy on {described}, {args.seeds} programming seeds"
+    seeds = "1 programming seed" if args.seeds == 1 else f"{args.seeds} programming seeds"
+    title = f"{inputs.source.name}: accuracy on {described}, {seeds}"
     if plot_path is not None:
         with reporting_write_errors(plot_path, "--plot"):
             plot_accuracy(evaluation, plot_path, kind, title)
@@ -64,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
         if compiled.fine_tuning:
             say(out, compiled.fine_tuning)
         say(out, f"devices: {noise_text(evaluation.noise_model)}; {COMPENSATION_TEXT[args.compensation]}")
-        say(out, accuracy_table(evaluation, title))
+        say(out, title)
+        say(out, accuracy_table(evaluation))
     if plot_path is not None:
         say(err, f"wrote {plot_path}")
     return 0

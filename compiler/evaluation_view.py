@@ -11,9 +11,9 @@ from .evaluation import Evaluation
 from .figures import pyplot, save_figure
 
 
-def accuracy_table(evaluation: Evaluation, title: str) -> Table:
+def accuracy_table(evaluation: Evaluation) -> Table:
     """One row per time (mean, std, min and max over the seeds), after the noise-free reference row."""
-    table = Table(title=title, title_justify="left")
+    table = Table()
     table.add_column("time after programming")
     table.add_column("seconds", justify="right")
     for column in ("mean", "std", "min", "max"):
