@@ -36,15 +36,21 @@ def plot_accuracy(evaluation: Evaluation, path: Path, kind: str, title: str) -> 
     axes.fill_between(seconds, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)],
                       color="tab:blue", alpha=0.2, label="± 1 std over seeds")
     axes.plot(seconds, mean, "o-", color="tab:blue", label=f"mean of {len(evaluation.seeds)} seeds")
+    time_axis(axes, seconds, [point.label for point in evaluation.points])
+    axes.set_ylabel("test accuracy (%)")
+    axes.legend(loc="best")
+    axes.set_title(title)
+    return save_figure(figure, path, kind)
+
+
+def time_axis(axes, seconds: list[float], labels: list[str]) -> None:
+    """A logarithmic time axis ticked at the times; symmetric-log (linear up to the first positive time)
+    when 0 s is one of them, which a log axis cannot show."""
     positive = [s for s in seconds if s > 0]
     if len(positive) < len(seconds):
         axes.set_xscale("symlog", linthresh=min(positive, default=1.0))
     else:
         axes.set_xscale("log")
-    axes.set_xticks(seconds, [point.label for point in evaluation.points])
+    axes.set_xticks(seconds, labels)
     axes.minorticks_off()
     axes.set_xlabel("time after programming")
-    axes.set_ylabel("test accuracy (%)")
-    axes.legend(loc="best")
-    axes.set_title(title)
-    return save_figure(figure, path, kind)

@@ -32,6 +32,9 @@ from xbar import (
 from xbar.compiler import cli_arguments, cli_evaluate
 from xbar.compiler.cli import main
 from xbar.compiler.cli_arguments import Time, parse_times
+from xbar.compiler.evaluation import Evaluation, TimePoint
+from xbar.compiler.evaluation_view import plot_accuracy, time_axis
+from xbar.compiler.figures import image_type, pyplot
 from xbar.compiler.noise_models import NOISE_MODELS
 from xbar.models import accuracy, load_digits_split, load_pretrained
 from xbar.passes.programming import DriftCompensation
@@ -279,3 +282,23 @@ def test_evaluate_help_does_not_import_torch():
     """)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("seconds, scale", [([1.0, 3600.0], "log"), ([0.0, 3600.0], "symlog")])
+def test_the_time_axis_is_logarithmic_and_shows_time_zero(seconds, scale):
+    figure, axes = pyplot().subplots()
+    try:
+        time_axis(axes, seconds, ["a", "b"])
+        axes.plot(seconds, [1, 2])
+        assert axes.get_xscale() == scale
+        assert [t.get_text() for t in axes.get_xticklabels()] == ["a", "b"]
+        assert axes.get_xlim()[0] <= seconds[0] and seconds[0] in axes.get_xticks()
+    finally:
+        pyplot().close(figure)
+
+
+def test_a_plot_of_any_image_type(tmp_path):
+    points = tuple(TimePoint(label, seconds, (0.9, 0.8), (1, 2)) for label, seconds in (("0s", 0.0), ("1h", 3600.0)))
+    evaluation = Evaluation(0.95, points, (0, 1), PCMLikeNoiseModel().to_dict(), "global")
+    path = plot_accuracy(evaluation, tmp_path / "acc.svg", image_type(tmp_path / "acc.svg"), "two times")
+    assert path.read_text().startswith("<?xml") and [p.name for p in tmp_path.iterdir()] == ["acc.svg"]
