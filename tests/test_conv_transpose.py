@@ -196,7 +196,7 @@ def exported(tmp_path_factory):
 def test_each_array_is_one_crossbar_conv_transpose_node(exported):
     result = exported("eight bit, tiled")
     onnx.checker.check_model(result.model, full_check=True)
-    assert {o.domain: o.version for o in result.model.opset_import}[onnx_ops.DOMAIN] == 2
+    assert {o.domain: o.version for o in result.model.opset_import}[onnx_ops.DOMAIN] == onnx_ops.VERSION
     assert "CrossbarConvTranspose" in {f.name for f in result.model.functions}
     nodes = {n.name: n for n in result.model.graph.node if n.domain == onnx_ops.DOMAIN}
     crossbars = result.crossbars()
