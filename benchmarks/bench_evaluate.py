@@ -28,12 +28,13 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks.common import interleaved_medians
 from xbar import PCMLikeNoiseModel, calibrate, convert, prepare, preset_config
 from xbar.compiler.cli import main as xbar_main
 from xbar.compiler.cli_arguments import DEFAULT_BATCH_SIZE, DEFAULT_SEEDS, DEFAULT_TIMES, parse_times
 from xbar.compiler.evaluation import accuracy_over_time
 from xbar.models import ZOO, accuracy, load_digits_split, load_pretrained
+
+from benchmarks.common import interleaved_medians
 
 TARGET = 3.0
 TIMES = {time.label: time.seconds for time in parse_times(DEFAULT_TIMES)}

@@ -1,11 +1,17 @@
-"""Small models shared by the tests: an MLP, a CNN with grouped and depthwise
-convolutions, and a transformer encoder whose attention must stay digital."""
+"""What the tests share: small models (an MLP, a CNN with grouped and depthwise
+convolutions, a transformer encoder whose attention must stay digital), and the
+command line's workspace (a user's model file, its weights and calibration inputs)."""
 
+import textwrap
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from xbar import HardwareConfig, preset_config
+from xbar.compiler.cli import main
 
 
 class MLP(nn.Module):
@@ -86,3 +92,79 @@ def eight_bit() -> HardwareConfig:
 @pytest.fixture(params=sorted(MODELS))
 def model_name(request):
     return request.param
+
+
+# -- the command line's workspace: a user's model file, its weights and calibration inputs --------
+
+NET_PY = textwrap.dedent("""
+    import torch
+    from torch import nn
+
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1 = nn.Linear(6, 8)
+            self.fc2 = nn.Linear(8, 8)
+            self.fc3 = nn.Linear(8, 3)
+
+        def forward(self, x):
+            return self.fc3(torch.relu(self.fc2(torch.relu(self.fc1(x)))))
+
+
+    def make_net():
+        return Net()
+
+
+    def broken():
+        raise RuntimeError("factory exploded")
+
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+
+    class Branchy(nn.Module):  # control flow on the data: neither export nor symbolic_trace captures it
+
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(6, 3)
+
+        def forward(self, x):
+            return self.fc(x) if x.sum() > 0 else -self.fc(x)
+
+
+    def make_branchy():
+        return Branchy()
+""")
+WEIGHTS = ["--weights", "net.pt"]
+
+
+def load_net_class(path: Path) -> type:
+    namespace = {}
+    exec(compile(path.read_text(), str(path), "exec"), namespace)
+    return namespace["Net"]
+
+
+@pytest.fixture
+def workspace(tmp_path, monkeypatch):
+    """A directory with a model file, its trained-looking weights and calibration inputs."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "net.py").write_text(NET_PY)
+    torch.manual_seed(1)
+    net = load_net_class(tmp_path / "net.py")()
+    torch.save(net.state_dict(), tmp_path / "net.pt")
+    inputs = np.random.default_rng(0).normal(size=(40, 6)).astype(np.float32)
+    np.savez(tmp_path / "inputs.npz", x=inputs)
+    torch.save({"x": torch.from_numpy(inputs)}, tmp_path / "inputs.pt")
+    return tmp_path
+
+
+def run(capsys, *argv):
+    status = main(list(argv))
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+NET = ["net.py:make_net", *WEIGHTS]
+"""The test model with its weights (without them a warning line precedes any error)."""

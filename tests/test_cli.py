@@ -27,75 +27,9 @@ from xbar.models.zoo import ZOO
 from xbar.passes.calibration import CalibrationMethod
 from xbar.passes.capture import CaptureError, CaptureMethod
 
-NET_PY = textwrap.dedent("""
-    import torch
-    from torch import nn
+from conftest import NET, WEIGHTS, load_net_class, run
 
-
-    class Net(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.fc1 = nn.Linear(6, 8)
-            self.fc2 = nn.Linear(8, 8)
-            self.fc3 = nn.Linear(8, 3)
-
-        def forward(self, x):
-            return self.fc3(torch.relu(self.fc2(torch.relu(self.fc1(x)))))
-
-
-    def make_net():
-        return Net()
-
-
-    def broken():
-        raise RuntimeError("factory exploded")
-
-
-    def interrupted():
-        raise KeyboardInterrupt
-
-
-    class Branchy(nn.Module):  # control flow on the data: neither export nor symbolic_trace captures it
-
-        def __init__(self):
-            super().__init__()
-            self.fc = nn.Linear(6, 3)
-
-        def forward(self, x):
-            return self.fc(x) if x.sum() > 0 else -self.fc(x)
-
-
-    def make_branchy():
-        return Branchy()
-""")
-WEIGHTS = ["--weights", "net.pt"]
 IDEAL_NO_RANGE = ["--preset", "ideal", "--set", "pre_post.input_range.enable=false"]
-
-
-def load_net_class(path: Path) -> type:
-    namespace = {}
-    exec(compile(path.read_text(), str(path), "exec"), namespace)
-    return namespace["Net"]
-
-
-@pytest.fixture
-def workspace(tmp_path, monkeypatch):
-    """A directory with a model file, its trained-looking weights and calibration inputs."""
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "net.py").write_text(NET_PY)
-    torch.manual_seed(1)
-    net = load_net_class(tmp_path / "net.py")()
-    torch.save(net.state_dict(), tmp_path / "net.pt")
-    inputs = np.random.default_rng(0).normal(size=(40, 6)).astype(np.float32)
-    np.savez(tmp_path / "inputs.npz", x=inputs)
-    torch.save({"x": torch.from_numpy(inputs)}, tmp_path / "inputs.pt")
-    return tmp_path
-
-
-def run(capsys, *argv):
-    status = main(list(argv))
-    out, err = capsys.readouterr()
-    return status, out, err
 
 
 def onnx_outputs(path: Path, x: np.ndarray) -> np.ndarray:
@@ -249,8 +183,6 @@ def write_fixtures(workspace):
     save_static_program(workspace)
 
 
-NET = ["net.py:make_net", *WEIGHTS]
-"""The test model with its weights (without them a warning line precedes any error)."""
 BAD_INPUTS = {
     "missing model file": (["compile", "nothere.py:make_net"], 2, "neither a file nor a zoo model"),
     "unknown zoo name": (["compile", "lenett"], 2, "neither a file nor a zoo model"),

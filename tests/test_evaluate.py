@@ -39,7 +39,7 @@ from xbar.compiler.noise_models import NOISE_MODELS
 from xbar.models import accuracy, load_digits_split, load_pretrained
 from xbar.passes.programming import DriftCompensation
 
-from test_cli import NET, load_net_class, run, workspace  # noqa: F401  (workspace is a fixture)
+from conftest import NET, load_net_class, run
 
 FAST = ["--seeds", "2", "--times", "1s,1d"]
 BATCH = 64  # the command line's default batch size
