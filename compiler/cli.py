@@ -24,7 +24,7 @@ from ..passes.errors import UserError, XbarError
 from .cli_arguments import build_parser
 from .cli_console import print_error, print_warning
 
-RUNNERS = {"compile": "cli_compile", "inspect": "cli_inspect", "presets": "cli_presets"}
+RUNNERS = {"compile": "cli_compile", "evaluate": "cli_evaluate", "inspect": "cli_inspect", "presets": "cli_presets"}
 """Command -> the module (in this package) whose ``run(args)`` carries it out."""
 INTERRUPTED = 130
 

@@ -1,5 +1,5 @@
-"""What ``xbar compile`` and ``xbar inspect`` show: progress bars for calibration and
-fine-tuning, one-line notes, the test-accuracy table and the layer tables."""
+"""What ``xbar compile``, ``xbar evaluate`` and ``xbar inspect`` show: progress bars,
+one-line notes, the test-accuracy table and the layer tables."""
 
 from __future__ import annotations
 
@@ -24,11 +24,16 @@ from .model_loading import LoadedModel
 from .pipeline import calibrate
 
 
+def progress_bar(console: Console, *extra_columns) -> Progress:
+    """A progress bar on ``console``: what runs, the bar, done / total, time elapsed, then ``extra_columns``."""
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    *extra_columns, console=console)
+
+
 def calibrate_ranges(prepared, data: Dataset, batches: list[torch.Tensor], console: Console,
                      method: str = CalibrationMethod.INIT_FROM_DATA.value) -> int:
     """Set the input ranges from ``batches`` of ``data`` with ``method``, with a progress bar; returns the count."""
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=console) as progress:
+    with progress_bar(console) as progress:
         task = progress.add_task(f"calibrating input ranges on {data.name}", total=len(batches))
         return calibrate(prepared, _advancing(batches, progress, task), method)
 
@@ -36,9 +41,7 @@ def calibrate_ranges(prepared, data: Dataset, batches: list[torch.Tensor], conso
 def fine_tune_model(prepared, data: Dataset, epochs: int, batch_size: int, console: Console) -> str:
     """Fine-tune ``prepared`` on the labelled samples, with a progress bar; returns a one-line note."""
     recipe = FineTuning(epochs=epochs, batch_size=batch_size)
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TextColumn("loss {task.fields[loss]:.3f}"))
-    with Progress(*columns, console=console) as progress:
+    with progress_bar(console, TextColumn("loss {task.fields[loss]:.3f}")) as progress:
         task = progress.add_task(f"fine-tuning on {data.name}", total=recipe.steps(len(data.labels)),
                                  loss=math.nan)
         fine_tune(prepared, data.samples, data.labels, recipe,

@@ -3,7 +3,6 @@ hardware summary, and a matplotlib figure of conductances and input ranges."""
 
 from __future__ import annotations
 
-import io
 import os
 from collections import Counter
 from dataclasses import dataclass
@@ -16,7 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from .config import HardwareConfig
-from .files import write_atomically
+from .figures import image_type, pyplot, save_figure
 from .layer_summary import InspectError, LayerSummary
 from .settings_text import settings_text
 
@@ -114,35 +113,20 @@ def _flatten(data: dict, prefix: str = "") -> dict:
 def plot_layers(layers: list[LayerSummary], path: os.PathLike, title: str) -> Path:
     """Save per-layer G+ / G- histograms and a bar chart of input ranges as an image
     (its type from the file name: .png, .svg, .pdf, ...)."""
-    import matplotlib  # lazy: matplotlib is slow to import and only --plot needs it
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
-    image_type = Path(path).suffix.lstrip(".").lower()
-    supported = plt.figure().canvas.get_supported_filetypes()
-    plt.close("all")
-    if image_type not in supported:
-        raise InspectError(f"cannot draw {path}: unknown image type {image_type!r}; use one of "
-                           f"{', '.join('.' + t for t in sorted(supported))}")
+    kind = image_type(Path(path), InspectError)
     if not layers:
         raise InspectError("there are no crossbar layers to plot")
 
     columns = min(4, max(1, len(layers)))
     rows = -(-len(layers) // columns)
-    figure = plt.figure(figsize=(4 * columns, 3 + 2.6 * rows), layout="constrained")
+    figure = pyplot().figure(figsize=(4 * columns, 3 + 2.6 * rows), layout="constrained")
     grid = figure.add_gridspec(rows + 1, columns, height_ratios=[1.2] + [1] * rows)
     labels = array_labels(layers)
     _plot_ranges(figure.add_subplot(grid[0, :]), layers, labels)
     for index, (layer, label) in enumerate(zip(layers, labels)):
         _plot_histogram(figure.add_subplot(grid[1 + index // columns, index % columns]), layer, label)
     figure.suptitle(title)
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format=image_type, dpi=110)
-    plt.close(figure)
-    path = Path(path)
-    write_atomically(buffer.getvalue(), path)
-    return path
+    return save_figure(figure, Path(path), kind)
 
 
 def _plot_ranges(axes, layers: list[LayerSummary], names: list[str]) -> None:
