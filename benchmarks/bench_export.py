@@ -128,10 +128,14 @@ def parity(converted, path: Path, size: int) -> dict:
         model.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
     session = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     images = torch.randn(PARITY_BATCH, 3, size, size, generator=torch.Generator().manual_seed(1))
-    values = dict(zip((o.name for o in session.get_outputs()), session.run(None, {session.get_inputs()[0].name: images.numpy()})))
+    feed = {session.get_inputs()[0].name: images.numpy()}
+    values = dict(zip((o.name for o in session.get_outputs()), session.run(None, feed)))
     with torch.no_grad():
         expected = converted(images).numpy()
-    steps = lambda got, want, module: abs(got - want) / module.settings.constants["out_scale"]  # noqa: E731
+
+    def steps(got: np.ndarray, want: np.ndarray, module) -> np.ndarray:
+        return abs(got - want) / module.settings.constants["out_scale"]
+
     last = converted.get_submodule(nodes[-1].name)
     result = {"logits": steps(values[logits], expected, last), "arrays": []}
     for node in nodes:  # each array on the input ORT gave it
