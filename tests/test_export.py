@@ -28,11 +28,11 @@ from xbar import (
     prepare,
 )
 from xbar.compiler import onnx_layers, onnx_ops
-from xbar.compiler.export import FunctionalInPlaceOpsPass
 from xbar.compiler.record import Stage, record_of
 from xbar.passes.capture import copy_graph_module
 from xbar.passes.crossbar import Crossbar
 from xbar.passes.export_ops import CUSTOM_OPS, CrossbarToCustomOpsPass
+from xbar.passes.functional_ops import FunctionalInPlaceOpsPass
 from xbar.passes.infra import run_passes
 
 from conftest import eight_bit, make_input, make_model
