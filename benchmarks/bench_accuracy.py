@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import math
 import statistics
-import sys
 import tempfile
 import time
 import warnings
@@ -43,14 +42,13 @@ from pathlib import Path
 
 import onnxruntime
 import torch
-from rich.console import Console
 from rich.table import Table
 
 from xbar import FineTuning, HardwareConfig, calibrate, convert, export_onnx, fine_tune, prepare
 from xbar.models import ZOO, accuracy, load_digits_split, load_pretrained
 from xbar.models.data import DigitsSplit
 
-from benchmarks.common import EIGHT_BIT
+from benchmarks.common import EIGHT_BIT, command_console
 
 TARGET_LOSS = 0.5
 """Percentage points the fine-tuned 8-bit model may lose against the original."""
@@ -125,9 +123,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore", category=FutureWarning)  # torch internals when deep-copying exported graphs
     recipe = FineTuning(epochs=args.epochs)
-    console = Console(width=None if sys.stdout.isatty() else 150)
-    console.print(f"$ python -m benchmarks.bench_accuracy {' '.join(sys.argv[1:] if argv is None else argv)}",
-                  highlight=False, markup=False)
+    console = command_console("bench_accuracy", argv)
     console.print(f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}; recipe: {recipe}",
                   highlight=False)
     data = load_digits_split()

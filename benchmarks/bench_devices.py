@@ -16,17 +16,17 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 import warnings
 
 import torch
-from rich.console import Console
 from rich.table import Table
 from torch import nn
 
 from xbar import PCMLikeNoiseModel, calibrate, convert, drift, prepare, program
 from xbar.models import ZOO, accuracy, load_digits_split, load_pretrained
+
+from benchmarks.common import command_console
 
 TIMES = {"10 min": 600.0, "1 day": 86400.0, "1 year": 365 * 86400.0}
 
@@ -94,9 +94,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore", category=FutureWarning)
     torch.set_num_threads(1)
-    console = Console(width=None if sys.stdout.isatty() else 160)
-    console.print(f"$ python -m benchmarks.bench_devices {' '.join(sys.argv[1:] if argv is None else argv)}",
-                  highlight=False, markup=False)
+    console = command_console("bench_devices", argv)
     console.print(cost_table(args.sizes, args.repeats))
     if not args.skip_accuracy:
         console.print(drift_table(args.models))

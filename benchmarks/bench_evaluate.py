@@ -21,11 +21,9 @@ import argparse
 import contextlib
 import io
 import json
-import sys
 import warnings
 
 import torch
-from rich.console import Console
 from rich.table import Table
 
 from xbar import PCMLikeNoiseModel, calibrate, convert, prepare, preset_config
@@ -34,7 +32,7 @@ from xbar.compiler.cli_arguments import DEFAULT_BATCH_SIZE, DEFAULT_SEEDS, DEFAU
 from xbar.compiler.evaluation import accuracy_over_time
 from xbar.models import ZOO, accuracy, load_digits_split, load_pretrained
 
-from benchmarks.common import interleaved_medians
+from benchmarks.common import command_console, interleaved_medians
 
 TARGET = 3.0
 TIMES = {time.label: time.seconds for time in parse_times(DEFAULT_TIMES)}
@@ -96,9 +94,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore", category=FutureWarning)
     torch.set_num_threads(1)
-    console = Console(width=None if sys.stdout.isatty() else 160)
-    console.print(f"$ python -m benchmarks.bench_evaluate {' '.join(sys.argv[1:] if argv is None else argv)}",
-                  highlight=False, markup=False)
+    console = command_console("bench_evaluate", argv)
     console.print(cost_table(args.repeats))
     if not args.skip_accuracy:
         console.print(accuracy_table(args.models))

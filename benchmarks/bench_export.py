@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.common import EIGHT_BIT
+from benchmarks.common import EIGHT_BIT, command_console
 from benchmarks.vision import vision_models
 
 TARGET = 1.5
@@ -175,12 +175,9 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(CHILDREN[args.child](args.models[0], args.size, args.output)))
         return
 
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console(width=None if sys.stdout.isatty() else 150)
-    console.print(f"$ python -m benchmarks.bench_export {' '.join(sys.argv[1:] if argv is None else argv)}",
-                  highlight=False, markup=False)
+    console = command_console("bench_export", argv)
     console.print(f"torch {torch.__version__}; models from {source}; 3x{args.size}x{args.size} inputs; "
                   f"{args.repeats} alternating cold runs per side", highlight=False)
     samples = {(name, kind): [] for name in args.models for kind in ("plain", "xbar")}

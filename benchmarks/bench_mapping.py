@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 import warnings
 
 import torch
-from rich.console import Console
 from rich.table import Table
 
 from xbar import FineTuning, HardwareConfig, calibrate, convert, fine_tune, prepare
@@ -26,6 +24,7 @@ from xbar.models import ZOO, accuracy, load_digits_split, load_pretrained
 from xbar.passes.calibration import CalibrationMethod
 
 from benchmarks.bench_accuracy import shuffled_batches
+from benchmarks.common import command_console
 
 RESOLUTIONS = {"8-bit": 254, "6-bit": 62}
 COLUMNWISE = "InitFromData + columnwise"
@@ -54,9 +53,7 @@ def main(argv: list[str] | None = None) -> None:
     warnings.filterwarnings("ignore", category=FutureWarning)
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     recipe = FineTuning(epochs=args.epochs)
-    console = Console(width=None if sys.stdout.isatty() else 160)
-    console.print(f"$ python -m benchmarks.bench_mapping {' '.join(sys.argv[1:] if argv is None else argv)}",
-                  highlight=False, markup=False)
+    console = command_console("bench_mapping", argv)
     data = load_digits_split()
     variants = [(m.value, m, False) for m in CalibrationMethod] + [(COLUMNWISE, CalibrationMethod.INIT_FROM_DATA, True)]
     table = Table(title="digits test accuracy (%): calibrated -> fine-tuned", title_justify="left")

@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 import statistics
+import sys
 import time
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
+from rich.console import Console
 from torch import nn
 
 EIGHT_BIT = {"forward.inp_res": 254, "forward.out_res": 254, "forward.out_bound": 10}
 """8-bit DAC and ADC (254 steps), ADC bound 10: the benchmarks' hardware."""
+
+
+def command_console(module: str, argv: Optional[list[str]]) -> Console:
+    """A console for a benchmark's tables (160 columns when not a terminal) that first echoes
+    the command that produced them, so a pasted table carries its command."""
+    console = Console(width=None if sys.stdout.isatty() else 160)
+    arguments = " ".join(sys.argv[1:] if argv is None else argv)
+    console.print(f"$ python -m benchmarks.{module} {arguments}".rstrip(), highlight=False, markup=False)
+    return console
 
 
 def interleaved_medians(fns: dict[str, Callable[[], object]], repeats: int = 30, inner: int = 5,
