@@ -22,6 +22,7 @@ from xbar.compiler.version import __version__
 
 _PUBLIC = {
     "xbar.compiler.config": ("HardwareConfig", "LayerRule"),
+    "xbar.compiler.evaluation": ("accuracy_over_time",),
     "xbar.compiler.export": ("export_onnx",),
     "xbar.compiler.finetune": ("FineTuning", "fine_tune"),
     "xbar.compiler.pipeline": ("CompileResult", "calibrate", "compile_model", "convert", "prepare"),
