@@ -25,6 +25,17 @@ class MLP(nn.Module):
         return self.fc3(torch.relu(self.fc2(torch.relu(self.fc1(x)))))
 
 
+class SharedLayer(nn.Module):
+    """One linear layer called twice: its weight is one crossbar layer with two call sites."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.fc(x)))
+
+
 class GroupedCNN(nn.Module):
     """Standard, strided, grouped, depthwise (dilated) and bias-free convolutions."""
 

@@ -2,7 +2,6 @@
 
 import torch
 from pass_graphs import OneLinear, names, run, traced
-from torch import nn
 
 from xbar.passes import periphery
 from xbar.passes.input_range import InputRange
@@ -10,6 +9,8 @@ from xbar.passes.insert_input_range import InsertInputRangePass
 from xbar.passes.isolate_layers import IsolateCrossbarLayersPass
 from xbar.passes.plan import Role, tagged
 from xbar.passes.tiling import TileLayersPass
+
+from conftest import SharedLayer
 
 
 def with_ranges(module, overrides):
@@ -46,15 +47,6 @@ def test_the_arrays_of_one_input_slice_share_one_range():
         assert mvm.args[0] is normalized[row]
     assert [n.name for n in tagged(graph_module.graph, Role.RESCALE)] == [
         "fc_tile0_0_rescale", "fc_tile0_1_rescale", "fc_tile1_0_rescale", "fc_tile1_1_rescale"]
-
-
-class SharedLayer(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.fc = nn.Linear(4, 4)
-
-    def forward(self, x):
-        return self.fc(torch.relu(self.fc(x)))
 
 
 def test_the_call_sites_of_a_shared_layer_share_one_range():

@@ -13,6 +13,8 @@ from xbar.passes.kinds import LINEAR
 from xbar.passes.lower_conductances import LowerToConductancesPass
 from xbar.passes.tiling import TileLayersPass
 
+from conftest import SharedLayer
+
 
 def prepared(module, overrides):
     graph_module, plans = traced(module.eval(), overrides)
@@ -53,15 +55,6 @@ def test_a_tiled_layer_keeps_its_digital_sum_concatenation_and_bias():
     corner = graph_module.fc_tile1_1_crossbar
     assert corner.g_plus.shape == (1, 2) and corner.bias is None
     assert (corner.settings.tile_row, corner.settings.tile_col) == (1, 1)
-
-
-class SharedLayer(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.fc = nn.Linear(4, 4)
-
-    def forward(self, x):
-        return self.fc(torch.relu(self.fc(x)))
 
 
 def test_the_call_sites_of_a_shared_layer_share_one_crossbar():

@@ -10,7 +10,7 @@ from xbar.passes.crossbar import Crossbar
 from xbar.passes.infra import PassError
 from xbar.passes.input_range import InputRange
 
-from conftest import eight_bit, make_input, make_model
+from conftest import SharedLayer, eight_bit, make_input, make_model
 
 NO_CLIP = {"pre_post.input_range.init_value": 1e6, "pre_post.input_range.init_from_data": 0}
 
@@ -115,15 +115,6 @@ def test_pipeline_runs_on_models_only_torch_export_traces():
         prepare(model, (x,), capture_method="symbolic_trace")
     prepared = prepare(model, (x,), HardwareConfig().with_overrides(NO_CLIP))
     assert torch.allclose(convert(prepared)(x), model(x), atol=1e-5)
-
-
-class SharedLayer(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.fc = nn.Linear(4, 4)
-
-    def forward(self, x):
-        return self.fc(torch.relu(self.fc(x)))
 
 
 @pytest.mark.parametrize("method", ["export", "symbolic_trace"])
