@@ -1,8 +1,9 @@
 """``HardwareConfig``: aihwkit's configuration shape plus the mapping and converter.
 
-``forward`` (DAC/ADC), ``pre_post.input_range`` and ``mapping`` keep aihwkit's
-field names; ``converter`` is the conductance-pair converter. xbar's default is
-the ideal periphery with the learned input range enabled (aihwkit's
+``forward`` (DAC/ADC, forward training noise), ``pre_post.input_range``,
+``mapping`` and ``modifier`` (training weight noise) keep aihwkit's field
+names; ``converter`` is the conductance-pair converter. xbar's default is the
+ideal, noise-free periphery with the learned input range enabled (aihwkit's
 ``InputRangeParameter`` default is disabled; xbar's job is to insert it).
 Configs round-trip through plain dicts (JSON / TOML files, ONNX metadata).
 """
@@ -26,9 +27,13 @@ from ..passes.parameters import (
     MappingParameter,
     NoiseManagementType,
     PrePostProcessingParameter,
+    WeightModifierParameter,
+    WeightModifierType,
+    WeightNoiseType,
 )
 
-ENUMS = {"noise_management": NoiseManagementType, "bound_management": BoundManagementType}
+ENUMS = {"noise_management": NoiseManagementType, "bound_management": BoundManagementType,
+         "w_noise_type": WeightNoiseType, "type": WeightModifierType}
 
 
 def _default_pre_post() -> PrePostProcessingParameter:
@@ -85,6 +90,8 @@ class HardwareConfig:
         pre_post: digital pre/post processing; ``pre_post.input_range`` is the
             learned input range (enabled by default in xbar).
         mapping: array sizes for tiling and the weight-scaling option.
+        modifier: noise on the weights in training forward passes (aihwkit's
+            ``WeightModifierParameter``; off by default).
         converter: the conductance-pair converter (aihwkit's
             ``SinglePairConductanceConverter``, g_max=25 uS, g_min=0 by default).
         layers: per-layer :class:`LayerRule` s on top of the settings above.
@@ -94,6 +101,7 @@ class HardwareConfig:
     pre_post: PrePostProcessingParameter = field(default_factory=_default_pre_post)
     mapping: MappingParameter = field(default_factory=MappingParameter)
     converter: SinglePairConductanceConverter = field(default_factory=SinglePairConductanceConverter)
+    modifier: WeightModifierParameter = field(default_factory=WeightModifierParameter)
     layers: list[LayerRule] = field(default_factory=list)
 
     def validate(self) -> "HardwareConfig":
@@ -102,6 +110,7 @@ class HardwareConfig:
         input_range = self.pre_post.input_range
         input_range.validate()
         self.mapping.validate()
+        self.modifier.validate()
         if not isinstance(self.converter, SinglePairConductanceConverter):
             raise ConfigError("converter must be a SinglePairConductanceConverter, "
                               f"got {type(self.converter).__name__}")
@@ -169,7 +178,7 @@ class HardwareConfig:
 
 
 def _to_plain(value):
-    if isinstance(value, list):
+    if isinstance(value, (list, tuple)):
         return [_to_plain(v) for v in value]
     if isinstance(value, SinglePairConductanceConverter):
         return {"g_max": float(value.g_max), "g_min": float(value.g_min)}
@@ -252,6 +261,8 @@ def _typed(value, default, key: str):
         return value
     elif expected is dict and isinstance(value, dict):
         return dict(value)
+    elif expected is tuple and isinstance(value, (list, tuple)):
+        return tuple(value)
     elif isinstance(value, str) and expected in (int, float):
         try:
             return expected(value)

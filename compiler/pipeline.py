@@ -26,11 +26,14 @@ from ..passes.infra import run_passes
 from ..passes.input_range import InputRange
 from ..passes.insert_converters import InsertConvertersPass
 from ..passes.insert_input_range import InsertInputRangePass
+from ..passes.insert_training_noise import InsertTrainingNoisePass
 from ..passes.isolate_layers import IsolateCrossbarLayersPass
 from ..passes.lower_conductances import LowerToConductancesPass
 from ..passes.matching import CrossbarLayer, LayerSelection, Pattern, find_crossbar_layers
 from ..passes.plan import LayerPlan
+from ..passes.remove_training_noise import RemoveTrainingNoisePass
 from ..passes.tiling import TileLayersPass
+from ..passes.training_noise import TrainingNoise
 from .config import HardwareConfig
 from .export import export_onnx
 from .record import CompileRecord, Stage, attach_record, record_of
@@ -60,7 +63,7 @@ def plan_layers(graph_module: fx.GraphModule, config: HardwareConfig,
         resolved, rule = config.resolve(layer.name, layer.module_type)
         if resolved is not None:
             plans.append(LayerPlan(layer, resolved.forward, resolved.pre_post.input_range,
-                                   resolved.converter, resolved.mapping, rule))
+                                   resolved.converter, resolved.mapping, rule, resolved.modifier))
     if not plans:
         raise UserError(f"the include / exclude patterns, keep_first_last_digital or digital rules leave all "
                         f"{len(layers)} crossbar layers ({_few(l.name for l in layers)}) digital; loosen them")
@@ -96,8 +99,9 @@ def prepare(
 
     Returns a trainable GraphModule in the model's train/eval mode: each selected
     linear / convolution layer reads its input through a learned input range, DAC
-    and ADC (as configured), so fine-tuning moves the ranges. The user's model is
-    not modified. ``example_inputs`` is a tuple of the model's inputs;
+    and ADC (as configured), so fine-tuning moves the ranges; the config's training
+    noise (``modifier``, ``forward.out_noise``, ``forward.w_noise``) acts in
+    training mode. The user's model is not modified. ``example_inputs`` is a tuple of the model's inputs;
     ``include`` / ``exclude`` take layer-name globs or module types.
     """
     if not isinstance(example_inputs, (tuple, list)):
@@ -110,7 +114,8 @@ def prepare(
     graph_module = capture(model, tuple(example_inputs), capture_method)
     plans = plan_layers(graph_module, config, LayerSelection(include, exclude, keep_first_last_digital))
     graph_module = run_passes(graph_module, [IsolateCrossbarLayersPass(plans), TileLayersPass(),
-                                             InsertInputRangePass(), InsertConvertersPass()])
+                                             InsertInputRangePass(), InsertConvertersPass(),
+                                             InsertTrainingNoisePass()])
     attach_record(graph_module, CompileRecord(config, plans))
     return graph_module.train(training)
 
@@ -151,7 +156,7 @@ def calibrate(
     Runs ``batches`` (tensors, or tuples of model inputs) through the prepared
     model in eval mode. The default is the reference rule (aihwkit's init from
     data: ``init_std_alpha * std`` averaged over the first ``init_from_data``
-    batches); ``"MovingStd"``, ``"MovingQuantile"``, ``"CacheQuantile"`` and
+    batches), without training noise; ``"MovingStd"``, ``"MovingQuantile"``, ``"CacheQuantile"`` and
     ``"Max"`` are post-training methods named as aihwkit names them. The method
     is recorded in each range's ``calibration_info``. A batch with NaN or
     infinite values is refused.
@@ -168,6 +173,9 @@ def calibrate(
              for name, observer in observers.items()]
     was_training = prepared.training
     prepared.eval()
+    noise = [module for module in prepared.modules() if isinstance(module, TrainingNoise)]
+    for module in noise:  # the ranges are set for the noise-free activations the chip sees
+        module.calibrating = True
     for module in ranges.values():
         module.calibrating = reference
     count = 0
@@ -180,7 +188,7 @@ def calibrate(
     finally:
         for hook in hooks:
             hook.remove()
-        for module in ranges.values():
+        for module in [*ranges.values(), *noise]:
             module.calibrating = False
         prepared.train(was_training)
     for name, module in ranges.items():
@@ -198,7 +206,7 @@ def convert(prepared: fx.GraphModule) -> fx.GraphModule:
     """Lower a prepared model to conductances; returns a new GraphModule in eval mode."""
     record = record_of(prepared, "convert()", Stage.PREPARED)
     converted = attach_record(copy_graph_module(prepared), record.converted())
-    converted = run_passes(converted, [LowerToConductancesPass()])
+    converted = run_passes(converted, [RemoveTrainingNoisePass(), LowerToConductancesPass()])
     return converted.eval()
 
 

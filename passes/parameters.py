@@ -1,7 +1,9 @@
-"""Hardware parameters in aihwkit's shape: IO (DAC/ADC), pre/post processing, mapping.
+"""Hardware parameters in aihwkit's shape: IO (DAC/ADC, forward noise), pre/post
+processing, mapping, and the weight modifier of hardware-aware training.
 
 Field names, defaults and meanings follow aihwkit's ``IOParameters``,
-``InputRangeParameter``, ``PrePostProcessingParameter`` and ``MappingParameter``
+``InputRangeParameter``, ``PrePostProcessingParameter``, ``MappingParameter`` and
+``WeightModifierParameter``
 so that aihwkit users recognise them. Only the fields xbar simulates exist; each
 class validates itself and raises :class:`ConfigError` for values that cannot mean
 anything.
@@ -9,6 +11,7 @@ anything.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Optional
@@ -40,6 +43,34 @@ class BoundManagementType(Enum):
     SHIFT = "Shift"
 
 
+class WeightNoiseType(Enum):
+    """Weight read noise of the forward pass (aihwkit's enum; xbar simulates NONE and PCM_READ)."""
+
+    NONE = "None"
+    PCM_READ = "PCMRead"
+
+
+class WeightModifierType(Enum):
+    """Noise added to the weights in training forward passes (aihwkit's names; the simulated members).
+
+    With ``amax`` the array's ``max|W|`` (per output channel for the per-channel
+    type; ``assumed_wmax`` unless ``rel_to_actual_wmax``) and ``N`` standard normal:
+
+    * ADD_NORMAL, ADD_NORMAL_PER_CHANNEL: ``W + std_dev * amax * N``;
+    * POLY: ``W + amax * std_dev * P(|W| / amax) * N`` with ``P(a) = sum_k coeffs[k] a**k``;
+    * PROG_NOISE (programming noise): ``sign(W) * |W + amax * (std_dev / g_max) * P(|W| / amax) * N|``,
+      the noise mirrored at zero so a weight keeps its sign; with
+      ``coeffs = (0.26348, 1.9650, -1.1731)`` (microsiemens) and ``std_dev = 1`` it is
+      the PCM programming noise of one device at ``g_max``.
+    """
+
+    NONE = "None"
+    ADD_NORMAL = "AddNormal"
+    ADD_NORMAL_PER_CHANNEL = "AddNormalPerChannel"
+    POLY = "Poly"
+    PROG_NOISE = "ProgNoise"
+
+
 def _check_unit_interval(owner: str, name: str, value: float) -> None:
     if not 0.0 <= value <= 1.0:
         raise ConfigError(f"{owner}.{name} must be in [0, 1], got {value}")
@@ -55,9 +86,11 @@ class IOParameters:
     has already scaled the input there); the ADC spans [-out_bound, out_bound] in
     units of ``I / (g_max - g_min)``; ``out_bound <= 0`` means no output bound.
 
-    Defaults describe an ideal periphery (xbar's default, unlike aihwkit's noisy
-    7/9-bit default): set ``inp_res``, ``out_res`` and ``out_bound`` for a real
-    chip, or pick a preset.
+    Defaults describe an ideal, noise-free periphery (xbar's default, unlike
+    aihwkit's noisy 7/9-bit default with ``out_noise = 0.06``): set ``inp_res``,
+    ``out_res`` and ``out_bound`` for a real chip, or pick a preset. ``out_noise``
+    and ``w_noise`` are training noise: they act in training forward passes only
+    (unless ``modifier.enable_during_test``), never in the converted model.
     """
 
     is_perfect: bool = False
@@ -72,6 +105,22 @@ class IOParameters:
     """Dynamic input scaling; only NONE is simulated (use the learned input range)."""
     bound_management: BoundManagementType = BoundManagementType.NONE
     """Iterative re-scaling on output clipping; only NONE is simulated."""
+    out_noise: float = 0.0
+    """Std of Gaussian noise added to ``I / (g_max - g_min)`` before the ADC (training only)."""
+    w_noise: float = 0.0
+    """Weight read noise scale (training only), shaped by ``w_noise_type``."""
+    w_noise_type: WeightNoiseType = WeightNoiseType.NONE
+    """PCM_READ: ``y_i += w_noise * sqrt(sum_j |w_ij| x_j**2) * N``, w in units of max|W|."""
+
+    @property
+    def output_noise(self) -> bool:
+        """Whether training forward passes add out_noise or w_noise to the array's output."""
+        return not self.is_perfect and (self.out_noise > 0 or self.read_noise > 0)
+
+    @property
+    def read_noise(self) -> float:
+        """The PCM read-noise scale, or 0 when off."""
+        return self.w_noise if self.w_noise_type == WeightNoiseType.PCM_READ and not self.is_perfect else 0.0
 
     @property
     def dac_steps(self) -> float:
@@ -96,6 +145,15 @@ class IOParameters:
         if not isinstance(self.bound_management, BoundManagementType):
             raise ConfigError(f"forward.bound_management must be one of "
                               f"{[m.name for m in BoundManagementType]}, got {self.bound_management!r}")
+        if not isinstance(self.w_noise_type, WeightNoiseType):
+            raise ConfigError(f"forward.w_noise_type must be one of "
+                              f"{[m.name for m in WeightNoiseType]}, got {self.w_noise_type!r}")
+        for name in ("out_noise", "w_noise"):
+            if not getattr(self, name) >= 0:
+                raise ConfigError(f"forward.{name} must be >= 0, got {getattr(self, name)}")
+        if self.w_noise > 0 and self.w_noise_type == WeightNoiseType.NONE:
+            raise ConfigError(f"forward.w_noise={self.w_noise} needs forward.w_noise_type = PCM_READ "
+                              "(or set w_noise to 0)")
         if self.is_perfect:
             return
         if self.noise_management != NoiseManagementType.NONE:
@@ -202,3 +260,52 @@ class MappingParameter:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 0:
                 raise ConfigError(f"mapping.{name} must be an integer >= 0 (0 = no tiling), got {value!r}")
+
+
+@dataclass
+class WeightModifierParameter:
+    """Noise on the weights in training forward passes: hardware-aware training.
+
+    aihwkit's names and defaults (type NONE: no noise). Drawn afresh every
+    forward per array, added straight through (the gradient reaches the clean
+    weight); off in eval unless ``enable_during_test``,
+    which keeps all of xbar's training noise (this and ``forward.out_noise`` /
+    ``forward.w_noise``) on in eval too. See :class:`WeightModifierType` for the formulas.
+    """
+
+    type: WeightModifierType = WeightModifierType.NONE
+    """Which noise; NONE turns the modifier off."""
+    std_dev: float = 0.0
+    """Noise scale, relative to amax (divided by ``g_max`` for PROG_NOISE)."""
+    rel_to_actual_wmax: bool = True
+    """amax is the array's (or channel's) max|W|; otherwise ``assumed_wmax``."""
+    assumed_wmax: float = 1.0
+    """The amax used when ``rel_to_actual_wmax`` is False."""
+    enable_during_test: bool = False
+    """Keep the training noise on in eval mode (calibration stays noise-free)."""
+    coeffs: tuple[float, ...] = (0.0105392, 0.0768, -0.046925)
+    """Polynomial coefficients of POLY and PROG_NOISE, constant term first."""
+    g_max: float = 25.0
+    """PROG_NOISE: the conductance (uS) that ``coeffs`` are relative to."""
+
+    @property
+    def active(self) -> bool:
+        return self.type != WeightModifierType.NONE and self.std_dev > 0
+
+    @property
+    def per_channel(self) -> bool:
+        return self.type == WeightModifierType.ADD_NORMAL_PER_CHANNEL
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` for values that cannot mean anything."""
+        if not isinstance(self.type, WeightModifierType):
+            raise ConfigError(f"modifier.type must be one of {[m.name for m in WeightModifierType]}, "
+                              f"got {self.type!r}")
+        if not self.std_dev >= 0:
+            raise ConfigError(f"modifier.std_dev must be >= 0, got {self.std_dev}")
+        for name in ("assumed_wmax", "g_max"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"modifier.{name} must be > 0, got {getattr(self, name)}")
+        if not self.coeffs or not all(isinstance(c, (int, float)) and not isinstance(c, bool) and math.isfinite(c)
+                                      for c in self.coeffs):
+            raise ConfigError(f"modifier.coeffs must be a non-empty list of finite numbers, got {self.coeffs!r}")

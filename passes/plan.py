@@ -20,7 +20,7 @@ from .arrays import Tile
 from .converter import SinglePairConductanceConverter
 from .infra import PostconditionError
 from .matching import CrossbarLayer
-from .parameters import ConfigError, InputRangeParameter, IOParameters, MappingParameter
+from .parameters import ConfigError, InputRangeParameter, IOParameters, MappingParameter, WeightModifierParameter
 
 TAG = "xbar"
 
@@ -29,7 +29,8 @@ TAG = "xbar"
 class LayerPlan:
     """One crossbar layer and the hardware settings that apply to it.
 
-    ``rule`` says which configuration rule chose these settings (for inspection).
+    ``rule`` says which configuration rule chose these settings (for inspection);
+    ``modifier`` is the weight noise of training forward passes.
     """
 
     layer: CrossbarLayer
@@ -38,11 +39,15 @@ class LayerPlan:
     converter: SinglePairConductanceConverter
     mapping: MappingParameter = field(default_factory=MappingParameter)
     rule: str = "global"
+    modifier: WeightModifierParameter = field(default_factory=WeightModifierParameter)
 
     def __post_init__(self):
         if self.columnwise and not self.layer.kind.columnwise:
             raise ConfigError(f"{self.layer.name}: a {self.layer.kind.name} layer cannot have one scale ratio per "
                               "column; set mapping.weight_scaling_columnwise = false for it")
+        if self.modifier.active and self.modifier.per_channel and not self.layer.kind.columnwise:
+            raise ConfigError(f"{self.layer.name}: a {self.layer.kind.name} layer has no per-channel weight noise; "
+                              "set modifier.type = ADD_NORMAL for it")
 
     @property
     def columnwise(self) -> bool:
@@ -76,6 +81,8 @@ class Role(Enum):
     COLUMN_SUM = "sum"
     CONCAT = "concat"
     CROSSBAR = "crossbar"
+    WEIGHT_NOISE = "weight_noise"
+    OUTPUT_NOISE = "output_noise"
 
 
 class Scope(Enum):

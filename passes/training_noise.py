@@ -1,0 +1,116 @@
+"""Training noise of hardware-aware training, as modules of the prepared graph.
+
+Each module acts only while its GraphModule is in training mode (or with
+``modifier.enable_during_test``), never while ``calibrating`` (calibration sees
+noise-free activations), and draws fresh noise from torch's default generator
+every forward (``torch.manual_seed`` controls it). The noise itself carries no
+gradient: the clean weights and the input ranges get the gradient of the noisy
+forward, straight through (aihwkit's rule).
+
+* :class:`WeightNoise` sits between one array's weight block and its crossbar
+  node (aihwkit's weight modifier; amax per array, or per output channel).
+* :class:`OutputNoise` sits between the crossbar node and the ADC, in units of
+  ``I / (g_max - g_min) = W x / max|W|`` (per column when the layer maps
+  columnwise): ``out_noise`` and the PCM read noise ``w_noise``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+from .converter import ZERO_CLIP
+from .parameters import IOParameters, WeightModifierParameter, WeightModifierType
+
+
+class TrainingNoise(nn.Module):
+    """On in training mode (or always with ``enable_during_test``), off while ``calibrating``."""
+
+    def __init__(self, enable_during_test: bool):
+        super().__init__()
+        self.enable_during_test = enable_during_test
+        self.calibrating = False
+
+    @property
+    def active(self) -> bool:
+        return (self.training or self.enable_during_test) and not self.calibrating
+
+
+class WeightNoise(TrainingNoise):
+    """aihwkit's weight modifier on one array's weight block (output channels along dim 0)."""
+
+    def __init__(self, params: WeightModifierParameter):
+        super().__init__(params.enable_during_test)
+        self.params = params
+
+    def forward(self, weight: Tensor) -> Tensor:
+        if not self.active:
+            return weight
+        return weight + modifier_noise(weight.detach(), self.params)
+
+    def extra_repr(self) -> str:
+        return f"{self.params.type.name}, std_dev={self.params.std_dev:g}"
+
+
+@torch.no_grad()
+def modifier_noise(weight: Tensor, params: WeightModifierParameter) -> Tensor:
+    """A fresh draw of the modifier's noise for ``weight`` (the noisy weight minus ``weight``)."""
+    if not params.rel_to_actual_wmax:
+        amax = torch.tensor(params.assumed_wmax, dtype=weight.dtype)
+    elif params.per_channel:
+        amax = weight.abs().flatten(1).amax(dim=1).view(-1, *([1] * (weight.dim() - 1)))
+    else:
+        amax = weight.abs().amax()
+    amax = torch.where(amax > 0, amax, torch.ones_like(amax))  # an all-zero block: noise relative to 1
+    noise = torch.randn_like(weight)
+    if params.type in (WeightModifierType.ADD_NORMAL, WeightModifierType.ADD_NORMAL_PER_CHANNEL):
+        return noise.mul_(params.std_dev * amax)
+    relative = weight.abs() / amax
+    sigma = torch.full_like(weight, params.coeffs[-1])
+    for coefficient in reversed(params.coeffs[:-1]):  # Horner: P(a) = c0 + a (c1 + a (c2 + ...))
+        sigma.mul_(relative).add_(coefficient)
+    if params.type == WeightModifierType.POLY:
+        return noise.mul_(sigma).mul_(params.std_dev * amax)
+    moved = weight + noise.mul_(sigma).mul_(params.std_dev / params.g_max * amax)  # PROG_NOISE
+    return torch.where(weight < 0, -moved.abs(), moved.abs()) - weight
+
+
+class OutputNoise(TrainingNoise):
+    """``out_noise`` and PCM read noise on one array's output, before the ADC.
+
+    In ADC units (output over amax, amax = max|W| of the array or of each column):
+    ``y_i += out_noise * N + w_noise * sqrt(sum_j |w_ij| / amax x_j**2) * N'``, both
+    drawn as one Gaussian of the summed variance. The sum is the layer's own
+    canonical op on ``(x * x, |w|)``, so it holds for every layer kind.
+    """
+
+    def __init__(self, io: IOParameters, enable_during_test: bool, mvm: Callable, channel_dim: int,
+                 columnwise: bool):
+        super().__init__(enable_during_test)
+        self.out_noise, self.w_noise = float(io.out_noise), float(io.read_noise)
+        self.mvm, self.channel_dim, self.columnwise = mvm, channel_dim, columnwise
+
+    def forward(self, y: Tensor, x: Tensor, weight: Tensor, *mvm_args) -> Tensor:
+        if not self.active:
+            return y
+        return y + self.noise(y, x.detach(), weight.detach(), mvm_args)
+
+    @torch.no_grad()
+    def noise(self, y: Tensor, x: Tensor, weight: Tensor, mvm_args: tuple) -> Tensor:
+        if self.columnwise:
+            amax = weight.abs().flatten(1).amax(dim=1)
+            if self.channel_dim != -1:
+                amax = amax.view(-1, *([1] * (y.dim() - self.channel_dim - 1)))
+        else:
+            amax = weight.abs().amax()
+        amax = amax.clamp(min=ZERO_CLIP)
+        variance = torch.full_like(y, self.out_noise ** 2)
+        if self.w_noise:
+            read = self.mvm(x * x, weight.abs(), *mvm_args)  # sum_j |w_ij| x_j^2
+            variance.add_(read.div_(amax).mul_(self.w_noise ** 2))
+        return torch.randn_like(y).mul_(variance.sqrt_()).mul_(amax)
+
+    def extra_repr(self) -> str:
+        return f"out_noise={self.out_noise:g}, w_noise={self.w_noise:g}, columnwise={self.columnwise}"
