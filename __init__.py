@@ -24,9 +24,9 @@ _PUBLIC = {
     "xbar.compiler.config": ("HardwareConfig", "LayerRule"),
     "xbar.compiler.evaluation": ("accuracy_over_time",),
     "xbar.compiler.export": ("export_onnx",),
-    "xbar.compiler.finetune": ("FineTuning", "fine_tune"),
+    "xbar.compiler.finetune": ("FineTuning", "HWA_FINE_TUNING", "fine_tune"),
     "xbar.compiler.pipeline": ("CompileResult", "calibrate", "compile_model", "convert", "prepare"),
-    "xbar.compiler.presets": ("preset_config",),
+    "xbar.compiler.presets": ("HWA_TRAINING_NOISE", "preset_config"),
     "xbar.compiler.programming": ("ProgrammingRecord", "drift", "program"),
     "xbar.compiler.onnx_layers": ("ExportError",),
     "xbar.passes.calibration": ("CalibrationMethod",),
@@ -35,7 +35,8 @@ _PUBLIC = {
                             "StateIndependentNoiseModel"),
     "xbar.passes.errors": ("NoCrossbarLayersWarning", "UnmatchedSelectorWarning", "UserError", "XbarError"),
     "xbar.passes.parameters": ("BoundManagementType", "ConfigError", "InputRangeParameter", "IOParameters",
-                               "MappingParameter", "NoiseManagementType", "PrePostProcessingParameter"),
+                               "MappingParameter", "NoiseManagementType", "PrePostProcessingParameter",
+                               "WeightModifierParameter", "WeightModifierType", "WeightNoiseType"),
 }
 _HOME = {name: module for module, names in _PUBLIC.items() for name in names}
 

@@ -23,7 +23,7 @@ from ..passes.input_range import InputRange
 
 @dataclass(frozen=True)
 class FineTuning:
-    """The recipe's settings; the seed fixes the batch order."""
+    """The recipe's settings; the seed fixes the batch order and the training noise."""
 
     epochs: int = 5
     range_lr: float = 3e-2
@@ -45,6 +45,11 @@ class FineTuning:
                 f"{epochs}, batch {self.batch_size}")
 
 
+HWA_FINE_TUNING = FineTuning(epochs=10, weight_lr=1e-3)
+"""The recipe for hardware-aware fine-tuning (with training noise in the config), chosen on a
+validation part of the digits training split (``python -m benchmarks.bench_hwa --choose``)."""
+
+
 def fine_tune(
     prepared: fx.GraphModule,
     inputs: Tensor,
@@ -55,7 +60,11 @@ def fine_tune(
 ) -> fx.GraphModule:
     """Train ``prepared`` on ``(inputs, targets)`` with ``recipe``; returns it in eval mode.
 
-    ``on_step`` receives each step's loss (for progress reports).
+    ``on_step`` receives each step's loss (for progress reports). The training
+    noise the prepared model's config sets (``modifier``, ``forward.out_noise``,
+    ``forward.w_noise``) acts in every step, drawn from torch's generator seeded
+    with ``recipe.seed`` inside :func:`torch.random.fork_rng`: the same seed gives
+    the same result, and the caller's random state is left as it was.
     """
     if len(inputs) != len(targets):
         raise ValueError(f"{len(inputs)} inputs but {len(targets)} targets")
@@ -67,13 +76,15 @@ def fine_tune(
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, recipe.steps(len(targets)))
     generator = torch.Generator().manual_seed(recipe.seed)
     prepared.train()
-    for _ in range(recipe.epochs):
-        for index in torch.randperm(len(targets), generator=generator).split(recipe.batch_size):
-            value = loss(prepared(inputs[index]), targets[index])
-            optimizer.zero_grad()
-            value.backward()
-            optimizer.step()
-            schedule.step()
-            if on_step is not None:
-                on_step(float(value.detach()))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(recipe.seed)
+        for _ in range(recipe.epochs):
+            for index in torch.randperm(len(targets), generator=generator).split(recipe.batch_size):
+                value = loss(prepared(inputs[index]), targets[index])
+                optimizer.zero_grad()
+                value.backward()
+                optimizer.step()
+                schedule.step()
+                if on_step is not None:
+                    on_step(float(value.detach()))
     return prepared.eval()

@@ -1,7 +1,9 @@
 """Named hardware presets, each with where its numbers come from.
 
-Only the deterministic part of a chip is simulated (DAC, ADC, bound, arrays,
-input ranges); device noise, drift and IR drop are not.
+The presets set the compiled chip (DAC, ADC, bound, arrays, input ranges) and,
+for hardware-aware training, the noise of training forward passes; device
+programming noise, drift and compensation are ``xbar evaluate``'s (``--noise``,
+``--compensation``); IR drop is not simulated.
 """
 
 from __future__ import annotations
@@ -38,6 +40,15 @@ def _standard(steps: int, array: int = 0) -> dict:
             "pre_post.input_range.enable": True} | tiling
 
 
+HWA_TRAINING_NOISE = {"forward.out_noise": 0.04, "forward.w_noise": 0.0175, "forward.w_noise_type": "PCM_READ"}
+"""The training noise of aihwkit's StandardHWATrainingPreset (output noise 0.04, PCM read noise 0.0175)."""
+
+HWA_NOT_SIMULATED = ("forward.noise_management = CONSTANT, nm_thres 1.0 (xbar scales by the learned input range "
+                     "instead), forward.ir_drop 1.0, remap CHANNELWISE_SYMMETRIC, clip FIXED_VALUE 1.0, "
+                     "mapping.weight_scaling_omega 1.0, learn_out_scaling and out_scaling_columnwise "
+                     "(the digital output scale is not learned)")
+"""The fields of aihwkit's StandardHWATrainingPreset that xbar does not simulate."""
+
 PRESETS: dict[str, Preset] = {
     preset.name: preset
     for preset in (
@@ -53,6 +64,16 @@ PRESETS: dict[str, Preset] = {
                "input range init 3.0 / 100 batches / 3 std / decay 0.001); its noise models are not "
                "simulated and its output tiling (max_output_size=0) is set to 512 for square arrays",
                _standard(254, 512)),
+        Preset("hwa",
+               "aihwkit's StandardHWATrainingPreset: 8-bit DAC and ADC (254 steps), ADC bound 10, arrays of 512 "
+               "rows, one scale per column, learned input ranges, and the training noise out_noise 0.04 and "
+               "w_noise 0.0175 (PCM read) in training forward passes (fine-tune with it: --finetune).",
+               "aihwkit StandardHWATrainingPreset (inp_res=out_res=254, out_bound=10, out_noise=0.04, "
+               "w_noise=0.0175 PCM_READ, max_input_size=512, max_output_size=0, weight_scaling_columnwise, "
+               "input range init 3.0 / 100 batches / 3 std / decay 0.001; devices PCMLikeNoiseModel and "
+               "global drift compensation are xbar evaluate's defaults); not simulated: " + HWA_NOT_SIMULATED,
+               _standard(254) | HWA_TRAINING_NOISE | {"mapping.max_input_size": 512,
+                                                       "mapping.weight_scaling_columnwise": True}),
         Preset("6bit-256x256",
                "6-bit DAC and ADC (62 steps), ADC bound 10, 256x256 arrays, learned input ranges.",
                "the 8bit-512x512 preset at 2**6 - 2 steps and the smaller arrays of low-power designs",
