@@ -4,8 +4,10 @@
     python -m benchmarks.bench_hwa --choose [--models ...] [--seeds 3]
 
 Accuracy (default mode): for every zoo model, the digits test accuracy of the
-original checkpoint (FP), and of the model compiled for the ``8bit`` preset,
-calibrated as the command line does (the first 100 batches of 64 of the training
+original checkpoint (FP), and of the model compiled for the ``hwa`` preset
+(aihwkit's StandardHWATrainingPreset hardware: 8-bit DAC/ADC, bound 10, arrays
+of 512 rows, one scale per column; ``--preset`` picks another), calibrated as
+the command line does (the first 100 batches of 64 of the training
 split, in order), fine-tuned on the whole training split with
 :data:`xbar.HWA_FINE_TUNING`'s epochs and learning rates, once without any noise
 and once with :data:`xbar.HWA_TRAINING_NOISE` (hardware-aware), each converted and
@@ -15,7 +17,7 @@ seeds. Targets: HWA at most 1.0 point below FP at 1d and 2.0 at 1y, and above
 the noise-free fine-tuning at 1y.
 
 Cost: one training step (forward, backward, Adam) of each zoo model, batch 64,
-with the HWA noise against the same prepared model without it, interleaved in
+with the HWA noise against the same hardware without it, interleaved in
 one run, one intra-op thread: target at most 1.3x.
 
 ``--choose`` is how the recipe was chosen, without the test split: the training
@@ -46,6 +48,7 @@ from xbar import (
     preset_config,
 )
 from xbar.compiler.evaluation import Evaluation, accuracy_over_time
+from xbar.compiler.presets import STANDARD_HWA_FORWARD_NOISE
 from xbar.models import ZOO, accuracy, load_digits_split, load_pretrained
 
 from benchmarks.common import command_console, interleaved_medians
@@ -55,9 +58,14 @@ DAY_LOSS, YEAR_LOSS, COST = 1.0, 2.0, 1.3
 BATCH = 64
 
 
-def tuned(name: str, noise: dict, recipe: FineTuning, x: torch.Tensor, y: torch.Tensor):
-    """The zoo model prepared for 8bit plus ``noise``, calibrated on ``x`` in order, fine-tuned on (x, y)."""
-    config = preset_config("8bit").with_overrides(noise)
+NO_NOISE = {"forward.out_noise": 0.0, "forward.w_noise": 0.0, "forward.w_noise_type": "NONE",
+            "modifier.type": "NONE"}
+
+
+def tuned(name: str, preset: str, noise: dict, recipe: FineTuning, x: torch.Tensor, y: torch.Tensor):
+    """The zoo model prepared for ``preset`` with only ``noise`` for training noise, calibrated on ``x`` in
+    order, fine-tuned on (x, y)."""
+    config = preset_config(preset).with_overrides(NO_NOISE | noise)
     prepared = prepare(load_pretrained(name), (x[:1],), config)
     calibrate(prepared, x.split(BATCH)[:config.pre_post.input_range.init_from_data])
     return fine_tune(prepared, x, y, recipe)
@@ -71,9 +79,9 @@ def cells(evaluation: Evaluation) -> list[str]:
     return [f"{100 * p.mean:.2f} ± {100 * p.std:.2f}" for p in evaluation.points]
 
 
-def accuracy_table(names: list[str], seeds: int) -> tuple[Table, list[tuple[str, bool]]]:
+def accuracy_table(names: list[str], preset: str, seeds: int) -> tuple[Table, list[tuple[str, bool]]]:
     digits = load_digits_split()
-    table = Table(title=f"Digits test accuracy %, mean ± std over {seeds} programming seeds (8bit, PCM-like, "
+    table = Table(title=f"Digits test accuracy %, mean ± std over {seeds} programming seeds ({preset}, PCM-like, "
                   f"global compensation); fine-tuning: {HWA_FINE_TUNING}")
     for column in ("model", "training", "ideal", *TIMES):
         table.add_column(column, justify="left" if column in ("model", "training") else "right")
@@ -83,7 +91,7 @@ def accuracy_table(names: list[str], seeds: int) -> tuple[Table, list[tuple[str,
         table.add_row(name, "FP (original)", f"{100 * fp:.2f}", *[""] * len(TIMES))
         rows = {}
         for label, noise in (("fine-tuned, no noise", {}), ("HWA fine-tuned", HWA_TRAINING_NOISE)):
-            prepared = tuned(name, noise, HWA_FINE_TUNING, digits.train_x, digits.train_y)
+            prepared = tuned(name, preset, noise, HWA_FINE_TUNING, digits.train_x, digits.train_y)
             rows[label] = evaluation = over_time(prepared, digits.test_x, digits.test_y, seeds, TIMES)
             table.add_row(name, label, f"{100 * evaluation.ideal:.2f}", *cells(evaluation))
         hwa = {p.label: p.mean for p in rows["HWA fine-tuned"].points}
@@ -106,10 +114,10 @@ def training_step(prepared, optimizer, x, y):
     return step
 
 
-def cost_table(names: list[str], repeats: int) -> tuple[Table, list[tuple[str, bool]]]:
+def cost_table(names: list[str], preset: str, repeats: int) -> tuple[Table, list[tuple[str, bool]]]:
     digits = load_digits_split()
     x, y = digits.train_x[:BATCH], digits.train_y[:BATCH]
-    table = Table(title=f"One training step (batch {BATCH}, Adam, 8bit), with HWA noise against without, "
+    table = Table(title=f"One training step (batch {BATCH}, Adam, {preset}), with HWA noise against without, "
                   "interleaved medians, 1 thread")
     for column in ("model", "no noise ms", "HWA noise ms", "ratio", "target"):
         table.add_column(column, justify="left" if column == "model" else "right")
@@ -117,7 +125,8 @@ def cost_table(names: list[str], repeats: int) -> tuple[Table, list[tuple[str, b
     for name in names:
         steps = {}
         for label, noise in (("plain", {}), ("noise", HWA_TRAINING_NOISE)):
-            prepared = prepare(load_pretrained(name), (x[:1],), preset_config("8bit").with_overrides(noise))
+            config = preset_config(preset).with_overrides(NO_NOISE | noise)
+            prepared = prepare(load_pretrained(name), (x[:1],), config)
             calibrate(prepared, [x])
             prepared.train()
             steps[label] = training_step(prepared, torch.optim.Adam(prepared.parameters(), lr=1e-6), x, y)
@@ -132,14 +141,18 @@ def cost_table(names: list[str], repeats: int) -> tuple[Table, list[tuple[str, b
 
 CANDIDATES = {
     "no noise": {},
-    "aihwkit forward noise": {k: v for k, v in HWA_TRAINING_NOISE.items() if k.startswith("forward.")},
-    "forward + AddNormal 0.02": {**HWA_TRAINING_NOISE, "modifier.type": "ADD_NORMAL", "modifier.std_dev": 0.02},
-    "forward + AddNormal 0.05": {**HWA_TRAINING_NOISE, "modifier.type": "ADD_NORMAL", "modifier.std_dev": 0.05},
-    "forward + AddNormal 0.1": {**HWA_TRAINING_NOISE, "modifier.type": "ADD_NORMAL", "modifier.std_dev": 0.1},
+    "aihwkit forward noise": STANDARD_HWA_FORWARD_NOISE,
+    "forward + AddNormal 0.02": STANDARD_HWA_FORWARD_NOISE | {"modifier.type": "ADD_NORMAL", "modifier.std_dev": 0.02},
+    "forward + AddNormal 0.05": STANDARD_HWA_FORWARD_NOISE | {"modifier.type": "ADD_NORMAL", "modifier.std_dev": 0.05},
+    "forward + AddNormal 0.1": STANDARD_HWA_FORWARD_NOISE | {"modifier.type": "ADD_NORMAL", "modifier.std_dev": 0.1},
+    "forward + AddNormal 0.15": STANDARD_HWA_FORWARD_NOISE | {"modifier.type": "ADD_NORMAL", "modifier.std_dev": 0.15},
+    "forward + AddNormal 0.2": STANDARD_HWA_FORWARD_NOISE | {"modifier.type": "ADD_NORMAL", "modifier.std_dev": 0.2},
+    "forward + AddNormalPerChannel 0.1": HWA_TRAINING_NOISE,
 }
 
 
-def choice_table(names: list[str], seeds: int, epochs: list[int]) -> Table:
+def choice_table(names: list[str], preset: str, seeds: int, epochs: list[int], candidates: list[str],
+                 console) -> Table:
     digits = load_digits_split()
     train, val = train_test_split(range(len(digits.train_y)), test_size=0.2, random_state=1,
                                   stratify=digits.train_y.numpy())
@@ -152,12 +165,14 @@ def choice_table(names: list[str], seeds: int, epochs: list[int]) -> Table:
         table.add_column(column, justify="left" if column in ("model", "training noise") else "right")
     for name in names:
         fp = accuracy(load_pretrained(name), vx, vy)
-        for label, noise in CANDIDATES.items():
+        for label in candidates:
             for count in epochs:
-                prepared = tuned(name, noise, replace(HWA_FINE_TUNING, epochs=count), x, y)
+                prepared = tuned(name, preset, CANDIDATES[label], replace(HWA_FINE_TUNING, epochs=count), x, y)
                 evaluation = over_time(prepared, vx, vy, seeds, times)
-                table.add_row(name, label, str(count), f"{100 * fp:.2f}", f"{100 * evaluation.ideal:.2f}",
-                              *cells(evaluation))
+                row = (name, label, str(count), f"{100 * fp:.2f}", f"{100 * evaluation.ideal:.2f}",
+                       *cells(evaluation))
+                console.print(" | ".join(row), highlight=False, markup=False)  # progress, as each row is done
+                table.add_row(*row)
     return table
 
 
@@ -165,24 +180,27 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", choices=list(ZOO), default=list(ZOO))
     parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--preset", default="hwa", help="the hardware compiled for (default: hwa)")
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--choose", action="store_true", help="the validation grid the recipe was chosen on")
     parser.add_argument("--epochs", type=int, nargs="+", default=[HWA_FINE_TUNING.epochs],
                         help="with --choose: the epoch counts to try")
+    parser.add_argument("--candidates", nargs="+", choices=list(CANDIDATES), default=list(CANDIDATES),
+                        help="with --choose: the training noise settings to try")
     parser.add_argument("--skip-cost", action="store_true")
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore")
     torch.set_num_threads(1)
     console = command_console("bench_hwa", argv)
     if args.choose:
-        console.print(choice_table(args.models, args.seeds, args.epochs))
+        console.print(choice_table(args.models, args.preset, args.seeds, args.epochs, args.candidates, console))
         return
     verdicts = []
     if not args.skip_cost:
-        table, found = cost_table(args.models, args.repeats)
+        table, found = cost_table(args.models, args.preset, args.repeats)
         console.print(table)
         verdicts += found
-    table, found = accuracy_table(args.models, args.seeds)
+    table, found = accuracy_table(args.models, args.preset, args.seeds)
     console.print(table)
     for text, ok in verdicts + found:
         console.print(f"{'PASS' if ok else 'FAIL'}  {text}", highlight=False, markup=False)

@@ -161,7 +161,9 @@ digits unless --calib says otherwise.
 Calibration runs at most --calib-batches batches of --batch-size samples (default:
 pre_post.input_range.init_from_data, the number the range rule averages over).
 --finetune N then trains the input ranges and weights together for N epochs on the
-labelled samples (xbar.fine_tune's recipe, cross-entropy). With a labelled
+labelled samples (xbar.fine_tune's recipe, cross-entropy), with the training noise
+the hardware config sets (modifier, forward.out_noise, forward.w_noise; e.g.
+--preset hwa) in every training step and none in the compiled model. With a labelled
 built-in data set the test accuracy of the original, the compiled PyTorch model and
 the ONNX file (in ONNX Runtime) is printed.
 
@@ -197,6 +199,7 @@ examples:
   xbar evaluate                                  # LeNet, 8-bit, PCM, 10 seeds at 1s,1h,1d,1y
   xbar evaluate mlp --seeds 3 --times 10m,2d --noise state-independent
   xbar evaluate --finetune 5 --compensation per-column --plot lenet-drift.png
+  xbar evaluate resnet --finetune 10 --set forward.out_noise=0.04   # hardware-aware fine-tuning
   xbar evaluate resnet --config hw.toml --json > resnet-drift.json
 """
 

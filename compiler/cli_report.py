@@ -3,6 +3,7 @@ one-line notes, the test-accuracy table and the layer tables."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 from typing import Iterable, Iterator, Optional, Union
@@ -14,9 +15,10 @@ from rich.table import Table
 
 from ..models.data import accuracy
 from ..passes.calibration import CalibrationMethod
+from ..passes.training_noise import TrainingNoise
 from .cli_console import say
 from .data import Dataset
-from .finetune import FineTuning, fine_tune
+from .finetune import HWA_FINE_TUNING, FineTuning, fine_tune
 from .inspection import Inspection
 from .inspection_view import count_text, describe_config, layer_tables
 from .layer_summary import LayerSummary
@@ -39,14 +41,19 @@ def calibrate_ranges(prepared, data: Dataset, batches: list[torch.Tensor], conso
 
 
 def fine_tune_model(prepared, data: Dataset, epochs: int, batch_size: int, console: Console) -> str:
-    """Fine-tune ``prepared`` on the labelled samples, with a progress bar; returns a one-line note."""
-    recipe = FineTuning(epochs=epochs, batch_size=batch_size)
+    """Fine-tune ``prepared`` on the labelled samples, with a progress bar; returns a one-line note.
+
+    With training noise in the config, the learning rates are those of ``HWA_FINE_TUNING``.
+    """
+    noisy = any(isinstance(module, TrainingNoise) for module in prepared.modules())
+    recipe = dataclasses.replace(HWA_FINE_TUNING if noisy else FineTuning(), epochs=epochs, batch_size=batch_size)
     with progress_bar(console, TextColumn("loss {task.fields[loss]:.3f}")) as progress:
         task = progress.add_task(f"fine-tuning on {data.name}", total=recipe.steps(len(data.labels)),
                                  loss=math.nan)
         fine_tune(prepared, data.samples, data.labels, recipe,
                   on_step=lambda loss: progress.update(task, advance=1, loss=loss))
-    return f"fine-tuned on {len(data.labels)} labelled samples from {data.name}: {recipe}"
+    kind = "hardware-aware fine-tuned (training noise on)" if noisy else "fine-tuned"
+    return f"{kind} on {len(data.labels)} labelled samples from {data.name}: {recipe}"
 
 
 def _advancing(items: Iterable, progress: Progress, task) -> Iterator:

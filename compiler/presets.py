@@ -40,8 +40,12 @@ def _standard(steps: int, array: int = 0) -> dict:
             "pre_post.input_range.enable": True} | tiling
 
 
-HWA_TRAINING_NOISE = {"forward.out_noise": 0.04, "forward.w_noise": 0.0175, "forward.w_noise_type": "PCM_READ"}
+STANDARD_HWA_FORWARD_NOISE = {"forward.out_noise": 0.04, "forward.w_noise": 0.0175, "forward.w_noise_type": "PCM_READ"}
 """The training noise of aihwkit's StandardHWATrainingPreset (output noise 0.04, PCM read noise 0.0175)."""
+
+HWA_TRAINING_NOISE = STANDARD_HWA_FORWARD_NOISE | {"modifier.type": "ADD_NORMAL_PER_CHANNEL", "modifier.std_dev": 0.1}
+"""The recipe's training noise: the ``hwa`` preset's, plus Gaussian weight noise of 0.1 times each output
+channel's max|W| (chosen on held-out training data: ``python -m benchmarks.bench_hwa --choose``)."""
 
 HWA_NOT_SIMULATED = ("forward.noise_management = CONSTANT, nm_thres 1.0 (xbar scales by the learned input range "
                      "instead), forward.ir_drop 1.0, remap CHANNELWISE_SYMMETRIC, clip FIXED_VALUE 1.0, "
@@ -72,7 +76,7 @@ PRESETS: dict[str, Preset] = {
                "w_noise=0.0175 PCM_READ, max_input_size=512, max_output_size=0, weight_scaling_columnwise, "
                "input range init 3.0 / 100 batches / 3 std / decay 0.001; devices PCMLikeNoiseModel and "
                "global drift compensation are xbar evaluate's defaults); not simulated: " + HWA_NOT_SIMULATED,
-               _standard(254) | HWA_TRAINING_NOISE | {"mapping.max_input_size": 512,
+               _standard(254) | STANDARD_HWA_FORWARD_NOISE | {"mapping.max_input_size": 512,
                                                        "mapping.weight_scaling_columnwise": True}),
         Preset("6bit-256x256",
                "6-bit DAC and ADC (62 steps), ADC bound 10, 256x256 arrays, learned input ranges.",

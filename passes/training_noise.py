@@ -95,22 +95,24 @@ class OutputNoise(TrainingNoise):
     def forward(self, y: Tensor, x: Tensor, weight: Tensor, *mvm_args) -> Tensor:
         if not self.active:
             return y
-        return y + self.noise(y, x.detach(), weight.detach(), mvm_args)
+        # in place: the crossbar's output is read only by this node, and no backward needs it
+        return y.addcmul_(torch.randn_like(y), self.std(y, x.detach(), weight.detach(), mvm_args))
 
     @torch.no_grad()
-    def noise(self, y: Tensor, x: Tensor, weight: Tensor, mvm_args: tuple) -> Tensor:
+    def std(self, y: Tensor, x: Tensor, weight: Tensor, mvm_args: tuple) -> Tensor:
+        """The noise std in the crossbar's output units: ``amax * sqrt(out_noise**2 + w_noise**2 * S / amax)``."""
+        magnitude = weight.abs()
         if self.columnwise:
-            amax = weight.abs().flatten(1).amax(dim=1)
+            amax = magnitude.flatten(1).amax(dim=1)
             if self.channel_dim != -1:
                 amax = amax.view(-1, *([1] * (y.dim() - self.channel_dim - 1)))
         else:
-            amax = weight.abs().amax()
+            amax = magnitude.amax()
         amax = amax.clamp(min=ZERO_CLIP)
-        variance = torch.full_like(y, self.out_noise ** 2)
-        if self.w_noise:
-            read = self.mvm(x * x, weight.abs(), *mvm_args)  # sum_j |w_ij| x_j^2
-            variance.add_(read.div_(amax).mul_(self.w_noise ** 2))
-        return torch.randn_like(y).mul_(variance.sqrt_()).mul_(amax)
+        if not self.w_noise:
+            return amax * self.out_noise
+        read = self.mvm(x.square(), magnitude, *mvm_args)  # S = sum_j |w_ij| x_j^2
+        return torch.addcmul(amax.square() * self.out_noise ** 2, read, amax * self.w_noise ** 2, out=read).sqrt_()
 
     def extra_repr(self) -> str:
         return f"out_noise={self.out_noise:g}, w_noise={self.w_noise:g}, columnwise={self.columnwise}"
