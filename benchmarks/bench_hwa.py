@@ -1,6 +1,7 @@
 """Hardware-aware fine-tuning: accuracy over time on PCM-like devices, and what the noise costs a training step.
 
     python -m benchmarks.bench_hwa [--models mlp lenet resnet transformer] [--seeds 10] [--repeats 20]
+                                   [--skip-cost | --skip-accuracy]
     python -m benchmarks.bench_hwa --choose [--models ...] [--seeds 3]
 
 Accuracy (default mode): for every zoo model, the digits test accuracy of the
@@ -187,7 +188,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="with --choose: the epoch counts to try")
     parser.add_argument("--candidates", nargs="+", choices=list(CANDIDATES), default=list(CANDIDATES),
                         help="with --choose: the training noise settings to try")
-    parser.add_argument("--skip-cost", action="store_true")
+    parser.add_argument("--skip-cost", action="store_true", help="only the accuracy table")
+    parser.add_argument("--skip-accuracy", action="store_true", help="only the cost table")
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore")
     torch.set_num_threads(1)
@@ -200,9 +202,11 @@ def main(argv: list[str] | None = None) -> None:
         table, found = cost_table(args.models, args.preset, args.repeats)
         console.print(table)
         verdicts += found
-    table, found = accuracy_table(args.models, args.preset, args.seeds)
-    console.print(table)
-    for text, ok in verdicts + found:
+    if not args.skip_accuracy:
+        table, found = accuracy_table(args.models, args.preset, args.seeds)
+        console.print(table)
+        verdicts += found
+    for text, ok in verdicts:
         console.print(f"{'PASS' if ok else 'FAIL'}  {text}", highlight=False, markup=False)
 
 

@@ -54,16 +54,15 @@ class WeightNoise(TrainingNoise):
         return f"{self.params.type.name}, std_dev={self.params.std_dev:g}"
 
 
-@torch.no_grad()
 def modifier_noise(weight: Tensor, params: WeightModifierParameter) -> Tensor:
-    """A fresh draw of the modifier's noise for ``weight`` (the noisy weight minus ``weight``)."""
+    """A fresh draw of the modifier's noise for ``weight`` (detached; the noisy weight minus ``weight``)."""
     if not params.rel_to_actual_wmax:
         amax = torch.tensor(params.assumed_wmax, dtype=weight.dtype)
-    elif params.per_channel:
-        amax = weight.abs().flatten(1).amax(dim=1).view(-1, *([1] * (weight.dim() - 1)))
-    else:
+    elif params.per_channel:  # an all-zero channel gets no noise (aihwkit's per-channel types)
+        amax = weight.abs().amax(dim=tuple(range(1, weight.dim())), keepdim=True)
+    else:  # an all-zero array: noise relative to 1 (aihwkit)
         amax = weight.abs().amax()
-    amax = torch.where(amax > 0, amax, torch.ones_like(amax))  # an all-zero block: noise relative to 1
+        amax = torch.where(amax > 0, amax, torch.ones_like(amax))
     noise = torch.randn_like(weight)
     if params.type in (WeightModifierType.ADD_NORMAL, WeightModifierType.ADD_NORMAL_PER_CHANNEL):
         return noise.mul_(params.std_dev * amax)
@@ -98,12 +97,12 @@ class OutputNoise(TrainingNoise):
         # in place: the crossbar's output is read only by this node, and no backward needs it
         return y.addcmul_(torch.randn_like(y), self.std(y, x.detach(), weight.detach(), mvm_args))
 
-    @torch.no_grad()
     def std(self, y: Tensor, x: Tensor, weight: Tensor, mvm_args: tuple) -> Tensor:
-        """The noise std in the crossbar's output units: ``amax * sqrt(out_noise**2 + w_noise**2 * S / amax)``."""
+        """The noise std in the crossbar's output units: ``amax * sqrt(out_noise**2 + w_noise**2 * S / amax)``
+        (inputs detached: nothing here is recorded for autograd)."""
         magnitude = weight.abs()
         if self.columnwise:
-            amax = magnitude.flatten(1).amax(dim=1)
+            amax = magnitude.amax(dim=tuple(range(1, magnitude.dim())))
             if self.channel_dim != -1:
                 amax = amax.view(-1, *([1] * (y.dim() - self.channel_dim - 1)))
         else:
