@@ -62,6 +62,9 @@ class WeightModifierType(Enum):
       the noise mirrored at zero so a weight keeps its sign; with
       ``coeffs = (0.26348, 1.9650, -1.1731)`` (microsiemens) and ``std_dev = 1`` it is
       the PCM programming noise of one device at ``g_max``.
+
+    aihwkit's other types (MultNormal, the discretising ones, DoReFa, and PCMNoise,
+    its drift and read model at ``pcm_t_inference``) are not simulated.
     """
 
     NONE = "None"
