@@ -16,7 +16,7 @@ forward, straight through (aihwkit's rule).
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn

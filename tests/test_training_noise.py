@@ -69,7 +69,7 @@ def test_add_normal_has_std_dev_times_the_arrays_amax_per_array():
 
 
 def test_add_normal_per_channel_is_relative_to_each_output_rows_amax():
-    layer, prepared = prepared_linear(NO_RANGE | {"modifier.type": "ADD_NORMAL_PER_CHANNEL",
+    _, prepared = prepared_linear(NO_RANGE | {"modifier.type": "ADD_NORMAL_PER_CHANNEL",
                                                   "modifier.std_dev": 0.05})
     with torch.no_grad():
         prepared.get_parameter("fc.weight").mul_(torch.arange(1, 7.0).unsqueeze(1))
@@ -109,7 +109,7 @@ def test_the_modifier_is_off_in_eval_on_in_training_fresh_every_forward_and_leav
 
 def test_enable_during_test_keeps_the_noise_on_in_eval_but_not_in_calibration():
     overrides = {"modifier.type": "ADD_NORMAL", "modifier.std_dev": 0.1, "forward.out_noise": 0.1}
-    quiet_layer, quiet = prepared_linear(overrides)
+    _, quiet = prepared_linear(overrides)
     _, noisy = prepared_linear(overrides | {"modifier.enable_during_test": True})
     x = torch.randn(64, 8) * 3
     noisy.eval()
