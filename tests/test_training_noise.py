@@ -3,15 +3,28 @@
 import json
 import math
 
+import numpy as np
 import onnx
 import pytest
 import torch
 from torch import nn
 
-from xbar import FineTuning, HardwareConfig, LayerRule, calibrate, convert, export_onnx, fine_tune, prepare
+from xbar import (
+    HWA_FINE_TUNING,
+    FineTuning,
+    HardwareConfig,
+    LayerRule,
+    calibrate,
+    convert,
+    export_onnx,
+    fine_tune,
+    prepare,
+)
 from xbar.models import ZOO, load_digits_split, load_pretrained
 from xbar.passes.parameters import ConfigError
 from xbar.passes.training_noise import OutputNoise, TrainingNoise, WeightNoise
+
+from conftest import NET, run
 
 SAMPLES = 4000
 NO_RANGE = {"pre_post.input_range.enable": False}
@@ -255,3 +268,15 @@ def test_the_onnx_file_records_the_training_noise_and_holds_no_randomness(tmp_pa
 def test_bad_training_noise_settings_are_config_errors(overrides, message):
     with pytest.raises(ConfigError, match=message):
         HardwareConfig().with_overrides(overrides)
+
+
+def test_the_command_line_fine_tunes_with_the_configs_training_noise(workspace, capsys):
+    x = torch.from_numpy(np.load(workspace / "inputs.npz")["x"])
+    np.savez(workspace / "labelled.npz", x=x.numpy(), y=(torch.arange(len(x)) % 3).numpy())
+    status, out, err = run(capsys, "evaluate", *NET, "--calib", "labelled.npz", "--seeds", "1", "--times", "1s",
+                           "--finetune", "1", "--set", "modifier.type=ADD_NORMAL_PER_CHANNEL",
+                           "--set", "modifier.std_dev=0.1", "--set", "forward.out_noise=0.04")
+    assert status == 0, err
+    assert "modifier.type=ADD_NORMAL_PER_CHANNEL, modifier.std_dev=0.1" in out
+    assert "hardware-aware fine-tuned (training noise on) on 40 labelled samples" in out
+    assert f"other parameters lr {HWA_FINE_TUNING.weight_lr:g}" in out
