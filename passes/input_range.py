@@ -21,12 +21,16 @@ from torch import Tensor, nn
 from .parameters import InputRangeParameter
 
 
-def where_inside(values: Tensor, x: Tensor, bound: float, out: Optional[Tensor] = None) -> Tensor:
+def where_inside(values: Tensor, x: Tensor, bound: float | Tensor, out: Optional[Tensor] = None) -> Tensor:
     """``values`` where ``-bound < x < bound``, else 0, in one fused pass (into ``out`` if given).
 
     This is hardtanh's backward kernel: on CPU, bool masks and ``torch.where``
     cost three to five float passes each, which a training step pays per layer.
+    A tensor ``bound`` (a compiled graph's range, which a compiler fuses into one
+    pass anyway) takes the mask form and ignores ``out``.
     """
+    if isinstance(bound, Tensor):
+        return torch.where((x > -bound) & (x < bound), values, 0.0)
     if out is None:
         return torch.ops.aten.hardtanh_backward(values, x, -bound, bound)
     return torch.ops.aten.hardtanh_backward.grad_input(values, x, -bound, bound, grad_input=out)
@@ -37,14 +41,13 @@ class _LearnedClip(torch.autograd.Function):
     def forward(ctx, x: Tensor, r: Tensor, params: InputRangeParameter) -> Tensor:
         ctx.save_for_backward(x, r)
         ctx.params = params
-        bound = float(r)
-        return torch.clamp(x, -bound, bound)
+        return _clamp(x, r)
 
     @staticmethod
     def backward(ctx, d: Tensor):
         x, r = ctx.saved_tensors
         params: InputRangeParameter = ctx.params
-        bound = float(r)
+        bound = r if torch.compiler.is_compiling() else float(r)
         grad_x = grad_r = scratch = None
         if ctx.needs_input_grad[1]:
             clipped = signed_clipped(x, r)
@@ -70,6 +73,8 @@ def signed_clipped(x: Tensor, r: Tensor) -> Tensor:
     is exactly ``|x| >= r``.
     """
     r = r.detach().to(x.dtype)
+    if torch.compiler.is_compiling():  # no Python float of a traced value: the same test as a mask
+        return torch.where(x.detach().abs() >= r, x.detach().sign(), 0.0)
     below_r = float(torch.nextafter(r, torch.zeros_like(r)))
     return torch.nn.functional.hardshrink(x.detach(), below_r).sign_()
 
@@ -78,6 +83,14 @@ def learned_clip(x: Tensor, r: Tensor, params: InputRangeParameter) -> Tensor:
     """``clamp(x, -r, r)`` whose backward follows aihwkit's input-range rule."""
     if torch.is_grad_enabled() and (x.requires_grad or r.requires_grad):
         return _LearnedClip.apply(x, r, params)
+    return _clamp(x, r)
+
+
+def _clamp(x: Tensor, r: Tensor) -> Tensor:
+    """``clamp(x, -r, r)``: with a Python bound eagerly (faster on CPU), with the tensor under a compiler."""
+    if torch.compiler.is_compiling():
+        r = r.detach()
+        return torch.clamp(x, -r, r)
     bound = float(r)
     return torch.clamp(x, -bound, bound)
 
@@ -89,6 +102,9 @@ def update_range_from_data(r: Tensor, batches_seen: Tensor, x: Tensor, params: I
     ``r <- (r * k + init_std_alpha * std(x)) / (k + 1)`` while ``k < init_from_data``,
     where k counts only batches whose (unbiased) std is > 0; then ``r <- |r|``.
     """
+    if torch.compiler.is_compiling():
+        _update_range_from_data_traced(r, batches_seen, x, params)
+        return
     k = int(batches_seen)
     if k >= params.init_from_data:
         return
@@ -97,6 +113,18 @@ def update_range_from_data(r: Tensor, batches_seen: Tensor, x: Tensor, params: I
         r.copy_((r * k + params.init_std_alpha * std) / (k + 1))
         batches_seen += 1
     r.abs_()
+
+
+def _update_range_from_data_traced(r: Tensor, batches_seen: Tensor, x: Tensor, params: InputRangeParameter) -> None:
+    """:func:`update_range_from_data` without Python branches on tensor values, for a compiled graph
+    (one graph for every batch); the same arithmetic, selected by ``torch.where``."""
+    k = batches_seen
+    active = k < params.init_from_data
+    std = x.detach().std()
+    take = active & (std > 0)
+    updated = torch.where(take, (r * k + params.init_std_alpha * std) / (k + 1), r)
+    r.copy_(torch.where(active, updated.abs(), r))
+    batches_seen.add_(take.to(batches_seen.dtype))
 
 
 class InputRange(nn.Module):
