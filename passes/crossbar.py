@@ -242,6 +242,17 @@ class Crossbar(nn.Module):
         else:
             self._out_scale = scale.clone()
 
+    @torch.no_grad()
+    def load_array(self, other: "Crossbar") -> None:
+        """Take ``other``'s conductances, bias, ADC weight and out_scale, in place (same array, other
+        devices or gains: a programmed or drifted copy), so a compiled graph reading this array runs
+        ``other``. A per-column out_scale here takes a global one there, not the reverse."""
+        for mine, theirs in ((self.g_plus, other.g_plus), (self.g_minus, other.g_minus), (self.bias, other.bias),
+                             (self._adc_weight, other.adc_weight()), (self._out_scale, other._out_scale)):
+            if mine is not None:
+                mine.copy_(theirs)
+        self._adc_weight_key = None  # eagerly, the next call re-derives the weight from the buffers
+
     def adc_weight(self) -> Tensor:
         """:func:`adc_weight` of the buffers, cached until G+ or G- changes."""
         key = (self.g_plus.data_ptr(), self.g_plus._version, self.g_minus.data_ptr(), self.g_minus._version)
