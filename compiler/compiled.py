@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, fx, nn
 
 from ..passes.capture import copy_graph_module
+from ..passes.input_range import InputRange
 from ..passes.programming import crossbar_modules
 
 BACKEND = "inductor"
@@ -53,6 +54,9 @@ def compiled(model: nn.Module, *, fullgraph: bool = True) -> Callable:
         warnings.warn(f"compile=True: torch.compile cannot build kernels here ({reason}); running eagerly",
                       CompileUnavailableWarning, stacklevel=3)
         return model
+    for module in model.modules():
+        if isinstance(module, InputRange):
+            module.sync_initialised()  # an initialised range compiles without its initialisation
     compiled_model = torch.compile(model, fullgraph=fullgraph, backend=BACKEND)
 
     def run(*inputs):

@@ -133,6 +133,12 @@ class InputRange(nn.Module):
     In training mode, or while ``calibrating`` is set, the first
     ``init_from_data`` batches initialise the range from data before the clip.
     ``learn_input_range=False`` keeps the range as a buffer instead of a parameter.
+
+    ``initialised`` mirrors ``init_batches >= init_from_data`` as a Python bool,
+    for ``torch.compile`` only: a compiled graph made while it is True leaves out
+    the initialisation (and its pass over the input for the std). Eager runs and
+    loading keep it current; after a compiled run, or after writing
+    ``init_batches`` directly, call :meth:`sync_initialised`.
     """
 
     def __init__(self, params: InputRangeParameter):
@@ -145,10 +151,21 @@ class InputRange(nn.Module):
             self.register_buffer("value", value)
         self.register_buffer("init_batches", torch.zeros((), dtype=torch.long))
         self.calibrating = False
+        self.sync_initialised()
+
+    def sync_initialised(self) -> None:
+        """Set ``initialised`` from ``init_batches`` (a read of the counter, outside any graph)."""
+        self.initialised = int(self.init_batches) >= self.params.init_from_data
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self.sync_initialised()
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.training or self.calibrating:
+        if (self.training or self.calibrating) and not (torch.compiler.is_compiling() and self.initialised):
             update_range_from_data(self.value.data, self.init_batches, x, self.params)
+            if not torch.compiler.is_compiling():
+                self.sync_initialised()
         return learned_clip(x, self.value, self.params)
 
     def extra_repr(self) -> str:

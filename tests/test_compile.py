@@ -157,3 +157,15 @@ def test_without_a_cxx_compiler_the_switch_warns_once_and_runs_eagerly(monkeypat
     fine_tune(expected, x, labels, recipe)
     assert all(torch.equal(a, b) for a, b in zip(prepared.parameters(), expected.parameters()))
     assert graphs() == 0
+
+
+def test_an_initialised_range_compiles_without_its_initialisation(aot_eager):
+    prepared, _, x = built("mlp")
+    ranges = [m for m in prepared.modules() if isinstance(m, InputRange)]
+    for module in ranges:
+        module.init_batches.fill_(module.params.init_from_data)  # as a finished calibration leaves it
+    values = [module.value.detach().clone() for module in ranges]
+    run = compiled_path.compiled(prepared.train())  # reads the counters before compiling
+    assert all(module.initialised for module in ranges)
+    run(100 * x).sum().backward()
+    assert all(torch.equal(module.value, value) for module, value in zip(ranges, values))
