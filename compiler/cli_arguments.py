@@ -321,6 +321,9 @@ def _add_model_arguments(command: argparse.ArgumentParser) -> None:
     command.add_argument("--finetune", type=_count, default=0, metavar="EPOCHS",
                          help="after calibration, train ranges and weights for EPOCHS epochs on the labelled "
                          "data (default: 0, no training)")
+    command.add_argument("--compile", action="store_true",
+                         help="run calibration, fine-tuning and evaluation through torch.compile (eager without "
+                         "a C++ compiler, with a warning); the first batch pays the compile time")
     command.add_argument("--batch-size", type=_positive_int, default=DEFAULT_BATCH_SIZE, metavar="N",
                          help=f"calibration, fine-tuning and evaluation batch size (default: {DEFAULT_BATCH_SIZE})")
 

@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
                                  total=args.seeds * len(times))
         evaluation = accuracy_over_time(compiled.converted, devices, times, args.seeds, x, y,
                                         compensation=COMPENSATIONS[args.compensation], batch_size=args.batch_size,
-                                        on_step=lambda: progress.advance(task))
+                                        on_step=lambda: progress.advance(task), compile=args.compile)
     seeds = "1 programming seed" if args.seeds == 1 else f"{args.seeds} programming seeds"
     title = f"{inputs.source.name}: accuracy on {described}, {seeds}"
     if plot_path is not None:

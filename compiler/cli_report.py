@@ -33,14 +33,15 @@ def progress_bar(console: Console, *extra_columns) -> Progress:
 
 
 def calibrate_ranges(prepared, data: Dataset, batches: list[torch.Tensor], console: Console,
-                     method: str = CalibrationMethod.INIT_FROM_DATA.value) -> int:
+                     method: str = CalibrationMethod.INIT_FROM_DATA.value, compile: bool = False) -> int:
     """Set the input ranges from ``batches`` of ``data`` with ``method``, with a progress bar; returns the count."""
     with progress_bar(console) as progress:
         task = progress.add_task(f"calibrating input ranges on {data.name}", total=len(batches))
-        return calibrate(prepared, _advancing(batches, progress, task), method)
+        return calibrate(prepared, _advancing(batches, progress, task), method, compile=compile)
 
 
-def fine_tune_model(prepared, data: Dataset, epochs: int, batch_size: int, console: Console) -> str:
+def fine_tune_model(prepared, data: Dataset, epochs: int, batch_size: int, console: Console,
+                    compile: bool = False) -> str:
     """Fine-tune ``prepared`` on the labelled samples, with a progress bar; returns a one-line note.
 
     With training noise in the config, the learning rates are those of ``HWA_FINE_TUNING``.
@@ -51,7 +52,7 @@ def fine_tune_model(prepared, data: Dataset, epochs: int, batch_size: int, conso
         task = progress.add_task(f"fine-tuning on {data.name}", total=recipe.steps(len(data.labels)),
                                  loss=math.nan)
         fine_tune(prepared, data.samples, data.labels, recipe,
-                  on_step=lambda loss: progress.update(task, advance=1, loss=loss))
+                  on_step=lambda loss: progress.update(task, advance=1, loss=loss), compile=compile)
     kind = "hardware-aware fine-tuned (training noise on)" if noisy else "fine-tuned"
     return f"{kind} on {len(data.labels)} labelled samples from {data.name}: {recipe}"
 

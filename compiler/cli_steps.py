@@ -115,8 +115,10 @@ def compile_steps(inputs: Inputs, args: argparse.Namespace, console: Console) ->
     """prepare -> calibrate -> fine-tune (with --finetune) -> convert, with progress bars on ``console``."""
     prepared = prepare_model(inputs.source, inputs.example, inputs.config, args)
     limit = inputs.config.pre_post.input_range.init_from_data if args.calib_batches is None else args.calib_batches
-    calibrated = calibrate_model(prepared, inputs.data, args.batch_size, limit, console, args.calib_method)
-    tuned = fine_tune_model(prepared, inputs.data, args.finetune, args.batch_size, console) if args.finetune else None
+    calibrated = calibrate_model(prepared, inputs.data, args.batch_size, limit, console, args.calib_method,
+                                 args.compile)
+    tuned = (fine_tune_model(prepared, inputs.data, args.finetune, args.batch_size, console, args.compile)
+             if args.finetune else None)
     return Compiled(convert(prepared), calibrated, tuned)
 
 
@@ -169,13 +171,13 @@ def prepare_model(source: LoadedModel, example: torch.Tensor, config: HardwareCo
 
 
 def calibrate_model(prepared, data: Optional[Dataset], batch_size: int, limit: int, console,
-                    method: str) -> int:
+                    method: str, compile: bool = False) -> int:
     """Calibrate on up to ``limit`` batches of ``data`` (none: 0); a batch the model rejects is a DataError."""
     if data is None or limit == 0:
         return 0
     batches = data.batches(batch_size, limit)
     try:
-        return calibrate_ranges(prepared, data, batches, console, method)
+        return calibrate_ranges(prepared, data, batches, console, method, compile)
     except RuntimeError as exc:
         raise DataError(f"calibration batch of shape {list(batches[0].shape)} from {data.name} does not fit "
                         f"the model: {first_line(exc)}; check --calib") from exc

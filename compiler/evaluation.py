@@ -19,6 +19,7 @@ from torch import Tensor, fx
 
 from ..models.data import accuracy
 from ..passes.devices import BaseNoiseModel
+from .compiled import ArrayReader
 from .programming import drift, program
 
 
@@ -81,19 +82,26 @@ def check_times(noise_model: BaseNoiseModel, times: Mapping[str, float]) -> None
 
 def accuracy_over_time(converted: fx.GraphModule, noise_model: BaseNoiseModel, times: Mapping[str, float],
                        seeds: int, x: Tensor, y: Tensor, *, compensation: Optional[str] = "global",
-                       batch_size: int = 256, on_step: Optional[Callable[[], None]] = None) -> Evaluation:
+                       batch_size: int = 256, on_step: Optional[Callable[[], None]] = None,
+                       compile: bool = False) -> Evaluation:
     """Test accuracy of ``converted`` programmed with seeds ``0 .. seeds - 1`` and read at each of
-    ``times`` (label -> seconds after programming); ``on_step`` is called after each (seed, time)."""
+    ``times`` (label -> seconds after programming); ``on_step`` is called after each (seed, time).
+    ``compile=True`` runs every model through one compiled graph (:class:`~xbar.compiler.compiled.ArrayReader`)."""
     per_time = {label: [] for label in times}
+    reader = None
     for seed in range(seeds):
         programmed = program(converted, noise_model, seed=seed)
         for label, seconds in times.items():
             drifted = drift(programmed, seconds, seed=read_seed(seed, seconds), compensation=compensation)
-            per_time[label].append(accuracy(drifted, x, y, batch_size))
+            if compile and reader is None:
+                reader = ArrayReader(drifted)
+            run = drifted if reader is None else reader.reader(drifted)
+            per_time[label].append(accuracy(run, x, y, batch_size))
             if on_step is not None:
                 on_step()
     points = tuple(TimePoint(label, float(seconds), tuple(per_time[label]),
                              tuple(read_seed(seed, seconds) for seed in range(seeds)))
                    for label, seconds in times.items())
-    return Evaluation(accuracy(converted, x, y, batch_size), points, tuple(range(seeds)), noise_model.to_dict(),
+    ideal = accuracy(converted if reader is None else reader.reader(converted), x, y, batch_size)
+    return Evaluation(ideal, points, tuple(range(seeds)), noise_model.to_dict(),
                       compensation)

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, fx
 
 from ..passes.input_range import InputRange
+from .compiled import maybe_compiled
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,7 @@ def fine_tune(
     recipe: FineTuning = FineTuning(),
     loss: Callable[[Tensor, Tensor], Tensor] = F.cross_entropy,
     on_step: Optional[Callable[[float], None]] = None,
+    compile: bool = False,
 ) -> fx.GraphModule:
     """Train ``prepared`` on ``(inputs, targets)`` with ``recipe``; returns it in eval mode.
 
@@ -67,6 +69,8 @@ def fine_tune(
     ``forward.w_noise``) acts in every step, drawn from torch's generator seeded
     with ``recipe.seed`` inside :func:`torch.random.fork_rng`: the same seed gives
     the same result, and the caller's random state is left as it was.
+    ``compile=True`` runs forward and backward through ``torch.compile``
+    (:mod:`xbar.compiler.compiled`).
     """
     if len(inputs) != len(targets):
         raise ValueError(f"{len(inputs)} inputs but {len(targets)} targets")
@@ -78,11 +82,12 @@ def fine_tune(
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, recipe.steps(len(targets)))
     generator = torch.Generator().manual_seed(recipe.seed)
     prepared.train()
+    run = maybe_compiled(prepared, compile)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(recipe.seed)
         for _ in range(recipe.epochs):
             for index in torch.randperm(len(targets), generator=generator).split(recipe.batch_size):
-                value = loss(prepared(inputs[index]), targets[index])
+                value = loss(run(inputs[index]), targets[index])
                 optimizer.zero_grad()
                 value.backward()
                 optimizer.step()

@@ -145,7 +145,9 @@ register_schemas()
 # Function bodies. Every body declares all the op's attributes, used or not, so each
 # attribute of a node belongs to its function. A step whose constant makes it a
 # no-op (rounding off, an infinite bound, an integer DAC bound after rounding) is
-# skipped by an If on a constant, which a runtime resolves once.
+# skipped by an If on a constant, which a runtime resolves once. An integer ADC
+# bound clips before rounding (round(clip(z, -c, c)) = clip(round(z), -c, c) for
+# an integer c), which lets ONNX Runtime fuse the clip into the Conv.
 @script(XBAR, default_opset=op)
 def CrossbarLinear(X: FLOAT, G_plus: FLOAT, G_minus: FLOAT, B: FLOAT,
                    layer: str, input_range: float, scale_ratio: float, g_min: float, g_max: float,
@@ -165,10 +167,13 @@ def CrossbarLinear(X: FLOAT, G_plus: FLOAT, G_minus: FLOAT, B: FLOAT,
     if op.Not(op.Equal(op.Floor(dac_bound), dac_bound)):
         q = op.Clip(q, op.Neg(dac_bound), dac_bound)
     z = op.MatMul(q, op.Transpose(op.Mul(op.Sub(G_plus, G_minus), op.Constant(value_float=adc_scale))))
+    adc_bound = op.Constant(value_float=adc_clip)
+    integer_bound = op.And(op.Not(op.IsInf(adc_bound)), op.Equal(op.Floor(adc_bound), adc_bound))
+    if integer_bound:  # the same codes as rounding first, and the runtime can fuse the clip into the mvm
+        z = op.Clip(z, op.Neg(adc_bound), adc_bound)
     if op.Cast(op.Constant(value_int=adc_round), to=BOOL):
         z = op.Round(z)
-    adc_bound = op.Constant(value_float=adc_clip)
-    if op.Not(op.IsInf(adc_bound)):
+    if op.And(op.Not(op.IsInf(adc_bound)), op.Not(integer_bound)):
         z = op.Clip(z, op.Neg(adc_bound), adc_bound)
     return op.Add(op.Mul(z, op.Constant(value_float=out_scale)), B)
 
@@ -194,10 +199,13 @@ def CrossbarConv(X: FLOAT, G_plus: FLOAT, G_minus: FLOAT, B: FLOAT,
         q = op.Clip(q, op.Neg(dac_bound), dac_bound)
     weight = op.Mul(op.Sub(G_plus, G_minus), op.Constant(value_float=adc_scale))
     z = op.Conv(q, weight, strides=strides, pads=pads, dilations=dilations, group=group)
+    adc_bound = op.Constant(value_float=adc_clip)
+    integer_bound = op.And(op.Not(op.IsInf(adc_bound)), op.Equal(op.Floor(adc_bound), adc_bound))
+    if integer_bound:  # the same codes as rounding first, and the runtime can fuse the clip into the mvm
+        z = op.Clip(z, op.Neg(adc_bound), adc_bound)
     if op.Cast(op.Constant(value_int=adc_round), to=BOOL):
         z = op.Round(z)
-    adc_bound = op.Constant(value_float=adc_clip)
-    if op.Not(op.IsInf(adc_bound)):
+    if op.And(op.Not(op.IsInf(adc_bound)), op.Not(integer_bound)):
         z = op.Clip(z, op.Neg(adc_bound), adc_bound)
     spatial_ones = op.ConstantOfShape(op.Shape(op.Shape(G_plus, start=2)), value=[1])
     channel_bias = op.Reshape(B, op.Concat(op.Constant(value_ints=[-1]), spatial_ones, axis=0))
@@ -229,10 +237,13 @@ def CrossbarConvTranspose(X: FLOAT, G_plus: FLOAT, G_minus: FLOAT, B: FLOAT,
     weight = op.Mul(op.Sub(G_plus, G_minus), op.Constant(value_float=adc_scale))
     z = op.ConvTranspose(q, weight, strides=strides, pads=pads, output_padding=output_padding,
                          dilations=dilations, group=group)
+    adc_bound = op.Constant(value_float=adc_clip)
+    integer_bound = op.And(op.Not(op.IsInf(adc_bound)), op.Equal(op.Floor(adc_bound), adc_bound))
+    if integer_bound:  # the same codes as rounding first, and the runtime can fuse the clip into the mvm
+        z = op.Clip(z, op.Neg(adc_bound), adc_bound)
     if op.Cast(op.Constant(value_int=adc_round), to=BOOL):
         z = op.Round(z)
-    adc_bound = op.Constant(value_float=adc_clip)
-    if op.Not(op.IsInf(adc_bound)):
+    if op.And(op.Not(op.IsInf(adc_bound)), op.Not(integer_bound)):
         z = op.Clip(z, op.Neg(adc_bound), adc_bound)
     spatial_ones = op.ConstantOfShape(op.Shape(op.Shape(G_plus, start=2)), value=[1])
     channel_bias = op.Reshape(B, op.Concat(op.Constant(value_ints=[-1]), spatial_ones, axis=0))

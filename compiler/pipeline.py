@@ -34,6 +34,7 @@ from ..passes.plan import LayerPlan
 from ..passes.remove_training_noise import RemoveTrainingNoisePass
 from ..passes.tiling import TileLayersPass
 from ..passes.training_noise import TrainingNoise
+from .compiled import maybe_compiled
 from .config import HardwareConfig
 from .export import export_onnx
 from .record import CompileRecord, Stage, attach_record, record_of
@@ -150,6 +151,7 @@ def calibrate(
     quantile: float = 0.9999,
     max_samples: int = 100_000,
     progress: bool = False,
+    compile: bool = False,
 ) -> int:
     """Set the input ranges from data; returns the number of batches run.
 
@@ -159,7 +161,9 @@ def calibrate(
     batches), without training noise; ``"MovingStd"``, ``"MovingQuantile"``, ``"CacheQuantile"`` and
     ``"Max"`` are post-training methods named as aihwkit names them. The method
     is recorded in each range's ``calibration_info``. A batch with NaN or
-    infinite values is refused.
+    infinite values is refused. ``compile=True`` runs the batches through
+    ``torch.compile`` (:mod:`xbar.compiler.compiled`; the observers of the other
+    methods run eagerly between its graphs).
     """
     record_of(prepared, "calibrate()", Stage.PREPARED)
     require_batches(batches, "calibrate()")
@@ -178,12 +182,13 @@ def calibrate(
         module.calibrating = True
     for module in ranges.values():
         module.calibrating = reference
+    run = maybe_compiled(prepared, compile, fullgraph=reference)
     count = 0
     try:
         if progress:
             batches = track(batches, description=f"calibrating input ranges ({method.value})")
         for batch in batches:
-            prepared(*_model_inputs(batch, count))
+            run(*_model_inputs(batch, count))
             count += 1
     finally:
         for hook in hooks:

@@ -19,9 +19,9 @@ ONNX function body and PyTorch use bit-identical constants.
 from __future__ import annotations
 
 import math
+import struct
 import typing
 from dataclasses import asdict, dataclass, fields
-from functools import cached_property
 from typing import Any, Optional
 
 import torch
@@ -31,8 +31,8 @@ from .kinds.base import LayerKind
 
 
 def _f32(value: float) -> float:
-    """Round a Python float to the nearest float32 value."""
-    return float(torch.tensor(value, dtype=torch.float32))
+    """Round a Python float to the nearest float32 value (no tensor, so a compiler traces it)."""
+    return struct.unpack("f", struct.pack("f", value))[0]
 
 
 @dataclass(frozen=True)
@@ -67,9 +67,22 @@ class CrossbarSettings:
     column_scale_ratios: tuple[float, ...] = ()
     column_drift_gains: tuple[float, ...] = ()
 
-    @cached_property
+    def __post_init__(self):
+        # derived once, when the settings are made: a compiler then reads plain attributes
+        object.__setattr__(self, "_constants", self._derive_constants())
+        object.__setattr__(self, "_column_out_scale", self._derive_column_out_scale())
+
+    @property
     def constants(self) -> dict:
         """The float32 constants of the module docstring, plus rounding flags."""
+        return self._constants
+
+    @property
+    def column_out_scale(self) -> Optional[Tensor]:
+        """Per output column ``out_scale`` (float32), or None for one scale ratio and gain per array."""
+        return self._column_out_scale
+
+    def _derive_constants(self) -> dict:
         r = self.input_range or 1.0
         h_in = self.dac_steps / 2 if self.dac_steps else 0.0
         h_out = self.adc_steps / 2 if self.adc_steps else 0.0
@@ -88,12 +101,10 @@ class CrossbarSettings:
             "out_scale": _f32(adc_unit * r * g_span / self.scale_ratio * self.drift_gain),
         }
 
-    @cached_property
-    def column_out_scale(self) -> Optional[Tensor]:
-        """Per output column ``out_scale`` (float32), or None for one scale ratio and gain per array."""
+    def _derive_column_out_scale(self) -> Optional[Tensor]:
         if not self.column_scale_ratios and not self.column_drift_gains:
             return None
-        out_scale = self.constants["out_scale"]
+        out_scale = self._constants["out_scale"]
         if self.column_scale_ratios:
             scales = [out_scale * self.scale_ratio / s for s in self.column_scale_ratios]
         else:
@@ -139,18 +150,25 @@ def adc_weight(g_plus: Tensor, g_minus: Tensor, settings: CrossbarSettings) -> T
     return (g_plus - g_minus).mul_(settings.constants["adc_scale"])
 
 
-def _periphery_out(z: Tensor, bias: Optional[Tensor], settings: CrossbarSettings, channel_dim: int) -> Tensor:
-    """Round and clip the ADC codes ``z`` in place, scale back, add the bias."""
+def _periphery_out(z: Tensor, bias: Optional[Tensor], settings: CrossbarSettings, channel_dim: int,
+                   out_scale: Optional[Tensor] = None) -> Tensor:
+    """Round and clip the ADC codes ``z`` in place, scale back, add the bias.
+
+    ``out_scale`` (a float32 tensor of the settings' value) replaces the settings'
+    scale when given: the same multiply, but a compiled graph takes it as an input.
+    """
     c = settings.constants
     if c["adc_round"]:
         z = z.round_()
     if c["adc_clip"] != math.inf:
         z = z.clamp_(-c["adc_clip"], c["adc_clip"])
-    per_column = settings.column_out_scale
+    per_column = settings.column_out_scale if out_scale is None else out_scale
     if per_column is None:
         z = z.mul_(c["out_scale"])
+    elif per_column.dim() == 0 or channel_dim == -1:
+        z = z.mul_(per_column)
     else:
-        z = z.mul_(per_column if channel_dim == -1 else per_column.view(-1, *([1] * (z.dim() - 2))))
+        z = z.mul_(per_column.view(-1, *([1] * (z.dim() - 2))))
     if bias is None:
         return z
     if channel_dim != -1:
@@ -159,10 +177,11 @@ def _periphery_out(z: Tensor, bias: Optional[Tensor], settings: CrossbarSettings
 
 
 def run_crossbar(kind: LayerKind, x: Tensor, weight: Tensor, bias: Optional[Tensor], settings: CrossbarSettings,
-                 geometry: Any) -> Tensor:
-    """One array of ``kind``: ``weight`` = :func:`adc_weight`, shaped like the layer's weight block."""
+                 geometry: Any, out_scale: Optional[Tensor] = None) -> Tensor:
+    """One array of ``kind``: ``weight`` = :func:`adc_weight`, shaped like the layer's weight block;
+    ``out_scale`` as :func:`_periphery_out` takes it."""
     codes = kind.mvm(_periphery_in(x, settings.constants), weight, geometry)
-    return _periphery_out(codes, bias, settings, kind.channel_dim)
+    return _periphery_out(codes, bias, settings, kind.channel_dim, out_scale)
 
 
 class Crossbar(nn.Module):
@@ -171,11 +190,21 @@ class Crossbar(nn.Module):
     ``kind`` and ``geometry`` (the kind's; None for a linear layer) say which op the
     array computes. ``source_weight`` names the original parameter, so the
     conductances can be traced back to it.
+
+    The array keeps :func:`adc_weight` of its buffers and its ``out_scale`` as
+    tensors. Eagerly, the weight is re-derived whenever G+ or G- changed (even in
+    place). Under ``torch.compile`` both are read as they are, so they are kept
+    current whenever G+, G- or the settings are assigned or loaded
+    (:meth:`refresh`); after editing G+ or G- in place, call :meth:`refresh`
+    before running a compiled model again.
     """
+
+    _DERIVED_FROM = frozenset({"g_plus", "g_minus", "settings"})
 
     def __init__(self, g_plus: Tensor, g_minus: Tensor, bias: Optional[Tensor], settings: CrossbarSettings,
                  kind: LayerKind, geometry: Any, source_weight: str):
         super().__init__()
+        self._adc_weight, self._adc_weight_key, self._out_scale = None, None, None
         self.register_buffer("g_plus", g_plus)
         self.register_buffer("g_minus", g_minus)
         self.register_buffer("bias", bias)
@@ -183,18 +212,63 @@ class Crossbar(nn.Module):
         self.kind = kind
         self.geometry = geometry
         self.source_weight = source_weight
-        self._adc_weight, self._adc_weight_key = None, None
+
+    def __setattr__(self, name: str, value) -> None:
+        super().__setattr__(name, value)
+        if name in self._DERIVED_FROM:
+            self.refresh()
+
+    def register_buffer(self, name: str, tensor: Optional[Tensor], persistent: bool = True) -> None:
+        super().register_buffer(name, tensor, persistent)
+        if name in self._DERIVED_FROM:
+            self.refresh()
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Re-derive the ADC weight and the out_scale tensor from the buffers and settings, in place
+        where the shapes allow (a compiled graph keeps reading the same tensors)."""
+        if not all(name in self.__dict__ or name in self._buffers for name in self._DERIVED_FROM):
+            return  # still being built
+        self._adc_weight_key = None
+        self.adc_weight()
+        scale = self.settings.column_out_scale
+        if scale is None:
+            scale = torch.tensor(self.settings.constants["out_scale"], dtype=torch.float32)
+        if self._out_scale is not None and self._out_scale.shape == scale.shape:
+            self._out_scale.copy_(scale)
+        else:
+            self._out_scale = scale.clone()
+
+    @torch.no_grad()
+    def load_array(self, other: "Crossbar") -> None:
+        """Take ``other``'s conductances, bias, ADC weight and out_scale, in place (same array, other
+        devices or gains: a programmed or drifted copy), so a compiled graph reading this array runs
+        ``other``. A per-column out_scale here takes a global one there, not the reverse."""
+        for mine, theirs in ((self.g_plus, other.g_plus), (self.g_minus, other.g_minus), (self.bias, other.bias),
+                             (self._adc_weight, other.adc_weight()), (self._out_scale, other._out_scale)):
+            if mine is not None:
+                mine.copy_(theirs)
+        self._adc_weight_key = None  # eagerly, the next call re-derives the weight from the buffers
 
     def adc_weight(self) -> Tensor:
         """:func:`adc_weight` of the buffers, cached until G+ or G- changes."""
         key = (self.g_plus.data_ptr(), self.g_plus._version, self.g_minus.data_ptr(), self.g_minus._version)
         if self._adc_weight_key != key:
             with torch.no_grad():
-                self._adc_weight = adc_weight(self.g_plus, self.g_minus, self.settings)
+                weight = adc_weight(self.g_plus, self.g_minus, self.settings)
+                if self._adc_weight is not None and self._adc_weight.shape == weight.shape:
+                    weight = self._adc_weight.copy_(weight)
+                self._adc_weight = weight
             self._adc_weight_key = key
         return self._adc_weight
 
     def forward(self, x: Tensor) -> Tensor:
+        if torch.compiler.is_compiling():  # no version checks in a graph: the tensors as refresh() left them
+            return run_crossbar(self.kind, x, self._adc_weight, self.bias, self.settings, self.geometry,
+                                self._out_scale)
         return run_crossbar(self.kind, x, self.adc_weight(), self.bias, self.settings, self.geometry)
 
     def extra_repr(self) -> str:

@@ -21,12 +21,16 @@ from torch import Tensor, nn
 from .parameters import InputRangeParameter
 
 
-def where_inside(values: Tensor, x: Tensor, bound: float, out: Optional[Tensor] = None) -> Tensor:
+def where_inside(values: Tensor, x: Tensor, bound: float | Tensor, out: Optional[Tensor] = None) -> Tensor:
     """``values`` where ``-bound < x < bound``, else 0, in one fused pass (into ``out`` if given).
 
     This is hardtanh's backward kernel: on CPU, bool masks and ``torch.where``
     cost three to five float passes each, which a training step pays per layer.
+    A tensor ``bound`` (a compiled graph's range, which a compiler fuses into one
+    pass anyway) takes the mask form and ignores ``out``.
     """
+    if isinstance(bound, Tensor):
+        return torch.where((x > -bound) & (x < bound), values, 0.0)
     if out is None:
         return torch.ops.aten.hardtanh_backward(values, x, -bound, bound)
     return torch.ops.aten.hardtanh_backward.grad_input(values, x, -bound, bound, grad_input=out)
@@ -37,14 +41,13 @@ class _LearnedClip(torch.autograd.Function):
     def forward(ctx, x: Tensor, r: Tensor, params: InputRangeParameter) -> Tensor:
         ctx.save_for_backward(x, r)
         ctx.params = params
-        bound = float(r)
-        return torch.clamp(x, -bound, bound)
+        return _clamp(x, r)
 
     @staticmethod
     def backward(ctx, d: Tensor):
         x, r = ctx.saved_tensors
         params: InputRangeParameter = ctx.params
-        bound = float(r)
+        bound = r if torch.compiler.is_compiling() else float(r)
         grad_x = grad_r = scratch = None
         if ctx.needs_input_grad[1]:
             clipped = signed_clipped(x, r)
@@ -70,6 +73,8 @@ def signed_clipped(x: Tensor, r: Tensor) -> Tensor:
     is exactly ``|x| >= r``.
     """
     r = r.detach().to(x.dtype)
+    if torch.compiler.is_compiling():  # no Python float of a traced value: the same test as a mask
+        return torch.where(x.detach().abs() >= r, x.detach().sign(), 0.0)
     below_r = float(torch.nextafter(r, torch.zeros_like(r)))
     return torch.nn.functional.hardshrink(x.detach(), below_r).sign_()
 
@@ -78,6 +83,14 @@ def learned_clip(x: Tensor, r: Tensor, params: InputRangeParameter) -> Tensor:
     """``clamp(x, -r, r)`` whose backward follows aihwkit's input-range rule."""
     if torch.is_grad_enabled() and (x.requires_grad or r.requires_grad):
         return _LearnedClip.apply(x, r, params)
+    return _clamp(x, r)
+
+
+def _clamp(x: Tensor, r: Tensor) -> Tensor:
+    """``clamp(x, -r, r)``: with a Python bound eagerly (faster on CPU), with the tensor under a compiler."""
+    if torch.compiler.is_compiling():
+        r = r.detach()
+        return torch.clamp(x, -r, r)
     bound = float(r)
     return torch.clamp(x, -bound, bound)
 
@@ -89,6 +102,9 @@ def update_range_from_data(r: Tensor, batches_seen: Tensor, x: Tensor, params: I
     ``r <- (r * k + init_std_alpha * std(x)) / (k + 1)`` while ``k < init_from_data``,
     where k counts only batches whose (unbiased) std is > 0; then ``r <- |r|``.
     """
+    if torch.compiler.is_compiling():
+        _update_range_from_data_traced(r, batches_seen, x, params)
+        return
     k = int(batches_seen)
     if k >= params.init_from_data:
         return
@@ -99,12 +115,30 @@ def update_range_from_data(r: Tensor, batches_seen: Tensor, x: Tensor, params: I
     r.abs_()
 
 
+def _update_range_from_data_traced(r: Tensor, batches_seen: Tensor, x: Tensor, params: InputRangeParameter) -> None:
+    """:func:`update_range_from_data` without Python branches on tensor values, for a compiled graph
+    (one graph for every batch); the same arithmetic, selected by ``torch.where``."""
+    k = batches_seen
+    active = k < params.init_from_data
+    std = x.detach().std()
+    take = active & (std > 0)
+    updated = torch.where(take, (r * k + params.init_std_alpha * std) / (k + 1), r)
+    r.copy_(torch.where(active, updated.abs(), r))
+    batches_seen.add_(take.to(batches_seen.dtype))
+
+
 class InputRange(nn.Module):
     """Holds one layer's range ``value`` and clips its input.
 
     In training mode, or while ``calibrating`` is set, the first
     ``init_from_data`` batches initialise the range from data before the clip.
     ``learn_input_range=False`` keeps the range as a buffer instead of a parameter.
+
+    ``initialised`` mirrors ``init_batches >= init_from_data`` as a Python bool,
+    for ``torch.compile`` only: a compiled graph made while it is True leaves out
+    the initialisation (and its pass over the input for the std). Eager runs and
+    loading keep it current; after a compiled run, or after writing
+    ``init_batches`` directly, call :meth:`sync_initialised`.
     """
 
     def __init__(self, params: InputRangeParameter):
@@ -117,10 +151,21 @@ class InputRange(nn.Module):
             self.register_buffer("value", value)
         self.register_buffer("init_batches", torch.zeros((), dtype=torch.long))
         self.calibrating = False
+        self.sync_initialised()
+
+    def sync_initialised(self) -> None:
+        """Set ``initialised`` from ``init_batches`` (a read of the counter, outside any graph)."""
+        self.initialised = int(self.init_batches) >= self.params.init_from_data
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self.sync_initialised()
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.training or self.calibrating:
+        if (self.training or self.calibrating) and not (torch.compiler.is_compiling() and self.initialised):
             update_range_from_data(self.value.data, self.init_batches, x, self.params)
+            if not torch.compiler.is_compiling():
+                self.sync_initialised()
         return learned_clip(x, self.value, self.params)
 
     def extra_repr(self) -> str:
