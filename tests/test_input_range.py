@@ -17,8 +17,10 @@ def reference_range_gradient(x, d, r, p: InputRangeParameter) -> float:
     g = np.minimum(d[upper], 0).sum() - np.maximum(d[lower], 0).sum()
     if p.gradient_relative:
         g *= r * p.gradient_scale
-    unclipped = 1.0 - (upper | lower).mean()
-    if p.decay > 0 and unclipped > p.input_min_percentage:
+    # the unclipped fraction and its threshold in float32, as the module compares them: a fraction equal
+    # to the threshold (1/3 against 1/3) must fall on the same side in both
+    unclipped = np.float32(1.0) - np.float32((upper | lower).sum()) / np.float32(x.size)
+    if p.decay > 0 and unclipped > np.float32(p.input_min_percentage):
         g += p.decay * r
     return g
 
