@@ -22,6 +22,7 @@ from torch import fx, nn
 from ..passes.calibration import CalibrationMethod, RangeObserver
 from ..passes.capture import CaptureMethod, capture, copy_graph_module
 from ..passes.errors import NoCrossbarLayersWarning, UnmatchedSelectorWarning, UserError
+from ..passes.global_batch import across_ranks
 from ..passes.infra import run_passes
 from ..passes.input_range import InputRange
 from ..passes.insert_converters import InsertConvertersPass
@@ -32,6 +33,7 @@ from ..passes.matching import CrossbarLayer, LayerSelection, Pattern, find_cross
 from ..passes.plan import LayerPlan
 from ..passes.tiling import TileLayersPass
 from .config import HardwareConfig
+from .distributed import group_in_use, in_lockstep
 from .export import export_onnx
 from .record import CompileRecord, Stage, attach_record, record_of
 
@@ -145,6 +147,7 @@ def calibrate(
     quantile: float = 0.9999,
     max_samples: int = 100_000,
     progress: bool = False,
+    process_group=None,
 ) -> int:
     """Set the input ranges from data; returns the number of batches run.
 
@@ -155,6 +158,13 @@ def calibrate(
     ``"Max"`` are post-training methods named as aihwkit names them. The method
     is recorded in each range's ``calibration_info``. A batch with NaN or
     infinite values is refused.
+
+    In a torch.distributed process group (``process_group``, else the default
+    group when one is initialised) each rank passes its share of every batch,
+    the same number of batches on every rank, and every rank gets the ranges one
+    process would get on the global batches (the shares concatenated in rank
+    order): each method's statistics are taken over the global batch, as
+    :mod:`xbar.passes.calibration` describes.
     """
     record_of(prepared, "calibrate()", Stage.PREPARED)
     require_batches(batches, "calibrate()")
@@ -170,13 +180,16 @@ def calibrate(
     prepared.eval()
     for module in ranges.values():
         module.calibrating = reference
+    group = group_in_use(process_group)
     count = 0
     try:
         if progress:
             batches = track(batches, description=f"calibrating input ranges ({method.value})")
-        for batch in batches:
-            prepared(*_model_inputs(batch, count))
-            count += 1
+        with across_ranks(group):
+            for inputs in in_lockstep((_model_inputs(b, i) for i, b in enumerate(batches)), group, "batches"):
+                prepared(*inputs)
+                count += 1
+            results = {name: max(observer.result(), ZERO_RANGE) for name, observer in observers.items()}
     finally:
         for hook in hooks:
             hook.remove()
@@ -187,7 +200,7 @@ def calibrate(
         if reference:
             info = f"InitFromData(batches={int(module.init_batches)})"
         else:
-            module.value.data.fill_(max(observers[name].result(), ZERO_RANGE))
+            module.value.data.fill_(results[name])
             module.init_batches.fill_(module.params.init_from_data)  # training must not re-initialise it
             info = observers[name].describe()
         module.params = dataclasses.replace(module.params, calibration_info=info)
