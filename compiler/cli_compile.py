@@ -2,7 +2,8 @@
 
 The output paths are checked first, then everything :func:`~.cli_steps.load_inputs`
 checks, so a mistake is reported before minutes of work, and nothing is written
-unless everything worked.
+unless everything worked. Under torchrun every process calibrates and fine-tunes
+on its share of the data; rank 0 alone exports and reports.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import argparse
 from pathlib import Path
 from typing import Optional
 
-from .cli_console import quiet_loggers, say, stderr_console, stdout_console
+from .cli_console import is_reporting_process, quiet_loggers, say, stderr_console, stdout_console
 from .cli_report import accuracy_report, calibration_note, print_layers
 from .cli_steps import compile_steps, hardware_config, load_inputs
 from .export import export_onnx
@@ -28,6 +29,8 @@ def run(args: argparse.Namespace) -> int:
     graph_path = check_writable(Path(args.save_graph), "--save-graph") if args.save_graph else None
     inputs = load_inputs(args, hardware_config(args), "--finetune" if args.finetune else None)
     compiled = compile_steps(inputs, args, err)
+    if not is_reporting_process():
+        return 0
     converted, source, data = compiled.converted, inputs.source, inputs.data
     with err.status(f"exporting ONNX to {output}"), quiet_loggers("torch.onnx"), reporting_write_errors(output, "-o"):
         export_onnx(converted, (inputs.example,), output)

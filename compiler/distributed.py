@@ -10,6 +10,7 @@ one a single process would get on the global batches.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Iterable, Iterator, Optional
 
 import torch
@@ -112,3 +113,17 @@ def data_parallel(model: nn.Module, group: Optional[Any]) -> nn.Module:
     if group is None:
         return model
     return DistributedDataParallel(model, process_group=group, broadcast_buffers=False)
+
+
+
+@contextlib.contextmanager
+def process_group_from_environment() -> Iterator[None]:
+    """The default process group from torchrun's environment (gloo for CPU tensors, nccl for CUDA ones
+    when there is a GPU), destroyed on leaving."""
+    backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
+    dist.init_process_group(backend)
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
+

@@ -3,10 +3,13 @@
 One spawn of two local processes runs every calibration method and a few
 fine-tuning steps; the tests compare what each rank saved with a single-process
 run on the global batches (the ranks' local batches concatenated in rank order).
+The command line runs under torchrun once.
 """
 
 import os
 import socket
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -15,6 +18,7 @@ import torch.multiprocessing as mp
 from torch.utils.data import DistributedSampler
 
 from xbar import FineTuning, HardwareConfig, UserError, calibrate, fine_tune, prepare
+from xbar.compiler.cli import main
 from xbar.compiler.pipeline import input_ranges
 from xbar.passes.calibration import CalibrationMethod
 
@@ -129,3 +133,25 @@ def test_fine_tuning_across_ranks_equals_one_process_on_the_global_batches(rank_
     assert any(not torch.equal(expected[key], untrained[key]) for key in expected if "input_range" in key)
     for key in expected:
         assert torch.equal(rank_results[0]["tuned"][key], rank_results[1]["tuned"][key]), key
+
+
+def _torchrun(folder, *argv: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={WORLD}",
+               "-m", "xbar.compiler.cli", *argv]
+    return subprocess.run(command, cwd=folder, capture_output=True, text=True, timeout=240,
+                          env=os.environ | {"COLUMNS": "160"})
+
+
+def test_the_command_line_under_torchrun_reports_and_writes_once(tmp_path):
+    done = _torchrun(tmp_path, "compile", "--finetune", "1", "--calib-batches", "2", "-o", "lenet.onnx")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("wrote lenet.onnx") == 1
+    assert done.stdout.count("fine-tuned on") == 1
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["lenet.onnx"]
+
+
+def test_only_rank_zero_reports_an_error(workspace, capsys, monkeypatch):
+    for rank, lines in (("0", 1), ("1", 0)):
+        monkeypatch.setenv("RANK", rank)
+        assert main(["compile", "--calib", "missing.npz"]) == 2
+        assert capsys.readouterr().err.count("xbar: error: calibration data 'missing.npz'") == lines
