@@ -12,7 +12,9 @@ The contract is the README's "The ONNX contract". The route:
    tensors, its ``ai.xbar`` nodes named and checked (:mod:`xbar.compiler.onnx_layers`);
    the function bodies and the metadata are added and the exporter's per-node
    debug properties dropped (their stack traces change from run to run);
-4. ``onnx.checker`` runs with ``full_check`` and the file is written atomically.
+4. ``onnx.checker`` runs with ``full_check`` and the file is written atomically; past
+   protobuf's 2 GB limit, or on request, the initializers go to a data file next to
+   it (:mod:`xbar.compiler.external_data`).
 
 The exporter's notice that torchvision is not installed (four lines on every
 export, about ops the model does not use) is dropped while it runs.
@@ -27,7 +29,7 @@ import os
 import re
 import warnings
 from pathlib import Path
-from typing import Iterator, Sequence, Union
+from typing import Iterator, Optional, Sequence, Union
 
 import onnx
 import onnx_ir as ir
@@ -41,6 +43,7 @@ from ..passes.export_ops import CrossbarToCustomOpsPass
 from ..passes.functional_ops import FunctionalInPlaceOpsPass
 from ..passes.infra import run_passes
 from ..passes.plan import Role, tag_of, tagged
+from . import external_data as external
 from . import onnx_layers, onnx_ops
 from .files import write_atomically
 from .onnx_layers import ExportError
@@ -58,14 +61,25 @@ TORCHVISION_NOTICE = "torchvision is not installed. Skipping %s"
 """What torch.onnx logs once per torchvision op on every export when torchvision is absent."""
 
 
-def export_onnx(converted: fx.GraphModule, example_inputs: Sequence, path: Union[str, os.PathLike]) -> Path:
+def export_onnx(converted: fx.GraphModule, example_inputs: Sequence, path: Union[str, os.PathLike],
+                external_data: Optional[bool] = None) -> Path:
     """Write ``converted`` (from :func:`xbar.convert`) as annotated ONNX to ``path``.
 
     Each crossbar layer becomes one ``ai.xbar`` node (see :mod:`xbar.compiler.onnx_ops`)
     with its G+ / G- as float32 initializers ``<layer>_crossbar.g_plus`` /
     ``.g_minus`` in microsiemens; the batch dimension is dynamic. The same model
     gives byte-identical files; a failed export leaves no file. Returns the path.
+
+    ``external_data=True`` puts the initializers in ``<path>.data`` next to the
+    file (ONNX's external data); ``None`` does so when they exceed what one
+    protobuf can hold (2 GB).
     """
+    return export_onnx_files(converted, example_inputs, path, external_data)[0]
+
+
+def export_onnx_files(converted: fx.GraphModule, example_inputs: Sequence, path: Union[str, os.PathLike],
+                      external_data: Optional[bool] = None) -> list[Path]:
+    """:func:`export_onnx`, returning every file written: the ONNX file, then its data file if it has one."""
     record = record_of(converted, "export_onnx()", Stage.CONVERTED)
     originals = _crossbar_modules(converted)
     if not originals:
@@ -84,14 +98,21 @@ def export_onnx(converted: fx.GraphModule, example_inputs: Sequence, path: Union
         node.metadata_props.clear()
     model.metadata_props.update(_metadata(record, converted, originals))
     model.ir_version = min(model.ir_version, MAX_IR_VERSION)
+    path = Path(path)
+    if external_data or (external_data is None and external.initializer_bytes(model) > external.LARGE_MODEL_BYTES):
+        return external.save_with_external_data(model, path, _check)
     proto = ir.serde.serialize_model(model)
+    _check(proto)
+    write_atomically(proto.SerializeToString(), path)
+    return [path]
+
+
+def _check(model: Union[onnx.ModelProto, Path]) -> None:
+    """``onnx.checker`` with ``full_check`` on a model or a file (whose external data stays on disk)."""
     try:
-        onnx.checker.check_model(proto, full_check=True)
+        onnx.checker.check_model(model if isinstance(model, onnx.ModelProto) else str(model), full_check=True)
     except onnx.checker.ValidationError as exc:
         raise ExportError(f"the exported model fails onnx.checker: {first_line(exc)}") from exc
-    path = Path(path)
-    write_atomically(proto.SerializeToString(), path)
-    return path
 
 
 def _crossbar_modules(converted: fx.GraphModule) -> dict[str, Crossbar]:
