@@ -85,7 +85,9 @@ def export_onnx_files(converted: fx.GraphModule, example_inputs: Sequence, path:
     if not originals:
         warnings.warn("the model has no crossbar layer: exporting plain ONNX without ai.xbar nodes",
                       NoCrossbarLayersWarning, stacklevel=2)
-    graph_module = run_passes(copy_graph_module(converted), [CrossbarToCustomOpsPass(), FunctionalInPlaceOpsPass()])
+    conductances = [tensor for module in originals.values() for tensor in (module.g_plus, module.g_minus)]
+    graph_module = run_passes(copy_graph_module(converted, share=conductances),  # read only: not copied
+                              [CrossbarToCustomOpsPass(), FunctionalInPlaceOpsPass()])
     crossbars = {name: graph_module.get_submodule(name) for name in originals}  # with the pass's zero biases
     with _torchvision_notices_dropped():
         model = _to_onnx(graph_module, tuple(example_inputs))
@@ -101,16 +103,16 @@ def export_onnx_files(converted: fx.GraphModule, example_inputs: Sequence, path:
     path = Path(path)
     if external_data or (external_data is None and external.initializer_bytes(model) > external.LARGE_MODEL_BYTES):
         return external.save_with_external_data(model, path, _check)
-    proto = ir.serde.serialize_model(model)
-    _check(proto)
-    write_atomically(proto.SerializeToString(), path)
+    data = ir.serde.serialize_model(model).SerializeToString()  # serialised once; the proto is dropped at once
+    _check(data)
+    write_atomically(data, path)
     return [path]
 
 
-def _check(model: Union[onnx.ModelProto, Path]) -> None:
-    """``onnx.checker`` with ``full_check`` on a model or a file (whose external data stays on disk)."""
+def _check(model: Union[bytes, Path]) -> None:
+    """``onnx.checker`` with ``full_check`` on a serialised model or a file (whose external data stays on disk)."""
     try:
-        onnx.checker.check_model(model if isinstance(model, onnx.ModelProto) else str(model), full_check=True)
+        onnx.checker.check_model(model if isinstance(model, bytes) else str(model), full_check=True)
     except onnx.checker.ValidationError as exc:
         raise ExportError(f"the exported model fails onnx.checker: {first_line(exc)}") from exc
 

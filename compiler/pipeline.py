@@ -30,6 +30,7 @@ from ..passes.insert_input_range import InsertInputRangePass
 from ..passes.isolate_layers import IsolateCrossbarLayersPass
 from ..passes.lower_conductances import LowerToConductancesPass
 from ..passes.matching import CrossbarLayer, LayerSelection, Pattern, find_crossbar_layers
+from ..passes.operands import resolve_attribute
 from ..passes.plan import LayerPlan
 from ..passes.tiling import TileLayersPass
 from .config import HardwareConfig
@@ -210,9 +211,23 @@ def calibrate(
 def convert(prepared: fx.GraphModule) -> fx.GraphModule:
     """Lower a prepared model to conductances; returns a new GraphModule in eval mode."""
     record = record_of(prepared, "convert()", Stage.PREPARED)
-    converted = attach_record(copy_graph_module(prepared), record.converted())
+    weights = [w for w in (resolve_attribute(prepared, plan.layer.weight) for plan in record.plans) if w is not None]
+    converted = attach_record(copy_graph_module(prepared, share=weights), record.converted())  # lowered, not copied
     converted = run_passes(converted, [LowerToConductancesPass()])
+    _own_copies(converted, weights)
     return converted.eval()
+
+
+def _own_copies(module: nn.Module, shared: list[torch.Tensor]) -> None:
+    """Give ``module`` its own copy of any ``shared`` tensor it still holds (a weight a digital op reads too)."""
+    ids = {id(tensor) for tensor in shared}
+    tensors = [*module.named_parameters(remove_duplicate=False), *module.named_buffers(remove_duplicate=False)]
+    for name, tensor in tensors:
+        if id(tensor) in ids:
+            owner, _, attr = name.rpartition(".")
+            copied = tensor.detach().clone()
+            setattr(module.get_submodule(owner), attr,
+                    nn.Parameter(copied, tensor.requires_grad) if isinstance(tensor, nn.Parameter) else copied)
 
 
 @dataclass
