@@ -106,13 +106,14 @@ def rank_batches(samples: int, batch_size: int, seed: int, epoch: int, group: An
 def data_parallel(model: nn.Module, group: Optional[Any]) -> nn.Module:
     """``model`` in DistributedDataParallel over ``group`` (itself for a single process).
 
-    Buffers are not broadcast each step: the only ones that change in training
-    (the input ranges' init-from-data state) are updated from global statistics,
-    so they are equal on every rank already.
+    DDP makes every rank start from rank 0's parameters and buffers; buffers are
+    not re-sent each step: the only ones that change in training (the input
+    ranges' init-from-data state) are updated from global statistics, so they
+    stay equal on every rank.
     """
     if group is None:
         return model
-    return DistributedDataParallel(model, process_group=group, broadcast_buffers=False)
+    return DistributedDataParallel(model, process_group=group, forward_sync_buffers=False)
 
 
 
