@@ -16,12 +16,12 @@ from .cli_console import is_reporting_process, quiet_loggers, say, stderr_consol
 from .cli_report import accuracy_report, calibration_note, print_layers
 from .cli_steps import compile_steps, hardware_config, load_inputs
 from .export import export_onnx_files
-from .external_data import data_file
 from .files import check_writable, reporting_write_errors
 from .graph_archive import save_graph
 from .inspection_view import count_text, describe_config
 from .layer_summary import summarize_converted
 from .model_loading import model_name
+from .onnx_files import data_file
 
 
 def run(args: argparse.Namespace) -> int:

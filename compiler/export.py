@@ -12,9 +12,9 @@ The contract is the README's "The ONNX contract". The route:
    tensors, its ``ai.xbar`` nodes named and checked (:mod:`xbar.compiler.onnx_layers`);
    the function bodies and the metadata are added and the exporter's per-node
    debug properties dropped (their stack traces change from run to run);
-4. ``onnx.checker`` runs with ``full_check`` and the file is written atomically; past
-   protobuf's 2 GB limit, or on request, the initializers go to a data file next to
-   it (:mod:`xbar.compiler.external_data`).
+4. the file is written, checked by ``onnx.checker`` with ``full_check`` from disk and
+   moved into place; past protobuf's 2 GB limit, or on request, the initializers go
+   to a data file next to it (:mod:`xbar.compiler.onnx_files`).
 
 The exporter's notice that torchvision is not installed (four lines on every
 export, about ops the model does not use) is dropped while it runs.
@@ -43,9 +43,7 @@ from ..passes.export_ops import CrossbarToCustomOpsPass
 from ..passes.functional_ops import FunctionalInPlaceOpsPass
 from ..passes.infra import run_passes
 from ..passes.plan import Role, tag_of, tagged
-from . import external_data as external
-from . import onnx_layers, onnx_ops
-from .files import write_atomically
+from . import onnx_files, onnx_layers, onnx_ops
 from .onnx_layers import ExportError
 from .programming import programming_of
 from .record import CompileRecord, Stage, record_of
@@ -101,18 +99,15 @@ def export_onnx_files(converted: fx.GraphModule, example_inputs: Sequence, path:
     model.metadata_props.update(_metadata(record, converted, originals))
     model.ir_version = min(model.ir_version, MAX_IR_VERSION)
     path = Path(path)
-    if external_data or (external_data is None and external.initializer_bytes(model) > external.LARGE_MODEL_BYTES):
-        return external.save_with_external_data(model, path, _check)
-    data = ir.serde.serialize_model(model).SerializeToString()  # serialised once; the proto is dropped at once
-    _check(data)
-    write_atomically(data, path)
-    return [path]
+    if external_data is None:
+        external_data = onnx_files.initializer_bytes(model) > onnx_files.LARGE_MODEL_BYTES
+    return onnx_files.save_checked(model, path, _check, external_data)
 
 
-def _check(model: Union[bytes, Path]) -> None:
-    """``onnx.checker`` with ``full_check`` on a serialised model or a file (whose external data stays on disk)."""
+def _check(path: Path) -> None:
+    """``onnx.checker`` with ``full_check`` on a written file (its external data stays on disk)."""
     try:
-        onnx.checker.check_model(model if isinstance(model, bytes) else str(model), full_check=True)
+        onnx.checker.check_model(str(path), full_check=True)
     except onnx.checker.ValidationError as exc:
         raise ExportError(f"the exported model fails onnx.checker: {first_line(exc)}") from exc
 

@@ -6,7 +6,7 @@ import onnxruntime as ort
 import pytest
 
 from xbar import calibrate, convert, export_onnx, prepare
-from xbar.compiler import external_data
+from xbar.compiler import onnx_files
 from xbar.compiler.inspection import load_inspection
 from xbar.compiler.layer_summary import InspectError
 from xbar.compiler.onnx_layers import ExportError
@@ -51,7 +51,7 @@ def test_a_failed_export_leaves_neither_file(converted, tmp_path, monkeypatch):
 
 def test_initializers_past_the_limit_go_to_a_data_file_unless_refused(converted, tmp_path, monkeypatch):
     model, x = converted
-    monkeypatch.setattr(external_data, "LARGE_MODEL_BYTES", 1000)
+    monkeypatch.setattr(onnx_files, "LARGE_MODEL_BYTES", 1000)
     export_onnx(model, (x,), tmp_path / "auto.onnx")
     export_onnx(model, (x,), tmp_path / "one.onnx", external_data=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["auto.onnx", "auto.onnx.data", "one.onnx"]
