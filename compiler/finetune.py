@@ -54,7 +54,7 @@ def fine_tune(
     recipe: FineTuning = FineTuning(),
     loss: Callable[[Tensor, Tensor], Tensor] = F.cross_entropy,
     on_step: Optional[Callable[[float], None]] = None,
-    process_group=None,
+    process_group: Optional[torch.distributed.ProcessGroup] = None,
 ) -> fx.GraphModule:
     """Train ``prepared`` on ``(inputs, targets)`` with ``recipe``; returns it in eval mode.
 

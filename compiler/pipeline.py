@@ -148,7 +148,7 @@ def calibrate(
     quantile: float = 0.9999,
     max_samples: int = 100_000,
     progress: bool = False,
-    process_group=None,
+    process_group: Optional[torch.distributed.ProcessGroup] = None,
 ) -> int:
     """Set the input ranges from data; returns the number of batches run.
 
