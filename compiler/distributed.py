@@ -11,7 +11,7 @@ one a single process would get on the global batches.
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterable, Iterator, Optional
+from typing import Iterable, Iterator, Optional
 
 import torch
 import torch.distributed as dist
@@ -22,7 +22,7 @@ from torch.utils.data import DistributedSampler
 from ..passes.errors import UserError
 
 
-def group_in_use(process_group: Optional[Any] = None) -> Optional[Any]:
+def group_in_use(process_group: Optional[dist.ProcessGroup] = None) -> Optional[dist.ProcessGroup]:
     """``process_group``, else the default group when one is initialised; None when one process works alone."""
     if process_group is None:
         if not (dist.is_available() and dist.is_initialized()):
@@ -31,7 +31,7 @@ def group_in_use(process_group: Optional[Any] = None) -> Optional[Any]:
     return process_group if dist.get_world_size(process_group) > 1 else None
 
 
-def in_lockstep(items: Iterable, group: Optional[Any], what: str) -> Iterator:
+def in_lockstep(items: Iterable, group: Optional[dist.ProcessGroup], what: str) -> Iterator:
     """This rank's ``items``, one step at a time while every rank has one.
 
     Before each step the ranks agree that all have an item and that none failed
@@ -64,7 +64,7 @@ def in_lockstep(items: Iterable, group: Optional[Any], what: str) -> Iterator:
         yield item
 
 
-def _first_error(error: Optional[Exception], group: Any) -> Exception:
+def _first_error(error: Optional[Exception], group: dist.ProcessGroup) -> Exception:
     """The error of the lowest failing rank, raised on every rank (this rank's own if it failed)."""
     messages = [None] * dist.get_world_size(group)
     dist.all_gather_object(messages, None if error is None else str(error).strip().splitlines()[0], group=group)
@@ -74,7 +74,7 @@ def _first_error(error: Optional[Exception], group: Any) -> Exception:
     return UserError(f"rank {rank}: {message}")
 
 
-def local_share(batch: Tensor, group: Optional[Any]) -> Tensor:
+def local_share(batch: Tensor, group: Optional[dist.ProcessGroup]) -> Tensor:
     """This rank's share of a global ``batch``: the ranks' shares, in rank order, concatenate to it."""
     if group is None:
         return batch
@@ -85,7 +85,7 @@ def local_share(batch: Tensor, group: Optional[Any]) -> Tensor:
     return batch.tensor_split(world)[dist.get_rank(group)]
 
 
-def rank_batches(samples: int, batch_size: int, seed: int, epoch: int, group: Any) -> list[Tensor]:
+def rank_batches(samples: int, batch_size: int, seed: int, epoch: int, group: dist.ProcessGroup) -> list[Tensor]:
     """This rank's index batches for one epoch: a DistributedSampler shard, ``batch_size / world`` at a time.
 
     ``batch_size`` is the global batch. The sampler shuffles with ``seed + epoch``
@@ -103,7 +103,7 @@ def rank_batches(samples: int, batch_size: int, seed: int, epoch: int, group: An
     return list(torch.tensor(list(sampler)).split(batch_size // world))
 
 
-def data_parallel(model: nn.Module, group: Optional[Any]) -> nn.Module:
+def data_parallel(model: nn.Module, group: Optional[dist.ProcessGroup]) -> nn.Module:
     """``model`` in DistributedDataParallel over ``group`` (itself for a single process).
 
     DDP makes every rank start from rank 0's parameters and buffers; buffers are

@@ -15,16 +15,17 @@ from __future__ import annotations
 
 import contextlib
 from contextvars import ContextVar
-from typing import Any, Iterator, Optional
+from typing import Iterator, Optional
 
 import torch
+import torch.distributed as dist
 from torch import Tensor
 
-_GROUP: ContextVar[Optional[Any]] = ContextVar("xbar_global_batch_group", default=None)
+_GROUP: ContextVar[Optional[dist.ProcessGroup]] = ContextVar("xbar_global_batch_group", default=None)
 
 
 @contextlib.contextmanager
-def across_ranks(group: Optional[Any]) -> Iterator[None]:
+def across_ranks(group: Optional[dist.ProcessGroup]) -> Iterator[None]:
     """Take batch statistics over ``group``'s ranks (a torch.distributed process group) inside the block."""
     token = _GROUP.set(group)
     try:
@@ -33,7 +34,7 @@ def across_ranks(group: Optional[Any]) -> Iterator[None]:
         _GROUP.reset(token)
 
 
-def active_group() -> Optional[Any]:
+def active_group() -> Optional[dist.ProcessGroup]:
     """The process group statistics are taken over, or None (this process alone)."""
     return _GROUP.get()
 
@@ -66,7 +67,7 @@ def fraction(count: Tensor, numel: int) -> Tensor:
     if group is None:
         return count / numel
     both = torch.stack([count.detach().double().reshape(()), count.new_tensor(float(numel), dtype=torch.float64)])
-    torch.distributed.all_reduce(both, group=group)
+    dist.all_reduce(both, group=group)
     return (both[0] / both[1]).to(count.dtype)
 
 
@@ -84,7 +85,7 @@ def amax(value: float) -> float:
     if group is None:
         return value
     result = torch.tensor(value, dtype=torch.float64)
-    torch.distributed.all_reduce(result, op=torch.distributed.ReduceOp.MAX, group=group)
+    dist.all_reduce(result, op=dist.ReduceOp.MAX, group=group)
     return float(result)
 
 
@@ -99,8 +100,8 @@ def concatenated(x: Tensor) -> Tensor:
     return torch.cat([part[:size] for part, size in zip(_all_gather_equal(padded, group), sizes)])
 
 
-def _all_gather_equal(x: Tensor, group: Any) -> Tensor:
+def _all_gather_equal(x: Tensor, group: dist.ProcessGroup) -> Tensor:
     """Every rank's ``x`` (same shape on all), stacked in rank order."""
-    parts = [torch.empty_like(x) for _ in range(torch.distributed.get_world_size(group))]
-    torch.distributed.all_gather(parts, x.contiguous(), group=group)
+    parts = [torch.empty_like(x) for _ in range(dist.get_world_size(group))]
+    dist.all_gather(parts, x.contiguous(), group=group)
     return torch.stack(parts)
