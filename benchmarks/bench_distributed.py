@@ -64,7 +64,8 @@ def _measure(rank: int, world: int, port: int, steps: int, output: str) -> None:
     prepared = prepare(model, (images[:2],), config)
     calibrate(prepared, shares[:2])  # warm-up
     fine_tune(prepared, images[: 2 * BATCH], labels[: 2 * BATCH], recipe)
-    calibration = timed(lambda: calibrate(prepare(model, (images[:2],), config), shares))
+    prepared = prepare(model, (images[:2],), config)
+    calibration = timed(lambda: calibrate(prepared, shares))
     prepared = prepare(model, (images[:2],), config)
     tuning = timed(lambda: fine_tune(prepared, images, labels, recipe))
     if rank == 0:

@@ -43,16 +43,18 @@ def std(x: Tensor) -> Tensor:
     """Unbiased std of all values of the global batch.
 
     Each rank contributes (count, mean, sum of squared deviations) of its values,
-    combined in float64 by Chan's parallel rule, so it is as accurate as one pass
-    over the concatenation.
+    computed as ``x.std()`` computes them, combined in float64 by Chan's parallel
+    rule, so it is as accurate as one pass over the concatenation.
     """
     group = active_group()
     if group is None:
         return x.std()
-    values = x.detach().double().flatten()
-    count = values.numel()
-    mean = values.mean() if count else values.new_zeros(())
-    local = torch.stack([values.new_tensor(float(count)), mean, ((values - mean) ** 2).sum()])
+    count = x.numel()
+    if count:
+        variance, mean = torch.var_mean(x.detach(), correction=0)
+        local = torch.tensor([count, float(mean), float(variance) * count], dtype=torch.float64)
+    else:
+        local = torch.zeros(3, dtype=torch.float64)
     parts = _all_gather_equal(local, group)
     counts, means, squares = parts[:, 0], parts[:, 1], parts[:, 2]
     total = counts.sum()
