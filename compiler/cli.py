@@ -6,6 +6,10 @@ message says what to do); 1 for any other failure (a model that cannot be
 captured or exported, or an unexpected error, which asks for ``--debug``);
 130 when interrupted. An error is one line on stderr; ``--debug`` adds the traceback.
 
+Under torchrun (``torchrun --nproc-per-node N -m xbar.compiler.cli compile ...``)
+every process joins torchrun's process group and runs the command on its share
+of the data; only rank 0 prints and writes files.
+
 This module imports nothing heavy: each command's module is imported when the
 command runs, so ``--help``, ``--version`` and ``presets`` never load torch, and
 Ctrl-C while torch loads is reported like any other interruption.
@@ -22,7 +26,7 @@ from typing import Iterator, Optional, Sequence
 
 from ..passes.errors import UserError, XbarError
 from .cli_arguments import build_parser
-from .cli_console import print_error, print_warning
+from .cli_console import launched_by_torchrun, print_error, print_warning
 
 RUNNERS = {"compile": "cli_compile", "evaluate": "cli_evaluate", "inspect": "cli_inspect", "presets": "cli_presets"}
 """Command -> the module (in this package) whose ``run(args)`` carries it out."""
@@ -37,7 +41,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         with _library_warnings(debug):
             args = build_parser().parse_args(argv)
             runner = importlib.import_module(f"{__package__}.{RUNNERS[args.command]}")  # heavy: imported on use
-            return runner.run(args)
+            with _process_group_if_launched():
+                return runner.run(args)
     except KeyboardInterrupt:
         print_error("interrupted; no output was written unless reported above")
         return INTERRUPTED
@@ -58,6 +63,18 @@ def describe_error(exc: Exception) -> tuple[int, str]:
     if isinstance(exc, XbarError):
         return 1, first
     return 1, f"unexpected {type(exc).__name__}: {first}; rerun with --debug for the traceback and report it"
+
+
+@contextlib.contextmanager
+def _process_group_if_launched() -> Iterator[None]:
+    """Under torchrun (several processes), join its process group for the command's lifetime."""
+    if not launched_by_torchrun():
+        yield
+        return
+    from .distributed import process_group_from_environment  # heavy: only under torchrun
+
+    with process_group_from_environment():
+        yield
 
 
 @contextlib.contextmanager

@@ -167,8 +167,15 @@ the hardware config sets (modifier, forward.out_noise, forward.w_noise; e.g.
 built-in data set the test accuracy of the original, the compiled PyTorch model and
 the ONNX file (in ONNX Runtime) is printed.
 
+Conductances past protobuf's 2 GB limit go to FILE.onnx.data next to the ONNX
+file (ONNX external data; keep the two together); --external-data asks for that
+at any size. ONNX Runtime and `xbar inspect` read the pair.
+
 --save-graph writes the converted graph as a torch.save archive of tensors and
 text (loadable with torch.load(weights_only=True)); `xbar inspect` reads it.
+
+Under torchrun (torchrun --nproc-per-node 2 -m xbar.compiler.cli compile ...) every
+process calibrates and fine-tunes on its share of the data; rank 0 reports and writes.
 
 examples:
   xbar compile                                   # LeNet -> lenet.onnx, with accuracies
@@ -260,6 +267,9 @@ def _add_compile(commands, common) -> None:
     compile_.add_argument("-o", "--output", metavar="FILE.onnx",
                           help="ONNX file to write (default: named after --weights, else the model file or "
                           "zoo name: lenet.onnx)")
+    compile_.add_argument("--external-data", action="store_true",
+                          help="keep the initializers in FILE.onnx.data next to the ONNX file (automatic past "
+                          "protobuf's 2 GB limit)")
     compile_.add_argument("--save-graph", metavar="PATH", help="also write the converted graph archive")
     compile_.set_defaults(command="compile")
 

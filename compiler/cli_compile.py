@@ -2,7 +2,8 @@
 
 The output paths are checked first, then everything :func:`~.cli_steps.load_inputs`
 checks, so a mistake is reported before minutes of work, and nothing is written
-unless everything worked.
+unless everything worked. Under torchrun every process calibrates and fine-tunes
+on its share of the data; rank 0 alone exports and reports.
 """
 
 from __future__ import annotations
@@ -11,26 +12,31 @@ import argparse
 from pathlib import Path
 from typing import Optional
 
-from .cli_console import quiet_loggers, say, stderr_console, stdout_console
+from .cli_console import is_reporting_process, quiet_loggers, say, stderr_console, stdout_console
 from .cli_report import accuracy_report, calibration_note, print_layers
 from .cli_steps import compile_steps, hardware_config, load_inputs
-from .export import export_onnx
+from .export import export_onnx_files
 from .files import check_writable, reporting_write_errors
 from .graph_archive import save_graph
 from .inspection_view import count_text, describe_config
 from .layer_summary import summarize_converted
 from .model_loading import model_name
+from .onnx_files import data_file
 
 
 def run(args: argparse.Namespace) -> int:
     out, err = stdout_console(), stderr_console()
     output = check_writable(Path(args.output or default_output_name(args.weights, args.model)), "-o")
+    if args.external_data:
+        check_writable(data_file(output), "-o")
     graph_path = check_writable(Path(args.save_graph), "--save-graph") if args.save_graph else None
     inputs = load_inputs(args, hardware_config(args), "--finetune" if args.finetune else None)
     compiled = compile_steps(inputs, args, err)
+    if not is_reporting_process():
+        return 0
     converted, source, data = compiled.converted, inputs.source, inputs.data
     with err.status(f"exporting ONNX to {output}"), quiet_loggers("torch.onnx"), reporting_write_errors(output, "-o"):
-        export_onnx(converted, (inputs.example,), output)
+        written = export_onnx_files(converted, (inputs.example,), output, args.external_data or None)
     if graph_path is not None:
         with reporting_write_errors(graph_path, "--save-graph"):
             save_graph(converted, graph_path)
@@ -42,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
         say(out, compiled.fine_tuning)
     if data is not None and data.test is not None:
         say(out, accuracy_report(source, converted, output, data, args.batch_size))
-    say(out, f"wrote {output}" + (f" and {graph_path}" if graph_path else ""))
+    say(out, f"wrote {' and '.join(map(str, written + ([graph_path] if graph_path else [])))}")
     return 0
 
 

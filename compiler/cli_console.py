@@ -14,15 +14,27 @@ from rich.console import Console
 PROGRAM = "xbar"
 
 
+def launched_by_torchrun() -> bool:
+    """Whether this process is one of several that torchrun started (its WORLD_SIZE is above 1)."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def is_reporting_process() -> bool:
+    """Whether this process prints and writes files: the only one, or rank 0 of torchrun's processes."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 def stdout_console() -> Console:
-    """Console for results; 160 columns when output is not a terminal and COLUMNS is not set."""
-    console = Console()
-    return console if console.is_terminal or "COLUMNS" in os.environ else Console(width=160)
+    """Console for results; 160 columns when output is not a terminal and COLUMNS is not set.
+    Silent on every torchrun rank but 0."""
+    quiet = not is_reporting_process()
+    console = Console(quiet=quiet)
+    return console if console.is_terminal or "COLUMNS" in os.environ else Console(width=160, quiet=quiet)
 
 
 def stderr_console() -> Console:
-    """Console for progress and notes, so stdout holds only results."""
-    return Console(stderr=True)
+    """Console for progress and notes, so stdout holds only results. Silent on every torchrun rank but 0."""
+    return Console(stderr=True, quiet=not is_reporting_process())
 
 
 def say(console: Console, renderable) -> None:
@@ -31,11 +43,13 @@ def say(console: Console, renderable) -> None:
 
 
 def print_error(message: str) -> None:
-    print(f"{PROGRAM}: error: {message}", file=sys.stderr)
+    if is_reporting_process():
+        print(f"{PROGRAM}: error: {message}", file=sys.stderr)
 
 
 def print_warning(message: str) -> None:
-    print(f"{PROGRAM}: warning: {message}", file=sys.stderr)
+    if is_reporting_process():
+        print(f"{PROGRAM}: warning: {message}", file=sys.stderr)
 
 
 @contextlib.contextmanager

@@ -23,6 +23,7 @@ from .cli_arguments import BUILTIN_DATA, UsageError, parse_overrides
 from .cli_report import calibrate_ranges, fine_tune_model, output_shape
 from .config import ConfigError, HardwareConfig
 from .data import DataError, Dataset, load_dataset
+from .distributed import group_in_use, local_share
 from .model_loading import LoadedModel, ModelError, load_model
 from .pipeline import convert, prepare
 from .presets import DEFAULT_PRESET, preset_config
@@ -172,10 +173,14 @@ def prepare_model(source: LoadedModel, example: torch.Tensor, config: HardwareCo
 
 def calibrate_model(prepared, data: Optional[Dataset], batch_size: int, limit: int, console,
                     method: str, compile: bool = False) -> int:
-    """Calibrate on up to ``limit`` batches of ``data`` (none: 0); a batch the model rejects is a DataError."""
+    """Calibrate on up to ``limit`` batches of ``data`` (none: 0); a batch the model rejects is a DataError.
+
+    Under torchrun each process calibrates on its share of every batch, which gives the ranges one process gets.
+    """
     if data is None or limit == 0:
         return 0
-    batches = data.batches(batch_size, limit)
+    group = group_in_use()
+    batches = [local_share(batch, group) for batch in data.batches(batch_size, limit)]
     try:
         return calibrate_ranges(prepared, data, batches, console, method, compile)
     except RuntimeError as exc:

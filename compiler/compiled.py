@@ -68,8 +68,17 @@ def compiled(model: nn.Module, *, fullgraph: bool = True) -> Callable:
     return run
 
 
-def maybe_compiled(model: nn.Module, compile: bool, *, fullgraph: bool = True) -> Callable:
-    """:func:`compiled` when ``compile`` is set, else ``model`` as it is (eager, the default)."""
+def maybe_compiled(model: nn.Module, compile: bool, process_group: Optional[object] = None, *,
+                   fullgraph: bool = True) -> Callable:
+    """:func:`compiled` when ``compile`` is set, else ``model`` as it is (eager, the default).
+
+    The compiled path runs in one process: with a ``process_group`` (several
+    ranks) the model runs eagerly, with one :class:`CompileUnavailableWarning`.
+    """
+    if compile and process_group is not None:
+        warnings.warn("compile=True runs in one process only; across torch.distributed ranks the model runs "
+                      "eagerly", CompileUnavailableWarning, stacklevel=3)
+        return model
     return compiled(model, fullgraph=fullgraph) if compile else model
 
 

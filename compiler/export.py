@@ -12,7 +12,9 @@ The contract is the README's "The ONNX contract". The route:
    tensors, its ``ai.xbar`` nodes named and checked (:mod:`xbar.compiler.onnx_layers`);
    the function bodies and the metadata are added and the exporter's per-node
    debug properties dropped (their stack traces change from run to run);
-4. ``onnx.checker`` runs with ``full_check`` and the file is written atomically.
+4. the file is written, checked by ``onnx.checker`` with ``full_check`` from disk and
+   moved into place; past protobuf's 2 GB limit, or on request, the initializers go
+   to a data file next to it (:mod:`xbar.compiler.onnx_files`).
 
 The exporter's notice that torchvision is not installed (four lines on every
 export, about ops the model does not use) is dropped while it runs.
@@ -27,7 +29,7 @@ import os
 import re
 import warnings
 from pathlib import Path
-from typing import Iterator, Sequence, Union
+from typing import Iterator, Optional, Sequence, Union
 
 import onnx
 import onnx_ir as ir
@@ -41,8 +43,7 @@ from ..passes.export_ops import CrossbarToCustomOpsPass
 from ..passes.functional_ops import FunctionalInPlaceOpsPass
 from ..passes.infra import run_passes
 from ..passes.plan import Role, tag_of, tagged
-from . import onnx_layers, onnx_ops
-from .files import write_atomically
+from . import onnx_files, onnx_layers, onnx_ops
 from .onnx_layers import ExportError
 from .programming import programming_of
 from .record import CompileRecord, Stage, record_of
@@ -58,20 +59,33 @@ TORCHVISION_NOTICE = "torchvision is not installed. Skipping %s"
 """What torch.onnx logs once per torchvision op on every export when torchvision is absent."""
 
 
-def export_onnx(converted: fx.GraphModule, example_inputs: Sequence, path: Union[str, os.PathLike]) -> Path:
+def export_onnx(converted: fx.GraphModule, example_inputs: Sequence, path: Union[str, os.PathLike],
+                external_data: Optional[bool] = None) -> Path:
     """Write ``converted`` (from :func:`xbar.convert`) as annotated ONNX to ``path``.
 
     Each crossbar layer becomes one ``ai.xbar`` node (see :mod:`xbar.compiler.onnx_ops`)
     with its G+ / G- as float32 initializers ``<layer>_crossbar.g_plus`` /
     ``.g_minus`` in microsiemens; the batch dimension is dynamic. The same model
     gives byte-identical files; a failed export leaves no file. Returns the path.
+
+    ``external_data=True`` puts the initializers in ``<path>.data`` next to the
+    file (ONNX's external data); ``None`` does so when they exceed what one
+    protobuf can hold (2 GB).
     """
+    return export_onnx_files(converted, example_inputs, path, external_data)[0]
+
+
+def export_onnx_files(converted: fx.GraphModule, example_inputs: Sequence, path: Union[str, os.PathLike],
+                      external_data: Optional[bool] = None) -> list[Path]:
+    """:func:`export_onnx`, returning every file written: the ONNX file, then its data file if it has one."""
     record = record_of(converted, "export_onnx()", Stage.CONVERTED)
     originals = _crossbar_modules(converted)
     if not originals:
         warnings.warn("the model has no crossbar layer: exporting plain ONNX without ai.xbar nodes",
                       NoCrossbarLayersWarning, stacklevel=2)
-    graph_module = run_passes(copy_graph_module(converted), [CrossbarToCustomOpsPass(), FunctionalInPlaceOpsPass()])
+    conductances = [tensor for module in originals.values() for tensor in (module.g_plus, module.g_minus)]
+    graph_module = run_passes(copy_graph_module(converted, share=conductances),  # read only: not copied
+                              [CrossbarToCustomOpsPass(), FunctionalInPlaceOpsPass()])
     crossbars = {name: graph_module.get_submodule(name) for name in originals}  # with the pass's zero biases
     with _torchvision_notices_dropped():
         model = _to_onnx(graph_module, tuple(example_inputs))
@@ -84,14 +98,18 @@ def export_onnx(converted: fx.GraphModule, example_inputs: Sequence, path: Union
         node.metadata_props.clear()
     model.metadata_props.update(_metadata(record, converted, originals))
     model.ir_version = min(model.ir_version, MAX_IR_VERSION)
-    proto = ir.serde.serialize_model(model)
+    path = Path(path)
+    if external_data is None:
+        external_data = onnx_files.initializer_bytes(model) > onnx_files.LARGE_MODEL_BYTES
+    return onnx_files.save_checked(model, path, _check, external_data)
+
+
+def _check(path: Path) -> None:
+    """``onnx.checker`` with ``full_check`` on a written file (its external data stays on disk)."""
     try:
-        onnx.checker.check_model(proto, full_check=True)
+        onnx.checker.check_model(str(path), full_check=True)
     except onnx.checker.ValidationError as exc:
         raise ExportError(f"the exported model fails onnx.checker: {first_line(exc)}") from exc
-    path = Path(path)
-    write_atomically(proto.SerializeToString(), path)
-    return path
 
 
 def _crossbar_modules(converted: fx.GraphModule) -> dict[str, Crossbar]:

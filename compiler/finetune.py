@@ -18,8 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, fx
 
+from ..passes.global_batch import across_ranks
 from ..passes.input_range import InputRange
 from .compiled import maybe_compiled
+from .distributed import data_parallel, group_in_use, rank_batches
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,7 @@ def fine_tune(
     recipe: FineTuning = FineTuning(),
     loss: Callable[[Tensor, Tensor], Tensor] = F.cross_entropy,
     on_step: Optional[Callable[[float], None]] = None,
+    process_group: Optional[torch.distributed.ProcessGroup] = None,
     compile: bool = False,
 ) -> fx.GraphModule:
     """Train ``prepared`` on ``(inputs, targets)`` with ``recipe``; returns it in eval mode.
@@ -71,6 +74,15 @@ def fine_tune(
     the same result, and the caller's random state is left as it was.
     ``compile=True`` runs forward and backward through ``torch.compile``
     (:mod:`xbar.compiler.compiled`).
+
+    In a torch.distributed process group (``process_group``, else the default
+    group when one is initialised) every rank passes the whole data set; the
+    model is wrapped in DistributedDataParallel and each rank trains on its
+    DistributedSampler shard, ``recipe.batch_size`` being the global batch. The
+    input ranges' statistics are the global batch's, so every rank ends with the
+    same parameters, those of one process trained on the global batches (the
+    ranks' local batches concatenated in rank order). ``on_step`` gets this
+    rank's loss.
     """
     if len(inputs) != len(targets):
         raise ValueError(f"{len(inputs)} inputs but {len(targets)} targets")
@@ -81,15 +93,19 @@ def fine_tune(
                                   {"params": others, "lr": recipe.weight_lr}])
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, recipe.steps(len(targets)))
     generator = torch.Generator().manual_seed(recipe.seed)
-    prepared.train()
-    run = maybe_compiled(prepared, compile)
+    group = group_in_use(process_group)
+    model = data_parallel(prepared.train(), group)
+    run = maybe_compiled(model, compile, group)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(recipe.seed)
-        for _ in range(recipe.epochs):
-            for index in torch.randperm(len(targets), generator=generator).split(recipe.batch_size):
-                value = loss(run(inputs[index]), targets[index])
-                optimizer.zero_grad()
-                value.backward()
+        for epoch in range(recipe.epochs):
+            order = (torch.randperm(len(targets), generator=generator).split(recipe.batch_size) if group is None
+                     else rank_batches(len(targets), recipe.batch_size, recipe.seed, epoch, group))
+            for index in order:
+                with across_ranks(group):
+                    value = loss(run(inputs[index]), targets[index])
+                    optimizer.zero_grad()
+                    value.backward()
                 optimizer.step()
                 schedule.step()
                 if on_step is not None:

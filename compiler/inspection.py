@@ -23,7 +23,7 @@ from typing import Optional
 
 import onnx
 from google.protobuf.message import DecodeError
-from onnx import numpy_helper
+from onnx import external_data_helper, numpy_helper
 
 from ..passes.kinds import KINDS
 from .graph_archive import GRAPH_FORMAT, read_graph_archive
@@ -65,10 +65,11 @@ def load_inspection(path: os.PathLike) -> Inspection:
 
 def _load_onnx(path: Path) -> Inspection:
     try:
-        model = onnx.load(str(path))
+        model = onnx.load(str(path), load_external_data=False)
     except (DecodeError, ValueError) as exc:
         raise InspectError(f"{path} is neither an ONNX model nor an xbar graph archive "
                            "(give a file written by `xbar compile -o` or `--save-graph`)") from exc
+    _load_external_data(model, path)
     initializers = {t.name: t for t in model.graph.initializer}
     metadata = {p.key: _maybe_json(p.value) for p in model.metadata_props}
     rules = {entry.get("node"): entry.get("rule") for entry in metadata.get("xbar.layers", [])
@@ -76,6 +77,18 @@ def _load_onnx(path: Path) -> Inspection:
     layers = [_summary_of_node(node, initializers, rules.get(node.name))
               for node in model.graph.node if node.domain == DOMAIN]
     return Inspection(path, "onnx", layers, [_node_line(n) for n in model.graph.node], metadata)
+
+
+def _load_external_data(model: onnx.ModelProto, path: Path) -> None:
+    """Read the tensors kept in data files next to ``path`` (``xbar compile --external-data``), if any."""
+    locations = {entry.value for tensor in model.graph.initializer
+                 if external_data_helper.uses_external_data(tensor)
+                 for entry in tensor.external_data if entry.key == "location"}
+    missing = sorted(name for name in locations if not (path.parent / name).is_file())
+    if missing:
+        raise InspectError(f"{path} keeps its tensors in {', '.join(missing)}, which is not next to it; "
+                           "copy the data file to the same folder")
+    external_data_helper.load_external_data_for_model(model, str(path.parent))
 
 
 def _summary_of_node(node: onnx.NodeProto, initializers: dict, rule: Optional[str]) -> LayerSummary:

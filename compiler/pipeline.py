@@ -22,6 +22,7 @@ from torch import fx, nn
 from ..passes.calibration import CalibrationMethod, RangeObserver
 from ..passes.capture import CaptureMethod, capture, copy_graph_module
 from ..passes.errors import NoCrossbarLayersWarning, UnmatchedSelectorWarning, UserError
+from ..passes.global_batch import across_ranks
 from ..passes.infra import run_passes
 from ..passes.input_range import InputRange
 from ..passes.insert_converters import InsertConvertersPass
@@ -30,12 +31,14 @@ from ..passes.insert_training_noise import InsertTrainingNoisePass
 from ..passes.isolate_layers import IsolateCrossbarLayersPass
 from ..passes.lower_conductances import LowerToConductancesPass
 from ..passes.matching import CrossbarLayer, LayerSelection, Pattern, find_crossbar_layers
+from ..passes.operands import resolve_attribute
 from ..passes.plan import LayerPlan
 from ..passes.remove_training_noise import RemoveTrainingNoisePass
 from ..passes.tiling import TileLayersPass
 from ..passes.training_noise import TrainingNoise
 from .compiled import maybe_compiled
 from .config import HardwareConfig
+from .distributed import group_in_use, in_lockstep
 from .export import export_onnx
 from .record import CompileRecord, Stage, attach_record, record_of
 
@@ -152,6 +155,7 @@ def calibrate(
     max_samples: int = 100_000,
     progress: bool = False,
     compile: bool = False,
+    process_group: Optional[torch.distributed.ProcessGroup] = None,
 ) -> int:
     """Set the input ranges from data; returns the number of batches run.
 
@@ -164,6 +168,13 @@ def calibrate(
     infinite values is refused. ``compile=True`` runs the batches through
     ``torch.compile`` (:mod:`xbar.compiler.compiled`; the observers of the other
     methods run eagerly between its graphs).
+
+    In a torch.distributed process group (``process_group``, else the default
+    group when one is initialised) each rank passes its share of every batch,
+    the same number of batches on every rank, and every rank gets the ranges one
+    process would get on the global batches (the shares concatenated in rank
+    order): each method's statistics are taken over the global batch, as
+    :mod:`xbar.passes.calibration` describes.
     """
     record_of(prepared, "calibrate()", Stage.PREPARED)
     require_batches(batches, "calibrate()")
@@ -182,14 +193,17 @@ def calibrate(
         module.calibrating = True
     for module in ranges.values():
         module.calibrating = reference
-    run = maybe_compiled(prepared, compile, fullgraph=reference)
+    group = group_in_use(process_group)
+    run = maybe_compiled(prepared, compile, group, fullgraph=reference)
     count = 0
     try:
         if progress:
             batches = track(batches, description=f"calibrating input ranges ({method.value})")
-        for batch in batches:
-            run(*_model_inputs(batch, count))
-            count += 1
+        with across_ranks(group):
+            for inputs in in_lockstep((_model_inputs(b, i) for i, b in enumerate(batches)), group, "batches"):
+                run(*inputs)
+                count += 1
+            results = {name: max(observer.result(), ZERO_RANGE) for name, observer in observers.items()}
     finally:
         for hook in hooks:
             hook.remove()
@@ -200,7 +214,7 @@ def calibrate(
         if reference:
             info = f"InitFromData(batches={int(module.init_batches)})"
         else:
-            module.value.data.fill_(max(observers[name].result(), ZERO_RANGE))
+            module.value.data.fill_(results[name])
             module.init_batches.fill_(module.params.init_from_data)  # training must not re-initialise it
             info = observers[name].describe()
         module.params = dataclasses.replace(module.params, calibration_info=info)
@@ -210,9 +224,23 @@ def calibrate(
 def convert(prepared: fx.GraphModule) -> fx.GraphModule:
     """Lower a prepared model to conductances; returns a new GraphModule in eval mode."""
     record = record_of(prepared, "convert()", Stage.PREPARED)
-    converted = attach_record(copy_graph_module(prepared), record.converted())
+    weights = [w for w in (resolve_attribute(prepared, plan.layer.weight) for plan in record.plans) if w is not None]
+    converted = attach_record(copy_graph_module(prepared, share=weights), record.converted())  # lowered, not copied
     converted = run_passes(converted, [RemoveTrainingNoisePass(), LowerToConductancesPass()])
+    _own_copies(converted, weights)
     return converted.eval()
+
+
+def _own_copies(module: nn.Module, shared: list[torch.Tensor]) -> None:
+    """Give ``module`` its own copy of any ``shared`` tensor it still holds (a weight a digital op reads too)."""
+    ids = {id(tensor) for tensor in shared}
+    tensors = [*module.named_parameters(remove_duplicate=False), *module.named_buffers(remove_duplicate=False)]
+    for name, tensor in tensors:
+        if id(tensor) in ids:
+            owner, _, attr = name.rpartition(".")
+            copied = tensor.detach().clone()
+            setattr(module.get_submodule(owner), attr,
+                    nn.Parameter(copied, tensor.requires_grad) if isinstance(tensor, nn.Parameter) else copied)
 
 
 @dataclass

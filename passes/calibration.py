@@ -5,6 +5,17 @@ one input range, batch by batch, and proposes a range; all are deterministic
 for a fixed data order. The reference rule (init from data, a moving average of
 ``init_std_alpha * std`` over the first ``init_from_data`` batches) lives in
 :class:`xbar.passes.input_range.InputRange` itself.
+
+Across torch.distributed ranks (inside :func:`~xbar.passes.global_batch.across_ranks`)
+each step's batch is the concatenation of the ranks' local batches in rank
+order, and every rank proposes the range one process would on those global
+batches: MovingStd averages the global batch's std (combined from each rank's
+count, mean and squared deviations), MovingQuantile the quantile of the global
+batch's values (gathered from all ranks), CacheQuantile appends the gathered
+global batch to a cache that every rank holds and subsamples with the same
+seeded generator (so the caches are identical, value for value), and Max takes
+the largest of the ranks' maxima. Each observation is then a collective: every
+rank must observe the same number of batches.
 """
 
 from __future__ import annotations
@@ -13,6 +24,8 @@ from enum import Enum
 
 import torch
 from torch import Tensor
+
+from . import global_batch
 
 
 class CalibrationMethod(Enum):
@@ -53,19 +66,22 @@ class RangeObserver:
         if self.method == CalibrationMethod.MAX:
             self.value = max(self.value, float(x.abs().max()))
         elif self.method == CalibrationMethod.CACHE_QUANTILE:
-            cache = torch.cat([self.cache, x.abs()])
+            cache = torch.cat([self.cache, global_batch.concatenated(x.abs())])
             if cache.numel() > self.max_samples:
                 cache = cache[torch.randperm(cache.numel(), generator=self.generator)[: self.max_samples]]
             self.cache = cache
         else:
-            sample = (self.std_alpha * float(x.std()) if self.method == CalibrationMethod.MOVING_STD
-                      else _quantile(x.abs(), self.quantile))
+            sample = (self.std_alpha * float(global_batch.std(x)) if self.method == CalibrationMethod.MOVING_STD
+                      else _quantile(global_batch.concatenated(x.abs()), self.quantile))
             self.value = (self.value * self.batches + sample) / (self.batches + 1)
         self.batches += 1
 
     def result(self) -> float:
+        """The proposed range (for Max across ranks a collective: call it on every rank)."""
         if self.method == CalibrationMethod.CACHE_QUANTILE:
             return _quantile(self.cache, self.quantile)
+        if self.method == CalibrationMethod.MAX:
+            return global_batch.amax(self.value)
         return self.value
 
     def describe(self) -> str:

@@ -15,7 +15,7 @@ import io
 import logging
 import sys
 import warnings
-from typing import Iterator, Literal, Sequence, get_args
+from typing import Iterable, Iterator, Literal, Sequence, get_args
 
 import torch
 from torch import fx, nn
@@ -42,10 +42,15 @@ def torch_internal_warnings_ignored() -> Iterator[None]:
         yield
 
 
-def copy_graph_module(graph_module: fx.GraphModule) -> fx.GraphModule:
-    """A deep copy of ``graph_module``, without torch's internal deprecation warning."""
+def copy_graph_module(graph_module: fx.GraphModule, share: Iterable[torch.Tensor] = ()) -> fx.GraphModule:
+    """A deep copy of ``graph_module``, without torch's internal deprecation warning.
+
+    The copy holds the tensors in ``share`` themselves, not copies: for tensors
+    the caller will only read or drop, which a large model cannot afford twice.
+    """
+    memo = {id(tensor): tensor for tensor in share}
     with torch_internal_warnings_ignored():
-        return copy.deepcopy(graph_module)
+        return copy.deepcopy(graph_module, memo)
 
 
 @contextlib.contextmanager

@@ -18,6 +18,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
+from . import global_batch
 from .parameters import InputRangeParameter
 
 
@@ -52,7 +53,8 @@ class _LearnedClip(torch.autograd.Function):
         if ctx.needs_input_grad[1]:
             clipped = signed_clipped(x, r)
             if params.decay > 0:
-                unclipped = 1.0 - torch.linalg.vector_norm(clipped, ord=1) / x.numel()  # |clipped| is 0 or 1
+                clipped_count = torch.linalg.vector_norm(clipped, ord=1)  # |clipped| is 0 or 1
+                unclipped = 1.0 - global_batch.fraction(clipped_count, x.numel())
             # min(d, 0) where x >= r, and -max(d, 0) = min(-d, 0) where x <= -r: min(d sign(x), 0) where clipped
             grad_r = clipped.mul_(d).clamp_(max=0.0).sum()
             if params.gradient_relative:
@@ -101,6 +103,7 @@ def update_range_from_data(r: Tensor, batches_seen: Tensor, x: Tensor, params: I
 
     ``r <- (r * k + init_std_alpha * std(x)) / (k + 1)`` while ``k < init_from_data``,
     where k counts only batches whose (unbiased) std is > 0; then ``r <- |r|``.
+    Across ranks (:func:`~xbar.passes.global_batch.across_ranks`) the std is the global batch's.
     """
     if torch.compiler.is_compiling():
         _update_range_from_data_traced(r, batches_seen, x, params)
@@ -108,7 +111,7 @@ def update_range_from_data(r: Tensor, batches_seen: Tensor, x: Tensor, params: I
     k = int(batches_seen)
     if k >= params.init_from_data:
         return
-    std = x.detach().std()
+    std = global_batch.std(x.detach())
     if std > 0:
         r.copy_((r * k + params.init_std_alpha * std) / (k + 1))
         batches_seen += 1

@@ -13,6 +13,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from . import global_batch
 from .converter import ZERO_CLIP
 from .input_range import where_inside
 
@@ -94,7 +95,8 @@ class _Adc(torch.autograd.Function):
         codes, r = ctx.saved_tensors
         grad_r = None
         if ctx.needs_input_grad[2] and ctx.output_min_percentage is not None:
-            fraction = where_inside(torch.ones(()).expand_as(codes), codes, ctx.limit).mean()  # unclipped outputs
+            unclipped = where_inside(torch.ones(()).expand_as(codes), codes, ctx.limit)
+            fraction = global_batch.mean(unclipped)  # of the global batch when split over ranks
             grad_r = -((1.0 - fraction) * r * (fraction < ctx.output_min_percentage)).reshape(r.shape)
         return where_inside(d, codes, ctx.limit), None, grad_r, None, None, None
 

@@ -1,0 +1,74 @@
+"""ONNX files with their initializers in a data file next to them (forced on a small model)."""
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from xbar import calibrate, convert, export_onnx, prepare
+from xbar.compiler import onnx_files
+from xbar.compiler.inspection import load_inspection
+from xbar.compiler.layer_summary import InspectError
+from xbar.compiler.onnx_layers import ExportError
+
+from conftest import NET, make_input, make_model, run
+
+
+@pytest.fixture(scope="module")
+def converted():
+    x = make_input("mlp", 8)
+    prepared = prepare(make_model("mlp"), (x,))
+    calibrate(prepared, [x])
+    return convert(prepared), x
+
+
+def test_forced_external_data_runs_in_onnx_runtime_and_re_exports_byte_identically(converted, tmp_path):
+    model, x = converted
+    path = export_onnx(model, (x,), tmp_path / "mlp.onnx", external_data=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mlp.onnx", "mlp.onnx.data"]
+    assert all(onnx.external_data_helper.uses_external_data(t)
+               for t in onnx.load(str(path), load_external_data=False).graph.initializer)
+    session = ort.InferenceSession(str(path))
+    outputs = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+    np.testing.assert_allclose(outputs, model(x).detach().numpy(), rtol=1e-5, atol=1e-6)
+    first = [(tmp_path / name).read_bytes() for name in ("mlp.onnx", "mlp.onnx.data")]
+    export_onnx(model, (x,), tmp_path / "mlp.onnx", external_data=True)
+    assert [(tmp_path / name).read_bytes() for name in ("mlp.onnx", "mlp.onnx.data")] == first
+    assert [layer.node for layer in load_inspection(path).layers] == ["fc1_crossbar", "fc2_crossbar", "fc3_crossbar"]
+
+
+def test_a_failed_export_leaves_neither_file(converted, tmp_path, monkeypatch):
+    model, x = converted
+
+    def refuse(*args, **kwargs):
+        raise onnx.checker.ValidationError("refused")
+
+    monkeypatch.setattr(onnx.checker, "check_model", refuse)
+    with pytest.raises(ExportError, match="refused"):
+        export_onnx(model, (x,), tmp_path / "mlp.onnx", external_data=True)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_initializers_past_the_limit_go_to_a_data_file_unless_refused(converted, tmp_path, monkeypatch):
+    model, x = converted
+    monkeypatch.setattr(onnx_files, "LARGE_MODEL_BYTES", 1000)
+    export_onnx(model, (x,), tmp_path / "auto.onnx")
+    export_onnx(model, (x,), tmp_path / "one.onnx", external_data=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["auto.onnx", "auto.onnx.data", "one.onnx"]
+
+
+def test_inspect_names_a_missing_data_file(converted, tmp_path):
+    model, x = converted
+    path = export_onnx(model, (x,), tmp_path / "mlp.onnx", external_data=True)
+    (tmp_path / "mlp.onnx.data").unlink()
+    with pytest.raises(InspectError, match="mlp.onnx.data, which is not next to it"):
+        load_inspection(path)
+
+
+def test_compile_external_data_names_both_files(workspace, capsys):
+    status, out, err = run(capsys, "compile", *NET, "--calib", "inputs.npz", "--external-data", "-o", "net.onnx")
+    assert status == 0, err
+    assert "wrote net.onnx and net.onnx.data" in out
+    status, out, err = run(capsys, "inspect", "net.onnx")
+    assert status == 0, err
+    assert "crossbar layer" in out
