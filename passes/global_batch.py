@@ -14,29 +14,34 @@ batches may differ in size, not in number): each is a collective.
 from __future__ import annotations
 
 import contextlib
-from contextvars import ContextVar
 from typing import Iterator, Optional
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
 
-_GROUP: ContextVar[Optional[dist.ProcessGroup]] = ContextVar("xbar_global_batch_group", default=None)
+_group: Optional[dist.ProcessGroup] = None
+"""The group of the innermost active ``across_ranks`` block. A plain module global, not a ContextVar:
+torch.compile traces a global (and guards on it) but cannot trace ``ContextVar.get``."""
 
 
 @contextlib.contextmanager
 def across_ranks(group: Optional[dist.ProcessGroup]) -> Iterator[None]:
-    """Take batch statistics over ``group``'s ranks (a torch.distributed process group) inside the block."""
-    token = _GROUP.set(group)
+    """Take batch statistics over ``group``'s ranks (a torch.distributed process group) inside the block.
+
+    The setting is process-wide, as a process group is: one block at a time per process.
+    """
+    global _group
+    outer, _group = _group, group
     try:
         yield
     finally:
-        _GROUP.reset(token)
+        _group = outer
 
 
 def active_group() -> Optional[dist.ProcessGroup]:
     """The process group statistics are taken over, or None (this process alone)."""
-    return _GROUP.get()
+    return _group
 
 
 def std(x: Tensor) -> Tensor:
