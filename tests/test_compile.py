@@ -8,6 +8,7 @@ C++ compiler and are fast; one test runs inductor, where rounding can flip.
 import copy
 import warnings
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -15,11 +16,12 @@ from torch._dynamo.utils import counters
 
 from xbar import FineTuning, PCMLikeNoiseModel, accuracy_over_time, calibrate, convert, fine_tune, prepare, program
 from xbar.compiler import compiled as compiled_path
+from xbar.compiler.runtime import onnx_runner
 from xbar.models.zoo import ZOO, load_pretrained
 from xbar.passes.crossbar import Crossbar
 from xbar.passes.input_range import InputRange
 
-from conftest import eight_bit, make_input, make_model
+from conftest import WEIGHTS, eight_bit, make_input, make_model, run
 
 
 @pytest.fixture(autouse=True)
@@ -141,6 +143,18 @@ def test_public_switches_give_the_eager_results(aot_eager):
                              compile=True)
     assert got == expected
     assert graphs() == 1  # four drifted models and the ideal one through one graph
+
+
+def test_compile_on_the_command_line_writes_the_eager_model(aot_eager, workspace, capsys):
+    x = torch.from_numpy(np.random.default_rng(0).normal(size=(24, 6)).astype(np.float32))
+    np.savez(workspace / "labelled.npz", x=x.numpy(), y=np.arange(24) % 3)
+    common = ["compile", "net.py:make_net", *WEIGHTS, "--calib", "labelled.npz", "--finetune", "1", "--batch-size", "8"]
+    for extra, output in (([], "eager.onnx"), (["--compile"], "compiled.onnx")):
+        status, out, err = run(capsys, *common, *extra, "-o", output)
+        assert status == 0, err
+    assert graphs() >= 2  # calibration (eval) and fine-tuning (training) went through the compiler
+    eager, compiled = onnx_runner(workspace / "eager.onnx")(x), onnx_runner(workspace / "compiled.onnx")(x)
+    assert torch.allclose(eager, compiled, rtol=1e-4, atol=1e-4)
 
 
 def test_without_a_cxx_compiler_the_switch_warns_once_and_runs_eagerly(monkeypatch):
