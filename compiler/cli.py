@@ -50,7 +50,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if debug:
             traceback.print_exc()
         status, message = describe_error(exc)
-        print_error(message)
+        print_error(message, every_rank=not isinstance(exc, UserError))  # user errors fail every rank alike
         return status
 
 

@@ -42,9 +42,13 @@ def say(console: Console, renderable) -> None:
     console.print(renderable, markup=False, highlight=False)
 
 
-def print_error(message: str) -> None:
+def print_error(message: str, every_rank: bool = False) -> None:
+    """One error line on stderr; under torchrun from rank 0 only, unless ``every_rank`` (an error that
+    may be this rank's alone), which other ranks then prefix with their rank."""
     if is_reporting_process():
         print(f"{PROGRAM}: error: {message}", file=sys.stderr)
+    elif every_rank:
+        print(f"{PROGRAM}: error: rank {os.environ['RANK']}: {message}", file=sys.stderr)
 
 
 def print_warning(message: str) -> None:

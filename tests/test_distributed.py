@@ -18,6 +18,7 @@ import torch.multiprocessing as mp
 from torch.utils.data import DistributedSampler
 
 from xbar import FineTuning, HardwareConfig, UserError, calibrate, fine_tune, prepare
+from xbar.compiler import cli_compile
 from xbar.compiler.cli import main
 from xbar.compiler.pipeline import input_ranges
 from xbar.passes.calibration import CalibrationMethod
@@ -168,3 +169,15 @@ def test_only_rank_zero_reports_an_error(workspace, capsys, monkeypatch):
         monkeypatch.setenv("RANK", rank)
         assert main(["compile", "--calib", "missing.npz"]) == 2
         assert capsys.readouterr().err.count("xbar: error: calibration data 'missing.npz'") == lines
+
+
+def test_an_unexpected_error_is_reported_by_the_rank_it_happened_on(capsys, monkeypatch):
+    def broken(args):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(cli_compile, "run", broken)
+    for rank, prefix in (("0", "xbar: error: unexpected"), ("1", "xbar: error: rank 1: unexpected")):
+        monkeypatch.setenv("RANK", rank)
+        assert main(["compile"]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith(prefix) and "out of memory" in err and err.count("\n") == 1
