@@ -123,7 +123,7 @@ def _update_range_from_data_traced(r: Tensor, batches_seen: Tensor, x: Tensor, p
     (one graph for every batch); the same arithmetic, selected by ``torch.where``."""
     k = batches_seen
     active = k < params.init_from_data
-    std = x.detach().std()
+    std = global_batch.std(x.detach())
     take = active & (std > 0)
     updated = torch.where(take, (r * k + params.init_std_alpha * std) / (k + 1), r)
     r.copy_(torch.where(active, updated.abs(), r))

@@ -121,12 +121,19 @@ def adc(
     feedback into ``input_range``'s gradient. The result overwrites ``current``
     (the crossbar's output, which nothing else reads), so it must not be a leaf.
     """
+    w_max = array_max(weight, columnwise=columnwise, channel_dim=channel_dim, output_dims=current.dim())
+    return _Adc.apply(current, w_max, input_range, steps, bound, output_min_percentage)
+
+
+def array_max(weight: Tensor, *, columnwise: bool, channel_dim: int, output_dims: int) -> Tensor:
+    """``max|W|`` of one array's weight block (the ADC's unit, ``g_max - g_min``), per output column if
+    ``columnwise``, shaped to broadcast over an output of ``output_dims`` dimensions; at least ``ZERO_CLIP``."""
     w = weight.detach()
     if columnwise:
         w_max = w.abs().flatten(1).amax(dim=1)
         if channel_dim != -1:
-            w_max = w_max.view(-1, *([1] * (current.dim() - channel_dim - 1)))
+            w_max = w_max.view(-1, *([1] * (output_dims - channel_dim - 1)))
     else:
         low, high = torch.aminmax(w)  # max |W| in one pass, without an |W| copy
         w_max = torch.maximum(-low, high)
-    return _Adc.apply(current, w_max.clamp(min=ZERO_CLIP), input_range, steps, bound, output_min_percentage)
+    return w_max.clamp(min=ZERO_CLIP)

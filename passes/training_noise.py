@@ -21,8 +21,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from .converter import ZERO_CLIP
 from .parameters import IOParameters, WeightModifierParameter, WeightModifierType
+from .periphery import array_max
 
 
 class TrainingNoise(nn.Module):
@@ -100,17 +100,10 @@ class OutputNoise(TrainingNoise):
     def std(self, y: Tensor, x: Tensor, weight: Tensor, mvm_args: tuple) -> Tensor:
         """The noise std in the crossbar's output units: ``amax * sqrt(out_noise**2 + w_noise**2 * S / amax)``
         (inputs detached: nothing here is recorded for autograd)."""
-        magnitude = weight.abs()
-        if self.columnwise:
-            amax = magnitude.amax(dim=tuple(range(1, magnitude.dim())))
-            if self.channel_dim != -1:
-                amax = amax.view(-1, *([1] * (y.dim() - self.channel_dim - 1)))
-        else:
-            amax = magnitude.amax()
-        amax = amax.clamp(min=ZERO_CLIP)
+        amax = array_max(weight, columnwise=self.columnwise, channel_dim=self.channel_dim, output_dims=y.dim())
         if not self.w_noise:
             return amax * self.out_noise
-        read = self.mvm(x.square(), magnitude, *mvm_args)  # S = sum_j |w_ij| x_j^2
+        read = self.mvm(x.square(), weight.abs(), *mvm_args)  # S = sum_j |w_ij| x_j^2
         return torch.addcmul(amax.square() * self.out_noise ** 2, read, amax * self.w_noise ** 2, out=read).sqrt_()
 
     def extra_repr(self) -> str:
