@@ -53,8 +53,9 @@ def in_lockstep(items: Iterable, group: Optional[dist.ProcessGroup], what: str) 
         except Exception as exc:  # reported on every rank below
             status, error = 2, exc
         flags = torch.tensor([status == 2, status == 1, status == 0], dtype=torch.int32)
-        dist.all_reduce(flags, op=dist.ReduceOp.MAX, group=group)
-        failed, some_have, some_done = flags.tolist()
+        every_rank = [torch.empty_like(flags) for _ in range(dist.get_world_size(group))]
+        dist.all_gather(every_rank, flags, group=group)  # for a few values gloo's all-gather beats its all-reduce
+        failed, some_have, some_done = torch.stack(every_rank).amax(dim=0).tolist()
         if failed:
             raise _first_error(error, group)
         if some_have and some_done:

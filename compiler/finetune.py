@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, fx
 
-from ..passes.global_batch import across_ranks
+from ..passes.global_batch import across_ranks, terms_after_backward
 from ..passes.input_range import InputRange
 from .compiled import maybe_compiled
 from .distributed import data_parallel, group_in_use, rank_batches
@@ -105,7 +105,8 @@ def fine_tune(
                 with across_ranks(group):
                     value = loss(run(inputs[index]), targets[index])
                     optimizer.zero_grad()
-                    value.backward()
+                    with terms_after_backward():  # across ranks: one collective for the ranges' terms
+                        value.backward()
                 optimizer.step()
                 schedule.step()
                 if on_step is not None:

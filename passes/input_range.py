@@ -52,15 +52,17 @@ class _LearnedClip(torch.autograd.Function):
         grad_x = grad_r = scratch = None
         if ctx.needs_input_grad[1]:
             clipped = signed_clipped(x, r)
+            decay = None
             if params.decay > 0:
                 clipped_count = torch.linalg.vector_norm(clipped, ord=1)  # |clipped| is 0 or 1
-                unclipped = 1.0 - global_batch.fraction(clipped_count, x.numel())
+                decay = global_batch.fraction_term(r, clipped_count, x.numel(), lambda clipped_fraction: (
+                    params.decay * r * (1.0 - clipped_fraction > params.input_min_percentage)))
             # min(d, 0) where x >= r, and -max(d, 0) = min(-d, 0) where x <= -r: min(d sign(x), 0) where clipped
             grad_r = clipped.mul_(d).clamp_(max=0.0).sum()
             if params.gradient_relative:
                 grad_r = grad_r * r * params.gradient_scale
-            if params.decay > 0:
-                grad_r = grad_r + params.decay * r * (unclipped > params.input_min_percentage)
+            if decay is not None:
+                grad_r = grad_r + decay
             grad_r = grad_r.reshape(r.shape)
             scratch = clipped  # spent: grad_x can reuse its memory (fresh memory costs page faults)
         if ctx.needs_input_grad[0]:

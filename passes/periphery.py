@@ -95,9 +95,9 @@ class _Adc(torch.autograd.Function):
         codes, r = ctx.saved_tensors
         grad_r = None
         if ctx.needs_input_grad[2] and ctx.output_min_percentage is not None:
-            unclipped = where_inside(torch.ones(()).expand_as(codes), codes, ctx.limit)
-            fraction = global_batch.mean(unclipped)  # of the global batch when split over ranks
-            grad_r = -((1.0 - fraction) * r * (fraction < ctx.output_min_percentage)).reshape(r.shape)
+            unclipped = where_inside(torch.ones(()).expand_as(codes), codes, ctx.limit).sum()
+            grad_r = global_batch.fraction_term(r, unclipped, codes.numel(), lambda fraction: (
+                -(1.0 - fraction) * r * (fraction < ctx.output_min_percentage)).reshape(r.shape))
         return where_inside(d, codes, ctx.limit), None, grad_r, None, None, None
 
 

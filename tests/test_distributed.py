@@ -32,9 +32,11 @@ SAMPLES = 32
 
 
 def config() -> HardwareConfig:
-    """Output clipping on (its feedback is a global-batch fraction), init from data over the first 3 steps."""
+    """Output clipping on and a strong range decay (both depend on global-batch fractions), init from data
+    over the first 3 steps."""
     return HardwareConfig().with_overrides({"forward.out_bound": 2.0, "pre_post.input_range.init_from_data": 3,
-                                            "pre_post.input_range.manage_output_clipping": True})
+                                            "pre_post.input_range.manage_output_clipping": True,
+                                            "pre_post.input_range.decay": 0.05})
 
 
 def global_batches() -> list[torch.Tensor]:
