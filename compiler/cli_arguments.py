@@ -192,7 +192,8 @@ The model is compiled once; each seed 0..N-1 programs its arrays (xbar.program),
 and each time reads them from that programmed state (xbar.drift) with its own
 read seed, derived from the seed and the time. Accuracy is measured on the
 labelled test split of a built-in data set, else on the labelled samples of
---calib (the calibration samples themselves: an optimistic figure).
+--calib (the calibration samples themselves: an optimistic figure). Under torchrun
+the processes share the seeds out; rank 0 reports the whole evaluation.
 
 Devices: --noise {NOISE_MODEL_NAMES[0]} (PCMLikeNoiseModel), state-independent
 (StateIndependentNoiseModel) or reram (ReRamWan2022NoiseModel, fitted at 1s, 1d and

@@ -14,11 +14,12 @@ from pathlib import Path
 from torch import Tensor
 
 from ..passes.devices import BaseNoiseModel
-from .cli_console import say, stderr_console, stdout_console
+from .cli_console import is_reporting_process, say, stderr_console, stdout_console
 from .cli_report import calibration_note, progress_bar
 from .cli_steps import compile_steps, hardware_config, load_inputs, read_config_file
 from .config import HardwareConfig
 from .data import Dataset
+from .distributed import group_in_use, rank_share
 from .evaluation import accuracy_over_time, check_times
 from .evaluation_view import accuracy_table, plot_accuracy
 from .figures import image_type
@@ -44,21 +45,23 @@ def run(args: argparse.Namespace) -> int:
     inputs = load_inputs(args, config, "xbar evaluate")
     x, y, described = evaluation_data(inputs.data)
     compiled = compile_steps(inputs, args, err)
+    share = len(rank_share(args.seeds, group_in_use()))  # under torchrun the ranks share the seeds out
     with progress_bar(err) as progress:
-        task = progress.add_task(f"programming and reading: {args.seeds} seeds x {len(times)} times",
-                                 total=args.seeds * len(times))
+        here = "" if share == args.seeds else f" ({share} seeds in this process)"
+        task = progress.add_task(f"programming and reading: {args.seeds} seeds x {len(times)} times{here}",
+                                 total=share * len(times))
         evaluation = accuracy_over_time(compiled.converted, devices, times, args.seeds, x, y,
                                         compensation=COMPENSATIONS[args.compensation], batch_size=args.batch_size,
                                         on_step=lambda: progress.advance(task), compile=args.compile)
     seeds = "1 programming seed" if args.seeds == 1 else f"{args.seeds} programming seeds"
     title = f"{inputs.source.name}: accuracy on {described}, {seeds}"
-    if plot_path is not None:
+    if plot_path is not None and is_reporting_process():
         with reporting_write_errors(plot_path, "--plot"):
             plot_accuracy(evaluation, plot_path, kind, title)
     if args.json:
         data = {"name": inputs.data.name, "split": "test" if inputs.data.test else "calibration", "samples": len(y)}
-        print(json.dumps({"model": inputs.source.name, "data": data, "hardware": config.to_dict(),
-                          **evaluation.as_dict()}, indent=2, allow_nan=False))
+        out.out(json.dumps({"model": inputs.source.name, "data": data, "hardware": config.to_dict(),
+                            **evaluation.as_dict()}, indent=2, allow_nan=False), highlight=False)
     else:
         say(out, f"hardware: {describe_config(config.to_dict())}")
         say(out, calibration_note(compiled.calibration_batches, inputs.data, args.batch_size))

@@ -104,6 +104,23 @@ def rank_batches(samples: int, batch_size: int, seed: int, epoch: int, group: di
     return list(torch.tensor(list(sampler)).split(batch_size // world))
 
 
+def rank_share(count: int, group: Optional[dist.ProcessGroup]) -> range:
+    """This rank's indices of ``count`` independent tasks (e.g. programming seeds): every world-th one,
+    from its rank; all of them for a single process."""
+    if group is None:
+        return range(count)
+    return range(dist.get_rank(group), count, dist.get_world_size(group))
+
+
+def gathered(results: dict, group: Optional[dist.ProcessGroup]) -> dict:
+    """Every rank's ``results`` merged (keys are unique across ranks); ``results`` itself for a single process."""
+    if group is None:
+        return results
+    every_rank = [None] * dist.get_world_size(group)
+    dist.all_gather_object(every_rank, results, group=group)
+    return {key: value for part in every_rank for key, value in part.items()}
+
+
 def data_parallel(model: nn.Module, group: Optional[dist.ProcessGroup]) -> nn.Module:
     """``model`` in DistributedDataParallel over ``group`` (itself for a single process).
 

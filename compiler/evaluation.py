@@ -20,6 +20,7 @@ from torch import Tensor, fx
 from ..models.data import accuracy
 from ..passes.devices import BaseNoiseModel
 from .compiled import ArrayReader
+from .distributed import gathered, group_in_use, rank_share
 from .programming import drift, program
 
 
@@ -83,23 +84,33 @@ def check_times(noise_model: BaseNoiseModel, times: Mapping[str, float]) -> None
 def accuracy_over_time(converted: fx.GraphModule, noise_model: BaseNoiseModel, times: Mapping[str, float],
                        seeds: int, x: Tensor, y: Tensor, *, compensation: Optional[str] = "global",
                        batch_size: int = 256, on_step: Optional[Callable[[], None]] = None,
-                       compile: bool = False) -> Evaluation:
+                       compile: bool = False,
+                       process_group: Optional[torch.distributed.ProcessGroup] = None) -> Evaluation:
     """Test accuracy of ``converted`` programmed with seeds ``0 .. seeds - 1`` and read at each of
-    ``times`` (label -> seconds after programming); ``on_step`` is called after each (seed, time).
-    ``compile=True`` runs every model through one compiled graph (:class:`~xbar.compiler.compiled.ArrayReader`)."""
-    per_time = {label: [] for label in times}
+    ``times`` (label -> seconds after programming); ``on_step`` is called after each (seed, time)
+    this process runs. ``compile=True`` runs every model through one compiled graph
+    (:class:`~xbar.compiler.compiled.ArrayReader`).
+
+    In a torch.distributed process group (``process_group``, else the default group when one is
+    initialised) the ranks share the seeds out (:func:`~xbar.compiler.distributed.rank_share`) and
+    every rank returns the whole evaluation, the one a single process gets: each seed's figures
+    depend on the seed alone.
+    """
+    group = group_in_use(process_group)
+    accuracies: dict[tuple[int, str], float] = {}
     reader = None
-    for seed in range(seeds):
+    for seed in rank_share(seeds, group):
         programmed = program(converted, noise_model, seed=seed)
         for label, seconds in times.items():
             drifted = drift(programmed, seconds, seed=read_seed(seed, seconds), compensation=compensation)
             if compile and reader is None:
                 reader = ArrayReader(drifted)
             run = drifted if reader is None else reader.reader(drifted)
-            per_time[label].append(accuracy(run, x, y, batch_size))
+            accuracies[seed, label] = accuracy(run, x, y, batch_size)
             if on_step is not None:
                 on_step()
-    points = tuple(TimePoint(label, float(seconds), tuple(per_time[label]),
+    accuracies = gathered(accuracies, group)
+    points = tuple(TimePoint(label, float(seconds), tuple(accuracies[seed, label] for seed in range(seeds)),
                              tuple(read_seed(seed, seconds) for seed in range(seeds)))
                    for label, seconds in times.items())
     ideal = accuracy(converted if reader is None else reader.reader(converted), x, y, batch_size)

@@ -6,6 +6,7 @@ run on the global batches (the ranks' local batches concatenated in rank order).
 The command line runs under torchrun once.
 """
 
+import json
 import os
 import socket
 import subprocess
@@ -17,7 +18,17 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch.utils.data import DistributedSampler
 
-from xbar import FineTuning, HardwareConfig, UserError, calibrate, fine_tune, prepare
+from xbar import (
+    FineTuning,
+    HardwareConfig,
+    PCMLikeNoiseModel,
+    UserError,
+    accuracy_over_time,
+    calibrate,
+    convert,
+    fine_tune,
+    prepare,
+)
 from xbar.compiler import cli_compile
 from xbar.compiler.cli import main
 from xbar.compiler.pipeline import input_ranges
@@ -58,6 +69,13 @@ def ranges_of(prepared) -> dict[str, float]:
     return {name: float(module.value.detach()) for name, module in input_ranges(prepared).items()}
 
 
+def evaluation(inputs: torch.Tensor, targets: torch.Tensor, on_step=None):
+    """Accuracy over time of the converted MLP, 3 seeds (uneven over 2 ranks) at two times."""
+    converted = convert(fresh_prepared().eval())
+    return accuracy_over_time(converted, PCMLikeNoiseModel(), {"1s": 1.0, "1d": 86400.0}, 3, inputs, targets,
+                              on_step=on_step)
+
+
 def _worker(rank: int, port: int, folder: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
@@ -81,6 +99,9 @@ def _worker(rank: int, port: int, folder: str) -> None:
             results["bad batch"] = str(exc)
         inputs, targets = training_data()
         results["tuned"] = fine_tune(fresh_prepared(), inputs, targets, RECIPE).state_dict()
+        steps = []
+        results["evaluation"] = evaluation(inputs, targets, on_step=lambda: steps.append(1)).as_dict()
+        results["evaluation steps"] = len(steps)
         torch.save(results, os.path.join(folder, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
@@ -151,6 +172,14 @@ def test_fine_tuning_across_ranks_equals_one_process_on_the_global_batches(rank_
         assert torch.equal(rank_results[0]["tuned"][key], rank_results[1]["tuned"][key]), key
 
 
+def test_evaluation_across_ranks_shares_the_seeds_and_equals_one_process(rank_results):
+    expected = evaluation(*training_data()).as_dict()
+    assert [point["accuracies"] for point in expected["times"]] != [[expected["ideal_accuracy"]] * 3] * 2
+    for results in rank_results:
+        assert results["evaluation"] == expected
+    assert [results["evaluation steps"] for results in rank_results] == [2 * 2, 1 * 2]  # seeds 0, 2 and 1
+
+
 def _torchrun(folder, *argv: str) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={WORLD}",
                "-m", "xbar.compiler.cli", *argv]
@@ -164,6 +193,15 @@ def test_the_command_line_under_torchrun_reports_and_writes_once(tmp_path):
     assert done.stdout.count("wrote lenet.onnx") == 1
     assert done.stdout.count("fine-tuned on") == 1
     assert sorted(path.name for path in tmp_path.iterdir()) == ["lenet.onnx"]
+
+
+def test_evaluate_under_torchrun_prints_and_plots_once_what_one_process_gets(tmp_path, capsys):
+    argv = ["evaluate", "mlp", "--seeds", "3", "--times", "1s,1d", "--calib-batches", "0", "--json"]
+    done = _torchrun(tmp_path, *argv, "--plot", "accuracy.png")
+    assert done.returncode == 0, done.stderr
+    assert main(argv) == 0
+    assert json.loads(done.stdout) == json.loads(capsys.readouterr().out)  # one document, one process's figures
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["accuracy.png"]
 
 
 def test_only_rank_zero_reports_an_error(workspace, capsys, monkeypatch):
