@@ -31,16 +31,29 @@ def group_in_use(process_group: Optional[dist.ProcessGroup] = None) -> Optional[
     return process_group if dist.get_world_size(process_group) > 1 else None
 
 
-def in_lockstep(items: Iterable, group: Optional[dist.ProcessGroup], what: str) -> Iterator:
+def in_lockstep(items: Iterable, group: Optional[dist.ProcessGroup], what: str, *, at_once: bool = False) -> Iterator:
     """This rank's ``items``, one step at a time while every rank has one.
 
-    Before each step the ranks agree that all have an item and that none failed
-    to produce it, so an error on one rank (a bad batch) is raised on every rank,
-    as that rank's message, instead of leaving the others waiting in a
-    collective; ranks with different numbers of ``what`` are refused.
+    The ranks agree that all have an item and that none failed to produce it,
+    so an error on one rank (a bad batch) is raised on every rank, as that
+    rank's message, instead of leaving the others waiting in a collective;
+    ranks with different numbers of ``what`` are refused. They agree before
+    each step, or, with ``at_once`` (items already in memory, such as a list of
+    batches), once for all items, taken first: then the steps have no sync
+    point of their own.
     """
     if group is None:
         yield from items
+        return
+    if at_once:
+        taken, error = [], None
+        try:
+            taken = list(items)
+        except Exception as exc:  # reported on every rank below
+            error = exc
+        every_rank = _gathered([error is not None, len(taken)], group)
+        _check_agreement(int(every_rank[:, 0].max()), error, group, len(set(every_rank[:, 1].tolist())) > 1, what)
+        yield from taken
         return
     iterator = iter(items)
     while True:
@@ -52,17 +65,27 @@ def in_lockstep(items: Iterable, group: Optional[dist.ProcessGroup], what: str) 
             status = 0
         except Exception as exc:  # reported on every rank below
             status, error = 2, exc
-        flags = torch.tensor([status == 2, status == 1, status == 0], dtype=torch.int32)
-        every_rank = [torch.empty_like(flags) for _ in range(dist.get_world_size(group))]
-        dist.all_gather(every_rank, flags, group=group)  # for a few values gloo's all-gather beats its all-reduce
-        failed, some_have, some_done = torch.stack(every_rank).amax(dim=0).tolist()
-        if failed:
-            raise _first_error(error, group)
-        if some_have and some_done:
-            raise UserError(f"the ranks were given different numbers of {what}: give every rank the same number")
+        failed, some_have, some_done = _gathered([status == 2, status == 1, status == 0], group).amax(dim=0).tolist()
+        _check_agreement(failed, error, group, some_have and some_done, what)
         if not some_have:
             return
         yield item
+
+
+def _gathered(values: list[int], group: dist.ProcessGroup) -> Tensor:
+    """Every rank's ``values``, one row per rank (an all-gather: for a few values gloo's beats its all-reduce)."""
+    local = torch.tensor(values, dtype=torch.int64)
+    every_rank = [torch.empty_like(local) for _ in range(dist.get_world_size(group))]
+    dist.all_gather(every_rank, local, group=group)
+    return torch.stack(every_rank)
+
+
+def _check_agreement(failed: int, error: Optional[Exception], group: dist.ProcessGroup, uneven: bool, what: str) -> None:
+    """Raise the first failing rank's error on every rank, or refuse ranks with different numbers of ``what``."""
+    if failed:
+        raise _first_error(error, group)
+    if uneven:
+        raise UserError(f"the ranks were given different numbers of {what}: give every rank the same number")
 
 
 def _first_error(error: Optional[Exception], group: dist.ProcessGroup) -> Exception:

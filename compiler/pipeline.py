@@ -197,10 +197,13 @@ def calibrate(
     run = maybe_compiled(prepared, compile, group, fullgraph=reference)
     count = 0
     try:
+        steps = in_lockstep((_model_inputs(b, i) for i, b in enumerate(batches)), group, "batches",
+                            at_once=isinstance(batches, Sequence))  # a list is in memory: agree once
         if progress:
-            batches = track(batches, description=f"calibrating input ranges ({method.value})")
+            steps = track(steps, total=len(batches) if isinstance(batches, Sequence) else None,
+                          description=f"calibrating input ranges ({method.value})")
         with across_ranks(group):
-            for inputs in in_lockstep((_model_inputs(b, i) for i, b in enumerate(batches)), group, "batches"):
+            for inputs in steps:
                 run(*inputs)
                 count += 1
             results = {name: max(observer.result(), ZERO_RANGE) for name, observer in observers.items()}

@@ -87,16 +87,17 @@ def _worker(rank: int, port: int, folder: str) -> None:
             prepared = fresh_prepared()
             calibrate(prepared, shares, method, max_samples=20)
             results[method] = ranges_of(prepared)
-        try:
-            calibrate(fresh_prepared(), shares[: len(shares) - rank])
-        except UserError as exc:
-            results["uneven"] = str(exc)
         bad = [share.clone() for share in shares]
         bad[1][0, 0] = float("nan") if rank == 1 else 0.0
-        try:
-            calibrate(fresh_prepared(), bad)
-        except UserError as exc:
-            results["bad batch"] = str(exc)
+        for kind, given in (("list", list), ("generator", iter)):  # agreed once, and before every step
+            try:
+                calibrate(fresh_prepared(), given(shares[: len(shares) - rank]))
+            except UserError as exc:
+                results["uneven", kind] = str(exc)
+            try:
+                calibrate(fresh_prepared(), given(bad))
+            except UserError as exc:
+                results["bad batch", kind] = str(exc)
         inputs, targets = training_data()
         results["tuned"] = fine_tune(fresh_prepared(), inputs, targets, RECIPE).state_dict()
         steps = []
@@ -132,15 +133,17 @@ def test_calibration_across_ranks_equals_one_process_on_the_global_batches(rank_
         assert rank_results[0][method]["fc1_input_range"] == expected["fc1_input_range"]
 
 
-def test_ranks_with_different_numbers_of_batches_are_refused_on_every_rank(rank_results):
+@pytest.mark.parametrize("kind", ["list", "generator"])
+def test_ranks_with_different_numbers_of_batches_are_refused_on_every_rank(rank_results, kind):
     for results in rank_results:
-        assert "different numbers of batches" in results["uneven"]
+        assert "different numbers of batches" in results["uneven", kind]
 
 
-def test_a_bad_batch_on_one_rank_is_raised_on_every_rank(rank_results):
-    assert rank_results[0]["bad batch"] == "rank 1: calibration batch 1 holds NaN or infinite values; remove them " \
-        "from the data"
-    assert rank_results[1]["bad batch"].startswith("calibration batch 1 holds NaN")
+@pytest.mark.parametrize("kind", ["list", "generator"])
+def test_a_bad_batch_on_one_rank_is_raised_on_every_rank(rank_results, kind):
+    assert rank_results[0]["bad batch", kind] == "rank 1: calibration batch 1 holds NaN or infinite values; " \
+        "remove them from the data"
+    assert rank_results[1]["bad batch", kind].startswith("calibration batch 1 holds NaN")
 
 
 def _global_training_batches() -> list[torch.Tensor]:
