@@ -21,9 +21,8 @@ calibration, 1.6x for fine-tuning). Three more figures bound what two
 processes can reach here: two independent one-process runs at once (no process
 group: the machine's own ceiling); the same ratio for plain torch doing the
 same steps with the collectives they need (for calibration a 3-value
-all-gather before each of the five layers and one per step, the sync points of
-the reference rule on the global batch; for fine-tuning DDP's gradient
-all-reduce); and the median time of a 3-value gloo all-gather and all-reduce
+all-gather before each of the five layers, the sync points of the reference
+rule on the global batch; for fine-tuning DDP's gradient all-reduce); and the median time of a 3-value gloo all-gather and all-reduce
 between two processes (500 calls after warm-up). Both
 processes share the machine's cores with whatever else runs: on a busy machine
 the ratios drop.
@@ -97,8 +96,7 @@ def _plain_tasks(rank: int, world: int, images: torch.Tensor, labels: torch.Tens
     """The same steps in plain torch with the collectives xbar's steps need: what any exact
     implementation can reach here. Before each of the five layers of a calibration step, and of a
     fine-tuning step while the ranges initialise, the 3-value all-gather of the input's statistics
-    (what a range's global std takes), plus one per calibration step (the ranks' agreement on the
-    next batch); fine-tuning in DistributedDataParallel with Adam."""
+    (what a range's global std takes); fine-tuning in DistributedDataParallel with Adam."""
 
     def gathered(values: torch.Tensor) -> None:
         if world > 1:
@@ -121,7 +119,6 @@ def _plain_tasks(rank: int, world: int, images: torch.Tensor, labels: torch.Tens
         @torch.no_grad()
         def run():
             for batch in images[: batches * BATCH].split(BATCH):
-                gathered(torch.ones(3, dtype=torch.int32))
                 model(batch.tensor_split(world)[rank])
         return run
 
