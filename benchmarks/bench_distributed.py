@@ -22,10 +22,10 @@ processes can reach here: two independent one-process runs at once (no process
 group: the machine's own ceiling); the same ratio for plain torch doing the
 same steps with the collectives they need (for calibration a 3-value
 all-gather before each of the five layers, the sync points of the reference
-rule on the global batch; for fine-tuning DDP's gradient all-reduce); and the median time of a 3-value gloo all-gather and all-reduce
-between two processes (500 calls after warm-up). Both
-processes share the machine's cores with whatever else runs: on a busy machine
-the ratios drop.
+rule on the global batch; for fine-tuning DDP's gradient all-reduce); and the
+median time of a 3-value gloo all-gather and all-reduce between two processes
+(500 calls after warm-up). Both processes share the machine's cores with
+whatever else runs: on a busy machine the ratios drop.
 """
 
 from __future__ import annotations

@@ -51,8 +51,8 @@ def in_lockstep(items: Iterable, group: Optional[dist.ProcessGroup], what: str, 
             taken = list(items)
         except Exception as exc:  # reported on every rank below
             error = exc
-        every_rank = _gathered([error is not None, len(taken)], group)
-        _check_agreement(int(every_rank[:, 0].max()), error, group, len(set(every_rank[:, 1].tolist())) > 1, what)
+        failures, counts = _every_rank([error is not None, len(taken)], group).unbind(dim=1)
+        _check_agreement(int(failures.max()), error, group, len(set(counts.tolist())) > 1, what)
         yield from taken
         return
     iterator = iter(items)
@@ -65,14 +65,14 @@ def in_lockstep(items: Iterable, group: Optional[dist.ProcessGroup], what: str, 
             status = 0
         except Exception as exc:  # reported on every rank below
             status, error = 2, exc
-        failed, some_have, some_done = _gathered([status == 2, status == 1, status == 0], group).amax(dim=0).tolist()
+        failed, some_have, some_done = _every_rank([status == 2, status == 1, status == 0], group).amax(dim=0).tolist()
         _check_agreement(failed, error, group, some_have and some_done, what)
         if not some_have:
             return
         yield item
 
 
-def _gathered(values: list[int], group: dist.ProcessGroup) -> Tensor:
+def _every_rank(values: list[int], group: dist.ProcessGroup) -> Tensor:
     """Every rank's ``values``, one row per rank (an all-gather: for a few values gloo's beats its all-reduce)."""
     local = torch.tensor(values, dtype=torch.int64)
     every_rank = [torch.empty_like(local) for _ in range(dist.get_world_size(group))]
@@ -80,7 +80,8 @@ def _gathered(values: list[int], group: dist.ProcessGroup) -> Tensor:
     return torch.stack(every_rank)
 
 
-def _check_agreement(failed: int, error: Optional[Exception], group: dist.ProcessGroup, uneven: bool, what: str) -> None:
+def _check_agreement(failed: int, error: Optional[Exception], group: dist.ProcessGroup, uneven: bool,
+                     what: str) -> None:
     """Raise the first failing rank's error on every rank, or refuse ranks with different numbers of ``what``."""
     if failed:
         raise _first_error(error, group)
