@@ -1,9 +1,10 @@
-"""Calibration and fine-tuning on two gloo processes equal one process on the concatenated batches.
+"""Calibration, fine-tuning and evaluation on two gloo processes equal one process.
 
-One spawn of two local processes runs every calibration method and a few
-fine-tuning steps; the tests compare what each rank saved with a single-process
-run on the global batches (the ranks' local batches concatenated in rank order).
-The command line runs under torchrun once.
+One spawn of two local processes runs every calibration method, a few
+fine-tuning steps and an evaluation over shared-out seeds; the tests compare
+what each rank saved with a single-process run on the global batches (the
+ranks' local batches concatenated in rank order). The command line runs under
+torchrun for `compile` and for `evaluate`.
 """
 
 import json
