@@ -25,7 +25,7 @@ from rich.table import Table
 from torch import nn
 
 from xbar import HardwareConfig, calibrate, convert, prepare
-from xbar.passes.crossbar import Crossbar
+from xbar.passes.numerics.crossbar import Crossbar
 
 from benchmarks.bench_pipeline import deep_mlp, train_step
 from benchmarks.common import EIGHT_BIT, BenchCNN, BenchMLP, command_console, interleaved_medians

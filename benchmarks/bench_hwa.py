@@ -48,8 +48,8 @@ from xbar import (
     prepare,
     preset_config,
 )
-from xbar.compiler.evaluation import Evaluation, accuracy_over_time
-from xbar.compiler.presets import STANDARD_HWA_FORWARD_NOISE
+from xbar.compiler.config.presets import STANDARD_HWA_FORWARD_NOISE
+from xbar.compiler.devices.evaluation import Evaluation, accuracy_over_time
 from xbar.models import ZOO, accuracy, load_digits_split, load_pretrained
 
 from benchmarks.common import command_console, interleaved_medians

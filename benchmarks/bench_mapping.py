@@ -21,7 +21,7 @@ from rich.table import Table
 
 from xbar import FineTuning, HardwareConfig, calibrate, convert, fine_tune, prepare
 from xbar.models import ZOO, accuracy, load_digits_split, load_pretrained
-from xbar.passes.calibration import CalibrationMethod
+from xbar.passes.numerics.calibration import CalibrationMethod
 
 from benchmarks.bench_accuracy import shuffled_batches
 from benchmarks.common import command_console

@@ -36,7 +36,7 @@ def accuracy(run: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: to
     """Fraction of samples whose largest logit is their label.
 
     ``run`` maps a batch to logits: a model (put in eval mode first) or any callable,
-    such as an ONNX Runtime session wrapped by ``xbar.compiler.runtime.onnx_runner``.
+    such as an ONNX Runtime session wrapped by ``xbar.compiler.onnx.runtime.onnx_runner``.
     """
     if isinstance(run, torch.nn.Module):
         run.eval()

@@ -185,7 +185,7 @@ class InputRangeParameter:
 
     Behaves as aihwkit's parameter of the same name: ``enable=False`` means no
     clip; the range is learned with aihwkit's gradient rule (see
-    ``xbar.passes.input_range``) and initialised from the standard deviation of the
+    ``xbar.passes.numerics.input_range``) and initialised from the standard deviation of the
     first ``init_from_data`` batches.
     """
 

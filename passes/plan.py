@@ -17,9 +17,9 @@ import torch
 from torch import fx
 
 from .arrays import Tile
-from .converter import SinglePairConductanceConverter
 from .infra import PostconditionError
 from .matching import CrossbarLayer
+from .numerics.converter import SinglePairConductanceConverter
 from .parameters import ConfigError, InputRangeParameter, IOParameters, MappingParameter, WeightModifierParameter
 
 TAG = "xbar"

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from xbar import HardwareConfig, preset_config
-from xbar.compiler.cli import main
+from xbar.compiler.cli.main import main
 
 
 class MLP(nn.Module):

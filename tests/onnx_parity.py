@@ -5,7 +5,7 @@ import onnx
 import onnxruntime as ort
 import torch
 
-from xbar.passes.crossbar import Crossbar
+from xbar.passes.numerics.crossbar import Crossbar
 
 
 class Exported:

@@ -6,7 +6,7 @@ import torch
 from torch import fx, nn
 
 from xbar import HardwareConfig
-from xbar.compiler.pipeline import plan_layers
+from xbar.compiler.pipeline.stages import plan_layers
 from xbar.passes.matching import LayerSelection
 from xbar.passes.plan import LayerPlan, tag_of
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from xbar import HardwareConfig, calibrate, prepare
-from xbar.passes.calibration import CalibrationMethod, RangeObserver
+from xbar.passes.numerics.calibration import CalibrationMethod, RangeObserver
 
 from conftest import make_input, make_model
 

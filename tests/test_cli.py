@@ -19,13 +19,14 @@ import torch
 from torch import nn
 
 from xbar import ConfigError
-from xbar.compiler import cli, cli_arguments
-from xbar.compiler.cli import describe_error, main
-from xbar.compiler.data import BUILTIN
+from xbar.compiler.cli import arguments as cli_arguments
+from xbar.compiler.cli import main as cli
+from xbar.compiler.cli.data import BUILTIN
+from xbar.compiler.cli.main import describe_error, main
 from xbar.models import accuracy, load_digits_split, load_pretrained
 from xbar.models.zoo import ZOO
-from xbar.passes.calibration import CalibrationMethod
 from xbar.passes.capture import CaptureError, CaptureMethod
+from xbar.passes.numerics.calibration import CalibrationMethod
 
 from conftest import NET, WEIGHTS, load_net_class, run
 
@@ -332,12 +333,12 @@ def test_interrupting_is_one_line_and_status_130(workspace, capsys):
 def test_interrupting_while_a_command_loads_is_one_line(monkeypatch, capsys):
     class Interrupting:  # Ctrl-C while the command's module (and torch) is being imported
         def find_spec(self, name, path=None, target=None):
-            if name == "xbar.compiler.cli_slow_to_import":
+            if name == "xbar.compiler.cli.slow_to_import":
                 raise KeyboardInterrupt
             return None
 
     monkeypatch.setattr(sys, "meta_path", [Interrupting(), *sys.meta_path])
-    monkeypatch.setitem(cli.RUNNERS, "presets", "cli_slow_to_import")
+    monkeypatch.setitem(cli.RUNNERS, "presets", "slow_to_import")
     assert run(capsys, "presets") == (130, "", "xbar: error: interrupted; no output was written unless reported "
                                                "above\n")
 
@@ -375,7 +376,7 @@ def test_inspect_graph_and_plot(workspace, capsys):
 
 
 def test_presets_lists_every_preset_with_its_settings(capsys):
-    from xbar.compiler.presets import PRESETS
+    from xbar.compiler.config.presets import PRESETS
 
     status, out, _ = run(capsys, "presets")
     assert status == 0
@@ -411,7 +412,7 @@ def test_version(capsys):
 def test_light_commands_do_not_import_torch(argv):
     script = textwrap.dedent(f"""
         import sys
-        from xbar.compiler.cli import main
+        from xbar.compiler.cli.main import main
         try:
             status = main({argv!r})
         except SystemExit as exit_:

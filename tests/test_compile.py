@@ -15,11 +15,11 @@ import torch.nn.functional as F
 from torch._dynamo.utils import counters
 
 from xbar import FineTuning, PCMLikeNoiseModel, accuracy_over_time, calibrate, convert, fine_tune, prepare, program
-from xbar.compiler import compiled as compiled_path
-from xbar.compiler.runtime import onnx_runner
+from xbar.compiler.onnx.runtime import onnx_runner
+from xbar.compiler.pipeline import compiled as compiled_path
 from xbar.models.zoo import ZOO, load_pretrained
-from xbar.passes.crossbar import Crossbar
-from xbar.passes.input_range import InputRange
+from xbar.passes.numerics.crossbar import Crossbar
+from xbar.passes.numerics.input_range import InputRange
 
 from conftest import WEIGHTS, eight_bit, make_input, make_model, run
 

@@ -11,18 +11,18 @@ from onnx_parity import Exported, assert_within_one_adc_step
 from torch import nn
 
 from xbar import HardwareConfig, calibrate, convert, export_onnx, prepare
-from xbar.compiler import onnx_ops
-from xbar.compiler.inspection import load_inspection
-from xbar.compiler.layer_summary import summarize_converted
+from xbar.compiler.inspection.read import load_inspection
+from xbar.compiler.inspection.summary import summarize_converted
+from xbar.compiler.onnx import ops as onnx_ops
 from xbar.passes.arrays import WeightLayout
 from xbar.passes.capture import capture
-from xbar.passes.crossbar import Crossbar
 from xbar.passes.kinds import CONV_TRANSPOSE
 from xbar.passes.kinds.conv_transpose import ConvTransposeGeometry
 from xbar.passes.matching import find_crossbar_layers
+from xbar.passes.numerics.crossbar import Crossbar
 from xbar.passes.parameters import ConfigError
 from xbar.passes.plan import tag_of
-from xbar.passes.tiling import plan_tiles
+from xbar.passes.rewrites.tiling import plan_tiles
 
 from conftest import eight_bit
 

@@ -7,12 +7,12 @@ import inspect
 import pytest
 import torch
 
-from xbar.compiler.onnx_ops import CONSTANT_ATTRIBUTES, CROSSBAR_OPS, FUNCTIONS, SCHEMAS, node_attributes
-from xbar.passes.crossbar import Crossbar, CrossbarSettings
-from xbar.passes.export_ops import CUSTOM_OPS, TENSORS, op_arguments
+from xbar.compiler.onnx.ops import CONSTANT_ATTRIBUTES, CROSSBAR_OPS, FUNCTIONS, SCHEMAS, node_attributes
 from xbar.passes.kinds import CONV, CONV_TRANSPOSE, KINDS, LINEAR
 from xbar.passes.kinds.conv import ConvGeometry
 from xbar.passes.kinds.conv_transpose import ConvTransposeGeometry
+from xbar.passes.numerics.crossbar import Crossbar, CrossbarSettings
+from xbar.passes.rewrites.export_ops import CUSTOM_OPS, TENSORS, op_arguments
 
 SETTINGS = CrossbarSettings("fc", input_range=2.5, scale_ratio=40.0, g_min=1.0, g_max=25.0, dac_steps=254,
                             adc_steps=254, out_bound=10.0, tile_row=1, tile_col=2)

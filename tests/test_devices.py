@@ -15,10 +15,10 @@ from torch import nn
 
 import xbar
 from xbar import BaseNoiseModel, HardwareConfig, PCMLikeNoiseModel, ReRamWan2022NoiseModel, StateIndependentNoiseModel
-from xbar.compiler.programming import PROGRAMMING_KEY, programming_of
+from xbar.compiler.devices.arrays import adc_unit, crossbar_modules, drift_readout
+from xbar.compiler.devices.programming import PROGRAMMING_KEY, programming_of
 from xbar.models import load_digits_split, load_pretrained
-from xbar.passes.crossbar import CrossbarSettings
-from xbar.passes.programming import adc_unit, crossbar_modules, drift_readout
+from xbar.passes.numerics.crossbar import CrossbarSettings
 
 ZOO = ("mlp", "lenet", "resnet", "transformer")
 LEVELS = (0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0)
@@ -395,7 +395,7 @@ def test_misuse_is_one_user_error():
 def test_a_drifted_model_exports_its_conductances_gain_and_programming(tmp_path):
     import onnx
 
-    from xbar.compiler.runtime import onnx_runner
+    from xbar.compiler.onnx.runtime import onnx_runner
 
     data = digits()
     config = xbar.preset_config("8bit")

@@ -30,10 +30,10 @@ from xbar import (
     fine_tune,
     prepare,
 )
-from xbar.compiler import cli_compile
-from xbar.compiler.cli import main
-from xbar.compiler.pipeline import input_ranges
-from xbar.passes.calibration import CalibrationMethod
+from xbar.compiler.cli.commands import compile as cli_compile
+from xbar.compiler.cli.main import main
+from xbar.compiler.pipeline.stages import input_ranges
+from xbar.passes.numerics.calibration import CalibrationMethod
 
 from conftest import make_model
 

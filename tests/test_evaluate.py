@@ -29,15 +29,16 @@ from xbar import (
     preset_config,
     program,
 )
-from xbar.compiler import cli_arguments, cli_evaluate
-from xbar.compiler.cli import main
-from xbar.compiler.cli_arguments import Time, parse_times
-from xbar.compiler.evaluation import Evaluation, TimePoint
-from xbar.compiler.evaluation_view import plot_accuracy, time_axis
-from xbar.compiler.figures import image_type, pyplot
-from xbar.compiler.noise_models import NOISE_MODELS
+from xbar.compiler.cli import arguments as cli_arguments
+from xbar.compiler.cli.arguments import Time, parse_times
+from xbar.compiler.cli.commands import evaluate as cli_evaluate
+from xbar.compiler.cli.evaluation_view import plot_accuracy, time_axis
+from xbar.compiler.cli.figures import image_type, pyplot
+from xbar.compiler.cli.main import main
+from xbar.compiler.devices.arrays import DriftCompensation
+from xbar.compiler.devices.evaluation import Evaluation, TimePoint
+from xbar.compiler.devices.registry import NOISE_MODELS
 from xbar.models import accuracy, load_digits_split, load_pretrained
-from xbar.passes.programming import DriftCompensation
 
 from conftest import NET, load_net_class, run
 
@@ -272,7 +273,7 @@ def test_help_has_examples(capsys):
 def test_evaluate_help_does_not_import_torch():
     script = textwrap.dedent("""
         import sys
-        from xbar.compiler.cli import main
+        from xbar.compiler.cli.main import main
         try:
             main(["evaluate", "--help"])
         except SystemExit as exit_:

@@ -27,13 +27,14 @@ from xbar import (
     export_onnx,
     prepare,
 )
-from xbar.compiler import onnx_layers, onnx_ops
-from xbar.compiler.record import Stage, record_of
+from xbar.compiler.onnx import layers as onnx_layers
+from xbar.compiler.onnx import ops as onnx_ops
+from xbar.compiler.pipeline.record import Stage, record_of
 from xbar.passes.capture import copy_graph_module
-from xbar.passes.crossbar import Crossbar
-from xbar.passes.export_ops import CUSTOM_OPS, CrossbarToCustomOpsPass
-from xbar.passes.functional_ops import FunctionalInPlaceOpsPass
 from xbar.passes.infra import run_passes
+from xbar.passes.numerics.crossbar import Crossbar
+from xbar.passes.rewrites.export_ops import CUSTOM_OPS, CrossbarToCustomOpsPass
+from xbar.passes.rewrites.functional_ops import FunctionalInPlaceOpsPass
 
 from conftest import eight_bit, make_input, make_model
 
@@ -482,7 +483,7 @@ def test_a_failed_write_leaves_no_file(exported, tmp_path, monkeypatch):
     def disk_full(*args):
         raise OSError("disk full")
 
-    monkeypatch.setattr("xbar.compiler.export.os.replace", disk_full)
+    monkeypatch.setattr("xbar.compiler.onnx.export.os.replace", disk_full)
     with pytest.raises(OSError, match="disk full"):
         export_onnx(result.converted, (make_input("mlp", 4),), tmp_path / "m.onnx")
     assert os.listdir(tmp_path) == []

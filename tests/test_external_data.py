@@ -6,10 +6,10 @@ import onnxruntime as ort
 import pytest
 
 from xbar import calibrate, convert, export_onnx, prepare
-from xbar.compiler import onnx_files
-from xbar.compiler.inspection import load_inspection
-from xbar.compiler.layer_summary import InspectError
-from xbar.compiler.onnx_layers import ExportError
+from xbar.compiler.inspection.read import load_inspection
+from xbar.compiler.inspection.summary import InspectError
+from xbar.compiler.onnx import files as onnx_files
+from xbar.compiler.onnx.layers import ExportError
 
 from conftest import NET, make_input, make_model, run
 

@@ -6,7 +6,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from xbar.passes.input_range import InputRange, learned_clip, update_range_from_data
+from xbar.passes.numerics.input_range import InputRange, learned_clip, update_range_from_data
 from xbar.passes.parameters import InputRangeParameter
 
 

@@ -10,11 +10,11 @@ from rich.console import Console
 from torch import nn
 
 from xbar import HardwareConfig, calibrate, convert, export_onnx, prepare
-from xbar.compiler.config import LayerRule
-from xbar.compiler.graph_archive import save_graph
-from xbar.compiler.inspection import load_inspection
-from xbar.compiler.inspection_view import array_labels, count_text, describe_config, layer_tables, plot_layers
-from xbar.compiler.layer_summary import InspectError, summarize_converted
+from xbar.compiler.cli.inspection_view import array_labels, count_text, describe_config, layer_tables, plot_layers
+from xbar.compiler.config.hardware import LayerRule
+from xbar.compiler.inspection.archive import save_graph
+from xbar.compiler.inspection.read import load_inspection
+from xbar.compiler.inspection.summary import InspectError, summarize_converted
 
 from conftest import eight_bit, make_input, make_model
 

@@ -3,8 +3,8 @@
 import pytest
 
 from xbar import ConfigError, HardwareConfig, LayerRule, convert, prepare
-from xbar.compiler.record import Stage, record_of
-from xbar.passes.crossbar import Crossbar
+from xbar.compiler.pipeline.record import Stage, record_of
+from xbar.passes.numerics.crossbar import Crossbar
 
 from conftest import make_input, make_model
 

@@ -4,12 +4,12 @@ import torch
 from pass_graphs import run, traced
 from torch import nn
 
-from xbar.passes.crossbar import Crossbar
-from xbar.passes.export_ops import CUSTOM_OPS, CrossbarToCustomOpsPass
-from xbar.passes.insert_input_range import InsertInputRangePass
-from xbar.passes.isolate_layers import IsolateCrossbarLayersPass
 from xbar.passes.kinds import CONV_TRANSPOSE, LINEAR
-from xbar.passes.lower_conductances import LowerToConductancesPass
+from xbar.passes.numerics.crossbar import Crossbar
+from xbar.passes.rewrites.export_ops import CUSTOM_OPS, CrossbarToCustomOpsPass
+from xbar.passes.rewrites.insert_input_range import InsertInputRangePass
+from xbar.passes.rewrites.isolate_layers import IsolateCrossbarLayersPass
+from xbar.passes.rewrites.lower_conductances import LowerToConductancesPass
 
 
 class UpAndOut(nn.Module):

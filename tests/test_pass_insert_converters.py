@@ -4,12 +4,12 @@ import torch
 from pass_graphs import OneLinear, names, run, traced
 from torch import nn
 
-from xbar.passes import periphery
-from xbar.passes.insert_converters import InsertConvertersPass
-from xbar.passes.insert_input_range import InsertInputRangePass
-from xbar.passes.isolate_layers import IsolateCrossbarLayersPass
+from xbar.passes.numerics import periphery
 from xbar.passes.plan import Role, tagged
-from xbar.passes.tiling import TileLayersPass
+from xbar.passes.rewrites.insert_converters import InsertConvertersPass
+from xbar.passes.rewrites.insert_input_range import InsertInputRangePass
+from xbar.passes.rewrites.isolate_layers import IsolateCrossbarLayersPass
+from xbar.passes.rewrites.tiling import TileLayersPass
 
 EIGHT_BIT = {"forward.inp_res": 254, "forward.out_res": 254, "forward.out_bound": 10}
 

@@ -3,12 +3,12 @@
 import torch
 from pass_graphs import OneLinear, names, run, traced
 
-from xbar.passes import periphery
-from xbar.passes.input_range import InputRange
-from xbar.passes.insert_input_range import InsertInputRangePass
-from xbar.passes.isolate_layers import IsolateCrossbarLayersPass
+from xbar.passes.numerics import periphery
+from xbar.passes.numerics.input_range import InputRange
 from xbar.passes.plan import Role, tagged
-from xbar.passes.tiling import TileLayersPass
+from xbar.passes.rewrites.insert_input_range import InsertInputRangePass
+from xbar.passes.rewrites.isolate_layers import IsolateCrossbarLayersPass
+from xbar.passes.rewrites.tiling import TileLayersPass
 
 from conftest import SharedLayer
 

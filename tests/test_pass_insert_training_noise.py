@@ -2,13 +2,13 @@
 
 from pass_graphs import OneLinear, names, run, traced
 
-from xbar.passes.insert_converters import InsertConvertersPass
-from xbar.passes.insert_input_range import InsertInputRangePass
-from xbar.passes.insert_training_noise import InsertTrainingNoisePass
-from xbar.passes.isolate_layers import IsolateCrossbarLayersPass
-from xbar.passes.remove_training_noise import RemoveTrainingNoisePass
-from xbar.passes.tiling import TileLayersPass
-from xbar.passes.training_noise import OutputNoise, WeightNoise
+from xbar.passes.numerics.training_noise import OutputNoise, WeightNoise
+from xbar.passes.rewrites.insert_converters import InsertConvertersPass
+from xbar.passes.rewrites.insert_input_range import InsertInputRangePass
+from xbar.passes.rewrites.insert_training_noise import InsertTrainingNoisePass
+from xbar.passes.rewrites.isolate_layers import IsolateCrossbarLayersPass
+from xbar.passes.rewrites.remove_training_noise import RemoveTrainingNoisePass
+from xbar.passes.rewrites.tiling import TileLayersPass
 
 EIGHT_BIT = {"forward.inp_res": 254, "forward.out_res": 254, "forward.out_bound": 10}
 NOISE = {"modifier.type": "ADD_NORMAL", "modifier.std_dev": 0.05, "forward.out_noise": 0.04,

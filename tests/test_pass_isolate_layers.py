@@ -5,8 +5,8 @@ import torch.nn.functional as F
 from pass_graphs import OneLinear, names, run, traced
 from torch import nn
 
-from xbar.passes.isolate_layers import IsolateCrossbarLayersPass
 from xbar.passes.plan import Role, tag_of, tagged
+from xbar.passes.rewrites.isolate_layers import IsolateCrossbarLayersPass
 
 
 def isolated(module, *example):

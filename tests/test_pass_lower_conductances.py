@@ -4,14 +4,14 @@ import torch
 from pass_graphs import WIDE_RANGE, OneLinear, names, run, traced
 from torch import nn
 
-from xbar.passes.crossbar import Crossbar
-from xbar.passes.input_range import InputRange
-from xbar.passes.insert_converters import InsertConvertersPass
-from xbar.passes.insert_input_range import InsertInputRangePass
-from xbar.passes.isolate_layers import IsolateCrossbarLayersPass
 from xbar.passes.kinds import LINEAR
-from xbar.passes.lower_conductances import LowerToConductancesPass
-from xbar.passes.tiling import TileLayersPass
+from xbar.passes.numerics.crossbar import Crossbar
+from xbar.passes.numerics.input_range import InputRange
+from xbar.passes.rewrites.insert_converters import InsertConvertersPass
+from xbar.passes.rewrites.insert_input_range import InsertInputRangePass
+from xbar.passes.rewrites.isolate_layers import IsolateCrossbarLayersPass
+from xbar.passes.rewrites.lower_conductances import LowerToConductancesPass
+from xbar.passes.rewrites.tiling import TileLayersPass
 
 from conftest import SharedLayer
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from xbar.passes import periphery
+from xbar.passes.numerics import periphery
 
 
 def test_adc_quantises_clips_and_passes_gradient_only_inside_the_bound():

@@ -6,9 +6,9 @@ import torch
 from torch import nn
 
 from xbar import FineTuning, HardwareConfig, NoCrossbarLayersWarning, calibrate, convert, fine_tune, prepare
-from xbar.passes.crossbar import Crossbar
 from xbar.passes.infra import PassError
-from xbar.passes.input_range import InputRange
+from xbar.passes.numerics.crossbar import Crossbar
+from xbar.passes.numerics.input_range import InputRange
 
 from conftest import SharedLayer, eight_bit, make_input, make_model
 

@@ -1,0 +1,352 @@
+"""The ``xbar`` command line's arguments: the parser, its help text and the value parsers.
+
+Imports nothing heavy (no torch, onnx or numpy), so ``xbar --help`` and
+``xbar --version`` start at once. The names the help lists that live in
+torch-importing modules are spelled out here (``ZOO_NAMES``, ``BUILTIN_DATA``,
+``CALIBRATION_METHODS``, ``CAPTURE_METHODS``, ``NOISE_MODEL_NAMES``); the CLI
+tests check each against the module that owns it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+from importlib.metadata import PackageNotFoundError, version
+from typing import NamedTuple, Sequence
+
+from ...passes.errors import UserError
+from ..config.presets import DEFAULT_PRESET, PRESETS
+from ..config.settings_text import settings_text
+from ..version import __version__
+
+ZOO_NAMES = ("mlp", "lenet", "resnet", "transformer")
+"""``xbar.models.zoo.ZOO``'s names."""
+BUILTIN_DATA = ("digits",)
+"""``xbar.compiler.cli.data.BUILTIN``'s names."""
+CALIBRATION_METHODS = ("InitFromData", "MovingStd", "MovingQuantile", "CacheQuantile", "Max")
+"""``xbar.passes.numerics.calibration.CalibrationMethod``'s values, the default first."""
+CAPTURE_METHODS = ("export", "symbolic_trace")
+"""``xbar.passes.capture.CaptureMethod``'s values, the default first."""
+
+NOISE_MODEL_NAMES = ("pcm", "state-independent", "reram")
+"""``xbar.compiler.devices.registry.NOISE_MODELS``'s names, the default first."""
+COMPENSATIONS = ("global", "per-column", "none")
+"""``xbar evaluate --compensation``'s choices, the default first."""
+
+DEFAULT_MODEL = "lenet"
+DEFAULT_BATCH_SIZE = 64
+DEFAULT_TIMES = "1s,1h,1d,1y"
+DEFAULT_SEEDS = 10
+TIME_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "y": 365 * 86400.0}
+"""Seconds per unit of ``--times`` (m is minutes, y is 365 days)."""
+_TIME = re.compile(r"([+-]?(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?)\s*([a-z]*)")
+
+
+class UsageError(UserError):
+    """The command line asks for something that cannot be done as written."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse that raises :class:`UsageError` (one line) instead of printing usage and exiting."""
+
+    def error(self, message: str):
+        raise UsageError(f"{message}; see `{self.prog} --help`")
+
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return int(text)
+
+
+def _count(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return int(text)
+
+
+def parse_input_shape(text: str) -> tuple[int, ...]:
+    """``"1,1,8,8"`` (or ``1x1x8x8``) -> ``(1, 1, 8, 8)``; the first number is the batch size."""
+    parts = re.split(r"[,x]", text.strip())
+    if not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+        raise argparse.ArgumentTypeError(f"expected positive integers separated by commas, "
+                                         f"batch first (e.g. 1,1,8,8), got {text!r}")
+    return tuple(int(p) for p in parts)
+
+
+class Time(NamedTuple):
+    """One time after programming: as written (with its unit) and in seconds."""
+
+    label: str
+    seconds: float
+
+
+def parse_times(text: str) -> tuple[Time, ...]:
+    """``"10m,2d,30"`` -> the times in seconds, earliest first; each >= 0, finite, listed once."""
+    times = []
+    for item in text.split(","):
+        item = item.strip()
+        match = _TIME.fullmatch(item)
+        if match is None or match.group(2) not in ("", *TIME_UNITS):
+            raise argparse.ArgumentTypeError(f"cannot read the time {item!r}: give seconds or a number with "
+                                             f"one of the units {', '.join(TIME_UNITS)} (e.g. 10m,2d)")
+        number, unit = match.groups()
+        seconds = float(number) * TIME_UNITS[unit or "s"]
+        if not math.isfinite(seconds) or seconds < 0:
+            raise argparse.ArgumentTypeError(f"the time {item!r} is not a time after programming: give a "
+                                             "finite number >= 0")
+        times.append(Time(f"{number}{unit or 's'}", seconds))
+    by_seconds = {}
+    for time in times:
+        if time.seconds in by_seconds:
+            raise argparse.ArgumentTypeError(f"{by_seconds[time.seconds].label} and {time.label} are the same "
+                                             "time; list each time once")
+        by_seconds[time.seconds] = time
+    return tuple(sorted(times, key=lambda time: time.seconds))
+
+
+def parse_overrides(items: Sequence[str]) -> dict:
+    """``["forward.inp_res=254"]`` -> ``{"forward.inp_res": 254}``; values are JSON scalars when they parse."""
+    overrides = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--set {item!r}: expected KEY=VALUE, e.g. --set forward.inp_res=254")
+        try:
+            value = json.loads(text)
+        except ValueError:
+            value = text
+        overrides[key.strip()] = value if isinstance(value, (int, float, bool, str, type(None))) else text
+    return overrides
+
+
+def version_text() -> str:
+    """xbar's version and those of the libraries it runs on, read from package metadata (no imports)."""
+    return f"xbar {__version__} (" + ", ".join(f"{name} {_installed(name)}"
+                                               for name in ("torch", "onnx", "onnxruntime")) + ")"
+
+
+def _installed(distribution: str) -> str:
+    try:
+        return version(distribution)
+    except PackageNotFoundError:
+        return "not installed"
+
+
+MODEL_HELP = f"""\
+MODEL is one of:
+  a zoo name          {', '.join(ZOO_NAMES)} (shipped weights; digits data)
+  FILE.py:FACTORY     FACTORY() builds the nn.Module; --weights loads a state_dict into it
+                      (without --weights the factory's initial weights are compiled)
+  FILE.pt2            a program saved by torch.export.save (with a dynamic batch dimension)
+
+Hardware: --preset or --config, then each --set in order. Without --preset or
+--config the default is the preset {DEFAULT_PRESET}:
+  {settings_text(PRESETS[DEFAULT_PRESET].overrides)}
+"""
+
+COMPILE_EPILOG = MODEL_HELP + f"""
+Layers: --include / --exclude take layer-name globs ('encoder.*') or module types
+(Linear, Conv2d; nn.Linear and torch.nn.Linear work too).
+
+Capture: torch.export by default; --capture symbolic_trace for models it cannot trace.
+
+Calibration data: a built-in set ({', '.join(BUILTIN_DATA)}), a .npz file (its only array,
+or the arrays named x and, optionally, y) or a .pt file (a tensor, or a dict with
+tensors under "x" and, optionally, "y"), samples along the first dimension, labels y
+as class indices; NaN and infinite samples are refused. A zoo model calibrates on
+digits unless --calib says otherwise.
+Calibration runs at most --calib-batches batches of --batch-size samples (default:
+pre_post.input_range.init_from_data, the number the range rule averages over).
+--finetune N then trains the input ranges and weights together for N epochs on the
+labelled samples (xbar.fine_tune's recipe, cross-entropy), with the training noise
+the hardware config sets (modifier, forward.out_noise, forward.w_noise; e.g.
+--preset hwa) in every training step and none in the compiled model. With a labelled
+built-in data set the test accuracy of the original, the compiled PyTorch model and
+the ONNX file (in ONNX Runtime) is printed.
+
+Conductances past protobuf's 2 GB limit go to FILE.onnx.data next to the ONNX
+file (ONNX external data; keep the two together); --external-data asks for that
+at any size. ONNX Runtime and `xbar inspect` read the pair.
+
+--save-graph writes the converted graph as a torch.save archive of tensors and
+text (loadable with torch.load(weights_only=True)); `xbar inspect` reads it.
+
+Under torchrun (torchrun --nproc-per-node 2 -m xbar.compiler.cli compile ...) every
+process calibrates and fine-tunes on its share of the data; rank 0 reports and writes.
+
+examples:
+  xbar compile                                   # LeNet -> lenet.onnx, with accuracies
+  xbar compile --finetune 5                      # ... fine-tuned for the 8-bit periphery first
+  xbar compile mlp --preset 6bit-256x256 -o mlp6.onnx
+  xbar compile net.py:make_net --weights net.pt --calib inputs.npz
+  xbar compile model.pt2 --calib images.npz --set forward.out_bound=20
+  xbar compile resnet --exclude 'layer2.*' --keep-first-last-digital --save-graph resnet.graph.pt
+"""
+
+EVALUATE_EPILOG = MODEL_HELP + f"""
+Layers, capture, calibration data and --finetune work as in `xbar compile --help`.
+The model is compiled once; each seed 0..N-1 programs its arrays (xbar.program),
+and each time reads them from that programmed state (xbar.drift) with its own
+read seed, derived from the seed and the time. Accuracy is measured on the
+labelled test split of a built-in data set, else on the labelled samples of
+--calib (the calibration samples themselves: an optimistic figure). Under torchrun
+the processes share the seeds out; rank 0 reports the whole evaluation.
+
+Devices: --noise {NOISE_MODEL_NAMES[0]} (PCMLikeNoiseModel), state-independent
+(StateIndependentNoiseModel) or reram (ReRamWan2022NoiseModel, fitted at 1s, 1d and
+2d only), with their defaults and the converter's g_max; or a [noise] section in
+the --config file naming the model and any of its fields:
+  [noise]
+  model = "pcm"
+  prog_noise_scale = 0.5
+
+examples:
+  xbar evaluate                                  # LeNet, 8-bit, PCM, 10 seeds at 1s,1h,1d,1y
+  xbar evaluate mlp --seeds 3 --times 10m,2d --noise state-independent
+  xbar evaluate --finetune 5 --compensation per-column --plot lenet-drift.png
+  xbar evaluate resnet --finetune 10 --set forward.out_noise=0.04   # hardware-aware fine-tuning
+  xbar evaluate resnet --config hw.toml --json > resnet-drift.json
+"""
+
+INSPECT_EPILOG = """\
+FILE is an ONNX file from `xbar compile -o` or a graph archive from `--save-graph`.
+"at g_max" is the fraction of devices (G+ and G-) within 1% of (g_max - g_min) of g_max.
+In a narrow terminal the settings and the conductances are two tables.
+
+examples:
+  xbar inspect lenet.onnx
+  xbar inspect lenet.onnx --graph
+  xbar inspect lenet.onnx --json > lenet.json
+  xbar inspect lenet.onnx --plot lenet.png
+"""
+
+MAIN_EPILOG = """\
+examples:
+  xbar compile
+  xbar evaluate --seeds 3 --times 1h,1y
+  xbar inspect lenet.onnx --graph
+  xbar presets
+
+exit status: 0 ok, 1 the work failed, 2 the input needs fixing (command line, model file,
+data, config, output path); --debug shows tracebacks"""
+
+
+def build_parser() -> ArgumentParser:
+    """The ``xbar`` parser; each command sets ``command`` to its name."""
+    parser = ArgumentParser(prog="xbar", description="Compile trained PyTorch models for analog crossbar "
+                            "arrays, evaluate them on noisy devices and inspect the annotated ONNX they "
+                            "become.", epilog=MAIN_EPILOG,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=version_text())
+    common = ArgumentParser(add_help=False)
+    for accepting_debug in (parser, common):  # main() reads --debug from argv, before parsing can fail
+        accepting_debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                                     help="show tracebacks and library warnings")
+    parser.set_defaults(debug=False)
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    _add_compile(commands, common)
+    _add_evaluate(commands, common)
+    _add_inspect(commands, common)
+    presets = commands.add_parser("presets", parents=[common], help="list the hardware presets",
+                                  description="List the named hardware presets, what they set and "
+                                  "where their numbers come from.", epilog="example:\n  xbar presets",
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    presets.set_defaults(command="presets")
+    return parser
+
+
+def _add_compile(commands, common) -> None:
+    compile_ = commands.add_parser(
+        "compile", parents=[common], help="compile a model to annotated ONNX (default: the shipped LeNet)",
+        description="Capture a model, insert the crossbar periphery, calibrate its input ranges, lower the "
+        "weights to conductances and write annotated ONNX.",
+        epilog=COMPILE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_model_arguments(compile_)
+    compile_.add_argument("-o", "--output", metavar="FILE.onnx",
+                          help="ONNX file to write (default: named after --weights, else the model file or "
+                          "zoo name: lenet.onnx)")
+    compile_.add_argument("--external-data", action="store_true",
+                          help="keep the initializers in FILE.onnx.data next to the ONNX file (automatic past "
+                          "protobuf's 2 GB limit)")
+    compile_.add_argument("--save-graph", metavar="PATH", help="also write the converted graph archive")
+    compile_.set_defaults(command="compile")
+
+
+def _add_evaluate(commands, common) -> None:
+    evaluate = commands.add_parser(
+        "evaluate", parents=[common], help="test accuracy over time on noisy, drifting devices",
+        description="Compile a model as `xbar compile` does, then program its arrays with device noise for "
+        "several seeds and read them at several times after programming: the test accuracy's mean and "
+        "std per time, next to the noise-free converted model's.",
+        epilog=EVALUATE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_model_arguments(evaluate)
+    evaluate.add_argument("--times", type=parse_times, default=parse_times(DEFAULT_TIMES), metavar="T,T,...",
+                          help=f"times after programming: seconds, or numbers with s, m, h, d or y (365 days) "
+                          f"(default: {DEFAULT_TIMES})")
+    evaluate.add_argument("--seeds", type=_positive_int, default=DEFAULT_SEEDS, metavar="N",
+                          help=f"programming instances, seeds 0 to N-1 (default: {DEFAULT_SEEDS})")
+    evaluate.add_argument("--noise", choices=NOISE_MODEL_NAMES, metavar="MODEL",
+                          help=f"device model: {', '.join(NOISE_MODEL_NAMES)} (default: the [noise] section of "
+                          f"--config, else {NOISE_MODEL_NAMES[0]})")
+    evaluate.add_argument("--compensation", choices=COMPENSATIONS, default=COMPENSATIONS[0],
+                          help="drift compensation: one digital gain per array (global, the default), per "
+                          "output column, or none")
+    evaluate.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    evaluate.add_argument("--plot", metavar="IMAGE", help="save accuracy against time (.png, .svg, .pdf, ...)")
+    evaluate.set_defaults(command="evaluate")
+
+
+def _add_model_arguments(command: argparse.ArgumentParser) -> None:
+    """What `xbar compile` and `xbar evaluate` share: the model, its data, the hardware and the compile steps."""
+    command.add_argument("model", nargs="?", default=DEFAULT_MODEL, metavar="MODEL",
+                         help=f"zoo name, FILE.py:FACTORY or FILE.pt2 (default: {DEFAULT_MODEL})")
+    command.add_argument("--weights", metavar="CHECKPOINT", help="state_dict to load (torch.load weights_only)")
+    command.add_argument("--input-shape", type=parse_input_shape, metavar="N,C,...",
+                         help="example input shape, batch first (default: from the data or the model)")
+    command.add_argument("--calib", metavar="DATA",
+                         help=f"calibration data: {', '.join(BUILTIN_DATA)}, or a .npz / .pt file of inputs "
+                         "[N, ...] and optional labels")
+    hardware = command.add_mutually_exclusive_group()
+    hardware.add_argument("--preset", choices=list(PRESETS), help="named hardware preset (see `xbar presets`)")
+    hardware.add_argument("--config", metavar="FILE", help="hardware config, .toml or .json, shaped like "
+                          "HardwareConfig.to_dict() (missing keys: HardwareConfig defaults)")
+    command.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                         help="override one config field, e.g. forward.inp_res=254 (repeatable)")
+    command.add_argument("--include", action="append", default=[], metavar="PATTERN",
+                         help="only layers matching this name glob or module type go to crossbars (repeatable)")
+    command.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
+                         help="keep layers matching this name glob or module type digital (repeatable)")
+    command.add_argument("--keep-first-last-digital", action="store_true",
+                         help="keep the first and the last crossbar layer digital")
+    command.add_argument("--capture", choices=CAPTURE_METHODS, default=CAPTURE_METHODS[0],
+                         help="how the model becomes a graph: torch.export (default) or torch.fx.symbolic_trace "
+                         "(ignored for a .pt2 program, which is captured already)")
+    command.add_argument("--calib-batches", type=_count, metavar="N", help="calibrate on at most N batches "
+                         "(default: pre_post.input_range.init_from_data; 0: keep init_value)")
+    command.add_argument("--calib-method", choices=CALIBRATION_METHODS, default=CALIBRATION_METHODS[0],
+                         help="how the input ranges are set from the data (default: InitFromData, the "
+                         "reference rule; the others are aihwkit's post-training methods)")
+    command.add_argument("--finetune", type=_count, default=0, metavar="EPOCHS",
+                         help="after calibration, train ranges and weights for EPOCHS epochs on the labelled "
+                         "data (default: 0, no training)")
+    command.add_argument("--compile", action="store_true",
+                         help="run calibration, fine-tuning and evaluation through torch.compile (eager without "
+                         "a C++ compiler, with a warning); the first batch pays the compile time")
+    command.add_argument("--batch-size", type=_positive_int, default=DEFAULT_BATCH_SIZE, metavar="N",
+                         help=f"calibration, fine-tuning and evaluation batch size (default: {DEFAULT_BATCH_SIZE})")
+
+
+def _add_inspect(commands, common) -> None:
+    inspect = commands.add_parser(
+        "inspect", parents=[common], help="show the crossbar layers of an exported file",
+        description="Show the crossbar layers of an ONNX export or a saved graph: input ranges, scale "
+        "ratios, conductance statistics, DAC/ADC settings.",
+        epilog=INSPECT_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    inspect.add_argument("file", metavar="FILE", help="ONNX file or graph archive")
+    inspect.add_argument("--graph", action="store_true", help="also print the graph (ONNX: its node list)")
+    inspect.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    inspect.add_argument("--plot", metavar="IMAGE", help="save conductance histograms and input ranges (.png)")
+    inspect.set_defaults(command="inspect")

@@ -1,0 +1,106 @@
+"""``xbar evaluate``: compile a model as ``xbar compile`` does, then measure its test
+accuracy on noisy, drifting devices, programmed once per seed and read at each time.
+
+Checked before any work: the plot path and image type, the hardware config, the
+device model (and that it can be read at every time), the model and its labelled data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from torch import Tensor
+
+from ...config.hardware import HardwareConfig
+from ...devices.evaluation import accuracy_over_time, check_times
+from ...devices.models import BaseNoiseModel
+from ...devices.registry import noise_model
+from ...files import check_writable, reporting_write_errors
+from ...pipeline.distributed import group_in_use, rank_share
+from ..console import is_reporting_process, say, stderr_console, stdout_console
+from ..data import Dataset
+from ..evaluation_view import accuracy_table, plot_accuracy
+from ..figures import image_type
+from ..inspection_view import describe_config
+from ..report import calibration_note, progress_bar
+from ..steps import compile_steps, hardware_config, load_inputs, read_config_file
+
+COMPENSATIONS = {"global": "global", "per-column": "per_column", "none": None}
+"""--compensation -> what :func:`xbar.drift` takes."""
+COMPENSATION_TEXT = {"global": "global drift compensation (one gain per array)",
+                     "per-column": "per-column drift compensation (one gain per output column)",
+                     "none": "no drift compensation"}
+
+
+def run(args: argparse.Namespace) -> int:
+    out, err = stdout_console(), stderr_console()
+    plot_path = check_writable(Path(args.plot), "--plot") if args.plot else None
+    kind = image_type(plot_path) if plot_path else None
+    config = hardware_config(args)
+    devices = device_model(args, config)
+    times = {time.label: time.seconds for time in args.times}
+    check_times(devices, times)
+    inputs = load_inputs(args, config, "xbar evaluate")
+    x, y, described = evaluation_data(inputs.data)
+    compiled = compile_steps(inputs, args, err)
+    share = len(rank_share(args.seeds, group_in_use()))  # under torchrun the ranks share the seeds out
+    with progress_bar(err) as progress:
+        here = "" if share == args.seeds else f" ({share} seeds in this process)"
+        task = progress.add_task(f"programming and reading: {args.seeds} seeds x {len(times)} times{here}",
+                                 total=share * len(times))
+        evaluation = accuracy_over_time(compiled.converted, devices, times, args.seeds, x, y,
+                                        compensation=COMPENSATIONS[args.compensation], batch_size=args.batch_size,
+                                        on_step=lambda: progress.advance(task), compile=args.compile)
+    seeds = "1 programming seed" if args.seeds == 1 else f"{args.seeds} programming seeds"
+    title = f"{inputs.source.name}: accuracy on {described}, {seeds}"
+    if plot_path is not None and is_reporting_process():
+        with reporting_write_errors(plot_path, "--plot"):
+            plot_accuracy(evaluation, plot_path, kind, title)
+    if args.json:
+        data = {"name": inputs.data.name, "split": "test" if inputs.data.test else "calibration", "samples": len(y)}
+        out.out(json.dumps({"model": inputs.source.name, "data": data, "hardware": config.to_dict(),
+                            **evaluation.as_dict()}, indent=2, allow_nan=False), highlight=False)
+    else:
+        say(out, f"hardware: {describe_config(config.to_dict())}")
+        say(out, calibration_note(compiled.calibration_batches, inputs.data, args.batch_size))
+        if compiled.fine_tuning:
+            say(out, compiled.fine_tuning)
+        say(out, f"devices: {noise_text(evaluation.noise_model)}; {COMPENSATION_TEXT[args.compensation]}")
+        say(out, title)
+        say(out, accuracy_table(evaluation))
+    if plot_path is not None:
+        say(err, f"wrote {plot_path}")
+    return 0
+
+
+def device_model(args: argparse.Namespace, config: HardwareConfig) -> BaseNoiseModel:
+    """--noise, else the config file's [noise] section, else the PCM-like default; g_max the converter's."""
+    section = read_config_file(Path(args.config)).noise if args.config else None
+    where = f"--config {args.config}" if args.config else "--noise"
+    return noise_model(args.noise, section, config.converter.g_max, where)
+
+
+def evaluation_data(data: Dataset) -> tuple[Tensor, Tensor, str]:
+    """The test split if the data set has one, else the labelled calibration samples; and which it is."""
+    if data.test is not None:
+        x, y = data.test
+        return x, y, f"the {data.name} test split ({len(y)} samples)"
+    return data.samples, data.labels, f"the {len(data.labels)} labelled calibration samples of {data.name}"
+
+
+def noise_text(description: dict) -> str:
+    """``{"model": "M", "parameters": {...}}`` as ``M(name=value, ...)``, numbers in their shortest form."""
+    parameters = ", ".join(f"{name}={_value_text(value)}" for name, value in description["parameters"].items())
+    return f"{description['model']}({parameters})"
+
+
+def _value_text(value) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, list):
+        return "[" + ", ".join(map(_value_text, value)) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_value_text(v)}" for k, v in value.items()) + "}"
+    return str(value)

@@ -1,0 +1,152 @@
+"""Calibration and evaluation data for the command line.
+
+``load_dataset(spec)`` accepts the name of a built-in data set (``digits``: the
+labelled training split calibrates and fine-tunes, the labelled test split
+evaluates) or a tensor file: ``.npz`` (its only array, or the arrays named ``x``
+and, optionally, ``y``) or ``.pt`` (a tensor, or a dict with tensors under
+``"x"`` and, optionally, ``"y"``, loaded with ``weights_only=True``). The first
+dimension indexes samples; labels ``y`` are class indices, one per sample.
+Samples must be finite: a NaN or infinite value would set every input range it
+reaches to NaN, so such a file is refused.
+"""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ...passes.errors import UserError
+
+SAMPLES_KEY = "x"
+LABELS_KEY = "y"
+
+
+class DataError(UserError):
+    """Data that cannot be used; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Calibration samples (with their labels, if known), and a labelled test split when the data set has one."""
+
+    name: str
+    samples: Tensor
+    labels: Optional[Tensor] = None
+    test: Optional[tuple[Tensor, Tensor]] = None
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        return tuple(self.samples.shape[1:])
+
+    def batches(self, batch_size: int, limit: Optional[int] = None) -> list[Tensor]:
+        """The samples in order, ``batch_size`` at a time, at most ``limit`` batches."""
+        batches = list(self.samples.split(batch_size))
+        return batches if limit is None else batches[:limit]
+
+
+def _digits() -> Dataset:
+    from ...models.data import load_digits_split  # lazy: scikit-learn is slow to import; only digits needs it
+
+    split = load_digits_split()
+    return Dataset("digits", split.train_x, split.train_y, (split.test_x, split.test_y))
+
+
+BUILTIN: dict[str, Callable[[], Dataset]] = {"digits": _digits}
+"""Built-in data sets by name: scikit-learn's 8x8 digits, [N, 1, 8, 8] in [0, 1], the zoo's data."""
+
+
+def load_dataset(spec: str) -> Dataset:
+    """A built-in data set by name, or the samples of a ``.npz`` / ``.pt`` file."""
+    if spec in BUILTIN:
+        return BUILTIN[spec]()
+    path = Path(spec)
+    if not path.exists():
+        raise DataError(f"calibration data {spec!r} is neither a file nor a built-in data set; "
+                        f"built-in: {', '.join(BUILTIN)}; files: .npz or .pt")
+    readers = {".npz": _read_npz, ".pt": _read_pt}
+    reader = readers.get(path.suffix)
+    if reader is None:
+        raise DataError(f"{path}: unknown data format {path.suffix!r}; give a .npz or .pt file of input tensors")
+    samples, labels = reader(path)
+    samples = _as_samples(samples, path)
+    if samples.is_floating_point() and not bool(torch.isfinite(samples).all()):
+        bad = int((~torch.isfinite(samples)).sum())
+        raise DataError(f"{path}: {bad} of the {samples.numel()} sample values are NaN or infinite; "
+                        "clean or drop those samples")
+    return Dataset(path.name, samples, None if labels is None else _as_labels(labels, len(samples), path))
+
+
+def _read_npz(path: Path) -> tuple:
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            names = list(archive.files)
+            if len(names) == 1:
+                return archive[names[0]], None
+            if SAMPLES_KEY in names:
+                return archive[SAMPLES_KEY], archive[LABELS_KEY] if LABELS_KEY in names else None
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise DataError(f"{path} is not a readable .npz file ({exc}); save it with numpy.savez") from exc
+    raise DataError(f"{path} holds the arrays {names}; name the input samples {SAMPLES_KEY!r} "
+                    "or save only one array")
+
+
+def _read_pt(path: Path) -> tuple:
+    data = load_plain_torch_file(path)
+    if not isinstance(data, dict):
+        return data, None
+    if SAMPLES_KEY not in data:
+        raise DataError(f"{path} holds a dict with keys {sorted(map(str, data))}; "
+                        f"put the input samples under {SAMPLES_KEY!r}")
+    return data[SAMPLES_KEY], data.get(LABELS_KEY)
+
+
+def load_plain_torch_file(path: Path):
+    """``torch.load(path, weights_only=True)``; :class:`DataError` says why a file is refused."""
+    try:
+        return torch.load(path, weights_only=True, map_location="cpu")
+    except pickle.UnpicklingError as exc:
+        if not _written_by_torch_save(path):
+            raise DataError(f"{path} is not a PyTorch file (write it with torch.save)") from exc
+        raise DataError(f"{path} needs arbitrary Python code to load, which xbar refuses "
+                        "(torch.load(weights_only=True)); re-save it as plain tensors, "
+                        "e.g. torch.save(model.state_dict(), path)") from exc
+    except Exception as exc:  # torch reports a corrupt or foreign file with many types (KeyError, RuntimeError, ...)
+        raise DataError(f"{path} is not a PyTorch file (write it with torch.save)") from exc
+
+
+def _written_by_torch_save(path: Path) -> bool:
+    """Whether the file has torch.save's shape: a zip archive holding a ``data.pkl``, or the legacy
+    format, a pickle (its first byte is pickle's PROTO opcode)."""
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            return any(name.endswith("/data.pkl") or name == "data.pkl" for name in archive.namelist())
+    with open(path, "rb") as file:
+        return file.read(1) == pickle.PROTO
+
+
+def _as_samples(data, path: Path) -> Tensor:
+    if isinstance(data, np.ndarray):
+        if not (np.issubdtype(data.dtype, np.number) or data.dtype == np.bool_):
+            raise DataError(f"{path}: samples have dtype {data.dtype}; save numbers")
+        data = torch.from_numpy(data)
+    if not isinstance(data, Tensor):
+        raise DataError(f"{path} holds a {type(data).__name__}, not a tensor of input samples")
+    if data.dim() < 1 or len(data) == 0:
+        raise DataError(f"{path}: need a tensor of samples [N, ...] with N > 0, got shape {tuple(data.shape)}")
+    return data.float() if data.is_floating_point() else data
+
+
+def _as_labels(data, count: int, path: Path) -> Tensor:
+    labels = torch.from_numpy(data) if isinstance(data, np.ndarray) else data
+    if not isinstance(labels, Tensor) or labels.is_floating_point() or labels.is_complex() or labels.dim() != 1:
+        raise DataError(f"{path}: labels {LABELS_KEY!r} must be one integer class index per sample, shape [N]")
+    if len(labels) != count:
+        raise DataError(f"{path}: {len(labels)} labels for {count} samples; give one label per sample")
+    return labels.long()

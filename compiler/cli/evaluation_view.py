@@ -1,0 +1,56 @@
+"""Show an :class:`~xbar.compiler.devices.evaluation.Evaluation` to people: a rich table of
+accuracy per time and a figure of accuracy against time."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.table import Table
+
+from ..devices.evaluation import Evaluation
+from .figures import pyplot, save_figure
+
+
+def accuracy_table(evaluation: Evaluation) -> Table:
+    """One row per time (mean, std, min and max over the seeds), after the noise-free reference row."""
+    table = Table()
+    table.add_column("time after programming")
+    table.add_column("seconds", justify="right")
+    for column in ("mean", "std", "min", "max"):
+        table.add_column(column, justify="right")
+    table.add_row("ideal (converted, no noise)", "", f"{evaluation.ideal:.2%}", "", "", "")
+    for point in evaluation.points:
+        table.add_row(point.label, f"{point.seconds:g}", f"{point.mean:.2%}", f"{point.std:.2%}",
+                      f"{min(point.accuracies):.2%}", f"{max(point.accuracies):.2%}")
+    return table
+
+
+def plot_accuracy(evaluation: Evaluation, path: Path, kind: str, title: str) -> Path:
+    """Save the mean accuracy against time with a band of one std, and the noise-free model as a horizontal
+    line. The time axis is logarithmic (symmetric-log, linear up to the first positive time, if 0 s is listed)."""
+    seconds = [point.seconds for point in evaluation.points]
+    mean = [100 * point.mean for point in evaluation.points]
+    std = [100 * point.std for point in evaluation.points]
+    figure, axes = pyplot().subplots(figsize=(7, 4.2), layout="constrained")
+    axes.axhline(100 * evaluation.ideal, color="tab:gray", linestyle="--", label="ideal (converted, no noise)")
+    axes.fill_between(seconds, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)],
+                      color="tab:blue", alpha=0.2, label="± 1 std over seeds")
+    axes.plot(seconds, mean, "o-", color="tab:blue", label=f"mean of {len(evaluation.seeds)} seeds")
+    time_axis(axes, seconds, [point.label for point in evaluation.points])
+    axes.set_ylabel("test accuracy (%)")
+    axes.legend(loc="best")
+    axes.set_title(title)
+    return save_figure(figure, path, kind)
+
+
+def time_axis(axes, seconds: list[float], labels: list[str]) -> None:
+    """A logarithmic time axis ticked at the times; symmetric-log (linear up to the first positive time)
+    when 0 s is one of them, which a log axis cannot show."""
+    positive = [s for s in seconds if s > 0]
+    if len(positive) < len(seconds):
+        axes.set_xscale("symlog", linthresh=min(positive, default=1.0))
+    else:
+        axes.set_xscale("log")
+    axes.set_xticks(seconds, labels)
+    axes.minorticks_off()
+    axes.set_xlabel("time after programming")

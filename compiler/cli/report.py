@@ -1,0 +1,126 @@
+"""What ``xbar compile``, ``xbar evaluate`` and ``xbar inspect`` show: progress bars,
+one-line notes, the test-accuracy table and the layer tables."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+from typing import Iterable, Iterator, Optional, Union
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from ...models.data import accuracy
+from ...passes.numerics.calibration import CalibrationMethod
+from ...passes.numerics.training_noise import TrainingNoise
+from ..inspection.read import Inspection
+from ..inspection.summary import LayerSummary
+from ..pipeline.finetune import HWA_FINE_TUNING, FineTuning, fine_tune
+from ..pipeline.stages import calibrate
+from .console import say
+from .data import Dataset
+from .inspection_view import count_text, describe_config, layer_tables
+from .model_loading import LoadedModel
+
+
+def progress_bar(console: Console, *extra_columns) -> Progress:
+    """A progress bar on ``console``: what runs, the bar, done / total, time elapsed, then ``extra_columns``."""
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    *extra_columns, console=console)
+
+
+def calibrate_ranges(prepared, data: Dataset, batches: list[torch.Tensor], console: Console,
+                     method: str = CalibrationMethod.INIT_FROM_DATA.value, compile: bool = False) -> int:
+    """Set the input ranges from ``batches`` of ``data`` with ``method``, with a progress bar; returns the count."""
+    with progress_bar(console) as progress:
+        task = progress.add_task(f"calibrating input ranges on {data.name}", total=len(batches))
+        return calibrate(prepared, _advancing(batches, progress, task), method, compile=compile)
+
+
+def fine_tune_model(prepared, data: Dataset, epochs: int, batch_size: int, console: Console,
+                    compile: bool = False) -> str:
+    """Fine-tune ``prepared`` on the labelled samples, with a progress bar; returns a one-line note.
+
+    With training noise in the config, the learning rates are those of ``HWA_FINE_TUNING``.
+    """
+    noisy = any(isinstance(module, TrainingNoise) for module in prepared.modules())
+    recipe = dataclasses.replace(HWA_FINE_TUNING if noisy else FineTuning(), epochs=epochs, batch_size=batch_size)
+    with progress_bar(console, TextColumn("loss {task.fields[loss]:.3f}")) as progress:
+        task = progress.add_task(f"fine-tuning on {data.name}", total=recipe.steps(len(data.labels)),
+                                 loss=math.nan)
+        fine_tune(prepared, data.samples, data.labels, recipe,
+                  on_step=lambda loss: progress.update(task, advance=1, loss=loss), compile=compile)
+    kind = "hardware-aware fine-tuned (training noise on)" if noisy else "fine-tuned"
+    return f"{kind} on {len(data.labels)} labelled samples from {data.name}: {recipe}"
+
+
+def _advancing(items: Iterable, progress: Progress, task) -> Iterator:
+    for item in items:
+        yield item
+        progress.advance(task)
+
+
+def calibration_note(batches: int, data: Optional[Dataset], batch_size: int) -> str:
+    if batches == 0:
+        hint = "pass --calib DATA" if data is None else "--calib-batches is 0"
+        return f"input ranges not calibrated ({hint}): they keep pre_post.input_range.init_value"
+    plural = "batch" if batches == 1 else "batches"
+    return f"input ranges calibrated on {batches} {plural} of up to {batch_size} samples from {data.name}"
+
+
+def print_layers(console: Console, layers: list[LayerSummary], title: str) -> None:
+    """The layer table(s), fitted to the console's width."""
+    for table in layer_tables(layers, title, console.width):
+        say(console, table)
+
+
+def print_inspection(console: Console, inspection: Inspection, with_graph: bool) -> None:
+    meta = inspection.metadata
+    say(console, f"{inspection.path} ({inspection.format}, xbar {meta.get('xbar.version', 'unknown')})")
+    if "xbar.hardware_config" in meta:
+        say(console, f"hardware: {describe_config(meta['xbar.hardware_config'])}")
+    if "xbar.converter" in meta:
+        say(console, f"converter: {meta['xbar.converter']}")
+    if not inspection.layers:
+        say(console, "no crossbar layers (no ai.xbar nodes): was this file written by xbar?")
+    else:
+        print_layers(console, inspection.layers, count_text(inspection.layers))
+    if with_graph:
+        say(console, "graph:")
+        for line in inspection.graph_lines:
+            console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+@torch.no_grad()
+def output_shape(source: LoadedModel, samples: torch.Tensor) -> list[int]:
+    """The original model's output shape on two samples (a classifier gives [2, classes])."""
+    return list(source.run(samples[:2]).shape)
+
+
+def accuracy_report(source: LoadedModel, converted, onnx_path: Path, data: Dataset,
+                    batch_size: int) -> Union[Table, str]:
+    """Test accuracy of the original, the converted PyTorch model and the ONNX file, side by side
+    (or why there is none: a model that does not output [batch, classes])."""
+    x, y = data.test
+    shape = output_shape(source, x)
+    if len(shape) != 2:
+        return f"no accuracy on {data.name}: the model outputs shape {shape}, not [batch, classes]"
+    from ..onnx.runtime import onnx_runner  # lazy: onnxruntime is slow to import and `xbar inspect` needs none
+
+    runners = {
+        "original (PyTorch)": source.run,
+        "compiled (PyTorch)": converted,
+        "compiled (ONNX Runtime)": onnx_runner(onnx_path),
+    }
+    table = Table(title=f"test accuracy on {data.name} ({len(y)} samples)", title_justify="left")
+    accuracies = []
+    for name, run in runners.items():
+        table.add_column(name, justify="right", no_wrap=True)
+        accuracies.append(f"{accuracy(run, x, y, batch_size):.2%}")
+    table.add_row(*accuracies)
+    return table
+
+

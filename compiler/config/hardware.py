@@ -1,0 +1,273 @@
+"""``HardwareConfig``: aihwkit's configuration shape plus the mapping and converter.
+
+``forward`` (DAC/ADC, forward training noise), ``pre_post.input_range``,
+``mapping`` and ``modifier`` (training weight noise) keep aihwkit's field
+names; ``converter`` is the conductance-pair converter. xbar's default is the
+ideal, noise-free periphery with the learned input range enabled (aihwkit's
+``InputRangeParameter`` default is disabled; xbar's job is to insert it).
+Configs round-trip through plain dicts (JSON / TOML files, ONNX metadata).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import fnmatch
+import math
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from ...passes.matching import names_module_type
+from ...passes.numerics.converter import SinglePairConductanceConverter
+from ...passes.parameters import (
+    BoundManagementType,
+    ConfigError,
+    InputRangeParameter,
+    IOParameters,
+    MappingParameter,
+    NoiseManagementType,
+    PrePostProcessingParameter,
+    WeightModifierParameter,
+    WeightModifierType,
+    WeightNoiseType,
+)
+
+ENUMS = {"noise_management": NoiseManagementType, "bound_management": BoundManagementType,
+         "w_noise_type": WeightNoiseType, "type": WeightModifierType}
+
+
+def _default_pre_post() -> PrePostProcessingParameter:
+    return PrePostProcessingParameter(input_range=InputRangeParameter(enable=True))
+
+
+@dataclass
+class LayerRule:
+    """Settings for the layers one rule matches, on top of the global config.
+
+    Exactly one of ``module_type`` (class name, e.g. ``"Conv2d"``), ``name`` (the
+    exact layer name) or ``pattern`` (an ``fnmatch`` glob on the layer name)
+    selects the layers. ``overrides`` are dotted config keys
+    (``{"forward.out_res": 62}``); ``digital=True`` keeps the layers off crossbars.
+
+    Precedence follows PyTorch's QConfigMapping, lowest first: global, module
+    type, name pattern, exact name; among rules of one kind, later ones win.
+    """
+
+    module_type: Optional[str] = None
+    name: Optional[str] = None
+    pattern: Optional[str] = None
+    overrides: dict = field(default_factory=dict)
+    digital: bool = False
+
+    @property
+    def kind(self) -> str:
+        selectors = [k for k in ("module_type", "pattern", "name") if getattr(self, k) is not None]
+        if len(selectors) != 1:
+            raise ConfigError(f"a layer rule needs exactly one of module_type, name or pattern, got {self!r}")
+        return selectors[0]
+
+    def matches(self, layer_name: str, module_type: str) -> bool:
+        kind = self.kind
+        if kind == "name":
+            return layer_name == self.name
+        if kind == "pattern":
+            return fnmatch.fnmatchcase(layer_name, self.pattern)
+        return names_module_type(self.module_type, module_type)
+
+    def __str__(self) -> str:
+        return f"{self.kind}={getattr(self, self.kind)}"
+
+
+RULE_PRECEDENCE = {"module_type": 0, "pattern": 1, "name": 2}
+
+
+@dataclass
+class HardwareConfig:
+    """The hardware a model is compiled for.
+
+    Attributes:
+        forward: DAC, ADC and output bound (aihwkit's ``IOParameters`` fields).
+        pre_post: digital pre/post processing; ``pre_post.input_range`` is the
+            learned input range (enabled by default in xbar).
+        mapping: array sizes for tiling and the weight-scaling option.
+        modifier: noise on the weights in training forward passes (aihwkit's
+            ``WeightModifierParameter``; off by default).
+        converter: the conductance-pair converter (aihwkit's
+            ``SinglePairConductanceConverter``, g_max=25 uS, g_min=0 by default).
+        layers: per-layer :class:`LayerRule` s on top of the settings above.
+    """
+
+    forward: IOParameters = field(default_factory=IOParameters)
+    pre_post: PrePostProcessingParameter = field(default_factory=_default_pre_post)
+    mapping: MappingParameter = field(default_factory=MappingParameter)
+    converter: SinglePairConductanceConverter = field(default_factory=SinglePairConductanceConverter)
+    modifier: WeightModifierParameter = field(default_factory=WeightModifierParameter)
+    layers: list[LayerRule] = field(default_factory=list)
+
+    def validate(self) -> "HardwareConfig":
+        """Raise :class:`ConfigError` for a configuration that cannot mean anything."""
+        self.forward.validate()
+        input_range = self.pre_post.input_range
+        input_range.validate()
+        self.mapping.validate()
+        self.modifier.validate()
+        if not isinstance(self.converter, SinglePairConductanceConverter):
+            raise ConfigError("converter must be a SinglePairConductanceConverter, "
+                              f"got {type(self.converter).__name__}")
+        if self.converter.g_max == self.converter.g_min:
+            raise ConfigError("converter.g_max must differ from converter.g_min (the scale ratio would be 0)")
+        if self.forward.dac_steps and not input_range.enable:
+            raise ConfigError("forward.inp_res sets a DAC, but there is no range to scale its input by: "
+                              "enable pre_post.input_range or set forward.inp_res <= 0")
+        if input_range.enable and input_range.manage_output_clipping:
+            if not input_range.supports_manage_output_clipping(self):
+                raise ConfigError("pre_post.input_range.manage_output_clipping needs a non-perfect forward "
+                                  "with noise_management and bound_management NONE")
+            if self.forward.bound <= 0:
+                raise ConfigError("pre_post.input_range.manage_output_clipping needs forward.out_bound > 0")
+        for rule in self.layers:
+            if rule.kind and not rule.digital:
+                self.for_rule(rule)
+        return self
+
+    def for_rule(self, rule: LayerRule) -> "HardwareConfig":
+        """This config with one rule's overrides applied (and no layer rules)."""
+        base = dataclasses.replace(self, layers=[])
+        try:
+            return base.with_overrides(rule.overrides)
+        except ConfigError as exc:
+            raise ConfigError(f"layer rule {rule}: {exc}") from None
+
+    def resolve(self, layer_name: str, module_type: str) -> tuple[Optional["HardwareConfig"], str]:
+        """The config for one layer (None: keep it digital) and the rule that decided it."""
+        matching = sorted((r for r in self.layers if r.matches(layer_name, module_type)),
+                          key=lambda r: RULE_PRECEDENCE[r.kind])
+        if not matching:
+            return dataclasses.replace(self, layers=[]), "global"
+        if matching[-1].digital:
+            return None, str(matching[-1])
+        config = dataclasses.replace(self, layers=[])
+        for rule in matching:
+            if not rule.digital:
+                config = config.with_overrides(rule.overrides)
+        return config, str(matching[-1])
+
+    def to_dict(self) -> dict:
+        """A JSON-ready dict (enums by name)."""
+        return _to_plain(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "HardwareConfig":
+        """Build from a (possibly partial) dict; unknown keys raise :class:`ConfigError`."""
+        return _from_plain(cls, data, "").validate()
+
+    def with_overrides(self, overrides: dict[str, Any]) -> "HardwareConfig":
+        """A copy with dotted keys set (``{"forward.inp_res": 254}``), validated."""
+        data = self.to_dict()
+        for dotted, value in overrides.items():
+            section = data
+            *path, leaf = dotted.split(".")
+            for part in path:
+                if not isinstance(section.get(part), dict):
+                    raise ConfigError(f"unknown config key {dotted!r}")
+                section = section[part]
+            if leaf not in section:
+                raise ConfigError(f"unknown config key {dotted!r}; valid keys here: {sorted(section)}")
+            section[leaf] = value
+        return HardwareConfig.from_dict(data)
+
+
+def _to_plain(value):
+    if isinstance(value, (list, tuple)):
+        return [_to_plain(v) for v in value]
+    if isinstance(value, SinglePairConductanceConverter):
+        return {"g_max": float(value.g_max), "g_min": float(value.g_min)}
+    if isinstance(value, dict):
+        return {k: _to_plain(v) for k, v in value.items()}
+    if isinstance(value, enum.Enum):
+        return value.name
+    return value
+
+
+def _from_plain(cls, data, where: str):
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'config'} must be a table of keys, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(f"unknown config key {where + unknown[0]!r}; valid keys: {sorted(fields)}")
+    kwargs = {}
+    for name, value in data.items():
+        default = getattr(cls(), name)
+        if isinstance(default, SinglePairConductanceConverter):
+            kwargs[name] = _converter(value, f"{where}{name}")
+        elif name == "layers" and cls is HardwareConfig:
+            if not isinstance(value, list):
+                raise ConfigError(f"layers must be a list of rules, got {value!r}")
+            kwargs[name] = [_from_plain(LayerRule, rule, f"layers[{i}].") for i, rule in enumerate(value)]
+        elif dataclasses.is_dataclass(default):
+            kwargs[name] = _from_plain(type(default), value, f"{where}{name}.")
+        elif name in ENUMS:
+            kwargs[name] = _enum(ENUMS[name], value, where + name)
+        else:
+            kwargs[name] = _coerce(value, default, where + name)
+    return cls(**kwargs)
+
+
+def _converter(data, key: str) -> SinglePairConductanceConverter:
+    if isinstance(data, SinglePairConductanceConverter):
+        return data
+    if not isinstance(data, dict) or set(data) - {"g_max", "g_min"}:
+        raise ConfigError(f"{key} takes the keys g_max and g_min, got {data!r}")
+    values = {k: _coerce(v, 0.0, f"{key}.{k}") for k, v in data.items()}
+    try:
+        return SinglePairConductanceConverter(**values)
+    except ValueError as exc:
+        raise ConfigError(f"{key}: {exc}") from exc
+
+
+def _enum(enum_type, value, key: str):
+    if isinstance(value, enum_type):
+        return value
+    names = {m.name.lower(): m for m in enum_type} | {m.value.lower(): m for m in enum_type}
+    try:
+        return names[str(value).lower()]
+    except KeyError:
+        raise ConfigError(f"{key} must be one of {[m.name for m in enum_type]}, got {value!r}") from None
+
+
+def _coerce(value, default, key: str):
+    """A leaf value checked against its default: of the default's type, and finite
+    (NaN and infinity describe no hardware)."""
+    value = _typed(value, default, key)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{key} must be a finite number, got {value!r}")
+    return value
+
+
+def _typed(value, default, key: str):
+    """The value as the type of its default (ints may stand for floats), or :class:`ConfigError`."""
+    if default is None or value is None:
+        return value
+    expected = type(default)
+    if expected is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+    elif expected is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    elif expected is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    elif expected is dict and isinstance(value, dict):
+        return dict(value)
+    elif expected is tuple and isinstance(value, (list, tuple)):
+        return tuple(value)
+    elif isinstance(value, str) and expected in (int, float):
+        try:
+            return expected(value)
+        except ValueError:
+            pass
+    elif isinstance(value, expected):
+        return value
+    raise ConfigError(f"{key} must be a {expected.__name__}, got {value!r}")

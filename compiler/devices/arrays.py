@@ -1,0 +1,136 @@
+"""Program the crossbar arrays of a converted graph, let them drift, compensate.
+
+Works in place on the :class:`~xbar.passes.numerics.crossbar.Crossbar` modules of a
+GraphModule (the caller passes a copy); the graph itself never changes.
+
+* :func:`program_arrays`: each array's G+ and G- (the targets) go through the
+  device model's programming noise, device by device; the programmed
+  conductances and the drift parameters drawn from the targets are kept as
+  buffers (``g_plus_programmed``, ``g_minus_programmed``, ``nu_plus``,
+  ``nu_minus``) and ``g_plus`` / ``g_minus`` become the programmed conductances.
+* :func:`drift_arrays`: ``g_plus`` / ``g_minus`` become the conductances read
+  ``t_inference`` seconds after programming, always from the programmed
+  buffers (never from an earlier drift), with fresh read noise; then the
+  array's drift gain is set (:func:`drift_readout`).
+
+Compensation (aihwkit's ``GlobalDriftCompensation`` / ``PerColumnDriftCompensation``):
+the array is read with one-hot inputs, each a full-scale input on one row,
+through the DAC and the ADC as the simulation computes them, once in the
+programmed state and once at ``t_inference``; the readout is the mean of the
+absolute ADC outputs (as ``I / (g_max - g_min)``, the unit ``out_bound`` is in),
+over the whole array or per output column, floored at 1e-4; the gain
+``readout_programmed / readout_t`` multiplies the ADC output
+(``CrossbarSettings.drift_gain`` / ``column_drift_gains``). A convolution's array is its weight viewed as
+[out, in * kernel]: one row per (input channel, kernel position).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from enum import Enum
+from typing import Optional
+
+import torch
+from torch import Tensor, fx
+
+from ...passes.errors import XbarError
+from ...passes.numerics.crossbar import Crossbar, CrossbarSettings, _periphery_in, adc_weight
+from .models import BaseNoiseModel
+
+PROGRAMMED_BUFFERS = ("g_plus_programmed", "g_minus_programmed", "nu_plus", "nu_minus")
+READOUT_FLOOR = 1e-4
+"""Smallest readout (units of out_bound): an array that reads all zeros gets a finite gain."""
+
+
+class DriftCompensation(str, Enum):
+    """How :func:`drift_arrays` sets each array's digital gain."""
+
+    GLOBAL = "global"
+    PER_COLUMN = "per_column"
+
+
+class DeviceModelError(XbarError, RuntimeError):
+    """A device model returned something that cannot be a tensor of conductances."""
+
+
+def crossbar_modules(graph_module: fx.GraphModule) -> dict[str, Crossbar]:
+    """Module name -> Crossbar (an array shared by several call sites once)."""
+    return {name: m for name, m in graph_module.named_modules() if isinstance(m, Crossbar)}
+
+
+def _checked(result, like: Tensor, model: BaseNoiseModel, method: str, what: str) -> Tensor:
+    if not isinstance(result, Tensor) or result.shape != like.shape:
+        got = tuple(result.shape) if isinstance(result, Tensor) else type(result).__name__
+        raise DeviceModelError(f"{type(model).__name__}.{method} returned {got} for {what} shaped "
+                               f"{tuple(like.shape)}; it must return a tensor of the same shape")
+    return result.to(like.dtype)
+
+
+@torch.no_grad()
+def program_arrays(graph_module: fx.GraphModule, model: BaseNoiseModel, generator: torch.Generator) -> None:
+    """Program every array of ``graph_module`` in place (see the module docstring)."""
+    for name, crossbar in crossbar_modules(graph_module).items():
+        for side in ("plus", "minus"):
+            target = getattr(crossbar, f"g_{side}")
+            programmed = _checked(model.apply_programming_noise_to_conductance(target, generator), target, model,
+                                  "apply_programming_noise_to_conductance", f"{name}.g_{side}")
+            nu = model.generate_drift_coefficients(target, generator)
+            if nu is not None:
+                nu = _checked(nu, target, model, "generate_drift_coefficients", f"{name}.g_{side}")
+            crossbar.register_buffer(f"g_{side}_programmed", programmed)
+            crossbar.register_buffer(f"nu_{side}", nu)
+            crossbar.register_buffer(f"g_{side}", programmed.clone())
+
+
+def is_programmed(crossbar: Crossbar) -> bool:
+    return all(hasattr(crossbar, name) for name in PROGRAMMED_BUFFERS)
+
+
+@torch.no_grad()
+def drift_arrays(graph_module: fx.GraphModule, model: BaseNoiseModel, t_inference: float,
+                 generator: torch.Generator, compensation: Optional[DriftCompensation]) -> None:
+    """Set every programmed array of ``graph_module`` to its state at ``t_inference``, in place."""
+    for name, crossbar in crossbar_modules(graph_module).items():
+        drifted = []
+        for side in ("plus", "minus"):
+            programmed = getattr(crossbar, f"g_{side}_programmed")
+            g = model.apply_drift_noise_to_conductance(programmed, getattr(crossbar, f"nu_{side}"), t_inference,
+                                                       generator)
+            drifted.append(_checked(g, programmed, model, "apply_drift_noise_to_conductance", f"{name}.g_{side}"))
+        settings = dataclasses.replace(crossbar.settings, drift_gain=1.0, column_drift_gains=())
+        if compensation is not None:
+            per_column = compensation == DriftCompensation.PER_COLUMN
+            reference = drift_readout(crossbar.g_plus_programmed, crossbar.g_minus_programmed, settings, per_column)
+            gain = reference / drift_readout(*drifted, settings, per_column)
+            settings = (dataclasses.replace(settings, column_drift_gains=tuple(gain.tolist())) if per_column
+                        else dataclasses.replace(settings, drift_gain=float(gain)))
+        crossbar.g_plus, crossbar.g_minus = drifted
+        crossbar.settings = settings
+
+
+def adc_unit(settings: CrossbarSettings) -> float:
+    """One ADC code in units of ``out_bound`` (1 without an ADC)."""
+    return settings.out_bound / (settings.adc_steps / 2) if settings.adc_steps else 1.0
+
+
+@torch.no_grad()
+def drift_readout(g_plus: Tensor, g_minus: Tensor, settings: CrossbarSettings, per_column: bool) -> Tensor:
+    """The mean absolute ADC output of the array read with one-hot inputs (global, or [out] per column).
+
+    Each one-hot input is a full-scale input (the input range) on one row: the
+    DAC turns it into one code, so the array's answer to it is the row of
+    ADC-scaled conductances times that code, exactly as the matrix product of
+    the simulation computes it, then rounded and clipped by the ADC.
+    """
+    c = settings.constants
+    full_scale = torch.tensor([settings.input_range or 1.0], dtype=torch.float32)
+    code = float(_periphery_in(full_scale, c))
+    z = adc_weight(g_plus, g_minus, settings).reshape(g_plus.shape[0], -1).t().mul_(code)  # [inputs, outputs]
+    if c["adc_round"]:
+        z.round_()
+    if c["adc_clip"] != math.inf:
+        z.clamp_(-c["adc_clip"], c["adc_clip"])
+    y = z.abs_().mul_(adc_unit(settings))
+    readout = y.mean(dim=0) if per_column else y.mean()
+    return readout.clamp_(min=READOUT_FLOOR)

@@ -1,0 +1,118 @@
+"""Accuracy over time on noisy, drifting devices.
+
+One converted model is programmed once per seed (:func:`~xbar.compiler.devices.programming.program`)
+and read at each time from that programmed state (:func:`~xbar.compiler.devices.programming.drift`),
+so only conductances change between seeds and times: nothing is recompiled.
+Each (seed, time) reads with its own seed, :func:`read_seed`, so adding a time or
+a seed leaves every other figure as it was.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import statistics
+from dataclasses import dataclass
+from typing import Callable, Mapping, Optional
+
+import torch
+from torch import Tensor, fx
+
+from ...models.data import accuracy
+from ..pipeline.compiled import ArrayReader
+from ..pipeline.distributed import gathered, group_in_use, rank_share
+from .models import BaseNoiseModel
+from .programming import drift, program
+
+
+def read_seed(seed: int, seconds: float) -> int:
+    """The read seed for arrays programmed with ``seed`` and read ``seconds`` after programming:
+    the first 8 bytes of BLAKE2b of ``"<seed>@<float(seconds)!r>"``, big-endian, shifted right by one bit."""
+    digest = hashlib.blake2b(f"{seed}@{float(seconds)!r}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") >> 1
+
+
+@dataclass(frozen=True)
+class TimePoint:
+    """The accuracies at one time after programming, one per programming seed."""
+
+    label: str
+    seconds: float
+    accuracies: tuple[float, ...]
+    read_seeds: tuple[int, ...]
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.accuracies)
+
+    @property
+    def std(self) -> float:
+        """Sample standard deviation over the seeds (n - 1); 0 for one seed."""
+        return statistics.stdev(self.accuracies) if len(self.accuracies) > 1 else 0.0
+
+    def as_dict(self) -> dict:
+        return {"label": self.label, "seconds": self.seconds, "accuracies": list(self.accuracies),
+                "read_seeds": list(self.read_seeds), "mean": self.mean, "std": self.std}
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Accuracy of the noise-free converted model (``ideal``) and at each time on programmed devices."""
+
+    ideal: float
+    points: tuple[TimePoint, ...]
+    seeds: tuple[int, ...]
+    noise_model: dict
+    compensation: Optional[str]
+
+    def as_dict(self) -> dict:
+        """JSON-ready: times in seconds, per-seed accuracies (in the order of ``seeds``), mean and std."""
+        return {"ideal_accuracy": self.ideal, "noise_model": self.noise_model, "compensation": self.compensation,
+                "seeds": list(self.seeds), "times": [point.as_dict() for point in self.points]}
+
+
+def check_times(noise_model: BaseNoiseModel, times: Mapping[str, float]) -> None:
+    """Program and read one pair of devices at every time, so a model that refuses a time (ReRAM's fits)
+    says so before any compiling."""
+    generator = torch.Generator().manual_seed(0)
+    g = torch.tensor([0.0, float(getattr(noise_model, "g_max", 1.0))])
+    programmed = noise_model.apply_programming_noise_to_conductance(g, generator)
+    nu = noise_model.generate_drift_coefficients(g, generator)
+    for seconds in times.values():
+        noise_model.apply_drift_noise_to_conductance(programmed, nu, seconds, generator)
+
+
+def accuracy_over_time(converted: fx.GraphModule, noise_model: BaseNoiseModel, times: Mapping[str, float],
+                       seeds: int, x: Tensor, y: Tensor, *, compensation: Optional[str] = "global",
+                       batch_size: int = 256, on_step: Optional[Callable[[], None]] = None,
+                       compile: bool = False,
+                       process_group: Optional[torch.distributed.ProcessGroup] = None) -> Evaluation:
+    """Test accuracy of ``converted`` programmed with seeds ``0 .. seeds - 1`` and read at each of
+    ``times`` (label -> seconds after programming); ``on_step`` is called after each (seed, time)
+    this process runs. ``compile=True`` runs every model through one compiled graph
+    (:class:`~xbar.compiler.pipeline.compiled.ArrayReader`).
+
+    In a torch.distributed process group (``process_group``, else the default group when one is
+    initialised) the ranks share the seeds out (:func:`~xbar.compiler.pipeline.distributed.rank_share`) and
+    every rank returns the whole evaluation, the one a single process gets: each seed's figures
+    depend on the seed alone.
+    """
+    group = group_in_use(process_group)
+    accuracies: dict[tuple[int, str], float] = {}
+    reader = None
+    for seed in rank_share(seeds, group):
+        programmed = program(converted, noise_model, seed=seed)
+        for label, seconds in times.items():
+            drifted = drift(programmed, seconds, seed=read_seed(seed, seconds), compensation=compensation)
+            if compile and reader is None:
+                reader = ArrayReader(drifted)
+            run = drifted if reader is None else reader.reader(drifted)
+            accuracies[seed, label] = accuracy(run, x, y, batch_size)
+            if on_step is not None:
+                on_step()
+    accuracies = gathered(accuracies, group)
+    points = tuple(TimePoint(label, float(seconds), tuple(accuracies[seed, label] for seed in range(seeds)),
+                             tuple(read_seed(seed, seconds) for seed in range(seeds)))
+                   for label, seconds in times.items())
+    ideal = accuracy(converted if reader is None else reader.reader(converted), x, y, batch_size)
+    return Evaluation(ideal, points, tuple(range(seeds)), noise_model.to_dict(),
+                      compensation)

@@ -1,0 +1,153 @@
+"""Device realism for a converted model: program its arrays, then read them at a later time.
+
+``program(converted, noise_model, seed=...)`` returns the model as a chip holds
+it right after programming; ``drift(programmed, t_inference, seed=...)`` the
+model read ``t_inference`` seconds later, with drift compensation. Both return
+new GraphModules and leave their input as it was. What was done is kept on the
+result as a :class:`ProgrammingRecord` (``programming_of``), in a form an
+exporter writes as JSON metadata.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import numbers
+from dataclasses import dataclass, replace
+from typing import Optional
+
+import torch
+from torch import fx
+
+from ...passes.capture import copy_graph_module
+from ...passes.errors import UserError
+from ..pipeline.record import Stage, record_of
+from .arrays import DriftCompensation, crossbar_modules, drift_arrays, program_arrays
+from .models import BaseNoiseModel
+
+PROGRAMMING_KEY = "xbar.programming"
+MAX_SEED = 2**63 - 1
+
+
+@dataclass(frozen=True)
+class ProgrammingRecord:
+    """How a model's arrays were programmed and, once drifted, read.
+
+    ``noise_model`` is the model's :meth:`~xbar.compiler.devices.models.BaseNoiseModel.to_dict`
+    at programming time; ``t_inference`` (seconds after programming), ``drift_seed``
+    and ``compensation`` are None until :func:`drift`.
+    """
+
+    noise_model: dict
+    seed: int
+    t_inference: Optional[float] = None
+    drift_seed: Optional[int] = None
+    compensation: Optional[str] = None
+    model: Optional[BaseNoiseModel] = None  # the device model itself (a private copy), for drift()
+
+    def __deepcopy__(self, memo) -> "ProgrammingRecord":
+        """Records are never mutated: a copied GraphModule shares its record."""
+        return self
+
+    def as_dict(self) -> dict:
+        """Everything but the model object, JSON-ready."""
+        return {"noise_model": self.noise_model, "seed": self.seed, "t_inference": self.t_inference,
+                "drift_seed": self.drift_seed, "compensation": self.compensation}
+
+    def to_json(self) -> str:
+        return json.dumps(self.as_dict(), sort_keys=True, allow_nan=False)
+
+
+def programming_of(graph_module: fx.GraphModule) -> Optional[ProgrammingRecord]:
+    """The programming record of a GraphModule, or None if :func:`program` did not make it."""
+    record = getattr(graph_module, "meta", {}).get(PROGRAMMING_KEY)
+    return record if isinstance(record, ProgrammingRecord) else None
+
+
+def _seed(seed, caller: str) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed <= MAX_SEED:
+        raise UserError(f"{caller} takes seed= as an int from 0 to 2**63 - 1, got {seed!r}")
+    return int(seed)
+
+
+def _generator(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _check_g_max(model: BaseNoiseModel, converted: fx.GraphModule) -> None:
+    """A model with a ``g_max`` describes devices of that range: the arrays must use the same one."""
+    g_max = getattr(model, "g_max", None)
+    if not isinstance(g_max, numbers.Real):
+        return
+    for name, crossbar in crossbar_modules(converted).items():
+        if not math.isclose(crossbar.settings.g_max, g_max, rel_tol=1e-6):
+            raise UserError(f"{type(model).__name__}(g_max={g_max:g}) describes devices up to {g_max:g} uS, but "
+                            f"{name} was converted with g_max = {crossbar.settings.g_max:g} uS; give the noise "
+                            f"model g_max={crossbar.settings.g_max:g} or convert with converter.g_max={g_max:g}")
+
+
+def program(converted: fx.GraphModule, noise_model: BaseNoiseModel, *, seed: int) -> fx.GraphModule:
+    """The converted model as programmed: each array's G+ and G- through ``noise_model``'s programming noise.
+
+    Every device (both of each pair) is programmed on its own and draws its
+    drift parameters from its target; ``seed`` fixes every draw. Returns a new
+    GraphModule; ``converted`` is not modified.
+    """
+    record_of(converted, "program()", Stage.CONVERTED)
+    if programming_of(converted) is not None:
+        raise UserError("program() expects the model xbar.convert() returned, but this one is already "
+                        "programmed: program the converted model again with another seed or noise model")
+    if not isinstance(noise_model, BaseNoiseModel):
+        raise UserError(f"program() takes a device model such as xbar.PCMLikeNoiseModel() (a subclass of "
+                        f"xbar.BaseNoiseModel), got a {type(noise_model).__name__}")
+    seed = _seed(seed, "program()")
+    _check_g_max(noise_model, converted)
+    model = copy.deepcopy(noise_model)
+    programmed = copy_graph_module(converted)
+    program_arrays(programmed, model, _generator(seed))
+    programmed.meta[PROGRAMMING_KEY] = ProgrammingRecord(model.to_dict(), seed, model=model)
+    return programmed
+
+
+def _time(t_inference) -> float:
+    if isinstance(t_inference, bool) or not isinstance(t_inference, numbers.Real) \
+            or not math.isfinite(t_inference) or t_inference < 0:
+        raise UserError(f"drift() takes t_inference as seconds after programming, a finite number >= 0; "
+                        f"got {t_inference!r}")
+    return float(t_inference)
+
+
+def _compensation(compensation) -> Optional[DriftCompensation]:
+    if compensation is None:
+        return None
+    try:
+        return DriftCompensation(compensation)
+    except ValueError:
+        choices = ", ".join(repr(c.value) for c in DriftCompensation)
+        raise UserError(f"drift() takes compensation= as one of {choices} or None, got {compensation!r}") from None
+
+
+def drift(programmed: fx.GraphModule, t_inference: float, *, seed: int,
+          compensation: Optional[str] = "global") -> fx.GraphModule:
+    """The programmed model read ``t_inference`` seconds after programming.
+
+    Starts from the programmed state every time (drifting a drifted model does
+    not accumulate), with fresh read noise drawn from ``seed``. ``compensation``
+    is ``"global"`` (one digital gain per array), ``"per_column"`` (one per
+    output column) or None. Returns a new GraphModule; ``programmed`` is not
+    modified.
+    """
+    record_of(programmed, "drift()", Stage.CONVERTED)
+    programming = programming_of(programmed)
+    if programming is None:
+        raise UserError("drift() expects a programmed model: call xbar.program(converted, noise_model, seed=...) "
+                        "first and drift what it returns")
+    t_inference = _time(t_inference)
+    seed = _seed(seed, "drift()")
+    mode = _compensation(compensation)
+    drifted = copy_graph_module(programmed)
+    drift_arrays(drifted, programming.model, t_inference, _generator(seed), mode)
+    drifted.meta[PROGRAMMING_KEY] = replace(programming, t_inference=t_inference, drift_seed=seed,
+                                            compensation=None if mode is None else mode.value)
+    return drifted

@@ -1,0 +1,133 @@
+"""Read back what xbar wrote: the crossbar layers of an ONNX export or a graph archive.
+
+Two kinds of file are understood, told apart by content, not by name:
+
+* an ONNX file from :func:`xbar.export_onnx`: the ``ai.xbar`` nodes, their
+  attributes and G+ / G- initializers (what a backend would read), and the
+  ``xbar.*`` metadata;
+* a graph archive from :func:`xbar.compiler.inspection.archive.save_graph`
+  (``xbar compile --save-graph``).
+
+Both give an :class:`Inspection`: a list of :class:`LayerSummary` rows, the
+graph as text lines, and the metadata.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import onnx
+from google.protobuf.message import DecodeError
+from onnx import external_data_helper, numpy_helper
+
+from ...passes.kinds import KINDS
+from ..onnx.ops import DOMAIN
+from .archive import GRAPH_FORMAT, read_graph_archive
+from .summary import REQUIRED_SETTINGS, SETTINGS_FIELDS, InspectError, LayerSummary, settings_from
+
+KIND_OF_OP = {kind.onnx_op: kind for kind in KINDS}
+
+
+@dataclass(frozen=True)
+class Inspection:
+    """What one file holds: its crossbar layers, its graph as text, its metadata."""
+
+    path: Path
+    format: str
+    layers: list[LayerSummary]
+    graph_lines: list[str]
+    metadata: dict
+
+    def as_dict(self, with_graph: bool = False) -> dict:
+        data = {"file": str(self.path), "format": self.format, "metadata": self.metadata,
+                "layers": [layer.as_dict() for layer in self.layers]}
+        if with_graph:
+            data["graph"] = self.graph_lines
+        return data
+
+
+def load_inspection(path: os.PathLike) -> Inspection:
+    """Inspect an ONNX file or a graph archive."""
+    path = Path(path)
+    if not path.is_file():
+        raise InspectError(f"{path}: no such file")
+    if zipfile.is_zipfile(path):
+        return _load_graph_archive(path)
+    return _load_onnx(path)
+
+
+# -- ONNX files --------------------------------------------------------------------------------
+
+def _load_onnx(path: Path) -> Inspection:
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except (DecodeError, ValueError) as exc:
+        raise InspectError(f"{path} is neither an ONNX model nor an xbar graph archive "
+                           "(give a file written by `xbar compile -o` or `--save-graph`)") from exc
+    _load_external_data(model, path)
+    initializers = {t.name: t for t in model.graph.initializer}
+    metadata = {p.key: _maybe_json(p.value) for p in model.metadata_props}
+    rules = {entry.get("node"): entry.get("rule") for entry in metadata.get("xbar.layers", [])
+             if isinstance(entry, dict)}
+    layers = [_summary_of_node(node, initializers, rules.get(node.name))
+              for node in model.graph.node if node.domain == DOMAIN]
+    return Inspection(path, "onnx", layers, [_node_line(n) for n in model.graph.node], metadata)
+
+
+def _load_external_data(model: onnx.ModelProto, path: Path) -> None:
+    """Read the tensors kept in data files next to ``path`` (``xbar compile --external-data``), if any."""
+    locations = {entry.value for tensor in model.graph.initializer
+                 if external_data_helper.uses_external_data(tensor)
+                 for entry in tensor.external_data if entry.key == "location"}
+    missing = sorted(name for name in locations if not (path.parent / name).is_file())
+    if missing:
+        raise InspectError(f"{path} keeps its tensors in {', '.join(missing)}, which is not next to it; "
+                           "copy the data file to the same folder")
+    external_data_helper.load_external_data_for_model(model, str(path.parent))
+
+
+def _summary_of_node(node: onnx.NodeProto, initializers: dict, rule: Optional[str]) -> LayerSummary:
+    attributes = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    missing = [key for key in REQUIRED_SETTINGS if key not in attributes]
+    tensors = [initializers.get(name) for name in node.input[1:3]]
+    kind = KIND_OF_OP.get(node.op_type)
+    if kind is None:
+        raise InspectError(f"node {node.name!r} is {DOMAIN}::{node.op_type}, an op this xbar does not know; "
+                           "inspect it with the xbar that wrote it")
+    if missing or None in tensors:
+        raise InspectError(f"node {node.name!r} ({DOMAIN}::{node.op_type}) lacks "
+                           f"{'attributes ' + ', '.join(missing) if missing else 'its G+/G- initializers'}; "
+                           "was the file written by an older xbar? Re-export it")
+    settings = settings_from({key: attributes[key] for key in SETTINGS_FIELDS if key in attributes})
+    g_plus, g_minus = (numpy_helper.to_array(t) for t in tensors)
+    return LayerSummary(node.name, kind.describe(g_plus.ndim), g_plus.shape, settings, g_plus, g_minus, rule)
+
+
+def _maybe_json(text: str):
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _node_line(node: onnx.NodeProto) -> str:
+    op = f"{node.domain}::{node.op_type}" if node.domain else node.op_type
+    return f"{node.name or '<unnamed>'}: {op}({', '.join(node.input)}) -> {', '.join(node.output)}"
+
+
+# -- graph archives ----------------------------------------------------------------------------
+
+def _load_graph_archive(path: Path) -> Inspection:
+    archive = read_graph_archive(path)
+    layers = [
+        LayerSummary(layer["node"], layer["kind"], tuple(layer["g_plus"].shape), settings_from(layer["settings"]),
+                     layer["g_plus"].numpy(), layer["g_minus"].numpy(), layer["rule"])
+        for layer in archive["layers"]
+    ]
+    metadata = {"xbar.version": archive["xbar_version"], "xbar.hardware_config": archive["hardware_config"]}
+    return Inspection(path, GRAPH_FORMAT, layers, archive["graph"].strip().splitlines(), metadata)

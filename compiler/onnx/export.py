@@ -1,0 +1,214 @@
+"""``export_onnx``: the annotated ONNX file a crossbar backend programs its arrays from.
+
+The contract is the README's "The ONNX contract". The route:
+
+1. on a copy of the converted model, :class:`~xbar.passes.rewrites.export_ops.CrossbarToCustomOpsPass`
+   turns each ``<layer>_crossbar`` module call into an ``xbar::`` custom op, and
+   :class:`FunctionalInPlaceOpsPass` in-place activations into their functional form;
+2. ``torch.export`` captures it with a dynamic batch dimension, and
+   ``torch.onnx.export`` translates each custom op into one ``ai.xbar`` node
+   (:mod:`xbar.compiler.onnx.ops`) and optimises the rest of the graph;
+3. the graph actually produced is repaired where the optimiser merged layer
+   tensors, its ``ai.xbar`` nodes named and checked (:mod:`xbar.compiler.onnx.layers`);
+   the function bodies and the metadata are added and the exporter's per-node
+   debug properties dropped (their stack traces change from run to run);
+4. the file is written, checked by ``onnx.checker`` with ``full_check`` from disk and
+   moved into place; past protobuf's 2 GB limit, or on request, the initializers go
+   to a data file next to it (:mod:`xbar.compiler.onnx.files`).
+
+The exporter's notice that torchvision is not installed (four lines on every
+export, about ops the model does not use) is dropped while it runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import warnings
+from pathlib import Path
+from typing import Iterator, Optional, Sequence, Union
+
+import onnx
+import onnx_ir as ir
+import torch
+from torch import fx
+
+from ...passes.capture import copy_graph_module, dynamic_batch_inputs, first_line, torch_internal_warnings_ignored
+from ...passes.errors import NoCrossbarLayersWarning
+from ...passes.infra import run_passes
+from ...passes.numerics.crossbar import Crossbar
+from ...passes.plan import Role, tag_of, tagged
+from ...passes.rewrites.export_ops import CrossbarToCustomOpsPass
+from ...passes.rewrites.functional_ops import FunctionalInPlaceOpsPass
+from ..devices.programming import programming_of
+from ..pipeline.record import CompileRecord, Stage, record_of
+from ..version import __version__
+from . import files as onnx_files
+from . import layers as onnx_layers
+from . import ops as onnx_ops
+from .layers import ExportError
+
+MAX_IR_VERSION = 13
+"""The newest ONNX IR version ONNX Runtime 1.31 loads."""
+
+TRANSLATION_FAILURE = re.compile(r"when translating node %(\w+) ")
+"""How torch.onnx names the FX node it failed on."""
+
+TORCHVISION_NOTICE = "torchvision is not installed. Skipping %s"
+"""What torch.onnx logs once per torchvision op on every export when torchvision is absent."""
+
+
+def export_onnx(converted: fx.GraphModule, example_inputs: Sequence, path: Union[str, os.PathLike],
+                external_data: Optional[bool] = None) -> Path:
+    """Write ``converted`` (from :func:`xbar.convert`) as annotated ONNX to ``path``.
+
+    Each crossbar layer becomes one ``ai.xbar`` node (see :mod:`xbar.compiler.onnx.ops`)
+    with its G+ / G- as float32 initializers ``<layer>_crossbar.g_plus`` /
+    ``.g_minus`` in microsiemens; the batch dimension is dynamic. The same model
+    gives byte-identical files; a failed export leaves no file. Returns the path.
+
+    ``external_data=True`` puts the initializers in ``<path>.data`` next to the
+    file (ONNX's external data); ``None`` does so when they exceed what one
+    protobuf can hold (2 GB).
+    """
+    return export_onnx_files(converted, example_inputs, path, external_data)[0]
+
+
+def export_onnx_files(converted: fx.GraphModule, example_inputs: Sequence, path: Union[str, os.PathLike],
+                      external_data: Optional[bool] = None) -> list[Path]:
+    """:func:`export_onnx`, returning every file written: the ONNX file, then its data file if it has one."""
+    record = record_of(converted, "export_onnx()", Stage.CONVERTED)
+    originals = _crossbar_modules(converted)
+    if not originals:
+        warnings.warn("the model has no crossbar layer: exporting plain ONNX without ai.xbar nodes",
+                      NoCrossbarLayersWarning, stacklevel=2)
+    conductances = [tensor for module in originals.values() for tensor in (module.g_plus, module.g_minus)]
+    graph_module = run_passes(copy_graph_module(converted, share=conductances),  # read only: not copied
+                              [CrossbarToCustomOpsPass(), FunctionalInPlaceOpsPass()])
+    crossbars = {name: graph_module.get_submodule(name) for name in originals}  # with the pass's zero biases
+    with _torchvision_notices_dropped():
+        model = _to_onnx(graph_module, tuple(example_inputs))
+    matched = onnx_layers.match_nodes(model, crossbars)
+    onnx_layers.restore_layer_tensors(model, matched, crossbars)
+    onnx_layers.name_nodes(model, matched)
+    onnx_layers.check_layers(model, matched, crossbars)
+    _add_functions(model)
+    for node in ir.traversal.RecursiveGraphIterator(model.graph):
+        node.metadata_props.clear()
+    model.metadata_props.update(_metadata(record, converted, originals))
+    model.ir_version = min(model.ir_version, MAX_IR_VERSION)
+    path = Path(path)
+    if external_data is None:
+        external_data = onnx_files.initializer_bytes(model) > onnx_files.LARGE_MODEL_BYTES
+    return onnx_files.save_checked(model, path, _check, external_data)
+
+
+def _check(path: Path) -> None:
+    """``onnx.checker`` with ``full_check`` on a written file (its external data stays on disk)."""
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except onnx.checker.ValidationError as exc:
+        raise ExportError(f"the exported model fails onnx.checker: {first_line(exc)}") from exc
+
+
+def _crossbar_modules(converted: fx.GraphModule) -> dict[str, Crossbar]:
+    """Module name -> Crossbar of a converted model; refuses anything else."""
+    crossbars = {name: m for name, m in converted.named_modules() if isinstance(m, Crossbar)}
+    for name, module in crossbars.items():
+        if module.settings.column_scale_ratios:
+            raise ExportError(f"{name} uses one scale ratio per column (mapping.weight_scaling_columnwise), "
+                              f"which ai.xbar {onnx_ops.VERSION} cannot carry yet; export with it off")
+        if module.settings.column_drift_gains:
+            raise ExportError(f"{name} has one drift-compensation gain per column, which ai.xbar "
+                              f"{onnx_ops.VERSION} cannot carry yet; drift with compensation='global' to export")
+    return crossbars
+
+
+@contextlib.contextmanager
+def _torchvision_notices_dropped() -> Iterator[None]:
+    """Drop :data:`TORCHVISION_NOTICE` (and only it) while the exporter runs."""
+    def keep(record: logging.LogRecord) -> bool:
+        return record.msg != TORCHVISION_NOTICE
+
+    registration = logging.getLogger("torch.onnx._internal.exporter._registration")
+    registration.addFilter(keep)
+    try:
+        yield
+    finally:
+        registration.removeFilter(keep)
+
+
+def _to_onnx(graph_module: fx.GraphModule, example_inputs: tuple) -> ir.Model:
+    """Capture with a dynamic batch and translate; errors name the node that failed."""
+    inputs, shapes = dynamic_batch_inputs(example_inputs)
+    try:
+        program = torch.export.export(graph_module, inputs, dynamic_shapes=shapes)
+    except Exception as exc:  # any tracer failure is reported as one export error
+        raise ExportError(f"torch.export could not capture the converted model: {first_line(exc)}") from exc
+    try:
+        with torch_internal_warnings_ignored():
+            onnx_program = torch.onnx.export(program, inputs, dynamo=True, opset_version=onnx_ops.OPSET,
+                                             custom_translation_table=onnx_ops.TRANSLATIONS, verbose=False)
+    except torch.onnx.OnnxExporterError as exc:
+        raise ExportError(_translation_failure(exc, program)) from exc
+    return onnx_program.model
+
+
+def _translation_failure(exc: BaseException, program: torch.export.ExportedProgram) -> str:
+    """One line naming the node (and its op) the ONNX translation failed on, and why."""
+    chain = list(_causes(exc))
+    reason = first_line(chain[-1])
+    for error in chain:
+        match = TRANSLATION_FAILURE.search(str(error))
+        if match:
+            targets = {node.name: node.target for node in program.graph.nodes}
+            name = match.group(1)
+            return f"cannot export node {name!r} ({targets.get(name, 'unknown op')}) to ONNX: {reason}"
+    return f"the ONNX exporter failed: {reason}"
+
+
+def _causes(exc: BaseException):
+    """``exc`` and the exceptions it was raised from, outermost first."""
+    while exc is not None:
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+
+
+def _add_functions(model: ir.Model) -> None:
+    """Add the function body of each ai.xbar op the graph uses, and the domain's opset."""
+    for op_type in sorted({n.op_type for n in onnx_layers.xbar_nodes(model)}):
+        function = ir.serde.deserialize_function(onnx_ops.FUNCTIONS[op_type].to_function_proto())
+        model.functions[function.identifier()] = function
+        model.opset_imports[onnx_ops.DOMAIN] = onnx_ops.VERSION
+
+
+def _metadata(record: CompileRecord, converted: fx.GraphModule, crossbars: dict[str, Crossbar]) -> dict[str, str]:
+    config = record.config
+    rules = {node.target: tag_of(node).plan.rule for node in tagged(converted.graph, Role.CROSSBAR)}
+    programming = programming_of(converted)
+    return {
+        "xbar.version": __version__,
+        "xbar.domain": f"{onnx_ops.DOMAIN}:{onnx_ops.VERSION}",
+        "xbar.converter": str(config.converter),
+        "xbar.hardware_config": json.dumps(config.to_dict(), sort_keys=True, allow_nan=False),
+        "xbar.layers": json.dumps([_layer_summary(name, m) | {"rule": rules.get(name, "global")}
+                                   for name, m in crossbars.items()], sort_keys=True, allow_nan=False),
+    } | ({} if programming is None else {"xbar.programming": programming.to_json()})
+
+
+def _layer_summary(name: str, module: Crossbar) -> dict:
+    summary = {
+        "node": name,
+        "op": onnx_layers.op_type(module),
+        "source_weight": module.source_weight,
+        "shape": list(module.g_plus.shape),
+        "has_bias": module.bias is not None,
+        "g_plus": f"{name}.g_plus",
+        "g_minus": f"{name}.g_minus",
+        "bias": f"{name}.bias",
+    }
+    return summary | {k: v for k, v in onnx_layers.expected_attributes(module).items()
+                      if k not in module.settings.constants}

@@ -1,0 +1,282 @@
+"""The pipeline: prepare -> calibrate -> convert (PyTorch's PT2E shape).
+
+``prepare`` copies the user's model once, captures it, decides what to do with
+each crossbar layer (a :class:`~xbar.compiler.pipeline.record.CompileRecord`), then runs
+the passes in a straight line, linting the graph and checking each pass's
+postconditions; a failure names the pass.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Optional, Sequence
+
+import torch
+from rich.progress import track
+from torch import fx, nn
+
+from ...passes.capture import CaptureMethod, capture, copy_graph_module
+from ...passes.errors import NoCrossbarLayersWarning, UnmatchedSelectorWarning, UserError
+from ...passes.infra import run_passes
+from ...passes.matching import CrossbarLayer, LayerSelection, Pattern, find_crossbar_layers
+from ...passes.numerics.calibration import CalibrationMethod, RangeObserver
+from ...passes.numerics.global_batch import across_ranks
+from ...passes.numerics.input_range import InputRange
+from ...passes.numerics.training_noise import TrainingNoise
+from ...passes.operands import resolve_attribute
+from ...passes.plan import LayerPlan
+from ...passes.rewrites.insert_converters import InsertConvertersPass
+from ...passes.rewrites.insert_input_range import InsertInputRangePass
+from ...passes.rewrites.insert_training_noise import InsertTrainingNoisePass
+from ...passes.rewrites.isolate_layers import IsolateCrossbarLayersPass
+from ...passes.rewrites.lower_conductances import LowerToConductancesPass
+from ...passes.rewrites.remove_training_noise import RemoveTrainingNoisePass
+from ...passes.rewrites.tiling import TileLayersPass
+from ..config.hardware import HardwareConfig
+from ..onnx.export import export_onnx
+from .compiled import maybe_compiled
+from .distributed import group_in_use, in_lockstep
+from .record import CompileRecord, Stage, attach_record, record_of
+
+ZERO_RANGE = 1e-6
+"""Smallest range a calibration sets, so an all-zero input never gives r = 0."""
+
+
+def plan_layers(graph_module: fx.GraphModule, config: HardwareConfig,
+                selection: LayerSelection) -> tuple[LayerPlan, ...]:
+    """Find the crossbar layers and attach to each the settings its rules give it.
+
+    Layers the selection or a rule keeps digital are left out. A pattern or rule
+    that matches no layer is warned about; a selection that leaves every layer
+    digital is refused.
+    """
+    layers = find_crossbar_layers(graph_module)
+    if not layers:
+        warnings.warn("no linear or convolution layer with a constant weight was found: the model stays digital",
+                      NoCrossbarLayersWarning, stacklevel=3)
+        return ()
+    for selector in _unmatched_selectors(layers, config, selection):
+        warnings.warn(f"{selector} matches no crossbar layer of the model ({_few(l.name for l in layers)}); "
+                      "check its spelling", UnmatchedSelectorWarning, stacklevel=3)
+    plans = []
+    for layer in selection.select(layers):
+        resolved, rule = config.resolve(layer.name, layer.module_type)
+        if resolved is not None:
+            plans.append(LayerPlan(layer, resolved.forward, resolved.pre_post.input_range,
+                                   resolved.converter, resolved.mapping, rule, resolved.modifier))
+    if not plans:
+        raise UserError(f"the include / exclude patterns, keep_first_last_digital or digital rules leave all "
+                        f"{len(layers)} crossbar layers ({_few(l.name for l in layers)}) digital; loosen them")
+    return tuple(plans)
+
+
+def _unmatched_selectors(layers: list[CrossbarLayer], config: HardwareConfig,
+                         selection: LayerSelection) -> list[str]:
+    """Descriptions of the include / exclude patterns and layer rules that match none of ``layers``."""
+    unmatched = [f"{option} pattern {getattr(pattern, '__name__', pattern)!r}"
+                 for option, patterns in (("include", selection.include), ("exclude", selection.exclude))
+                 for pattern in patterns if not any(selection.matches(layer, [pattern]) for layer in layers)]
+    return unmatched + [f"layer rule {rule}" for rule in config.layers
+                        if not any(rule.matches(layer.name, layer.module_type) for layer in layers)]
+
+
+def _few(names: Iterable[str], limit: int = 5) -> str:
+    names = list(names)
+    return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def prepare(
+    model: nn.Module,
+    example_inputs: Sequence,
+    config: Optional[HardwareConfig] = None,
+    *,
+    include: Sequence[Pattern] = (),
+    exclude: Sequence[Pattern] = (),
+    keep_first_last_digital: bool = False,
+    capture_method: CaptureMethod = "export",
+) -> fx.GraphModule:
+    """Capture ``model`` and insert the simulated crossbar periphery.
+
+    Returns a trainable GraphModule in the model's train/eval mode: each selected
+    linear / convolution layer reads its input through a learned input range, DAC
+    and ADC (as configured), so fine-tuning moves the ranges; the config's training
+    noise (``modifier``, ``forward.out_noise``, ``forward.w_noise``) acts in
+    training mode. The user's model is not modified. ``example_inputs`` is a tuple of the model's inputs;
+    ``include`` / ``exclude`` take layer-name globs or module types.
+    """
+    if not isinstance(example_inputs, (tuple, list)):
+        raise UserError(f"prepare() takes the example inputs as a tuple, e.g. prepare(model, (x,), config); "
+                        f"got a {type(example_inputs).__name__}")
+    config = (config or HardwareConfig()).validate()
+    training = isinstance(model, nn.Module) and model.training
+    if isinstance(model, nn.Module):
+        model = copy.deepcopy(model)
+    graph_module = capture(model, tuple(example_inputs), capture_method)
+    plans = plan_layers(graph_module, config, LayerSelection(include, exclude, keep_first_last_digital))
+    graph_module = run_passes(graph_module, [IsolateCrossbarLayersPass(plans), TileLayersPass(),
+                                             InsertInputRangePass(), InsertConvertersPass(),
+                                             InsertTrainingNoisePass()])
+    attach_record(graph_module, CompileRecord(config, plans))
+    return graph_module.train(training)
+
+
+def input_ranges(prepared: fx.GraphModule) -> dict[str, InputRange]:
+    """Module name -> InputRange module of a prepared model."""
+    return {name: m for name, m in prepared.named_children() if isinstance(m, InputRange)}
+
+
+def require_batches(data, caller: str) -> None:
+    """Refuse one tensor where an iterable of batches is expected (iterating it would give single samples)."""
+    if isinstance(data, torch.Tensor):
+        raise UserError(f"{caller} takes an iterable of batches, not one tensor: pass e.g. x.split(64), "
+                        "or [x] for a single batch")
+
+
+def _model_inputs(batch, index: int) -> tuple:
+    """A batch as the model's positional inputs; :class:`UserError` if a tensor in it is not finite."""
+    inputs = tuple(batch) if isinstance(batch, (tuple, list)) else (batch,)
+    for x in inputs:
+        if isinstance(x, torch.Tensor) and x.is_floating_point() and not torch.isfinite(x).all():
+            raise UserError(f"calibration batch {index} holds NaN or infinite values; remove them from the data")
+    return inputs
+
+
+@torch.no_grad()
+def calibrate(
+    prepared: fx.GraphModule,
+    batches: Iterable,
+    method: CalibrationMethod | str = CalibrationMethod.INIT_FROM_DATA,
+    *,
+    quantile: float = 0.9999,
+    max_samples: int = 100_000,
+    progress: bool = False,
+    compile: bool = False,
+    process_group: Optional[torch.distributed.ProcessGroup] = None,
+) -> int:
+    """Set the input ranges from data; returns the number of batches run.
+
+    Runs ``batches`` (tensors, or tuples of model inputs) through the prepared
+    model in eval mode. The default is the reference rule (aihwkit's init from
+    data: ``init_std_alpha * std`` averaged over the first ``init_from_data``
+    batches), without training noise; ``"MovingStd"``, ``"MovingQuantile"``, ``"CacheQuantile"`` and
+    ``"Max"`` are post-training methods named as aihwkit names them. The method
+    is recorded in each range's ``calibration_info``. A batch with NaN or
+    infinite values is refused. ``compile=True`` runs the batches through
+    ``torch.compile`` (:mod:`xbar.compiler.pipeline.compiled`; the observers of the other
+    methods run eagerly between its graphs).
+
+    In a torch.distributed process group (``process_group``, else the default
+    group when one is initialised) each rank passes its share of every batch,
+    the same number of batches on every rank, and every rank gets the ranges one
+    process would get on the global batches (the shares concatenated in rank
+    order): each method's statistics are taken over the global batch, as
+    :mod:`xbar.passes.numerics.calibration` describes.
+    """
+    record_of(prepared, "calibrate()", Stage.PREPARED)
+    require_batches(batches, "calibrate()")
+    method = CalibrationMethod(method) if isinstance(method, str) else method
+    ranges = input_ranges(prepared)
+    reference = method == CalibrationMethod.INIT_FROM_DATA
+    observers = {} if reference else {
+        name: RangeObserver(method, std_alpha=module.params.init_std_alpha, quantile=quantile,
+                            max_samples=max_samples) for name, module in ranges.items()}
+    hooks = [ranges[name].register_forward_pre_hook(lambda _, args, o=observer: o.observe(args[0]))
+             for name, observer in observers.items()]
+    was_training = prepared.training
+    prepared.eval()
+    noise = [module for module in prepared.modules() if isinstance(module, TrainingNoise)]
+    for module in noise:  # the ranges are set for the noise-free activations the chip sees
+        module.calibrating = True
+    for module in ranges.values():
+        module.calibrating = reference
+    group = group_in_use(process_group)
+    run = maybe_compiled(prepared, compile, group, fullgraph=reference)
+    count = 0
+    try:
+        steps = in_lockstep((_model_inputs(b, i) for i, b in enumerate(batches)), group, "batches",
+                            at_once=isinstance(batches, Sequence))  # a list is in memory: agree once
+        if progress:
+            steps = track(steps, total=len(batches) if isinstance(batches, Sequence) else None,
+                          description=f"calibrating input ranges ({method.value})")
+        with across_ranks(group):
+            for inputs in steps:
+                run(*inputs)
+                count += 1
+            results = {name: max(observer.result(), ZERO_RANGE) for name, observer in observers.items()}
+    finally:
+        for hook in hooks:
+            hook.remove()
+        for module in [*ranges.values(), *noise]:
+            module.calibrating = False
+        prepared.train(was_training)
+    for name, module in ranges.items():
+        if reference:
+            info = f"InitFromData(batches={int(module.init_batches)})"
+        else:
+            module.value.data.fill_(results[name])
+            module.init_batches.fill_(module.params.init_from_data)  # training must not re-initialise it
+            info = observers[name].describe()
+        module.params = dataclasses.replace(module.params, calibration_info=info)
+    return count
+
+
+def convert(prepared: fx.GraphModule) -> fx.GraphModule:
+    """Lower a prepared model to conductances; returns a new GraphModule in eval mode."""
+    record = record_of(prepared, "convert()", Stage.PREPARED)
+    weights = [w for w in (resolve_attribute(prepared, plan.layer.weight) for plan in record.plans) if w is not None]
+    converted = attach_record(copy_graph_module(prepared, share=weights), record.converted())  # lowered, not copied
+    converted = run_passes(converted, [RemoveTrainingNoisePass(), LowerToConductancesPass()])
+    _own_copies(converted, weights)
+    return converted.eval()
+
+
+def _own_copies(module: nn.Module, shared: list[torch.Tensor]) -> None:
+    """Give ``module`` its own copy of any ``shared`` tensor it still holds (a weight a digital op reads too)."""
+    ids = {id(tensor) for tensor in shared}
+    tensors = [*module.named_parameters(remove_duplicate=False), *module.named_buffers(remove_duplicate=False)]
+    for name, tensor in tensors:
+        if id(tensor) in ids:
+            owner, _, attr = name.rpartition(".")
+            copied = tensor.detach().clone()
+            setattr(module.get_submodule(owner), attr,
+                    nn.Parameter(copied, tensor.requires_grad) if isinstance(tensor, nn.Parameter) else copied)
+
+
+@dataclass
+class CompileResult:
+    """What :func:`compile_model` produced."""
+
+    prepared: fx.GraphModule
+    converted: fx.GraphModule
+    output: Optional[Path]
+    calibration_batches: int
+
+
+def compile_model(
+    model: nn.Module,
+    example_inputs: Sequence,
+    config: Optional[HardwareConfig] = None,
+    *,
+    calibration_data: Optional[Iterable] = None,
+    calibration_method: CalibrationMethod | str = CalibrationMethod.INIT_FROM_DATA,
+    output: Optional[str | Path] = None,
+    progress: bool = False,
+    **prepare_options,
+) -> CompileResult:
+    """prepare -> calibrate (if data is given) -> convert -> export ONNX (if ``output``).
+
+    ``calibration_data`` is an iterable of batches; ``prepare_options`` are those
+    of :func:`prepare` (include, exclude, ...).
+    """
+    require_batches(calibration_data, "compile_model(calibration_data=...)")
+    prepared = prepare(model, example_inputs, config, **prepare_options)
+    batches = 0
+    if calibration_data is not None:
+        batches = calibrate(prepared, calibration_data, calibration_method, progress=progress)
+    converted = convert(prepared)
+    path = None if output is None else export_onnx(converted, example_inputs, output)
+    return CompileResult(prepared, converted, path, batches)

@@ -1,0 +1,1 @@
+"""The numerics the passes insert: plain modules and functions on tensors, no graph edits."""

@@ -1,0 +1,178 @@
+"""The learned input range: clip to [-r, r] with aihwkit's gradient rule for r.
+
+Plain tensor numerics, no graph. The rule (aihwkit's ``InputRangeForward``):
+
+* forward ``clamp(x, -r, r)``; inputs at or beyond +-r get zero gradient;
+* ``g = sum(min(d, 0) over x >= r) - sum(max(d, 0) over x <= -r)``;
+* ``gradient_relative``: ``g *= r * gradient_scale``;
+* ``decay > 0`` and unclipped fraction > ``input_min_percentage``: ``g += decay * r``.
+
+The output-clipping term (``manage_output_clipping``) needs the ADC's view and
+lives in :func:`xbar.passes.numerics.periphery.adc`.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+
+from ..parameters import InputRangeParameter
+from . import global_batch
+
+
+def where_inside(values: Tensor, x: Tensor, bound: float | Tensor, out: Optional[Tensor] = None) -> Tensor:
+    """``values`` where ``-bound < x < bound``, else 0, in one fused pass (into ``out`` if given).
+
+    This is hardtanh's backward kernel: on CPU, bool masks and ``torch.where``
+    cost three to five float passes each, which a training step pays per layer.
+    A tensor ``bound`` (a compiled graph's range, which a compiler fuses into one
+    pass anyway) takes the mask form and ignores ``out``.
+    """
+    if isinstance(bound, Tensor):
+        return torch.where((x > -bound) & (x < bound), values, 0.0)
+    if out is None:
+        return torch.ops.aten.hardtanh_backward(values, x, -bound, bound)
+    return torch.ops.aten.hardtanh_backward.grad_input(values, x, -bound, bound, grad_input=out)
+
+
+class _LearnedClip(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, r: Tensor, params: InputRangeParameter) -> Tensor:
+        ctx.save_for_backward(x, r)
+        ctx.params = params
+        return _clamp(x, r)
+
+    @staticmethod
+    def backward(ctx, d: Tensor):
+        x, r = ctx.saved_tensors
+        params: InputRangeParameter = ctx.params
+        bound = r if torch.compiler.is_compiling() else float(r)
+        grad_x = grad_r = scratch = None
+        if ctx.needs_input_grad[1]:
+            clipped = signed_clipped(x, r)
+            decay = None
+            if params.decay > 0:
+                clipped_count = torch.linalg.vector_norm(clipped, ord=1)  # |clipped| is 0 or 1
+                decay = global_batch.fraction_term(r, clipped_count, x.numel(), lambda clipped_fraction: (
+                    params.decay * r * (1.0 - clipped_fraction > params.input_min_percentage)))
+            # min(d, 0) where x >= r, and -max(d, 0) = min(-d, 0) where x <= -r: min(d sign(x), 0) where clipped
+            grad_r = clipped.mul_(d).clamp_(max=0.0).sum()
+            if params.gradient_relative:
+                grad_r = grad_r * r * params.gradient_scale
+            if decay is not None:
+                grad_r = grad_r + decay
+            grad_r = grad_r.reshape(r.shape)
+            scratch = clipped  # spent: grad_x can reuse its memory (fresh memory costs page faults)
+        if ctx.needs_input_grad[0]:
+            grad_x = where_inside(d, x, bound, out=scratch)
+        return grad_x, grad_r, None
+
+
+def signed_clipped(x: Tensor, r: Tensor) -> Tensor:
+    """sign(x) where ``|x| >= r``, else 0: a fresh tensor, in two passes.
+
+    ``hardshrink`` keeps x where ``|x| > nextafter(r, 0)`` (in x's dtype), which
+    is exactly ``|x| >= r``.
+    """
+    r = r.detach().to(x.dtype)
+    if torch.compiler.is_compiling():  # no Python float of a traced value: the same test as a mask
+        return torch.where(x.detach().abs() >= r, x.detach().sign(), 0.0)
+    below_r = float(torch.nextafter(r, torch.zeros_like(r)))
+    return torch.nn.functional.hardshrink(x.detach(), below_r).sign_()
+
+
+def learned_clip(x: Tensor, r: Tensor, params: InputRangeParameter) -> Tensor:
+    """``clamp(x, -r, r)`` whose backward follows aihwkit's input-range rule."""
+    if torch.is_grad_enabled() and (x.requires_grad or r.requires_grad):
+        return _LearnedClip.apply(x, r, params)
+    return _clamp(x, r)
+
+
+def _clamp(x: Tensor, r: Tensor) -> Tensor:
+    """``clamp(x, -r, r)``: with a Python bound eagerly (faster on CPU), with the tensor under a compiler."""
+    if torch.compiler.is_compiling():
+        r = r.detach()
+        return torch.clamp(x, -r, r)
+    bound = float(r)
+    return torch.clamp(x, -bound, bound)
+
+
+@torch.no_grad()
+def update_range_from_data(r: Tensor, batches_seen: Tensor, x: Tensor, params: InputRangeParameter) -> None:
+    """One step of the init-from-data rule, in place.
+
+    ``r <- (r * k + init_std_alpha * std(x)) / (k + 1)`` while ``k < init_from_data``,
+    where k counts only batches whose (unbiased) std is > 0; then ``r <- |r|``.
+    Across ranks (:func:`~xbar.passes.numerics.global_batch.across_ranks`) the std is the global batch's.
+    """
+    if torch.compiler.is_compiling():
+        _update_range_from_data_traced(r, batches_seen, x, params)
+        return
+    k = int(batches_seen)
+    if k >= params.init_from_data:
+        return
+    std = global_batch.std(x.detach())
+    if std > 0:
+        r.copy_((r * k + params.init_std_alpha * std) / (k + 1))
+        batches_seen += 1
+    r.abs_()
+
+
+def _update_range_from_data_traced(r: Tensor, batches_seen: Tensor, x: Tensor, params: InputRangeParameter) -> None:
+    """:func:`update_range_from_data` without Python branches on tensor values, for a compiled graph
+    (one graph for every batch); the same arithmetic, selected by ``torch.where``."""
+    k = batches_seen
+    active = k < params.init_from_data
+    std = global_batch.std(x.detach())
+    take = active & (std > 0)
+    updated = torch.where(take, (r * k + params.init_std_alpha * std) / (k + 1), r)
+    r.copy_(torch.where(active, updated.abs(), r))
+    batches_seen.add_(take.to(batches_seen.dtype))
+
+
+class InputRange(nn.Module):
+    """Holds one layer's range ``value`` and clips its input.
+
+    In training mode, or while ``calibrating`` is set, the first
+    ``init_from_data`` batches initialise the range from data before the clip.
+    ``learn_input_range=False`` keeps the range as a buffer instead of a parameter.
+
+    ``initialised`` mirrors ``init_batches >= init_from_data`` as a Python bool,
+    for ``torch.compile`` only: a compiled graph made while it is True leaves out
+    the initialisation (and its pass over the input for the std). Eager runs and
+    loading keep it current; after a compiled run, or after writing
+    ``init_batches`` directly, call :meth:`sync_initialised`.
+    """
+
+    def __init__(self, params: InputRangeParameter):
+        super().__init__()
+        self.params = params
+        value = torch.tensor(float(params.init_value))
+        if params.learn_input_range:
+            self.value = nn.Parameter(value)
+        else:
+            self.register_buffer("value", value)
+        self.register_buffer("init_batches", torch.zeros((), dtype=torch.long))
+        self.calibrating = False
+        self.sync_initialised()
+
+    def sync_initialised(self) -> None:
+        """Set ``initialised`` from ``init_batches`` (a read of the counter, outside any graph)."""
+        self.initialised = int(self.init_batches) >= self.params.init_from_data
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self.sync_initialised()
+
+    def forward(self, x: Tensor) -> Tensor:
+        if (self.training or self.calibrating) and not (torch.compiler.is_compiling() and self.initialised):
+            update_range_from_data(self.value.data, self.init_batches, x, self.params)
+            if not torch.compiler.is_compiling():
+                self.sync_initialised()
+        return learned_clip(x, self.value, self.params)
+
+    def extra_repr(self) -> str:
+        kind = "learned" if self.params.learn_input_range else "fixed"
+        return f"{kind}, value={self.value.item():.4g}"

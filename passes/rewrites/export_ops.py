@@ -1,0 +1,131 @@
+"""Turn each converted crossbar array into one call of an ``xbar::`` custom op, for export.
+
+Each layer kind has one ``torch.library`` custom op, ``xbar::crossbar_<kind>``:
+``torch.export`` keeps each call as one node, which an exporter can translate into
+one node of its own. Its schema is generated, not written: the activation, the
+:data:`TENSORS`, the :meth:`CrossbarSettings.scalar_fields` in field order, then
+the fields of the kind's ``geometry_type`` (int tuples as ``int[]``). It runs
+:func:`~xbar.passes.numerics.crossbar.run_crossbar` (one source of numerics); its fake
+(shape) function is the kind's :meth:`~xbar.passes.kinds.base.LayerKind.output_like`.
+
+Rules of :class:`CrossbarToCustomOpsPass`, for each ``call_module`` of a
+:class:`~xbar.passes.numerics.crossbar.Crossbar` module:
+
+* the node becomes a ``call_function`` of its kind's custom op in place, keeping
+  its name (``fc1_crossbar``), position and users;
+* G+, G- and the bias are read by ``get_attr`` of the module's buffers
+  (``fc1_crossbar.g_plus``, ...), so they stay separate tensors named after the
+  array; a module without bias first gets a zero ``bias`` buffer (an ONNX
+  function body cannot test for an absent input), so run the pass on a copy;
+* the modules stay (they own the buffers); a graph without Crossbar calls is
+  left untouched.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from functools import lru_cache
+from typing import Any
+
+import torch
+from torch import Tensor, fx
+from torch.fx.passes.infra.pass_base import PassBase, PassResult
+
+from ..infra import PostconditionError
+from ..kinds import KINDS
+from ..kinds.base import LayerKind
+from ..numerics.crossbar import Crossbar, CrossbarSettings, adc_weight, run_crossbar
+
+NAMESPACE = "xbar"
+TENSORS = ("g_plus", "g_minus", "bias")
+"""The Crossbar buffers each custom op reads, in argument order after the activation."""
+SCHEMA_TYPES = {str: "str", float: "float", int: "int", tuple[int, ...]: "int[]"}
+"""Python field type -> torch schema type of a custom op argument."""
+
+
+def geometry_fields(kind: LayerKind) -> dict[str, type]:
+    """Name -> type of the kind's geometry fields, in order (none for a kind without geometry)."""
+    if kind.geometry_type is None:
+        return {}
+    types = typing.get_type_hints(kind.geometry_type)
+    return {f.name: types[f.name] for f in dataclasses.fields(kind.geometry_type)}
+
+
+def op_parameters(kind: LayerKind) -> dict[str, type]:
+    """Name -> type of the custom op's arguments after the activation and :data:`TENSORS`."""
+    return CrossbarSettings.scalar_fields() | geometry_fields(kind)
+
+
+def op_arguments(settings: CrossbarSettings, geometry: Any) -> tuple:
+    """A custom op's arguments after the tensors: the settings' scalars, then the geometry."""
+    values = tuple(settings.scalars().values())
+    if geometry is None:
+        return values
+    return values + tuple(list(v) if isinstance(v, tuple) else v for v in dataclasses.astuple(geometry))
+
+
+@lru_cache(maxsize=None)
+def _settings(*scalars) -> CrossbarSettings:
+    """One settings object (and its cached constants) per distinct argument tuple."""
+    return CrossbarSettings(*scalars)
+
+
+def decode_arguments(kind: LayerKind, values: tuple) -> tuple[CrossbarSettings, Any]:
+    """The settings and geometry that :func:`op_arguments` encoded."""
+    count = len(CrossbarSettings.scalar_fields())
+    geometry = None
+    if kind.geometry_type is not None:
+        geometry = kind.geometry_type(*(tuple(v) if isinstance(v, list) else v for v in values[count:]))
+    return _settings(*values[:count]), geometry
+
+
+def _define(kind: LayerKind) -> torch._ops.OpOverload:
+    """Define ``xbar::crossbar_<kind>`` with its kernel and fake function."""
+    name = f"{NAMESPACE}::crossbar_{kind.name}"
+    arguments = ", ".join(f"{SCHEMA_TYPES[t]} {n}" for n, t in op_parameters(kind).items())
+    torch.library.define(name, f"(Tensor x, {', '.join(f'Tensor {t}' for t in TENSORS)}, {arguments}) -> Tensor")
+
+    @torch.library.impl(name, "CompositeExplicitAutograd")
+    def kernel(x: Tensor, g_plus: Tensor, g_minus: Tensor, bias: Tensor, *values) -> Tensor:
+        settings, geometry = decode_arguments(kind, values)
+        return run_crossbar(kind, x, adc_weight(g_plus, g_minus, settings), bias, settings, geometry)
+
+    @torch.library.register_fake(name)
+    def fake(x: Tensor, g_plus: Tensor, g_minus: Tensor, bias: Tensor, *values) -> Tensor:
+        return kind.output_like(x, g_plus, decode_arguments(kind, values)[1])
+
+    return getattr(getattr(torch.ops, NAMESPACE), f"crossbar_{kind.name}").default
+
+
+CUSTOM_OPS: dict[LayerKind, torch._ops.OpOverload] = {kind: _define(kind) for kind in KINDS}
+"""Layer kind -> its custom op."""
+
+
+def _crossbar_calls(graph_module: fx.GraphModule) -> list[fx.Node]:
+    return [n for n in graph_module.graph.nodes
+            if n.op == "call_module" and isinstance(graph_module.get_submodule(n.target), Crossbar)]
+
+
+class CrossbarToCustomOpsPass(PassBase):
+    """Replace Crossbar module calls by ``xbar::`` custom-op calls; see the module docstring."""
+
+    def call(self, graph_module: fx.GraphModule) -> PassResult:
+        graph = graph_module.graph
+        sites = _crossbar_calls(graph_module)
+        for site in sites:
+            module = graph_module.get_submodule(site.target)
+            if module.bias is None:
+                channels = module.kind.output_channels(module.g_plus.shape, module.geometry)
+                module.bias = torch.zeros(channels, dtype=module.g_plus.dtype)
+            with graph.inserting_before(site):
+                tensors = [graph.get_attr(f"{site.target}.{name}") for name in TENSORS]
+            args = (site.args[0], *tensors, *op_arguments(module.settings, module.geometry))
+            # in place: keeps the name and the users
+            site.op, site.target, site.args = "call_function", CUSTOM_OPS[module.kind], args
+        return PassResult(graph_module, bool(sites))
+
+    def ensures(self, graph_module: fx.GraphModule) -> None:
+        left = [n.name for n in _crossbar_calls(graph_module)]
+        if left:
+            raise PostconditionError(f"{type(self).__name__}: Crossbar calls left after the rewrite: {left}")
