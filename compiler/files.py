@@ -8,15 +8,7 @@ import secrets
 from pathlib import Path
 from typing import Iterator
 
-from ..passes.errors import UserError, XbarError
-
-
-class OutputPathError(UserError):
-    """An output path that cannot be written; the message asks for another."""
-
-
-class WriteError(XbarError):
-    """Writing an output file failed although its path was checked (a full disk, a vanished directory)."""
+from ..passes.errors import OutputPathError, WriteError
 
 
 def _temporary_name(path: Path, suffix: str) -> Path:

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..passes.errors import UserError
+
 CHECKPOINT_DIR = Path(__file__).resolve().parent
 
 
@@ -183,7 +185,7 @@ ZOO: dict[str, ZooEntry] = {
 def load_pretrained(name: str) -> nn.Module:
     """Build zoo model `name`, load its trained weights and return it in eval mode."""
     if name not in ZOO:
-        raise ValueError(f"unknown model {name!r}; valid names: {', '.join(ZOO)}")
+        raise UserError(f"unknown model {name!r}; valid names: {', '.join(ZOO)}")
     entry = ZOO[name]
     if not entry.checkpoint.exists():
         raise FileNotFoundError(

@@ -20,14 +20,10 @@ from typing import Iterable, Iterator, Literal, Sequence, get_args
 import torch
 from torch import fx, nn
 
-from .errors import UserError, XbarError
+from .errors import CaptureError, UserError
 
 CaptureMethod = Literal["export", "symbolic_trace"]
 CAPTURE_METHODS = get_args(CaptureMethod)
-
-
-class CaptureError(XbarError, RuntimeError):
-    """The model could not be captured as a graph."""
 
 
 LEAF_SPEC_DEPRECATION = r"`isinstance\(treespec, LeafSpec\)` is deprecated"

@@ -13,19 +13,7 @@ from typing import Sequence
 from torch import fx
 from torch.fx.passes.infra.pass_base import PassBase
 
-from .errors import XbarError
-
-
-class PassError(XbarError, RuntimeError):
-    """A pass failed; the message names the pass."""
-
-
-class PreconditionError(PassError):
-    """A pass was given a graph it cannot work on."""
-
-
-class PostconditionError(PassError):
-    """A pass broke its own postcondition."""
+from .errors import PassError, XbarError
 
 
 def run_passes(graph_module: fx.GraphModule, passes: Sequence[PassBase]) -> fx.GraphModule:

@@ -28,7 +28,7 @@ from typing import Any, Optional, Sequence, Union
 import torch
 from torch import fx
 
-from .errors import UserError
+from .errors import MatchError
 from .kinds import KINDS
 from .kinds.base import LayerKind, Operands
 from .operands import resolve_attribute
@@ -36,10 +36,6 @@ from .operands import resolve_attribute
 aten = torch.ops.aten
 
 DECOMPOSED_TARGETS = {aten.convolution.default, aten._convolution.default}
-
-
-class MatchError(UserError):
-    """The graph cannot be matched as it is (e.g. it was decomposed)."""
 
 
 @dataclass(frozen=True)

@@ -16,11 +16,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Optional
 
-from .errors import UserError
-
-
-class ConfigError(UserError):
-    """A hardware configuration that cannot be simulated or mapped."""
+from .errors import ConfigError
 
 
 class NoiseManagementType(Enum):

@@ -17,10 +17,10 @@ import torch
 from torch import fx
 
 from .arrays import Tile
-from .infra import PostconditionError
+from .errors import ConfigError, PostconditionError
 from .matching import CrossbarLayer
 from .numerics.converter import SinglePairConductanceConverter
-from .parameters import ConfigError, InputRangeParameter, IOParameters, MappingParameter, WeightModifierParameter
+from .parameters import InputRangeParameter, IOParameters, MappingParameter, WeightModifierParameter
 
 TAG = "xbar"
 

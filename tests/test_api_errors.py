@@ -16,7 +16,7 @@ from xbar import (
     convert,
     prepare,
 )
-from xbar.passes.capture import CaptureError
+from xbar.passes.errors import CaptureError
 
 from conftest import make_input, make_model
 

@@ -25,7 +25,8 @@ from xbar.compiler.cli.data import BUILTIN
 from xbar.compiler.cli.main import describe_error, main
 from xbar.models import accuracy, load_digits_split, load_pretrained
 from xbar.models.zoo import ZOO
-from xbar.passes.capture import CaptureError, CaptureMethod
+from xbar.passes.capture import CaptureMethod
+from xbar.passes.errors import CaptureError
 from xbar.passes.numerics.calibration import CalibrationMethod
 
 from conftest import NET, WEIGHTS, load_net_class, run

@@ -16,11 +16,11 @@ from xbar.compiler.inspection.summary import summarize_converted
 from xbar.compiler.onnx import ops as onnx_ops
 from xbar.passes.arrays import WeightLayout
 from xbar.passes.capture import capture
+from xbar.passes.errors import ConfigError
 from xbar.passes.kinds import CONV_TRANSPOSE
 from xbar.passes.kinds.conv_transpose import ConvTransposeGeometry
 from xbar.passes.matching import find_crossbar_layers
 from xbar.passes.numerics.crossbar import Crossbar
-from xbar.passes.parameters import ConfigError
 from xbar.passes.plan import tag_of
 from xbar.passes.rewrites.tiling import plan_tiles
 

@@ -135,7 +135,7 @@ def test_reference_evaluator_agrees_with_onnx_runtime(exported, model_name, conf
 
 
 def test_lenet_top1_agrees_on_the_digits_test_split(tmp_path):
-    models = pytest.importorskip("models")
+    from xbar import models
     data = models.load_digits_split()
     converted = converted_model(models.load_pretrained("lenet"), data.train_x[:8], eight_bit(),
                                 data.train_x[:512].split(128))

@@ -7,9 +7,8 @@ import pytest
 
 from xbar import calibrate, convert, export_onnx, prepare
 from xbar.compiler.inspection.read import load_inspection
-from xbar.compiler.inspection.summary import InspectError
 from xbar.compiler.onnx import files as onnx_files
-from xbar.compiler.onnx.layers import ExportError
+from xbar.passes.errors import ExportError, InspectError
 
 from conftest import NET, make_input, make_model, run
 

@@ -6,8 +6,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from xbar.passes.capture import capture
+from xbar.passes.errors import MatchError
 from xbar.passes.kinds import CONV, LINEAR
-from xbar.passes.matching import LayerSelection, MatchError, find_crossbar_layers
+from xbar.passes.matching import LayerSelection, find_crossbar_layers
 
 from conftest import make_input, make_model
 

@@ -8,9 +8,10 @@ import torch.nn.functional as F
 from pass_graphs import OneLinear, names, run, traced
 from torch import nn
 
+from xbar.passes.errors import TilingError
 from xbar.passes.plan import Role, Scope, tag_of, tagged
 from xbar.passes.rewrites.isolate_layers import IsolateCrossbarLayersPass
-from xbar.passes.rewrites.tiling import TileLayersPass, TilingError
+from xbar.passes.rewrites.tiling import TileLayersPass
 
 
 def tiled(module, x, mapping):

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from xbar import FineTuning, HardwareConfig, NoCrossbarLayersWarning, calibrate, convert, fine_tune, prepare
-from xbar.passes.infra import PassError
+from xbar.passes.errors import PassError
 from xbar.passes.numerics.crossbar import Crossbar
 from xbar.passes.numerics.input_range import InputRange
 

@@ -5,9 +5,10 @@ import torch
 
 from xbar import HardwareConfig, convert, prepare
 from xbar.passes.arrays import WeightLayout
+from xbar.passes.errors import TilingError
 from xbar.passes.numerics.crossbar import Crossbar
 from xbar.passes.numerics.input_range import InputRange
-from xbar.passes.rewrites.tiling import TilingError, plan_tiles
+from xbar.passes.rewrites.tiling import plan_tiles
 
 from conftest import make_input, make_model
 

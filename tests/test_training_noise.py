@@ -21,8 +21,8 @@ from xbar import (
     prepare,
 )
 from xbar.models import ZOO, load_digits_split, load_pretrained
+from xbar.passes.errors import ConfigError
 from xbar.passes.numerics.training_noise import OutputNoise, TrainingNoise, WeightNoise
-from xbar.passes.parameters import ConfigError
 
 from conftest import NET, run
 

@@ -16,7 +16,7 @@ import re
 from importlib.metadata import PackageNotFoundError, version
 from typing import NamedTuple, Sequence
 
-from ...passes.errors import UserError
+from ...passes.errors import UsageError
 from ..config.presets import DEFAULT_PRESET, PRESETS
 from ..config.settings_text import settings_text
 from ..version import __version__
@@ -42,10 +42,6 @@ DEFAULT_SEEDS = 10
 TIME_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "y": 365 * 86400.0}
 """Seconds per unit of ``--times`` (m is minutes, y is 365 days)."""
 _TIME = re.compile(r"([+-]?(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?)\s*([a-z]*)")
-
-
-class UsageError(UserError):
-    """The command line asks for something that cannot be done as written."""
 
 
 class ArgumentParser(argparse.ArgumentParser):

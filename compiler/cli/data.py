@@ -22,14 +22,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ...passes.errors import UserError
+from ...passes.errors import DataError
 
 SAMPLES_KEY = "x"
 LABELS_KEY = "y"
-
-
-class DataError(UserError):
-    """Data that cannot be used; the message says why and what to do."""
 
 
 @dataclass(frozen=True)

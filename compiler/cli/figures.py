@@ -6,8 +6,8 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from ...passes.errors import UserError
-from ..files import OutputPathError, write_atomically
+from ...passes.errors import OutputPathError, UserError
+from ..files import write_atomically
 
 
 def pyplot():

@@ -14,9 +14,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from ...passes.errors import InspectError
 from ..config.hardware import HardwareConfig
 from ..config.settings_text import settings_text
-from ..inspection.summary import InspectError, LayerSummary
+from ..inspection.summary import LayerSummary
 from .figures import image_type, pyplot, save_figure
 
 
@@ -49,6 +50,7 @@ CONDUCTANCE_COLUMNS = (
     Column("G max\n(uS)", lambda layer: f"{layer.conductances.max():.3g}"),
     Column("at\ng_max", lambda layer: f"{layer.fraction_at_g_max:.2%}"),
 )
+
 RULE_COLUMN = Column("rule", lambda layer: layer.rule or "unknown", number=False)
 MEASURING_WIDTH = 10_000
 """Wide enough that a table measured in it takes its natural width."""

@@ -26,16 +26,12 @@ from torch import nn
 
 from ...models.zoo import ZOO, load_pretrained
 from ...passes.capture import first_line
-from ...passes.errors import UserError
+from ...passes.errors import ModelError
 from .console import quiet_loggers
 from .data import load_plain_torch_file
 
 INSTALLED = {Path(sysconfig.get_paths()[key]).resolve() for key in ("stdlib", "platstdlib", "purelib", "platlib")}
 """Where installed libraries live: a cached module from here is never set aside for a user's file."""
-
-
-class ModelError(UserError):
-    """A model, factory or weights file that cannot be used as given; the message says what to do."""
 
 
 @dataclass(frozen=True)

@@ -18,14 +18,15 @@ import torch
 from rich.console import Console
 from torch import fx
 
-from ...passes.capture import CAPTURE_METHODS, CaptureError, first_line
-from ..config.hardware import ConfigError, HardwareConfig
+from ...passes.capture import CAPTURE_METHODS, first_line
+from ...passes.errors import CaptureError, ConfigError, DataError, ModelError, UsageError
+from ..config.hardware import HardwareConfig
 from ..config.presets import DEFAULT_PRESET, preset_config
 from ..pipeline.distributed import group_in_use, local_share
 from ..pipeline.stages import convert, prepare
-from .arguments import BUILTIN_DATA, UsageError, parse_overrides
-from .data import DataError, Dataset, load_dataset
-from .model_loading import LoadedModel, ModelError, load_model
+from .arguments import BUILTIN_DATA, parse_overrides
+from .data import Dataset, load_dataset
+from .model_loading import LoadedModel, load_model
 from .report import calibrate_ranges, fine_tune_model, output_shape
 
 NOISE_SECTION = "noise"

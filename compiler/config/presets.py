@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ...passes.parameters import ConfigError
+from ...passes.errors import ConfigError
 
 if TYPE_CHECKING:
     from .hardware import HardwareConfig

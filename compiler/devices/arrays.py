@@ -34,11 +34,10 @@ from typing import Optional
 import torch
 from torch import Tensor, fx
 
-from ...passes.errors import XbarError
+from ...passes.errors import DeviceModelError
 from ...passes.numerics.crossbar import Crossbar, CrossbarSettings, _periphery_in, adc_weight
 from .models import BaseNoiseModel
 
-PROGRAMMED_BUFFERS = ("g_plus_programmed", "g_minus_programmed", "nu_plus", "nu_minus")
 READOUT_FLOOR = 1e-4
 """Smallest readout (units of out_bound): an array that reads all zeros gets a finite gain."""
 
@@ -48,10 +47,6 @@ class DriftCompensation(str, Enum):
 
     GLOBAL = "global"
     PER_COLUMN = "per_column"
-
-
-class DeviceModelError(XbarError, RuntimeError):
-    """A device model returned something that cannot be a tensor of conductances."""
 
 
 def crossbar_modules(graph_module: fx.GraphModule) -> dict[str, Crossbar]:
@@ -81,10 +76,6 @@ def program_arrays(graph_module: fx.GraphModule, model: BaseNoiseModel, generato
             crossbar.register_buffer(f"g_{side}_programmed", programmed)
             crossbar.register_buffer(f"nu_{side}", nu)
             crossbar.register_buffer(f"g_{side}", programmed.clone())
-
-
-def is_programmed(crossbar: Crossbar) -> bool:
-    return all(hasattr(crossbar, name) for name in PROGRAMMED_BUFFERS)
 
 
 @torch.no_grad()

@@ -17,10 +17,11 @@ import torch
 from torch import fx
 
 from ...passes.capture import first_line
+from ...passes.errors import InspectError
 from ..files import write_atomically
 from ..pipeline.record import Stage, record_of
 from ..version import __version__
-from .summary import InspectError, summarize_converted
+from .summary import summarize_converted
 
 GRAPH_FORMAT = "xbar-graph"
 GRAPH_FORMAT_VERSION = 1

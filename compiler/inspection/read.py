@@ -25,10 +25,11 @@ import onnx
 from google.protobuf.message import DecodeError
 from onnx import external_data_helper, numpy_helper
 
+from ...passes.errors import InspectError
 from ...passes.kinds import KINDS
 from ..onnx.ops import DOMAIN
 from .archive import GRAPH_FORMAT, read_graph_archive
-from .summary import REQUIRED_SETTINGS, SETTINGS_FIELDS, InspectError, LayerSummary, settings_from
+from .summary import REQUIRED_SETTINGS, SETTINGS_FIELDS, LayerSummary, settings_from
 
 KIND_OF_OP = {kind.onnx_op: kind for kind in KINDS}
 

@@ -13,7 +13,6 @@ from typing import Optional
 import numpy as np
 from torch import fx
 
-from ...passes.errors import UserError
 from ...passes.numerics.crossbar import Crossbar, CrossbarSettings
 from ...passes.plan import tag_of
 
@@ -22,10 +21,6 @@ AT_G_MAX_TOLERANCE = 0.01
 SETTINGS_FIELDS = tuple(f.name for f in dataclasses.fields(CrossbarSettings))
 REQUIRED_SETTINGS = tuple(f.name for f in dataclasses.fields(CrossbarSettings)
                           if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
-
-
-class InspectError(UserError):
-    """A file or model that cannot be inspected; the message says why and what to do."""
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ import torch
 from torch import fx
 
 from ...passes.capture import copy_graph_module, dynamic_batch_inputs, first_line, torch_internal_warnings_ignored
-from ...passes.errors import NoCrossbarLayersWarning
+from ...passes.errors import ExportError, NoCrossbarLayersWarning
 from ...passes.infra import run_passes
 from ...passes.numerics.crossbar import Crossbar
 from ...passes.plan import Role, tag_of, tagged
@@ -49,7 +49,6 @@ from ..version import __version__
 from . import files as onnx_files
 from . import layers as onnx_layers
 from . import ops as onnx_ops
-from .layers import ExportError
 
 MAX_IR_VERSION = 13
 """The newest ONNX IR version ONNX Runtime 1.31 loads."""

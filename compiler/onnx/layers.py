@@ -19,17 +19,13 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from ...passes.errors import XbarError
+from ...passes.errors import ExportError
 from ...passes.numerics.crossbar import Crossbar
 from ...passes.rewrites.export_ops import TENSORS
 from . import ops as onnx_ops
 
 TENSOR_INPUT = {name: index for index, name in enumerate(TENSORS, start=1)}
 """Crossbar buffer -> its input index on the ai.xbar node (after the activation)."""
-
-
-class ExportError(XbarError, RuntimeError):
-    """The model could not be exported, or the exported graph broke the ONNX contract."""
 
 
 def op_type(module: Crossbar) -> str:

@@ -17,15 +17,12 @@ import torch
 from torch import Tensor, fx, nn
 
 from ...passes.capture import copy_graph_module
+from ...passes.errors import CompileUnavailableWarning
 from ...passes.numerics.input_range import InputRange
 from ..devices.arrays import crossbar_modules
 
 BACKEND = "inductor"
 """torch.compile's backend for the compiled path (tests swap in ``"aot_eager"``, which needs no C++ compiler)."""
-
-
-class CompileUnavailableWarning(UserWarning):
-    """``compile=True`` was asked for, but torch.compile's inductor cannot build here: the model runs eagerly."""
 
 
 def inductor_unavailable() -> Optional[str]:

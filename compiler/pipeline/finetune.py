@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, fx
 
+from ...passes.errors import ConfigError, UserError
 from ...passes.numerics.global_batch import across_ranks, terms_after_backward
 from ...passes.numerics.input_range import InputRange
 from .compiled import maybe_compiled
@@ -36,7 +37,7 @@ class FineTuning:
 
     def __post_init__(self):
         if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError(f"fine-tuning needs epochs >= 1 and batch_size >= 1, got {self.epochs}, "
+            raise ConfigError(f"fine-tuning needs epochs >= 1 and batch_size >= 1, got {self.epochs}, "
                              f"{self.batch_size}")
 
     def steps(self, samples: int) -> int:
@@ -85,7 +86,7 @@ def fine_tune(
     rank's loss.
     """
     if len(inputs) != len(targets):
-        raise ValueError(f"{len(inputs)} inputs but {len(targets)} targets")
+        raise UserError(f"fine_tune got {len(inputs)} inputs but {len(targets)} targets: give one target per input")
     ranges = {id(m.value): m.value for m in prepared.modules()
               if isinstance(m, InputRange) and isinstance(m.value, torch.nn.Parameter)}
     others = [p for p in prepared.parameters() if id(p) not in ranges]

@@ -12,6 +12,8 @@ from typing import Dict, List, Optional, Tuple
 import torch
 from torch import Tensor
 
+from ..errors import ConverterError
+
 ZERO_CLIP = 1e-7
 """Smallest abs-max weight divided by, so an all-zero weight never divides by zero."""
 
@@ -29,11 +31,11 @@ class SinglePairConductanceConverter:
         self.g_min = 0.0 if g_min is None else g_min
         self.scale_ratio = None
         if self.g_max < 0.0:
-            raise ValueError("g_max should be a positive value")
+            raise ConverterError("g_max should be a positive value")
         if self.g_min < 0.0:
-            raise ValueError("g_min should be a positive value")
+            raise ConverterError("g_min should be a positive value")
         if self.g_min > self.g_max:
-            raise ValueError("g_min should be smaller than g_max")
+            raise ConverterError("g_min should be smaller than g_max")
 
     def __str__(self) -> str:
         return f"{type(self).__name__}(g_max={self.g_max:1.2f}, g_min={self.g_min:1.2f})"
@@ -60,8 +62,8 @@ class SinglePairConductanceConverter:
     def convert_back_to_weights(self, conductances: List[Tensor], params: Dict) -> Tensor:
         """Recover the weights: ``((G+ - g_min) - (G- - g_min)) / scale_ratio``."""
         if len(conductances) != 2:
-            raise ValueError("conductances must contain exactly two elements")
+            raise ConverterError("conductances must contain exactly two elements")
         if "scale_ratio" not in params:
-            raise ValueError("params do not contain scale_ratio")
+            raise ConverterError("params do not contain scale_ratio")
         g_plus, g_minus = conductances
         return ((g_plus - self.g_min) - (g_minus - self.g_min)) / params["scale_ratio"]

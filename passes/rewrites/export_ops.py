@@ -32,7 +32,7 @@ import torch
 from torch import Tensor, fx
 from torch.fx.passes.infra.pass_base import PassBase, PassResult
 
-from ..infra import PostconditionError
+from ..errors import PostconditionError
 from ..kinds import KINDS
 from ..kinds.base import LayerKind
 from ..numerics.crossbar import Crossbar, CrossbarSettings, adc_weight, run_crossbar

@@ -15,7 +15,7 @@ import torch
 from torch import fx
 from torch.fx.passes.infra.pass_base import PassBase, PassResult
 
-from ..infra import PostconditionError
+from ..errors import PostconditionError
 from ..numerics import periphery
 from ..operands import resolve_attribute
 from ..plan import LayerPlan, NodeTag, Role, add_node, check_names, erase_if_unused, tagged

@@ -18,7 +18,7 @@ from typing import Optional
 from torch import Tensor, fx
 from torch.fx.passes.infra.pass_base import PassBase, PassResult
 
-from ..infra import PostconditionError
+from ..errors import PostconditionError
 from ..numerics.crossbar import Crossbar, CrossbarSettings
 from ..operands import resolve_attribute
 from ..plan import (

@@ -10,7 +10,7 @@ from __future__ import annotations
 from torch import fx
 from torch.fx.passes.infra.pass_base import PassBase, PassResult
 
-from ..infra import PostconditionError
+from ..errors import PostconditionError
 from ..plan import Role, tagged
 
 NOISE_ROLES = (Role.WEIGHT_NOISE, Role.OUTPUT_NOISE)

@@ -24,13 +24,9 @@ from torch import fx
 from torch.fx.passes.infra.pass_base import PassBase, PassResult
 
 from ..arrays import Tile, WeightLayout
-from ..errors import UserError
+from ..errors import TilingError
 from ..operands import resolve_attribute
 from ..plan import NodeTag, Role, Scope, add_node, check_names, tag_of, tagged
-
-
-class TilingError(UserError):
-    """A layer cannot be cut to the configured array size."""
 
 
 def _chunks(size: int, limit: int) -> list[tuple[int, int]]:
