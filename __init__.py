@@ -18,11 +18,13 @@ import importlib
 
 # Absolute, not relative: pytest imports this file by itself when it collects the checkout,
 # whose folder name need not be a valid package name.
+from xbar.compiler.devices.registry import NOISE_MODELS
 from xbar.compiler.version import __version__
 
 _PUBLIC = {
     "xbar.compiler.config.hardware": ("HardwareConfig", "LayerRule"),
     "xbar.compiler.devices.evaluation": ("accuracy_over_time",),
+    "xbar.compiler.metrics": ("accuracy",),
     "xbar.compiler.onnx.export": ("export_onnx",),
     "xbar.compiler.pipeline.finetune": ("FineTuning", "HWA_FINE_TUNING", "fine_tune"),
     "xbar.compiler.pipeline.stages": ("CompileResult", "calibrate", "compile_model", "convert", "prepare"),
@@ -31,13 +33,14 @@ _PUBLIC = {
     "xbar.compiler.onnx.layers": ("ExportError",),
     "xbar.passes.numerics.calibration": ("CalibrationMethod",),
     "xbar.passes.numerics.converter": ("SinglePairConductanceConverter",),
-    "xbar.compiler.devices.models": ("BaseNoiseModel", "PCMLikeNoiseModel", "ReRamWan2022NoiseModel",
-                            "StateIndependentNoiseModel"),
+    "xbar.compiler.devices.base": ("BaseNoiseModel",),
     "xbar.passes.errors": ("NoCrossbarLayersWarning", "UnmatchedSelectorWarning", "UserError", "XbarError"),
     "xbar.passes.parameters": ("BoundManagementType", "ConfigError", "InputRangeParameter", "IOParameters",
                                "MappingParameter", "NoiseManagementType", "PrePostProcessingParameter",
                                "WeightModifierParameter", "WeightModifierType", "WeightNoiseType"),
 }
+# Every registered device model is public (PCMLikeNoiseModel, StateIndependentNoiseModel, ReRamWan2022NoiseModel).
+_PUBLIC |= {f"xbar.compiler.devices.{entry.module}": (entry.class_name,) for entry in NOISE_MODELS.values()}
 _HOME = {name: module for module, names in _PUBLIC.items() for name in names}
 
 __all__ = sorted(_HOME) + ["__version__"]

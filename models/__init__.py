@@ -1,6 +1,7 @@
 """Model zoo of small digit classifiers used as compiler inputs."""
 
-from .data import DigitsSplit, accuracy, load_digits_split
+from ..compiler.metrics import accuracy
+from .data import DigitsSplit, load_digits_split
 from .zoo import MLP, ZOO, LeNet, ResNet, TransformerClassifier, ZooEntry, load_pretrained
 
 __all__ = [

@@ -1,7 +1,6 @@
-"""Digits dataset split and evaluation helper shared by training and tests."""
+"""The digits data set split shared by training, the tests and the command line."""
 
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from sklearn.datasets import load_digits
@@ -29,19 +28,3 @@ def load_digits_split() -> DigitsSplit:
     train_idx, test_idx = torch.from_numpy(train_idx), torch.from_numpy(test_idx)
     return DigitsSplit(x[train_idx], y[train_idx], x[test_idx], y[test_idx])
 
-
-@torch.no_grad()
-def accuracy(run: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor,
-             batch_size: int = 256) -> float:
-    """Fraction of samples whose largest logit is their label.
-
-    ``run`` maps a batch to logits: a model (put in eval mode first) or any callable,
-    such as an ONNX Runtime session wrapped by ``xbar.compiler.onnx.runtime.onnx_runner``.
-    """
-    if isinstance(run, torch.nn.Module):
-        run.eval()
-    correct = sum(
-        (run(x[i : i + batch_size]).argmax(dim=1) == y[i : i + batch_size]).sum().item()
-        for i in range(0, len(y), batch_size)
-    )
-    return correct / len(y)

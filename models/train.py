@@ -11,7 +11,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from .data import DigitsSplit, accuracy, load_digits_split
+from ..compiler.metrics import accuracy
+from .data import DigitsSplit, load_digits_split
 from .zoo import ZOO
 
 # Per-model epoch counts, tuned for the accuracy targets within a small CPU budget.

@@ -3,8 +3,9 @@
 Imports nothing heavy (no torch, onnx or numpy), so ``xbar --help`` and
 ``xbar --version`` start at once. The names the help lists that live in
 torch-importing modules are spelled out here (``ZOO_NAMES``, ``BUILTIN_DATA``,
-``CALIBRATION_METHODS``, ``CAPTURE_METHODS``, ``NOISE_MODEL_NAMES``); the CLI
-tests check each against the module that owns it.
+``CALIBRATION_METHODS``, ``CAPTURE_METHODS``); the CLI tests check each against
+the module that owns it. The device models' names come from their registry, which
+imports no torch.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import NamedTuple, Sequence
 from ...passes.errors import UsageError
 from ..config.presets import DEFAULT_PRESET, PRESETS
 from ..config.settings_text import settings_text
+from ..devices.registry import NOISE_MODELS
 from ..version import __version__
 
 ZOO_NAMES = ("mlp", "lenet", "resnet", "transformer")
@@ -30,8 +32,8 @@ CALIBRATION_METHODS = ("InitFromData", "MovingStd", "MovingQuantile", "CacheQuan
 CAPTURE_METHODS = ("export", "symbolic_trace")
 """``xbar.passes.capture.CaptureMethod``'s values, the default first."""
 
-NOISE_MODEL_NAMES = ("pcm", "state-independent", "reram")
-"""``xbar.compiler.devices.registry.NOISE_MODELS``'s names, the default first."""
+NOISE_MODEL_NAMES = tuple(NOISE_MODELS)
+"""The device models ``--noise`` takes, the default first."""
 COMPENSATIONS = ("global", "per-column", "none")
 """``xbar evaluate --compensation``'s choices, the default first."""
 
@@ -131,6 +133,13 @@ def _installed(distribution: str) -> str:
         return "not installed"
 
 
+def device_models_text() -> str:
+    """One line per registered device model: its name, its class and its note."""
+    lines = (f"  {name:<19} {', '.join(filter(None, (entry.class_name, entry.note)))}"
+             for name, entry in NOISE_MODELS.items())
+    return "\n".join(lines)
+
+
 MODEL_HELP = f"""\
 MODEL is one of:
   a zoo name          {', '.join(ZOO_NAMES)} (shipped weights; digits data)
@@ -191,10 +200,9 @@ labelled test split of a built-in data set, else on the labelled samples of
 --calib (the calibration samples themselves: an optimistic figure). Under torchrun
 the processes share the seeds out; rank 0 reports the whole evaluation.
 
-Devices: --noise {NOISE_MODEL_NAMES[0]} (PCMLikeNoiseModel), state-independent
-(StateIndependentNoiseModel) or reram (ReRamWan2022NoiseModel, fitted at 1s, 1d and
-2d only), with their defaults and the converter's g_max; or a [noise] section in
-the --config file naming the model and any of its fields:
+Devices: --noise MODEL, with the model's defaults and the converter's g_max:
+{device_models_text()}
+or a [noise] section in the --config file naming the model and any of its fields:
   [noise]
   model = "pcm"
   prog_noise_scale = 0.5

@@ -13,11 +13,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ...models.data import accuracy
 from ...passes.numerics.calibration import CalibrationMethod
 from ...passes.numerics.training_noise import TrainingNoise
 from ..inspection.read import Inspection
 from ..inspection.summary import LayerSummary
+from ..metrics import accuracy
 from ..pipeline.finetune import HWA_FINE_TUNING, FineTuning, fine_tune
 from ..pipeline.stages import calibrate
 from .console import say

@@ -36,7 +36,7 @@ from torch import Tensor, fx
 
 from ...passes.errors import DeviceModelError
 from ...passes.numerics.crossbar import Crossbar, CrossbarSettings, _periphery_in, adc_weight
-from .models import BaseNoiseModel
+from .base import BaseNoiseModel
 
 READOUT_FLOOR = 1e-4
 """Smallest readout (units of out_bound): an array that reads all zeros gets a finite gain."""

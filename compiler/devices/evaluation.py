@@ -17,10 +17,10 @@ from typing import Callable, Mapping, Optional
 import torch
 from torch import Tensor, fx
 
-from ...models.data import accuracy
+from ..metrics import accuracy
 from ..pipeline.compiled import ArrayReader
 from ..pipeline.distributed import gathered, group_in_use, rank_share
-from .models import BaseNoiseModel
+from .base import BaseNoiseModel
 from .programming import drift, program
 
 

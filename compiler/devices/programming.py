@@ -24,7 +24,7 @@ from ...passes.capture import copy_graph_module
 from ...passes.errors import UserError
 from ..pipeline.record import Stage, record_of
 from .arrays import DriftCompensation, crossbar_modules, drift_arrays, program_arrays
-from .models import BaseNoiseModel
+from .base import BaseNoiseModel
 
 PROGRAMMING_KEY = "xbar.programming"
 MAX_SEED = 2**63 - 1
@@ -34,7 +34,7 @@ MAX_SEED = 2**63 - 1
 class ProgrammingRecord:
     """How a model's arrays were programmed and, once drifted, read.
 
-    ``noise_model`` is the model's :meth:`~xbar.compiler.devices.models.BaseNoiseModel.to_dict`
+    ``noise_model`` is the model's :meth:`~xbar.compiler.devices.base.BaseNoiseModel.to_dict`
     at programming time; ``t_inference`` (seconds after programming), ``drift_seed``
     and ``compensation`` are None until :func:`drift`.
     """

@@ -1,21 +1,45 @@
-"""The device models by the names ``xbar evaluate --noise`` and a config file's ``[noise]`` section use."""
+"""The device models by name: the one table ``xbar evaluate --noise``, its help and a config file's
+``[noise]`` section read.
+
+Imports no torch: each entry names the module of this package that holds the model and its class,
+imported when a model is built, so the command line's parser lists the names at no cost. A new device
+model is one module here and one entry in :data:`NOISE_MODELS`.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
+import importlib
+from typing import TYPE_CHECKING, NamedTuple, Optional
 
-from ...passes.capture import first_line
 from ...passes.errors import UserError
-from .models import BaseNoiseModel, PCMLikeNoiseModel, ReRamWan2022NoiseModel, StateIndependentNoiseModel
 
-NOISE_MODELS: dict[str, type[BaseNoiseModel]] = {
-    "pcm": PCMLikeNoiseModel,
-    "state-independent": StateIndependentNoiseModel,
-    "reram": ReRamWan2022NoiseModel,
+if TYPE_CHECKING:
+    from .base import BaseNoiseModel
+
+
+class DeviceModelEntry(NamedTuple):
+    """Where a device model lives: ``module`` of this package, ``class_name`` in it, and a ``note`` the help
+    shows beside its name (empty: none)."""
+
+    module: str
+    class_name: str
+    note: str = ""
+
+
+NOISE_MODELS: dict[str, DeviceModelEntry] = {
+    "pcm": DeviceModelEntry("pcm", "PCMLikeNoiseModel"),
+    "state-independent": DeviceModelEntry("state_independent", "StateIndependentNoiseModel"),
+    "reram": DeviceModelEntry("reram", "ReRamWan2022NoiseModel", "fitted at 1s, 1d and 2d only"),
 }
-"""Name -> device model class, the default first."""
+"""Name -> device model, the default first."""
 MODEL_KEY = "model"
+
+
+def noise_model_class(name: str) -> type[BaseNoiseModel]:
+    """The class registered as ``name`` (one of :data:`NOISE_MODELS`), imported now."""
+    entry = NOISE_MODELS[name]
+    return getattr(importlib.import_module(f"{__package__}.{entry.module}"), entry.class_name)
 
 
 def noise_model(name: Optional[str], section: Optional[dict], g_max: float, where: str) -> BaseNoiseModel:
@@ -35,14 +59,21 @@ def noise_model(name: Optional[str], section: Optional[dict], g_max: float, wher
     name = next(iter(NOISE_MODELS)) if name is None else name
     if name not in NOISE_MODELS:
         raise UserError(f"unknown noise model {name!r} in {where}; choose one of {', '.join(NOISE_MODELS)}")
-    model_class = NOISE_MODELS[name]
+    model_class = noise_model_class(name)
     known = [f.name for f in dataclasses.fields(model_class)]
     unknown = sorted(set(fields) - set(known))
     if unknown:
         raise UserError(f"the [noise] section of {where}: {name} has no field {unknown[0]!r}; its fields are "
                         f"{', '.join(known)}")
+    return _built(model_class, {"g_max": g_max} | fields, name, where)
+
+
+def _built(model_class: type[BaseNoiseModel], fields: dict, name: str, where: str) -> BaseNoiseModel:
+    """``model_class(**fields)``, its refusal of a value as one line that names the config file."""
+    from ...passes.capture import first_line  # imports torch, which building the model has imported already
+
     try:
-        return model_class(**({"g_max": g_max} | fields))
+        return model_class(**fields)
     except UserError as exc:
         raise UserError(f"the [noise] section of {where}: {first_line(exc)}") from exc
     except (TypeError, ValueError, AttributeError) as exc:  # a value of the wrong type reaches the model's checks

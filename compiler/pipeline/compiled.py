@@ -98,7 +98,7 @@ class ArrayReader:
         self.eager = self.run is self.model
 
     def reader(self, model: fx.GraphModule) -> Callable[[Tensor], Tensor]:
-        """A callable that runs ``model`` (as :func:`xbar.models.data.accuracy` takes it)."""
+        """A callable that runs ``model`` (as :func:`xbar.compiler.metrics.accuracy` takes it)."""
         if self.eager:
             return model.eval()
         theirs = crossbar_modules(model)

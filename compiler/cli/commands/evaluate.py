@@ -14,8 +14,8 @@ from pathlib import Path
 from torch import Tensor
 
 from ...config.hardware import HardwareConfig
+from ...devices.base import BaseNoiseModel
 from ...devices.evaluation import accuracy_over_time, check_times
-from ...devices.models import BaseNoiseModel
 from ...devices.registry import noise_model
 from ...files import check_writable, reporting_write_errors
 from ...pipeline.distributed import group_in_use, rank_share
