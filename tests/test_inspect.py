@@ -4,6 +4,7 @@ import json
 import re
 
 import numpy as np
+import onnx
 import pytest
 import torch
 from rich.console import Console
@@ -219,6 +220,23 @@ def test_a_layer_called_twice_is_one_array_with_two_call_sites(tmp_path, method)
         assert "calls" in rendered(layers, "twice", 300)
     assert from_onnx[0].call_sites == ("fc_crossbar", "fc_crossbar_1")
     assert from_archive[0].call_sites == from_onnx[0].call_sites
+
+
+
+def test_an_older_onnx_file_without_call_sites_reads_them_from_its_graph(tmp_path):
+    x = torch.randn(4, 4)
+    path = export_onnx(convert(prepare(LinearTwice(), (x,))), (x,), tmp_path / "twice.onnx")
+    model = onnx.load(str(path))
+    layers = json.loads(next(p.value for p in model.metadata_props if p.key == "xbar.layers"))
+    older = [{key: entry[key] for key in ("node", "op", "rule", "g_plus", "g_minus")} for entry in layers]
+    kept = [(p.key, p.value) for p in model.metadata_props if p.key not in ("xbar.layers", "xbar.digital_layers")]
+    del model.metadata_props[:]
+    onnx.helper.set_model_props(model, dict(kept) | {"xbar.layers": json.dumps(older)})
+    onnx.save(model, str(path))
+    inspection = load_inspection(path)
+    assert [(s.settings.layer, s.calls, s.rule) for s in inspection.layers] == [("fc", 2, "global"),
+                                                                                  ("out", 1, "global")]
+    assert inspection.digital == ()
 
 
 # -- layers that stay digital --------------------------------------------------------------------
