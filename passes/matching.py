@@ -1,7 +1,8 @@
 """Find the layers whose weights can live in a crossbar, in either kind of FX graph.
 
-One pure function, :func:`find_crossbar_layers`, that reads a GraphModule and
-returns what it found; it edits nothing. It understands module-level graphs
+One pure function, :func:`match_layers`, that reads a GraphModule and returns
+what it found and what it saw and refused, with why (:class:`Matching`); it
+edits nothing (:func:`find_crossbar_layers` keeps only the selected layers). It understands module-level graphs
 (``torch.fx.symbolic_trace``: ``call_module`` to a layer module, or functional
 calls) and ATen-level graphs (``torch.export``'s ``.module()``). What each kind of
 layer matches is its :class:`~xbar.passes.kinds.base.LayerKind`'s business; this
@@ -16,7 +17,8 @@ Rules:
   transposed convolutions called with ``output_size``, stay digital;
 * a layer is named after its weight (``fc1.weight`` -> ``fc1``,
   ``attn.in_proj_weight`` -> ``attn.in_proj``), so a shared weight is one layer;
-* a decomposed graph (``aten.convolution``) is refused: capture without decompositions.
+* a decomposed graph (``aten.convolution``) is refused: capture without decompositions;
+* a :class:`LayerSelection` says why it leaves a found layer digital (:meth:`LayerSelection.refusal`).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from torch import fx
 
 from .errors import MatchError
 from .kinds import KINDS
-from .kinds.base import LayerKind, Operands
+from .kinds.base import LayerKind, Operands, Refused
 from .operands import resolve_attribute
 
 aten = torch.ops.aten
@@ -101,12 +103,20 @@ class LayerSelection:
         return False
 
     def select(self, layers: list[CrossbarLayer]) -> list[CrossbarLayer]:
-        chosen = [layer for layer in layers if (not self.include or self.matches(layer, self.include))
-                  and not self.matches(layer, self.exclude)]
-        if self.keep_first_last_digital and layers:
-            edge = {layers[0].name, layers[-1].name}
-            chosen = [layer for layer in chosen if layer.name not in edge]
-        return chosen
+        return [layer for layer in layers if self.refusal(layer, layers) is None]
+
+    def refusal(self, layer: CrossbarLayer, layers: list[CrossbarLayer]) -> Optional[str]:
+        """Why the selection leaves ``layer`` (one of ``layers``, in graph order) digital, or None."""
+        if self.include and not self.matches(layer, self.include):
+            return "matches no include pattern"
+        excluded = next((p for p in self.exclude if self.matches(layer, [p])), None)
+        if excluded is not None:
+            return f"excluded by pattern {getattr(excluded, '__name__', excluded)!r}"
+        if self.keep_first_last_digital and layer.name == layers[0].name:
+            return "first layer (keep_first_last_digital)"
+        if self.keep_first_last_digital and layer.name == layers[-1].name:
+            return "last layer (keep_first_last_digital)"
+        return None
 
 
 def layer_name(weight: str) -> str:
@@ -125,20 +135,26 @@ def _module_type(node: fx.Node) -> str:
     return owner if isinstance(owner, str) else f"{owner.__module__}.{owner.__qualname__}"
 
 
-def _match(gm: fx.GraphModule, node: fx.Node) -> Optional[CrossbarLayer]:
-    """The crossbar layer ``node`` is, if a kind matches it."""
+def _match(gm: fx.GraphModule, node: fx.Node) -> Union[CrossbarLayer, Refused, None]:
+    """The crossbar layer ``node`` is, why a kind that recognises it keeps it digital, or None."""
     if node.op == "call_module":
         module = gm.get_submodule(node.target)
         module_type = f"{type(module).__module__}.{type(module).__qualname__}"
         for kind in KINDS:
             operands = kind.match_module(node, module) if isinstance(module, kind.modules) else None
-            if operands is not None:
+            if isinstance(operands, Operands):
                 return _layer(node.target, node, kind, operands, module_type)
+            if operands is not None:
+                return operands
     elif node.op == "call_function":
         for kind in KINDS:
             operands = kind.match_call(gm, node) if node.target in kind.targets else None
-            if operands is not None and resolve_attribute(gm, operands.weight).dim() >= 2:
+            if isinstance(operands, Operands) and resolve_attribute(gm, operands.weight).dim() < 2:
+                return Refused("its weight has fewer than 2 dims")
+            if isinstance(operands, Operands):
                 return _layer(layer_name(operands.weight), node, kind, operands, _module_type(node))
+            if operands is not None:
+                return operands
     return None
 
 
@@ -148,15 +164,31 @@ def _layer(name: str, node: fx.Node, kind: LayerKind, operands: Operands, module
                          module_type)
 
 
-def find_crossbar_layers(gm: fx.GraphModule, selection: LayerSelection = LayerSelection()) -> list[CrossbarLayer]:
-    """The selected crossbar layers of ``gm`` in graph order."""
-    found = []
+@dataclass(frozen=True)
+class Matching:
+    """What :func:`match_layers` saw: the crossbar layers in graph order, and the
+    calls a layer kind recognised but kept digital (node name -> why)."""
+
+    layers: list[CrossbarLayer]
+    refused: dict[str, str]
+
+
+def match_layers(gm: fx.GraphModule) -> Matching:
+    """Every crossbar layer of ``gm`` and every call a kind refused, with why."""
+    layers, refused = [], {}
     for node in gm.graph.nodes:
         if node.op == "call_function" and node.target in DECOMPOSED_TARGETS:
             raise MatchError(
                 f"node {node.name!r} ({node.target}) comes from a decomposed graph; capture the model "
                 "with torch.export.export(...).module() without run_decompositions(), or symbolic_trace")
-        layer = _match(gm, node)
-        if layer is not None:
-            found.append(layer)
-    return selection.select(found)
+        found = _match(gm, node)
+        if isinstance(found, CrossbarLayer):
+            layers.append(found)
+        elif found is not None:
+            refused[node.name] = found.reason
+    return Matching(layers, refused)
+
+
+def find_crossbar_layers(gm: fx.GraphModule, selection: LayerSelection = LayerSelection()) -> list[CrossbarLayer]:
+    """The selected crossbar layers of ``gm`` in graph order."""
+    return selection.select(match_layers(gm).layers)

@@ -27,7 +27,7 @@ def traced(module: nn.Module, overrides: Optional[dict] = None) -> tuple[fx.Grap
     """``module`` traced (eval, seeded weights) and the plans a config with ``overrides`` gives."""
     graph_module = fx.symbolic_trace(module.eval())
     config = HardwareConfig().with_overrides(overrides or {}).validate()
-    return graph_module, plan_layers(graph_module, config, LayerSelection())
+    return graph_module, plan_layers(graph_module, config, LayerSelection())[0]
 
 
 def run(graph_module: fx.GraphModule, *passes) -> list[bool]:

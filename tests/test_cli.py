@@ -105,6 +105,16 @@ def test_layer_selection_options_reach_the_onnx_file(workspace, capsys, options,
     assert [l["layer"] for l in inspect_json(capsys, "sel.onnx")["layers"]] == layers
 
 
+
+def test_compile_and_inspect_list_the_layers_that_stay_digital(workspace, capsys):
+    status, out, err = run(capsys, "compile", *NET, "--calib", "inputs.pt", "--exclude", "fc2", "-o", "sel.onnx")
+    assert status == 0, err
+    for text in (out, run(capsys, "inspect", "sel.onnx")[1]):
+        assert "2 crossbar layers" in text and "1 layer stays digital" in text
+        assert re.search(r"fc2 .*aten\.linear.* excluded by pattern 'fc2'", text)
+    assert inspect_json(capsys, "sel.onnx")["digital_layers"][0]["reason"] == "excluded by pattern 'fc2'"
+
+
 def test_a_selection_of_no_layer_at_all_is_a_usage_error(workspace, capsys):
     status, _, err = run(capsys, "compile", "net.py:make_net", *WEIGHTS, "--calib", "inputs.pt",
                          "--include", "Linear", "--exclude", "torch.nn.Linear", "-o", "sel.onnx")

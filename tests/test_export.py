@@ -31,6 +31,7 @@ from xbar.compiler.onnx import layers as onnx_layers
 from xbar.compiler.onnx import ops as onnx_ops
 from xbar.compiler.pipeline.record import Stage, record_of
 from xbar.passes.capture import copy_graph_module
+from xbar.passes.digital import NO_KIND
 from xbar.passes.infra import run_passes
 from xbar.passes.numerics.crossbar import Crossbar
 from xbar.passes.rewrites.export_ops import CUSTOM_OPS, CrossbarToCustomOpsPass
@@ -182,6 +183,34 @@ def test_file_metadata_records_tool_converter_config_and_layers(exported):
     assert set(layers) == set(result.crossbars())
     assert layers["depthwise_crossbar"]["has_bias"] is False
     assert layers["conv2_crossbar"]["group"] == 4 and layers["conv2_crossbar"]["strides"] == [2, 2]
+
+
+
+class SharedAndDigital(nn.Module):
+    """One nn.Linear applied twice, and a weight that stays digital (an einsum)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc, self.W = nn.Linear(4, 4), nn.Parameter(torch.randn(4, 4))
+
+    def forward(self, x):
+        return torch.einsum("bi,ij->bj", self.fc(torch.relu(self.fc(x))), self.W)
+
+
+@pytest.mark.parametrize("method", ["export", "symbolic_trace"])
+def test_metadata_records_call_sites_and_digital_layers(tmp_path, method):
+    x = torch.randn(3, 4)
+    converted = xbar.convert(xbar.prepare(SharedAndDigital(), (x,), capture_method=method))
+    model = onnx.load(str(export_onnx(converted, (x,), tmp_path / "shared.onnx")))
+    metadata = {p.key: json.loads(p.value) for p in model.metadata_props if p.key.startswith("xbar.")
+                and p.key not in ("xbar.version", "xbar.converter", "xbar.domain")}
+    (entry,) = metadata["xbar.layers"]
+    nodes = [n.name for n in model.graph.node if n.domain == onnx_ops.DOMAIN]
+    assert (entry["node"], entry["calls"], entry["call_sites"], nodes) == ("fc_crossbar", 2, nodes, nodes)
+    assert (entry["source_weight"], entry["has_bias"], entry["weight_shape"]) == ("fc.weight", True, [4, 4])
+    op = "aten.einsum" if method == "export" else "einsum"
+    assert metadata["xbar.digital_layers"] == [
+        {"layer": "W", "ops": [op], "weights": ["W"], "shapes": [[4, 4]], "reason": NO_KIND}]
 
 
 def test_reexport_is_byte_identical(exported, model_name, tmp_path):

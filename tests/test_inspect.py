@@ -4,6 +4,7 @@ import json
 import re
 
 import numpy as np
+import onnx
 import pytest
 import torch
 from rich.console import Console
@@ -11,10 +12,11 @@ from torch import nn
 
 from xbar import HardwareConfig, calibrate, convert, export_onnx, prepare
 from xbar.compiler.cli.inspection_view import array_labels, count_text, describe_config, layer_tables, plot_layers
+from xbar.compiler.cli.report import print_inspection
 from xbar.compiler.config.hardware import LayerRule
 from xbar.compiler.inspection.archive import save_graph
 from xbar.compiler.inspection.read import load_inspection
-from xbar.compiler.inspection.summary import summarize_converted
+from xbar.compiler.inspection.summary import summarize, summarize_converted
 from xbar.passes.errors import InspectError
 
 from conftest import eight_bit, make_input, make_model
@@ -60,12 +62,12 @@ def test_onnx_file_and_graph_archive_read_back_what_memory_holds(written):
     for path, kind in ((onnx_path, "onnx"), (graph_path, "xbar-graph")):
         inspection = load_inspection(path)
         assert inspection.format == kind
-        assert [l.settings for l in inspection.layers] == [l.settings for l in in_memory]
+        assert [s.settings for s in inspection.layers] == [s.settings for s in in_memory]
         for read, held in zip(inspection.layers, in_memory):
             np.testing.assert_array_equal(read.g_plus, held.g_plus)
             np.testing.assert_array_equal(read.g_minus, held.g_minus)
             assert (read.kind, read.weight_shape) == (held.kind, held.weight_shape)
-    kinds = [l.kind for l in in_memory]
+    kinds = [s.kind for s in in_memory]
     assert kinds == ["conv2d", "conv2d", "conv2d", "conv2d", "conv1d", "linear"]
 
 
@@ -191,3 +193,138 @@ def test_tiled_layers_show_one_row_per_array(tmp_path):
     assert "│ fc2 [1,1] │" in rendered(layers, "tiled", 200)
     assert "fc2 [1,0]" in array_labels(layers)
     assert count_text(layers) == "8 crossbar arrays in 3 layers"
+
+
+# -- a layer called more than once ---------------------------------------------------------------
+
+class LinearTwice(nn.Module):
+    """One nn.Linear applied twice: one array, programmed once, two call sites."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc, self.out = nn.Linear(4, 4), nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.out(torch.relu(self.fc(torch.relu(self.fc(x)))))
+
+
+@pytest.mark.parametrize("method", ["export", "symbolic_trace"])
+def test_a_layer_called_twice_is_one_array_with_two_call_sites(tmp_path, method):
+    x = torch.randn(4, 4)
+    converted = convert(prepare(LinearTwice(), (x,), capture_method=method))
+    from_onnx = load_inspection(export_onnx(converted, (x,), tmp_path / "twice.onnx")).layers
+    from_archive = load_inspection(save_graph(converted, tmp_path / "twice.graph.pt")).layers
+    for layers in (summarize_converted(converted), from_onnx, from_archive):
+        assert [(s.settings.layer, s.calls, s.rule) for s in layers] == [("fc", 2, "global"), ("out", 1, "global")]
+        assert count_text(layers) == "2 crossbar layers; fc called 2 times"
+        assert "calls" in rendered(layers, "twice", 300)
+    assert from_onnx[0].call_sites == ("fc_crossbar", "fc_crossbar_1")
+    assert from_archive[0].call_sites == from_onnx[0].call_sites
+
+
+
+def test_an_older_onnx_file_without_call_sites_reads_them_from_its_graph(tmp_path):
+    x = torch.randn(4, 4)
+    path = export_onnx(convert(prepare(LinearTwice(), (x,))), (x,), tmp_path / "twice.onnx")
+    model = onnx.load(str(path))
+    layers = json.loads(next(p.value for p in model.metadata_props if p.key == "xbar.layers"))
+    older = [{key: entry[key] for key in ("node", "op", "rule", "g_plus", "g_minus")} for entry in layers]
+    kept = [(p.key, p.value) for p in model.metadata_props if p.key not in ("xbar.layers", "xbar.digital_layers")]
+    del model.metadata_props[:]
+    onnx.helper.set_model_props(model, dict(kept) | {"xbar.layers": json.dumps(older)})
+    onnx.save(model, str(path))
+    inspection = load_inspection(path)
+    assert [(s.settings.layer, s.calls, s.rule) for s in inspection.layers] == [("fc", 2, "global"),
+                                                                                  ("out", 1, "global")]
+    assert inspection.digital == ()
+
+
+# -- layers that stay digital --------------------------------------------------------------------
+
+class Recurrent(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lstm, self.fc = nn.LSTM(4, 4, batch_first=True), nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.fc(self.lstm(x.unsqueeze(1))[0][:, 0])
+
+
+class BilinearThenLinear(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.bil, self.fc = nn.Bilinear(4, 4, 4), nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.fc(self.bil(x, x))
+
+
+class Einsum(nn.Module):
+    """``einsum`` stays digital while the same product written ``x @ W`` maps."""
+
+    def __init__(self):
+        super().__init__()
+        self.W, self.V = nn.Parameter(torch.randn(4, 4)), nn.Parameter(torch.randn(4, 2))
+
+    def forward(self, x):
+        return torch.einsum("bi,ij->bj", x, self.W) @ self.V
+
+
+class EvenSame(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv, self.fc = nn.Conv2d(1, 1, 2, padding="same"), nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.fc(self.conv(x.view(-1, 1, 2, 2)).flatten(1))
+
+
+MLP_DIGITAL_RULE = HardwareConfig(layers=[LayerRule(name="fc2", digital=True)])
+DIGITAL_CAUSES = {
+    "lstm": (Recurrent, {}, {"lstm": "no crossbar layer kind matches this op"}),
+    "bilinear": (BilinearThenLinear, {}, {"bil": "no crossbar layer kind matches this op"}),
+    "einsum": (Einsum, {}, {"W": "no crossbar layer kind matches this op"}),
+    "even same": (EvenSame, {}, {"conv": "'same' padding that is uneven (an even kernel)"}),
+    "exclude": ("mlp", {"exclude": ["fc1"]}, {"fc1": "excluded by pattern 'fc1'"}),
+    "include": ("mlp", {"include": ["fc[23]"]}, {"fc1": "matches no include pattern"}),
+    "rule": ("mlp", {"config": MLP_DIGITAL_RULE}, {"fc2": "digital by layer rule name=fc2"}),
+    "first and last": ("mlp", {"keep_first_last_digital": True}, {"fc1": "first layer (keep_first_last_digital)",
+                                                                   "fc3": "last layer (keep_first_last_digital)"}),
+}
+
+
+def digital_case(cause: str, method: str):
+    model, options, expected = DIGITAL_CAUSES[cause]
+    model, x = (make_model(model), make_input(model, 4)) if isinstance(model, str) else (model(), torch.randn(4, 4))
+    selection = {key: value for key, value in options.items() if key != "config"}
+    return convert(prepare(model, (x,), options.get("config"), capture_method=method, **selection)), x, expected
+
+
+@pytest.mark.parametrize("method", ["export", "symbolic_trace"])
+@pytest.mark.parametrize("cause", sorted(DIGITAL_CAUSES))
+def test_every_layer_that_stays_digital_is_listed_with_why(cause, method):
+    converted, _, expected = digital_case(cause, method)
+    summary = summarize(converted)
+    assert {layer.name: layer.reason for layer in summary.digital} == expected
+    assert not {layer.name for layer in summary.digital} & {s.settings.layer for s in summary.arrays}
+
+
+def test_einsum_stays_digital_while_the_same_product_as_a_matmul_maps():
+    converted, _, _ = digital_case("einsum", "export")
+    assert [s.settings.layer for s in summarize(converted).arrays] == ["V"]
+
+
+def test_digital_layers_are_read_back_from_onnx_and_the_archive_and_shown(tmp_path):
+    converted, x, expected = digital_case("lstm", "export")
+    in_memory = summarize(converted).digital
+    assert in_memory[0].weights == ("lstm.weight_ih_l0", "lstm.weight_hh_l0")
+    assert in_memory[0].shapes == ((16, 4), (16, 4))
+    for path in (export_onnx(converted, (x,), tmp_path / "lstm.onnx"), save_graph(converted, tmp_path / "lstm.pt")):
+        inspection = load_inspection(path)
+        assert inspection.digital == in_memory
+        assert inspection.as_dict()["digital_layers"] == [layer.as_dict() for layer in in_memory]
+        console = Console(width=200, record=True)
+        print_inspection(console, inspection, with_graph=False)
+        text = console.export_text()
+        assert "1 layer stays digital" in text and "no crossbar layer kind matches this op" in text
+        assert "16x4, 16x4" in text

@@ -8,7 +8,7 @@ from torch import nn
 from xbar.passes.capture import capture
 from xbar.passes.errors import MatchError
 from xbar.passes.kinds import CONV, LINEAR
-from xbar.passes.matching import LayerSelection, find_crossbar_layers
+from xbar.passes.matching import LayerSelection, find_crossbar_layers, match_layers
 
 from conftest import make_input, make_model
 
@@ -113,6 +113,25 @@ def test_padding_modes_asymmetric_same_and_activation_biases_stay_digital(method
     layers = find_crossbar_layers(capture(DigitalConvolutions(), (torch.randn(2, 2, 6, 6),), method))
     padded = [("circular", (0, 0))] if method == "export" else []
     assert [(layer.name, layer.geometry.padding) for layer in layers] == [*padded, ("same_odd", (1, 1))]
+
+
+@pytest.mark.parametrize("method", ["export", "symbolic_trace"])
+def test_matching_says_why_it_refused_each_call_a_kind_recognised(method):
+    gm = capture(DigitalConvolutions(), (torch.randn(2, 2, 6, 6),), method)
+    matching = match_layers(gm)
+    assert [layer.name for layer in matching.layers] == [layer.name for layer in find_crossbar_layers(gm)]
+    reasons = sorted(matching.refused.values())
+    circular = [] if method == "export" else ["padding mode 'circular' (only zero padding maps)"]
+    assert reasons == sorted(["'same' padding that is uneven (an even kernel)", "its bias is computed, not a constant",
+                              *circular])
+
+
+def test_the_selection_says_why_it_leaves_a_layer_digital():
+    layers = layers_of("mlp")
+    assert [LayerSelection(keep_first_last_digital=True).refusal(layer, layers) for layer in layers] == [
+        "first layer (keep_first_last_digital)", None, "last layer (keep_first_last_digital)"]
+    assert LayerSelection(exclude=["fc2"]).refusal(layers[1], layers) == "excluded by pattern 'fc2'"
+    assert LayerSelection(include=[nn.Conv2d]).refusal(layers[0], layers) == "matches no include pattern"
 
 
 class SharedWeight(nn.Module):

@@ -1,5 +1,6 @@
-"""Show crossbar layers to people: rich tables that fit the terminal, a one-line
-hardware summary, and a matplotlib figure of conductances and input ranges."""
+"""Show crossbar layers to people: rich tables that fit the terminal (the arrays, and the
+layers that stay digital with why), a one-line hardware summary, and a matplotlib
+figure of conductances and input ranges."""
 
 from __future__ import annotations
 
@@ -7,13 +8,14 @@ import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from ...passes.digital import DigitalLayer
 from ...passes.errors import InspectError
 from ..config.hardware import HardwareConfig
 from ..config.settings_text import settings_text
@@ -52,6 +54,8 @@ CONDUCTANCE_COLUMNS = (
 )
 
 RULE_COLUMN = Column("rule", lambda layer: layer.rule or "unknown", number=False)
+CALLS_COLUMN = Column("calls", lambda layer: str(layer.calls))
+"""Shown when an array runs at more than one call site (a layer called more than once)."""
 MEASURING_WIDTH = 10_000
 """Wide enough that a table measured in it takes its natural width."""
 
@@ -60,11 +64,24 @@ def layer_tables(layers: list[LayerSummary], title: str, width: int) -> list[Tab
     """The layers as one table, one row per array, when it fits ``width`` columns; else as
     two tables, the hardware settings and the conductances (with the rule), each naming the layers."""
     rule = (RULE_COLUMN,) if any(layer.rule is not None for layer in layers) else ()
-    whole = _table(layers, title, SETTINGS_COLUMNS + CONDUCTANCE_COLUMNS + rule)
+    settings = SETTINGS_COLUMNS + ((CALLS_COLUMN,) if any(layer.calls > 1 for layer in layers) else ())
+    whole = _table(layers, title, settings + CONDUCTANCE_COLUMNS + rule)
     if Console(width=MEASURING_WIDTH).measure(whole).maximum <= width:
         return [whole]
-    return [_table(layers, f"{title}: settings", SETTINGS_COLUMNS),
+    return [_table(layers, f"{title}: settings", settings),
             _table(layers, f"{title}: conductances", CONDUCTANCE_COLUMNS + rule)]
+
+
+def digital_table(digital: Sequence[DigitalLayer]) -> Table:
+    """The layers with a weight that stay digital: what runs them, their weights and why."""
+    plural = "layer stays" if len(digital) == 1 else "layers stay"
+    table = Table(title=f"{len(digital)} {plural} digital", title_justify="left")
+    for header in ("layer", "op", "weights", "why"):
+        table.add_column(header, overflow="fold")
+    for layer in digital:
+        table.add_row(escape(layer.name), escape(", ".join(layer.ops)),
+                      escape(", ".join("x".join(map(str, shape)) for shape in layer.shapes)), escape(layer.reason))
+    return table
 
 
 def _table(layers: list[LayerSummary], title: str, columns: tuple[Column, ...]) -> Table:
@@ -86,11 +103,13 @@ def array_labels(layers: list[LayerSummary]) -> list[str]:
 
 
 def count_text(layers: list[LayerSummary]) -> str:
-    """``"5 crossbar layers"``, or ``"5 crossbar arrays in 3 layers"`` when layers are tiled."""
+    """``"5 crossbar layers"``, or ``"5 crossbar arrays in 3 layers"`` when layers are tiled, then
+    the layers called more than once (``"; fc called 2 times"``)."""
     names = {layer.settings.layer for layer in layers}
-    if len(names) == len(layers):
-        return f"{len(layers)} crossbar layers"
-    return f"{len(layers)} crossbar arrays in {len(names)} layers"
+    text = (f"{len(layers)} crossbar layers" if len(names) == len(layers)
+            else f"{len(layers)} crossbar arrays in {len(names)} layers")
+    reused = {layer.settings.layer: layer.calls for layer in layers if layer.calls > 1}
+    return text + "".join(f"; {name} called {calls} times" for name, calls in reused.items())
 
 
 def describe_config(config: dict) -> str:

@@ -6,13 +6,14 @@ from __future__ import annotations
 import dataclasses
 import math
 from pathlib import Path
-from typing import Iterable, Iterator, Optional, Union
+from typing import Iterable, Iterator, Optional, Sequence, Union
 
 import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from ...passes.digital import DigitalLayer
 from ...passes.numerics.calibration import CalibrationMethod
 from ...passes.numerics.training_noise import TrainingNoise
 from ..inspection.read import Inspection
@@ -22,7 +23,7 @@ from ..pipeline.finetune import HWA_FINE_TUNING, FineTuning, fine_tune
 from ..pipeline.stages import calibrate
 from .console import say
 from .data import Dataset
-from .inspection_view import count_text, describe_config, layer_tables
+from .inspection_view import count_text, describe_config, digital_table, layer_tables
 from .model_loading import LoadedModel
 
 
@@ -71,10 +72,13 @@ def calibration_note(batches: int, data: Optional[Dataset], batch_size: int) -> 
     return f"input ranges calibrated on {batches} {plural} of up to {batch_size} samples from {data.name}"
 
 
-def print_layers(console: Console, layers: list[LayerSummary], title: str) -> None:
-    """The layer table(s), fitted to the console's width."""
+def print_layers(console: Console, layers: list[LayerSummary], title: str,
+                 digital: Sequence[DigitalLayer] = ()) -> None:
+    """The layer table(s), fitted to the console's width, then the layers that stay digital and why."""
     for table in layer_tables(layers, title, console.width):
         say(console, table)
+    if digital:
+        say(console, digital_table(digital))
 
 
 def print_inspection(console: Console, inspection: Inspection, with_graph: bool) -> None:
@@ -87,7 +91,7 @@ def print_inspection(console: Console, inspection: Inspection, with_graph: bool)
     if not inspection.layers:
         say(console, "no crossbar layers (no ai.xbar nodes): was this file written by xbar?")
     else:
-        print_layers(console, inspection.layers, count_text(inspection.layers))
+        print_layers(console, inspection.layers, count_text(inspection.layers), inspection.digital)
     if with_graph:
         say(console, "graph:")
         for line in inspection.graph_lines:

@@ -2,9 +2,12 @@
 file of plain tensors, strings and numbers, so it loads with ``torch.load(weights_only=True)``.
 
 It holds the converted FX graph as text (``graph``) and as the Python FX
-generated for it (``code``), every crossbar array's settings, rule and
-conductances (``layers``), the hardware config and the full ``state_dict``. It
-records the graph; it does not run (run the ONNX file).
+generated for it (``code``), every crossbar array's summary (the same
+:meth:`~xbar.compiler.inspection.summary.LayerSummary.description` the ONNX
+metadata keeps) with its conductances (``layers``), the layers that stay digital
+and why (``digital_layers``), the hardware config and the full ``state_dict``. It
+records the graph; it does not run (run the ONNX file). Version 2 added the call
+sites and the digital layers; archives of version 1 are refused (recompile).
 """
 
 from __future__ import annotations
@@ -21,20 +24,18 @@ from ...passes.errors import InspectError
 from ..files import write_atomically
 from ..pipeline.record import Stage, record_of
 from ..version import __version__
-from .summary import summarize_converted
+from .summary import summarize
 
 GRAPH_FORMAT = "xbar-graph"
-GRAPH_FORMAT_VERSION = 1
+GRAPH_FORMAT_VERSION = 2
 
 
 def save_graph(converted: fx.GraphModule, path: os.PathLike) -> Path:
     """Write a converted GraphModule (from :func:`xbar.convert`) as a graph archive, atomically."""
     record = record_of(converted, "save_graph()", Stage.CONVERTED)
-    layers = [
-        {"node": s.node, "kind": s.kind, "settings": s.settings.as_dict(), "rule": s.rule,
-         "g_plus": torch.from_numpy(s.g_plus), "g_minus": torch.from_numpy(s.g_minus)}
-        for s in summarize_converted(converted)
-    ]
+    summary = summarize(converted)
+    layers = [s.description() | {"g_plus": torch.from_numpy(s.g_plus), "g_minus": torch.from_numpy(s.g_minus)}
+              for s in summary.arrays]
     archive = {
         "format": GRAPH_FORMAT,
         "format_version": GRAPH_FORMAT_VERSION,
@@ -43,6 +44,7 @@ def save_graph(converted: fx.GraphModule, path: os.PathLike) -> Path:
         "graph": str(converted.graph),
         "code": converted.code,
         "layers": layers,
+        "digital_layers": [layer.as_dict() for layer in summary.digital],
         "state_dict": converted.state_dict(),
     }
     buffer = io.BytesIO()

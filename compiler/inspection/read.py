@@ -8,8 +8,12 @@ Two kinds of file are understood, told apart by content, not by name:
 * a graph archive from :func:`xbar.compiler.inspection.archive.save_graph`
   (``xbar compile --save-graph``).
 
-Both give an :class:`Inspection`: a list of :class:`LayerSummary` rows, the
-graph as text lines, and the metadata.
+Both give an :class:`Inspection`: a list of :class:`LayerSummary` rows (one per
+array: the ONNX nodes of one array, its ``layer`` / ``tile_row`` / ``tile_col``,
+are its call sites), the layers that stay digital, the graph as text lines, and
+the metadata. ONNX files of older xbar versions, without call sites or
+``xbar.digital_layers``, still read: their call sites come from the graph, and
+they list no digital layers.
 """
 
 from __future__ import annotations
@@ -19,12 +23,12 @@ import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import onnx
 from google.protobuf.message import DecodeError
 from onnx import external_data_helper, numpy_helper
 
+from ...passes.digital import DigitalLayer
 from ...passes.errors import InspectError
 from ...passes.kinds import KINDS
 from ..onnx.ops import DOMAIN
@@ -43,10 +47,12 @@ class Inspection:
     layers: list[LayerSummary]
     graph_lines: list[str]
     metadata: dict
+    digital: tuple[DigitalLayer, ...] = ()
 
     def as_dict(self, with_graph: bool = False) -> dict:
         data = {"file": str(self.path), "format": self.format, "metadata": self.metadata,
-                "layers": [layer.as_dict() for layer in self.layers]}
+                "layers": [layer.as_dict() for layer in self.layers],
+                "digital_layers": [layer.as_dict() for layer in self.digital]}
         if with_graph:
             data["graph"] = self.graph_lines
         return data
@@ -73,11 +79,22 @@ def _load_onnx(path: Path) -> Inspection:
     _load_external_data(model, path)
     initializers = {t.name: t for t in model.graph.initializer}
     metadata = {p.key: _maybe_json(p.value) for p in model.metadata_props}
-    rules = {entry.get("node"): entry.get("rule") for entry in metadata.get("xbar.layers", [])
-             if isinstance(entry, dict)}
-    layers = [_summary_of_node(node, initializers, rules.get(node.name))
-              for node in model.graph.node if node.domain == DOMAIN]
-    return Inspection(path, "onnx", layers, [_node_line(n) for n in model.graph.node], metadata)
+    recorded = {entry.get("node"): entry for entry in metadata.get("xbar.layers", []) if isinstance(entry, dict)}
+    layers = [_summary_of_array(nodes, initializers, recorded.get(nodes[0].name, {}))
+              for nodes in _nodes_by_array(model.graph).values()]
+    digital = tuple(DigitalLayer.from_dict(entry) for entry in metadata.get("xbar.digital_layers", []))
+    return Inspection(path, "onnx", layers, [_node_line(n) for n in model.graph.node], metadata, digital)
+
+
+def _nodes_by_array(graph: onnx.GraphProto) -> dict[tuple, list[onnx.NodeProto]]:
+    """The ai.xbar nodes grouped by the array they run (``layer``, ``tile_row``, ``tile_col``), in graph order."""
+    arrays: dict[tuple, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        if node.domain == DOMAIN:
+            attributes = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+            key = tuple(attributes.get(name) for name in ("layer", "tile_row", "tile_col"))
+            arrays.setdefault(key if key[0] is not None else (node.name,), []).append(node)
+    return arrays
 
 
 def _load_external_data(model: onnx.ModelProto, path: Path) -> None:
@@ -92,7 +109,9 @@ def _load_external_data(model: onnx.ModelProto, path: Path) -> None:
     external_data_helper.load_external_data_for_model(model, str(path.parent))
 
 
-def _summary_of_node(node: onnx.NodeProto, initializers: dict, rule: Optional[str]) -> LayerSummary:
+def _summary_of_array(nodes: list[onnx.NodeProto], initializers: dict, recorded: dict) -> LayerSummary:
+    """One array from its first node (its attributes and G+ / G-), its call sites and what the metadata recorded."""
+    node = nodes[0]
     attributes = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
     missing = [key for key in REQUIRED_SETTINGS if key not in attributes]
     tensors = [initializers.get(name) for name in node.input[1:3]]
@@ -106,7 +125,9 @@ def _summary_of_node(node: onnx.NodeProto, initializers: dict, rule: Optional[st
                            "was the file written by an older xbar? Re-export it")
     settings = settings_from({key: attributes[key] for key in SETTINGS_FIELDS if key in attributes})
     g_plus, g_minus = (numpy_helper.to_array(t) for t in tensors)
-    return LayerSummary(node.name, kind.describe(g_plus.ndim), g_plus.shape, settings, g_plus, g_minus, rule)
+    return LayerSummary(node.name, kind.describe(g_plus.ndim), g_plus.shape, settings, g_plus, g_minus,
+                        recorded.get("rule"), recorded.get("source_weight"), recorded.get("has_bias"),
+                        tuple(n.name for n in nodes))
 
 
 def _maybe_json(text: str):
@@ -125,10 +146,8 @@ def _node_line(node: onnx.NodeProto) -> str:
 
 def _load_graph_archive(path: Path) -> Inspection:
     archive = read_graph_archive(path)
-    layers = [
-        LayerSummary(layer["node"], layer["kind"], tuple(layer["g_plus"].shape), settings_from(layer["settings"]),
-                     layer["g_plus"].numpy(), layer["g_minus"].numpy(), layer["rule"])
-        for layer in archive["layers"]
-    ]
+    layers = [LayerSummary.from_description(layer, layer["g_plus"].numpy(), layer["g_minus"].numpy())
+              for layer in archive["layers"]]
+    digital = tuple(DigitalLayer.from_dict(entry) for entry in archive["digital_layers"])
     metadata = {"xbar.version": archive["xbar_version"], "xbar.hardware_config": archive["hardware_config"]}
-    return Inspection(path, GRAPH_FORMAT, layers, archive["graph"].strip().splitlines(), metadata)
+    return Inspection(path, GRAPH_FORMAT, layers, archive["graph"].strip().splitlines(), metadata, digital)

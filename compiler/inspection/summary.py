@@ -1,20 +1,29 @@
-"""One crossbar array as a backend sees it (:class:`LayerSummary`), read from a converted model in memory.
+"""The one per-array summary every file and view reads: :class:`LayerSummary`, from a converted model in memory.
 
-The ONNX reader and the graph archive give the same rows, so ``xbar inspect``
-shows any of them alike.
+:func:`summarize` reads a converted model once: its crossbar arrays (one row
+per array, with the graph nodes that call it) and its layers with a weight that
+stay digital, and why. The ONNX metadata (``xbar.layers``, ``xbar.digital_layers``),
+the graph archive and ``xbar inspect`` all keep :meth:`LayerSummary.description`
+and :meth:`~xbar.passes.digital.DigitalLayer.as_dict`, so a new export target
+reads the same thing.
+
+An array called from more than one place (one ``nn.Linear`` applied twice, an
+unrolled recurrent cell) is one array, programmed once, with several call sites.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Mapping, Optional
 
 import numpy as np
 from torch import fx
 
+from ...passes.digital import DigitalLayer
 from ...passes.numerics.crossbar import Crossbar, CrossbarSettings
 from ...passes.plan import tag_of
+from ..pipeline.record import Stage, record_of
 
 AT_G_MAX_TOLERANCE = 0.01
 """A device counts as at g_max when within this fraction of (g_max - g_min) of it."""
@@ -35,6 +44,14 @@ class LayerSummary:
     g_minus: np.ndarray = field(repr=False)
     rule: Optional[str] = None
     """The configuration rule that chose the settings, when the file records it."""
+    source_weight: Optional[str] = None
+    has_bias: Optional[bool] = None
+    call_sites: tuple[str, ...] = ()
+    """The graph nodes that run this array (more than one: a layer called more than once)."""
+
+    @property
+    def calls(self) -> int:
+        return max(1, len(self.call_sites))
 
     @property
     def conductances(self) -> np.ndarray:
@@ -47,15 +64,23 @@ class LayerSummary:
         tolerance = AT_G_MAX_TOLERANCE * abs(s.g_max - s.g_min)
         return float(np.mean(np.abs(self.conductances - s.g_max) <= tolerance))
 
+    def description(self) -> dict:
+        """What files record of the array (JSON-ready, settings flat, no conductances)."""
+        return {"node": self.node, "kind": self.kind, "weight_shape": list(self.weight_shape),
+                "source_weight": self.source_weight, "has_bias": self.has_bias, "rule": self.rule,
+                "calls": self.calls, "call_sites": list(self.call_sites), **self.settings.as_dict()}
+
+    @classmethod
+    def from_description(cls, data: Mapping, g_plus: np.ndarray, g_minus: np.ndarray) -> "LayerSummary":
+        """The summary a file recorded with :meth:`description`, and its conductances."""
+        settings = settings_from({key: data[key] for key in SETTINGS_FIELDS if key in data})
+        return cls(data["node"], data["kind"], tuple(g_plus.shape), settings, g_plus, g_minus, data.get("rule"),
+                   data.get("source_weight"), data.get("has_bias"), tuple(data.get("call_sites", ())))
+
     def as_dict(self) -> dict:
-        """A JSON-ready dict (no conductance arrays, only their statistics)."""
+        """A JSON-ready dict: the description and the conductances' statistics."""
         g = self.conductances
-        return {
-            "node": self.node,
-            "kind": self.kind,
-            "weight_shape": list(self.weight_shape),
-            **self.settings.as_dict(),
-            "rule": self.rule,
+        return self.description() | {
             "conductance_min": float(g.min()),
             "conductance_mean": float(g.mean()),
             "conductance_max": float(g.max()),
@@ -63,18 +88,35 @@ class LayerSummary:
         }
 
 
+@dataclass(frozen=True)
+class ModelSummary:
+    """A converted model as a backend and a reader see it: its arrays and its digital layers."""
+
+    arrays: list[LayerSummary]
+    digital: tuple[DigitalLayer, ...] = ()
+
+
+def summarize(converted: fx.GraphModule) -> ModelSummary:
+    """The arrays and digital layers of a converted GraphModule (from :func:`xbar.convert`)."""
+    record = record_of(converted, "summarize()", Stage.CONVERTED)
+    return ModelSummary(summarize_converted(converted), record.digital)
+
+
 def summarize_converted(converted: fx.GraphModule) -> list[LayerSummary]:
     """The crossbar arrays of a converted GraphModule, in module order."""
-    rules = {node.target: tag.plan.rule for node in converted.graph.nodes
-             if node.op == "call_module" and (tag := tag_of(node)) is not None}
-    return [_summary_of_module(name, module, rules.get(name)) for name, module in converted.named_modules()
+    calls: dict[str, list[fx.Node]] = {}
+    for node in converted.graph.nodes:
+        if node.op == "call_module":
+            calls.setdefault(node.target, []).append(node)
+    return [_summary_of_module(name, module, calls.get(name, [])) for name, module in converted.named_modules()
             if isinstance(module, Crossbar)]
 
 
-def _summary_of_module(name: str, module: Crossbar, rule: Optional[str]) -> LayerSummary:
+def _summary_of_module(name: str, module: Crossbar, calls: list[fx.Node]) -> LayerSummary:
     g_plus, g_minus = module.g_plus.detach().numpy(), module.g_minus.detach().numpy()
+    rule = next((tag.plan.rule for node in calls if (tag := tag_of(node)) is not None), None)
     return LayerSummary(name, module.kind.describe(g_plus.ndim), g_plus.shape, module.settings, g_plus, g_minus,
-                        rule)
+                        rule, module.source_weight, module.bias is not None, tuple(node.name for node in calls))
 
 
 def settings_from(values: dict) -> CrossbarSettings:

@@ -40,10 +40,10 @@ from ...passes.capture import copy_graph_module, dynamic_batch_inputs, first_lin
 from ...passes.errors import ExportError, NoCrossbarLayersWarning
 from ...passes.infra import run_passes
 from ...passes.numerics.crossbar import Crossbar
-from ...passes.plan import Role, tag_of, tagged
 from ...passes.rewrites.export_ops import CrossbarToCustomOpsPass
 from ...passes.rewrites.functional_ops import FunctionalInPlaceOpsPass
 from ..devices.programming import programming_of
+from ..inspection.summary import LayerSummary, summarize
 from ..pipeline.record import CompileRecord, Stage, record_of
 from ..version import __version__
 from . import files as onnx_files
@@ -97,7 +97,7 @@ def export_onnx_files(converted: fx.GraphModule, example_inputs: Sequence, path:
     _add_functions(model)
     for node in ir.traversal.RecursiveGraphIterator(model.graph):
         node.metadata_props.clear()
-    model.metadata_props.update(_metadata(record, converted, originals))
+    model.metadata_props.update(_metadata(record, converted, originals, matched))
     model.ir_version = min(model.ir_version, MAX_IR_VERSION)
     path = Path(path)
     if external_data is None:
@@ -184,30 +184,36 @@ def _add_functions(model: ir.Model) -> None:
         model.opset_imports[onnx_ops.DOMAIN] = onnx_ops.VERSION
 
 
-def _metadata(record: CompileRecord, converted: fx.GraphModule, crossbars: dict[str, Crossbar]) -> dict[str, str]:
+def _metadata(record: CompileRecord, converted: fx.GraphModule, crossbars: dict[str, Crossbar],
+              matched: list[tuple[ir.Node, str]]) -> dict[str, str]:
+    """The file's ``xbar.*`` metadata: the shared summary of each array (with this file's call-site
+    nodes and tensor names) in ``xbar.layers``, and the layers that stay digital in ``xbar.digital_layers``."""
     config = record.config
-    rules = {node.target: tag_of(node).plan.rule for node in tagged(converted.graph, Role.CROSSBAR)}
+    summary = summarize(converted)
+    call_sites = {name: [node.name for node, module in matched if module == name] for name in crossbars}
+    layers = [_layer_entry(array, crossbars[array.node], call_sites[array.node]) for array in summary.arrays]
     programming = programming_of(converted)
     return {
         "xbar.version": __version__,
         "xbar.domain": f"{onnx_ops.DOMAIN}:{onnx_ops.VERSION}",
         "xbar.converter": str(config.converter),
         "xbar.hardware_config": json.dumps(config.to_dict(), sort_keys=True, allow_nan=False),
-        "xbar.layers": json.dumps([_layer_summary(name, m) | {"rule": rules.get(name, "global")}
-                                   for name, m in crossbars.items()], sort_keys=True, allow_nan=False),
+        "xbar.layers": json.dumps(layers, sort_keys=True, allow_nan=False),
+        "xbar.digital_layers": json.dumps([layer.as_dict() for layer in summary.digital], sort_keys=True,
+                                          allow_nan=False),
     } | ({} if programming is None else {"xbar.programming": programming.to_json()})
 
 
-def _layer_summary(name: str, module: Crossbar) -> dict:
-    summary = {
-        "node": name,
+def _layer_entry(array: LayerSummary, module: Crossbar, call_sites: list[str]) -> dict:
+    """An array's summary as this file keeps it: its call-site nodes, op, tensor names and geometry attributes."""
+    name = array.node
+    entry = array.description() | {
+        "call_sites": call_sites,
+        "calls": len(call_sites),
         "op": onnx_layers.op_type(module),
-        "source_weight": module.source_weight,
-        "shape": list(module.g_plus.shape),
-        "has_bias": module.bias is not None,
         "g_plus": f"{name}.g_plus",
         "g_minus": f"{name}.g_minus",
         "bias": f"{name}.bias",
     }
-    return summary | {k: v for k, v in onnx_layers.expected_attributes(module).items()
-                      if k not in module.settings.constants}
+    return entry | {k: v for k, v in onnx_layers.expected_attributes(module).items()
+                    if k not in module.settings.constants and k not in entry}

@@ -12,6 +12,7 @@ from enum import Enum
 
 from torch import fx
 
+from ...passes.digital import DigitalLayer
 from ...passes.errors import UserError
 from ...passes.plan import LayerPlan
 from ..config.hardware import HardwareConfig
@@ -28,10 +29,12 @@ class Stage(Enum):
 
 @dataclass(frozen=True)
 class CompileRecord:
-    """The validated configuration, one plan per crossbar layer, and the stage reached."""
+    """The validated configuration, one plan per crossbar layer, the layers with a weight
+    that stay digital (and why), and the stage reached."""
 
     config: HardwareConfig
     plans: tuple[LayerPlan, ...]
+    digital: tuple[DigitalLayer, ...] = ()
     stage: Stage = Stage.PREPARED
 
     def __deepcopy__(self, memo) -> "CompileRecord":

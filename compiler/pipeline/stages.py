@@ -20,9 +20,10 @@ from rich.progress import track
 from torch import fx, nn
 
 from ...passes.capture import CaptureMethod, capture, copy_graph_module
+from ...passes.digital import DigitalLayer, digital_layers
 from ...passes.errors import NoCrossbarLayersWarning, UnmatchedSelectorWarning, UserError
 from ...passes.infra import run_passes
-from ...passes.matching import CrossbarLayer, LayerSelection, Pattern, find_crossbar_layers
+from ...passes.matching import CrossbarLayer, LayerSelection, Pattern, match_layers
 from ...passes.numerics.calibration import CalibrationMethod, RangeObserver
 from ...passes.numerics.global_batch import across_ranks
 from ...passes.numerics.input_range import InputRange
@@ -47,31 +48,36 @@ ZERO_RANGE = 1e-6
 
 
 def plan_layers(graph_module: fx.GraphModule, config: HardwareConfig,
-                selection: LayerSelection) -> tuple[LayerPlan, ...]:
-    """Find the crossbar layers and attach to each the settings its rules give it.
+                selection: LayerSelection) -> tuple[tuple[LayerPlan, ...], tuple[DigitalLayer, ...]]:
+    """Find the crossbar layers and attach to each the settings its rules give it; list the
+    layers with a weight that stay digital, and why.
 
-    Layers the selection or a rule keeps digital are left out. A pattern or rule
+    Layers the selection or a rule keeps digital get no plan. A pattern or rule
     that matches no layer is warned about; a selection that leaves every layer
     digital is refused.
     """
-    layers = find_crossbar_layers(graph_module)
+    matching = match_layers(graph_module)
+    layers, reasons = matching.layers, dict(matching.refused)
     if not layers:
         warnings.warn("no linear or convolution layer with a constant weight was found: the model stays digital",
                       NoCrossbarLayersWarning, stacklevel=3)
-        return ()
+        return (), digital_layers(graph_module, set(), reasons)
     for selector in _unmatched_selectors(layers, config, selection):
-        warnings.warn(f"{selector} matches no crossbar layer of the model ({_few(l.name for l in layers)}); "
+        warnings.warn(f"{selector} matches no crossbar layer of the model ({_few(layer.name for layer in layers)}); "
                       "check its spelling", UnmatchedSelectorWarning, stacklevel=3)
     plans = []
-    for layer in selection.select(layers):
-        resolved, rule = config.resolve(layer.name, layer.module_type)
+    for layer in layers:
+        refusal = selection.refusal(layer, layers)
+        resolved, rule = (None, None) if refusal else config.resolve(layer.name, layer.module_type)
         if resolved is not None:
             plans.append(LayerPlan(layer, resolved.forward, resolved.pre_post.input_range,
                                    resolved.converter, resolved.mapping, rule, resolved.modifier))
+        else:
+            reasons[layer.node.name] = refusal or f"digital by layer rule {rule}"
     if not plans:
         raise UserError(f"the include / exclude patterns, keep_first_last_digital or digital rules leave all "
-                        f"{len(layers)} crossbar layers ({_few(l.name for l in layers)}) digital; loosen them")
-    return tuple(plans)
+                        f"{len(layers)} crossbar layers ({_few(layer.name for layer in layers)}) digital; loosen them")
+    return tuple(plans), digital_layers(graph_module, {plan.layer.weight for plan in plans}, reasons)
 
 
 def _unmatched_selectors(layers: list[CrossbarLayer], config: HardwareConfig,
@@ -116,11 +122,11 @@ def prepare(
     if isinstance(model, nn.Module):
         model = copy.deepcopy(model)
     graph_module = capture(model, tuple(example_inputs), capture_method)
-    plans = plan_layers(graph_module, config, LayerSelection(include, exclude, keep_first_last_digital))
+    plans, digital = plan_layers(graph_module, config, LayerSelection(include, exclude, keep_first_last_digital))
     graph_module = run_passes(graph_module, [IsolateCrossbarLayersPass(plans), TileLayersPass(),
                                              InsertInputRangePass(), InsertConvertersPass(),
                                              InsertTrainingNoisePass()])
-    attach_record(graph_module, CompileRecord(config, plans))
+    attach_record(graph_module, CompileRecord(config, plans, digital))
     return graph_module.train(training)
 
 

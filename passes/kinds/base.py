@@ -4,7 +4,8 @@ A :class:`LayerKind` is the one place that knows a kind of crossbar layer:
 
 * what it matches: module types (``modules``), ``call_function`` targets
   (``targets``) and where such a call keeps its activation, weight, bias and
-  geometry (:meth:`~LayerKind.match_module`, :meth:`~LayerKind.match_call`);
+  geometry (:meth:`~LayerKind.match_module`, :meth:`~LayerKind.match_call`), or
+  why a call it recognises stays digital (:class:`Refused`);
 * its weight as crossbar matrices (:meth:`~LayerKind.layout`), the block of it an
   array holds (:meth:`~LayerKind.block_index`) and the dim of its activation and
   output that indexes channels (``channel_dim``);
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 from torch import Tensor, fx, nn
 
@@ -38,6 +39,19 @@ class Operands:
     bias: Optional[str]
     geometry: Any = None
     weight_transposed: bool = False
+
+
+@dataclass(frozen=True)
+class Refused:
+    """Why a kind keeps a call it recognises digital (a short phrase, shown to users)."""
+
+    reason: str
+
+
+Match = Union[Operands, Refused, None]
+"""What a kind makes of a call: its operands, why it stays digital, or None (not this kind's call)."""
+
+COMPUTED_BIAS = Refused("its bias is computed, not a constant")
 
 
 class LayerKind:
@@ -58,12 +72,12 @@ class LayerKind:
     columnwise: bool = True
     """Whether each output column can get its own scale ratio (``mapping.weight_scaling_columnwise``)."""
 
-    def match_module(self, node: fx.Node, module: nn.Module) -> Optional[Operands]:
-        """The operands of a ``call_module`` of one of ``modules``, or None to keep it digital."""
+    def match_module(self, node: fx.Node, module: nn.Module) -> Match:
+        """The operands of a ``call_module`` of one of ``modules``, or why it stays digital."""
         raise NotImplementedError
 
-    def match_call(self, gm: fx.GraphModule, node: fx.Node) -> Optional[Operands]:
-        """The operands of a ``call_function`` of one of ``targets``, or None to keep it digital."""
+    def match_call(self, gm: fx.GraphModule, node: fx.Node) -> Match:
+        """The operands of a ``call_function`` of one of ``targets``, or why it stays digital."""
         raise NotImplementedError
 
     def layout(self, weight_shape: Sequence[int], geometry) -> WeightLayout:

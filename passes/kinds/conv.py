@@ -19,7 +19,7 @@ from torch import fx, nn
 
 from ..arrays import Tile, WeightLayout
 from ..operands import argument, ntuple, optional_bias, resolve_attribute, tensor_attribute
-from .base import LayerKind, Operands, module_operands
+from .base import COMPUTED_BIAS, LayerKind, Match, Operands, Refused, module_operands
 
 aten = torch.ops.aten
 
@@ -30,6 +30,7 @@ ONNX_CONV_ATTRIBUTES = {
     "dilations": (tuple[int, ...], "as ONNX Conv"),
     "group": (int, "as ONNX Conv"),
 }
+UNEVEN_SAME = Refused("'same' padding that is uneven (an even kernel)")
 
 
 @dataclass(frozen=True)
@@ -76,21 +77,23 @@ class Conv(LayerKind):
     geometry_type = ConvGeometry
     onnx_attributes = ONNX_CONV_ATTRIBUTES
 
-    def match_module(self, node: fx.Node, module: nn.Module) -> Optional[Operands]:
+    def match_module(self, node: fx.Node, module: nn.Module) -> Match:
         if module.padding_mode != "zeros":
-            return None
+            return Refused(f"padding mode {module.padding_mode!r} (only zero padding maps)")
         geometry = conv_geometry(module.stride, module.padding, module.dilation, module.groups, module.kernel_size)
-        return None if geometry is None else module_operands(node, module, geometry)
+        return UNEVEN_SAME if geometry is None else module_operands(node, module, geometry)
 
-    def match_call(self, gm: fx.GraphModule, node: fx.Node) -> Optional[Operands]:
+    def match_call(self, gm: fx.GraphModule, node: fx.Node) -> Match:
         weight = tensor_attribute(gm, argument(node, 1, "weight"))
         usable, bias = optional_bias(gm, node, 2)
-        if weight is None or not usable:
+        if weight is None:
             return None
+        if not usable:
+            return COMPUTED_BIAS
         kernel = resolve_attribute(gm, weight).shape[2:]
         geometry = conv_geometry(argument(node, 3, "stride", 1), argument(node, 4, "padding", 0),
                                  argument(node, 5, "dilation", 1), argument(node, 6, "groups", 1), kernel)
-        return None if geometry is None else Operands(0, weight, bias, geometry)
+        return UNEVEN_SAME if geometry is None else Operands(0, weight, bias, geometry)
 
     def layout(self, weight_shape, geometry: ConvGeometry) -> WeightLayout:
         out_channels, group_inputs, *kernel = weight_shape

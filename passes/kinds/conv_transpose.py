@@ -14,7 +14,6 @@ decided per call).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -22,7 +21,7 @@ from torch import fx, nn
 
 from ..arrays import Tile, WeightLayout
 from ..operands import argument, ntuple, optional_bias, resolve_attribute, tensor_attribute
-from .base import LayerKind, Operands, module_operands
+from .base import COMPUTED_BIAS, LayerKind, Match, Operands, Refused, module_operands
 from .conv import ONNX_CONV_ATTRIBUTES, channel_major_layout
 
 aten = torch.ops.aten
@@ -59,18 +58,22 @@ class ConvTranspose(LayerKind):
     onnx_attributes = {**ONNX_CONV_ATTRIBUTES, "output_padding": (tuple[int, ...], "as ONNX ConvTranspose")}
     columnwise = False
 
-    def match_module(self, node: fx.Node, module: nn.Module) -> Optional[Operands]:
-        if module.padding_mode != "zeros" or len(node.args) > 1 or node.kwargs.get("output_size") is not None:
-            return None
+    def match_module(self, node: fx.Node, module: nn.Module) -> Match:
+        if module.padding_mode != "zeros":
+            return Refused(f"padding mode {module.padding_mode!r} (only zero padding maps)")
+        if len(node.args) > 1 or node.kwargs.get("output_size") is not None:
+            return Refused("called with output_size")
         geometry = _geometry(module.stride, module.padding, module.output_padding, module.dilation, module.groups,
                              len(module.kernel_size))
         return module_operands(node, module, geometry)
 
-    def match_call(self, gm: fx.GraphModule, node: fx.Node) -> Optional[Operands]:
+    def match_call(self, gm: fx.GraphModule, node: fx.Node) -> Match:
         weight = tensor_attribute(gm, argument(node, 1, "weight"))
         usable, bias = optional_bias(gm, node, 2)
-        if weight is None or not usable:
+        if weight is None:
             return None
+        if not usable:
+            return COMPUTED_BIAS
         dims = resolve_attribute(gm, weight).dim() - 2
         geometry = _geometry(argument(node, 3, "stride", 1), argument(node, 4, "padding", 0),
                              argument(node, 5, "output_padding", 0), argument(node, 7, "dilation", 1),

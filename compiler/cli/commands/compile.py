@@ -14,7 +14,7 @@ from typing import Optional
 
 from ...files import check_writable, reporting_write_errors
 from ...inspection.archive import save_graph
-from ...inspection.summary import summarize_converted
+from ...inspection.summary import summarize
 from ...onnx.export import export_onnx_files
 from ...onnx.files import data_file
 from ..console import is_reporting_process, quiet_loggers, say, stderr_console, stdout_console
@@ -40,8 +40,8 @@ def run(args: argparse.Namespace) -> int:
     if graph_path is not None:
         with reporting_write_errors(graph_path, "--save-graph"):
             save_graph(converted, graph_path)
-    layers = summarize_converted(converted)
-    print_layers(out, layers, f"{source.name}: {count_text(layers)}")
+    summary = summarize(converted)
+    print_layers(out, summary.arrays, f"{source.name}: {count_text(summary.arrays)}", summary.digital)
     say(out, f"hardware: {describe_config(inputs.config.to_dict())}")
     say(out, calibration_note(compiled.calibration_batches, data, args.batch_size))
     if compiled.fine_tuning:
