@@ -6,9 +6,9 @@ dims, directly or through a transpose or slice) which no crossbar layer
 consumes. Vectors (biases, norm scales) are not layers and are not listed.
 
 Rules:
-* a layer is named as matching names one (``fc.weight`` -> ``fc``), else after
-  the module that owns the weight (``lstm.weight_ih_l0`` -> ``lstm``); the calls
-  of one layer are one entry;
+* a module call is named after the module; any other call as matching names a
+  layer (``fc.weight`` -> ``fc``), else after the module that owns the weight
+  (``lstm.weight_ih_l0`` -> ``lstm``); the calls of one layer are one entry;
 * its reason is, in this order: why the selection or a rule left a found layer
   digital (the plan's), why a layer kind refused the call (matching's), else
   that no layer kind matches the op.
@@ -61,7 +61,8 @@ def digital_layers(gm: fx.GraphModule, consumed: set[str], reasons: Mapping[str,
         weights = [w for w in _weights_read(gm, node) if w not in consumed]
         if not weights:
             continue
-        entry = found.setdefault(_layer_of(weights[0]), {"ops": [], "weights": [], "reason": None})
+        name = node.target if node.op == "call_module" else _layer_of(weights[0])
+        entry = found.setdefault(name, {"ops": [], "weights": [], "reason": None})
         entry["ops"] += [op for op in [_op_text(gm, node)] if op not in entry["ops"]]
         entry["weights"] += [w for w in weights if w not in entry["weights"]]
         entry["reason"] = entry["reason"] or reasons.get(node.name)

@@ -328,3 +328,10 @@ def test_digital_layers_are_read_back_from_onnx_and_the_archive_and_shown(tmp_pa
         text = console.export_text()
         assert "1 layer stays digital" in text and "no crossbar layer kind matches this op" in text
         assert "16x4, 16x4" in text
+
+
+def test_a_module_symbolic_trace_keeps_whole_is_one_digital_layer_named_after_it():
+    converted = convert(prepare(make_model("encoder"), (make_input("encoder", 2),), capture_method="symbolic_trace"))
+    (attention,) = summarize(converted).digital
+    assert (attention.name, attention.ops) == ("attn", ("nn.MultiheadAttention",))
+    assert attention.weights == ("attn.in_proj_weight", "attn.out_proj.weight")

@@ -77,6 +77,11 @@ def print_layers(console: Console, layers: list[LayerSummary], title: str,
     """The layer table(s), fitted to the console's width, then the layers that stay digital and why."""
     for table in layer_tables(layers, title, console.width):
         say(console, table)
+    print_digital(console, digital)
+
+
+def print_digital(console: Console, digital: Sequence[DigitalLayer]) -> None:
+    """The layers with a weight that stay digital and why, if there are any."""
     if digital:
         say(console, digital_table(digital))
 
@@ -88,10 +93,11 @@ def print_inspection(console: Console, inspection: Inspection, with_graph: bool)
         say(console, f"hardware: {describe_config(meta['xbar.hardware_config'])}")
     if "xbar.converter" in meta:
         say(console, f"converter: {meta['xbar.converter']}")
-    if not inspection.layers:
-        say(console, "no crossbar layers (no ai.xbar nodes): was this file written by xbar?")
-    else:
+    if inspection.layers:
         print_layers(console, inspection.layers, count_text(inspection.layers), inspection.digital)
+    else:
+        say(console, "no crossbar layers (no ai.xbar nodes): was this file written by xbar?")
+        print_digital(console, inspection.digital)
     if with_graph:
         say(console, "graph:")
         for line in inspection.graph_lines:

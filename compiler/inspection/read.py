@@ -82,7 +82,7 @@ def _load_onnx(path: Path) -> Inspection:
     recorded = {entry.get("node"): entry for entry in metadata.get("xbar.layers", []) if isinstance(entry, dict)}
     layers = [_summary_of_array(nodes, initializers, recorded.get(nodes[0].name, {}))
               for nodes in _nodes_by_array(model.graph).values()]
-    digital = tuple(DigitalLayer.from_dict(entry) for entry in metadata.get("xbar.digital_layers", []))
+    digital = _digital_layers(metadata.get("xbar.digital_layers", []), path)
     return Inspection(path, "onnx", layers, [_node_line(n) for n in model.graph.node], metadata, digital)
 
 
@@ -95,6 +95,15 @@ def _nodes_by_array(graph: onnx.GraphProto) -> dict[tuple, list[onnx.NodeProto]]
             key = tuple(attributes.get(name) for name in ("layer", "tile_row", "tile_col"))
             arrays.setdefault(key if key[0] is not None else (node.name,), []).append(node)
     return arrays
+
+
+def _digital_layers(entries, path: Path) -> tuple[DigitalLayer, ...]:
+    """The recorded digital layers; :class:`InspectError` for entries this xbar cannot read."""
+    try:
+        return tuple(DigitalLayer.from_dict(entry) for entry in entries)
+    except (KeyError, TypeError) as exc:
+        raise InspectError(f"{path} records its digital layers in a form this xbar does not read ({exc!r}); "
+                           "re-export it") from exc
 
 
 def _load_external_data(model: onnx.ModelProto, path: Path) -> None:
@@ -148,6 +157,6 @@ def _load_graph_archive(path: Path) -> Inspection:
     archive = read_graph_archive(path)
     layers = [LayerSummary.from_description(layer, layer["g_plus"].numpy(), layer["g_minus"].numpy())
               for layer in archive["layers"]]
-    digital = tuple(DigitalLayer.from_dict(entry) for entry in archive["digital_layers"])
+    digital = _digital_layers(archive["digital_layers"], path)
     metadata = {"xbar.version": archive["xbar_version"], "xbar.hardware_config": archive["hardware_config"]}
     return Inspection(path, GRAPH_FORMAT, layers, archive["graph"].strip().splitlines(), metadata, digital)
