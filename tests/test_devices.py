@@ -18,6 +18,7 @@ from xbar import BaseNoiseModel, HardwareConfig, PCMLikeNoiseModel, ReRamWan2022
 from xbar.compiler.devices.arrays import adc_unit, crossbar_modules, drift_readout
 from xbar.compiler.devices.programming import PROGRAMMING_KEY, programming_of
 from xbar.models import load_digits_split, load_pretrained
+from xbar.passes.capture import copy_graph_module
 from xbar.passes.numerics.crossbar import CrossbarSettings
 
 ZOO = ("mlp", "lenet", "resnet", "transformer")
@@ -321,6 +322,60 @@ def test_inputs_are_never_modified_and_drift_never_accumulates():
     assert_same_state(state(programmed), programmed_state)
     assert all(m.settings.drift_gain == 1.0 for m in crossbar_modules(programmed).values())
     assert_same_state(state(xbar.drift(later, 86400, seed=2)), state(xbar.drift(programmed, 86400, seed=2)))
+
+
+def array_memory(graph_module) -> list[int]:
+    """Where each tensor of each array lives: its buffers and the tensors it derives from them."""
+    return [t.untyped_storage().data_ptr() for crossbar in crossbar_modules(graph_module).values()
+            for t in [*dict(crossbar.named_buffers(remove_duplicate=False)).values(),
+                      *(v for v in vars(crossbar).values() if isinstance(v, torch.Tensor))]]
+
+
+def test_programmed_and_drifted_models_own_their_arrays_and_share_the_rest_read_only():
+    converted = converted_zoo("lenet")
+    x = digits().test_x[:16]
+    before, expected, modes = state(converted), converted(x), [m.training for m in converted.modules()]
+    programmed = xbar.program(converted, PCMLikeNoiseModel(), seed=0)
+    drifted = xbar.drift(programmed, 3600, seed=1)
+    memory = [set(array_memory(m)) for m in (converted, programmed, drifted)]
+    assert not memory[0] & memory[1] and not memory[0] & memory[2] and not memory[1] & memory[2]
+    assert drifted.graph is programmed.graph is converted.graph  # shared, not copied and recompiled
+    # editing the copies' arrays, their modes and hooks leaves the converted model as it was
+    for crossbar in crossbar_modules(drifted).values():
+        crossbar.g_plus.zero_()
+        crossbar.settings = crossbar.settings
+    drifted.train()
+    programmed.register_forward_hook(lambda module, args, output: output * 0)
+    assert torch.equal(converted(x), expected) and not torch.equal(drifted(x), expected)
+    assert_same_state(state(converted), before)
+    assert [m.training for m in converted.modules()] == modes and not converted._forward_hooks
+    assert PROGRAMMING_KEY not in converted.meta and PROGRAMMING_KEY in programmed.meta
+    deep = copy_graph_module(drifted)  # a deep copy still copies everything
+    assert deep.graph is not converted.graph and torch.equal(deep(x), drifted(x))
+
+
+class ExactDevice(BaseNoiseModel):
+    """A user's device model that hands back its input: programmed exactly, the target as drift parameter."""
+
+    def apply_programming_noise_to_conductance(self, g_target, generator):
+        return g_target
+
+    def generate_drift_coefficients(self, g_target, generator):
+        return g_target
+
+    def apply_drift_noise_to_conductance(self, g_prog, drift_noise_param, t_inference, generator):
+        return g_prog
+
+
+def test_a_device_model_that_returns_its_input_leaves_every_buffer_its_own_memory():
+    converted = level_layer()
+    programmed = xbar.program(converted, ExactDevice(), seed=0)
+    drifted = xbar.drift(programmed, 60, seed=1)
+    for model in (programmed, drifted):
+        memory = array_memory(model)
+        assert len(memory) == len(set(memory)), "two buffers of one array share memory"
+        assert torch.equal(the_crossbar(model).g_plus, the_crossbar(converted).g_plus)
+        assert torch.equal(the_crossbar(model).nu_plus, the_crossbar(converted).g_plus)
 
 
 def test_the_programming_is_recorded_as_json_ready_data():
