@@ -7,6 +7,9 @@ with seeded generators, so a test neither passes on a lucky draw nor flakes.
 import copy
 import json
 import math
+import subprocess
+import sys
+import textwrap
 from functools import lru_cache
 
 import pytest
@@ -483,3 +486,20 @@ def test_per_column_compensation_is_refused_by_the_export(tmp_path):
     with pytest.raises(xbar.ExportError, match="one drift-compensation gain per column"):
         xbar.export_onnx(drifted, (torch.zeros(2, 1, 8, 8),), tmp_path / "m.onnx")
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_the_registry_needs_no_torch_and_the_library_no_example_models():
+    script = textwrap.dedent("""
+        import sys
+        from xbar.compiler.devices.registry import NOISE_MODELS, noise_model_class
+        assert "torch" not in sys.modules, "the registry imported torch"
+        import xbar
+        xbar.accuracy_over_time, xbar.program, xbar.drift, xbar.accuracy
+        models = [noise_model_class(name) for name in NOISE_MODELS]
+        assert [m.__name__ for m in models] == [e.class_name for e in NOISE_MODELS.values()]
+        assert all(getattr(xbar, m.__name__) is m for m in models)
+        loaded = sorted(name for name in ("sklearn", "xbar.models", "xbar.models.data") if name in sys.modules)
+        assert not loaded, loaded
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
