@@ -7,6 +7,9 @@ with seeded generators, so a test neither passes on a lucky draw nor flakes.
 import copy
 import json
 import math
+import subprocess
+import sys
+import textwrap
 from functools import lru_cache
 
 import pytest
@@ -18,6 +21,7 @@ from xbar import BaseNoiseModel, HardwareConfig, PCMLikeNoiseModel, ReRamWan2022
 from xbar.compiler.devices.arrays import adc_unit, crossbar_modules, drift_readout
 from xbar.compiler.devices.programming import PROGRAMMING_KEY, programming_of
 from xbar.models import load_digits_split, load_pretrained
+from xbar.passes.capture import copy_graph_module
 from xbar.passes.numerics.crossbar import CrossbarSettings
 
 ZOO = ("mlp", "lenet", "resnet", "transformer")
@@ -323,6 +327,60 @@ def test_inputs_are_never_modified_and_drift_never_accumulates():
     assert_same_state(state(xbar.drift(later, 86400, seed=2)), state(xbar.drift(programmed, 86400, seed=2)))
 
 
+def array_memory(graph_module) -> list[int]:
+    """Where each tensor of each array lives: its buffers and the tensors it derives from them."""
+    return [t.untyped_storage().data_ptr() for crossbar in crossbar_modules(graph_module).values()
+            for t in [*dict(crossbar.named_buffers(remove_duplicate=False)).values(),
+                      *(v for v in vars(crossbar).values() if isinstance(v, torch.Tensor))]]
+
+
+def test_programmed_and_drifted_models_own_their_arrays_and_share_the_rest_read_only():
+    converted = converted_zoo("lenet")
+    x = digits().test_x[:16]
+    before, expected, modes = state(converted), converted(x), [m.training for m in converted.modules()]
+    programmed = xbar.program(converted, PCMLikeNoiseModel(), seed=0)
+    drifted = xbar.drift(programmed, 3600, seed=1)
+    memory = [set(array_memory(m)) for m in (converted, programmed, drifted)]
+    assert not memory[0] & memory[1] and not memory[0] & memory[2] and not memory[1] & memory[2]
+    assert drifted.graph is programmed.graph is converted.graph  # shared, not copied and recompiled
+    # editing the copies' arrays, their modes and hooks leaves the converted model as it was
+    for crossbar in crossbar_modules(drifted).values():
+        crossbar.g_plus.zero_()
+        crossbar.settings = crossbar.settings
+    drifted.train()
+    programmed.register_forward_hook(lambda module, args, output: output * 0)
+    assert torch.equal(converted(x), expected) and not torch.equal(drifted(x), expected)
+    assert_same_state(state(converted), before)
+    assert [m.training for m in converted.modules()] == modes and not converted._forward_hooks
+    assert PROGRAMMING_KEY not in converted.meta and PROGRAMMING_KEY in programmed.meta
+    deep = copy_graph_module(drifted)  # a deep copy still copies everything
+    assert deep.graph is not converted.graph and torch.equal(deep(x), drifted(x))
+
+
+class ExactDevice(BaseNoiseModel):
+    """A user's device model that hands back its input: programmed exactly, the target as drift parameter."""
+
+    def apply_programming_noise_to_conductance(self, g_target, generator):
+        return g_target
+
+    def generate_drift_coefficients(self, g_target, generator):
+        return g_target
+
+    def apply_drift_noise_to_conductance(self, g_prog, drift_noise_param, t_inference, generator):
+        return g_prog
+
+
+def test_a_device_model_that_returns_its_input_leaves_every_buffer_its_own_memory():
+    converted = level_layer()
+    programmed = xbar.program(converted, ExactDevice(), seed=0)
+    drifted = xbar.drift(programmed, 60, seed=1)
+    for model in (programmed, drifted):
+        memory = array_memory(model)
+        assert len(memory) == len(set(memory)), "two buffers of one array share memory"
+        assert torch.equal(the_crossbar(model).g_plus, the_crossbar(converted).g_plus)
+        assert torch.equal(the_crossbar(model).nu_plus, the_crossbar(converted).g_plus)
+
+
 def test_the_programming_is_recorded_as_json_ready_data():
     model = PCMLikeNoiseModel(drift_scale=0.5)
     programmed = xbar.program(converted_zoo("mlp"), model, seed=3)
@@ -428,3 +486,20 @@ def test_per_column_compensation_is_refused_by_the_export(tmp_path):
     with pytest.raises(xbar.ExportError, match="one drift-compensation gain per column"):
         xbar.export_onnx(drifted, (torch.zeros(2, 1, 8, 8),), tmp_path / "m.onnx")
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_the_registry_needs_no_torch_and_the_library_no_example_models():
+    script = textwrap.dedent("""
+        import sys
+        from xbar.compiler.devices.registry import NOISE_MODELS, noise_model_class
+        assert "torch" not in sys.modules, "the registry imported torch"
+        import xbar
+        xbar.accuracy_over_time, xbar.program, xbar.drift, xbar.accuracy
+        models = [noise_model_class(name) for name in NOISE_MODELS]
+        assert [m.__name__ for m in models] == [e.class_name for e in NOISE_MODELS.values()]
+        assert all(getattr(xbar, m.__name__) is m for m in models)
+        loaded = sorted(name for name in ("sklearn", "xbar.models", "xbar.models.data") if name in sys.modules)
+        assert not loaded, loaded
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr

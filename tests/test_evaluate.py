@@ -19,6 +19,7 @@ import pytest
 import torch
 
 from xbar import (
+    BaseNoiseModel,
     PCMLikeNoiseModel,
     ReRamWan2022NoiseModel,
     StateIndependentNoiseModel,
@@ -32,13 +33,17 @@ from xbar import (
 from xbar.compiler.cli import arguments as cli_arguments
 from xbar.compiler.cli.arguments import Time, parse_times
 from xbar.compiler.cli.commands import evaluate as cli_evaluate
-from xbar.compiler.cli.evaluation_view import plot_accuracy, time_axis
+from xbar.compiler.cli.evaluation_view import accuracy_figure, plot_accuracy, time_axis
 from xbar.compiler.cli.figures import image_type, pyplot
 from xbar.compiler.cli.main import main
 from xbar.compiler.devices.arrays import DriftCompensation
 from xbar.compiler.devices.evaluation import Evaluation, TimePoint
-from xbar.compiler.devices.registry import NOISE_MODELS
+from xbar.compiler.devices.programming import MAX_SEED
+from xbar.compiler.devices.registry import NOISE_MODELS, noise_model_class
+from xbar.compiler.inspection.archive import save_graph
+from xbar.compiler.pipeline.distributed import rank_share
 from xbar.models import accuracy, load_digits_split, load_pretrained
+from xbar.passes.errors import UsageError
 
 from conftest import NET, load_net_class, run
 
@@ -173,9 +178,11 @@ def test_a_labelled_data_file_is_evaluated_on_its_samples(workspace, capsys):
         assert point["accuracies"] == library_accuracies(converted, ReRamWan2022NoiseModel(), (0, 1, 2),
                                                          point["seconds"], x, y, "per_column")
     status, out, err = run(capsys, "evaluate", *NET, "--calib", "labelled.npz", "--seeds", "1", "--times", "1s",
-                           "--finetune", "1")
+                           "--finetune", "1", "--plot", "acc.svg")
     assert status == 0, err
     assert "net: accuracy on the 40 labelled calibration samples of labelled.npz, 1 programming seed" in out
+    plot = (workspace / "acc.svg").read_text()  # matplotlib writes each text as a comment beside its glyphs
+    assert "<!-- accuracy (%) on the calibration samples -->" in plot and "test" not in plot
     assert "fine-tuned on 40 labelled samples from labelled.npz" in out
 
 
@@ -208,7 +215,9 @@ BAD_INPUTS = {
     "noise field of another type": (["--config", "text.toml"], "pcm cannot take these values"),
     "noise chosen twice": (["--config", "pcm.toml", "--noise", "reram"], "--noise reram and the [noise] section "
                            "of --config pcm.toml both choose a device model"),
-    "no seeds": (["--seeds", "0"], "argument --seeds: expected a positive integer, got '0'"),
+    "no seeds": (["--seeds", "0"], "argument --seeds: expected a number of seeds from 1 to 2**63 - 1, got '0'"),
+    "more seeds than there are": (["--seeds", "100000000000000000000"], "argument --seeds: expected a number of "
+                                  "seeds from 1 to 2**63 - 1, got '100000000000000000000'"),
     "a time ReRAM has no fit for": (["--noise", "reram", "--times", "1s,1h", "--plot", "acc.png"],
                                     "ReRamWan2022NoiseModel is fitted at t_inference = 1, 86400, 172800 s only"),
     "unknown compensation": (["--compensation", "per_row"], "argument --compensation: invalid choice"),
@@ -254,8 +263,35 @@ def test_times_that_are_refused(text):
         parse_times(text)
 
 
-def test_the_names_the_help_lists_are_the_libraries_names():
-    assert cli_arguments.NOISE_MODEL_NAMES == tuple(NOISE_MODELS)
+def test_the_most_seeds_are_every_seed_program_takes():
+    parse = cli_arguments.build_parser().parse_args
+    assert parse(["evaluate", "--seeds", str(cli_arguments.MAX_SEEDS)]).seeds == cli_arguments.MAX_SEEDS
+    with pytest.raises(UsageError, match="from 1 to 2"):
+        parse(["evaluate", "--seeds", str(cli_arguments.MAX_SEEDS + 1)])
+    assert cli_arguments.MAX_SEEDS - 1 <= MAX_SEED  # the last seed is one program() takes
+    assert len(rank_share(cli_arguments.MAX_SEEDS, None)) == cli_arguments.MAX_SEEDS
+
+
+def test_a_graph_archive_or_weights_given_as_the_model_say_what_they_are(workspace, capsys):
+    """A graph archive is for `xbar inspect`; weights go with --weights. Neither is suggested as the other."""
+    converted = convert(prepare(torch.nn.Linear(6, 3).eval(), (torch.randn(2, 6),)))
+    save_graph(converted, workspace / "net.graph.pt")
+    for command in ("evaluate", "compile"):
+        status, out, err = run(capsys, command, "net.graph.pt")
+        assert status == 2 and out == "" and len(err.splitlines()) == 1, err
+        assert "net.graph.pt is a graph archive (--save-graph)" in err and "`xbar inspect net.graph.pt`" in err
+        assert "--weights" not in err
+    status, out, err = run(capsys, "evaluate", "net.pt")
+    assert status == 2 and "to use it as weights: FILE.py:FACTORY --weights net.pt" in err, err
+
+
+def test_the_names_the_help_lists_are_the_registrys():
+    help_text = cli_arguments.EVALUATE_EPILOG
+    for name, entry in NOISE_MODELS.items():
+        assert name in cli_arguments.NOISE_MODEL_NAMES
+        model_class = noise_model_class(name)
+        assert issubclass(model_class, BaseNoiseModel) and model_class.__name__ == entry.class_name
+        assert f"  {name:<19} {entry.class_name}" in help_text
     assert cli_arguments.COMPENSATIONS == tuple(cli_evaluate.COMPENSATIONS)
     assert set(cli_evaluate.COMPENSATIONS.values()) == {c.value for c in DriftCompensation} | {None}
 
@@ -298,8 +334,27 @@ def test_the_time_axis_is_logarithmic_and_shows_time_zero(seconds, scale):
         pyplot().close(figure)
 
 
-def test_a_plot_of_any_image_type(tmp_path):
+def two_times() -> Evaluation:
     points = tuple(TimePoint(label, seconds, (0.9, 0.8), (1, 2)) for label, seconds in (("0s", 0.0), ("1h", 3600.0)))
-    evaluation = Evaluation(0.95, points, (0, 1), PCMLikeNoiseModel().to_dict(), "global")
-    path = plot_accuracy(evaluation, tmp_path / "acc.svg", image_type(tmp_path / "acc.svg"), "two times")
+    return Evaluation(0.95, points, (0, 1), PCMLikeNoiseModel().to_dict(), "global")
+
+
+@pytest.mark.parametrize("title", ["a title that is long: " + "accuracy on the 200 labelled calibration samples "
+                                   "of a_file_with_a_long_name.npz, 10 programming seeds", "W" * 150])
+def test_the_plot_shows_its_whole_title_and_what_it_measured_on(title):
+    figure = accuracy_figure(two_times(), title, "calibration")
+    try:
+        figure.canvas.draw()
+        (axes,), (title_text,) = figure.axes, figure.texts
+        for text in (title_text, axes.yaxis.label):
+            box = text.get_window_extent()
+            assert 0 <= box.x0 and box.x1 <= figure.bbox.width and 0 <= box.y0 and box.y1 <= figure.bbox.height
+        assert axes.get_ylabel() == "accuracy (%) on the calibration samples"
+        assert "".join(title_text.get_text().split()) == "".join(title.split())  # wrapped, not cut
+    finally:
+        pyplot().close(figure)
+
+
+def test_a_plot_of_any_image_type(tmp_path):
+    path = plot_accuracy(two_times(), tmp_path / "acc.svg", image_type(tmp_path / "acc.svg"), "two times", "test")
     assert path.read_text().startswith("<?xml") and [p.name for p in tmp_path.iterdir()] == ["acc.svg"]

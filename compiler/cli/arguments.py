@@ -41,6 +41,9 @@ DEFAULT_MODEL = "lenet"
 DEFAULT_BATCH_SIZE = 64
 DEFAULT_TIMES = "1s,1h,1d,1y"
 DEFAULT_SEEDS = 10
+MAX_SEEDS = 2**63 - 1
+"""The most ``--seeds`` takes: seeds 0 .. N-1 are seeds ``xbar.program`` takes (0 to 2**63 - 1), and N a
+count a Python ``range`` can hold."""
 TIME_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "y": 365 * 86400.0}
 """Seconds per unit of ``--times`` (m is minutes, y is 365 days)."""
 _TIME = re.compile(r"([+-]?(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?)\s*([a-z]*)")
@@ -56,6 +59,12 @@ class ArgumentParser(argparse.ArgumentParser):
 def _positive_int(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return int(text)
+
+
+def _seed_count(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= MAX_SEEDS:
+        raise argparse.ArgumentTypeError(f"expected a number of seeds from 1 to 2**63 - 1, got {text!r}")
     return int(text)
 
 
@@ -290,7 +299,7 @@ def _add_evaluate(commands, common) -> None:
     evaluate.add_argument("--times", type=parse_times, default=parse_times(DEFAULT_TIMES), metavar="T,T,...",
                           help=f"times after programming: seconds, or numbers with s, m, h, d or y (365 days) "
                           f"(default: {DEFAULT_TIMES})")
-    evaluate.add_argument("--seeds", type=_positive_int, default=DEFAULT_SEEDS, metavar="N",
+    evaluate.add_argument("--seeds", type=_seed_count, default=DEFAULT_SEEDS, metavar="N",
                           help=f"programming instances, seeds 0 to N-1 (default: {DEFAULT_SEEDS})")
     evaluate.add_argument("--noise", choices=NOISE_MODEL_NAMES, metavar="MODEL",
                           help=f"device model: {', '.join(NOISE_MODEL_NAMES)} (default: the [noise] section of "

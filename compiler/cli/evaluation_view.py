@@ -3,12 +3,16 @@ accuracy per time and a figure of accuracy against time."""
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 from rich.table import Table
 
 from ..devices.evaluation import Evaluation
 from .figures import pyplot, save_figure
+
+TITLE_WIDTH = 0.95
+"""The widest a title line may be, as a fraction of the figure's width."""
 
 
 def accuracy_table(evaluation: Evaluation) -> Table:
@@ -25,9 +29,15 @@ def accuracy_table(evaluation: Evaluation) -> Table:
     return table
 
 
-def plot_accuracy(evaluation: Evaluation, path: Path, kind: str, title: str) -> Path:
-    """Save the mean accuracy against time with a band of one std, and the noise-free model as a horizontal
-    line. The time axis is logarithmic (symmetric-log, linear up to the first positive time, if 0 s is listed)."""
+def plot_accuracy(evaluation: Evaluation, path: Path, kind: str, title: str, split: str) -> Path:
+    """Save :func:`accuracy_figure` as ``kind``."""
+    return save_figure(accuracy_figure(evaluation, title, split), path, kind)
+
+
+def accuracy_figure(evaluation: Evaluation, title: str, split: str):
+    """The mean accuracy against time with a band of one std, and the noise-free model as a horizontal line;
+    ``split`` ("test" or "calibration") names the samples on the accuracy axis; the title is wrapped to fit.
+    The time axis is logarithmic (symmetric-log, linear up to the first positive time, if 0 s is listed)."""
     seconds = [point.seconds for point in evaluation.points]
     mean = [100 * point.mean for point in evaluation.points]
     std = [100 * point.std for point in evaluation.points]
@@ -37,10 +47,20 @@ def plot_accuracy(evaluation: Evaluation, path: Path, kind: str, title: str) -> 
                       color="tab:blue", alpha=0.2, label="± 1 std over seeds")
     axes.plot(seconds, mean, "o-", color="tab:blue", label=f"mean of {len(evaluation.seeds)} seeds")
     time_axis(axes, seconds, [point.label for point in evaluation.points])
-    axes.set_ylabel("test accuracy (%)")
+    axes.set_ylabel(f"accuracy (%) on the {split} samples")
     axes.legend(loc="best")
-    axes.set_title(title)
-    return save_figure(figure, path, kind)
+    fit_title(figure, figure.suptitle(title, fontsize="medium"))  # centred on the figure, not on the axes
+    return figure
+
+
+def fit_title(figure, text) -> None:
+    """Wrap a title (a matplotlib Text) at spaces until each line fits within :data:`TITLE_WIDTH` of the figure."""
+    renderer = figure.canvas.get_renderer()
+    limit = TITLE_WIDTH * figure.bbox.width
+    title, characters = text.get_text(), len(text.get_text())
+    while (width := text.get_window_extent(renderer).width) > limit and characters > 1:
+        characters = max(1, min(characters - 1, int(characters * limit / width)))
+        text.set_text(textwrap.fill(title, characters))
 
 
 def time_axis(axes, seconds: list[float], labels: list[str]) -> None:

@@ -26,7 +26,8 @@ from torch import nn
 
 from ...models.zoo import ZOO, load_pretrained
 from ...passes.capture import first_line
-from ...passes.errors import ModelError
+from ...passes.errors import DataError, ModelError
+from ..inspection.archive import GRAPH_FORMAT
 from .console import quiet_loggers
 from .data import load_plain_torch_file
 
@@ -62,9 +63,25 @@ def load_model(spec: str, weights: Optional[str]) -> LoadedModel:
         if weights:
             raise ModelError(f"--weights does not apply to {path}: a .pt2 program carries its own weights")
         return _exported_model(path)
-    hint = (f"; to use it as weights: xbar compile FILE.py:FACTORY --weights {path}"
-            if path.suffix in (".pt", ".pth", ".ckpt") else "")
-    raise ModelError(f"{spec} is not a model: give FILE.py:FACTORY, a torch.export .pt2 file or a zoo name{hint}")
+    raise ModelError(_not_a_model(spec, path))
+
+
+def _not_a_model(spec: str, path: Path) -> str:
+    """Why ``spec`` is not a model, with what to do: a torch.save file may be something xbar takes elsewhere."""
+    content = None
+    if path.suffix in (".pt", ".pth", ".ckpt"):
+        with contextlib.suppress(DataError):
+            content = load_plain_torch_file(path)
+    if isinstance(content, dict) and content.get("format") == GRAPH_FORMAT:
+        return (f"{spec} is a graph archive (--save-graph): the record of a compiled model, for `xbar inspect "
+                f"{spec}`, which does not run; give the model it was compiled from (a zoo name, FILE.py:FACTORY "
+                "or FILE.pt2)")
+    hint = f"; to use it as weights: FILE.py:FACTORY --weights {spec}" if _is_state_dict(content) else ""
+    return f"{spec} is not a model: give FILE.py:FACTORY, a torch.export .pt2 file or a zoo name{hint}"
+
+
+def _is_state_dict(content) -> bool:
+    return isinstance(content, dict) and all(isinstance(v, torch.Tensor) for v in content.values())
 
 
 def model_name(spec: str) -> str:
@@ -162,7 +179,7 @@ def load_weights(model: nn.Module, path: Path, name: str) -> nn.Module:
     if not path.is_file():
         raise ModelError(f"weights file {path} not found")
     state = load_plain_torch_file(path)
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+    if not _is_state_dict(state):
         raise ModelError(f"{path} is not a state_dict (a dict of tensors); save one with "
                          "torch.save(model.state_dict(), path)")
     mismatch = _state_dict_mismatch(model.state_dict(), state)

@@ -1,7 +1,8 @@
 """Program the crossbar arrays of a converted graph, let them drift, compensate.
 
 Works in place on the :class:`~xbar.passes.numerics.crossbar.Crossbar` modules of a
-GraphModule (the caller passes a copy); the graph itself never changes.
+GraphModule; the graph itself never changes, so the caller passes :func:`array_copy`,
+which copies the arrays and shares the rest.
 
 * :func:`program_arrays`: each array's G+ and G- (the targets) go through the
   device model's programming noise, device by device; the programmed
@@ -32,7 +33,7 @@ from enum import Enum
 from typing import Optional
 
 import torch
-from torch import Tensor, fx
+from torch import Tensor, fx, nn
 
 from ...passes.errors import DeviceModelError
 from ...passes.numerics.crossbar import Crossbar, CrossbarSettings, _periphery_in, adc_weight
@@ -54,17 +55,47 @@ def crossbar_modules(graph_module: fx.GraphModule) -> dict[str, Crossbar]:
     return {name: m for name, m in graph_module.named_modules() if isinstance(m, Crossbar)}
 
 
+def array_copy(graph_module: fx.GraphModule) -> fx.GraphModule:
+    """A copy of ``graph_module`` that owns its arrays: every module is a new object (its own submodules,
+    buffers, hooks, training flag and ``meta``), every tensor of a Crossbar is a clone; the graph, its generated
+    code and the tensors of the digital layers are shared, read only.
+
+    A deep copy would also copy and recompile the graph and copy every weight, for a model whose arrays
+    alone change.
+    """
+    return _module_copy(graph_module, {})
+
+
+def _module_copy(module: nn.Module, memo: dict[int, nn.Module]) -> nn.Module:
+    """``module`` as :func:`array_copy` copies it; ``memo`` keeps a module registered twice one module."""
+    if id(module) in memo:
+        return memo[id(module)]
+    clone = memo[id(module)] = object.__new__(type(module))
+    clone.__dict__.update({key: value.copy() if isinstance(value, (dict, list, set)) else value
+                           for key, value in module.__dict__.items()})
+    for name, child in module._modules.items():
+        if child is not None:
+            clone._modules[name] = _module_copy(child, memo)
+    if isinstance(clone, Crossbar):
+        for store in (clone.__dict__, clone._buffers, clone._parameters):
+            store.update({key: value.clone() for key, value in store.items() if isinstance(value, Tensor)})
+    return clone
+
+
 def _checked(result, like: Tensor, model: BaseNoiseModel, method: str, what: str) -> Tensor:
+    """A device model's answer for ``like``: a tensor of its shape and dtype, never ``like``'s memory (a model
+    may return its input unchanged, which the array then overwrites)."""
     if not isinstance(result, Tensor) or result.shape != like.shape:
         got = tuple(result.shape) if isinstance(result, Tensor) else type(result).__name__
         raise DeviceModelError(f"{type(model).__name__}.{method} returned {got} for {what} shaped "
                                f"{tuple(like.shape)}; it must return a tensor of the same shape")
-    return result.to(like.dtype)
+    result = result.to(like.dtype)
+    return result.clone() if result.untyped_storage().data_ptr() == like.untyped_storage().data_ptr() else result
 
 
 @torch.no_grad()
 def program_arrays(graph_module: fx.GraphModule, model: BaseNoiseModel, generator: torch.Generator) -> None:
-    """Program every array of ``graph_module`` in place (see the module docstring)."""
+    """Program every array of ``graph_module`` (an :func:`array_copy`) in place (see the module docstring)."""
     for name, crossbar in crossbar_modules(graph_module).items():
         for side in ("plus", "minus"):
             target = getattr(crossbar, f"g_{side}")
@@ -75,13 +106,15 @@ def program_arrays(graph_module: fx.GraphModule, model: BaseNoiseModel, generato
                 nu = _checked(nu, target, model, "generate_drift_coefficients", f"{name}.g_{side}")
             crossbar.register_buffer(f"g_{side}_programmed", programmed)
             crossbar.register_buffer(f"nu_{side}", nu)
-            crossbar.register_buffer(f"g_{side}", programmed.clone())
+            target.copy_(programmed)  # the copy's own tensor: no aliasing, and one refresh per array
+        crossbar.refresh()
 
 
 @torch.no_grad()
 def drift_arrays(graph_module: fx.GraphModule, model: BaseNoiseModel, t_inference: float,
                  generator: torch.Generator, compensation: Optional[DriftCompensation]) -> None:
-    """Set every programmed array of ``graph_module`` to its state at ``t_inference``, in place."""
+    """Set every programmed array of ``graph_module`` (an :func:`array_copy`) to its state at ``t_inference``,
+    in place."""
     for name, crossbar in crossbar_modules(graph_module).items():
         drifted = []
         for side in ("plus", "minus"):
@@ -96,8 +129,9 @@ def drift_arrays(graph_module: fx.GraphModule, model: BaseNoiseModel, t_inferenc
             gain = reference / drift_readout(*drifted, settings, per_column)
             settings = (dataclasses.replace(settings, column_drift_gains=tuple(gain.tolist())) if per_column
                         else dataclasses.replace(settings, drift_gain=float(gain)))
-        crossbar.g_plus, crossbar.g_minus = drifted
-        crossbar.settings = settings
+        crossbar.g_plus.copy_(drifted[0])  # the copy's own tensors, as in program_arrays
+        crossbar.g_minus.copy_(drifted[1])
+        crossbar.settings = settings  # refreshes the array's derived tensors
 
 
 def adc_unit(settings: CrossbarSettings) -> float:

@@ -20,10 +20,9 @@ from typing import Optional
 import torch
 from torch import fx
 
-from ...passes.capture import copy_graph_module
 from ...passes.errors import UserError
 from ..pipeline.record import Stage, record_of
-from .arrays import DriftCompensation, crossbar_modules, drift_arrays, program_arrays
+from .arrays import DriftCompensation, array_copy, crossbar_modules, drift_arrays, program_arrays
 from .base import BaseNoiseModel
 
 PROGRAMMING_KEY = "xbar.programming"
@@ -104,7 +103,7 @@ def program(converted: fx.GraphModule, noise_model: BaseNoiseModel, *, seed: int
     seed = _seed(seed, "program()")
     _check_g_max(noise_model, converted)
     model = copy.deepcopy(noise_model)
-    programmed = copy_graph_module(converted)
+    programmed = array_copy(converted)
     program_arrays(programmed, model, _generator(seed))
     programmed.meta[PROGRAMMING_KEY] = ProgrammingRecord(model.to_dict(), seed, model=model)
     return programmed
@@ -146,7 +145,7 @@ def drift(programmed: fx.GraphModule, t_inference: float, *, seed: int,
     t_inference = _time(t_inference)
     seed = _seed(seed, "drift()")
     mode = _compensation(compensation)
-    drifted = copy_graph_module(programmed)
+    drifted = array_copy(programmed)
     drift_arrays(drifted, programming.model, t_inference, _generator(seed), mode)
     drifted.meta[PROGRAMMING_KEY] = replace(programming, t_inference=t_inference, drift_seed=seed,
                                             compensation=None if mode is None else mode.value)

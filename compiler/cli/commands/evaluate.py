@@ -55,11 +55,12 @@ def run(args: argparse.Namespace) -> int:
                                         on_step=lambda: progress.advance(task), compile=args.compile)
     seeds = "1 programming seed" if args.seeds == 1 else f"{args.seeds} programming seeds"
     title = f"{inputs.source.name}: accuracy on {described}, {seeds}"
+    split = "calibration" if inputs.data.test is None else "test"
     if plot_path is not None and is_reporting_process():
         with reporting_write_errors(plot_path, "--plot"):
-            plot_accuracy(evaluation, plot_path, kind, title)
+            plot_accuracy(evaluation, plot_path, kind, title, split)
     if args.json:
-        data = {"name": inputs.data.name, "split": "test" if inputs.data.test else "calibration", "samples": len(y)}
+        data = {"name": inputs.data.name, "split": split, "samples": len(y)}
         out.out(json.dumps({"model": inputs.source.name, "data": data, "hardware": config.to_dict(),
                             **evaluation.as_dict()}, indent=2, allow_nan=False), highlight=False)
     else:
