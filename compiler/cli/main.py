@@ -27,6 +27,7 @@ from typing import Iterator, Optional, Sequence
 from ...passes.errors import UserError, XbarError
 from .arguments import build_parser
 from .console import launched_by_torchrun, print_error, print_warning
+from .preflight import check_arguments
 
 RUNNERS = {"compile": "commands.compile", "evaluate": "commands.evaluate", "inspect": "commands.inspect",
            "presets": "commands.presets"}
@@ -41,6 +42,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         with _library_warnings(debug):
             args = build_parser().parse_args(argv)
+            check_arguments(args)  # before the command's module (and torch) is imported
             runner = importlib.import_module(f"{__package__}.{RUNNERS[args.command]}")  # heavy: imported on use
             with _process_group_if_launched():
                 return runner.run(args)

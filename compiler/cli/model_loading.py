@@ -29,6 +29,7 @@ from ...passes.capture import first_line
 from ...passes.errors import ModelError
 from .console import quiet_loggers
 from .data import load_plain_torch_file
+from .preflight import check_weights_file, model_kind
 
 INSTALLED = {Path(sysconfig.get_paths()[key]).resolve() for key in ("stdlib", "platstdlib", "purelib", "platlib")}
 """Where installed libraries live: a cached module from here is never set aside for a user's file."""
@@ -47,29 +48,11 @@ class LoadedModel:
 
 def load_model(spec: str, weights: Optional[str]) -> LoadedModel:
     """A zoo name, ``FILE.py:FACTORY`` (with optional weights) or a ``.pt2`` file."""
-    if spec in ZOO:
+    kind = model_kind(spec, weights)
+    if kind == "zoo":
         return _zoo_model(spec, weights)
     file_text, _, factory = spec.partition(":")
-    path = Path(file_text)
-    if not path.is_file():
-        raise ModelError(f"model {spec!r} is neither a file nor a zoo model ({', '.join(ZOO)}); "
-                         "give FILE.py:FACTORY or FILE.pt2")
-    if path.suffix == ".py":
-        if not factory:
-            raise ModelError(f"name the factory that builds the model: {path}:NAME")
-        return _factory_model(path, factory, weights)
-    if path.suffix == ".pt2" and not factory:
-        if weights:
-            raise ModelError(f"--weights does not apply to {path}: a .pt2 program carries its own weights")
-        return _exported_model(path)
-    hint = (f"; to use it as weights: xbar compile FILE.py:FACTORY --weights {path}"
-            if path.suffix in (".pt", ".pth", ".ckpt") else "")
-    raise ModelError(f"{spec} is not a model: give FILE.py:FACTORY, a torch.export .pt2 file or a zoo name{hint}")
-
-
-def model_name(spec: str) -> str:
-    """The name a model spec gives its outputs: the zoo name, or the model file's stem."""
-    return Path(spec.partition(":")[0]).stem
+    return _factory_model(Path(file_text), factory, weights) if kind == "factory" else _exported_model(Path(file_text))
 
 
 def _zoo_model(name: str, weights: Optional[str]) -> LoadedModel:
@@ -159,8 +142,7 @@ def _comes_from(module: ModuleType, roots: set[Path]) -> bool:
 
 def load_weights(model: nn.Module, path: Path, name: str) -> nn.Module:
     """Load a state_dict (``weights_only``) into ``model``; a mismatch is one line naming the difference."""
-    if not path.is_file():
-        raise ModelError(f"weights file {path} not found")
+    check_weights_file(path)
     state = load_plain_torch_file(path)
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ModelError(f"{path} is not a state_dict (a dict of tensors); save one with "

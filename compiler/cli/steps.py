@@ -27,6 +27,7 @@ from ..pipeline.stages import convert, prepare
 from .arguments import BUILTIN_DATA, parse_overrides
 from .data import Dataset, load_dataset
 from .model_loading import LoadedModel, load_model
+from .preflight import check_config_file
 from .report import calibrate_ranges, fine_tune_model, output_shape
 
 NOISE_SECTION = "noise"
@@ -61,20 +62,23 @@ class Compiled:
 
 
 def hardware_config(args: argparse.Namespace) -> HardwareConfig:
-    """The preset, config file or default preset, with the --set overrides applied."""
+    """The preset (default: :data:`DEFAULT_PRESET`), then the --config file on top, then each --set."""
+    base = preset_config(args.preset or DEFAULT_PRESET)
     if args.config:
-        base = read_config_file(Path(args.config)).hardware
-    else:
-        base = preset_config(args.preset or DEFAULT_PRESET)
+        base = read_config_file(Path(args.config), base).hardware
     return base.with_overrides(parse_overrides(args.set)) if args.set else base
 
 
-def read_config_file(path: Path) -> ConfigFile:
-    """A TOML or JSON file shaped like ``HardwareConfig.to_dict()``, plus an optional ``noise`` section."""
-    if not path.is_file():
-        raise ConfigError(f"config file {path} not found")
-    if path.suffix not in (".toml", ".json"):
-        raise ConfigError(f"--config {path}: use a .toml or .json file")
+def hardware_origin(args: argparse.Namespace) -> str:
+    """Where the hardware came from, as the summary says it: ``"8bit preset, then hw.toml, then --set"``."""
+    parts = [f"{args.preset or DEFAULT_PRESET} preset"] + ([args.config] if args.config else [])
+    return ", then ".join(parts + (["--set"] if args.set else []))
+
+
+def read_config_file(path: Path, base: Optional[HardwareConfig] = None) -> ConfigFile:
+    """A TOML or JSON file shaped like ``HardwareConfig.to_dict()`` (any part of it), applied on top of
+    ``base`` (default: the :data:`DEFAULT_PRESET` preset), plus an optional ``noise`` section."""
+    check_config_file(path)
     parse, decode_error = _toml_reader() if path.suffix == ".toml" else (json.loads, json.JSONDecodeError)
     try:
         data = parse(path.read_text())
@@ -84,10 +88,19 @@ def read_config_file(path: Path) -> ConfigFile:
     if noise is not None and not isinstance(noise, dict):
         raise ConfigError(f"--config {path}: {NOISE_SECTION} must be a table of a noise model's fields, "
                           f"e.g. {{\"model\": \"pcm\"}}")
+    base = preset_config(DEFAULT_PRESET) if base is None else base
     try:
-        return ConfigFile(HardwareConfig.from_dict(data), noise)
+        return ConfigFile(HardwareConfig.from_dict(merged(base.to_dict(), data)), noise)
     except ConfigError as exc:
         raise ConfigError(f"--config {path}: {exc}") from exc
+
+
+def merged(base: dict, changes) -> dict:
+    """``base`` with the tables of ``changes`` merged in key by key; other values (lists too) replace."""
+    if not isinstance(changes, dict):
+        return changes
+    return base | {key: merged(base[key], value) if isinstance(base.get(key), dict) else value
+                   for key, value in changes.items()}
 
 
 def _toml_reader() -> tuple[Callable, type]:
@@ -143,10 +156,15 @@ def check_input_fits(source: LoadedModel, example: torch.Tensor) -> None:
     before any work."""
     try:
         with torch.no_grad():
-            source.run(example.expand(2, *example.shape[1:]))
+            source.run(batch_of_two(example))
     except Exception as exc:  # whatever the user's model raises on a wrong shape
         raise ModelError(f"{source.name} does not accept an input of shape {list(example.shape)}: "
                          f"{first_line(exc)}; check --input-shape or --calib") from exc
+
+
+def batch_of_two(example: torch.Tensor) -> torch.Tensor:
+    """The first two samples of ``example``, the one sample twice if it has only one."""
+    return example[:2] if len(example) >= 2 else example.expand(2, *example.shape[1:])
 
 
 def check_labels_fit(source: LoadedModel, data: Dataset, labels_for: str) -> None:
