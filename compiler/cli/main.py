@@ -82,7 +82,8 @@ def _process_group_if_launched() -> Iterator[None]:
 
 @contextlib.contextmanager
 def _library_warnings(debug: bool) -> Iterator[None]:
-    """Show warnings as one line each; hide torch's internal deprecation noise unless debugging."""
+    """Show warnings as one line each; hide torch's own warnings (deprecations, LSTM's ``_flat_weights``,
+    indexing) unless debugging: they are about torch's internals, not the user's model."""
     def show(message, category, filename, lineno, file=None, line=None):
         text = str(message).strip().splitlines()
         print_warning(text[0] if text else category.__name__)
@@ -92,4 +93,5 @@ def _library_warnings(debug: bool) -> Iterator[None]:
             warnings.showwarning = show
             warnings.simplefilter("ignore", FutureWarning)
             warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.filterwarnings("ignore", category=UserWarning, module=r"torch(\.|$)")  # torch's internals
         yield

@@ -9,7 +9,9 @@ is reported before minutes of work; :func:`compile_steps` does the work.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -116,10 +118,12 @@ def load_inputs(args: argparse.Namespace, config: HardwareConfig, labels_for: Op
     source = load_model(args.model, args.weights)
     dataset = args.calib or source.dataset
     data = load_dataset(dataset) if dataset else None
+    dtype = model_dtype(source)
+    data = in_dtype(data, dtype) if data is not None else None
     if labels_for and (data is None or data.labels is None):
         raise UsageError(f"{labels_for} needs labelled data: --calib {' or '.join(BUILTIN_DATA)}, or a .npz / .pt "
                          "file with the class indices under 'y'")
-    example = example_input(args.input_shape, source, data)
+    example = example_input(args.input_shape, source, data, dtype)
     check_input_fits(source, example)
     if labels_for:
         check_labels_fit(source, data, labels_for)
@@ -137,7 +141,29 @@ def compile_steps(inputs: Inputs, args: argparse.Namespace, console: Console) ->
     return Compiled(convert(prepared), calibrated, tuned)
 
 
-def example_input(shape: Optional[tuple[int, ...]], source: LoadedModel, data: Optional[Dataset]) -> torch.Tensor:
+def model_dtype(source: LoadedModel) -> torch.dtype:
+    """The float dtype of the model's first floating-point weight (float32 if it has none)."""
+    tensors = source.model.state_dict().values()
+    return next((t.dtype for t in tensors if t.is_floating_point()), torch.float32)
+
+
+def in_dtype(data: Dataset, dtype: torch.dtype) -> Dataset:
+    """The samples (and test samples) cast to the model's float ``dtype``, saying so; labels stay."""
+    if data.samples.dtype == dtype:
+        return data
+    warnings.warn(f"the samples of {data.name} are {_dtype_name(data.samples.dtype)}: cast to "
+                  f"{_dtype_name(dtype)}, the model's dtype (scale them as the model was trained, e.g. to [0, 1])",
+                  UserWarning, stacklevel=2)
+    test = None if data.test is None else (data.test[0].to(dtype), data.test[1])
+    return dataclasses.replace(data, samples=data.samples.to(dtype), test=test)
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def example_input(shape: Optional[tuple[int, ...]], source: LoadedModel, data: Optional[Dataset],
+                  dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """One example input: a calibration sample, else random data of --input-shape or the model's shape."""
     if data is not None:
         if shape is not None and tuple(shape[1:]) != data.sample_shape:
@@ -148,7 +174,7 @@ def example_input(shape: Optional[tuple[int, ...]], source: LoadedModel, data: O
     if shape is None:
         raise UsageError("xbar cannot tell the input shape of this model: give --input-shape (e.g. 1,3,32,32) "
                          "or --calib DATA")
-    return torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    return torch.randn(shape, generator=torch.Generator().manual_seed(0), dtype=dtype)
 
 
 def check_input_fits(source: LoadedModel, example: torch.Tensor) -> None:
@@ -158,6 +184,10 @@ def check_input_fits(source: LoadedModel, example: torch.Tensor) -> None:
         with torch.no_grad():
             source.run(batch_of_two(example))
     except Exception as exc:  # whatever the user's model raises on a wrong shape
+        if "dtype" in str(exc).lower():
+            raise ModelError(f"{source.name} does not accept inputs of dtype {_dtype_name(example.dtype)}: "
+                             f"{first_line(exc)}; pass samples of the dtype of its weights "
+                             f"({_dtype_name(model_dtype(source))})") from exc
         raise ModelError(f"{source.name} does not accept an input of shape {list(example.shape)}: "
                          f"{first_line(exc)}; check --input-shape or --calib") from exc
 
