@@ -33,6 +33,9 @@ RUNNERS = {"compile": "commands.compile", "evaluate": "commands.evaluate", "insp
            "presets": "commands.presets"}
 """Command -> the module (in this package) whose ``run(args)`` carries it out."""
 INTERRUPTED = 130
+TORCH_INTERNAL_WARNINGS = (r"The tensor attributes .* were assigned during export",  # nn.LSTM's _flat_weights
+                           r"Using a non-tuple sequence for multidimensional indexing is deprecated")
+"""torch warnings about its own internals that it attributes to other modules; hidden unless --debug."""
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -93,5 +96,7 @@ def _library_warnings(debug: bool) -> Iterator[None]:
             warnings.showwarning = show
             warnings.simplefilter("ignore", FutureWarning)
             warnings.simplefilter("ignore", DeprecationWarning)
-            warnings.filterwarnings("ignore", category=UserWarning, module=r"torch(\.|$)")  # torch's internals
+            warnings.filterwarnings("ignore", category=UserWarning, module=r"torch(\.|$)")
+            for message in TORCH_INTERNAL_WARNINGS:
+                warnings.filterwarnings("ignore", message=message)
         yield
