@@ -143,7 +143,8 @@ def compile_steps(inputs: Inputs, args: argparse.Namespace, console: Console) ->
 
 def model_dtype(source: LoadedModel) -> torch.dtype:
     """The float dtype of the model's first floating-point weight (float32 if it has none)."""
-    tensors = source.model.state_dict().values()
+    state = source.model.state_dict
+    tensors = (state if isinstance(state, dict) else state()).values()  # an ExportedProgram's is a dict
     return next((t.dtype for t in tensors if t.is_floating_point()), torch.float32)
 
 
