@@ -384,7 +384,7 @@ def test_presets_lists_every_preset_with_its_settings(capsys):
     assert all(name in out for name in PRESETS)
     assert "forward.inp_res=62 " in out and "mapping.max_input_size=512 " in out
     assert not re.search(r"=\d+\.0\b", out)  # 254, not 254.0
-    assert "without --preset or --config, xbar compile uses 8bit" in out
+    assert "without --preset, xbar compile uses 8bit; a --config file applies on top of the preset" in out
 
 
 def test_the_hardware_summary_prints_whole_numbers_as_integers(workspace, capsys):

@@ -10,9 +10,11 @@ Under torchrun (``torchrun --nproc-per-node N -m xbar.compiler.cli compile ...``
 every process joins torchrun's process group and runs the command on its share
 of the data; only rank 0 prints and writes files.
 
-This module imports nothing heavy: each command's module is imported when the
-command runs, so ``--help``, ``--version`` and ``presets`` never load torch, and
-Ctrl-C while torch loads is reported like any other interruption.
+This module imports nothing heavy: the arguments are checked first (model names,
+files, presets, output paths: :mod:`.preflight`), then each command's module is
+imported when the command runs, so ``--help``, ``--version``, ``presets`` and a
+mistyped argument never load torch, and Ctrl-C while torch loads is reported like
+any other interruption.
 """
 
 from __future__ import annotations
