@@ -390,8 +390,8 @@ def test_presets_lists_every_preset_with_its_settings(capsys):
 def test_the_hardware_summary_prints_whole_numbers_as_integers(workspace, capsys):
     status, out, err = run(capsys, "compile", *NET, "--calib", "inputs.npz", "--preset", "6bit-256x256")
     assert status == 0, err
-    assert ("hardware: 6bit-256x256 preset: forward.inp_res=62, forward.out_res=62, forward.out_bound=10, mapping.max_input_size=256, "
-            "mapping.max_output_size=256") in out
+    assert ("hardware: 6bit-256x256 preset: forward.inp_res=62, forward.out_res=62, forward.out_bound=10, "
+            "mapping.max_input_size=256, mapping.max_output_size=256") in out
 
 
 @pytest.mark.parametrize("command", [[], ["compile"], ["inspect"], ["presets"]])
