@@ -35,13 +35,16 @@ def write_atomically(data: bytes, path: Path) -> None:
 
 
 def check_writable(path: Path, option: str) -> Path:
-    """``path`` if a file can be written there (missing parent directories will be made).
+    """``path`` if a file can be written there.
 
     Meant to run before any work, so a bad ``option`` fails in a second, not after a
-    compilation: it refuses a directory, a path under a file and a read-only file,
+    compilation: it refuses an empty name, a directory, a missing directory (the command
+    line makes none: a typo would otherwise grow a tree), a path under a file and a read-only file,
     and creates and removes a probe file where the output will go, which finds
     permissions and read-only file systems that ``os.access`` misses (for root).
     """
+    if not str(path) or path.name in ("", ".", ".."):
+        raise OutputPathError(f"{option} needs a file name, got {str(path)!r}")
     if path.is_dir():
         raise OutputPathError(f"{option} {path} is a directory; give a file name inside it")
     ancestor = path.parent.absolute()
@@ -49,6 +52,9 @@ def check_writable(path: Path, option: str) -> Path:
         ancestor = ancestor.parent
     if not ancestor.is_dir():
         raise OutputPathError(f"cannot write {path}: {ancestor} is not a directory; choose another {option} path")
+    if ancestor != path.parent.absolute():
+        raise OutputPathError(f"cannot write {path}: the directory {path.parent} does not exist; create it "
+                              f"(mkdir -p {path.parent}) or choose another {option} path")
     if path.exists() and not os.access(path, os.W_OK):
         raise OutputPathError(f"cannot write {path}: the file is read-only; choose another {option} path")
     probe = _temporary_name(ancestor / path.name, "probe")

@@ -74,6 +74,12 @@ def _count(text: str) -> int:
     return int(text)
 
 
+def _file_name(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a file name, got an empty one")
+    return text
+
+
 def parse_input_shape(text: str) -> tuple[int, ...]:
     """``"1,1,8,8"`` (or ``1x1x8x8``) -> ``(1, 1, 8, 8)``; the first number is the batch size."""
     parts = re.split(r"[,x]", text.strip())
@@ -156,8 +162,8 @@ MODEL is one of:
                       (without --weights the factory's initial weights are compiled)
   FILE.pt2            a program saved by torch.export.save (with a dynamic batch dimension)
 
-Hardware: --preset or --config, then each --set in order. Without --preset or
---config the default is the preset {DEFAULT_PRESET}:
+Hardware: the --preset (default: {DEFAULT_PRESET}), then the --config file's keys on top,
+then each --set in order. The preset {DEFAULT_PRESET} sets:
   {settings_text(PRESETS[DEFAULT_PRESET].overrides)}
 """
 
@@ -278,13 +284,14 @@ def _add_compile(commands, common) -> None:
         "weights to conductances and write annotated ONNX.",
         epilog=COMPILE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_model_arguments(compile_)
-    compile_.add_argument("-o", "--output", metavar="FILE.onnx",
+    compile_.add_argument("-o", "--output", metavar="FILE.onnx", type=_file_name,
                           help="ONNX file to write (default: named after --weights, else the model file or "
                           "zoo name: lenet.onnx)")
     compile_.add_argument("--external-data", action="store_true",
                           help="keep the initializers in FILE.onnx.data next to the ONNX file (automatic past "
                           "protobuf's 2 GB limit)")
-    compile_.add_argument("--save-graph", metavar="PATH", help="also write the converted graph archive")
+    compile_.add_argument("--save-graph", metavar="PATH", type=_file_name,
+                          help="also write the converted graph archive")
     compile_.set_defaults(command="compile")
 
 
@@ -308,7 +315,8 @@ def _add_evaluate(commands, common) -> None:
                           help="drift compensation: one digital gain per array (global, the default), per "
                           "output column, or none")
     evaluate.add_argument("--json", action="store_true", help="print JSON instead of the table")
-    evaluate.add_argument("--plot", metavar="IMAGE", help="save accuracy against time (.png, .svg, .pdf, ...)")
+    evaluate.add_argument("--plot", metavar="IMAGE", type=_file_name,
+                          help="save accuracy against time (.png, .svg, .pdf, ...)")
     evaluate.set_defaults(command="evaluate")
 
 
@@ -322,10 +330,10 @@ def _add_model_arguments(command: argparse.ArgumentParser) -> None:
     command.add_argument("--calib", metavar="DATA",
                          help=f"calibration data: {', '.join(BUILTIN_DATA)}, or a .npz / .pt file of inputs "
                          "[N, ...] and optional labels")
-    hardware = command.add_mutually_exclusive_group()
-    hardware.add_argument("--preset", choices=list(PRESETS), help="named hardware preset (see `xbar presets`)")
-    hardware.add_argument("--config", metavar="FILE", help="hardware config, .toml or .json, shaped like "
-                          "HardwareConfig.to_dict() (missing keys: HardwareConfig defaults)")
+    command.add_argument("--preset", choices=list(PRESETS), help="named hardware preset (see `xbar presets`; "
+                         f"default: {DEFAULT_PRESET})")
+    command.add_argument("--config", metavar="FILE", help="hardware config, .toml or .json, shaped like "
+                         "HardwareConfig.to_dict(), applied on top of the preset (missing keys: the preset's)")
     command.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                          help="override one config field, e.g. forward.inp_res=254 (repeatable)")
     command.add_argument("--include", action="append", default=[], metavar="PATTERN",
@@ -361,5 +369,6 @@ def _add_inspect(commands, common) -> None:
     inspect.add_argument("file", metavar="FILE", help="ONNX file or graph archive")
     inspect.add_argument("--graph", action="store_true", help="also print the graph (ONNX: its node list)")
     inspect.add_argument("--json", action="store_true", help="print JSON instead of tables")
-    inspect.add_argument("--plot", metavar="IMAGE", help="save conductance histograms and input ranges (.png)")
+    inspect.add_argument("--plot", metavar="IMAGE", type=_file_name,
+                         help="save conductance histograms and input ranges (.png)")
     inspect.set_defaults(command="inspect")

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from ...passes.errors import DataError
+from .preflight import check_data_spec
 
 SAMPLES_KEY = "x"
 LABELS_KEY = "y"
@@ -62,15 +63,9 @@ def load_dataset(spec: str) -> Dataset:
     """A built-in data set by name, or the samples of a ``.npz`` / ``.pt`` file."""
     if spec in BUILTIN:
         return BUILTIN[spec]()
+    check_data_spec(spec)
     path = Path(spec)
-    if not path.exists():
-        raise DataError(f"calibration data {spec!r} is neither a file nor a built-in data set; "
-                        f"built-in: {', '.join(BUILTIN)}; files: .npz or .pt")
-    readers = {".npz": _read_npz, ".pt": _read_pt}
-    reader = readers.get(path.suffix)
-    if reader is None:
-        raise DataError(f"{path}: unknown data format {path.suffix!r}; give a .npz or .pt file of input tensors")
-    samples, labels = reader(path)
+    samples, labels = READERS[path.suffix](path)
     samples = _as_samples(samples, path)
     if samples.is_floating_point() and not bool(torch.isfinite(samples).all()):
         bad = int((~torch.isfinite(samples)).sum())
@@ -125,6 +120,10 @@ def _written_by_torch_save(path: Path) -> bool:
             return any(name.endswith("/data.pkl") or name == "data.pkl" for name in archive.namelist())
     with open(path, "rb") as file:
         return file.read(1) == pickle.PROTO
+
+
+READERS: dict[str, Callable[[Path], tuple]] = {".npz": _read_npz, ".pt": _read_pt}
+"""Data file readers by suffix (the suffixes :data:`.preflight.DATA_SUFFIXES` accepts)."""
 
 
 def _as_samples(data, path: Path) -> Tensor:

@@ -116,7 +116,15 @@ def describe_config(config: dict) -> str:
     """The fields of a ``HardwareConfig.to_dict()`` that differ from the defaults, as ``key=value``."""
     defaults = _flatten(HardwareConfig().to_dict())
     changed = {key: value for key, value in _flatten(config).items() if defaults.get(key) != value}
+    if changed.get("layers"):
+        changed["layers"] = "[" + "; ".join(map(rule_text, changed["layers"])) + "]"
     return settings_text(changed) or "xbar defaults (ideal periphery, learned input ranges, no tiling)"
+
+
+def rule_text(rule: dict) -> str:
+    """A layer rule as ``pattern=fc*: forward.out_bound=4`` or ``name=fc2: digital``."""
+    selector = next((f"{key}={rule[key]}" for key in ("module_type", "pattern", "name") if rule.get(key)), "?")
+    return f"{selector}: {'digital' if rule.get('digital') else settings_text(rule.get('overrides', {}))}"
 
 
 def _flatten(data: dict, prefix: str = "") -> dict:

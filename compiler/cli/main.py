@@ -10,9 +10,11 @@ Under torchrun (``torchrun --nproc-per-node N -m xbar.compiler.cli compile ...``
 every process joins torchrun's process group and runs the command on its share
 of the data; only rank 0 prints and writes files.
 
-This module imports nothing heavy: each command's module is imported when the
-command runs, so ``--help``, ``--version`` and ``presets`` never load torch, and
-Ctrl-C while torch loads is reported like any other interruption.
+This module imports nothing heavy: the arguments are checked first (model names,
+files, presets, output paths: :mod:`.preflight`), then each command's module is
+imported when the command runs, so ``--help``, ``--version``, ``presets`` and a
+mistyped argument never load torch, and Ctrl-C while torch loads is reported like
+any other interruption.
 """
 
 from __future__ import annotations
@@ -27,11 +29,15 @@ from typing import Iterator, Optional, Sequence
 from ...passes.errors import UserError, XbarError
 from .arguments import build_parser
 from .console import launched_by_torchrun, print_error, print_warning
+from .preflight import check_arguments
 
 RUNNERS = {"compile": "commands.compile", "evaluate": "commands.evaluate", "inspect": "commands.inspect",
            "presets": "commands.presets"}
 """Command -> the module (in this package) whose ``run(args)`` carries it out."""
 INTERRUPTED = 130
+TORCH_INTERNAL_WARNINGS = (r"The tensor attributes .* were assigned during export",  # nn.LSTM's _flat_weights
+                           r"Using a non-tuple sequence for multidimensional indexing is deprecated")
+"""torch warnings about its own internals that it attributes to other modules; hidden unless --debug."""
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -41,6 +47,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         with _library_warnings(debug):
             args = build_parser().parse_args(argv)
+            check_arguments(args)  # before the command's module (and torch) is imported
             runner = importlib.import_module(f"{__package__}.{RUNNERS[args.command]}")  # heavy: imported on use
             with _process_group_if_launched():
                 return runner.run(args)
@@ -80,7 +87,8 @@ def _process_group_if_launched() -> Iterator[None]:
 
 @contextlib.contextmanager
 def _library_warnings(debug: bool) -> Iterator[None]:
-    """Show warnings as one line each; hide torch's internal deprecation noise unless debugging."""
+    """Show warnings as one line each; hide torch's own warnings (deprecations, LSTM's ``_flat_weights``,
+    indexing) unless debugging: they are about torch's internals, not the user's model."""
     def show(message, category, filename, lineno, file=None, line=None):
         text = str(message).strip().splitlines()
         print_warning(text[0] if text else category.__name__)
@@ -90,4 +98,7 @@ def _library_warnings(debug: bool) -> Iterator[None]:
             warnings.showwarning = show
             warnings.simplefilter("ignore", FutureWarning)
             warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.filterwarnings("ignore", category=UserWarning, module=r"torch(\.|$)")
+            for message in TORCH_INTERNAL_WARNINGS:
+                warnings.filterwarnings("ignore", message=message)
         yield

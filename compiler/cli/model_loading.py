@@ -30,6 +30,7 @@ from ...passes.errors import DataError, ModelError
 from ..inspection.archive import GRAPH_FORMAT
 from .console import quiet_loggers
 from .data import load_plain_torch_file
+from .preflight import check_weights_file, model_kind
 
 INSTALLED = {Path(sysconfig.get_paths()[key]).resolve() for key in ("stdlib", "platstdlib", "purelib", "platlib")}
 """Where installed libraries live: a cached module from here is never set aside for a user's file."""
@@ -48,30 +49,20 @@ class LoadedModel:
 
 def load_model(spec: str, weights: Optional[str]) -> LoadedModel:
     """A zoo name, ``FILE.py:FACTORY`` (with optional weights) or a ``.pt2`` file."""
-    if spec in ZOO:
+    kind = model_kind(spec, weights)
+    if kind == "zoo":
         return _zoo_model(spec, weights)
     file_text, _, factory = spec.partition(":")
-    path = Path(file_text)
-    if not path.is_file():
-        raise ModelError(f"model {spec!r} is neither a file nor a zoo model ({', '.join(ZOO)}); "
-                         "give FILE.py:FACTORY or FILE.pt2")
-    if path.suffix == ".py":
-        if not factory:
-            raise ModelError(f"name the factory that builds the model: {path}:NAME")
-        return _factory_model(path, factory, weights)
-    if path.suffix == ".pt2" and not factory:
-        if weights:
-            raise ModelError(f"--weights does not apply to {path}: a .pt2 program carries its own weights")
-        return _exported_model(path)
-    raise ModelError(_not_a_model(spec, path))
+    if kind == "torch_file":
+        raise ModelError(_not_a_model(spec, Path(file_text)))
+    return _factory_model(Path(file_text), factory, weights) if kind == "factory" else _exported_model(Path(file_text))
 
 
 def _not_a_model(spec: str, path: Path) -> str:
     """Why ``spec`` is not a model, with what to do: a torch.save file may be something xbar takes elsewhere."""
     content = None
-    if path.suffix in (".pt", ".pth", ".ckpt"):
-        with contextlib.suppress(DataError):
-            content = load_plain_torch_file(path)
+    with contextlib.suppress(DataError):
+        content = load_plain_torch_file(path)
     if isinstance(content, dict) and content.get("format") == GRAPH_FORMAT:
         return (f"{spec} is a graph archive (--save-graph): the record of a compiled model, for `xbar inspect "
                 f"{spec}`, which does not run; give the model it was compiled from (a zoo name, FILE.py:FACTORY "
@@ -82,11 +73,6 @@ def _not_a_model(spec: str, path: Path) -> str:
 
 def _is_state_dict(content) -> bool:
     return isinstance(content, dict) and all(isinstance(v, torch.Tensor) for v in content.values())
-
-
-def model_name(spec: str) -> str:
-    """The name a model spec gives its outputs: the zoo name, or the model file's stem."""
-    return Path(spec.partition(":")[0]).stem
 
 
 def _zoo_model(name: str, weights: Optional[str]) -> LoadedModel:
@@ -176,8 +162,7 @@ def _comes_from(module: ModuleType, roots: set[Path]) -> bool:
 
 def load_weights(model: nn.Module, path: Path, name: str) -> nn.Module:
     """Load a state_dict (``weights_only``) into ``model``; a mismatch is one line naming the difference."""
-    if not path.is_file():
-        raise ModelError(f"weights file {path} not found")
+    check_weights_file(path)
     state = load_plain_torch_file(path)
     if not _is_state_dict(state):
         raise ModelError(f"{path} is not a state_dict (a dict of tensors); save one with "

@@ -9,7 +9,9 @@ is reported before minutes of work; :func:`compile_steps` does the work.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -27,6 +29,7 @@ from ..pipeline.stages import convert, prepare
 from .arguments import BUILTIN_DATA, parse_overrides
 from .data import Dataset, load_dataset
 from .model_loading import LoadedModel, load_model
+from .preflight import check_config_file
 from .report import calibrate_ranges, fine_tune_model, output_shape
 
 NOISE_SECTION = "noise"
@@ -61,20 +64,23 @@ class Compiled:
 
 
 def hardware_config(args: argparse.Namespace) -> HardwareConfig:
-    """The preset, config file or default preset, with the --set overrides applied."""
+    """The preset (default: :data:`DEFAULT_PRESET`), then the --config file on top, then each --set."""
+    base = preset_config(args.preset or DEFAULT_PRESET)
     if args.config:
-        base = read_config_file(Path(args.config)).hardware
-    else:
-        base = preset_config(args.preset or DEFAULT_PRESET)
+        base = read_config_file(Path(args.config), base).hardware
     return base.with_overrides(parse_overrides(args.set)) if args.set else base
 
 
-def read_config_file(path: Path) -> ConfigFile:
-    """A TOML or JSON file shaped like ``HardwareConfig.to_dict()``, plus an optional ``noise`` section."""
-    if not path.is_file():
-        raise ConfigError(f"config file {path} not found")
-    if path.suffix not in (".toml", ".json"):
-        raise ConfigError(f"--config {path}: use a .toml or .json file")
+def hardware_origin(args: argparse.Namespace) -> str:
+    """Where the hardware came from, as the summary says it: ``"8bit preset, then hw.toml, then --set"``."""
+    parts = [f"{args.preset or DEFAULT_PRESET} preset"] + ([args.config] if args.config else [])
+    return ", then ".join(parts + (["--set"] if args.set else []))
+
+
+def read_config_file(path: Path, base: Optional[HardwareConfig] = None) -> ConfigFile:
+    """A TOML or JSON file shaped like ``HardwareConfig.to_dict()`` (any part of it), applied on top of
+    ``base`` (default: the :data:`DEFAULT_PRESET` preset), plus an optional ``noise`` section."""
+    check_config_file(path)
     parse, decode_error = _toml_reader() if path.suffix == ".toml" else (json.loads, json.JSONDecodeError)
     try:
         data = parse(path.read_text())
@@ -84,10 +90,19 @@ def read_config_file(path: Path) -> ConfigFile:
     if noise is not None and not isinstance(noise, dict):
         raise ConfigError(f"--config {path}: {NOISE_SECTION} must be a table of a noise model's fields, "
                           f"e.g. {{\"model\": \"pcm\"}}")
+    base = preset_config(DEFAULT_PRESET) if base is None else base
     try:
-        return ConfigFile(HardwareConfig.from_dict(data), noise)
+        return ConfigFile(HardwareConfig.from_dict(merged(base.to_dict(), data)), noise)
     except ConfigError as exc:
         raise ConfigError(f"--config {path}: {exc}") from exc
+
+
+def merged(base: dict, changes) -> dict:
+    """``base`` with the tables of ``changes`` merged in key by key; other values (lists too) replace."""
+    if not isinstance(changes, dict):
+        return changes
+    return base | {key: merged(base[key], value) if isinstance(base.get(key), dict) else value
+                   for key, value in changes.items()}
 
 
 def _toml_reader() -> tuple[Callable, type]:
@@ -103,10 +118,12 @@ def load_inputs(args: argparse.Namespace, config: HardwareConfig, labels_for: Op
     source = load_model(args.model, args.weights)
     dataset = args.calib or source.dataset
     data = load_dataset(dataset) if dataset else None
+    dtype = model_dtype(source)
+    data = in_dtype(data, dtype) if data is not None else None
     if labels_for and (data is None or data.labels is None):
         raise UsageError(f"{labels_for} needs labelled data: --calib {' or '.join(BUILTIN_DATA)}, or a .npz / .pt "
                          "file with the class indices under 'y'")
-    example = example_input(args.input_shape, source, data)
+    example = example_input(args.input_shape, source, data, dtype)
     check_input_fits(source, example)
     if labels_for:
         check_labels_fit(source, data, labels_for)
@@ -124,7 +141,30 @@ def compile_steps(inputs: Inputs, args: argparse.Namespace, console: Console) ->
     return Compiled(convert(prepared), calibrated, tuned)
 
 
-def example_input(shape: Optional[tuple[int, ...]], source: LoadedModel, data: Optional[Dataset]) -> torch.Tensor:
+def model_dtype(source: LoadedModel) -> torch.dtype:
+    """The float dtype of the model's first floating-point weight (float32 if it has none)."""
+    state = source.model.state_dict
+    tensors = (state if isinstance(state, dict) else state()).values()  # an ExportedProgram's is a dict
+    return next((t.dtype for t in tensors if t.is_floating_point()), torch.float32)
+
+
+def in_dtype(data: Dataset, dtype: torch.dtype) -> Dataset:
+    """The samples (and test samples) cast to the model's float ``dtype``, saying so; labels stay."""
+    if data.samples.dtype == dtype:
+        return data
+    warnings.warn(f"the samples of {data.name} are {_dtype_name(data.samples.dtype)}: cast to "
+                  f"{_dtype_name(dtype)}, the model's dtype (scale them as the model was trained, e.g. to [0, 1])",
+                  UserWarning, stacklevel=2)
+    test = None if data.test is None else (data.test[0].to(dtype), data.test[1])
+    return dataclasses.replace(data, samples=data.samples.to(dtype), test=test)
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def example_input(shape: Optional[tuple[int, ...]], source: LoadedModel, data: Optional[Dataset],
+                  dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """One example input: a calibration sample, else random data of --input-shape or the model's shape."""
     if data is not None:
         if shape is not None and tuple(shape[1:]) != data.sample_shape:
@@ -135,7 +175,7 @@ def example_input(shape: Optional[tuple[int, ...]], source: LoadedModel, data: O
     if shape is None:
         raise UsageError("xbar cannot tell the input shape of this model: give --input-shape (e.g. 1,3,32,32) "
                          "or --calib DATA")
-    return torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    return torch.randn(shape, generator=torch.Generator().manual_seed(0), dtype=dtype)
 
 
 def check_input_fits(source: LoadedModel, example: torch.Tensor) -> None:
@@ -143,10 +183,19 @@ def check_input_fits(source: LoadedModel, example: torch.Tensor) -> None:
     before any work."""
     try:
         with torch.no_grad():
-            source.run(example.expand(2, *example.shape[1:]))
+            source.run(batch_of_two(example))
     except Exception as exc:  # whatever the user's model raises on a wrong shape
+        if "dtype" in str(exc).lower():
+            raise ModelError(f"{source.name} does not accept inputs of dtype {_dtype_name(example.dtype)}: "
+                             f"{first_line(exc)}; pass samples of the dtype of its weights "
+                             f"({_dtype_name(model_dtype(source))})") from exc
         raise ModelError(f"{source.name} does not accept an input of shape {list(example.shape)}: "
                          f"{first_line(exc)}; check --input-shape or --calib") from exc
+
+
+def batch_of_two(example: torch.Tensor) -> torch.Tensor:
+    """The first two samples of ``example``, the one sample twice if it has only one."""
+    return example[:2] if len(example) >= 2 else example.expand(2, *example.shape[1:])
 
 
 def check_labels_fit(source: LoadedModel, data: Dataset, labels_for: str) -> None:

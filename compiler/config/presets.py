@@ -53,11 +53,16 @@ HWA_NOT_SIMULATED = ("forward.noise_management = CONSTANT, nm_thres 1.0 (xbar sc
                      "(the digital output scale is not learned)")
 """The fields of aihwkit's StandardHWATrainingPreset that xbar does not simulate."""
 
+IDEAL = {"pre_post.input_range.enable": False}
+"""No clip anywhere: without a DAC or ADC, the input range would be the only loss."""
+
 PRESETS: dict[str, Preset] = {
     preset.name: preset
     for preset in (
-        Preset("ideal", "No DAC, ADC or bound; one array per layer; learned input ranges.",
-               "xbar's default HardwareConfig()", {}),
+        Preset("ideal",
+               "Lossless: no DAC, ADC, bound or input-range clip; one array per layer. The converted model "
+               "computes the float model's outputs to float tolerance (a reference to compare the others with).",
+               "xbar's default HardwareConfig() with the learned input range off", IDEAL),
         Preset("8bit",
                "8-bit DAC and ADC (254 steps), ADC bound 10, one array per layer, learned input ranges.",
                "the periphery of aihwkit's StandardHWATrainingPreset (inp_res=out_res=254, out_bound=10) "

@@ -9,27 +9,24 @@ on its share of the data; rank 0 alone exports and reports.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
-from typing import Optional
 
 from ...files import check_writable, reporting_write_errors
 from ...inspection.archive import save_graph
 from ...inspection.summary import summarize
 from ...onnx.export import export_onnx_files
-from ...onnx.files import data_file
 from ..console import is_reporting_process, quiet_loggers, say, stderr_console, stdout_console
 from ..inspection_view import count_text, describe_config
-from ..model_loading import model_name
+from ..preflight import output_paths
 from ..report import accuracy_report, calibration_note, print_layers
-from ..steps import compile_steps, hardware_config, load_inputs
+from ..steps import compile_steps, hardware_config, hardware_origin, load_inputs
 
 
 def run(args: argparse.Namespace) -> int:
     out, err = stdout_console(), stderr_console()
-    output = check_writable(Path(args.output or default_output_name(args.weights, args.model)), "-o")
-    if args.external_data:
-        check_writable(data_file(output), "-o")
-    graph_path = check_writable(Path(args.save_graph), "--save-graph") if args.save_graph else None
+    paths = output_paths(args)
+    for option, path in paths.items():
+        check_writable(path, option)
+    output, graph_path = paths["-o"], paths.get("--save-graph")
     inputs = load_inputs(args, hardware_config(args), "--finetune" if args.finetune else None)
     compiled = compile_steps(inputs, args, err)
     if not is_reporting_process():
@@ -42,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
             save_graph(converted, graph_path)
     summary = summarize(converted)
     print_layers(out, summary.arrays, f"{source.name}: {count_text(summary.arrays)}", summary.digital)
-    say(out, f"hardware: {describe_config(inputs.config.to_dict())}")
+    say(out, f"hardware: {hardware_origin(args)}: {describe_config(inputs.config.to_dict())}")
     say(out, calibration_note(compiled.calibration_batches, data, args.batch_size))
     if compiled.fine_tuning:
         say(out, compiled.fine_tuning)
@@ -51,7 +48,3 @@ def run(args: argparse.Namespace) -> int:
     say(out, f"wrote {' and '.join(map(str, written + ([graph_path] if graph_path else [])))}")
     return 0
 
-
-def default_output_name(weights: Optional[str], spec: str) -> str:
-    """``<weights stem>.onnx`` when weights are given, else ``<model file stem or zoo name>.onnx``."""
-    return f"{Path(weights).stem if weights else model_name(spec)}.onnx"

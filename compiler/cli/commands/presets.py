@@ -23,5 +23,5 @@ def run(args: argparse.Namespace) -> int:
                       escape(f"{preset.description}\nsource: {preset.source}"))
     out = stdout_console()
     say(out, table)
-    say(out, f"without --preset or --config, xbar compile uses {DEFAULT_PRESET}")
+    say(out, f"without --preset, xbar compile uses {DEFAULT_PRESET}; a --config file applies on top of the preset")
     return 0

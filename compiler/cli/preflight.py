@@ -1,0 +1,125 @@
+"""Checks of the command line's arguments that need no torch, onnx or scikit-learn: the model's
+name or file, the weights, data and config files, the output paths.
+
+:func:`check_arguments` runs before a command's module (and torch) is imported, so a
+misspelt name or a missing file is reported in a fraction of a second; the loaders run
+the same checks again (they are cheap) when called from Python.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Optional
+
+from ...passes.errors import ConfigError, DataError, InspectError, ModelError, OutputPathError
+from ..files import check_writable
+from .arguments import BUILTIN_DATA, ZOO_NAMES
+
+DATA_SUFFIXES = (".npz", ".pt")
+CONFIG_SUFFIXES = (".toml", ".json")
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """Everything about ``args`` that can be checked without importing a heavy library."""
+    for option, path in output_paths(args).items():
+        check_writable(path, option)
+    if args.command in ("compile", "evaluate"):
+        model_kind(args.model, args.weights)
+        if args.weights:
+            check_weights_file(Path(args.weights))
+        if args.calib:
+            check_data_spec(args.calib)
+        if args.config:
+            check_config_file(Path(args.config))
+    if args.command == "inspect" and not Path(args.file).is_file():
+        raise InspectError(f"{args.file}: no such file")
+
+
+def output_paths(args: argparse.Namespace) -> dict[str, Path]:
+    """The files a command will write, by option; two options naming one file are refused."""
+    paths = {}
+    if args.command == "compile":
+        output = Path(args.output if args.output is not None else default_output_name(args.weights, args.model))
+        paths["-o"] = output
+        paths["-o (its external data)"] = data_file(output)
+        if args.save_graph is not None:
+            paths["--save-graph"] = Path(args.save_graph)
+    if getattr(args, "plot", None) is not None:
+        paths["--plot"] = Path(args.plot)
+    _refuse_shared_paths(paths)
+    return {option: path for option, path in paths.items() if "(" not in option or args.external_data}
+
+
+def _refuse_shared_paths(paths: dict[str, Path]) -> None:
+    seen: dict[Path, str] = {}
+    for option, path in paths.items():
+        where = path.absolute().resolve()
+        if where in seen:
+            raise OutputPathError(f"{seen[where]} and {option} both name {path}; give each output its own file")
+        seen[where] = option
+
+
+def data_file(onnx_path: Path) -> Path:
+    """Where an ONNX file's external data goes: ``FILE.onnx.data`` next to it (as xbar.compiler.onnx.files)."""
+    return onnx_path.with_name(onnx_path.name + ".data")
+
+
+def default_output_name(weights: Optional[str], spec: str) -> str:
+    """``<weights stem>.onnx`` when weights are given, else ``<model file stem or zoo name>.onnx``."""
+    return f"{Path(weights).stem if weights else model_name(spec)}.onnx"
+
+
+def model_name(spec: str) -> str:
+    """The name a model spec gives its outputs: the zoo name, or the model file's stem."""
+    return Path(spec.partition(":")[0]).stem
+
+TORCH_FILE_SUFFIXES = (".pt", ".pth", ".ckpt")
+"""Suffixes of torch.save files."""
+
+
+def model_kind(spec: str, weights: Optional[str]) -> str:
+    """``"zoo"``, ``"factory"`` (FILE.py:FACTORY), ``"program"`` (FILE.pt2) or ``"torch_file"`` (a ``torch.save``
+    file, which is no model: the loader reads it to say what it is); :class:`ModelError` otherwise."""
+    if spec in ZOO_NAMES:
+        return "zoo"
+    file_text, _, factory = spec.partition(":")
+    path = Path(file_text)
+    if not path.is_file():
+        raise ModelError(f"model {spec!r} is neither a file nor a zoo model ({', '.join(ZOO_NAMES)}); "
+                         "give FILE.py:FACTORY or FILE.pt2")
+    if path.suffix == ".py":
+        if not factory:
+            raise ModelError(f"name the factory that builds the model: {path}:NAME")
+        return "factory"
+    if path.suffix == ".pt2" and not factory:
+        if weights:
+            raise ModelError(f"--weights does not apply to {path}: a .pt2 program carries its own weights")
+        return "program"
+    if path.suffix in TORCH_FILE_SUFFIXES and not factory:
+        return "torch_file"  # a weights file or a graph archive: the loader reads it to say which
+    raise ModelError(f"{spec} is not a model: give FILE.py:FACTORY, a torch.export .pt2 file or a zoo name")
+
+
+def check_weights_file(path: Path) -> None:
+    if not path.is_file():
+        raise ModelError(f"weights file {path} not found")
+
+
+def check_data_spec(spec: str) -> None:
+    """A built-in data set's name, or an existing .npz / .pt file."""
+    if spec in BUILTIN_DATA:
+        return
+    path = Path(spec)
+    if not path.exists():
+        raise DataError(f"calibration data {spec!r} is neither a file nor a built-in data set; "
+                        f"built-in: {', '.join(BUILTIN_DATA)}; files: .npz or .pt")
+    if path.suffix not in DATA_SUFFIXES:
+        raise DataError(f"{path}: unknown data format {path.suffix!r}; give a .npz or .pt file of input tensors")
+
+
+def check_config_file(path: Path) -> None:
+    if not path.is_file():
+        raise ConfigError(f"config file {path} not found")
+    if path.suffix not in CONFIG_SUFFIXES:
+        raise ConfigError(f"--config {path}: use a .toml or .json file")
