@@ -3,8 +3,6 @@
 from dataclasses import dataclass
 
 import torch
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 
 
 @dataclass(frozen=True)
@@ -19,6 +17,9 @@ class DigitsSplit:
 
 def load_digits_split() -> DigitsSplit:
     """Load sklearn's 8x8 digits with a deterministic stratified 25% held-out test split."""
+    from sklearn.datasets import load_digits  # on use: scikit-learn takes about a second to import
+    from sklearn.model_selection import train_test_split
+
     digits = load_digits()
     x = torch.tensor(digits.images / 16.0, dtype=torch.float32).unsqueeze(1)
     y = torch.tensor(digits.target, dtype=torch.int64)

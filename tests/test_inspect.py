@@ -11,8 +11,14 @@ from rich.console import Console
 from torch import nn
 
 from xbar import HardwareConfig, calibrate, convert, export_onnx, prepare
-from xbar.compiler.cli.inspection_view import array_labels, count_text, describe_config, layer_tables, plot_layers
-from xbar.compiler.cli.report import print_inspection
+from xbar.compiler.cli.inspection_view import (
+    array_labels,
+    count_text,
+    describe_config,
+    layer_tables,
+    plot_layers,
+    print_inspection,
+)
 from xbar.compiler.config.hardware import LayerRule
 from xbar.compiler.inspection.archive import save_graph
 from xbar.compiler.inspection.read import load_inspection

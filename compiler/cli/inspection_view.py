@@ -19,7 +19,9 @@ from ...passes.digital import DigitalLayer
 from ...passes.errors import InspectError
 from ..config.hardware import HardwareConfig
 from ..config.settings_text import settings_text
+from ..inspection.read import Inspection
 from ..inspection.summary import LayerSummary
+from .console import say
 from .figures import image_type, pyplot, save_figure
 
 
@@ -180,3 +182,35 @@ def _plot_histogram(axes, layer: LayerSummary, label: str) -> None:
     axes.set_ylabel("devices", fontsize=8)
     axes.tick_params(labelsize=7)
     axes.legend(fontsize=7)
+
+
+def print_layers(console: Console, layers: list[LayerSummary], title: str,
+                 digital: Sequence[DigitalLayer] = ()) -> None:
+    """The layer table(s), fitted to the console's width, then the layers that stay digital and why."""
+    for table in layer_tables(layers, title, console.width):
+        say(console, table)
+    print_digital(console, digital)
+
+
+def print_digital(console: Console, digital: Sequence[DigitalLayer]) -> None:
+    """The layers with a weight that stay digital and why, if there are any."""
+    if digital:
+        say(console, digital_table(digital))
+
+
+def print_inspection(console: Console, inspection: Inspection, with_graph: bool) -> None:
+    meta = inspection.metadata
+    say(console, f"{inspection.path} ({inspection.format}, xbar {meta.get('xbar.version', 'unknown')})")
+    if "xbar.hardware_config" in meta:
+        say(console, f"hardware: {describe_config(meta['xbar.hardware_config'])}")
+    if "xbar.converter" in meta:
+        say(console, f"converter: {meta['xbar.converter']}")
+    if inspection.layers:
+        print_layers(console, inspection.layers, count_text(inspection.layers), inspection.digital)
+    else:
+        say(console, "no crossbar layers (no ai.xbar nodes): was this file written by xbar?")
+        print_digital(console, inspection.digital)
+    if with_graph:
+        say(console, "graph:")
+        for line in inspection.graph_lines:
+            console.print(line, markup=False, highlight=False, soft_wrap=True)

@@ -6,24 +6,19 @@ from __future__ import annotations
 import dataclasses
 import math
 from pathlib import Path
-from typing import Iterable, Iterator, Optional, Sequence, Union
+from typing import Iterable, Iterator, Optional, Union
 
 import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ...passes.digital import DigitalLayer
 from ...passes.numerics.calibration import CalibrationMethod
 from ...passes.numerics.training_noise import TrainingNoise
-from ..inspection.read import Inspection
-from ..inspection.summary import LayerSummary
 from ..metrics import accuracy
 from ..pipeline.finetune import HWA_FINE_TUNING, FineTuning, fine_tune
 from ..pipeline.stages import calibrate
-from .console import say
 from .data import Dataset
-from .inspection_view import count_text, describe_config, digital_table, layer_tables
 from .model_loading import LoadedModel
 
 
@@ -70,38 +65,6 @@ def calibration_note(batches: int, data: Optional[Dataset], batch_size: int) -> 
         return f"input ranges not calibrated ({hint}): they keep pre_post.input_range.init_value"
     plural = "batch" if batches == 1 else "batches"
     return f"input ranges calibrated on {batches} {plural} of up to {batch_size} samples from {data.name}"
-
-
-def print_layers(console: Console, layers: list[LayerSummary], title: str,
-                 digital: Sequence[DigitalLayer] = ()) -> None:
-    """The layer table(s), fitted to the console's width, then the layers that stay digital and why."""
-    for table in layer_tables(layers, title, console.width):
-        say(console, table)
-    print_digital(console, digital)
-
-
-def print_digital(console: Console, digital: Sequence[DigitalLayer]) -> None:
-    """The layers with a weight that stay digital and why, if there are any."""
-    if digital:
-        say(console, digital_table(digital))
-
-
-def print_inspection(console: Console, inspection: Inspection, with_graph: bool) -> None:
-    meta = inspection.metadata
-    say(console, f"{inspection.path} ({inspection.format}, xbar {meta.get('xbar.version', 'unknown')})")
-    if "xbar.hardware_config" in meta:
-        say(console, f"hardware: {describe_config(meta['xbar.hardware_config'])}")
-    if "xbar.converter" in meta:
-        say(console, f"converter: {meta['xbar.converter']}")
-    if inspection.layers:
-        print_layers(console, inspection.layers, count_text(inspection.layers), inspection.digital)
-    else:
-        say(console, "no crossbar layers (no ai.xbar nodes): was this file written by xbar?")
-        print_digital(console, inspection.digital)
-    if with_graph:
-        say(console, "graph:")
-        for line in inspection.graph_lines:
-            console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 @torch.no_grad()

@@ -15,9 +15,9 @@ from ...inspection.archive import save_graph
 from ...inspection.summary import summarize
 from ...onnx.export import export_onnx_files
 from ..console import is_reporting_process, quiet_loggers, say, stderr_console, stdout_console
-from ..inspection_view import count_text, describe_config
+from ..inspection_view import count_text, describe_config, print_layers
 from ..preflight import output_paths
-from ..report import accuracy_report, calibration_note, print_layers
+from ..report import accuracy_report, calibration_note
 from ..steps import compile_steps, hardware_config, hardware_origin, load_inputs
 
 

@@ -9,8 +9,7 @@ from pathlib import Path
 from ...files import check_writable, reporting_write_errors
 from ...inspection.read import load_inspection
 from ..console import say, stderr_console, stdout_console
-from ..inspection_view import plot_layers
-from ..report import print_inspection
+from ..inspection_view import plot_layers, print_inspection
 
 
 def run(args: argparse.Namespace) -> int:
