@@ -3,9 +3,11 @@
 ``program(converted, noise_model, seed=...)`` returns the model as a chip holds
 it right after programming; ``drift(programmed, t_inference, seed=...)`` the
 model read ``t_inference`` seconds later, with drift compensation. Both return
-new GraphModules and leave their input as it was. What was done is kept on the
-result as a :class:`ProgrammingRecord` (``programming_of``), in a form an
-exporter writes as JSON metadata.
+new GraphModules and leave their input as it was: each owns its arrays' tensors
+and shares the graph, its code and the digital layers' tensors with its input,
+read only (:func:`~xbar.compiler.devices.arrays.array_copy`; ``copy.deepcopy`` one
+to edit those). What was done is kept on the result as a :class:`ProgrammingRecord`
+(``programming_of``), in a form an exporter writes as JSON metadata.
 """
 
 from __future__ import annotations
