@@ -209,7 +209,8 @@ class InputRangeParameter:
     gradient_relative: bool = True
     """Make the range gradient relative to the current range (``grad *= r``)."""
     calibration_info: Optional[str] = None
-    """Records the post-training calibration that set the range, if any."""
+    """aihwkit's information field for post-training calibrations; xbar leaves it as given and keeps
+    what its calibration found in the compile record instead (a config describes hardware, not results)."""
 
     def supports_manage_output_clipping(self, rpu_config: Any) -> bool:
         """Whether ``rpu_config``'s forward periphery allows ``manage_output_clipping``."""

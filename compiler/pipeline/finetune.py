@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, fx
 
 from ...passes.errors import ConfigError, UserError
-from ...passes.numerics.global_batch import across_ranks, terms_after_backward
+from ...passes.numerics.global_batch import BatchStatistics, shared_by
 from ...passes.numerics.input_range import InputRange
 from .compiled import maybe_compiled
 from .distributed import data_parallel, group_in_use, rank_batches
@@ -87,8 +87,8 @@ def fine_tune(
     """
     if len(inputs) != len(targets):
         raise UserError(f"fine_tune got {len(inputs)} inputs but {len(targets)} targets: give one target per input")
-    ranges = {id(m.value): m.value for m in prepared.modules()
-              if isinstance(m, InputRange) and isinstance(m.value, torch.nn.Parameter)}
+    modules = [m for m in prepared.modules() if isinstance(m, InputRange)]
+    ranges = {id(m.value): m.value for m in modules if isinstance(m.value, torch.nn.Parameter)}
     others = [p for p in prepared.parameters() if id(p) not in ranges]
     optimizer = torch.optim.Adam([{"params": list(ranges.values()), "lr": recipe.range_lr},
                                   {"params": others, "lr": recipe.weight_lr}])
@@ -97,17 +97,16 @@ def fine_tune(
     group = group_in_use(process_group)
     model = data_parallel(prepared.train(), group)
     run = maybe_compiled(model, compile, group)
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), shared_by(modules, BatchStatistics(group)) as statistics:
         torch.manual_seed(recipe.seed)
         for epoch in range(recipe.epochs):
             order = (torch.randperm(len(targets), generator=generator).split(recipe.batch_size) if group is None
                      else rank_batches(len(targets), recipe.batch_size, recipe.seed, epoch, group))
             for index in order:
-                with across_ranks(group):
-                    value = loss(run(inputs[index]), targets[index])
-                    optimizer.zero_grad()
-                    with terms_after_backward():  # across ranks: one collective for the ranges' terms
-                        value.backward()
+                value = loss(run(inputs[index]), targets[index])
+                optimizer.zero_grad()
+                with statistics.terms_after_backward():  # across ranks: one collective for the ranges' terms
+                    value.backward()
                 optimizer.step()
                 schedule.step()
                 if on_step is not None:

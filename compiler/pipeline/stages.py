@@ -9,9 +9,8 @@ postconditions; a failure names the pass.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
@@ -23,8 +22,8 @@ from ...passes.capture import CaptureMethod, capture, copy_graph_module
 from ...passes.errors import NoCrossbarLayersWarning, UnmatchedSelectorWarning, UserError
 from ...passes.infra import run_passes
 from ...passes.matching import CrossbarLayer, LayerSelection, Pattern, find_crossbar_layers
-from ...passes.numerics.calibration import CalibrationMethod, RangeObserver
-from ...passes.numerics.global_batch import across_ranks
+from ...passes.numerics.calibration import CalibrationMethod, ObserverOptions, observer_for
+from ...passes.numerics.global_batch import BatchStatistics, shared_by
 from ...passes.numerics.input_range import InputRange
 from ...passes.numerics.training_noise import TrainingNoise
 from ...passes.operands import resolve_attribute
@@ -60,7 +59,7 @@ def plan_layers(graph_module: fx.GraphModule, config: HardwareConfig,
                       NoCrossbarLayersWarning, stacklevel=3)
         return ()
     for selector in _unmatched_selectors(layers, config, selection):
-        warnings.warn(f"{selector} matches no crossbar layer of the model ({_few(l.name for l in layers)}); "
+        warnings.warn(f"{selector} matches no crossbar layer of the model ({_few(layer.name for layer in layers)}); "
                       "check its spelling", UnmatchedSelectorWarning, stacklevel=3)
     plans = []
     for layer in selection.select(layers):
@@ -70,7 +69,7 @@ def plan_layers(graph_module: fx.GraphModule, config: HardwareConfig,
                                    resolved.converter, resolved.mapping, rule, resolved.modifier))
     if not plans:
         raise UserError(f"the include / exclude patterns, keep_first_last_digital or digital rules leave all "
-                        f"{len(layers)} crossbar layers ({_few(l.name for l in layers)}) digital; loosen them")
+                        f"{len(layers)} crossbar layers ({_few(layer.name for layer in layers)}) digital; loosen them")
     return tuple(plans)
 
 
@@ -164,7 +163,8 @@ def calibrate(
     data: ``init_std_alpha * std`` averaged over the first ``init_from_data``
     batches), without training noise; ``"MovingStd"``, ``"MovingQuantile"``, ``"CacheQuantile"`` and
     ``"Max"`` are post-training methods named as aihwkit names them. The method
-    is recorded in each range's ``calibration_info``. A batch with NaN or
+    is recorded in the compile record (``record_of(prepared).calibration``, one
+    entry per range). A batch with NaN or
     infinite values is refused. ``compile=True`` runs the batches through
     ``torch.compile`` (:mod:`xbar.compiler.pipeline.compiled`; the observers of the other
     methods run eagerly between its graphs).
@@ -176,14 +176,15 @@ def calibrate(
     order): each method's statistics are taken over the global batch, as
     :mod:`xbar.passes.numerics.calibration` describes.
     """
-    record_of(prepared, "calibrate()", Stage.PREPARED)
+    record = record_of(prepared, "calibrate()", Stage.PREPARED)
     require_batches(batches, "calibrate()")
     method = CalibrationMethod(method) if isinstance(method, str) else method
     ranges = input_ranges(prepared)
     reference = method == CalibrationMethod.INIT_FROM_DATA
+    statistics = BatchStatistics(group_in_use(process_group))
     observers = {} if reference else {
-        name: RangeObserver(method, std_alpha=module.params.init_std_alpha, quantile=quantile,
-                            max_samples=max_samples) for name, module in ranges.items()}
+        name: observer_for(method, ObserverOptions(module.params.init_std_alpha, quantile, max_samples), statistics)
+        for name, module in ranges.items()}
     hooks = [ranges[name].register_forward_pre_hook(lambda _, args, o=observer: o.observe(args[0]))
              for name, observer in observers.items()]
     was_training = prepared.training
@@ -193,16 +194,15 @@ def calibrate(
         module.calibrating = True
     for module in ranges.values():
         module.calibrating = reference
-    group = group_in_use(process_group)
-    run = maybe_compiled(prepared, compile, group, fullgraph=reference)
+    run = maybe_compiled(prepared, compile, statistics.group, fullgraph=reference)
     count = 0
     try:
-        steps = in_lockstep((_model_inputs(b, i) for i, b in enumerate(batches)), group, "batches",
+        steps = in_lockstep((_model_inputs(b, i) for i, b in enumerate(batches)), statistics.group, "batches",
                             at_once=isinstance(batches, Sequence))  # a list is in memory: agree once
         if progress:
             steps = track(steps, total=len(batches) if isinstance(batches, Sequence) else None,
                           description=f"calibrating input ranges ({method.value})")
-        with across_ranks(group):
+        with shared_by(ranges.values(), statistics):
             for inputs in steps:
                 run(*inputs)
                 count += 1
@@ -213,14 +213,12 @@ def calibrate(
         for module in [*ranges.values(), *noise]:
             module.calibrating = False
         prepared.train(was_training)
-    for name, module in ranges.items():
-        if reference:
-            info = f"InitFromData(batches={int(module.init_batches)})"
-        else:
-            module.value.data.fill_(results[name])
-            module.init_batches.fill_(module.params.init_from_data)  # training must not re-initialise it
-            info = observers[name].describe()
-        module.params = dataclasses.replace(module.params, calibration_info=info)
+    for name, observer in observers.items():
+        ranges[name].value.data.fill_(results[name])
+        ranges[name].init_batches.fill_(ranges[name].params.init_from_data)  # training must not re-initialise it
+    found = {name: observers[name].describe() if name in observers else
+             f"InitFromData(batches={int(module.init_batches)})" for name, module in ranges.items()}
+    attach_record(prepared, replace(record, calibration={**record.calibration, **found}))
     return count
 
 
