@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, fx
 
-from ...passes.errors import ConfigError, UserError
+from ...passes.errors import ConfigError, DataError, UserError
 from ...passes.numerics.global_batch import BatchStatistics, shared_by
 from ...passes.numerics.input_range import InputRange
 from .compiled import maybe_compiled
@@ -56,6 +56,15 @@ to where noise hurts less; chosen on a validation part of the digits training sp
 (``python -m benchmarks.bench_hwa --choose``)."""
 
 
+def refuse_non_finite(data: Tensor, what: str) -> None:
+    """:class:`DataError` naming the first sample of ``data`` with NaN or infinity (one would turn
+    every weight and range into NaN), as calibration refuses such a batch."""
+    if not data.is_floating_point() or torch.isfinite(data).all():
+        return
+    first = int((~torch.isfinite(data)).reshape(len(data), -1).any(dim=1).nonzero()[0, 0])
+    raise DataError(f"fine_tune {what}: sample {first} holds NaN or infinite values; remove them from the data")
+
+
 def fine_tune(
     prepared: fx.GraphModule,
     inputs: Tensor,
@@ -87,6 +96,8 @@ def fine_tune(
     """
     if len(inputs) != len(targets):
         raise UserError(f"fine_tune got {len(inputs)} inputs but {len(targets)} targets: give one target per input")
+    for what, data in (("inputs", inputs), ("targets", targets)):
+        refuse_non_finite(data, what)
     modules = [m for m in prepared.modules() if isinstance(m, InputRange)]
     ranges = {id(m.value): m.value for m in modules if isinstance(m.value, torch.nn.Parameter)}
     others = [p for p in prepared.parameters() if id(p) not in ranges]

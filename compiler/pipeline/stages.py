@@ -19,7 +19,7 @@ from rich.progress import track
 from torch import fx, nn
 
 from ...passes.capture import CaptureMethod, capture, copy_graph_module
-from ...passes.errors import NoCrossbarLayersWarning, UnmatchedSelectorWarning, UserError
+from ...passes.errors import ModelError, NoCrossbarLayersWarning, UnmatchedSelectorWarning, UserError
 from ...passes.infra import run_passes
 from ...passes.matching import CrossbarLayer, LayerSelection, Pattern, find_crossbar_layers
 from ...passes.numerics.calibration import CalibrationMethod, ObserverOptions, observer_for
@@ -73,6 +73,18 @@ def plan_layers(graph_module: fx.GraphModule, config: HardwareConfig,
     return tuple(plans)
 
 
+def refuse_non_finite_parameters(graph_module: fx.GraphModule, plans: Sequence[LayerPlan]) -> None:
+    """:class:`ModelError` naming the first crossbar weight or bias that holds NaN or infinity
+    (no conductance can program it)."""
+    names = dict.fromkeys(name for plan in plans for name in (plan.layer.weight, plan.layer.bias) if name)
+    for name in names:
+        tensor = resolve_attribute(graph_module, name)
+        if isinstance(tensor, torch.Tensor) and tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise ModelError(f"parameter {name!r} holds {bad} NaN or infinite value{'s' * (bad != 1)}; "
+                             "fix the model's weights (a diverged training, a bad checkpoint) before compiling")
+
+
 def _unmatched_selectors(layers: list[CrossbarLayer], config: HardwareConfig,
                          selection: LayerSelection) -> list[str]:
     """Descriptions of the include / exclude patterns and layer rules that match none of ``layers``."""
@@ -116,6 +128,7 @@ def prepare(
         model = copy.deepcopy(model)
     graph_module = capture(model, tuple(example_inputs), capture_method)
     plans = plan_layers(graph_module, config, LayerSelection(include, exclude, keep_first_last_digital))
+    refuse_non_finite_parameters(graph_module, plans)
     graph_module = run_passes(graph_module, [IsolateCrossbarLayersPass(plans), TileLayersPass(),
                                              InsertInputRangePass(), InsertConvertersPass(),
                                              InsertTrainingNoisePass()])
