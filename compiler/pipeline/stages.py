@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
 import torch
+import torch.utils._pytree as pytree
 from rich.progress import track
 from torch import fx, nn
 
@@ -149,9 +150,10 @@ def require_batches(data, caller: str) -> None:
 
 
 def _model_inputs(batch, index: int) -> tuple:
-    """A batch as the model's positional inputs; :class:`UserError` if a tensor in it is not finite."""
+    """A batch as the model's positional inputs (a tuple or list of them, else the one input, which may
+    be a dict or other nest of tensors); :class:`UserError` if a tensor in it is not finite."""
     inputs = tuple(batch) if isinstance(batch, (tuple, list)) else (batch,)
-    for x in inputs:
+    for x in pytree.tree_leaves(inputs):
         if isinstance(x, torch.Tensor) and x.is_floating_point() and not torch.isfinite(x).all():
             raise UserError(f"calibration batch {index} holds NaN or infinite values; remove them from the data")
     return inputs
