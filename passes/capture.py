@@ -18,6 +18,7 @@ import warnings
 from typing import Iterable, Iterator, Literal, Sequence, get_args
 
 import torch
+import torch.utils._pytree as pytree
 from torch import fx, nn
 
 from .errors import CaptureError, UserError
@@ -70,17 +71,23 @@ def quiet_torch() -> Iterator[None]:
 
 
 def dynamic_batch_inputs(example_inputs: Sequence) -> tuple:
-    """Example inputs with batch >= 2 (export specialises size 1) and their dynamic shapes."""
+    """Example inputs with batch >= 2 (export specialises size 1) and their dynamic shapes.
+
+    Inputs may be nested (dicts, tuples, lists of tensors): the shapes follow their
+    pytree structure, dimension 0 of every tensor leaf being the batch.
+    """
     batch = torch.export.Dim("batch")
-    inputs, shapes = [], []
-    for x in example_inputs:
-        if isinstance(x, torch.Tensor) and x.dim() > 0:
-            inputs.append(x if x.shape[0] > 1 else x.expand(2, *x.shape[1:]).contiguous())
-            shapes.append({0: batch})
-        else:
-            inputs.append(x)
-            shapes.append(None)
-    return tuple(inputs), tuple(shapes)
+
+    def widened(x):
+        if isinstance(x, torch.Tensor) and x.dim() > 0 and x.shape[0] == 1:
+            return x.expand(2, *x.shape[1:]).contiguous()
+        return x
+
+    def shape(x):
+        return {0: batch} if isinstance(x, torch.Tensor) and x.dim() > 0 else None
+
+    inputs = tuple(pytree.tree_map(widened, tuple(example_inputs)))
+    return inputs, tuple(pytree.tree_map(shape, inputs))
 
 
 def first_line(exc: BaseException) -> str:

@@ -136,8 +136,11 @@ class IOParameters:
         """The ADC clip level, or 0 when the output is unbounded."""
         return 0.0 if self.is_perfect or self.out_bound <= 0 else float(self.out_bound)
 
-    def validate(self) -> None:
-        """Raise :class:`ConfigError` for settings xbar cannot simulate."""
+    def __post_init__(self):
+        self.check_values()  # refused when built, not first when a model is prepared
+
+    def check_values(self) -> None:
+        """Raise :class:`ConfigError` for settings that cannot mean anything (checked when built)."""
         if not isinstance(self.noise_management, NoiseManagementType):
             raise ConfigError(f"forward.noise_management must be one of "
                               f"{[m.name for m in NoiseManagementType]}, got {self.noise_management!r}")
@@ -153,6 +156,14 @@ class IOParameters:
         if self.w_noise > 0 and self.w_noise_type == WeightNoiseType.NONE:
             raise ConfigError(f"forward.w_noise={self.w_noise} needs forward.w_noise_type = PCM_READ "
                               "(or set w_noise to 0)")
+        if self.adc_steps and self.bound <= 0:
+            raise ConfigError(f"forward.out_res={self.out_res} needs forward.out_bound > 0: "
+                              "an ADC's steps span [-out_bound, out_bound]")
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` for settings that cannot mean anything or that xbar cannot simulate
+        (aihwkit's dynamic noise and bound management: accepted when built, refused when prepared)."""
+        self.check_values()
         if self.is_perfect:
             return
         if self.noise_management != NoiseManagementType.NONE:
@@ -163,9 +174,6 @@ class IOParameters:
             raise ConfigError(
                 f"forward.bound_management={self.bound_management.name} is not simulated by xbar; "
                 "set it to NONE (the learned input range with manage_output_clipping replaces it)")
-        if self.adc_steps and self.bound <= 0:
-            raise ConfigError(f"forward.out_res={self.out_res} needs forward.out_bound > 0: "
-                              "an ADC's steps span [-out_bound, out_bound]")
 
 
 def _steps(res: float) -> float:
@@ -209,7 +217,8 @@ class InputRangeParameter:
     gradient_relative: bool = True
     """Make the range gradient relative to the current range (``grad *= r``)."""
     calibration_info: Optional[str] = None
-    """Records the post-training calibration that set the range, if any."""
+    """aihwkit's information field for post-training calibrations; xbar leaves it as given and keeps
+    what its calibration found in the compile record instead (a config describes hardware, not results)."""
 
     def supports_manage_output_clipping(self, rpu_config: Any) -> bool:
         """Whether ``rpu_config``'s forward periphery allows ``manage_output_clipping``."""
@@ -218,6 +227,9 @@ class InputRangeParameter:
             return False
         return (forward.noise_management == NoiseManagementType.NONE
                 and forward.bound_management == BoundManagementType.NONE)
+
+    def __post_init__(self):
+        self.validate()  # refused when built, not first when a model is prepared
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` for values that cannot mean anything."""
@@ -253,6 +265,9 @@ class MappingParameter:
     max_input_size: int = 0
     max_output_size: int = 0
     weight_scaling_columnwise: bool = False
+
+    def __post_init__(self):
+        self.validate()  # refused when built, not first when a model is prepared
 
     def validate(self) -> None:
         for name in ("max_input_size", "max_output_size"):
@@ -294,6 +309,9 @@ class WeightModifierParameter:
     @property
     def per_channel(self) -> bool:
         return self.type == WeightModifierType.ADD_NORMAL_PER_CHANNEL
+
+    def __post_init__(self):
+        self.validate()  # refused when built, not first when a model is prepared
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` for values that cannot mean anything."""

@@ -73,6 +73,7 @@ class Role(Enum):
     ADD_BIAS = "add_bias"
     INPUT_RANGE = "input_range"
     INPUT_RANGE_VALUE = "input_range_value"
+    RANGE_STATISTICS = "range_statistics"
     NORMALIZE = "normalize"
     DAC = "dac"
     ADC = "adc"

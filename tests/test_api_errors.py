@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from xbar import (
+    FineTuning,
     HardwareConfig,
     LayerRule,
     UnmatchedSelectorWarning,
@@ -14,9 +15,10 @@ from xbar import (
     calibrate,
     compile_model,
     convert,
+    fine_tune,
     prepare,
 )
-from xbar.passes.errors import CaptureError
+from xbar.passes.errors import CaptureError, DataError, ModelError
 
 from conftest import make_input, make_model
 
@@ -109,3 +111,24 @@ def test_a_capture_failure_is_one_error_and_no_torch_output(capfd):
     assert len(str(caught.value).splitlines()) == 1
     out, err = capfd.readouterr()
     assert out == "" and err == ""
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+@pytest.mark.parametrize("capture_method", ["export", "symbolic_trace"])
+def test_non_finite_weights_are_refused_at_prepare_naming_the_parameter(bad, capture_method):
+    model = make_model("mlp")
+    with torch.no_grad():
+        model.fc2.weight[0, 1] = bad
+    with pytest.raises(ModelError, match=r"parameter 'fc2.weight' holds 1 NaN or infinite value; fix"):
+        prepare(model, (make_input("mlp", 2),), capture_method=capture_method)
+
+
+@pytest.mark.parametrize("where", ["inputs", "targets"])
+def test_fine_tune_refuses_non_finite_data_naming_the_sample_and_leaves_the_model_as_it_was(where):
+    prepared = prepare(make_model("mlp"), (make_input("mlp", 2),))
+    before = {name: tensor.clone() for name, tensor in prepared.state_dict().items()}
+    inputs, targets = make_input("mlp", 16), torch.randn(16, 10)
+    (inputs if where == "inputs" else targets)[5, 2] = float("nan")
+    with pytest.raises(DataError, match=f"fine_tune {where}: sample 5 holds NaN or infinite values"):
+        fine_tune(prepared, inputs, targets, FineTuning(epochs=1, batch_size=8), loss=torch.nn.functional.mse_loss)
+    assert all(torch.equal(before[name], tensor) for name, tensor in prepared.state_dict().items())

@@ -3,14 +3,15 @@
 import pytest
 import torch
 
-from xbar import HardwareConfig, calibrate, prepare
-from xbar.passes.numerics.calibration import CalibrationMethod, RangeObserver
+from xbar import HardwareConfig, calibrate, convert, prepare
+from xbar.compiler.pipeline.record import Stage, record_of
+from xbar.passes.numerics.calibration import OBSERVERS, CalibrationMethod, ObserverOptions, observer_for
 
 from conftest import make_input, make_model
 
 
 def observe(method, batches, **options):
-    observer = RangeObserver(method, **options)
+    observer = observer_for(method, ObserverOptions(**options))
     for batch in batches:
         observer.observe(batch)
     return observer.result()
@@ -41,7 +42,8 @@ def test_calibrate_sets_ranges_and_records_the_method(method):
     batches = [make_input("mlp", 64, seed=s) for s in range(3)]
     assert calibrate(prepared, batches, method) == 3
     module = prepared.fc1_input_range
-    assert module.params.calibration_info.startswith(method)
+    assert record_of(prepared, "test", Stage.PREPARED).calibration["fc1_input_range"].startswith(method)
+    assert module.params.calibration_info is None  # what calibration found is not hardware config
     value = module.value.item()
     assert value != 3.0 and value > 0
     if method != "InitFromData":  # a post-training calibration is final: training does not re-initialise it
@@ -52,3 +54,21 @@ def test_calibrate_sets_ranges_and_records_the_method(method):
     again = prepare(make_model("mlp"), (make_input("mlp", 2),), HardwareConfig())
     calibrate(again, batches, method)
     assert again.fc1_input_range.value.item() == value
+
+
+def test_every_post_training_method_has_one_observer_class():
+    assert set(OBSERVERS) == set(CalibrationMethod) - {CalibrationMethod.INIT_FROM_DATA}
+    assert len(set(OBSERVERS.values())) == len(OBSERVERS)
+    for method, cls in OBSERVERS.items():
+        assert cls.method is method and observer_for(method).describe().startswith(method.value)
+
+
+def test_the_calibration_record_survives_convert_and_a_second_calibration_keeps_the_latest():
+    prepared = prepare(make_model("mlp"), (make_input("mlp", 2),), HardwareConfig())
+    batches = [make_input("mlp", 64, seed=s) for s in range(2)]
+    calibrate(prepared, batches, "Max")
+    calibrate(prepared, batches, "MovingStd")
+    found = record_of(prepared, "test", Stage.PREPARED).calibration
+    assert set(found) == {"fc1_input_range", "fc2_input_range", "fc3_input_range"}
+    assert found["fc1_input_range"].startswith("MovingStd")
+    assert record_of(convert(prepared), "test", Stage.CONVERTED).calibration == found

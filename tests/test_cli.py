@@ -4,6 +4,7 @@ Every run is real: torch.export captures, ONNX files are written and run in ONNX
 """
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -505,3 +506,14 @@ def test_a_cached_module_of_the_same_name_does_not_hide_the_users(project, capsy
     assert status == 0, err
     assert "2 crossbar layers" in out
     assert sys.modules["models"] is stale  # put back once the user's code ran
+
+
+def test_non_finite_weights_exit_2_naming_the_parameter(workspace, capsys):
+    state = torch.load("net.pt")
+    name = next(key for key, value in state.items() if value.dim() == 2)
+    state[name][0, 0] = float("nan")
+    torch.save(state, "nan.pt")
+    status, out, err = run(capsys, "compile", "net.py:make_net", "--weights", "nan.pt", "--calib", "inputs.npz",
+                           "-o", "net.onnx")
+    assert status == 2 and f"parameter '{name}' holds 1 NaN or infinite value" in err + out
+    assert "Traceback" not in err and not os.path.exists("net.onnx")

@@ -85,6 +85,21 @@ def test_training_step_matches_eager_including_range_gradients_and_init_from_dat
     assert any(a.value.grad != 0 for a, _ in ranges)
 
 
+def test_output_clipping_feedback_traces_whole_and_matches_eager():
+    """The ADC reads its range's batch statistics (a module attribute): one graph, eager's gradients."""
+    config = eight_bit().with_overrides({"forward.out_bound": 0.5, "pre_post.input_range.manage_output_clipping": True,
+                                         "pre_post.input_range.output_min_percentage": 0.99})
+    x = make_input("mlp", 8)
+    eager = prepare(make_model("mlp"), (x[:2],), config).train()
+    fast = copy.deepcopy(eager)
+    F.cross_entropy(eager(x), torch.arange(8)).backward()
+    F.cross_entropy(torch.compile(fast, fullgraph=True, backend="aot_eager")(x), torch.arange(8)).backward()
+    ranges = [(a, b) for a, b in zip(eager.modules(), fast.modules()) if isinstance(a, InputRange)]
+    assert ranges and any(float(a.value.grad) < 0 for a, _ in ranges)  # the ADC clipped: the range grows
+    for a, b in ranges:
+        assert torch.allclose(a.value.grad, b.value.grad, rtol=1e-5, atol=1e-6)
+
+
 def test_same_shape_never_recompiles_and_a_new_batch_size_compiles_at_most_once(aot_eager):
     prepared, converted, _ = built("mlp")
     run = compiled_path.compiled(converted)

@@ -13,10 +13,15 @@ from xbar import (
     HardwareConfig,
     InputRangeParameter,
     IOParameters,
+    LayerRule,
     NoiseManagementType,
     PrePostProcessingParameter,
     SinglePairConductanceConverter,
+    prepare,
 )
+from xbar.passes.parameters import MappingParameter, WeightModifierParameter
+
+from conftest import make_input, make_model
 
 
 def test_input_range_defaults_follow_aihwkit():
@@ -143,3 +148,24 @@ def test_converting_back_recovers_the_weights(rows, cols, g_min, span, columnwis
     for g in conductances:
         assert float(g.min()) >= g_min - 1e-5 and float(g.max()) <= c.g_max + g_min + 1e-5
     assert torch.allclose(c.convert_back_to_weights(conductances, params), w, atol=1e-5 * (1 + g_min))
+
+
+@pytest.mark.parametrize("build, message", [
+    (lambda: IOParameters(out_res=254), r"forward.out_res=254 needs forward.out_bound > 0"),
+    (lambda: IOParameters(out_noise=-1.0), r"forward.out_noise must be >= 0"),
+    (lambda: InputRangeParameter(init_value=0.0), r"pre_post.input_range.init_value must be > 0"),
+    (lambda: MappingParameter(max_input_size=-1), r"mapping.max_input_size must be an integer >= 0"),
+    (lambda: WeightModifierParameter(std_dev=-1.0), r"modifier.std_dev must be >= 0"),
+    (lambda: HardwareConfig(pre_post=PrePostProcessingParameter(), forward=IOParameters(inp_res=254)),
+     r"forward.inp_res sets a DAC, but there is no range"),
+    (lambda: LayerRule(), r"a layer rule needs exactly one of module_type, name or pattern"),
+])
+def test_config_groups_refuse_meaningless_values_when_built(build, message):
+    with pytest.raises(ConfigError, match=message):
+        build()
+
+
+def test_what_xbar_does_not_simulate_is_accepted_when_built_and_refused_when_prepared():
+    config = HardwareConfig(forward=IOParameters(noise_management=NoiseManagementType.ABS_MAX))
+    with pytest.raises(ConfigError, match="forward.noise_management=ABS_MAX is not simulated by xbar"):
+        prepare(make_model("mlp"), (make_input("mlp", 2),), config)

@@ -38,9 +38,14 @@ def test_the_dac_feeds_the_layer_and_the_adc_follows_it_before_the_rescale():
 def test_the_adc_feeds_output_clipping_back_only_when_the_range_manages_it():
     graph_module, _ = with_converters(OneLinear(), EIGHT_BIT | {"pre_post.input_range.manage_output_clipping": True,
                                                                 "pre_post.input_range.output_min_percentage": 0.9})
-    assert tagged(graph_module.graph, Role.ADC)[0].kwargs["output_min_percentage"] == 0.9
+    adc = tagged(graph_module.graph, Role.ADC)[0]
+    assert adc.kwargs["output_min_percentage"] == 0.9
+    statistics = adc.kwargs["statistics"]  # the range's own: its fraction is taken as the range's are
+    assert statistics.op == "get_attr" and statistics.target == "fc_input_range.statistics"
+    assert tagged(graph_module.graph, Role.RANGE_STATISTICS) == [statistics]
     graph_module, _ = with_converters(OneLinear(), EIGHT_BIT)
-    assert tagged(graph_module.graph, Role.ADC)[0].kwargs["output_min_percentage"] is None
+    adc = tagged(graph_module.graph, Role.ADC)[0]
+    assert "output_min_percentage" not in adc.kwargs and not tagged(graph_module.graph, Role.RANGE_STATISTICS)
 
 
 class Conv(nn.Module):

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from xbar import FineTuning, HardwareConfig, NoCrossbarLayersWarning, calibrate, convert, fine_tune, prepare
+from xbar import FineTuning, HardwareConfig, NoCrossbarLayersWarning, UserError, calibrate, convert, fine_tune, prepare
 from xbar.passes.errors import PassError
 from xbar.passes.numerics.crossbar import Crossbar
 from xbar.passes.numerics.input_range import InputRange
@@ -201,3 +201,32 @@ def test_fine_tuning_refuses_mismatched_data():
         fine_tune(prepared, make_input("mlp", 5), torch.zeros(4, dtype=torch.long))
     with pytest.raises(ValueError, match="epochs >= 1"):
         FineTuning(epochs=0)
+
+
+class DictInput(torch.nn.Module):
+    """A forward that takes a dict of tensors, one of them nested in a tuple."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(6, 4)
+        self.gate = torch.nn.Linear(6, 4)
+
+    def forward(self, inputs):
+        image, (mask,) = inputs["image"], inputs["extra"]
+        return self.fc(image) * torch.sigmoid(self.gate(mask))
+
+
+def test_a_model_taking_a_dict_prepares_with_export_and_calibrates_on_dict_batches():
+    def batch(n, seed):
+        g = torch.Generator().manual_seed(seed)
+        return {"image": torch.randn(n, 6, generator=g), "extra": (torch.randn(n, 6, generator=g),)}
+
+    model = DictInput().eval()
+    prepared = prepare(model, (batch(1, 0),), capture_method="export")
+    assert calibrate(prepared, [batch(5, 1), batch(3, 2)]) == 2  # batch sizes other than the example's
+    x = batch(7, 3)
+    assert prepared(x).shape == (7, 4)
+    bad = batch(4, 4)
+    bad["extra"][0][0, 0] = float("nan")
+    with pytest.raises(UserError, match="calibration batch 0 holds NaN"):
+        calibrate(prepared, [bad])

@@ -59,6 +59,9 @@ class LayerRule:
     overrides: dict = field(default_factory=dict)
     digital: bool = False
 
+    def __post_init__(self):
+        self.kind  # exactly one selector, checked when built
+
     @property
     def kind(self) -> str:
         selectors = [k for k in ("module_type", "pattern", "name") if getattr(self, k) is not None]
@@ -104,9 +107,12 @@ class HardwareConfig:
     modifier: WeightModifierParameter = field(default_factory=WeightModifierParameter)
     layers: list[LayerRule] = field(default_factory=list)
 
-    def validate(self) -> "HardwareConfig":
+    def __post_init__(self):
+        self.check_values()  # refused when built; prepare() validates again (fields may have been assigned)
+
+    def check_values(self) -> "HardwareConfig":
         """Raise :class:`ConfigError` for a configuration that cannot mean anything."""
-        self.forward.validate()
+        self.forward.check_values()
         input_range = self.pre_post.input_range
         input_range.validate()
         self.mapping.validate()
@@ -119,6 +125,14 @@ class HardwareConfig:
         if self.forward.dac_steps and not input_range.enable:
             raise ConfigError("forward.inp_res sets a DAC, but there is no range to scale its input by: "
                               "enable pre_post.input_range or set forward.inp_res <= 0")
+        return self
+
+    def validate(self) -> "HardwareConfig":
+        """:meth:`check_values`, then refuse what xbar cannot simulate (dynamic noise or bound
+        management, in the config or in a layer rule's)."""
+        self.check_values()
+        self.forward.validate()
+        input_range = self.pre_post.input_range
         if input_range.enable and input_range.manage_output_clipping:
             if not input_range.supports_manage_output_clipping(self):
                 raise ConfigError("pre_post.input_range.manage_output_clipping needs a non-perfect forward "
@@ -198,7 +212,7 @@ def _from_plain(cls, data, where: str):
         raise ConfigError(f"unknown config key {where + unknown[0]!r}; valid keys: {sorted(fields)}")
     kwargs = {}
     for name, value in data.items():
-        default = getattr(cls(), name)
+        default = _default(fields[name])
         if isinstance(default, SinglePairConductanceConverter):
             kwargs[name] = _converter(value, f"{where}{name}")
         elif name == "layers" and cls is HardwareConfig:
@@ -212,6 +226,11 @@ def _from_plain(cls, data, where: str):
         else:
             kwargs[name] = _coerce(value, default, where + name)
     return cls(**kwargs)
+
+
+def _default(spec: dataclasses.Field):
+    """A field's default value (without building its class, which may need other fields first)."""
+    return spec.default_factory() if spec.default is dataclasses.MISSING else spec.default
 
 
 def _converter(data, key: str) -> SinglePairConductanceConverter:

@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, fx
 
-from ...passes.errors import ConfigError, UserError
-from ...passes.numerics.global_batch import across_ranks, terms_after_backward
+from ...passes.errors import ConfigError, DataError, UserError
+from ...passes.numerics.global_batch import BatchStatistics, shared_by
 from ...passes.numerics.input_range import InputRange
 from .compiled import maybe_compiled
 from .distributed import data_parallel, group_in_use, rank_batches
@@ -56,6 +56,15 @@ to where noise hurts less; chosen on a validation part of the digits training sp
 (``python -m benchmarks.bench_hwa --choose``)."""
 
 
+def refuse_non_finite(data: Tensor, what: str) -> None:
+    """:class:`DataError` naming the first sample of ``data`` with NaN or infinity (one would turn
+    every weight and range into NaN), as calibration refuses such a batch."""
+    if not data.is_floating_point() or torch.isfinite(data).all():
+        return
+    first = int((~torch.isfinite(data)).reshape(len(data), -1).any(dim=1).nonzero()[0, 0])
+    raise DataError(f"fine_tune {what}: sample {first} holds NaN or infinite values; remove them from the data")
+
+
 def fine_tune(
     prepared: fx.GraphModule,
     inputs: Tensor,
@@ -87,8 +96,10 @@ def fine_tune(
     """
     if len(inputs) != len(targets):
         raise UserError(f"fine_tune got {len(inputs)} inputs but {len(targets)} targets: give one target per input")
-    ranges = {id(m.value): m.value for m in prepared.modules()
-              if isinstance(m, InputRange) and isinstance(m.value, torch.nn.Parameter)}
+    for what, data in (("inputs", inputs), ("targets", targets)):
+        refuse_non_finite(data, what)
+    modules = [m for m in prepared.modules() if isinstance(m, InputRange)]
+    ranges = {id(m.value): m.value for m in modules if isinstance(m.value, torch.nn.Parameter)}
     others = [p for p in prepared.parameters() if id(p) not in ranges]
     optimizer = torch.optim.Adam([{"params": list(ranges.values()), "lr": recipe.range_lr},
                                   {"params": others, "lr": recipe.weight_lr}])
@@ -97,17 +108,16 @@ def fine_tune(
     group = group_in_use(process_group)
     model = data_parallel(prepared.train(), group)
     run = maybe_compiled(model, compile, group)
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), shared_by(modules, BatchStatistics(group)) as statistics:
         torch.manual_seed(recipe.seed)
         for epoch in range(recipe.epochs):
             order = (torch.randperm(len(targets), generator=generator).split(recipe.batch_size) if group is None
                      else rank_batches(len(targets), recipe.batch_size, recipe.seed, epoch, group))
             for index in order:
-                with across_ranks(group):
-                    value = loss(run(inputs[index]), targets[index])
-                    optimizer.zero_grad()
-                    with terms_after_backward():  # across ranks: one collective for the ranges' terms
-                        value.backward()
+                value = loss(run(inputs[index]), targets[index])
+                optimizer.zero_grad()
+                with statistics.terms_after_backward():  # across ranks: one collective for the ranges' terms
+                    value.backward()
                 optimizer.step()
                 schedule.step()
                 if on_step is not None:

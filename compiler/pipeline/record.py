@@ -7,7 +7,7 @@ to pass instead.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from enum import Enum
 
 from torch import fx
@@ -29,13 +29,15 @@ class Stage(Enum):
 
 @dataclass(frozen=True)
 class CompileRecord:
-    """The validated configuration, one plan per crossbar layer, the layers with a weight
-    that stay digital (and why), and the stage reached."""
+    """The validated configuration, one plan per crossbar layer, the layers with a weight that stay
+    digital (and why), the stage reached, and what calibration found: input-range module name -> the
+    method that set the range and on how many batches (e.g. ``"MovingStd(std_alpha=3.0; batches=4)"``)."""
 
     config: HardwareConfig
     plans: tuple[LayerPlan, ...]
     digital: tuple[DigitalLayer, ...] = ()
     stage: Stage = Stage.PREPARED
+    calibration: dict[str, str] = field(default_factory=dict)
 
     def __deepcopy__(self, memo) -> "CompileRecord":
         """Records are never mutated: a copied GraphModule shares its record."""

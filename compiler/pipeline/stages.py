@@ -9,23 +9,23 @@ postconditions; a failure names the pass.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
 import torch
+import torch.utils._pytree as pytree
 from rich.progress import track
 from torch import fx, nn
 
 from ...passes.capture import CaptureMethod, capture, copy_graph_module
 from ...passes.digital import DigitalLayer, digital_layers
-from ...passes.errors import NoCrossbarLayersWarning, UnmatchedSelectorWarning, UserError
+from ...passes.errors import ModelError, NoCrossbarLayersWarning, UnmatchedSelectorWarning, UserError
 from ...passes.infra import run_passes
 from ...passes.matching import CrossbarLayer, LayerSelection, Pattern, match_layers
-from ...passes.numerics.calibration import CalibrationMethod, RangeObserver
-from ...passes.numerics.global_batch import across_ranks
+from ...passes.numerics.calibration import CalibrationMethod, ObserverOptions, observer_for
+from ...passes.numerics.global_batch import BatchStatistics, shared_by
 from ...passes.numerics.input_range import InputRange
 from ...passes.numerics.training_noise import TrainingNoise
 from ...passes.operands import resolve_attribute
@@ -80,6 +80,18 @@ def plan_layers(graph_module: fx.GraphModule, config: HardwareConfig,
     return tuple(plans), digital_layers(graph_module, {plan.layer.weight for plan in plans}, reasons)
 
 
+def refuse_non_finite_parameters(graph_module: fx.GraphModule, plans: Sequence[LayerPlan]) -> None:
+    """:class:`ModelError` naming the first crossbar weight or bias that holds NaN or infinity
+    (no conductance can program it)."""
+    names = dict.fromkeys(name for plan in plans for name in (plan.layer.weight, plan.layer.bias) if name)
+    for name in names:
+        tensor = resolve_attribute(graph_module, name)
+        if isinstance(tensor, torch.Tensor) and tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise ModelError(f"parameter {name!r} holds {bad} NaN or infinite value{'s' * (bad != 1)}; "
+                             "fix the model's weights (a diverged training, a bad checkpoint) before compiling")
+
+
 def _unmatched_selectors(layers: list[CrossbarLayer], config: HardwareConfig,
                          selection: LayerSelection) -> list[str]:
     """Descriptions of the include / exclude patterns and layer rules that match none of ``layers``."""
@@ -123,6 +135,7 @@ def prepare(
         model = copy.deepcopy(model)
     graph_module = capture(model, tuple(example_inputs), capture_method)
     plans, digital = plan_layers(graph_module, config, LayerSelection(include, exclude, keep_first_last_digital))
+    refuse_non_finite_parameters(graph_module, plans)
     graph_module = run_passes(graph_module, [IsolateCrossbarLayersPass(plans), TileLayersPass(),
                                              InsertInputRangePass(), InsertConvertersPass(),
                                              InsertTrainingNoisePass()])
@@ -143,9 +156,10 @@ def require_batches(data, caller: str) -> None:
 
 
 def _model_inputs(batch, index: int) -> tuple:
-    """A batch as the model's positional inputs; :class:`UserError` if a tensor in it is not finite."""
+    """A batch as the model's positional inputs (a tuple or list of them, else the one input, which may
+    be a dict or other nest of tensors); :class:`UserError` if a tensor in it is not finite."""
     inputs = tuple(batch) if isinstance(batch, (tuple, list)) else (batch,)
-    for x in inputs:
+    for x in pytree.tree_leaves(inputs):
         if isinstance(x, torch.Tensor) and x.is_floating_point() and not torch.isfinite(x).all():
             raise UserError(f"calibration batch {index} holds NaN or infinite values; remove them from the data")
     return inputs
@@ -170,7 +184,8 @@ def calibrate(
     data: ``init_std_alpha * std`` averaged over the first ``init_from_data``
     batches), without training noise; ``"MovingStd"``, ``"MovingQuantile"``, ``"CacheQuantile"`` and
     ``"Max"`` are post-training methods named as aihwkit names them. The method
-    is recorded in each range's ``calibration_info``. A batch with NaN or
+    is recorded in the compile record (``record_of(prepared).calibration``, one
+    entry per range). A batch with NaN or
     infinite values is refused. ``compile=True`` runs the batches through
     ``torch.compile`` (:mod:`xbar.compiler.pipeline.compiled`; the observers of the other
     methods run eagerly between its graphs).
@@ -182,14 +197,15 @@ def calibrate(
     order): each method's statistics are taken over the global batch, as
     :mod:`xbar.passes.numerics.calibration` describes.
     """
-    record_of(prepared, "calibrate()", Stage.PREPARED)
+    record = record_of(prepared, "calibrate()", Stage.PREPARED)
     require_batches(batches, "calibrate()")
     method = CalibrationMethod(method) if isinstance(method, str) else method
     ranges = input_ranges(prepared)
     reference = method == CalibrationMethod.INIT_FROM_DATA
+    statistics = BatchStatistics(group_in_use(process_group))
     observers = {} if reference else {
-        name: RangeObserver(method, std_alpha=module.params.init_std_alpha, quantile=quantile,
-                            max_samples=max_samples) for name, module in ranges.items()}
+        name: observer_for(method, ObserverOptions(module.params.init_std_alpha, quantile, max_samples), statistics)
+        for name, module in ranges.items()}
     hooks = [ranges[name].register_forward_pre_hook(lambda _, args, o=observer: o.observe(args[0]))
              for name, observer in observers.items()]
     was_training = prepared.training
@@ -199,16 +215,15 @@ def calibrate(
         module.calibrating = True
     for module in ranges.values():
         module.calibrating = reference
-    group = group_in_use(process_group)
-    run = maybe_compiled(prepared, compile, group, fullgraph=reference)
+    run = maybe_compiled(prepared, compile, statistics.group, fullgraph=reference)
     count = 0
     try:
-        steps = in_lockstep((_model_inputs(b, i) for i, b in enumerate(batches)), group, "batches",
+        steps = in_lockstep((_model_inputs(b, i) for i, b in enumerate(batches)), statistics.group, "batches",
                             at_once=isinstance(batches, Sequence))  # a list is in memory: agree once
         if progress:
             steps = track(steps, total=len(batches) if isinstance(batches, Sequence) else None,
                           description=f"calibrating input ranges ({method.value})")
-        with across_ranks(group):
+        with shared_by(ranges.values(), statistics):
             for inputs in steps:
                 run(*inputs)
                 count += 1
@@ -219,14 +234,12 @@ def calibrate(
         for module in [*ranges.values(), *noise]:
             module.calibrating = False
         prepared.train(was_training)
-    for name, module in ranges.items():
-        if reference:
-            info = f"InitFromData(batches={int(module.init_batches)})"
-        else:
-            module.value.data.fill_(results[name])
-            module.init_batches.fill_(module.params.init_from_data)  # training must not re-initialise it
-            info = observers[name].describe()
-        module.params = dataclasses.replace(module.params, calibration_info=info)
+    for name, observer in observers.items():
+        ranges[name].value.data.fill_(results[name])
+        ranges[name].init_batches.fill_(ranges[name].params.init_from_data)  # training must not re-initialise it
+    found = {name: observers[name].describe() if name in observers else
+             f"InitFromData(batches={int(module.init_batches)})" for name, module in ranges.items()}
+    attach_record(prepared, replace(record, calibration={**record.calibration, **found}))
     return count
 
 

@@ -4,9 +4,14 @@ Named as aihwkit names its calibration types. Each observer sees the inputs of
 one input range, batch by batch, and proposes a range; all are deterministic
 for a fixed data order. The reference rule (init from data, a moving average of
 ``init_std_alpha * std`` over the first ``init_from_data`` batches) lives in
-:class:`xbar.passes.numerics.input_range.InputRange` itself.
+:class:`xbar.passes.numerics.input_range.InputRange` itself and has no observer.
 
-Across torch.distributed ranks (inside :func:`~xbar.passes.numerics.global_batch.across_ranks`)
+One class per method, behind :class:`RangeObserver`, each registered under its
+:class:`CalibrationMethod` in :data:`OBSERVERS`; a new method is one enum member,
+one class and its entry there.
+
+Across torch.distributed ranks (an observer given a
+:class:`~xbar.passes.numerics.global_batch.BatchStatistics` over a process group)
 each step's batch is the concatenation of the ranks' local batches in rank
 order, and every rank proposes the range one process would on those global
 batches: MovingStd averages the global batch's std (combined from each rank's
@@ -20,12 +25,15 @@ rank must observe the same number of batches.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from enum import Enum
+from typing import Optional
 
 import torch
 from torch import Tensor
 
-from . import global_batch
+from .global_batch import BatchStatistics
 
 
 class CalibrationMethod(Enum):
@@ -41,52 +49,131 @@ class CalibrationMethod(Enum):
     """The largest ``|x|`` seen."""
 
 
+@dataclass(frozen=True)
+class ObserverOptions:
+    """What the observers may be tuned by; each reads the options its method uses."""
+
+    std_alpha: float = 3.0
+    quantile: float = 0.9999
+    max_samples: int = 100_000
+    seed: int = 0
+
+
+class RangeObserver(ABC):
+    """Watches one input range's inputs (batch statistics by ``statistics``) and proposes a range."""
+
+    method: CalibrationMethod
+
+    def __init__(self, options: ObserverOptions = ObserverOptions(), statistics: Optional[BatchStatistics] = None):
+        self.options = options
+        self.statistics = statistics or BatchStatistics()
+        self.batches = 0
+
+    def observe(self, x: Tensor) -> None:
+        self._observe(x.detach().float().flatten())
+        self.batches += 1
+
+    @abstractmethod
+    def _observe(self, x: Tensor) -> None:
+        """Take one batch's flattened float values."""
+
+    @abstractmethod
+    def result(self) -> float:
+        """The proposed range (across ranks possibly a collective: call it on every rank)."""
+
+    def detail(self) -> str:
+        """The options this method uses, for :meth:`describe`."""
+        return ""
+
+    def describe(self) -> str:
+        return f"{self.method.value}({self.detail()}; batches={self.batches})"
+
+
 def _quantile(values: Tensor, q: float) -> float:
     """``q``-quantile of a 1-d tensor (nearest rank; torch.quantile caps the input size)."""
     k = min(values.numel(), max(1, int(round(q * values.numel()))))
     return float(values.kthvalue(k).values)
 
 
-class RangeObserver:
-    """Watches one input range's inputs and proposes a range."""
+class _MovingAverage(RangeObserver):
+    """The mean over all batches of one value per batch (:meth:`sample`)."""
 
-    def __init__(self, method: CalibrationMethod, *, std_alpha: float = 3.0, quantile: float = 0.9999,
-                 max_samples: int = 100_000, seed: int = 0):
-        self.method = method
-        self.std_alpha = std_alpha
-        self.quantile = quantile
-        self.max_samples = max_samples
-        self.generator = torch.Generator().manual_seed(seed)
-        self.batches = 0
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
         self.value = 0.0
-        self.cache = torch.empty(0)
 
-    def observe(self, x: Tensor) -> None:
-        x = x.detach().float().flatten()
-        if self.method == CalibrationMethod.MAX:
-            self.value = max(self.value, float(x.abs().max()))
-        elif self.method == CalibrationMethod.CACHE_QUANTILE:
-            cache = torch.cat([self.cache, global_batch.concatenated(x.abs())])
-            if cache.numel() > self.max_samples:
-                cache = cache[torch.randperm(cache.numel(), generator=self.generator)[: self.max_samples]]
-            self.cache = cache
-        else:
-            sample = (self.std_alpha * float(global_batch.std(x)) if self.method == CalibrationMethod.MOVING_STD
-                      else _quantile(global_batch.concatenated(x.abs()), self.quantile))
-            self.value = (self.value * self.batches + sample) / (self.batches + 1)
-        self.batches += 1
+    @abstractmethod
+    def sample(self, x: Tensor) -> float:
+        """This batch's value."""
+
+    def _observe(self, x: Tensor) -> None:
+        self.value = (self.value * self.batches + self.sample(x)) / (self.batches + 1)
 
     def result(self) -> float:
-        """The proposed range (for Max across ranks a collective: call it on every rank)."""
-        if self.method == CalibrationMethod.CACHE_QUANTILE:
-            return _quantile(self.cache, self.quantile)
-        if self.method == CalibrationMethod.MAX:
-            return global_batch.amax(self.value)
         return self.value
 
-    def describe(self) -> str:
-        detail = {CalibrationMethod.MOVING_STD: f"std_alpha={self.std_alpha}",
-                  CalibrationMethod.MOVING_QUANTILE: f"quantile={self.quantile}",
-                  CalibrationMethod.CACHE_QUANTILE: f"quantile={self.quantile}, max_samples={self.max_samples}",
-                  CalibrationMethod.MAX: ""}[self.method]
-        return f"{self.method.value}({detail}; batches={self.batches})"
+
+class MovingStd(_MovingAverage):
+    method = CalibrationMethod.MOVING_STD
+
+    def sample(self, x: Tensor) -> float:
+        return self.options.std_alpha * float(self.statistics.std(x))
+
+    def detail(self) -> str:
+        return f"std_alpha={self.options.std_alpha}"
+
+
+class MovingQuantile(_MovingAverage):
+    method = CalibrationMethod.MOVING_QUANTILE
+
+    def sample(self, x: Tensor) -> float:
+        return _quantile(self.statistics.concatenated(x.abs()), self.options.quantile)
+
+    def detail(self) -> str:
+        return f"quantile={self.options.quantile}"
+
+
+class CacheQuantile(RangeObserver):
+    method = CalibrationMethod.CACHE_QUANTILE
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.generator = torch.Generator().manual_seed(self.options.seed)
+        self.cache = torch.empty(0)
+
+    def _observe(self, x: Tensor) -> None:
+        cache = torch.cat([self.cache, self.statistics.concatenated(x.abs())])
+        if cache.numel() > self.options.max_samples:
+            cache = cache[torch.randperm(cache.numel(), generator=self.generator)[: self.options.max_samples]]
+        self.cache = cache
+
+    def result(self) -> float:
+        return _quantile(self.cache, self.options.quantile)
+
+    def detail(self) -> str:
+        return f"quantile={self.options.quantile}, max_samples={self.options.max_samples}"
+
+
+class Max(RangeObserver):
+    method = CalibrationMethod.MAX
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.value = 0.0
+
+    def _observe(self, x: Tensor) -> None:
+        self.value = max(self.value, float(x.abs().max()))
+
+    def result(self) -> float:
+        return self.statistics.amax(self.value)
+
+
+OBSERVERS: dict[CalibrationMethod, type[RangeObserver]] = {
+    cls.method: cls for cls in (MovingStd, MovingQuantile, CacheQuantile, Max)}
+"""The observer class of each post-training method (every method but the reference rule)."""
+
+
+def observer_for(method: CalibrationMethod, options: ObserverOptions = ObserverOptions(),
+                 statistics: Optional[BatchStatistics] = None) -> RangeObserver:
+    """A fresh observer of ``method`` (a post-training one: not INIT_FROM_DATA)."""
+    return OBSERVERS[method](options, statistics)

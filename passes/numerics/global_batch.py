@@ -1,143 +1,143 @@
 """Statistics of the global batch when a step's batch is split over torch.distributed ranks.
 
-Inside ``across_ranks(group)`` the helpers here see the batch every rank holds
+A :class:`BatchStatistics` over a process group sees the batch every rank holds
 at this step as one batch, the concatenation of the ranks' local batches in rank
 order (what a single process given that batch would see), as SyncBatchNorm does
-for its mean and variance. Outside it, or with ``group=None``, they compute
-exactly what plain torch gives on the local tensor, so a single process pays
-nothing and its results do not change by a bit.
+for its mean and variance. Over no group (the default) it computes exactly what
+plain torch gives on the local tensor, so a single process pays nothing and its
+results do not change by a bit.
 
-Every rank must call the same helpers in the same order with a tensor (local
+Each input range holds one (:class:`~xbar.passes.numerics.input_range.InputRange`
+``.statistics``); the pipeline gives every range of a model the same one over
+its group for the duration of a calibration or fine-tuning, and the observers of
+a calibration take it too. A plain attribute, not a ContextVar: torch.compile
+traces an attribute (and guards on it) but cannot trace ``ContextVar.get``.
+
+Every rank must call the same methods in the same order with a tensor (local
 batches may differ in size, not in number): each is a collective.
 """
 
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterable, Iterator, Optional
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
 
-_deferred: Optional[list[tuple[Tensor, Tensor, int, Callable[[Tensor], Tensor]]]] = None
-"""The terms :func:`fraction_term` deferred in the innermost :func:`terms_after_backward` block, or None."""
+DeferredTerm = tuple[Tensor, Tensor, int, Callable[[Tensor], Tensor]]
+"""``(param, count, numel, term)`` of a :meth:`BatchStatistics.fraction_term` waiting for the backward's end."""
 
-_group: Optional[dist.ProcessGroup] = None
-"""The group of the innermost active ``across_ranks`` block. A plain module global, not a ContextVar:
-torch.compile traces a global (and guards on it) but cannot trace ``ContextVar.get``."""
+
+class BatchStatistics:
+    """Batch statistics over ``group``'s ranks (a torch.distributed process group), or over this process alone."""
+
+    def __init__(self, group: Optional[dist.ProcessGroup] = None):
+        self.group = group
+        self.deferred: Optional[list[DeferredTerm]] = None
+        """The terms :meth:`fraction_term` deferred inside :meth:`terms_after_backward`, or None outside it."""
+
+    def std(self, x: Tensor) -> Tensor:
+        """Unbiased std of all values of the global batch.
+
+        Each rank contributes (count, mean, sum of squared deviations) of its values,
+        computed as ``x.std()`` computes them, combined in float64 by Chan's parallel
+        rule, so it is as accurate as one pass over the concatenation.
+        """
+        if self.group is None:
+            return x.std()
+        count = x.numel()
+        if count:
+            x = x.detach()  # var and mean apart: on CPU torch.var_mean is several times slower than both
+            local = torch.tensor([count, float(x.mean()), float(x.var(correction=0)) * count], dtype=torch.float64)
+        else:
+            local = torch.zeros(3, dtype=torch.float64)
+        parts = _all_gather_equal(local, self.group)
+        counts, means, squares = parts[:, 0], parts[:, 1], parts[:, 2]
+        total = counts.sum()
+        global_mean = (counts * means).sum() / total
+        squares = squares.sum() + (counts * (means - global_mean) ** 2).sum()
+        return (squares / (total - 1)).sqrt().to(x.dtype)
+
+    def fraction(self, count: Tensor, numel: int) -> Tensor:
+        """``count / numel`` where both are summed over the global batch (e.g. the fraction of unclipped values)."""
+        if self.group is None:
+            return count / numel
+        return _fractions(count.detach().reshape(1), [numel], self.group)[0].to(count.dtype)
+
+    def fraction_term(self, param: Tensor, count: Tensor, numel: int,
+                      term: Callable[[Tensor], Tensor]) -> Optional[Tensor]:
+        """A gradient term of ``param`` that depends on ``count / numel`` of the global batch: ``term(fraction)``.
+
+        For the range gradients' decay and output-clipping terms, which depend on the
+        parameter and a fraction, not on the incoming gradient. Computed now, or, inside
+        :meth:`terms_after_backward` (across ranks, ``param`` a leaf), deferred: then it is
+        added to ``param.grad`` when the block ends and this returns None.
+        """
+        if self.group is None or self.deferred is None or not param.is_leaf:
+            return term(self.fraction(count, numel))
+        self.deferred.append((param, count.detach().reshape(()), numel, term))
+        return None
+
+    @contextlib.contextmanager
+    def terms_after_backward(self) -> Iterator[None]:
+        """Take the fractions of every :meth:`fraction_term` of the block in one collective when it ends.
+
+        Across ranks each term's fraction is a collective; during a backward pass
+        that is one per input range and ADC, a sync point each. Inside this block
+        (around ``loss.backward()`` of data-parallel training) the terms wait until the
+        backward is done, then one collective takes all their fractions and each term
+        is added to its parameter's ``.grad``. DistributedDataParallel has averaged
+        the rest of the gradient by then and every rank adds the same term, so the
+        gradients equal the per-term ones up to float rounding.
+        """
+        outer, self.deferred = self.deferred, []
+        try:
+            yield
+            pending = self.deferred
+        finally:
+            self.deferred = outer
+        if pending:
+            self._add_terms(pending)
+
+    def _add_terms(self, pending: list[DeferredTerm]) -> None:
+        fractions = _fractions(torch.stack([count for _, count, _, _ in pending]), [n for _, _, n, _ in pending],
+                               self.group)
+        with torch.no_grad():
+            for (param, count, _, term), value in zip(pending, fractions):
+                added = term(value.to(count.dtype)).reshape(param.shape)
+                param.grad = added if param.grad is None else param.grad.add_(added)
+
+    def amax(self, value: float) -> float:
+        """The largest of the ranks' ``value``."""
+        if self.group is None:
+            return value
+        return float(_all_gather_equal(torch.tensor([value], dtype=torch.float64), self.group).max())
+
+    def concatenated(self, x: Tensor) -> Tensor:
+        """The ranks' flattened ``x`` concatenated in rank order (local sizes may differ)."""
+        x = x.flatten()
+        if self.group is None:
+            return x
+        sizes = _all_gather_equal(torch.tensor([x.numel()]), self.group)[:, 0].tolist()
+        padded = torch.cat([x, x.new_zeros(max(sizes) - x.numel())])
+        return torch.cat([part[:size] for part, size in zip(_all_gather_equal(padded, self.group), sizes)])
 
 
 @contextlib.contextmanager
-def across_ranks(group: Optional[dist.ProcessGroup]) -> Iterator[None]:
-    """Take batch statistics over ``group``'s ranks (a torch.distributed process group) inside the block.
-
-    The setting is process-wide, as a process group is: one block at a time per process.
-    """
-    global _group
-    outer, _group = _group, group
+def shared_by(holders: Iterable, statistics: BatchStatistics) -> Iterator[BatchStatistics]:
+    """Give every one of ``holders`` (modules with a ``statistics`` attribute) ``statistics`` inside the block,
+    then their own back."""
+    holders = list(holders)
+    own = [holder.statistics for holder in holders]
+    for holder in holders:
+        holder.statistics = statistics
     try:
-        yield
+        yield statistics
     finally:
-        _group = outer
-
-
-def active_group() -> Optional[dist.ProcessGroup]:
-    """The process group statistics are taken over, or None (this process alone)."""
-    return _group
-
-
-def std(x: Tensor) -> Tensor:
-    """Unbiased std of all values of the global batch.
-
-    Each rank contributes (count, mean, sum of squared deviations) of its values,
-    computed as ``x.std()`` computes them, combined in float64 by Chan's parallel
-    rule, so it is as accurate as one pass over the concatenation.
-    """
-    group = active_group()
-    if group is None:
-        return x.std()
-    count = x.numel()
-    if count:
-        x = x.detach()  # var and mean apart: on CPU torch.var_mean is several times slower than both
-        local = torch.tensor([count, float(x.mean()), float(x.var(correction=0)) * count], dtype=torch.float64)
-    else:
-        local = torch.zeros(3, dtype=torch.float64)
-    parts = _all_gather_equal(local, group)
-    counts, means, squares = parts[:, 0], parts[:, 1], parts[:, 2]
-    total = counts.sum()
-    global_mean = (counts * means).sum() / total
-    squares = squares.sum() + (counts * (means - global_mean) ** 2).sum()
-    return (squares / (total - 1)).sqrt().to(x.dtype)
-
-
-def fraction(count: Tensor, numel: int) -> Tensor:
-    """``count / numel`` where both are summed over the global batch (e.g. the fraction of unclipped values)."""
-    group = active_group()
-    if group is None:
-        return count / numel
-    return _fractions(count.detach().reshape(1), [numel], group)[0].to(count.dtype)
-
-
-def fraction_term(param: Tensor, count: Tensor, numel: int, term: Callable[[Tensor], Tensor]) -> Optional[Tensor]:
-    """A gradient term of ``param`` that depends on ``count / numel`` of the global batch: ``term(fraction)``.
-
-    For the range gradients' decay and output-clipping terms, which depend on the
-    parameter and a fraction, not on the incoming gradient. Computed now, or, inside
-    :func:`terms_after_backward` (across ranks, ``param`` a leaf), deferred: then it is
-    added to ``param.grad`` when the block ends and this returns None.
-    """
-    if _deferred is None or active_group() is None or not param.is_leaf:
-        return term(fraction(count, numel))
-    _deferred.append((param, count.detach().reshape(()), numel, term))
-    return None
-
-
-@contextlib.contextmanager
-def terms_after_backward() -> Iterator[None]:
-    """Take the fractions of every :func:`fraction_term` of the block in one collective when it ends.
-
-    Across ranks each term's fraction is a collective; during a backward pass
-    that is one per input range and ADC, a sync point each. Inside this block
-    (around ``loss.backward()`` of data-parallel training) the terms wait until the
-    backward is done, then one collective takes all their fractions and each term
-    is added to its parameter's ``.grad``. DistributedDataParallel has averaged
-    the rest of the gradient by then and every rank adds the same term, so the
-    gradients equal the per-term ones up to float rounding.
-    """
-    global _deferred
-    outer, _deferred = _deferred, []
-    try:
-        yield
-        pending, group = _deferred, active_group()
-    finally:
-        _deferred = outer
-    if not pending:
-        return
-    fractions = _fractions(torch.stack([count for _, count, _, _ in pending]), [n for _, _, n, _ in pending], group)
-    with torch.no_grad():
-        for (param, count, _, term), value in zip(pending, fractions):
-            added = term(value.to(count.dtype)).reshape(param.shape)
-            param.grad = added if param.grad is None else param.grad.add_(added)
-
-
-def amax(value: float) -> float:
-    """The largest of the ranks' ``value``."""
-    group = active_group()
-    if group is None:
-        return value
-    return float(_all_gather_equal(torch.tensor([value], dtype=torch.float64), group).max())
-
-
-def concatenated(x: Tensor) -> Tensor:
-    """The ranks' flattened ``x`` concatenated in rank order (local sizes may differ)."""
-    group = active_group()
-    x = x.flatten()
-    if group is None:
-        return x
-    sizes = _all_gather_equal(torch.tensor([x.numel()]), group)[:, 0].tolist()
-    padded = torch.cat([x, x.new_zeros(max(sizes) - x.numel())])
-    return torch.cat([part[:size] for part, size in zip(_all_gather_equal(padded, group), sizes)])
+        for holder, statistics_before in zip(holders, own):
+            holder.statistics = statistics_before
 
 
 def _fractions(counts: Tensor, numels: list[int], group: dist.ProcessGroup) -> Tensor:

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from ..parameters import InputRangeParameter
-from . import global_batch
+from .global_batch import BatchStatistics
 
 
 def where_inside(values: Tensor, x: Tensor, bound: float | Tensor, out: Optional[Tensor] = None) -> Tensor:
@@ -39,9 +39,9 @@ def where_inside(values: Tensor, x: Tensor, bound: float | Tensor, out: Optional
 
 class _LearnedClip(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: Tensor, r: Tensor, params: InputRangeParameter) -> Tensor:
+    def forward(ctx, x: Tensor, r: Tensor, params: InputRangeParameter, statistics: BatchStatistics) -> Tensor:
         ctx.save_for_backward(x, r)
-        ctx.params = params
+        ctx.params, ctx.statistics = params, statistics
         return _clamp(x, r)
 
     @staticmethod
@@ -55,7 +55,7 @@ class _LearnedClip(torch.autograd.Function):
             decay = None
             if params.decay > 0:
                 clipped_count = torch.linalg.vector_norm(clipped, ord=1)  # |clipped| is 0 or 1
-                decay = global_batch.fraction_term(r, clipped_count, x.numel(), lambda clipped_fraction: (
+                decay = ctx.statistics.fraction_term(r, clipped_count, x.numel(), lambda clipped_fraction: (
                     params.decay * r * (1.0 - clipped_fraction > params.input_min_percentage)))
             # min(d, 0) where x >= r, and -max(d, 0) = min(-d, 0) where x <= -r: min(d sign(x), 0) where clipped
             grad_r = clipped.mul_(d).clamp_(max=0.0).sum()
@@ -67,7 +67,7 @@ class _LearnedClip(torch.autograd.Function):
             scratch = clipped  # spent: grad_x can reuse its memory (fresh memory costs page faults)
         if ctx.needs_input_grad[0]:
             grad_x = where_inside(d, x, bound, out=scratch)
-        return grad_x, grad_r, None
+        return grad_x, grad_r, None, None
 
 
 def signed_clipped(x: Tensor, r: Tensor) -> Tensor:
@@ -83,10 +83,12 @@ def signed_clipped(x: Tensor, r: Tensor) -> Tensor:
     return torch.nn.functional.hardshrink(x.detach(), below_r).sign_()
 
 
-def learned_clip(x: Tensor, r: Tensor, params: InputRangeParameter) -> Tensor:
-    """``clamp(x, -r, r)`` whose backward follows aihwkit's input-range rule."""
+def learned_clip(x: Tensor, r: Tensor, params: InputRangeParameter,
+                 statistics: Optional[BatchStatistics] = None) -> Tensor:
+    """``clamp(x, -r, r)`` whose backward follows aihwkit's input-range rule; the decay term's
+    fraction is ``statistics``' (this process alone by default)."""
     if torch.is_grad_enabled() and (x.requires_grad or r.requires_grad):
-        return _LearnedClip.apply(x, r, params)
+        return _LearnedClip.apply(x, r, params, statistics or BatchStatistics())
     return _clamp(x, r)
 
 
@@ -100,32 +102,35 @@ def _clamp(x: Tensor, r: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def update_range_from_data(r: Tensor, batches_seen: Tensor, x: Tensor, params: InputRangeParameter) -> None:
+def update_range_from_data(r: Tensor, batches_seen: Tensor, x: Tensor, params: InputRangeParameter,
+                           statistics: Optional[BatchStatistics] = None) -> None:
     """One step of the init-from-data rule, in place.
 
     ``r <- (r * k + init_std_alpha * std(x)) / (k + 1)`` while ``k < init_from_data``,
     where k counts only batches whose (unbiased) std is > 0; then ``r <- |r|``.
-    Across ranks (:func:`~xbar.passes.numerics.global_batch.across_ranks`) the std is the global batch's.
+    The std is ``statistics``' (across ranks, the global batch's; this process alone by default).
     """
+    statistics = statistics or BatchStatistics()
     if torch.compiler.is_compiling():
-        _update_range_from_data_traced(r, batches_seen, x, params)
+        _update_range_from_data_traced(r, batches_seen, x, params, statistics)
         return
     k = int(batches_seen)
     if k >= params.init_from_data:
         return
-    std = global_batch.std(x.detach())
+    std = statistics.std(x.detach())
     if std > 0:
         r.copy_((r * k + params.init_std_alpha * std) / (k + 1))
         batches_seen += 1
     r.abs_()
 
 
-def _update_range_from_data_traced(r: Tensor, batches_seen: Tensor, x: Tensor, params: InputRangeParameter) -> None:
+def _update_range_from_data_traced(r: Tensor, batches_seen: Tensor, x: Tensor, params: InputRangeParameter,
+                                   statistics: BatchStatistics) -> None:
     """:func:`update_range_from_data` without Python branches on tensor values, for a compiled graph
     (one graph for every batch); the same arithmetic, selected by ``torch.where``."""
     k = batches_seen
     active = k < params.init_from_data
-    std = global_batch.std(x.detach())
+    std = statistics.std(x.detach())
     take = active & (std > 0)
     updated = torch.where(take, (r * k + params.init_std_alpha * std) / (k + 1), r)
     r.copy_(torch.where(active, updated.abs(), r))
@@ -138,6 +143,9 @@ class InputRange(nn.Module):
     In training mode, or while ``calibrating`` is set, the first
     ``init_from_data`` batches initialise the range from data before the clip.
     ``learn_input_range=False`` keeps the range as a buffer instead of a parameter.
+    ``statistics`` (:class:`~xbar.passes.numerics.global_batch.BatchStatistics`) takes the
+    std of the initialisation and the fractions of the range's gradient terms (and of its
+    ADCs'): this process alone unless the pipeline gives it a process group's.
 
     ``initialised`` mirrors ``init_batches >= init_from_data`` as a Python bool,
     for ``torch.compile`` only: a compiled graph made while it is True leaves out
@@ -156,6 +164,7 @@ class InputRange(nn.Module):
             self.register_buffer("value", value)
         self.register_buffer("init_batches", torch.zeros((), dtype=torch.long))
         self.calibrating = False
+        self.statistics = BatchStatistics()
         self.sync_initialised()
 
     def sync_initialised(self) -> None:
@@ -168,10 +177,10 @@ class InputRange(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if (self.training or self.calibrating) and not (torch.compiler.is_compiling() and self.initialised):
-            update_range_from_data(self.value.data, self.init_batches, x, self.params)
+            update_range_from_data(self.value.data, self.init_batches, x, self.params, self.statistics)
             if not torch.compiler.is_compiling():
                 self.sync_initialised()
-        return learned_clip(x, self.value, self.params)
+        return learned_clip(x, self.value, self.params, self.statistics)
 
     def extra_repr(self) -> str:
         kind = "learned" if self.params.learn_input_range else "fixed"

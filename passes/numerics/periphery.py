@@ -13,8 +13,8 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from . import global_batch
 from .converter import ZERO_CLIP
+from .global_batch import BatchStatistics
 from .input_range import where_inside
 
 # normalize, rescale and add_bias work in place: each reads a tensor that only it
@@ -77,12 +77,12 @@ class _Adc(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, current: Tensor, w_max: Tensor, r: Optional[Tensor], steps: float, bound: float,
-                output_min_percentage: Optional[float]) -> Tensor:
+                output_min_percentage: Optional[float], statistics: Optional[BatchStatistics]) -> Tensor:
         units = steps / (2 * bound) if steps else 1.0  # ADC codes per unit of I / (g_max - g_min)
         codes = current * (units / w_max)
         ctx.limit = bound * units
         ctx.save_for_backward(codes, r)
-        ctx.output_min_percentage = output_min_percentage
+        ctx.output_min_percentage, ctx.statistics = output_min_percentage, statistics or BatchStatistics()
         if torch.compiler.is_compiling():  # out of place: a compiler fuses these passes anyway
             quantised = torch.round(codes) if steps else codes
             return quantised.clamp(-ctx.limit, ctx.limit) * (w_max / units)
@@ -96,9 +96,9 @@ class _Adc(torch.autograd.Function):
         grad_r = None
         if ctx.needs_input_grad[2] and ctx.output_min_percentage is not None:
             unclipped = where_inside(torch.ones(()).expand_as(codes), codes, ctx.limit).sum()
-            grad_r = global_batch.fraction_term(r, unclipped, codes.numel(), lambda fraction: (
+            grad_r = ctx.statistics.fraction_term(r, unclipped, codes.numel(), lambda fraction: (
                 -(1.0 - fraction) * r * (fraction < ctx.output_min_percentage)).reshape(r.shape))
-        return where_inside(d, codes, ctx.limit), None, grad_r, None, None, None
+        return where_inside(d, codes, ctx.limit), None, grad_r, None, None, None, None
 
 
 def adc(
@@ -111,6 +111,7 @@ def adc(
     channel_dim: int,
     columnwise: bool = False,
     output_min_percentage: Optional[float] = None,
+    statistics: Optional[BatchStatistics] = None,
 ) -> Tensor:
     """The output ADC, seen from float weights.
 
@@ -118,11 +119,12 @@ def adc(
     quantised to ``steps`` steps over [-bound, bound] (if any) and clipped to
     ``bound``, then scaled back by ``max|W|`` (per output channel if
     ``columnwise``). ``output_min_percentage`` turns on the output-clipping
-    feedback into ``input_range``'s gradient. The result overwrites ``current``
+    feedback into ``input_range``'s gradient, its fraction taken by ``statistics`` (the range's;
+    this process alone by default). The result overwrites ``current``
     (the crossbar's output, which nothing else reads), so it must not be a leaf.
     """
     w_max = array_max(weight, columnwise=columnwise, channel_dim=channel_dim, output_dims=current.dim())
-    return _Adc.apply(current, w_max, input_range, steps, bound, output_min_percentage)
+    return _Adc.apply(current, w_max, input_range, steps, bound, output_min_percentage, statistics)
 
 
 def array_max(weight: Tensor, *, columnwise: bool, channel_dim: int, output_dims: int) -> Tensor:

@@ -5,7 +5,8 @@ Rules, for each crossbar node (``mvm``):
   (normalised) input, one per input shared by several arrays;
 * an ADC (``out_res``) or output bound (``out_bound``) inserts ``<layer>_adc``
   right after the crossbar, before the rescale; with ``manage_output_clipping``
-  it feeds output clipping back into the range's gradient;
+  it feeds output clipping back into the range's gradient, reading the range's
+  batch statistics (``<layer>_range_statistics``, the input range's ``statistics``);
 * an ideal periphery (``is_perfect``, no resolution, no bound) inserts nothing.
 """
 
@@ -37,6 +38,7 @@ class InsertConvertersPass(PassBase):
             for mvm in mvms:
                 mvm.replace_input_with(source, dac)
             modified = True
+        statistics: dict[fx.Node, fx.Node] = {}  # range value -> its statistics, one per range
         for mvm in tagged(graph, Role.MVM):
             tag = tag_of(mvm)
             plan, io = tag.plan, tag.plan.io
@@ -45,16 +47,27 @@ class InsertConvertersPass(PassBase):
             value = input_chain(mvm).nodes.get(Role.INPUT_RANGE_VALUE)
             manage = plan.input_range.enable and plan.input_range.manage_output_clipping
             users = list(mvm.users)
+            feedback = self._feedback(graph, mvm, value, statistics) if manage else {}
             with graph.inserting_after(mvm):
                 adc = add_node(graph, "call_function", periphery.adc, (mvm, mvm.args[1], value),
                                dict(bound=io.bound, steps=io.adc_steps, channel_dim=plan.layer.channel_dim,
-                                    columnwise=plan.columnwise,
-                                    output_min_percentage=plan.input_range.output_min_percentage if manage else None),
+                                    columnwise=plan.columnwise, **feedback),
                                tag=retag(tag, Role.ADC))
             for user in users:
                 user.replace_input_with(mvm, adc)
             modified = True
         return PassResult(graph_module, modified)
+
+    @staticmethod
+    def _feedback(graph: fx.Graph, mvm: fx.Node, value: fx.Node, statistics: dict[fx.Node, fx.Node]) -> dict:
+        """The ADC's output-clipping arguments: the range's ``output_min_percentage`` and its statistics
+        (one node per range, made once in ``statistics``)."""
+        if value not in statistics:
+            with graph.inserting_after(value):
+                statistics[value] = add_node(graph, "get_attr", value.target.rpartition(".")[0] + ".statistics",
+                                             (), tag=retag(tag_of(value), Role.RANGE_STATISTICS))
+        return dict(output_min_percentage=tag_of(mvm).plan.input_range.output_min_percentage,
+                    statistics=statistics[value])
 
     def ensures(self, graph_module: fx.GraphModule) -> None:
         check_names(graph_module.graph, type(self).__name__)

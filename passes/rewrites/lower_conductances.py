@@ -119,7 +119,7 @@ class LowerToConductancesPass(PassBase):
             with graph.inserting_after(last):
                 lowered = add_node(graph, "call_module", name, (inputs.source,), tag=retag(tag, Role.CROSSBAR))
             last.replace_all_uses_with(lowered)
-            weight_reads = dict.fromkeys(a for n in (mvm, *outputs) for a in n.args if isinstance(a, fx.Node))
+            weight_reads = dict.fromkeys(a for n in (mvm, *outputs) for a in n.all_input_nodes)
             for node in reversed([mvm, *outputs]):
                 graph.erase_node(node)
             for read in weight_reads:
