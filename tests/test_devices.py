@@ -419,5 +419,3 @@ def test_a_drifted_model_exports_its_conductances_gain_and_programming(tmp_path)
     assert {next(a.f for a in n.attribute if a.name == "drift_gain")
             for n in plain.graph.node if n.domain == "ai.xbar"} == {1.0}
     assert "xbar.programming" not in {p.key for p in plain.metadata_props}
-
-
