@@ -281,7 +281,7 @@ def test_the_drift_gain_is_folded_into_out_scale_bit_for_bit():
     gains = tuple(2.0 ** (i % 3) for i in range(crossbar.g_plus.shape[0]))
     crossbar.settings = CrossbarSettings(**{**s.as_dict(), "column_drift_gains": gains})
     assert torch.equal(array_output(crossbar, x), before * torch.tensor(gains))
-    assert "drift_gain" in s.scalars() and "column_drift_gains" not in s.scalars()  # per column: not in ONNX yet
+    assert {"drift_gain", "column_drift_gains"} <= set(s.hardware())  # both are ONNX attributes
 
 
 # --- determinism, independence, inputs left alone ------------------------------------------------------------
@@ -477,15 +477,6 @@ def test_a_drifted_model_exports_its_conductances_gain_and_programming(tmp_path)
     assert {next(a.f for a in n.attribute if a.name == "drift_gain")
             for n in plain.graph.node if n.domain == "ai.xbar"} == {1.0}
     assert "xbar.programming" not in {p.key for p in plain.metadata_props}
-
-
-def test_per_column_compensation_is_refused_by_the_export(tmp_path):
-    converted = converted_zoo("mlp")
-    drifted = xbar.drift(xbar.program(converted, PCMLikeNoiseModel(), seed=0), 3600.0, seed=1,
-                         compensation="per_column")
-    with pytest.raises(xbar.ExportError, match="one drift-compensation gain per column"):
-        xbar.export_onnx(drifted, (torch.zeros(2, 1, 8, 8),), tmp_path / "m.onnx")
-    assert not (tmp_path / "m.onnx").exists()
 
 
 def test_the_registry_needs_no_torch_and_the_library_no_example_models():

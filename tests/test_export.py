@@ -27,6 +27,7 @@ from xbar import (
     export_onnx,
     prepare,
 )
+from xbar.compiler.onnx import bodies as onnx_bodies
 from xbar.compiler.onnx import layers as onnx_layers
 from xbar.compiler.onnx import ops as onnx_ops
 from xbar.compiler.pipeline.record import Stage, record_of
@@ -155,7 +156,10 @@ def test_file_has_one_ai_xbar_node_per_array(exported, model_name):
     onnx.checker.check_model(model, full_check=True)
     assert model.ir_version <= 13
     assert {o.domain: o.version for o in model.opset_import}[onnx_ops.DOMAIN] == onnx_ops.VERSION
-    assert {f.name for f in model.functions} == {onnx_layers.op_type(m) for m in crossbars.values()}
+    bodies = {f.name for f in model.functions if f.domain == onnx_ops.DOMAIN}
+    assert bodies == {onnx_layers.op_type(m) for m in crossbars.values()}
+    steps = [f.name for f in model.functions if f.domain == onnx_bodies.PERIPHERY_DOMAIN]
+    assert steps == [f.name for f in onnx_bodies.PERIPHERY_FUNCTIONS]  # each before the bodies that call it
     initializers = {t.name: t for t in model.graph.initializer}
     nodes = [n for n in model.graph.node if n.domain == onnx_ops.DOMAIN]
     assert sorted(n.name for n in nodes) == sorted(crossbars)
@@ -168,8 +172,9 @@ def test_file_has_one_ai_xbar_node_per_array(exported, model_name):
         assert attributes["layer"] == module.settings.layer.encode()
         assert np.float32(attributes["input_range"]) == np.float32(module.settings.input_range) > 0
         assert set(onnx_layers.expected_attributes(module)) == set(attributes)
-    batch = model.graph.input[0].type.tensor_type.shape.dim[0]
-    assert batch.dim_param and not batch.dim_value
+    for value in (model.graph.input[0], model.graph.output[0]):
+        batch = value.type.tensor_type.shape.dim[0]
+        assert batch.dim_param == "batch" and not batch.dim_value
 
 
 def test_file_metadata_records_tool_converter_config_and_layers(exported):

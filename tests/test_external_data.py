@@ -4,10 +4,13 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+import torch
+from onnx_parity import Exported
 
 from xbar import calibrate, convert, export_onnx, prepare
 from xbar.compiler.inspection.read import load_inspection
 from xbar.compiler.onnx import files as onnx_files
+from xbar.models import load_pretrained
 from xbar.passes.errors import ExportError, InspectError
 
 from conftest import NET, make_input, make_model, run
@@ -25,8 +28,8 @@ def test_forced_external_data_runs_in_onnx_runtime_and_re_exports_byte_identical
     model, x = converted
     path = export_onnx(model, (x,), tmp_path / "mlp.onnx", external_data=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mlp.onnx", "mlp.onnx.data"]
-    assert all(onnx.external_data_helper.uses_external_data(t)
-               for t in onnx.load(str(path), load_external_data=False).graph.initializer)
+    assert all(onnx.external_data_helper.uses_external_data(t) == (t.name.endswith((".g_plus", ".g_minus")))
+               for t in onnx.load(str(path), load_external_data=False).graph.initializer)  # small biases inline
     session = ort.InferenceSession(str(path))
     outputs = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
     np.testing.assert_allclose(outputs, model(x).detach().numpy(), rtol=1e-5, atol=1e-6)
@@ -71,3 +74,19 @@ def test_compile_external_data_names_both_files(workspace, capsys):
     status, out, err = run(capsys, "inspect", "net.onnx")
     assert status == 0, err
     assert "crossbar layer" in out
+
+
+@pytest.mark.parametrize("name", ["lenet", "transformer"])
+def test_external_data_on_a_zoo_model_with_reshapes_keeps_small_constants_inline(name, tmp_path):
+    x = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    prepared = prepare(load_pretrained(name), (x,))
+    calibrate(prepared, [x])
+    model = convert(prepared)
+    path = export_onnx(model, (x,), tmp_path / f"{name}.onnx", external_data=True)
+    stored = onnx.load(str(path), load_external_data=False).graph.initializer
+    external = {t.name for t in stored if onnx.external_data_helper.uses_external_data(t)}
+    inline = [t for t in stored if t.name not in external]
+    assert external and any(t.data_type == onnx.TensorProto.INT64 for t in inline)  # the shape constants
+    assert all(len(t.SerializeToString()) < 2 * onnx_files.EXTERNAL_MIN_BYTES for t in inline)
+    exported = Exported(model, path)
+    np.testing.assert_allclose(exported.run(x), exported.expected(x), rtol=1e-4, atol=1e-4)

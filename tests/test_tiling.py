@@ -129,17 +129,6 @@ def test_columnwise_scale_ratios_follow_each_output_column():
     assert float((a - b).abs().max()) <= 1e-4 * float(a.abs().max())
 
 
-def test_columnwise_arrays_are_refused_by_the_onnx_export(tmp_path):
-    from xbar import ExportError, export_onnx
-
-    config = HardwareConfig().with_overrides({"mapping.weight_scaling_columnwise": True})
-    x = make_input("mlp", 2)
-    converted = convert(prepare(make_model("mlp"), (x,), config))
-    with pytest.raises(ExportError, match="one scale ratio per column"):
-        export_onnx(converted, (x,), tmp_path / "m.onnx")
-    assert list(tmp_path.iterdir()) == []
-
-
 def test_an_output_limit_alone_cuts_only_the_columns():
     """mapping.max_output_size without max_input_size: no row limit, no division by infinity."""
     tiles = plan_tiles(WeightLayout(1, 32, 96), max_input_size=0, max_output_size=8)

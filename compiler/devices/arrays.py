@@ -28,7 +28,6 @@ over the whole array or per output column, floored at 1e-4; the gain
 from __future__ import annotations
 
 import dataclasses
-import math
 from enum import Enum
 from typing import Optional
 
@@ -154,7 +153,7 @@ def drift_readout(g_plus: Tensor, g_minus: Tensor, settings: CrossbarSettings, p
     z = adc_weight(g_plus, g_minus, settings).reshape(g_plus.shape[0], -1).t().mul_(code)  # [inputs, outputs]
     if c["adc_round"]:
         z.round_()
-    if c["adc_clip"] != math.inf:
+    if c["adc_clip"]:
         z.clamp_(-c["adc_clip"], c["adc_clip"])
     y = z.abs_().mul_(adc_unit(settings))
     readout = y.mean(dim=0) if per_column else y.mean()

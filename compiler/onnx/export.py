@@ -46,6 +46,8 @@ from ..devices.programming import programming_of
 from ..inspection.summary import LayerSummary, summarize
 from ..pipeline.record import CompileRecord, Stage, record_of
 from ..version import __version__
+from . import bodies as onnx_bodies
+from . import boundary as onnx_boundary
 from . import files as onnx_files
 from . import layers as onnx_layers
 from . import ops as onnx_ops
@@ -55,6 +57,9 @@ MAX_IR_VERSION = 13
 
 TRANSLATION_FAILURE = re.compile(r"when translating node %(\w+) ")
 """How torch.onnx names the FX node it failed on."""
+
+BATCH = "batch"
+"""The name of the exported graph's dynamic batch dimension."""
 
 TORCHVISION_NOTICE = "torchvision is not installed. Skipping %s"
 """What torch.onnx logs once per torchvision op on every export when torchvision is absent."""
@@ -68,6 +73,11 @@ def export_onnx(converted: fx.GraphModule, example_inputs: Sequence, path: Union
     with its G+ / G- as float32 initializers ``<layer>_crossbar.g_plus`` /
     ``.g_minus`` in microsiemens; the batch dimension is dynamic. The same model
     gives byte-identical files; a failed export leaves no file. Returns the path.
+
+    The graph computes in float32: a float64, bfloat16 or float16 model is exported
+    with a cast to float32 at each floating input and back to its dtype at each
+    floating output (:mod:`xbar.compiler.onnx.boundary`), so the file keeps the
+    model's input and output types and runs the float32 simulation.
 
     ``external_data=True`` puts the initializers in ``<path>.data`` next to the
     file (ONNX's external data); ``None`` does so when they exceed what one
@@ -87,9 +97,11 @@ def export_onnx_files(converted: fx.GraphModule, example_inputs: Sequence, path:
     conductances = [tensor for module in originals.values() for tensor in (module.g_plus, module.g_minus)]
     graph_module = run_passes(copy_graph_module(converted, share=conductances),  # read only: not copied
                               [CrossbarToCustomOpsPass(), FunctionalInPlaceOpsPass()])
+    onnx_boundary.cast_at_boundary(graph_module)
     crossbars = {name: graph_module.get_submodule(name) for name in originals}  # with the pass's zero biases
     with _torchvision_notices_dropped():
         model = _to_onnx(graph_module, tuple(example_inputs))
+    _name_batch_dimension(model)
     matched = onnx_layers.match_nodes(model, crossbars)
     onnx_layers.restore_layer_tensors(model, matched, crossbars)
     onnx_layers.name_nodes(model, matched)
@@ -114,16 +126,8 @@ def _check(path: Path) -> None:
 
 
 def _crossbar_modules(converted: fx.GraphModule) -> dict[str, Crossbar]:
-    """Module name -> Crossbar of a converted model; refuses anything else."""
-    crossbars = {name: m for name, m in converted.named_modules() if isinstance(m, Crossbar)}
-    for name, module in crossbars.items():
-        if module.settings.column_scale_ratios:
-            raise ExportError(f"{name} uses one scale ratio per column (mapping.weight_scaling_columnwise), "
-                              f"which ai.xbar {onnx_ops.VERSION} cannot carry yet; export with it off")
-        if module.settings.column_drift_gains:
-            raise ExportError(f"{name} has one drift-compensation gain per column, which ai.xbar "
-                              f"{onnx_ops.VERSION} cannot carry yet; drift with compensation='global' to export")
-    return crossbars
+    """Module name -> Crossbar of a converted model."""
+    return {name: m for name, m in converted.named_modules() if isinstance(m, Crossbar)}
 
 
 @contextlib.contextmanager
@@ -149,11 +153,29 @@ def _to_onnx(graph_module: fx.GraphModule, example_inputs: tuple) -> ir.Model:
         raise ExportError(f"torch.export could not capture the converted model: {first_line(exc)}") from exc
     try:
         with torch_internal_warnings_ignored():
-            onnx_program = torch.onnx.export(program, inputs, dynamo=True, opset_version=onnx_ops.OPSET,
+            onnx_program = torch.onnx.export(program, inputs, dynamo=True, opset_version=onnx_bodies.OPSET,
                                              custom_translation_table=onnx_ops.TRANSLATIONS, verbose=False)
     except torch.onnx.OnnxExporterError as exc:
         raise ExportError(_translation_failure(exc, program)) from exc
     return onnx_program.model
+
+
+def _name_batch_dimension(model: ir.Model) -> None:
+    """Call the dynamic batch dimension :data:`BATCH` everywhere (the exporter names it after its
+    symbol, ``s77``), in expressions of it too (``2*s77``)."""
+    symbols = {dim.value for dim in (_first_dim(v) for v in model.graph.inputs) if isinstance(dim, ir.SymbolicDim)}
+    if not symbols:
+        return
+    symbol = re.compile(r"\b(" + "|".join(sorted(map(re.escape, symbols))) + r")\b")
+    values = [*model.graph.inputs, *(output for node in model.graph for output in node.outputs)]
+    for value in values:
+        if value.shape is not None:
+            value.shape = ir.Shape([ir.SymbolicDim(symbol.sub(BATCH, d.value)) if isinstance(d, ir.SymbolicDim)
+                                    and d.value is not None else d for d in value.shape])
+
+
+def _first_dim(value: ir.Value):
+    return value.shape[0] if value.shape is not None and value.shape.rank() else None
 
 
 def _translation_failure(exc: BaseException, program: torch.export.ExportedProgram) -> str:
@@ -177,11 +199,16 @@ def _causes(exc: BaseException):
 
 
 def _add_functions(model: ir.Model) -> None:
-    """Add the function body of each ai.xbar op the graph uses, and the domain's opset."""
-    for op_type in sorted({n.op_type for n in onnx_layers.xbar_nodes(model)}):
-        function = ir.serde.deserialize_function(onnx_ops.FUNCTIONS[op_type].to_function_proto())
+    """Add the function body of each ai.xbar op the graph uses, after the periphery steps they
+    call, and both domains' opsets."""
+    used = sorted({n.op_type for n in onnx_layers.xbar_nodes(model)})
+    if not used:
+        return
+    for function in (*onnx_bodies.PERIPHERY_FUNCTIONS, *(onnx_bodies.FUNCTIONS[op_type] for op_type in used)):
+        function = ir.serde.deserialize_function(function.to_function_proto())
         model.functions[function.identifier()] = function
-        model.opset_imports[onnx_ops.DOMAIN] = onnx_ops.VERSION
+    model.opset_imports[onnx_bodies.DOMAIN] = onnx_bodies.VERSION
+    model.opset_imports[onnx_bodies.PERIPHERY_DOMAIN] = onnx_bodies.PERIPHERY_VERSION
 
 
 def _metadata(record: CompileRecord, converted: fx.GraphModule, crossbars: dict[str, Crossbar],

@@ -3,8 +3,10 @@
 One protobuf message cannot exceed 2 GiB, so a model whose G+ / G- weigh more
 cannot be one ``.onnx`` file. Its initializers then go to ``<name>.onnx.data``
 (ONNX's external data, which ONNX Runtime and ``onnx.load`` read from the
-``.onnx`` file's folder); the ``.onnx`` file keeps the graph and each tensor's
-offset in the data file. The tensors are streamed from memory to the data file
+``.onnx`` file's folder); the ``.onnx`` file keeps the graph, each external
+tensor's offset in the data file, and the tensors under :data:`EXTERNAL_MIN_BYTES`
+(a reshape's target shape, a small bias), which shape inference and the checker
+must read without the data file. The tensors are streamed from memory to the data file
 without a serialised copy of the whole model. Either way the checker reads the
 file from disk, so no serialised copy is held while it runs.
 """
@@ -21,6 +23,8 @@ import onnx_ir as ir
 
 LARGE_MODEL_BYTES = 1536 * 1024 * 1024
 """Initializers above this many bytes go to a data file (room is left for the graph under the 2 GiB limit)."""
+EXTERNAL_MIN_BYTES = 1024
+"""With a data file, the initializers of more than this many bytes go to it (onnx's own default threshold)."""
 
 
 def data_file(path: Path) -> Path:
@@ -48,7 +52,7 @@ def save_checked(model: ir.Model, path: Path, check: Callable[[Path], None], ext
     folder.mkdir()
     try:
         if external_data:
-            ir.save(model, folder / path.name, external_data=data.name, size_threshold_bytes=0)
+            ir.save(model, folder / path.name, external_data=data.name, size_threshold_bytes=EXTERNAL_MIN_BYTES)
             (folder / data.name).touch()  # a model without initializers still gets the file the summary names
         else:
             ir.save(model, folder / path.name)

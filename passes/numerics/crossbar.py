@@ -18,7 +18,6 @@ ONNX function body and PyTorch use bit-identical constants.
 
 from __future__ import annotations
 
-import math
 import struct
 import typing
 from dataclasses import asdict, dataclass, fields
@@ -47,10 +46,14 @@ class CrossbarSettings:
     ``drift_gain`` (1 by default) is the digital gain drift compensation applies
     to the ADC codes; it is folded into ``out_scale``, so ``z * out_scale`` (one
     float32 multiply, in PyTorch and in an ONNX body alike) applies it bit for
-    bit. ``column_drift_gains`` (empty by default) is its per-column form, folded
-    into :attr:`column_out_scale`.
-    ``input_range == 0`` means no input range (no clip, r = 1); ``dac_steps`` /
-    ``adc_steps == 0`` mean ideal converters; ``out_bound == 0`` means unbounded.
+    bit. ``column_drift_gains`` (empty by default) is its per-column form; both
+    per-column forms are folded into the constant ``column_out_scale``.
+
+    No bound, no converter, no range is 0, in every field and constant:
+    ``input_range == 0`` means no input range (no clip, r = 1), ``dac_steps`` /
+    ``adc_steps == 0`` ideal converters, ``out_bound == 0`` no ADC clip, and the
+    constants ``input_clip`` / ``dac_clip`` / ``adc_clip == 0`` no clip.
+    (aihwkit's ``<= 0`` spelling in the config is read as 0 by :class:`IOParameters`.)
     """
 
     layer: str
@@ -69,17 +72,22 @@ class CrossbarSettings:
 
     def __post_init__(self):
         # derived once, when the settings are made: a compiler then reads plain attributes
-        object.__setattr__(self, "_constants", self._derive_constants())
-        object.__setattr__(self, "_column_out_scale", self._derive_column_out_scale())
+        constants = self._derive_constants()
+        constants["column_out_scale"] = self._derive_column_out_scale(constants["out_scale"])
+        columns = constants["column_out_scale"]
+        column_out_scale = torch.tensor(columns, dtype=torch.float32) if columns else None
+        object.__setattr__(self, "_constants", constants)
+        object.__setattr__(self, "_column_out_scale", column_out_scale)
 
     @property
     def constants(self) -> dict:
-        """The float32 constants of the module docstring, plus rounding flags."""
+        """The float32 constants of the module docstring, plus rounding flags and the per-column
+        ``out_scale`` (empty: ``out_scale`` for every column)."""
         return self._constants
 
     @property
     def column_out_scale(self) -> Optional[Tensor]:
-        """Per output column ``out_scale`` (float32), or None for one scale ratio and gain per array."""
+        """The constant ``column_out_scale`` as a float32 tensor, or None for one scale ratio and gain per array."""
         return self._column_out_scale
 
     def _derive_constants(self) -> dict:
@@ -91,46 +99,45 @@ class CrossbarSettings:
         in_unit = 1.0 / h_in if h_in else 1.0
         adc_unit = bound / h_out if h_out else 1.0
         return {
-            "input_clip": _f32(self.input_range) if self.input_range else math.inf,
+            "input_clip": _f32(self.input_range) if self.input_range else 0.0,
             "in_scale": _f32((h_in or 1.0) / r),
             "dac_round": int(bool(h_in)),
-            "dac_clip": _f32(h_in) if h_in else math.inf,
+            "dac_clip": _f32(h_in) if h_in else 0.0,
             "adc_scale": _f32(in_unit / g_span / adc_unit),
             "adc_round": int(bool(h_out)),
-            "adc_clip": _f32(bound / adc_unit) if bound else math.inf,
+            "adc_clip": _f32(bound / adc_unit) if bound else 0.0,
             "out_scale": _f32(adc_unit * r * g_span / self.scale_ratio * self.drift_gain),
         }
 
-    def _derive_column_out_scale(self) -> Optional[Tensor]:
+    def _derive_column_out_scale(self, out_scale: float) -> tuple[float, ...]:
+        """float32 values, computed without tensors (under a tracer's fake mode, a tensor has no values)."""
         if not self.column_scale_ratios and not self.column_drift_gains:
-            return None
-        out_scale = self._constants["out_scale"]
+            return ()
         if self.column_scale_ratios:
             scales = [out_scale * self.scale_ratio / s for s in self.column_scale_ratios]
         else:
             scales = [out_scale] * len(self.column_drift_gains)
         if self.column_drift_gains:
             scales = [scale * gain for scale, gain in zip(scales, self.column_drift_gains)]
-        return torch.tensor(scales, dtype=torch.float32)
+        return tuple(_f32(scale) for scale in scales)
 
     def as_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
-    def scalar_fields(cls) -> dict[str, type]:
-        """Name -> type of the fields of one value each (all but the per-column tuples),
-        in field order: the custom ops' and the ONNX nodes' hardware arguments."""
+    def hardware_fields(cls) -> dict[str, type]:
+        """Name -> type of every field, in field order: the custom ops' and the ONNX nodes' hardware arguments."""
         types = typing.get_type_hints(cls)
-        return {f.name: types[f.name] for f in fields(cls) if not f.name.startswith("column_")}
+        return {f.name: types[f.name] for f in fields(cls)}
 
-    def scalars(self) -> dict:
-        """The values of :meth:`scalar_fields`, in field order."""
-        return {name: getattr(self, name) for name in self.scalar_fields()}
+    def hardware(self) -> dict:
+        """The values of :meth:`hardware_fields`, in field order."""
+        return {name: getattr(self, name) for name in self.hardware_fields()}
 
 
 def _periphery_in(x: Tensor, c: dict) -> Tensor:
     """Clip, scale and (with a DAC) round the input: one new tensor, then in place."""
-    if c["input_clip"] != math.inf:
+    if c["input_clip"]:
         x = torch.clamp(x, -c["input_clip"], c["input_clip"])
         if c["in_scale"] != 1.0:
             x.mul_(c["in_scale"])
@@ -160,7 +167,7 @@ def _periphery_out(z: Tensor, bias: Optional[Tensor], settings: CrossbarSettings
     c = settings.constants
     if c["adc_round"]:
         z = z.round_()
-    if c["adc_clip"] != math.inf:
+    if c["adc_clip"]:
         z = z.clamp_(-c["adc_clip"], c["adc_clip"])
     per_column = settings.column_out_scale if out_scale is None else out_scale
     if per_column is None:

@@ -3,8 +3,9 @@
 Each layer kind has one ``torch.library`` custom op, ``xbar::crossbar_<kind>``:
 ``torch.export`` keeps each call as one node, which an exporter can translate into
 one node of its own. Its schema is generated, not written: the activation, the
-:data:`TENSORS`, the :meth:`CrossbarSettings.scalar_fields` in field order, then
-the fields of the kind's ``geometry_type`` (int tuples as ``int[]``). It runs
+:data:`TENSORS`, the :meth:`CrossbarSettings.hardware_fields` in field order (the
+per-column tuples as ``float[]``), then the fields of the kind's ``geometry_type``
+(int tuples as ``int[]``). It runs
 :func:`~xbar.passes.numerics.crossbar.run_crossbar` (one source of numerics); its fake
 (shape) function is the kind's :meth:`~xbar.passes.kinds.base.LayerKind.output_like`.
 
@@ -40,7 +41,7 @@ from ..numerics.crossbar import Crossbar, CrossbarSettings, adc_weight, run_cros
 NAMESPACE = "xbar"
 TENSORS = ("g_plus", "g_minus", "bias")
 """The Crossbar buffers each custom op reads, in argument order after the activation."""
-SCHEMA_TYPES = {str: "str", float: "float", int: "int", tuple[int, ...]: "int[]"}
+SCHEMA_TYPES = {str: "str", float: "float", int: "int", tuple[int, ...]: "int[]", tuple[float, ...]: "float[]"}
 """Python field type -> torch schema type of a custom op argument."""
 
 
@@ -54,15 +55,20 @@ def geometry_fields(kind: LayerKind) -> dict[str, type]:
 
 def op_parameters(kind: LayerKind) -> dict[str, type]:
     """Name -> type of the custom op's arguments after the activation and :data:`TENSORS`."""
-    return CrossbarSettings.scalar_fields() | geometry_fields(kind)
+    return CrossbarSettings.hardware_fields() | geometry_fields(kind)
 
 
 def op_arguments(settings: CrossbarSettings, geometry: Any) -> tuple:
-    """A custom op's arguments after the tensors: the settings' scalars, then the geometry."""
-    values = tuple(settings.scalars().values())
-    if geometry is None:
-        return values
-    return values + tuple(list(v) if isinstance(v, tuple) else v for v in dataclasses.astuple(geometry))
+    """A custom op's arguments after the tensors: the settings' fields, then the geometry (tuples as lists)."""
+    values = tuple(settings.hardware().values())
+    if geometry is not None:
+        values += dataclasses.astuple(geometry)
+    return tuple(list(v) if isinstance(v, tuple) else v for v in values)
+
+
+def _tuples(values) -> tuple:
+    """The arguments with the lists a custom op receives turned back into tuples."""
+    return tuple(tuple(v) if isinstance(v, list) else v for v in values)
 
 
 @lru_cache(maxsize=None)
@@ -73,11 +79,11 @@ def _settings(*scalars) -> CrossbarSettings:
 
 def decode_arguments(kind: LayerKind, values: tuple) -> tuple[CrossbarSettings, Any]:
     """The settings and geometry that :func:`op_arguments` encoded."""
-    count = len(CrossbarSettings.scalar_fields())
+    count = len(CrossbarSettings.hardware_fields())
     geometry = None
     if kind.geometry_type is not None:
-        geometry = kind.geometry_type(*(tuple(v) if isinstance(v, list) else v for v in values[count:]))
-    return _settings(*values[:count]), geometry
+        geometry = kind.geometry_type(*_tuples(values[count:]))
+    return _settings(*_tuples(values[:count])), geometry
 
 
 def _define(kind: LayerKind) -> torch._ops.OpOverload:

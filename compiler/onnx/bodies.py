@@ -1,0 +1,164 @@
+"""The function bodies of the ``ai.xbar`` ops, in standard ONNX ops, built from shared periphery steps.
+
+Every body is its kind's mvm between the same four steps, each a model-local
+function of the domain :data:`PERIPHERY_DOMAIN` (the file carries them beside the
+bodies, which call them; a runtime inlines both):
+
+* ``InputDac``: clip to the input range, scale to DAC codes, round, clip to the DAC bound;
+* ``AdcWeight``: ``(G+ - G-) * adc_scale``, the array mapping DAC codes to ADC codes;
+* ``Adc``: round the ADC codes and clip them to the ADC bound;
+* ``Rescale`` / ``RescaleChannels``: multiply by ``out_scale`` (or, per output
+  column, ``column_out_scale``) and add the bias, on the last dim or on dim 1.
+
+They repeat the elementwise steps of :func:`xbar.passes.numerics.crossbar.run_crossbar`
+one for one with the same float32 constants, so ONNX and PyTorch agree bit for bit
+except in the matmul's accumulation order. A step whose constant makes it a no-op
+(rounding off, a 0 (no) bound, an integer DAC bound after rounding, no per-column
+scale) is skipped by an If on a constant, which a runtime resolves once. An integer
+ADC bound clips before rounding (round(clip(z, -c, c)) = clip(round(z), -c, c) for
+an integer c), which lets ONNX Runtime fuse the clip into the mvm.
+
+Every op body declares all the op's attributes, used or not, so each attribute of
+a node belongs to its function.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import onnx
+from onnxscript import FLOAT, script
+from onnxscript import opset20 as op
+from onnxscript.values import OnnxFunction, Opset
+
+DOMAIN = "ai.xbar"
+VERSION = 4
+"""Bump whenever an op's meaning changes or an op is added (2: ``CrossbarConvTranspose``;
+3: the ``drift_gain`` attribute; 4: per-column scale ratios and drift gains (``column_scale_ratios``,
+``column_drift_gains``, ``column_out_scale``), 0 instead of inf for no clip in ``input_clip`` /
+``dac_clip`` / ``adc_clip``, the bodies' steps in :data:`PERIPHERY_DOMAIN`)."""
+PERIPHERY_DOMAIN = "ai.xbar.periphery"
+PERIPHERY_VERSION = 1
+OPSET = op.version
+"""The standard ONNX opset of the exported graph and of the function bodies (they must match)."""
+
+XBAR = Opset(DOMAIN, VERSION)
+PERIPHERY = Opset(PERIPHERY_DOMAIN, PERIPHERY_VERSION)
+BOOL = onnx.TensorProto.BOOL
+
+
+@script(PERIPHERY, default_opset=op)
+def InputDac(X: FLOAT, input_clip: float, in_scale: float, dac_round: int, dac_clip: float) -> FLOAT:
+    input_bound = op.Constant(value_float=input_clip)
+    if op.Equal(input_bound, op.Constant(value_float=0.0)):
+        x = op.Identity(X)
+    else:
+        x = op.Clip(X, op.Neg(input_bound), input_bound)
+    q = op.Mul(x, op.Constant(value_float=in_scale))
+    if op.Cast(op.Constant(value_int=dac_round), to=BOOL):
+        q = op.Round(q)
+    dac_bound = op.Constant(value_float=dac_clip)
+    if op.Not(op.Equal(op.Floor(dac_bound), dac_bound)):  # also skips 0, no DAC
+        q = op.Clip(q, op.Neg(dac_bound), dac_bound)
+    return q
+
+
+@script(PERIPHERY, default_opset=op)
+def AdcWeight(G_plus: FLOAT, G_minus: FLOAT, adc_scale: float) -> FLOAT:
+    return op.Mul(op.Sub(G_plus, G_minus), op.Constant(value_float=adc_scale))
+
+
+@script(PERIPHERY, default_opset=op)
+def Adc(Z: FLOAT, adc_round: int, adc_clip: float) -> FLOAT:
+    adc_bound = op.Constant(value_float=adc_clip)
+    bounded = op.Not(op.Equal(adc_bound, op.Constant(value_float=0.0)))
+    integer_bound = op.And(bounded, op.Equal(op.Floor(adc_bound), adc_bound))
+    if integer_bound:  # the same codes as rounding first, and the runtime can fuse the clip into the mvm
+        z = op.Clip(Z, op.Neg(adc_bound), adc_bound)
+    else:
+        z = op.Identity(Z)
+    if op.Cast(op.Constant(value_int=adc_round), to=BOOL):
+        z = op.Round(z)
+    if op.And(bounded, op.Not(integer_bound)):
+        z = op.Clip(z, op.Neg(adc_bound), adc_bound)
+    return z
+
+
+@script(PERIPHERY, default_opset=op)
+def OutScale(out_scale: float, column_out_scale: Sequence[float]) -> FLOAT:
+    columns = op.Constant(value_floats=column_out_scale)
+    if op.Equal(op.Size(columns), op.Constant(value_int=0)):
+        scale = op.Constant(value_float=out_scale)
+    else:
+        scale = op.Identity(columns)
+    return scale
+
+
+@script(PERIPHERY, default_opset=op)
+def Rescale(Z: FLOAT, B: FLOAT, out_scale: float, column_out_scale: Sequence[float]) -> FLOAT:
+    scale = OutScale(out_scale=out_scale, column_out_scale=column_out_scale)
+    return op.Add(op.Mul(Z, scale), B)
+
+
+@script(PERIPHERY, default_opset=op)
+def RescaleChannels(Z: FLOAT, B: FLOAT, out_scale: float, column_out_scale: Sequence[float]) -> FLOAT:
+    spatial_ones = op.ConstantOfShape(op.Shape(op.Shape(Z, start=2)), value=[1])
+    per_channel = op.Concat(op.Constant(value_ints=[-1]), spatial_ones, axis=0)
+    scale = OutScale(out_scale=out_scale, column_out_scale=column_out_scale)
+    return op.Add(op.Mul(Z, op.Reshape(scale, per_channel)), op.Reshape(B, per_channel))
+
+
+PERIPHERY_FUNCTIONS: tuple[OnnxFunction, ...] = (InputDac, AdcWeight, Adc, OutScale, Rescale, RescaleChannels)
+"""The shared steps, each after the ones it calls (``onnx.reference`` loads functions in order)."""
+
+
+@script(XBAR, default_opset=op)
+def CrossbarLinear(X: FLOAT, G_plus: FLOAT, G_minus: FLOAT, B: FLOAT,
+                   layer: str, input_range: float, scale_ratio: float, g_min: float, g_max: float,
+                   dac_steps: float, adc_steps: float, out_bound: float, tile_row: int, tile_col: int,
+                   drift_gain: float, column_scale_ratios: Sequence[float], column_drift_gains: Sequence[float],
+                   input_clip: float, in_scale: float, dac_round: int, dac_clip: float,
+                   adc_scale: float, adc_round: int, adc_clip: float, out_scale: float,
+                   column_out_scale: Sequence[float]) -> FLOAT:
+    q = InputDac(X, input_clip=input_clip, in_scale=in_scale, dac_round=dac_round, dac_clip=dac_clip)
+    z = op.MatMul(q, op.Transpose(AdcWeight(G_plus, G_minus, adc_scale=adc_scale)))
+    return Rescale(Adc(z, adc_round=adc_round, adc_clip=adc_clip), B,
+                   out_scale=out_scale, column_out_scale=column_out_scale)
+
+
+@script(XBAR, default_opset=op)
+def CrossbarConv(X: FLOAT, G_plus: FLOAT, G_minus: FLOAT, B: FLOAT,
+                 layer: str, input_range: float, scale_ratio: float, g_min: float, g_max: float,
+                 dac_steps: float, adc_steps: float, out_bound: float, tile_row: int, tile_col: int,
+                 drift_gain: float, column_scale_ratios: Sequence[float], column_drift_gains: Sequence[float],
+                 input_clip: float, in_scale: float, dac_round: int, dac_clip: float,
+                 adc_scale: float, adc_round: int, adc_clip: float, out_scale: float,
+                 column_out_scale: Sequence[float],
+                 strides: Sequence[int], pads: Sequence[int], dilations: Sequence[int], group: int) -> FLOAT:
+    q = InputDac(X, input_clip=input_clip, in_scale=in_scale, dac_round=dac_round, dac_clip=dac_clip)
+    z = op.Conv(q, AdcWeight(G_plus, G_minus, adc_scale=adc_scale),
+                strides=strides, pads=pads, dilations=dilations, group=group)
+    return RescaleChannels(Adc(z, adc_round=adc_round, adc_clip=adc_clip), B,
+                           out_scale=out_scale, column_out_scale=column_out_scale)
+
+
+@script(XBAR, default_opset=op)
+def CrossbarConvTranspose(X: FLOAT, G_plus: FLOAT, G_minus: FLOAT, B: FLOAT,
+                          layer: str, input_range: float, scale_ratio: float, g_min: float, g_max: float,
+                          dac_steps: float, adc_steps: float, out_bound: float, tile_row: int, tile_col: int,
+                          drift_gain: float, column_scale_ratios: Sequence[float],
+                          column_drift_gains: Sequence[float],
+                          input_clip: float, in_scale: float, dac_round: int, dac_clip: float,
+                          adc_scale: float, adc_round: int, adc_clip: float, out_scale: float,
+                          column_out_scale: Sequence[float],
+                          strides: Sequence[int], pads: Sequence[int], dilations: Sequence[int], group: int,
+                          output_padding: Sequence[int]) -> FLOAT:
+    q = InputDac(X, input_clip=input_clip, in_scale=in_scale, dac_round=dac_round, dac_clip=dac_clip)
+    z = op.ConvTranspose(q, AdcWeight(G_plus, G_minus, adc_scale=adc_scale), strides=strides, pads=pads,
+                         output_padding=output_padding, dilations=dilations, group=group)
+    return RescaleChannels(Adc(z, adc_round=adc_round, adc_clip=adc_clip), B,
+                           out_scale=out_scale, column_out_scale=column_out_scale)
+
+
+FUNCTIONS: dict[str, OnnxFunction] = {f.name: f for f in (CrossbarLinear, CrossbarConv, CrossbarConvTranspose)}
+"""ONNX op type -> its function body."""
