@@ -82,7 +82,10 @@ def onnx_accuracy(converted, data: DigitsSplit) -> float:
 def measure(name: str, data: DigitsSplit, recipe: FineTuning, seeds: int) -> dict:
     """Every column of one model's row, in percent."""
     test = (data.test_x, data.test_y)
-    percent = lambda model: 100 * accuracy(model, *test)
+
+    def percent(model):
+        return 100 * accuracy(model, *test)
+
     row = {"original": percent(load_pretrained(name))}
     row["ideal"] = percent(convert(calibrated(name, HardwareConfig(), data, 0, recipe.batch_size)))
     eight_bit = HardwareConfig().with_overrides(EIGHT_BIT)

@@ -39,7 +39,9 @@ def before_and_after(name: str, config: HardwareConfig, method: CalibrationMetho
     """Accuracy (%) of the converted model after calibration, then after fine-tuning."""
     prepared = prepare(load_pretrained(name), (data.train_x[:2],), config)
     calibrate(prepared, shuffled_batches(data.train_x, 100, recipe.batch_size, 0), method)
-    score = lambda: 100 * accuracy(convert(prepared), data.test_x, data.test_y)
+    def score():
+        return 100 * accuracy(convert(prepared), data.test_x, data.test_y)
+
     calibrated = score()
     fine_tune(prepared, data.train_x, data.train_y, recipe)
     return calibrated, score()

@@ -77,7 +77,7 @@ def test_the_readme_command_compiles_lenet_at_8_bit_with_accuracies(workspace, c
     assert compiled >= original - 1.0  # calibration alone loses about 2.5 points; fine-tuning recovers most
     assert abs(compiled - onnx_runtime) <= 0.23  # at most one test image apart
     from_onnx, from_graph = inspect_json(capsys, "lenet.onnx"), inspect_json(capsys, "lenet.graph.pt")
-    assert [l["layer"] for l in from_onnx["layers"]] == ["conv1", "conv2", "conv3", "fc1", "fc2"]
+    assert [layer["layer"] for layer in from_onnx["layers"]] == ["conv1", "conv2", "conv3", "fc1", "fc2"]
     for a, b in zip(from_onnx["layers"], from_graph["layers"]):
         assert (a["dac_steps"], a["adc_steps"], a["out_bound"]) == (254, 254, 10)
         assert a["input_range"] == b["input_range"] and a["conductance_mean"] == b["conductance_mean"]
@@ -103,7 +103,7 @@ def test_finetune_reads_labels_from_a_data_file(workspace, capsys):
 def test_layer_selection_options_reach_the_onnx_file(workspace, capsys, options, layers):
     status, _, err = run(capsys, "compile", "net.py:make_net", *WEIGHTS, *options, "-o", "sel.onnx")
     assert status == 0, err
-    assert [l["layer"] for l in inspect_json(capsys, "sel.onnx")["layers"]] == layers
+    assert [layer["layer"] for layer in inspect_json(capsys, "sel.onnx")["layers"]] == layers
 
 
 
@@ -131,7 +131,7 @@ def test_calibration_method_and_layer_rules_from_the_config_file(workspace, caps
                          "--calib-method", "Max", "-o", "rules.onnx")
     assert status == 0, err
     layers = inspect_json(capsys, "rules.onnx")["layers"]
-    assert [(l["layer"], l["out_bound"], l["rule"]) for l in layers] == [("fc1", 4.0, "pattern=fc*"),
+    assert [(layer["layer"], layer["out_bound"], layer["rule"]) for layer in layers] == [("fc1", 4.0, "pattern=fc*"),
                                                                          ("fc3", 4.0, "pattern=fc*")]
     inputs = np.load(workspace / "inputs.npz")["x"]
     assert layers[0]["input_range"] == pytest.approx(float(np.abs(inputs).max()), rel=1e-6)

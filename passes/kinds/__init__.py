@@ -2,7 +2,7 @@
 
 To add a kind: a module here with a :class:`~xbar.passes.kinds.base.LayerKind`
 subclass, one entry in :data:`KINDS`, and the ONNX function body of its
-``onnx_op`` in :mod:`xbar.compiler.onnx.ops`.
+``onnx_op`` in :mod:`xbar.compiler.onnx.bodies`.
 """
 
 from .base import LayerKind
