@@ -1,11 +1,23 @@
 """prepare -> calibrate -> convert on real captures of the shared test models."""
 
 
+import numpy as np
+import onnxruntime as ort
 import pytest
 import torch
 from torch import nn
 
-from xbar import FineTuning, HardwareConfig, NoCrossbarLayersWarning, UserError, calibrate, convert, fine_tune, prepare
+from xbar import (
+    FineTuning,
+    HardwareConfig,
+    NoCrossbarLayersWarning,
+    UserError,
+    calibrate,
+    convert,
+    export_onnx,
+    fine_tune,
+    prepare,
+)
 from xbar.passes.errors import PassError
 from xbar.passes.numerics.crossbar import Crossbar
 from xbar.passes.numerics.input_range import InputRange
@@ -216,11 +228,13 @@ class DictInput(torch.nn.Module):
         return self.fc(image) * torch.sigmoid(self.gate(mask))
 
 
-def test_a_model_taking_a_dict_prepares_with_export_and_calibrates_on_dict_batches():
-    def batch(n, seed):
-        g = torch.Generator().manual_seed(seed)
-        return {"image": torch.randn(n, 6, generator=g), "extra": (torch.randn(n, 6, generator=g),)}
+def dict_batch(n, seed):
+    g = torch.Generator().manual_seed(seed)
+    return {"image": torch.randn(n, 6, generator=g), "extra": (torch.randn(n, 6, generator=g),)}
 
+
+def test_a_model_taking_a_dict_prepares_with_export_and_calibrates_on_dict_batches():
+    batch = dict_batch
     model = DictInput().eval()
     prepared = prepare(model, (batch(1, 0),), capture_method="export")
     assert calibrate(prepared, [batch(5, 1), batch(3, 2)]) == 2  # batch sizes other than the example's
@@ -230,3 +244,19 @@ def test_a_model_taking_a_dict_prepares_with_export_and_calibrates_on_dict_batch
     bad["extra"][0][0, 0] = float("nan")
     with pytest.raises(UserError, match="calibration batch 0 holds NaN"):
         calibrate(prepared, [bad])
+
+
+def test_a_model_taking_a_dict_exports_and_onnx_runtime_runs_its_flattened_inputs(tmp_path):
+    prepared = prepare(DictInput().eval(), (dict_batch(2, 0),), HardwareConfig(), capture_method="export")
+    calibrate(prepared, [dict_batch(8, 1)])
+    converted = convert(prepared)
+    export_onnx(converted, (dict_batch(2, 0),), tmp_path / "dict.onnx")
+    session = ort.InferenceSession(str(tmp_path / "dict.onnx"), providers=["CPUExecutionProvider"])
+    x = dict_batch(5, 2)  # another batch size: the dimension stays dynamic
+    feeds = dict(zip([i.name for i in session.get_inputs()], [x["image"].numpy(), x["extra"][0].numpy()]))
+    assert list(feeds) == ["inputs_image", "inputs_extra_0"]
+    with torch.no_grad():
+        expected = converted(x).numpy()
+    got = session.run(None, feeds)[0]
+    assert got.shape == (5, 4)
+    assert np.abs(got - expected).max() <= 1e-5 * np.abs(expected).max()  # no DAC / ADC: float tolerance

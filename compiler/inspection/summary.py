@@ -113,7 +113,8 @@ def summarize_converted(converted: fx.GraphModule) -> list[LayerSummary]:
 
 
 def _summary_of_module(name: str, module: Crossbar, calls: list[fx.Node]) -> LayerSummary:
-    g_plus, g_minus = module.g_plus.detach().numpy(), module.g_minus.detach().numpy()
+    # float32, as the ONNX file holds them: numpy has no bfloat16
+    g_plus, g_minus = (g.detach().float().numpy() for g in (module.g_plus, module.g_minus))
     rule = next((tag.plan.rule for node in calls if (tag := tag_of(node)) is not None), None)
     return LayerSummary(name, module.kind.describe(g_plus.ndim), g_plus.shape, module.settings, g_plus, g_minus,
                         rule, module.source_weight, module.bias is not None, tuple(node.name for node in calls))
