@@ -18,11 +18,11 @@ from torch import nn
 
 import xbar
 from xbar import BaseNoiseModel, HardwareConfig, PCMLikeNoiseModel, ReRamWan2022NoiseModel, StateIndependentNoiseModel
-from xbar.compiler.devices.arrays import adc_unit, crossbar_modules, drift_readout
+from xbar.compiler.devices.arrays import adc_unit, drift_readout
 from xbar.compiler.devices.programming import PROGRAMMING_KEY, programming_of
 from xbar.models import load_digits_split, load_pretrained
 from xbar.passes.capture import copy_graph_module
-from xbar.passes.numerics.crossbar import CrossbarSettings
+from xbar.passes.numerics.crossbar import CrossbarSettings, crossbar_modules
 
 ZOO = ("mlp", "lenet", "resnet", "transformer")
 LEVELS = (0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0)

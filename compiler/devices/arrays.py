@@ -35,7 +35,7 @@ import torch
 from torch import Tensor, fx, nn
 
 from ...passes.errors import DeviceModelError
-from ...passes.numerics.crossbar import Crossbar, CrossbarSettings, _periphery_in, adc_weight
+from ...passes.numerics.crossbar import Crossbar, CrossbarSettings, _periphery_in, adc_weight, crossbar_modules
 from .base import BaseNoiseModel
 
 READOUT_FLOOR = 1e-4
@@ -47,11 +47,6 @@ class DriftCompensation(str, Enum):
 
     GLOBAL = "global"
     PER_COLUMN = "per_column"
-
-
-def crossbar_modules(graph_module: fx.GraphModule) -> dict[str, Crossbar]:
-    """Module name -> Crossbar (an array shared by several call sites once)."""
-    return {name: m for name, m in graph_module.named_modules() if isinstance(m, Crossbar)}
 
 
 def array_copy(graph_module: fx.GraphModule) -> fx.GraphModule:

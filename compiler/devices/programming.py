@@ -23,8 +23,9 @@ import torch
 from torch import fx
 
 from ...passes.errors import UserError
+from ...passes.numerics.crossbar import crossbar_modules
 from ..pipeline.record import Stage, record_of
-from .arrays import DriftCompensation, array_copy, crossbar_modules, drift_arrays, program_arrays
+from .arrays import DriftCompensation, array_copy, drift_arrays, program_arrays
 from .base import BaseNoiseModel
 
 PROGRAMMING_KEY = "xbar.programming"

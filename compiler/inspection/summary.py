@@ -21,7 +21,7 @@ import numpy as np
 from torch import fx
 
 from ...passes.digital import DigitalLayer
-from ...passes.numerics.crossbar import Crossbar, CrossbarSettings
+from ...passes.numerics.crossbar import Crossbar, CrossbarSettings, crossbar_modules
 from ...passes.plan import tag_of
 from ..pipeline.record import Stage, record_of
 
@@ -108,8 +108,8 @@ def summarize_converted(converted: fx.GraphModule) -> list[LayerSummary]:
     for node in converted.graph.nodes:
         if node.op == "call_module":
             calls.setdefault(node.target, []).append(node)
-    return [_summary_of_module(name, module, calls.get(name, [])) for name, module in converted.named_modules()
-            if isinstance(module, Crossbar)]
+    return [_summary_of_module(name, module, calls.get(name, []))
+            for name, module in crossbar_modules(converted).items()]
 
 
 def _summary_of_module(name: str, module: Crossbar, calls: list[fx.Node]) -> LayerSummary:

@@ -39,7 +39,7 @@ from torch import fx
 from ...passes.capture import copy_graph_module, dynamic_batch_inputs, first_line, torch_internal_warnings_ignored
 from ...passes.errors import ExportError, NoCrossbarLayersWarning
 from ...passes.infra import run_passes
-from ...passes.numerics.crossbar import Crossbar
+from ...passes.numerics.crossbar import Crossbar, crossbar_modules
 from ...passes.rewrites.export_ops import CrossbarToCustomOpsPass
 from ...passes.rewrites.functional_ops import FunctionalInPlaceOpsPass
 from ..devices.programming import programming_of
@@ -90,7 +90,7 @@ def export_onnx_files(converted: fx.GraphModule, example_inputs: Sequence, path:
                       external_data: Optional[bool] = None) -> list[Path]:
     """:func:`export_onnx`, returning every file written: the ONNX file, then its data file if it has one."""
     record = record_of(converted, "export_onnx()", Stage.CONVERTED)
-    originals = _crossbar_modules(converted)
+    originals = crossbar_modules(converted)
     if not originals:
         warnings.warn("the model has no crossbar layer: exporting plain ONNX without ai.xbar nodes",
                       NoCrossbarLayersWarning, stacklevel=2)
@@ -123,11 +123,6 @@ def _check(path: Path) -> None:
         onnx.checker.check_model(str(path), full_check=True)
     except onnx.checker.ValidationError as exc:
         raise ExportError(f"the exported model fails onnx.checker: {first_line(exc)}") from exc
-
-
-def _crossbar_modules(converted: fx.GraphModule) -> dict[str, Crossbar]:
-    """Module name -> Crossbar of a converted model."""
-    return {name: m for name, m in converted.named_modules() if isinstance(m, Crossbar)}
 
 
 @contextlib.contextmanager

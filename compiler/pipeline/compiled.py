@@ -18,8 +18,8 @@ from torch import Tensor, fx, nn
 
 from ...passes.capture import copy_graph_module
 from ...passes.errors import CompileUnavailableWarning
+from ...passes.numerics.crossbar import crossbar_modules
 from ...passes.numerics.input_range import InputRange
-from ..devices.arrays import crossbar_modules
 
 BACKEND = "inductor"
 """torch.compile's backend for the compiled path (tests swap in ``"aot_eager"``, which needs no C++ compiler)."""

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any, Optional
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor, fx, nn
 
 from ..kinds.base import LayerKind
 
@@ -282,3 +282,8 @@ class Crossbar(nn.Module):
         s = self.settings
         return (f"{self.kind.describe(self.g_plus.dim())}, {tuple(self.g_plus.shape)}, r={s.input_range:.4g}, "
                 f"scale_ratio={s.scale_ratio:.4g}, dac_steps={s.dac_steps:g}, adc_steps={s.adc_steps:g}")
+
+
+def crossbar_modules(graph_module: fx.GraphModule) -> dict[str, Crossbar]:
+    """Module name -> Crossbar (an array shared by several call sites once)."""
+    return {name: m for name, m in graph_module.named_modules() if isinstance(m, Crossbar)}
