@@ -44,8 +44,8 @@ import onnxruntime
 import torch
 from rich.table import Table
 
-from xbar import FineTuning, HardwareConfig, calibrate, convert, export_onnx, fine_tune, prepare
-from xbar.models import ZOO, accuracy, load_digits_split, load_pretrained
+from xbar import FineTuning, HardwareConfig, accuracy, calibrate, convert, export_onnx, fine_tune, prepare
+from xbar.models import ZOO, load_digits_split, load_pretrained
 from xbar.models.data import DigitsSplit
 
 from benchmarks.common import EIGHT_BIT, command_console

@@ -35,9 +35,9 @@ import torch
 from rich.table import Table
 from torch import nn
 
-from xbar import PCMLikeNoiseModel, calibrate, convert, drift, prepare, program
+from xbar import PCMLikeNoiseModel, accuracy, calibrate, convert, drift, prepare, program
 from xbar.compiler.devices.arrays import DriftCompensation, drift_arrays, program_arrays
-from xbar.models import ZOO, accuracy, load_digits_split, load_pretrained
+from xbar.models import ZOO, load_digits_split, load_pretrained
 from xbar.passes.capture import copy_graph_module
 from xbar.passes.numerics.crossbar import crossbar_modules
 

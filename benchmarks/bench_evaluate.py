@@ -26,11 +26,11 @@ import warnings
 import torch
 from rich.table import Table
 
-from xbar import PCMLikeNoiseModel, calibrate, convert, prepare, preset_config
+from xbar import PCMLikeNoiseModel, accuracy, calibrate, convert, prepare, preset_config
 from xbar.compiler.cli.arguments import DEFAULT_BATCH_SIZE, DEFAULT_SEEDS, DEFAULT_TIMES, parse_times
 from xbar.compiler.cli.main import main as xbar_main
 from xbar.compiler.devices.evaluation import accuracy_over_time
-from xbar.models import ZOO, accuracy, load_digits_split, load_pretrained
+from xbar.models import ZOO, load_digits_split, load_pretrained
 
 from benchmarks.common import command_console, interleaved_medians
 

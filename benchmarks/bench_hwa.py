@@ -42,6 +42,7 @@ from xbar import (
     HWA_TRAINING_NOISE,
     FineTuning,
     PCMLikeNoiseModel,
+    accuracy,
     calibrate,
     convert,
     fine_tune,
@@ -50,7 +51,7 @@ from xbar import (
 )
 from xbar.compiler.config.presets import STANDARD_HWA_FORWARD_NOISE
 from xbar.compiler.devices.evaluation import Evaluation, accuracy_over_time
-from xbar.models import ZOO, accuracy, load_digits_split, load_pretrained
+from xbar.models import ZOO, load_digits_split, load_pretrained
 
 from benchmarks.common import command_console, interleaved_medians
 

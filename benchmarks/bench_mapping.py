@@ -19,8 +19,8 @@ import warnings
 import torch
 from rich.table import Table
 
-from xbar import FineTuning, HardwareConfig, calibrate, convert, fine_tune, prepare
-from xbar.models import ZOO, accuracy, load_digits_split, load_pretrained
+from xbar import FineTuning, HardwareConfig, accuracy, calibrate, convert, fine_tune, prepare
+from xbar.models import ZOO, load_digits_split, load_pretrained
 from xbar.passes.numerics.calibration import CalibrationMethod
 
 from benchmarks.bench_accuracy import shuffled_batches

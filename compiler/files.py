@@ -11,6 +11,10 @@ from typing import Iterator
 from ..passes.errors import OutputPathError, WriteError
 
 
+def data_file(onnx_path: Path) -> Path:
+    """Where an ONNX file's external data goes: ``<name>.onnx.data`` next to it."""
+    return onnx_path.with_name(f"{onnx_path.name}.data")
+
 def _temporary_name(path: Path, suffix: str) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.{suffix}")
 

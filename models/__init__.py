@@ -1,6 +1,5 @@
 """Model zoo of small digit classifiers used as compiler inputs."""
 
-from ..compiler.metrics import accuracy
 from .data import DigitsSplit, load_digits_split
 from .zoo import MLP, ZOO, LeNet, ResNet, TransformerClassifier, ZooEntry, load_pretrained
 
@@ -14,5 +13,4 @@ __all__ = [
     "load_pretrained",
     "load_digits_split",
     "DigitsSplit",
-    "accuracy",
 ]

@@ -19,12 +19,12 @@ import pytest
 import torch
 from torch import nn
 
-from xbar import ConfigError
+from xbar import ConfigError, accuracy
 from xbar.compiler.cli import arguments as cli_arguments
 from xbar.compiler.cli import main as cli
 from xbar.compiler.cli.data import BUILTIN
 from xbar.compiler.cli.main import describe_error, main
-from xbar.models import accuracy, load_digits_split, load_pretrained
+from xbar.models import load_digits_split, load_pretrained
 from xbar.models.zoo import ZOO
 from xbar.passes.capture import CaptureMethod
 from xbar.passes.errors import CaptureError

@@ -11,9 +11,7 @@ import pytest
 import torch
 
 from xbar import convert, prepare, preset_config
-from xbar.compiler.cli.preflight import data_file
 from xbar.compiler.cli.steps import hardware_config
-from xbar.compiler.onnx import files as onnx_files
 from xbar.models.zoo import ZOO
 
 from conftest import NET, run
@@ -46,10 +44,6 @@ def test_a_wrong_argument_is_reported_before_any_heavy_import(argv, tmp_path):
     result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stderr.startswith("xbar: error: ") and result.stderr.count("\n") == 1
-
-
-def test_the_light_data_file_name_is_the_exports():
-    assert data_file(onnx_files.Path("a/b.onnx")) == onnx_files.data_file(onnx_files.Path("a/b.onnx"))
 
 
 # -- output paths ----------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from xbar import (
     PCMLikeNoiseModel,
     ReRamWan2022NoiseModel,
     StateIndependentNoiseModel,
+    accuracy,
     calibrate,
     convert,
     drift,
@@ -42,7 +43,7 @@ from xbar.compiler.devices.programming import MAX_SEED
 from xbar.compiler.devices.registry import NOISE_MODELS, noise_model_class
 from xbar.compiler.inspection.archive import save_graph
 from xbar.compiler.pipeline.distributed import rank_share
-from xbar.models import accuracy, load_digits_split, load_pretrained
+from xbar.models import load_digits_split, load_pretrained
 from xbar.passes.errors import UsageError
 
 from conftest import NET, load_net_class, run

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from xbar import models
-from xbar.models import ZOO, accuracy, load_digits_split, load_pretrained
+from xbar import accuracy, models
+from xbar.models import ZOO, load_digits_split, load_pretrained
 from xbar.models.train import save_atomic, train_model
 
 THRESHOLDS = {"mlp": 0.96, "lenet": 0.96, "resnet": 0.96, "transformer": 0.93}

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Optional
 
 from ...passes.errors import ConfigError, DataError, InspectError, ModelError, OutputPathError
-from ..files import check_writable
+from ..files import check_writable, data_file
 from .arguments import BUILTIN_DATA, ZOO_NAMES
 
 DATA_SUFFIXES = (".npz", ".pt")
@@ -58,11 +58,6 @@ def _refuse_shared_paths(paths: dict[str, Path]) -> None:
         if where in seen:
             raise OutputPathError(f"{seen[where]} and {option} both name {path}; give each output its own file")
         seen[where] = option
-
-
-def data_file(onnx_path: Path) -> Path:
-    """Where an ONNX file's external data goes: ``FILE.onnx.data`` next to it (as xbar.compiler.onnx.files)."""
-    return onnx_path.with_name(onnx_path.name + ".data")
 
 
 def default_output_name(weights: Optional[str], spec: str) -> str:

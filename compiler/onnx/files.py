@@ -21,15 +21,12 @@ from typing import Callable
 
 import onnx_ir as ir
 
+from ..files import data_file
+
 LARGE_MODEL_BYTES = 1536 * 1024 * 1024
 """Initializers above this many bytes go to a data file (room is left for the graph under the 2 GiB limit)."""
 EXTERNAL_MIN_BYTES = 1024
 """With a data file, the initializers of more than this many bytes go to it (onnx's own default threshold)."""
-
-
-def data_file(path: Path) -> Path:
-    """The data file of the ONNX file ``path``: ``<name>.onnx.data`` next to it."""
-    return path.with_name(f"{path.name}.data")
 
 
 def initializer_bytes(model: ir.Model) -> int:
