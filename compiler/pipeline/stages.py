@@ -184,9 +184,8 @@ def calibrate(
     data: ``init_std_alpha * std`` averaged over the first ``init_from_data``
     batches), without training noise; ``"MovingStd"``, ``"MovingQuantile"``, ``"CacheQuantile"`` and
     ``"Max"`` are post-training methods named as aihwkit names them. The method
-    is recorded in the compile record (``record_of(prepared).calibration``, one
-    entry per range). A batch with NaN or
-    infinite values is refused. ``compile=True`` runs the batches through
+    is recorded in the compile record (:attr:`CompileRecord.calibration`, one entry
+    per range). A batch with NaN or infinite values is refused. ``compile=True`` runs the batches through
     ``torch.compile`` (:mod:`xbar.compiler.pipeline.compiled`; the observers of the other
     methods run eagerly between its graphs).
 
