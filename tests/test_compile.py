@@ -6,6 +6,7 @@ C++ compiler and are fast; one test runs inductor, where rounding can flip.
 """
 
 import copy
+import dataclasses
 import warnings
 
 import numpy as np
@@ -18,7 +19,7 @@ from xbar import FineTuning, PCMLikeNoiseModel, accuracy_over_time, calibrate, c
 from xbar.compiler.onnx.runtime import onnx_runner
 from xbar.compiler.pipeline import compiled as compiled_path
 from xbar.models.zoo import ZOO, load_pretrained
-from xbar.passes.numerics.crossbar import Crossbar
+from xbar.passes.numerics.crossbar import Crossbar, crossbar_modules
 from xbar.passes.numerics.input_range import InputRange
 
 from conftest import WEIGHTS, eight_bit, make_input, make_model, run
@@ -125,6 +126,10 @@ def test_compiled_model_follows_programming_and_loading(aot_eager):
         assert torch.equal(run(x), programmed(x))
         programmed.load_state_dict(converted.state_dict(), strict=False)  # back to the targets, in place
         assert torch.equal(run(x), converted(x))
+        for crossbar in crossbar_modules(programmed).values():  # edited in place, new gains
+            crossbar.g_plus.mul_(0.5)
+            crossbar.settings = dataclasses.replace(crossbar.settings, drift_gain=2.0)
+        assert torch.equal(run(x), programmed(x)) and not torch.equal(run(x), converted(x))
     assert graphs() == 1
 
 
@@ -194,7 +199,7 @@ def test_an_initialised_range_compiles_without_its_initialisation(aot_eager):
     for module in ranges:
         module.init_batches.fill_(module.params.init_from_data)  # as a finished calibration leaves it
     values = [module.value.detach().clone() for module in ranges]
-    run = compiled_path.compiled(prepared.train())  # reads the counters before compiling
+    run = compiled_path.compiled(prepared.train())
+    run(100 * x).sum().backward()  # reads the counters before the call, so before compiling
     assert all(module.initialised for module in ranges)
-    run(100 * x).sum().backward()
     assert all(torch.equal(module.value, value) for module, value in zip(ranges, values))

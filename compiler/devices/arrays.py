@@ -100,8 +100,8 @@ def program_arrays(graph_module: fx.GraphModule, model: BaseNoiseModel, generato
                 nu = _checked(nu, target, model, "generate_drift_coefficients", f"{name}.g_{side}")
             crossbar.register_buffer(f"g_{side}_programmed", programmed)
             crossbar.register_buffer(f"nu_{side}", nu)
-            target.copy_(programmed)  # the copy's own tensor: no aliasing, and one refresh per array
-        crossbar.refresh()
+            target.copy_(programmed)  # the copy's own tensor: no aliasing
+        crossbar.sync_compiled_state()
 
 
 @torch.no_grad()
@@ -125,7 +125,8 @@ def drift_arrays(graph_module: fx.GraphModule, model: BaseNoiseModel, t_inferenc
                         else dataclasses.replace(settings, drift_gain=float(gain)))
         crossbar.g_plus.copy_(drifted[0])  # the copy's own tensors, as in program_arrays
         crossbar.g_minus.copy_(drifted[1])
-        crossbar.settings = settings  # refreshes the array's derived tensors
+        crossbar.settings = settings
+        crossbar.sync_compiled_state()
 
 
 def adc_unit(settings: CrossbarSettings) -> float:

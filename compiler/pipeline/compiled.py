@@ -18,8 +18,8 @@ from torch import Tensor, fx, nn
 
 from ...passes.capture import copy_graph_module
 from ...passes.errors import CompileUnavailableWarning
+from ...passes.numerics.compiled_state import compiled_state_modules, sync_compiled_state
 from ...passes.numerics.crossbar import crossbar_modules
-from ...passes.numerics.input_range import InputRange
 
 BACKEND = "inductor"
 """torch.compile's backend for the compiled path (tests swap in ``"aot_eager"``, which needs no C++ compiler)."""
@@ -51,12 +51,11 @@ def compiled(model: nn.Module, *, fullgraph: bool = True) -> Callable:
         warnings.warn(f"compile=True: torch.compile cannot build kernels here ({reason}); running eagerly",
                       CompileUnavailableWarning, stacklevel=3)
         return model
-    for module in model.modules():
-        if isinstance(module, InputRange):
-            module.sync_initialised()  # an initialised range compiles without its initialisation
+    stateful = compiled_state_modules(model)
     compiled_model = torch.compile(model, fullgraph=fullgraph, backend=BACKEND)
 
     def run(*inputs):
+        sync_compiled_state(stateful)  # e.g. an initialised range compiles without its initialisation
         for x in inputs:
             if isinstance(x, Tensor) and x.dim() > 0:
                 torch._dynamo.maybe_mark_dynamic(x, 0)

@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, fx, nn
 
 from ..kinds.base import LayerKind
+from .compiled_state import CompiledState
 
 
 def _f32(value: float) -> float:
@@ -191,27 +192,25 @@ def run_crossbar(kind: LayerKind, x: Tensor, weight: Tensor, bias: Optional[Tens
     return _periphery_out(codes, bias, settings, kind.channel_dim, out_scale)
 
 
-class Crossbar(nn.Module):
+class Crossbar(CompiledState, nn.Module):
     """One converted crossbar array: G+ / G- buffers, the digital bias, the periphery.
 
     ``kind`` and ``geometry`` (the kind's; None for a linear layer) say which op the
     array computes. ``source_weight`` names the original parameter, so the
     conductances can be traced back to it.
 
-    The array keeps :func:`adc_weight` of its buffers and its ``out_scale`` as
-    tensors. Eagerly, the weight is re-derived whenever G+ or G- changed (even in
-    place). Under ``torch.compile`` both are read as they are, so they are kept
-    current whenever G+, G- or the settings are assigned or loaded
-    (:meth:`refresh`); after editing G+ or G- in place, call :meth:`refresh`
-    before running a compiled model again.
+    Eagerly, :func:`adc_weight` of the buffers is re-derived whenever G+, G- (even
+    in place) or the ADC scale changed. A compiled graph reads ``compiled_weight``
+    and ``compiled_out_scale`` as they are; :meth:`sync_compiled_state`, which the
+    compiled path calls before every call, keeps them current, in place, so the
+    graph keeps reading the same tensors. Every array xbar makes (converted,
+    programmed, drifted) is synced; a ``torch.compile`` of your own reads them
+    as the last sync left them.
     """
-
-    _DERIVED_FROM = frozenset({"g_plus", "g_minus", "settings"})
 
     def __init__(self, g_plus: Tensor, g_minus: Tensor, bias: Optional[Tensor], settings: CrossbarSettings,
                  kind: LayerKind, geometry: Any, source_weight: str):
         super().__init__()
-        self._adc_weight, self._adc_weight_key, self._out_scale = None, None, None
         self.register_buffer("g_plus", g_plus)
         self.register_buffer("g_minus", g_minus)
         self.register_buffer("bias", bias)
@@ -219,63 +218,56 @@ class Crossbar(nn.Module):
         self.kind = kind
         self.geometry = geometry
         self.source_weight = source_weight
+        # derived, never saved: plain attributes, not buffers
+        self.compiled_weight: Optional[Tensor] = None
+        self.compiled_out_scale: Optional[Tensor] = None
+        self._weight_key: Optional[tuple] = None
+        self._out_scale_settings: Optional[CrossbarSettings] = None
+        self.sync_compiled_state()
 
-    def __setattr__(self, name: str, value) -> None:
-        super().__setattr__(name, value)
-        if name in self._DERIVED_FROM:
-            self.refresh()
+    def adc_weight(self) -> Tensor:
+        """:func:`adc_weight` of the buffers, cached until G+, G- or the ADC scale changes."""
+        key = (self.g_plus.data_ptr(), self.g_plus._version, self.g_minus.data_ptr(), self.g_minus._version,
+               self.settings.constants["adc_scale"])
+        if self._weight_key != key:
+            with torch.no_grad():
+                weight = adc_weight(self.g_plus, self.g_minus, self.settings)
+                if self.compiled_weight is not None and self.compiled_weight.shape == weight.shape:
+                    weight = self.compiled_weight.copy_(weight)
+                self.compiled_weight = weight
+            self._weight_key = key
+        return self.compiled_weight
 
-    def register_buffer(self, name: str, tensor: Optional[Tensor], persistent: bool = True) -> None:
-        super().register_buffer(name, tensor, persistent)
-        if name in self._DERIVED_FROM:
-            self.refresh()
-
-    def _load_from_state_dict(self, *args, **kwargs) -> None:
-        super()._load_from_state_dict(*args, **kwargs)
-        self.refresh()
-
-    def refresh(self) -> None:
-        """Re-derive the ADC weight and the out_scale tensor from the buffers and settings, in place
-        where the shapes allow (a compiled graph keeps reading the same tensors)."""
-        if not all(name in self.__dict__ or name in self._buffers for name in self._DERIVED_FROM):
-            return  # still being built
-        self._adc_weight_key = None
+    def sync_compiled_state(self) -> None:
+        """Re-derive the ADC weight and the out_scale tensor where the buffers or the settings changed."""
         self.adc_weight()
+        if self._out_scale_settings is self.settings:
+            return
         scale = self.settings.column_out_scale
         if scale is None:
             scale = torch.tensor(self.settings.constants["out_scale"], dtype=torch.float32)
-        if self._out_scale is not None and self._out_scale.shape == scale.shape:
-            self._out_scale.copy_(scale)
+        if self.compiled_out_scale is not None and self.compiled_out_scale.shape == scale.shape:
+            self.compiled_out_scale.copy_(scale)
         else:
-            self._out_scale = scale.clone()
+            self.compiled_out_scale = scale.clone()
+        self._out_scale_settings = self.settings
 
     @torch.no_grad()
     def load_array(self, other: "Crossbar") -> None:
-        """Take ``other``'s conductances, bias, ADC weight and out_scale, in place (same array, other
-        devices or gains: a programmed or drifted copy), so a compiled graph reading this array runs
-        ``other``. A per-column out_scale here takes a global one there, not the reverse."""
-        for mine, theirs in ((self.g_plus, other.g_plus), (self.g_minus, other.g_minus), (self.bias, other.bias),
-                             (self._adc_weight, other.adc_weight()), (self._out_scale, other._out_scale)):
+        """Take ``other``'s conductances, bias and out_scale in place (same array, other devices or gains:
+        a programmed or drifted copy), keeping this array's settings, so a compiled graph reading this
+        array runs ``other``. A per-column out_scale here takes a global one there, not the reverse."""
+        for mine, theirs in ((self.g_plus, other.g_plus), (self.g_minus, other.g_minus), (self.bias, other.bias)):
             if mine is not None:
                 mine.copy_(theirs)
-        self._adc_weight_key = None  # eagerly, the next call re-derives the weight from the buffers
-
-    def adc_weight(self) -> Tensor:
-        """:func:`adc_weight` of the buffers, cached until G+ or G- changes."""
-        key = (self.g_plus.data_ptr(), self.g_plus._version, self.g_minus.data_ptr(), self.g_minus._version)
-        if self._adc_weight_key != key:
-            with torch.no_grad():
-                weight = adc_weight(self.g_plus, self.g_minus, self.settings)
-                if self._adc_weight is not None and self._adc_weight.shape == weight.shape:
-                    weight = self._adc_weight.copy_(weight)
-                self._adc_weight = weight
-            self._adc_weight_key = key
-        return self._adc_weight
+        other.sync_compiled_state()
+        self.sync_compiled_state()
+        self.compiled_out_scale.copy_(other.compiled_out_scale)
 
     def forward(self, x: Tensor) -> Tensor:
-        if torch.compiler.is_compiling():  # no version checks in a graph: the tensors as refresh() left them
-            return run_crossbar(self.kind, x, self._adc_weight, self.bias, self.settings, self.geometry,
-                                self._out_scale)
+        if torch.compiler.is_compiling():  # no version checks in a graph: the tensors as the last sync left them
+            return run_crossbar(self.kind, x, self.compiled_weight, self.bias, self.settings, self.geometry,
+                                self.compiled_out_scale)
         return run_crossbar(self.kind, x, self.adc_weight(), self.bias, self.settings, self.geometry)
 
     def extra_repr(self) -> str:

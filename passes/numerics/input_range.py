@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from ..parameters import InputRangeParameter
+from .compiled_state import CompiledState
 from .global_batch import BatchStatistics
 
 
@@ -137,7 +138,7 @@ def _update_range_from_data_traced(r: Tensor, batches_seen: Tensor, x: Tensor, p
     batches_seen.add_(take.to(batches_seen.dtype))
 
 
-class InputRange(nn.Module):
+class InputRange(CompiledState, nn.Module):
     """Holds one layer's range ``value`` and clips its input.
 
     In training mode, or while ``calibrating`` is set, the first
@@ -149,9 +150,8 @@ class InputRange(nn.Module):
 
     ``initialised`` mirrors ``init_batches >= init_from_data`` as a Python bool,
     for ``torch.compile`` only: a compiled graph made while it is True leaves out
-    the initialisation (and its pass over the input for the std). Eager runs and
-    loading keep it current; after a compiled run, or after writing
-    ``init_batches`` directly, call :meth:`sync_initialised`.
+    the initialisation (and its pass over the input for the std). The compiled
+    path keeps it current (:meth:`sync_compiled_state`); eager runs read the counter.
     """
 
     def __init__(self, params: InputRangeParameter):
@@ -165,21 +165,15 @@ class InputRange(nn.Module):
         self.register_buffer("init_batches", torch.zeros((), dtype=torch.long))
         self.calibrating = False
         self.statistics = BatchStatistics()
-        self.sync_initialised()
+        self.sync_compiled_state()
 
-    def sync_initialised(self) -> None:
+    def sync_compiled_state(self) -> None:
         """Set ``initialised`` from ``init_batches`` (a read of the counter, outside any graph)."""
         self.initialised = int(self.init_batches) >= self.params.init_from_data
-
-    def _load_from_state_dict(self, *args, **kwargs) -> None:
-        super()._load_from_state_dict(*args, **kwargs)
-        self.sync_initialised()
 
     def forward(self, x: Tensor) -> Tensor:
         if (self.training or self.calibrating) and not (torch.compiler.is_compiling() and self.initialised):
             update_range_from_data(self.value.data, self.init_batches, x, self.params, self.statistics)
-            if not torch.compiler.is_compiling():
-                self.sync_initialised()
         return learned_clip(x, self.value, self.params, self.statistics)
 
     def extra_repr(self) -> str:
