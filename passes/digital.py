@@ -16,38 +16,17 @@ Rules:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Mapping
 
 import torch
 from torch import fx
 
+from .digital_layer import DigitalLayer
 from .matching import layer_name
 from .operands import TRANSPOSE_TARGETS, resolve_attribute
 from .plan import WEIGHT_VIEWS
 
 NO_KIND = "no crossbar layer kind matches this op"
-
-
-@dataclass(frozen=True)
-class DigitalLayer:
-    """A layer whose weights stay digital: its name, the ops that read them, the weights and why."""
-
-    name: str
-    ops: tuple[str, ...]
-    weights: tuple[str, ...]
-    shapes: tuple[tuple[int, ...], ...]
-    reason: str
-
-    def as_dict(self) -> dict:
-        """A JSON-ready dict, as files record it."""
-        return {"layer": self.name, "ops": list(self.ops), "weights": list(self.weights),
-                "shapes": [list(shape) for shape in self.shapes], "reason": self.reason}
-
-    @classmethod
-    def from_dict(cls, data: Mapping) -> "DigitalLayer":
-        return cls(data["layer"], tuple(data["ops"]), tuple(data["weights"]),
-                   tuple(tuple(shape) for shape in data["shapes"]), data["reason"])
 
 
 def digital_layers(gm: fx.GraphModule, consumed: set[str], reasons: Mapping[str, str]) -> tuple[DigitalLayer, ...]:

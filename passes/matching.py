@@ -33,6 +33,7 @@ from torch import fx
 from .errors import MatchError
 from .kinds import KINDS
 from .kinds.base import LayerKind, Operands, Refused
+from .module_names import names_module_type
 from .operands import resolve_attribute
 
 aten = torch.ops.aten
@@ -68,15 +69,6 @@ class CrossbarLayer:
 
 
 Pattern = Union[str, type]
-
-
-def names_module_type(name: str, module_type: str) -> bool:
-    """Whether ``name`` spells ``module_type``: in full, by its class name (``Linear``),
-    or, for PyTorch's own modules, as ``nn.Linear`` / ``torch.nn.Linear``."""
-    short = module_type.rsplit(".", 1)[-1]
-    if name in (module_type, short):
-        return True
-    return module_type.startswith("torch.nn.") and name in (f"nn.{short}", f"torch.nn.{short}")
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from xbar import convert, prepare, preset_config
+from xbar import convert, export_onnx, prepare, preset_config
 from xbar.compiler.cli.steps import hardware_config
 from xbar.models.zoo import ZOO
 
@@ -44,6 +44,23 @@ def test_a_wrong_argument_is_reported_before_any_heavy_import(argv, tmp_path):
     result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stderr.startswith("xbar: error: ") and result.stderr.count("\n") == 1
+
+
+def test_inspecting_an_onnx_file_loads_neither_torch_nor_the_exporter(tmp_path, capsys):
+    x = torch.randn(2, 8)
+    path = export_onnx(convert(prepare(torch.nn.Sequential(torch.nn.Linear(8, 4), torch.nn.ReLU()), (x,))), (x,),
+                       tmp_path / "net.onnx")
+    script = textwrap.dedent(f"""
+        import sys
+        from xbar.compiler.cli.main import main
+        status = main(["inspect", {str(path)!r}, "--json"])
+        loaded = sorted(name for name in ("torch", "onnxscript", "onnx_ir", "onnxruntime", "sklearn")
+                        if name in sys.modules)
+        assert status == 0 and not loaded, (status, loaded)
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == inspect_json(capsys, path)  # the same answer as with torch loaded
 
 
 # -- output paths ----------------------------------------------------------------------------------

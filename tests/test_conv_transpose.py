@@ -11,8 +11,8 @@ from onnx_parity import Exported, assert_within_one_adc_step
 from torch import nn
 
 from xbar import HardwareConfig, calibrate, convert, export_onnx, prepare
+from xbar.compiler.inspection.converted import summarize_converted
 from xbar.compiler.inspection.read import load_inspection
-from xbar.compiler.inspection.summary import summarize_converted
 from xbar.compiler.onnx import ops as onnx_ops
 from xbar.passes.arrays import WeightLayout
 from xbar.passes.capture import capture

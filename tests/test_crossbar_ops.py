@@ -11,7 +11,8 @@ from xbar.compiler.onnx.ops import CONSTANT_ATTRIBUTES, CROSSBAR_OPS, FUNCTIONS,
 from xbar.passes.kinds import CONV, CONV_TRANSPOSE, KINDS, LINEAR
 from xbar.passes.kinds.conv import ConvGeometry
 from xbar.passes.kinds.conv_transpose import ConvTransposeGeometry
-from xbar.passes.numerics.crossbar import Crossbar, CrossbarSettings
+from xbar.passes.numerics.crossbar import Crossbar
+from xbar.passes.numerics.settings import CrossbarSettings
 from xbar.passes.rewrites.export_ops import CUSTOM_OPS, TENSORS, op_arguments
 
 SETTINGS = CrossbarSettings("fc", input_range=2.5, scale_ratio=40.0, g_min=1.0, g_max=25.0, dac_steps=254,

@@ -22,7 +22,8 @@ from xbar.compiler.devices.arrays import adc_unit, drift_readout
 from xbar.compiler.devices.programming import PROGRAMMING_KEY, programming_of
 from xbar.models import load_digits_split, load_pretrained
 from xbar.passes.capture import copy_graph_module
-from xbar.passes.numerics.crossbar import CrossbarSettings, crossbar_modules
+from xbar.passes.numerics.crossbar import crossbar_modules
+from xbar.passes.numerics.settings import CrossbarSettings
 
 ZOO = ("mlp", "lenet", "resnet", "transformer")
 LEVELS = (0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0)

@@ -33,7 +33,7 @@ def test_the_hwa_preset_exports_its_per_column_scale_ratios_and_onnx_runtime_agr
              for n in exported.model.graph.node if n.domain == "ai.xbar"}
     for name, module in exported.crossbars().items():
         assert np.array_equal(np.float32(nodes[name]["column_out_scale"]),
-                              module.settings.column_out_scale.numpy())
+                              np.float32(module.settings.constants["column_out_scale"]))
         assert len(nodes[name]["column_scale_ratios"]) == module.g_plus.shape[0]
     assert_within_one_adc_step(exported.run(x), exported.expected(x), exported.last_adc_step())
 

@@ -21,8 +21,8 @@ from xbar.compiler.cli.inspection_view import (
 )
 from xbar.compiler.config.hardware import LayerRule
 from xbar.compiler.inspection.archive import save_graph
+from xbar.compiler.inspection.converted import summarize, summarize_converted
 from xbar.compiler.inspection.read import load_inspection
-from xbar.compiler.inspection.summary import summarize, summarize_converted
 from xbar.passes.errors import InspectError
 
 from conftest import eight_bit, make_input, make_model

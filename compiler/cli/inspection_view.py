@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ...passes.digital import DigitalLayer
+from ...passes.digital_layer import DigitalLayer
 from ...passes.errors import InspectError
 from ..config.hardware import HardwareConfig
 from ..config.settings_text import settings_text

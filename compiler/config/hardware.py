@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from ...passes.errors import ConfigError
-from ...passes.matching import names_module_type
+from ...passes.module_names import names_module_type
 from ...passes.numerics.converter import SinglePairConductanceConverter
 from ...passes.parameters import (
     BoundManagementType,

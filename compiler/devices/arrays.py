@@ -35,7 +35,8 @@ import torch
 from torch import Tensor, fx, nn
 
 from ...passes.errors import DeviceModelError
-from ...passes.numerics.crossbar import Crossbar, CrossbarSettings, _periphery_in, adc_weight, crossbar_modules
+from ...passes.numerics.crossbar import Crossbar, _periphery_in, adc_weight, crossbar_modules
+from ...passes.numerics.settings import CrossbarSettings
 from .base import BaseNoiseModel
 
 READOUT_FLOOR = 1e-4

@@ -24,7 +24,7 @@ from ...passes.errors import InspectError
 from ..files import write_atomically
 from ..pipeline.record import Stage, record_of
 from ..version import __version__
-from .summary import summarize
+from .converted import summarize
 
 GRAPH_FORMAT = "xbar-graph"
 GRAPH_FORMAT_VERSION = 2

@@ -28,14 +28,10 @@ import onnx
 from google.protobuf.message import DecodeError
 from onnx import external_data_helper, numpy_helper
 
-from ...passes.digital import DigitalLayer
+from ...passes.digital_layer import DigitalLayer
 from ...passes.errors import InspectError
-from ...passes.kinds import KINDS
-from ..onnx.ops import DOMAIN
-from .archive import GRAPH_FORMAT, read_graph_archive
+from ..onnx.names import DOMAIN, VERSION
 from .summary import REQUIRED_SETTINGS, SETTINGS_FIELDS, LayerSummary, settings_from
-
-KIND_OF_OP = {kind.onnx_op: kind for kind in KINDS}
 
 
 @dataclass(frozen=True)
@@ -76,6 +72,7 @@ def _load_onnx(path: Path) -> Inspection:
     except (DecodeError, ValueError) as exc:
         raise InspectError(f"{path} is neither an ONNX model nor an xbar graph archive "
                            "(give a file written by `xbar compile -o` or `--save-graph`)") from exc
+    _check_domain_version(model, path)
     _load_external_data(model, path)
     initializers = {t.name: t for t in model.graph.initializer}
     metadata = {p.key: _maybe_json(p.value) for p in model.metadata_props}
@@ -106,6 +103,14 @@ def _digital_layers(entries, path: Path) -> tuple[DigitalLayer, ...]:
                            "re-export it") from exc
 
 
+def _check_domain_version(model: onnx.ModelProto, path: Path) -> None:
+    """Refuse a file of a newer ai.xbar contract than this xbar reads (its ops may mean something else)."""
+    version = next((o.version for o in model.opset_import if o.domain == DOMAIN), None)
+    if version is not None and version > VERSION:
+        raise InspectError(f"{path} uses the {DOMAIN} ops of version {version}; this xbar reads up to version "
+                           f"{VERSION}: inspect it with the xbar that wrote it")
+
+
 def _load_external_data(model: onnx.ModelProto, path: Path) -> None:
     """Read the tensors kept in data files next to ``path`` (``xbar compile --external-data``), if any."""
     locations = {entry.value for tensor in model.graph.initializer
@@ -119,22 +124,20 @@ def _load_external_data(model: onnx.ModelProto, path: Path) -> None:
 
 
 def _summary_of_array(nodes: list[onnx.NodeProto], initializers: dict, recorded: dict) -> LayerSummary:
-    """One array from its first node (its attributes and G+ / G-), its call sites and what the metadata recorded."""
+    """One array from its first node (its attributes and G+ / G-), its call sites and what the metadata recorded.
+
+    The kind is the one the metadata recorded (``conv2d``); files without it show the node's op type."""
     node = nodes[0]
     attributes = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
     missing = [key for key in REQUIRED_SETTINGS if key not in attributes]
     tensors = [initializers.get(name) for name in node.input[1:3]]
-    kind = KIND_OF_OP.get(node.op_type)
-    if kind is None:
-        raise InspectError(f"node {node.name!r} is {DOMAIN}::{node.op_type}, an op this xbar does not know; "
-                           "inspect it with the xbar that wrote it")
     if missing or None in tensors:
         raise InspectError(f"node {node.name!r} ({DOMAIN}::{node.op_type}) lacks "
                            f"{'attributes ' + ', '.join(missing) if missing else 'its G+/G- initializers'}; "
                            "was the file written by an older xbar? Re-export it")
     settings = settings_from({key: attributes[key] for key in SETTINGS_FIELDS if key in attributes})
     g_plus, g_minus = (numpy_helper.to_array(t) for t in tensors)
-    return LayerSummary(node.name, kind.describe(g_plus.ndim), g_plus.shape, settings, g_plus, g_minus,
+    return LayerSummary(node.name, recorded.get("kind", node.op_type), g_plus.shape, settings, g_plus, g_minus,
                         recorded.get("rule"), recorded.get("source_weight"), recorded.get("has_bias"),
                         tuple(n.name for n in nodes))
 
@@ -154,6 +157,8 @@ def _node_line(node: onnx.NodeProto) -> str:
 # -- graph archives ----------------------------------------------------------------------------
 
 def _load_graph_archive(path: Path) -> Inspection:
+    from .archive import GRAPH_FORMAT, read_graph_archive  # a torch file: torch only for it
+
     archive = read_graph_archive(path)
     layers = [LayerSummary.from_description(layer, layer["g_plus"].numpy(), layer["g_minus"].numpy())
               for layer in archive["layers"]]

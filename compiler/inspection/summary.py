@@ -1,10 +1,10 @@
-"""The one per-array summary every file and view reads: :class:`LayerSummary`, from a converted model in memory.
+"""The one per-array summary every file and view reads: :class:`LayerSummary`, and :class:`ModelSummary`.
 
-:func:`summarize` reads a converted model once: its crossbar arrays (one row
-per array, with the graph nodes that call it) and its layers with a weight that
-stay digital, and why. The ONNX metadata (``xbar.layers``, ``xbar.digital_layers``),
-the graph archive and ``xbar inspect`` all keep :meth:`LayerSummary.description`
-and :meth:`~xbar.passes.digital.DigitalLayer.as_dict`, so a new export target
+Plain records (numpy, no torch): :func:`~xbar.compiler.inspection.converted.summarize`
+makes them from a converted model in memory, and ``xbar inspect`` reads them back
+from a file. The ONNX metadata (``xbar.layers``, ``xbar.digital_layers``), the
+graph archive and ``xbar inspect`` all keep :meth:`LayerSummary.description` and
+:meth:`~xbar.passes.digital_layer.DigitalLayer.as_dict`, so a new export target
 reads the same thing.
 
 An array called from more than one place (one ``nn.Linear`` applied twice, an
@@ -18,12 +18,9 @@ from dataclasses import dataclass, field
 from typing import Mapping, Optional
 
 import numpy as np
-from torch import fx
 
-from ...passes.digital import DigitalLayer
-from ...passes.numerics.crossbar import Crossbar, CrossbarSettings, crossbar_modules
-from ...passes.plan import tag_of
-from ..pipeline.record import Stage, record_of
+from ...passes.digital_layer import DigitalLayer
+from ...passes.numerics.settings import CrossbarSettings
 
 AT_G_MAX_TOLERANCE = 0.01
 """A device counts as at g_max when within this fraction of (g_max - g_min) of it."""
@@ -94,30 +91,6 @@ class ModelSummary:
 
     arrays: list[LayerSummary]
     digital: tuple[DigitalLayer, ...] = ()
-
-
-def summarize(converted: fx.GraphModule) -> ModelSummary:
-    """The arrays and digital layers of a converted GraphModule (from :func:`xbar.convert`)."""
-    record = record_of(converted, "summarize()", Stage.CONVERTED)
-    return ModelSummary(summarize_converted(converted), record.digital)
-
-
-def summarize_converted(converted: fx.GraphModule) -> list[LayerSummary]:
-    """The crossbar arrays of a converted GraphModule, in module order."""
-    calls: dict[str, list[fx.Node]] = {}
-    for node in converted.graph.nodes:
-        if node.op == "call_module":
-            calls.setdefault(node.target, []).append(node)
-    return [_summary_of_module(name, module, calls.get(name, []))
-            for name, module in crossbar_modules(converted).items()]
-
-
-def _summary_of_module(name: str, module: Crossbar, calls: list[fx.Node]) -> LayerSummary:
-    # float32, as the ONNX file holds them: numpy has no bfloat16
-    g_plus, g_minus = (g.detach().float().numpy() for g in (module.g_plus, module.g_minus))
-    rule = next((tag.plan.rule for node in calls if (tag := tag_of(node)) is not None), None)
-    return LayerSummary(name, module.kind.describe(g_plus.ndim), g_plus.shape, module.settings, g_plus, g_minus,
-                        rule, module.source_weight, module.bias is not None, tuple(node.name for node in calls))
 
 
 def settings_from(values: dict) -> CrossbarSettings:

@@ -31,14 +31,8 @@ from onnxscript import FLOAT, script
 from onnxscript import opset20 as op
 from onnxscript.values import OnnxFunction, Opset
 
-DOMAIN = "ai.xbar"
-VERSION = 4
-"""Bump whenever an op's meaning changes or an op is added (2: ``CrossbarConvTranspose``;
-3: the ``drift_gain`` attribute; 4: per-column scale ratios and drift gains (``column_scale_ratios``,
-``column_drift_gains``, ``column_out_scale``), 0 instead of inf for no clip in ``input_clip`` /
-``dac_clip`` / ``adc_clip``, the bodies' steps in :data:`PERIPHERY_DOMAIN`)."""
-PERIPHERY_DOMAIN = "ai.xbar.periphery"
-PERIPHERY_VERSION = 1
+from .names import DOMAIN, PERIPHERY_DOMAIN, PERIPHERY_VERSION, VERSION
+
 OPSET = op.version
 """The standard ONNX opset of the exported graph and of the function bodies (they must match)."""
 

@@ -43,7 +43,8 @@ from ...passes.numerics.crossbar import Crossbar, crossbar_modules
 from ...passes.rewrites.export_ops import CrossbarToCustomOpsPass
 from ...passes.rewrites.functional_ops import FunctionalInPlaceOpsPass
 from ..devices.programming import programming_of
-from ..inspection.summary import LayerSummary, summarize
+from ..inspection.converted import summarize
+from ..inspection.summary import LayerSummary
 from ..pipeline.record import CompileRecord, Stage, record_of
 from ..version import __version__
 from . import bodies as onnx_bodies

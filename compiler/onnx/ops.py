@@ -42,9 +42,10 @@ from onnxscript.values import OnnxFunction
 
 from ...passes.kinds import KINDS
 from ...passes.kinds.base import LayerKind
-from ...passes.numerics.crossbar import CrossbarSettings
+from ...passes.numerics.settings import CrossbarSettings
 from ...passes.rewrites.export_ops import CUSTOM_OPS, TENSORS, decode_arguments, op_parameters
-from .bodies import DOMAIN, FUNCTIONS, VERSION, XBAR
+from .bodies import FUNCTIONS, XBAR
+from .names import DOMAIN, VERSION
 
 _ATTR = OpSchema.AttrType
 

@@ -12,7 +12,7 @@ from enum import Enum
 
 from torch import fx
 
-from ...passes.digital import DigitalLayer
+from ...passes.digital_layer import DigitalLayer
 from ...passes.errors import UserError
 from ...passes.plan import LayerPlan
 from ..config.hardware import HardwareConfig

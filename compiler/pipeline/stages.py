@@ -20,7 +20,8 @@ from rich.progress import track
 from torch import fx, nn
 
 from ...passes.capture import CaptureMethod, capture, copy_graph_module
-from ...passes.digital import DigitalLayer, digital_layers
+from ...passes.digital import digital_layers
+from ...passes.digital_layer import DigitalLayer
 from ...passes.errors import ModelError, NoCrossbarLayersWarning, UnmatchedSelectorWarning, UserError
 from ...passes.infra import run_passes
 from ...passes.matching import CrossbarLayer, LayerSelection, Pattern, match_layers

@@ -3,16 +3,20 @@
 Reproduces aihwkit's ``SinglePairConductanceConverter``: one device pair per
 cross-point, positive weights on G+, negative on G-, the other device at g_min,
 and the largest absolute weight mapped to ``g_max - g_min`` above g_min.
+
+Pure tensor arithmetic on the tensors it is given (detached, so no gradient is
+recorded): the module imports no torch, and a configuration holding a converter
+loads in the command line's torch-free paths (``xbar inspect`` of an ONNX file).
 """
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Tuple
-
-import torch
-from torch import Tensor
+from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 
 from ..errors import ConverterError
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 ZERO_CLIP = 1e-7
 """Smallest abs-max weight divided by, so an all-zero weight never divides by zero."""
@@ -40,7 +44,6 @@ class SinglePairConductanceConverter:
     def __str__(self) -> str:
         return f"{type(self).__name__}(g_max={self.g_max:1.2f}, g_min={self.g_min:1.2f})"
 
-    @torch.no_grad()
     def convert_to_conductances(self, weights: Tensor, columnwise: bool = False) -> Tuple[List[Tensor], Dict]:
         """Return ``([G+, G-], {"scale_ratio": s})`` with ``s = (g_max - g_min) / max|W|``.
 
@@ -48,6 +51,7 @@ class SinglePairConductanceConverter:
         output row of ``weights`` (dim 0), giving one scale ratio per output column
         of the array, shaped to broadcast against ``weights``.
         """
+        weights = weights.detach()
         if columnwise:
             abs_max = weights.abs().flatten(1).amax(dim=1).view(-1, *([1] * (weights.dim() - 1)))
         else:
@@ -58,12 +62,11 @@ class SinglePairConductanceConverter:
         g_minus = (-scaled).clamp(min=0.0, max=self.g_max) + self.g_min
         return [g_plus, g_minus], {"scale_ratio": scale_ratio}
 
-    @torch.no_grad()
     def convert_back_to_weights(self, conductances: List[Tensor], params: Dict) -> Tensor:
         """Recover the weights: ``((G+ - g_min) - (G- - g_min)) / scale_ratio``."""
         if len(conductances) != 2:
             raise ConverterError("conductances must contain exactly two elements")
         if "scale_ratio" not in params:
             raise ConverterError("params do not contain scale_ratio")
-        g_plus, g_minus = conductances
+        g_plus, g_minus = (g.detach() for g in conductances)
         return ((g_plus - self.g_min) - (g_minus - self.g_min)) / params["scale_ratio"]

@@ -18,9 +18,6 @@ ONNX function body and PyTorch use bit-identical constants.
 
 from __future__ import annotations
 
-import struct
-import typing
-from dataclasses import asdict, dataclass, fields
 from typing import Any, Optional
 
 import torch
@@ -28,112 +25,7 @@ from torch import Tensor, fx, nn
 
 from ..kinds.base import LayerKind
 from .compiled_state import CompiledState
-
-
-def _f32(value: float) -> float:
-    """Round a Python float to the nearest float32 value (no tensor, so a compiler traces it)."""
-    return struct.unpack("f", struct.pack("f", value))[0]
-
-
-@dataclass(frozen=True)
-class CrossbarSettings:
-    """Everything a backend needs to program one array and its periphery.
-
-    Primary fields describe the hardware; the derived float32 constants
-    (:meth:`constants`) are what the simulation and the ONNX body compute with.
-    ``tile_row`` / ``tile_col`` place the array in its layer's grid of arrays.
-    ``column_scale_ratios`` (an xbar extension, empty by default) gives each
-    output column its own scale ratio, which then replaces ``scale_ratio``.
-    ``drift_gain`` (1 by default) is the digital gain drift compensation applies
-    to the ADC codes; it is folded into ``out_scale``, so ``z * out_scale`` (one
-    float32 multiply, in PyTorch and in an ONNX body alike) applies it bit for
-    bit. ``column_drift_gains`` (empty by default) is its per-column form; both
-    per-column forms are folded into the constant ``column_out_scale``.
-
-    No bound, no converter, no range is 0, in every field and constant:
-    ``input_range == 0`` means no input range (no clip, r = 1), ``dac_steps`` /
-    ``adc_steps == 0`` ideal converters, ``out_bound == 0`` no ADC clip, and the
-    constants ``input_clip`` / ``dac_clip`` / ``adc_clip == 0`` no clip.
-    (aihwkit's ``<= 0`` spelling in the config is read as 0 by :class:`IOParameters`.)
-    """
-
-    layer: str
-    input_range: float
-    scale_ratio: float
-    g_min: float
-    g_max: float
-    dac_steps: float
-    adc_steps: float
-    out_bound: float
-    tile_row: int = 0
-    tile_col: int = 0
-    drift_gain: float = 1.0
-    column_scale_ratios: tuple[float, ...] = ()
-    column_drift_gains: tuple[float, ...] = ()
-
-    def __post_init__(self):
-        # derived once, when the settings are made: a compiler then reads plain attributes
-        constants = self._derive_constants()
-        constants["column_out_scale"] = self._derive_column_out_scale(constants["out_scale"])
-        columns = constants["column_out_scale"]
-        column_out_scale = torch.tensor(columns, dtype=torch.float32) if columns else None
-        object.__setattr__(self, "_constants", constants)
-        object.__setattr__(self, "_column_out_scale", column_out_scale)
-
-    @property
-    def constants(self) -> dict:
-        """The float32 constants of the module docstring, plus rounding flags and the per-column
-        ``out_scale`` (empty: ``out_scale`` for every column)."""
-        return self._constants
-
-    @property
-    def column_out_scale(self) -> Optional[Tensor]:
-        """The constant ``column_out_scale`` as a float32 tensor, or None for one scale ratio and gain per array."""
-        return self._column_out_scale
-
-    def _derive_constants(self) -> dict:
-        r = self.input_range or 1.0
-        h_in = self.dac_steps / 2 if self.dac_steps else 0.0
-        h_out = self.adc_steps / 2 if self.adc_steps else 0.0
-        bound = self.out_bound
-        g_span = self.g_max - self.g_min
-        in_unit = 1.0 / h_in if h_in else 1.0
-        adc_unit = bound / h_out if h_out else 1.0
-        return {
-            "input_clip": _f32(self.input_range) if self.input_range else 0.0,
-            "in_scale": _f32((h_in or 1.0) / r),
-            "dac_round": int(bool(h_in)),
-            "dac_clip": _f32(h_in) if h_in else 0.0,
-            "adc_scale": _f32(in_unit / g_span / adc_unit),
-            "adc_round": int(bool(h_out)),
-            "adc_clip": _f32(bound / adc_unit) if bound else 0.0,
-            "out_scale": _f32(adc_unit * r * g_span / self.scale_ratio * self.drift_gain),
-        }
-
-    def _derive_column_out_scale(self, out_scale: float) -> tuple[float, ...]:
-        """float32 values, computed without tensors (under a tracer's fake mode, a tensor has no values)."""
-        if not self.column_scale_ratios and not self.column_drift_gains:
-            return ()
-        if self.column_scale_ratios:
-            scales = [out_scale * self.scale_ratio / s for s in self.column_scale_ratios]
-        else:
-            scales = [out_scale] * len(self.column_drift_gains)
-        if self.column_drift_gains:
-            scales = [scale * gain for scale, gain in zip(scales, self.column_drift_gains)]
-        return tuple(_f32(scale) for scale in scales)
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def hardware_fields(cls) -> dict[str, type]:
-        """Name -> type of every field, in field order: the custom ops' and the ONNX nodes' hardware arguments."""
-        types = typing.get_type_hints(cls)
-        return {f.name: types[f.name] for f in fields(cls)}
-
-    def hardware(self) -> dict:
-        """The values of :meth:`hardware_fields`, in field order."""
-        return {name: getattr(self, name) for name in self.hardware_fields()}
+from .settings import CrossbarSettings
 
 
 def _periphery_in(x: Tensor, c: dict) -> Tensor:
@@ -158,6 +50,12 @@ def adc_weight(g_plus: Tensor, g_minus: Tensor, settings: CrossbarSettings) -> T
     return (g_plus - g_minus).mul_(settings.constants["adc_scale"])
 
 
+def column_out_scale(settings: CrossbarSettings) -> Optional[Tensor]:
+    """The constant ``column_out_scale`` as a float32 tensor, or None for one scale ratio and gain per array."""
+    columns = settings.constants["column_out_scale"]
+    return torch.tensor(columns, dtype=torch.float32) if columns else None
+
+
 def _periphery_out(z: Tensor, bias: Optional[Tensor], settings: CrossbarSettings, channel_dim: int,
                    out_scale: Optional[Tensor] = None) -> Tensor:
     """Round and clip the ADC codes ``z`` in place, scale back, add the bias.
@@ -170,7 +68,7 @@ def _periphery_out(z: Tensor, bias: Optional[Tensor], settings: CrossbarSettings
         z = z.round_()
     if c["adc_clip"]:
         z = z.clamp_(-c["adc_clip"], c["adc_clip"])
-    per_column = settings.column_out_scale if out_scale is None else out_scale
+    per_column = column_out_scale(settings) if out_scale is None else out_scale
     if per_column is None:
         z = z.mul_(c["out_scale"])
     elif per_column.dim() == 0 or channel_dim == -1:
@@ -243,7 +141,7 @@ class Crossbar(CompiledState, nn.Module):
         self.adc_weight()
         if self._out_scale_settings is self.settings:
             return
-        scale = self.settings.column_out_scale
+        scale = column_out_scale(self.settings)
         if scale is None:
             scale = torch.tensor(self.settings.constants["out_scale"], dtype=torch.float32)
         if self.compiled_out_scale is not None and self.compiled_out_scale.shape == scale.shape:

@@ -36,7 +36,8 @@ from torch.fx.passes.infra.pass_base import PassBase, PassResult
 from ..errors import PostconditionError
 from ..kinds import KINDS
 from ..kinds.base import LayerKind
-from ..numerics.crossbar import Crossbar, CrossbarSettings, adc_weight, run_crossbar
+from ..numerics.crossbar import Crossbar, adc_weight, run_crossbar
+from ..numerics.settings import CrossbarSettings
 
 NAMESPACE = "xbar"
 TENSORS = ("g_plus", "g_minus", "bias")

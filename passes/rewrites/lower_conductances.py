@@ -19,7 +19,8 @@ from torch import Tensor, fx
 from torch.fx.passes.infra.pass_base import PassBase, PassResult
 
 from ..errors import PostconditionError
-from ..numerics.crossbar import Crossbar, CrossbarSettings
+from ..numerics.crossbar import Crossbar
+from ..numerics.settings import CrossbarSettings
 from ..operands import resolve_attribute
 from ..plan import (
     NodeTag,

@@ -12,7 +12,7 @@ import argparse
 
 from ...files import check_writable, reporting_write_errors
 from ...inspection.archive import save_graph
-from ...inspection.summary import summarize
+from ...inspection.converted import summarize
 from ...onnx.export import export_onnx_files
 from ..console import is_reporting_process, quiet_loggers, say, stderr_console, stdout_console
 from ..inspection_view import count_text, describe_config, print_layers

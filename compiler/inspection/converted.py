@@ -1,0 +1,37 @@
+"""The per-array summary of a converted model in memory (:mod:`.summary` holds the records, torch-free).
+
+An array called from more than one place is one row, with every graph node that calls it.
+"""
+
+from __future__ import annotations
+
+from torch import fx
+
+from ...passes.numerics.crossbar import Crossbar, crossbar_modules
+from ...passes.plan import tag_of
+from ..pipeline.record import Stage, record_of
+from .summary import LayerSummary, ModelSummary
+
+
+def summarize(converted: fx.GraphModule) -> ModelSummary:
+    """The arrays and digital layers of a converted GraphModule (from :func:`xbar.convert`)."""
+    record = record_of(converted, "summarize()", Stage.CONVERTED)
+    return ModelSummary(summarize_converted(converted), record.digital)
+
+
+def summarize_converted(converted: fx.GraphModule) -> list[LayerSummary]:
+    """The crossbar arrays of a converted GraphModule, in module order."""
+    calls: dict[str, list[fx.Node]] = {}
+    for node in converted.graph.nodes:
+        if node.op == "call_module":
+            calls.setdefault(node.target, []).append(node)
+    return [_summary_of_module(name, module, calls.get(name, []))
+            for name, module in crossbar_modules(converted).items()]
+
+
+def _summary_of_module(name: str, module: Crossbar, calls: list[fx.Node]) -> LayerSummary:
+    # float32, as the ONNX file holds them: numpy has no bfloat16
+    g_plus, g_minus = (g.detach().float().numpy() for g in (module.g_plus, module.g_minus))
+    rule = next((tag.plan.rule for node in calls if (tag := tag_of(node)) is not None), None)
+    return LayerSummary(name, module.kind.describe(g_plus.ndim), g_plus.shape, module.settings, g_plus, g_minus,
+                        rule, module.source_weight, module.bias is not None, tuple(node.name for node in calls))
