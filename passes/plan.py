@@ -45,6 +45,9 @@ class LayerPlan:
         if self.columnwise and not self.layer.kind.columnwise:
             raise ConfigError(f"{self.layer.name}: a {self.layer.kind.name} layer cannot have one scale ratio per "
                               "column; set mapping.weight_scaling_columnwise = false for it")
+        if self.mapping.out_scaling_columnwise and not self.layer.kind.columnwise:
+            raise ConfigError(f"{self.layer.name}: a {self.layer.kind.name} layer cannot learn one output scale per "
+                              "column; set mapping.out_scaling_columnwise = false for it")
         if self.modifier.active and self.modifier.per_channel and not self.layer.kind.columnwise:
             raise ConfigError(f"{self.layer.name}: a {self.layer.kind.name} layer has no per-channel weight noise; "
                               "set modifier.type = ADD_NORMAL for it")
@@ -84,6 +87,8 @@ class Role(Enum):
     CROSSBAR = "crossbar"
     WEIGHT_NOISE = "weight_noise"
     OUTPUT_NOISE = "output_noise"
+    WEIGHT_SCALES = "weight_scales"
+    OUT_SCALING = "out_scaling"
 
 
 class Scope(Enum):
@@ -170,12 +175,12 @@ def input_chain(mvm: fx.Node) -> InputChain:
 
 
 def output_chain(mvm: fx.Node) -> list[fx.Node]:
-    """The ADC and rescale nodes that follow a crossbar node, in order."""
+    """The ADC, rescale and learned output-scale nodes that follow a crossbar node, in order."""
     chain, node = [], mvm
     while len(node.users) == 1:
         (user,) = node.users
         tag = tag_of(user)
-        if tag is None or tag.role not in (Role.ADC, Role.RESCALE):
+        if tag is None or tag.role not in (Role.ADC, Role.RESCALE, Role.OUT_SCALING):
             break
         chain.append(user)
         node = user

@@ -32,11 +32,12 @@ from onnxscript import opset20 as op
 from onnxscript.values import OnnxFunction, Opset
 
 DOMAIN = "ai.xbar"
-VERSION = 4
+VERSION = 5
 """Bump whenever an op's meaning changes or an op is added (2: ``CrossbarConvTranspose``;
 3: the ``drift_gain`` attribute; 4: per-column scale ratios and drift gains (``column_scale_ratios``,
 ``column_drift_gains``, ``column_out_scale``), 0 instead of inf for no clip in ``input_clip`` /
-``dac_clip`` / ``adc_clip``, the bodies' steps in :data:`PERIPHERY_DOMAIN`)."""
+``dac_clip`` / ``adc_clip``, the bodies' steps in :data:`PERIPHERY_DOMAIN`; 5: aihwkit's weight
+scaling (``mapped_wmax``) and learned output scales (``out_scales``), both folded into the constants)."""
 PERIPHERY_DOMAIN = "ai.xbar.periphery"
 PERIPHERY_VERSION = 1
 OPSET = op.version
@@ -117,6 +118,7 @@ def CrossbarLinear(X: FLOAT, G_plus: FLOAT, G_minus: FLOAT, B: FLOAT,
                    layer: str, input_range: float, scale_ratio: float, g_min: float, g_max: float,
                    dac_steps: float, adc_steps: float, out_bound: float, tile_row: int, tile_col: int,
                    drift_gain: float, column_scale_ratios: Sequence[float], column_drift_gains: Sequence[float],
+                   mapped_wmax: float, out_scales: Sequence[float],
                    input_clip: float, in_scale: float, dac_round: int, dac_clip: float,
                    adc_scale: float, adc_round: int, adc_clip: float, out_scale: float,
                    column_out_scale: Sequence[float]) -> FLOAT:
@@ -131,6 +133,7 @@ def CrossbarConv(X: FLOAT, G_plus: FLOAT, G_minus: FLOAT, B: FLOAT,
                  layer: str, input_range: float, scale_ratio: float, g_min: float, g_max: float,
                  dac_steps: float, adc_steps: float, out_bound: float, tile_row: int, tile_col: int,
                  drift_gain: float, column_scale_ratios: Sequence[float], column_drift_gains: Sequence[float],
+                 mapped_wmax: float, out_scales: Sequence[float],
                  input_clip: float, in_scale: float, dac_round: int, dac_clip: float,
                  adc_scale: float, adc_round: int, adc_clip: float, out_scale: float,
                  column_out_scale: Sequence[float],
@@ -147,7 +150,7 @@ def CrossbarConvTranspose(X: FLOAT, G_plus: FLOAT, G_minus: FLOAT, B: FLOAT,
                           layer: str, input_range: float, scale_ratio: float, g_min: float, g_max: float,
                           dac_steps: float, adc_steps: float, out_bound: float, tile_row: int, tile_col: int,
                           drift_gain: float, column_scale_ratios: Sequence[float],
-                          column_drift_gains: Sequence[float],
+                          column_drift_gains: Sequence[float], mapped_wmax: float, out_scales: Sequence[float],
                           input_clip: float, in_scale: float, dac_round: int, dac_clip: float,
                           adc_scale: float, adc_round: int, adc_clip: float, out_scale: float,
                           column_out_scale: Sequence[float],
