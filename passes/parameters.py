@@ -299,12 +299,6 @@ class MappingParameter:
     def __post_init__(self):
         self.validate()  # refused when built, not first when a model is prepared
 
-    @property
-    def stores_scales(self) -> bool:
-        """Whether each array keeps aihwkit's stored mapping scales (a buffer) rather than
-        re-deriving them from the weights at every forward or having none (omega 0)."""
-        return not self.weight_scaling_dynamic and self.weight_scaling_omega > 0
-
     def validate(self) -> None:
         for name in ("max_input_size", "max_output_size"):
             value = getattr(self, name)

@@ -72,7 +72,8 @@ def plan_layers(graph_module: fx.GraphModule, config: HardwareConfig,
         resolved, rule = (None, None) if refusal else config.resolve(layer.name, layer.module_type)
         if resolved is not None:
             plans.append(LayerPlan(layer, resolved.forward, resolved.pre_post.input_range,
-                                   resolved.converter, resolved.mapping, rule, resolved.modifier))
+                                   resolved.converter, resolved.mapping, rule, resolved.modifier,
+                                   resolved.remap, resolved.clip))
         else:
             reasons[layer.node.name] = refusal or f"digital by layer rule {rule}"
     if not plans:

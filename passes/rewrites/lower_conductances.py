@@ -11,7 +11,9 @@ Rules, for each crossbar node (``mvm``, one per array) of a prepared graph:
   with scales derived from the weights, max|W| (per column if columnwise) maps to
   g_max - g_min, standing for the analog weight omega; with stored scales (or none,
   omega 0), ``W' = W / alpha`` maps with one ratio per array, g_max - g_min standing
-  for max|W'| (``mapped_wmax``), and a logical weight's ratio is that over alpha;
+  for max|W'| (``mapped_wmax``), and a logical weight's ratio is that over alpha; ``clip`` and
+  ``remap`` constrain the array's weight copy and scales first (so the programmed array satisfies
+  them even when no optimiser step constrained it);
 * the original weights, the input-range and weight-scale modules leave the GraphModule;
 * a graph without crossbar nodes is left untouched.
 """
@@ -26,6 +28,7 @@ from torch.fx.passes.infra.pass_base import PassBase, PassResult
 from ..errors import PostconditionError
 from ..numerics.converter import ZERO_CLIP
 from ..numerics.crossbar import Crossbar, CrossbarSettings
+from ..numerics.weight_constraints import constrain
 from ..numerics.weight_mapping import analog_weights, initial_scales
 from ..operands import resolve_attribute
 from ..plan import (
@@ -81,14 +84,13 @@ def _stored_mapping(plan, weight: Tensor, scales: Tensor) -> tuple[list[Tensor],
 
 
 def array_scales(graph_module: fx.GraphModule, tag: NodeTag, weight: Tensor) -> Optional[Tensor]:
-    """The array's stored weight scales (its ``WeightScales`` module), 1 for omega 0, or None when
-    they are re-derived from the weights."""
-    mapping = tag.plan.mapping
-    if mapping.weight_scaling_omega > 0 and not mapping.stores_scales:
-        return None
-    name = retag(tag, Role.WEIGHT_SCALES).name
-    module = getattr(graph_module, name, None)
-    return initial_scales(weight, mapping) if module is None else module.scales.detach()
+    """The array's stored weight scales (its ``WeightScales`` module), 1 for omega 0 without them, or
+    None when they are re-derived from the weights."""
+    plan = tag.plan
+    if not plan.stores_scales:
+        return None if plan.mapping.weight_scaling_omega > 0 else initial_scales(weight, plan.mapping)
+    module = getattr(graph_module, retag(tag, Role.WEIGHT_SCALES).name, None)
+    return initial_scales(weight, plan.mapping, plan.scale_rows) if module is None else module.scales.detach()
 
 
 def learned_out_scales(graph_module: fx.GraphModule, tag: NodeTag) -> tuple[float, ...]:
@@ -103,6 +105,8 @@ def build_crossbar(graph_module: fx.GraphModule, tag: NodeTag, input_range: floa
     plan = tag.plan
     weight = _weight_block(graph_module, tag)
     scales = array_scales(graph_module, tag, weight)
+    if scales is not None and (plan.clip.active or plan.remap.active):  # what the programmed array holds
+        weight, scales = constrain(weight, scales, plan.clip, plan.remap)
     (g_plus, g_minus), array_ratio, column_ratios, mapped_wmax = (
         _dynamic_mapping(plan, weight) if scales is None else _stored_mapping(plan, weight, scales))
     settings = CrossbarSettings(
