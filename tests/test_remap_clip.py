@@ -2,6 +2,9 @@
 torch inference tiles (and, where that tile refuses a setting, the rule aihwkit documents for it); the
 hwa preset with them, end to end."""
 
+import json
+
+import onnx
 import pytest
 import torch
 from aihwkit.nn import AnalogLinear
@@ -154,3 +157,21 @@ def test_the_hwa_preset_is_aihwkits_and_fine_tunes_converts_and_exports(tmp_path
     exported = Exported(converted, export_onnx(converted, (x[:16],), tmp_path / "hwa.onnx"))
     assert_within_one_adc_step(exported.run(x), exported.expected(x), exported.last_adc_step())
     assert (exported.run(x).argmax(1) == exported.expected(x).argmax(1)).mean() > 0.95
+
+
+def test_layer_rules_and_the_exported_config_carry_mapping_remap_and_clip(tmp_path):
+    model = nn.Sequential(nn.Linear(8, 6), nn.ReLU(), nn.Linear(6, 4))
+    x = torch.randn(16, 8, generator=torch.Generator().manual_seed(0))
+    config = constrained_configs("CHANNELWISE_SYMMETRIC", "FIXED_VALUE", fixed_value=1.0)[1]
+    config = config.with_overrides({"layers": [{"name": "2", "overrides": {
+        "mapping.weight_scaling_omega": 0.0, "remap.type": "NONE", "clip.type": "NONE"}}]})
+    converted = convert(prepare(model, (x,), config))
+    first, second = [m for m in converted.modules() if hasattr(m, "g_plus")]
+    assert first.settings.mapped_wmax == pytest.approx(1.0) and len(first.settings.column_scale_ratios) == 6
+    assert second.settings.mapped_wmax == pytest.approx(float(model[2].weight.detach().abs().max()))
+    model_file = onnx.load(export_onnx(converted, (x,), tmp_path / "m.onnx"))
+    exported = json.loads({p.key: p.value for p in model_file.metadata_props}["xbar.hardware_config"])
+    assert (exported["remap"]["type"], exported["clip"]["type"], exported["clip"]["fixed_value"]) == (
+        "CHANNELWISE_SYMMETRIC", "FIXED_VALUE", 1.0)
+    assert exported["mapping"]["weight_scaling_dynamic"] is False
+    assert exported["layers"][0]["overrides"]["mapping.weight_scaling_omega"] == 0.0

@@ -5,6 +5,8 @@ ONNX contract carries it and ONNX Runtime reproduces it."""
 import numpy as np
 import pytest
 import torch
+from aihwkit.nn import AnalogLinear
+from aihwkit.simulator.parameters.enums import WeightModifierType
 from aihwkit_tiles import BOUND, RANGE, aihwkit_config, aihwkit_forward, layer_and_input, xbar_config
 from onnx_parity import Exported, assert_within_one_adc_step
 
@@ -81,3 +83,23 @@ def test_refused_mapping_values_say_what_to_do():
         HardwareConfig().with_overrides({"mapping.weight_scaling_omega": -1.0})
     with pytest.raises(ConfigError, match="digital_bias = false"):
         HardwareConfig().with_overrides({"mapping.digital_bias": False})
+
+
+def test_the_weight_modifier_draws_on_the_stored_analog_weights_as_aihwkit():
+    """aihwkit's torch tile adds ADD_NORMAL noise of std_dev * max|W'| to its analog weights; with the
+    same seed, the same draw, so the training forward passes agree."""
+    layer, x = layer_and_input("linear")
+    theirs = aihwkit_config(1.0, True)
+    theirs.modifier.type, theirs.modifier.std_dev = WeightModifierType.ADD_NORMAL, 0.1
+    analog = AnalogLinear.from_digital(layer, theirs).train()
+    prepared = prepare(layer, (x,), xbar_config(1.0, True).with_overrides(
+        {"modifier.type": "ADD_NORMAL", "modifier.std_dev": 0.1})).train()
+    with torch.no_grad():
+        torch.manual_seed(5)
+        expected = analog(x)
+        torch.manual_seed(5)
+        got = prepared(x)
+        clean = prepared.eval()(x)
+    step = 2 * BOUND / 254 * RANGE * float(layer.weight.detach().abs().max())
+    assert torch.allclose(got, expected, atol=1e-4 * step, rtol=1e-5)
+    assert (got - clean).abs().max() > step  # the noise is there

@@ -46,10 +46,15 @@ class WeightNoise(TrainingNoise):
         super().__init__(params.enable_during_test)
         self.params = params
 
-    def forward(self, weight: Tensor) -> Tensor:
+    def forward(self, weight: Tensor, scales: Optional[Tensor] = None) -> Tensor:
+        """``weight`` plus noise; with the array's stored weight ``scales`` the noise is drawn on the
+        analog weights ``W' = W / alpha`` (aihwkit's tile modifies the weights it stores) and scaled back."""
         if not self.active:
             return weight
-        return weight + modifier_noise(weight.detach(), self.params)
+        if scales is None:
+            return weight + modifier_noise(weight.detach(), self.params)
+        rows = scales.detach().reshape(-1, *([1] * (weight.dim() - 1))) if scales.numel() > 1 else scales.detach()
+        return weight + modifier_noise(weight.detach() / rows, self.params).mul_(rows)
 
     def extra_repr(self) -> str:
         return f"{self.params.type.name}, std_dev={self.params.std_dev:g}"

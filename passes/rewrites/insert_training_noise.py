@@ -4,7 +4,8 @@ Rules, for each crossbar node (``mvm``, one per array):
 * an active weight modifier (``modifier.type`` not NONE, ``std_dev > 0``) inserts
   ``<layer>_weight_noise`` (a :class:`~xbar.passes.numerics.training_noise.WeightNoise`
   submodule of that name) between the array's weight block and the crossbar, so
-  amax is the array's (or its channels');
+  amax is the array's (or its channels'); with stored weight scales the noise is drawn on the
+  analog weights ``W' = W / alpha`` (aihwkit's) and reads the scales node;
 * ``forward.out_noise`` or ``forward.w_noise`` (PCM_READ) inserts
   ``<layer>_output_noise`` (an :class:`~xbar.passes.numerics.training_noise.OutputNoise`)
   right after the crossbar, before the ADC, reading the crossbar's (DAC'd) input
@@ -60,9 +61,10 @@ class InsertTrainingNoisePass(PassBase):
                     user.replace_input_with(mvm, noisy)
                 modified = True
             if plan.modifier.active:
+                scales = weight_scales_node(graph_module, mvm)
                 with graph.inserting_before(mvm):
                     noisy = _module_node(graph_module, retag(tag, Role.WEIGHT_NOISE), WeightNoise(plan.modifier),
-                                         (weight,))
+                                         (weight,), {} if scales is None else {"scales": scales})
                 mvm.update_arg(1, noisy)
                 modified = True
         return PassResult(graph_module, modified)
