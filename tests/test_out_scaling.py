@@ -50,6 +50,25 @@ def test_forward_and_gradient_match_aihwkit(kind, columnwise):
     assert torch.allclose(ours.alpha.grad, tile.out_scaling_alpha.grad, rtol=1e-4, atol=1e-3)
 
 
+@pytest.mark.parametrize("kind", ["linear", "conv"])
+def test_the_logical_weight_gradient_is_aihwkits_analog_one_times_alpha(kind):
+    """aihwkit's tile trains W' = W / alpha with its gradient divided by alpha**2 (SGD on W' is SGD on W),
+    so the logical weight's gradient is that times alpha; ideal converters and an ADC bound that clips
+    (with 254 steps the two mask the ADC's gradient at slightly different outputs: after rounding and
+    inclusive in aihwkit's torch tile, before rounding in xbar)."""
+    layer, x = layer_and_input(kind)
+    theirs = aihwkit_config(1.0, True, steps=-1)
+    analog = (AnalogLinear if kind == "linear" else AnalogConv2d).from_digital(layer, theirs).train()
+    (tile,) = analog.analog_tiles()
+    prepared = prepare(layer, (x,), xbar_config(1.0, True, steps=-1)).train()
+    upstream = torch.randn(analog(x).shape, generator=torch.Generator().manual_seed(1))
+    (analog(x) * upstream).sum().backward()
+    (prepared(x) * upstream).sum().backward()
+    weight = prepared.get_parameter("weight")
+    scales = tile.get_mapping_scales().view(-1, *([1] * (weight.dim() - 1)))
+    assert torch.allclose(weight.grad, tile.tile.weight.grad.view(weight.shape) * scales, rtol=1e-4, atol=1e-4)
+
+
 def test_fine_tune_trains_the_scales_and_convert_folds_them_into_the_output_scale(tmp_path):
     layer, x = layer_and_input("linear")
     prepared = prepare(layer, (x,), with_out_scaling(True)[1])

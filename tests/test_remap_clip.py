@@ -2,6 +2,7 @@
 torch inference tiles (and, where that tile refuses a setting, the rule aihwkit documents for it); the
 hwa preset with them, end to end."""
 
+import copy
 import json
 
 import onnx
@@ -175,3 +176,21 @@ def test_layer_rules_and_the_exported_config_carry_mapping_remap_and_clip(tmp_pa
         "CHANNELWISE_SYMMETRIC", "FIXED_VALUE", 1.0)
     assert exported["mapping"]["weight_scaling_dynamic"] is False
     assert exported["layers"][0]["overrides"]["mapping.weight_scaling_omega"] == 0.0
+
+
+def test_a_compiled_training_step_reads_the_scales_each_remap_leaves():
+    layer, x = layer_and_input("linear")
+    eager = prepare(layer, (x,), constrained_configs("CHANNELWISE_SYMMETRIC", "FIXED_VALUE", fixed_value=0.9)[1])
+    fast = copy.deepcopy(eager)
+    run = torch.compile(fast, fullgraph=True, backend="aot_eager")
+    for model, forward in ((eager, eager), (fast, run)):
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+        for _ in range(2):
+            forward(x).square().mean().backward()
+            optimizer.step()
+            optimizer.zero_grad()
+            constrain_weights(model)
+    with torch.no_grad():
+        assert torch.allclose(run(x), eager(x), rtol=1e-5, atol=1e-5)
+    assert not torch.equal(our_scales(eager), our_scales(prepare(layer, (x,), constrained_configs(
+        "CHANNELWISE_SYMMETRIC")[1])))
