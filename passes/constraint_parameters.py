@@ -3,8 +3,8 @@
 Both act on the analog weights ``W' = W / alpha`` of each array (see
 :mod:`xbar.passes.numerics.weight_mapping`) after every optimiser step of
 ``fine_tune``, clip first, as aihwkit's inference tile does after each step, and
-once more when the model is converted, so the programmed arrays satisfy them
-(:mod:`xbar.passes.numerics.weight_constraints`). Field names, defaults and
+when the model is converted unless a step left the weights so, so the programmed
+arrays satisfy them (:mod:`xbar.passes.numerics.weight_constraints`). Field names, defaults and
 meanings are aihwkit's ``WeightRemapParameter`` and ``WeightClipParameter``.
 """
 

@@ -66,9 +66,11 @@ class LayerPlan:
     @property
     def stores_scales(self) -> bool:
         """Whether each array keeps aihwkit's stored mapping scales (a buffer) rather than re-deriving
-        them from the weights at every forward (dynamic) or having none (omega 0, no remap)."""
+        them from the weights at every forward (dynamic) or having none (omega 0 without remap or clip:
+        alpha = 1; a clipped array keeps them to know whether its weights are still as last clipped)."""
         mapping = self.mapping
-        return not mapping.weight_scaling_dynamic and (mapping.weight_scaling_omega > 0 or self.remap.active)
+        return not mapping.weight_scaling_dynamic and (mapping.weight_scaling_omega > 0 or self.remap.active
+                                                       or self.clip.active)
 
     @property
     def scale_rows(self) -> bool:

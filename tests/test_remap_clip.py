@@ -194,3 +194,23 @@ def test_a_compiled_training_step_reads_the_scales_each_remap_leaves():
         assert torch.allclose(run(x), eager(x), rtol=1e-5, atol=1e-5)
     assert not torch.equal(our_scales(eager), our_scales(prepare(layer, (x,), constrained_configs(
         "CHANNELWISE_SYMMETRIC")[1])))
+
+
+def test_conversion_clips_again_only_weights_no_step_left_clipped():
+    """A statistics-relative clip is not idempotent: conversion keeps weights a step clipped (aihwkit
+    programs what its tile holds) and clips weights written since."""
+    layer, x = layer_and_input("linear")
+    prepared = prepare(layer, (x,), constrained_configs(clip="LAYER_GAUSSIAN", sigma=1.0)[1])
+    weight = prepared.get_parameter("weight")
+
+    def programmed_max() -> float:
+        (crossbar,) = [m for m in convert(prepared).modules() if hasattr(m, "g_plus")]
+        return crossbar.settings.mapped_wmax
+
+    constrain_weights(prepared)
+    with torch.no_grad():
+        kept = float((weight / our_scales(prepared).view(-1, 1)).abs().max())
+    assert programmed_max() == pytest.approx(kept)
+    with torch.no_grad():
+        weight.mul_(1.0)  # written since: clipped again at conversion
+    assert programmed_max() < kept * 0.999

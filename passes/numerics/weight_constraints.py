@@ -1,6 +1,6 @@
 """aihwkit's weight clipping and remapping, on each array's analog weights ``W' = W / alpha``.
 
-After every optimiser step (and once more at conversion) each array whose plan sets
+After every optimiser step (and at conversion, unless a step left them so) each array whose plan sets
 ``clip`` or ``remap`` is constrained as aihwkit's inference tile does, clip first:
 
 * clip: ``W' <- clamp(W', -c, c)`` with ``c`` by :class:`~xbar.passes.constraint_parameters.WeightClipType`
@@ -12,13 +12,15 @@ After every optimiser step (and once more at conversion) each array whose plan s
   one (at least ``max_scale_ref``), as aihwkit's C++ remapper does.
 
 The prepared graph trains the logical weight ``W`` and keeps ``alpha`` in the array's
-:class:`~xbar.passes.numerics.weight_mapping.WeightScales` (1 without one: omega 0).
+:class:`~xbar.passes.numerics.weight_mapping.WeightScales` (1 for omega 0), which also
+remembers whether the weights are still as last constrained: conversion constrains an
+array's copy only when they are not (no step constrained them, or they changed since),
+so a fine-tuned array is programmed exactly as aihwkit's tile holds it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
 from torch import Tensor, fx
@@ -80,18 +82,17 @@ class ConstrainedArray:
 
     weight: Tensor
     """The array's block of its layer's weight parameter (a view)."""
-    scales: Optional[WeightScales]
+    scales: WeightScales
     clip: WeightClipParameter
     remap: WeightRemapParameter
 
     @torch.no_grad()
     def apply(self) -> None:
-        alpha = self.scales.scales if self.scales is not None else torch.ones(1, dtype=self.weight.dtype)
-        weight, alpha_new = constrain(self.weight, alpha, self.clip, self.remap)
+        weight, scales = constrain(self.weight, self.scales.scales, self.clip, self.remap)
         if self.clip.active:
             self.weight.copy_(weight)
-        if self.scales is not None:
-            self.scales.scales.copy_(alpha_new)
+        self.scales.scales.copy_(scales)
+        self.scales.mark_constrained(self.weight)
 
 
 def constrained_arrays(graph_module: fx.GraphModule) -> list[ConstrainedArray]:
@@ -104,7 +105,7 @@ def constrained_arrays(graph_module: fx.GraphModule) -> list[ConstrainedArray]:
         key = (plan.layer.weight, tag.tile)
         if key in arrays or not (plan.clip.active or plan.remap.active):
             continue
-        scales = getattr(graph_module, retag(tag, Role.WEIGHT_SCALES).name, None)
+        scales = graph_module.get_submodule(retag(tag, Role.WEIGHT_SCALES).name)
         arrays[key] = ConstrainedArray(weight_block(graph_module, plan, tag.tile), scales, plan.clip, plan.remap)
     return list(arrays.values())
 

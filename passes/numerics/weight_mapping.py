@@ -70,12 +70,26 @@ class WeightScales(nn.Module):
         super().__init__()
         self.register_buffer("scales", scales.clone())
         self.shape = broadcast_shape(scales, channel_dim, output_dims)
+        self.constrained_key = None
 
     def forward(self) -> Tensor:
         return self.scales.view(self.shape)
 
+    def mark_constrained(self, weight: Tensor) -> None:
+        """Remember that ``weight`` (the array's block) was just clipped and remapped."""
+        self.constrained_key = _tensor_key(weight)
+
+    def constrained(self, weight: Tensor) -> bool:
+        """Whether ``weight`` is unchanged since it was last clipped and remapped."""
+        return self.constrained_key == _tensor_key(weight)
+
     def extra_repr(self) -> str:
         return f"{self.scales.numel()} scale{'s' * (self.scales.numel() != 1)}"
+
+
+def _tensor_key(tensor: Tensor) -> tuple[int, int]:
+    """Where a tensor's data is and how often it was written in place (views share the count)."""
+    return tensor.data_ptr(), tensor._version
 
 
 def analog_weights(weight: Tensor, scales: Tensor) -> Tensor:

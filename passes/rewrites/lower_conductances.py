@@ -12,8 +12,8 @@ Rules, for each crossbar node (``mvm``, one per array) of a prepared graph:
   g_max - g_min, standing for the analog weight omega; with stored scales (or none,
   omega 0), ``W' = W / alpha`` maps with one ratio per array, g_max - g_min standing
   for max|W'| (``mapped_wmax``), and a logical weight's ratio is that over alpha; ``clip`` and
-  ``remap`` constrain the array's weight copy and scales first (so the programmed array satisfies
-  them even when no optimiser step constrained it);
+  ``remap`` constrain the array's weight copy and scales first unless an optimiser step left
+  the weights so (the programmed array satisfies them either way);
 * the original weights, the input-range and weight-scale modules leave the GraphModule;
 * a graph without crossbar nodes is left untouched.
 """
@@ -29,7 +29,7 @@ from ..errors import PostconditionError
 from ..numerics.converter import ZERO_CLIP
 from ..numerics.crossbar import Crossbar, CrossbarSettings
 from ..numerics.weight_constraints import constrain
-from ..numerics.weight_mapping import analog_weights, initial_scales
+from ..numerics.weight_mapping import analog_weights, initial_scales, weight_block
 from ..operands import resolve_attribute
 from ..plan import (
     NodeTag,
@@ -93,6 +93,12 @@ def array_scales(graph_module: fx.GraphModule, tag: NodeTag, weight: Tensor) -> 
     return initial_scales(weight, plan.mapping, plan.scale_rows) if module is None else module.scales.detach()
 
 
+def _constrained_since_written(graph_module: fx.GraphModule, tag: NodeTag) -> bool:
+    """Whether the array's weight block is as its last clip and remap left it."""
+    module = getattr(graph_module, retag(tag, Role.WEIGHT_SCALES).name, None)
+    return module is not None and module.constrained(weight_block(graph_module, tag.plan, tag.tile))
+
+
 def learned_out_scales(graph_module: fx.GraphModule, tag: NodeTag) -> tuple[float, ...]:
     """The array's learned output scales (its ``OutScaling`` module), or () when it learns none."""
     module = getattr(graph_module, retag(tag, Role.OUT_SCALING).name, None)
@@ -105,8 +111,8 @@ def build_crossbar(graph_module: fx.GraphModule, tag: NodeTag, input_range: floa
     plan = tag.plan
     weight = _weight_block(graph_module, tag)
     scales = array_scales(graph_module, tag, weight)
-    if scales is not None and (plan.clip.active or plan.remap.active):  # what the programmed array holds
-        weight, scales = constrain(weight, scales, plan.clip, plan.remap)
+    if (plan.clip.active or plan.remap.active) and not _constrained_since_written(graph_module, tag):
+        weight, scales = constrain(weight, scales, plan.clip, plan.remap)  # what the programmed array holds
     (g_plus, g_minus), array_ratio, column_ratios, mapped_wmax = (
         _dynamic_mapping(plan, weight) if scales is None else _stored_mapping(plan, weight, scales))
     settings = CrossbarSettings(
