@@ -254,17 +254,47 @@ class PrePostProcessingParameter:
 
 @dataclass
 class MappingParameter:
-    """How a layer's weight is laid out on physical arrays.
+    """How a layer's weight is laid out on physical arrays and scaled onto them (aihwkit's names).
 
     ``max_input_size`` / ``max_output_size`` are the array's rows and columns;
-    0 means one array of any size (no tiling). ``weight_scaling_columnwise`` gives
-    every output column its own scale ratio instead of the converter's one ratio
-    per tile (off by default: the reference converter's behaviour).
+    0 means one array of any size (no tiling; xbar's default, aihwkit's is 512).
+
+    Weight scaling (aihwkit's ``apply_weight_scaling``): each array stores the
+    analog weights ``W' = W / alpha`` and multiplies its output by ``alpha`` in
+    digital; the ADC's bound and steps and the training output noise count in
+    units of ``W' x``. ``weight_scaling_omega > 0`` sets ``alpha = max|W| / omega``
+    (per output column with ``weight_scaling_columnwise``; an all-zero one gets 1);
+    ``omega = 0`` (aihwkit's default) scales nothing (``alpha = 1``: the ADC sees
+    ``W x`` in weight units). xbar's default is omega 1 with
+    ``weight_scaling_dynamic``: ``alpha`` is re-derived from the current weights
+    at every forward (as if remapped before each one), so the ADC counts in units
+    of ``max|W|``. With ``weight_scaling_dynamic = False`` (aihwkit's behaviour)
+    ``alpha`` is derived once, when the model is prepared (aihwkit's
+    ``set_weights``), and changed after that only by ``remap``. The conductance
+    converter maps each array's analog weights, one scale ratio per array
+    (with ``weight_scaling_columnwise``, effectively one per column).
+
+    ``learn_out_scaling`` adds a learned digital output scale per array (one, or
+    one per output column with ``out_scaling_columnwise``), initialised to 1 and
+    trained by ``fine_tune`` with the weights (aihwkit's ``out_scaling_alpha``).
+    ``digital_bias`` (True, aihwkit's default) adds the bias in digital after the
+    scales; an analog bias column is not simulated.
     """
 
     max_input_size: int = 0
     max_output_size: int = 0
     weight_scaling_columnwise: bool = False
+    """One scale alpha per output column instead of one per array."""
+    weight_scaling_omega: float = 1.0
+    """The analog weight max|W'| that max|W| is scaled to; 0: no scaling (aihwkit's default 0; xbar's 1)."""
+    weight_scaling_dynamic: bool = True
+    """xbar extension: re-derive alpha from the weights at every forward (True) or keep aihwkit's stored one."""
+    learn_out_scaling: bool = False
+    """Learn a digital output scale per array (aihwkit's ``out_scaling_alpha``)."""
+    out_scaling_columnwise: bool = False
+    """One learned output scale per output column instead of one per array."""
+    digital_bias: bool = True
+    """Add the bias in digital (True, aihwkit's default); False (an analog bias column) is not simulated."""
 
     def __post_init__(self):
         self.validate()  # refused when built, not first when a model is prepared
@@ -274,6 +304,14 @@ class MappingParameter:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 0:
                 raise ConfigError(f"mapping.{name} must be an integer >= 0 (0 = no tiling), got {value!r}")
+        if not self.weight_scaling_omega >= 0:
+            raise ConfigError(f"mapping.weight_scaling_omega must be >= 0 (0 = no weight scaling), "
+                              f"got {self.weight_scaling_omega}")
+        if self.out_scaling_columnwise and not self.learn_out_scaling:
+            raise ConfigError("mapping.out_scaling_columnwise needs mapping.learn_out_scaling = true")
+        if not self.digital_bias:
+            raise ConfigError("mapping.digital_bias = false (the bias as an analog column) is not simulated; "
+                              "set it to true (the bias is added in digital)")
 
 
 @dataclass

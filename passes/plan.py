@@ -17,6 +17,7 @@ import torch
 from torch import fx
 
 from .arrays import Tile
+from .constraint_parameters import WeightClipParameter, WeightRemapParameter, WeightRemapType
 from .errors import ConfigError, PostconditionError
 from .matching import CrossbarLayer
 from .numerics.converter import SinglePairConductanceConverter
@@ -30,7 +31,8 @@ class LayerPlan:
     """One crossbar layer and the hardware settings that apply to it.
 
     ``rule`` says which configuration rule chose these settings (for inspection);
-    ``modifier`` is the weight noise of training forward passes.
+    ``modifier`` is the weight noise of training forward passes; ``remap`` and ``clip``
+    constrain the analog weights after each optimiser step.
     """
 
     layer: CrossbarLayer
@@ -40,11 +42,19 @@ class LayerPlan:
     mapping: MappingParameter = field(default_factory=MappingParameter)
     rule: str = "global"
     modifier: WeightModifierParameter = field(default_factory=WeightModifierParameter)
+    remap: WeightRemapParameter = field(default_factory=WeightRemapParameter)
+    clip: WeightClipParameter = field(default_factory=WeightClipParameter)
 
     def __post_init__(self):
+        if self.remap.type == WeightRemapType.CHANNELWISE_SYMMETRIC and not self.layer.kind.columnwise:
+            raise ConfigError(f"{self.layer.name}: a {self.layer.kind.name} layer cannot be remapped per channel; "
+                              "set remap.type = LAYERWISE_SYMMETRIC for it")
         if self.columnwise and not self.layer.kind.columnwise:
             raise ConfigError(f"{self.layer.name}: a {self.layer.kind.name} layer cannot have one scale ratio per "
                               "column; set mapping.weight_scaling_columnwise = false for it")
+        if self.mapping.out_scaling_columnwise and not self.layer.kind.columnwise:
+            raise ConfigError(f"{self.layer.name}: a {self.layer.kind.name} layer cannot learn one output scale per "
+                              "column; set mapping.out_scaling_columnwise = false for it")
         if self.modifier.active and self.modifier.per_channel and not self.layer.kind.columnwise:
             raise ConfigError(f"{self.layer.name}: a {self.layer.kind.name} layer has no per-channel weight noise; "
                               "set modifier.type = ADD_NORMAL for it")
@@ -52,6 +62,21 @@ class LayerPlan:
     @property
     def columnwise(self) -> bool:
         return self.mapping.weight_scaling_columnwise
+
+    @property
+    def stores_scales(self) -> bool:
+        """Whether each array keeps aihwkit's stored mapping scales (a buffer) rather than re-deriving
+        them from the weights at every forward (dynamic) or having none (omega 0 without remap or clip:
+        alpha = 1; a clipped array keeps them to know whether its weights are still as last clipped)."""
+        mapping = self.mapping
+        return not mapping.weight_scaling_dynamic and (mapping.weight_scaling_omega > 0 or self.remap.active
+                                                       or self.clip.active)
+
+    @property
+    def scale_rows(self) -> bool:
+        """Whether the stored scales are one per output row: columnwise, or remapped (aihwkit's
+        remapping tile keeps one per row) where the kind lays rows out as output columns."""
+        return self.columnwise or (self.remap.active and self.layer.kind.columnwise)
 
     def __deepcopy__(self, memo) -> "LayerPlan":
         """Plans are never mutated, and they point into the graph they were made for
@@ -84,6 +109,8 @@ class Role(Enum):
     CROSSBAR = "crossbar"
     WEIGHT_NOISE = "weight_noise"
     OUTPUT_NOISE = "output_noise"
+    WEIGHT_SCALES = "weight_scales"
+    OUT_SCALING = "out_scaling"
 
 
 class Scope(Enum):
@@ -170,12 +197,12 @@ def input_chain(mvm: fx.Node) -> InputChain:
 
 
 def output_chain(mvm: fx.Node) -> list[fx.Node]:
-    """The ADC and rescale nodes that follow a crossbar node, in order."""
+    """The ADC, rescale and learned output-scale nodes that follow a crossbar node, in order."""
     chain, node = [], mvm
     while len(node.users) == 1:
         (user,) = node.users
         tag = tag_of(user)
-        if tag is None or tag.role not in (Role.ADC, Role.RESCALE):
+        if tag is None or tag.role not in (Role.ADC, Role.RESCALE, Role.OUT_SCALING):
             break
         chain.append(user)
         node = user

@@ -1,8 +1,9 @@
 """``HardwareConfig``: aihwkit's configuration shape plus the mapping and converter.
 
 ``forward`` (DAC/ADC, forward training noise), ``pre_post.input_range``,
-``mapping`` and ``modifier`` (training weight noise) keep aihwkit's field
-names; ``converter`` is the conductance-pair converter. xbar's default is the
+``mapping`` (tiling, weight scaling, learned output scales), ``modifier`` (training
+weight noise), ``remap`` and ``clip`` keep aihwkit's field names; ``converter`` is
+the conductance-pair converter. xbar's default is the
 ideal, noise-free periphery with the learned input range enabled (aihwkit's
 ``InputRangeParameter`` default is disabled; xbar's job is to insert it).
 Configs round-trip through plain dicts (JSON / TOML files, ONNX metadata).
@@ -17,23 +18,17 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from ...passes.constraint_parameters import WeightClipParameter, WeightRemapParameter
 from ...passes.errors import ConfigError
 from ...passes.module_names import names_module_type
 from ...passes.numerics.converter import SinglePairConductanceConverter
 from ...passes.parameters import (
-    BoundManagementType,
     InputRangeParameter,
     IOParameters,
     MappingParameter,
-    NoiseManagementType,
     PrePostProcessingParameter,
     WeightModifierParameter,
-    WeightModifierType,
-    WeightNoiseType,
 )
-
-ENUMS = {"noise_management": NoiseManagementType, "bound_management": BoundManagementType,
-         "w_noise_type": WeightNoiseType, "type": WeightModifierType}
 
 
 def _default_pre_post() -> PrePostProcessingParameter:
@@ -95,6 +90,8 @@ class HardwareConfig:
         mapping: array sizes for tiling and the weight-scaling option.
         modifier: noise on the weights in training forward passes (aihwkit's
             ``WeightModifierParameter``; off by default).
+        remap, clip: aihwkit's ``WeightRemapParameter`` and ``WeightClipParameter``, applied to
+            the analog weights after each fine-tuning step and at conversion (off by default).
         converter: the conductance-pair converter (aihwkit's
             ``SinglePairConductanceConverter``, g_max=25 uS, g_min=0 by default).
         layers: per-layer :class:`LayerRule` s on top of the settings above.
@@ -105,6 +102,8 @@ class HardwareConfig:
     mapping: MappingParameter = field(default_factory=MappingParameter)
     converter: SinglePairConductanceConverter = field(default_factory=SinglePairConductanceConverter)
     modifier: WeightModifierParameter = field(default_factory=WeightModifierParameter)
+    remap: WeightRemapParameter = field(default_factory=WeightRemapParameter)
+    clip: WeightClipParameter = field(default_factory=WeightClipParameter)
     layers: list[LayerRule] = field(default_factory=list)
 
     def __post_init__(self):
@@ -117,6 +116,11 @@ class HardwareConfig:
         input_range.validate()
         self.mapping.validate()
         self.modifier.validate()
+        self.remap.validate()
+        self.clip.validate()
+        if (self.remap.active or self.clip.active) and self.mapping.weight_scaling_dynamic:
+            raise ConfigError("remap.type and clip.type act on aihwkit's stored mapping scales: "
+                              "set mapping.weight_scaling_dynamic = false")
         if not isinstance(self.converter, SinglePairConductanceConverter):
             raise ConfigError("converter must be a SinglePairConductanceConverter, "
                               f"got {type(self.converter).__name__}")
@@ -221,8 +225,8 @@ def _from_plain(cls, data, where: str):
             kwargs[name] = [_from_plain(LayerRule, rule, f"layers[{i}].") for i, rule in enumerate(value)]
         elif dataclasses.is_dataclass(default):
             kwargs[name] = _from_plain(type(default), value, f"{where}{name}.")
-        elif name in ENUMS:
-            kwargs[name] = _enum(ENUMS[name], value, where + name)
+        elif isinstance(default, enum.Enum):
+            kwargs[name] = _enum(type(default), value, where + name)
         else:
             kwargs[name] = _coerce(value, default, where + name)
     return cls(**kwargs)

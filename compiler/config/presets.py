@@ -40,6 +40,14 @@ def _standard(steps: int, array: int = 0) -> dict:
             "pre_post.input_range.enable": True} | tiling
 
 
+STANDARD_HWA_MAPPING = {"mapping.max_input_size": 512, "mapping.weight_scaling_columnwise": True,
+                        "mapping.weight_scaling_omega": 1.0, "mapping.weight_scaling_dynamic": False,
+                        "mapping.learn_out_scaling": True, "mapping.out_scaling_columnwise": True,
+                        "remap.type": "CHANNELWISE_SYMMETRIC", "remap.remapped_wmax": 1.0,
+                        "clip.type": "FIXED_VALUE", "clip.fixed_value": 1.0}
+"""The weight mapping of aihwkit's StandardHWATrainingPreset: arrays of 512 rows, stored per-column scales
+(omega 1), learned per-column output scales, channelwise remapping and a clip at 1 after every step."""
+
 STANDARD_HWA_FORWARD_NOISE = {"forward.out_noise": 0.04, "forward.w_noise": 0.0175, "forward.w_noise_type": "PCM_READ"}
 """The training noise of aihwkit's StandardHWATrainingPreset (output noise 0.04, PCM read noise 0.0175)."""
 
@@ -48,9 +56,7 @@ HWA_TRAINING_NOISE = STANDARD_HWA_FORWARD_NOISE | {"modifier.type": "ADD_NORMAL_
 channel's max|W| (chosen on held-out training data: ``python -m benchmarks.bench_hwa --choose``)."""
 
 HWA_NOT_SIMULATED = ("forward.noise_management = CONSTANT, nm_thres 1.0 (xbar scales by the learned input range "
-                     "instead), forward.ir_drop 1.0, remap CHANNELWISE_SYMMETRIC, clip FIXED_VALUE 1.0, "
-                     "mapping.weight_scaling_omega 1.0, learn_out_scaling and out_scaling_columnwise "
-                     "(the digital output scale is not learned)")
+                     "instead), forward.ir_drop 1.0")
 """The fields of aihwkit's StandardHWATrainingPreset that xbar does not simulate."""
 
 IDEAL = {"pre_post.input_range.enable": False}
@@ -75,14 +81,16 @@ PRESETS: dict[str, Preset] = {
                _standard(254, 512)),
         Preset("hwa",
                "aihwkit's StandardHWATrainingPreset: 8-bit DAC and ADC (254 steps), ADC bound 10, arrays of 512 "
-               "rows, one scale per column, learned input ranges, and the training noise out_noise 0.04 and "
+               "rows, stored per-column weight scales remapped and clipped after every step, learned "
+               "per-column output scales, learned input ranges, and the training noise out_noise 0.04 and "
                "w_noise 0.0175 (PCM read) in training forward passes (fine-tune with it: --finetune).",
                "aihwkit StandardHWATrainingPreset (inp_res=out_res=254, out_bound=10, out_noise=0.04, "
-               "w_noise=0.0175 PCM_READ, max_input_size=512, max_output_size=0, weight_scaling_columnwise, "
-               "input range init 3.0 / 100 batches / 3 std / decay 0.001; devices PCMLikeNoiseModel and "
-               "global drift compensation are xbar evaluate's defaults); not simulated: " + HWA_NOT_SIMULATED,
-               _standard(254) | STANDARD_HWA_FORWARD_NOISE | {"mapping.max_input_size": 512,
-                                                       "mapping.weight_scaling_columnwise": True}),
+               "w_noise=0.0175 PCM_READ, max_input_size=512, max_output_size=0, weight_scaling_omega 1.0 "
+               "columnwise, learn_out_scaling and out_scaling_columnwise, digital_bias, remap "
+               "CHANNELWISE_SYMMETRIC, clip FIXED_VALUE 1.0, input range init 3.0 / 100 batches / 3 std / "
+               "decay 0.001; devices PCMLikeNoiseModel and global drift compensation are xbar evaluate's "
+               "defaults); not simulated: " + HWA_NOT_SIMULATED,
+               _standard(254) | STANDARD_HWA_FORWARD_NOISE | STANDARD_HWA_MAPPING),
         Preset("6bit-256x256",
                "6-bit DAC and ADC (62 steps), ADC bound 10, 256x256 arrays, learned input ranges.",
                "the 8bit-512x512 preset at 2**6 - 2 steps and the smaller arrays of low-power designs",

@@ -1,10 +1,11 @@
 """The names and versions of xbar's ONNX domains: plain constants, so a reader of a file needs no exporter."""
 
 DOMAIN = "ai.xbar"
-VERSION = 4
+VERSION = 5
 """Bump whenever an op's meaning changes or an op is added (2: ``CrossbarConvTranspose``;
 3: the ``drift_gain`` attribute; 4: per-column scale ratios and drift gains (``column_scale_ratios``,
 ``column_drift_gains``, ``column_out_scale``), 0 instead of inf for no clip in ``input_clip`` /
-``dac_clip`` / ``adc_clip``, the bodies' steps in :data:`PERIPHERY_DOMAIN`)."""
+``dac_clip`` / ``adc_clip``, the bodies' steps in :data:`PERIPHERY_DOMAIN`; 5: aihwkit's weight
+scaling (``mapped_wmax``) and learned output scales (``out_scales``), both folded into the constants)."""
 PERIPHERY_DOMAIN = "ai.xbar.periphery"
 PERIPHERY_VERSION = 1

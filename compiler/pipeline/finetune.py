@@ -21,6 +21,7 @@ from torch import Tensor, fx
 from ...passes.errors import ConfigError, DataError, UserError
 from ...passes.numerics.global_batch import BatchStatistics, shared_by
 from ...passes.numerics.input_range import InputRange
+from ...passes.numerics.weight_constraints import constrained_arrays
 from .compiled import maybe_compiled
 from .distributed import data_parallel, group_in_use, rank_batches
 
@@ -82,6 +83,8 @@ def fine_tune(
     ``forward.w_noise``) acts in every step, drawn from torch's generator seeded
     with ``recipe.seed`` inside :func:`torch.random.fork_rng`: the same seed gives
     the same result, and the caller's random state is left as it was.
+    After every optimiser step the config's ``clip`` and ``remap`` constrain the analog weights
+    (:mod:`xbar.passes.numerics.weight_constraints`), as aihwkit's optimiser does.
     ``compile=True`` runs forward and backward through ``torch.compile``
     (:mod:`xbar.compiler.pipeline.compiled`).
 
@@ -108,6 +111,7 @@ def fine_tune(
     group = group_in_use(process_group)
     model = data_parallel(prepared.train(), group)
     run = maybe_compiled(model, compile, group)
+    constrained = constrained_arrays(prepared)  # clip and remap after every step (aihwkit's post_update_step)
     with torch.random.fork_rng(devices=[]), shared_by(modules, BatchStatistics(group)) as statistics:
         torch.manual_seed(recipe.seed)
         for epoch in range(recipe.epochs):
@@ -119,6 +123,8 @@ def fine_tune(
                 with statistics.terms_after_backward():  # across ranks: one collective for the ranges' terms
                     value.backward()
                 optimizer.step()
+                for array in constrained:
+                    array.apply()
                 schedule.step()
                 if on_step is not None:
                     on_step(float(value.detach()))

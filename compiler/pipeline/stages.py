@@ -33,6 +33,7 @@ from ...passes.operands import resolve_attribute
 from ...passes.plan import LayerPlan
 from ...passes.rewrites.insert_converters import InsertConvertersPass
 from ...passes.rewrites.insert_input_range import InsertInputRangePass
+from ...passes.rewrites.insert_out_scaling import InsertOutScalingPass
 from ...passes.rewrites.insert_training_noise import InsertTrainingNoisePass
 from ...passes.rewrites.isolate_layers import IsolateCrossbarLayersPass
 from ...passes.rewrites.lower_conductances import LowerToConductancesPass
@@ -72,7 +73,8 @@ def plan_layers(graph_module: fx.GraphModule, config: HardwareConfig,
         resolved, rule = (None, None) if refusal else config.resolve(layer.name, layer.module_type)
         if resolved is not None:
             plans.append(LayerPlan(layer, resolved.forward, resolved.pre_post.input_range,
-                                   resolved.converter, resolved.mapping, rule, resolved.modifier))
+                                   resolved.converter, resolved.mapping, rule, resolved.modifier,
+                                   resolved.remap, resolved.clip))
         else:
             reasons[layer.node.name] = refusal or f"digital by layer rule {rule}"
     if not plans:
@@ -139,7 +141,7 @@ def prepare(
     refuse_non_finite_parameters(graph_module, plans)
     graph_module = run_passes(graph_module, [IsolateCrossbarLayersPass(plans), TileLayersPass(),
                                              InsertInputRangePass(), InsertConvertersPass(),
-                                             InsertTrainingNoisePass()])
+                                             InsertOutScalingPass(), InsertTrainingNoisePass()])
     attach_record(graph_module, CompileRecord(config, plans, digital))
     return graph_module.train(training)
 

@@ -8,10 +8,12 @@ kind's canonical op:
     z = ((G+ - G-) * adc_scale) q            ADC codes (rounded, clipped to +-z_max)
     y = z * out_scale + bias                 digital rescale
 
-With ``in_scale = h_in / r``, ``adc_scale = 1 / (h_in (g_max - g_min)) * h_out / B``
-and ``out_scale = B / h_out * r * (g_max - g_min) / s`` this is exactly
-``y = ADC(DAC(clip(x) / r) (G+ - G-) / (g_max - g_min)) r (g_max - g_min) / s + b``
-(h = steps / 2; a missing DAC, ADC or range contributes a factor 1). The
+With ``in_scale = h_in / r``, ``adc_scale = m / (h_in (g_max - g_min)) * h_out / B``
+and ``out_scale = B / h_out * r * (g_max - g_min) / (s m)`` this is exactly
+``y = ADC(DAC(clip(x) / r) (G+ - G-) m / (g_max - g_min)) r (g_max - g_min) / (s m) + b``
+(h = steps / 2; a missing DAC, ADC or range contributes a factor 1; ``m`` =
+``mapped_wmax``, the analog weight ``g_max - g_min`` stands for, so the ADC sees the
+analog weights' output ``W' x``). The
 scalars are computed once, in float32, by :class:`CrossbarSettings`, so the
 ONNX function body and PyTorch use bit-identical constants.
 """

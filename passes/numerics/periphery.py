@@ -68,7 +68,7 @@ def dac(x: Tensor, steps: float) -> Tensor:
 
 
 class _Adc(torch.autograd.Function):
-    """Quantise-then-clip in units of ``I / (g_max - g_min) = W x / max|W|``.
+    """Quantise-then-clip in units of ``W' x = W x / w_max`` (``w_max``: the weight scale alpha).
 
     Outputs at or beyond the bound count as clipped and get no gradient; with
     ``output_min_percentage`` set, the range gets ``-(1 - f) * r`` whenever the
@@ -110,21 +110,38 @@ def adc(
     steps: float,
     channel_dim: int,
     columnwise: bool = False,
+    omega: float = 1.0,
+    scales: Optional[Tensor] = None,
     output_min_percentage: Optional[float] = None,
     statistics: Optional[BatchStatistics] = None,
 ) -> Tensor:
     """The output ADC, seen from float weights.
 
-    The array's current over ``g_max - g_min`` equals ``W x / max|W|``; it is
+    The ADC sees the analog weights' output ``W' x = W x / alpha`` (:func:`weight_scale`:
+    ``alpha = max|W| / omega``, per output channel if ``columnwise``; 1 for omega 0;
+    the stored ``scales`` when given); it is
     quantised to ``steps`` steps over [-bound, bound] (if any) and clipped to
-    ``bound``, then scaled back by ``max|W|`` (per output channel if
-    ``columnwise``). ``output_min_percentage`` turns on the output-clipping
+    ``bound``, then scaled back by ``alpha``. ``output_min_percentage`` turns on the output-clipping
     feedback into ``input_range``'s gradient, its fraction taken by ``statistics`` (the range's;
     this process alone by default). The result overwrites ``current``
     (the crossbar's output, which nothing else reads), so it must not be a leaf.
     """
-    w_max = array_max(weight, columnwise=columnwise, channel_dim=channel_dim, output_dims=current.dim())
+    w_max = weight_scale(weight, omega=omega, columnwise=columnwise, channel_dim=channel_dim,
+                         output_dims=current.dim(), scales=scales)
     return _Adc.apply(current, w_max, input_range, steps, bound, output_min_percentage, statistics)
+
+
+def weight_scale(weight: Tensor, *, omega: float, columnwise: bool, channel_dim: int, output_dims: int,
+                 scales: Optional[Tensor] = None) -> Tensor:
+    """The array's weight scale ``alpha`` (``W' = W / alpha``, :mod:`~xbar.passes.numerics.weight_mapping`),
+    shaped to broadcast over its output: the stored ``scales`` if given, else 1 for omega 0, else
+    ``array_max / omega`` of the current weight (xbar's dynamic scaling)."""
+    if scales is not None:
+        return scales
+    if omega <= 0:
+        return torch.ones((), dtype=weight.dtype)
+    w_max = array_max(weight, columnwise=columnwise, channel_dim=channel_dim, output_dims=output_dims)
+    return w_max if omega == 1.0 else w_max / omega
 
 
 def array_max(weight: Tensor, *, columnwise: bool, channel_dim: int, output_dims: int) -> Tensor:

@@ -51,6 +51,8 @@ class CrossbarSettings:
     drift_gain: float = 1.0
     column_scale_ratios: tuple[float, ...] = ()
     column_drift_gains: tuple[float, ...] = ()
+    mapped_wmax: float = 1.0
+    out_scales: tuple[float, ...] = ()
 
     def __post_init__(self):
         # derived once, when the settings are made: a compiler then reads plain attributes
@@ -77,22 +79,26 @@ class CrossbarSettings:
             "in_scale": _f32((h_in or 1.0) / r),
             "dac_round": int(bool(h_in)),
             "dac_clip": _f32(h_in) if h_in else 0.0,
-            "adc_scale": _f32(in_unit / g_span / adc_unit),
+            "adc_scale": _f32(in_unit / g_span * self.mapped_wmax / adc_unit),
             "adc_round": int(bool(h_out)),
             "adc_clip": _f32(bound / adc_unit) if bound else 0.0,
-            "out_scale": _f32(adc_unit * r * g_span / self.scale_ratio * self.drift_gain),
+            "out_scale": _f32(adc_unit * r * g_span / self.scale_ratio / self.mapped_wmax * self.drift_gain
+                              * (self.out_scales[0] if len(self.out_scales) == 1 else 1.0)),
         }
 
     def _derive_column_out_scale(self, out_scale: float) -> tuple[float, ...]:
         """float32 values, computed without tensors (under a tracer's fake mode, a tensor has no values)."""
-        if not self.column_scale_ratios and not self.column_drift_gains:
+        learned = self.out_scales if len(self.out_scales) > 1 else ()
+        columns = len(self.column_scale_ratios or self.column_drift_gains or learned)
+        if not columns:
             return ()
         if self.column_scale_ratios:
             scales = [out_scale * self.scale_ratio / s for s in self.column_scale_ratios]
         else:
-            scales = [out_scale] * len(self.column_drift_gains)
-        if self.column_drift_gains:
-            scales = [scale * gain for scale, gain in zip(scales, self.column_drift_gains)]
+            scales = [out_scale] * columns
+        for factors in (self.column_drift_gains, learned):
+            if factors:
+                scales = [scale * factor for scale, factor in zip(scales, factors)]
         return tuple(_f32(scale) for scale in scales)
 
     def as_dict(self) -> dict:

@@ -17,12 +17,13 @@ forward, straight through (aihwkit's rule).
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Optional
 
 import torch
 from torch import Tensor, nn
 
 from ..parameters import IOParameters, WeightModifierParameter, WeightModifierType
-from .periphery import array_max
+from .periphery import weight_scale
 
 
 class TrainingNoise(nn.Module):
@@ -45,10 +46,15 @@ class WeightNoise(TrainingNoise):
         super().__init__(params.enable_during_test)
         self.params = params
 
-    def forward(self, weight: Tensor) -> Tensor:
+    def forward(self, weight: Tensor, scales: Optional[Tensor] = None) -> Tensor:
+        """``weight`` plus noise; with the array's stored weight ``scales`` the noise is drawn on the
+        analog weights ``W' = W / alpha`` (aihwkit's tile modifies the weights it stores) and scaled back."""
         if not self.active:
             return weight
-        return weight + modifier_noise(weight.detach(), self.params)
+        if scales is None:
+            return weight + modifier_noise(weight.detach(), self.params)
+        rows = scales.detach().reshape(-1, *([1] * (weight.dim() - 1))) if scales.numel() > 1 else scales.detach()
+        return weight + modifier_noise(weight.detach() / rows, self.params).mul_(rows)
 
     def extra_repr(self) -> str:
         return f"{self.params.type.name}, std_dev={self.params.std_dev:g}"
@@ -79,28 +85,29 @@ def modifier_noise(weight: Tensor, params: WeightModifierParameter) -> Tensor:
 class OutputNoise(TrainingNoise):
     """``out_noise`` and PCM read noise on one array's output, before the ADC.
 
-    In ADC units (output over amax, amax = max|W| of the array or of each column):
+    In ADC units (output over amax, amax = the weight scale alpha of the array or of each column):
     ``y_i += out_noise * N + w_noise * sqrt(sum_j |w_ij| / amax x_j**2) * N'``, both
     drawn as one Gaussian of the summed variance. The sum is the layer's own
     canonical op on ``(x * x, |w|)``, so it holds for every layer kind.
     """
 
     def __init__(self, io: IOParameters, enable_during_test: bool, mvm: Callable, channel_dim: int,
-                 columnwise: bool):
+                 columnwise: bool, omega: float = 1.0):
         super().__init__(enable_during_test)
         self.out_noise, self.w_noise = float(io.out_noise), float(io.read_noise)
-        self.mvm, self.channel_dim, self.columnwise = mvm, channel_dim, columnwise
+        self.mvm, self.channel_dim, self.columnwise, self.omega = mvm, channel_dim, columnwise, omega
 
-    def forward(self, y: Tensor, x: Tensor, weight: Tensor, *mvm_args) -> Tensor:
+    def forward(self, y: Tensor, x: Tensor, weight: Tensor, *mvm_args, scales: Optional[Tensor] = None) -> Tensor:
         if not self.active:
             return y
         # in place: the crossbar's output is read only by this node, and no backward needs it
-        return y.addcmul_(torch.randn_like(y), self.std(y, x.detach(), weight.detach(), mvm_args))
+        return y.addcmul_(torch.randn_like(y), self.std(y, x.detach(), weight.detach(), mvm_args, scales))
 
-    def std(self, y: Tensor, x: Tensor, weight: Tensor, mvm_args: tuple) -> Tensor:
+    def std(self, y: Tensor, x: Tensor, weight: Tensor, mvm_args: tuple, scales: Optional[Tensor] = None) -> Tensor:
         """The noise std in the crossbar's output units: ``amax * sqrt(out_noise**2 + w_noise**2 * S / amax)``
-        (inputs detached: nothing here is recorded for autograd)."""
-        amax = array_max(weight, columnwise=self.columnwise, channel_dim=self.channel_dim, output_dims=y.dim())
+        (inputs detached: nothing here is recorded for autograd); ``scales`` the stored weight scales."""
+        amax = weight_scale(weight, omega=self.omega, columnwise=self.columnwise, channel_dim=self.channel_dim,
+                            output_dims=y.dim(), scales=scales)
         if not self.w_noise:
             return amax * self.out_noise
         read = self.mvm(x.square(), weight.abs(), *mvm_args)  # S = sum_j |w_ij| x_j^2

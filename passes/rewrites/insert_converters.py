@@ -7,6 +7,10 @@ Rules, for each crossbar node (``mvm``):
   right after the crossbar, before the rescale; with ``manage_output_clipping``
   it feeds output clipping back into the range's gradient, reading the range's
   batch statistics (``<layer>_range_statistics``, the input range's ``statistics``);
+  it counts in units of the analog weights' output ``W' x``: ``omega`` (the plan's
+  ``mapping.weight_scaling_omega``) for a scale derived from the weight, or the stored
+  scales (``<layer>_weight_scales``, :mod:`~xbar.passes.rewrites.weight_scales`, made here for
+  every array that stores them, ADC or not);
 * an ideal periphery (``is_perfect``, no resolution, no bound) inserts nothing.
 """
 
@@ -17,6 +21,7 @@ from torch.fx.passes.infra.pass_base import PassBase, PassResult
 
 from ..numerics import periphery
 from ..plan import Role, Scope, add_node, check_names, input_chain, retag, tag_of, tagged
+from .weight_scales import weight_scales_node
 
 
 class InsertConvertersPass(PassBase):
@@ -42,16 +47,20 @@ class InsertConvertersPass(PassBase):
         for mvm in tagged(graph, Role.MVM):
             tag = tag_of(mvm)
             plan, io = tag.plan, tag.plan.io
+            scales = weight_scales_node(graph_module, mvm)  # stored scales: read by the ADC and the noise
             if not io.bound:
                 continue
             value = input_chain(mvm).nodes.get(Role.INPUT_RANGE_VALUE)
             manage = plan.input_range.enable and plan.input_range.manage_output_clipping
             users = list(mvm.users)
             feedback = self._feedback(graph, mvm, value, statistics) if manage else {}
+            scaling = dict(columnwise=plan.columnwise, omega=plan.mapping.weight_scaling_omega)
+            if scales is not None:
+                scaling["scales"] = scales
             with graph.inserting_after(mvm):
                 adc = add_node(graph, "call_function", periphery.adc, (mvm, mvm.args[1], value),
                                dict(bound=io.bound, steps=io.adc_steps, channel_dim=plan.layer.channel_dim,
-                                    columnwise=plan.columnwise, **feedback),
+                                    **scaling, **feedback),
                                tag=retag(tag, Role.ADC))
             for user in users:
                 user.replace_input_with(mvm, adc)

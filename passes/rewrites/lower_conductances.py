@@ -3,11 +3,18 @@
 Rules, for each crossbar node (``mvm``, one per array) of a prepared graph:
 * the converter maps the array's (float) weight block to G+ and G- in uS and a
   scale ratio; a shared layer's call sites share one :class:`Crossbar` module;
-* input range -> normalize -> DAC -> mvm -> ADC -> rescale (and the bias, when
+* input range -> normalize -> DAC -> mvm -> ADC -> rescale -> learned out scaling (and the bias, when
   the layer is one array) collapse into one ``call_module`` of that module, which
-  carries the learned range (frozen), the DAC/ADC settings and the digital bias;
+  carries the learned range and output scales (frozen), the DAC/ADC settings and the digital bias;
   a tiled layer keeps its digital sum, concatenation and one bias add;
-* the original weights and the input-range modules leave the GraphModule;
+* the converter maps the analog weights (:mod:`~xbar.passes.numerics.weight_mapping`):
+  with scales derived from the weights, max|W| (per column if columnwise) maps to
+  g_max - g_min, standing for the analog weight omega; with stored scales (or none,
+  omega 0), ``W' = W / alpha`` maps with one ratio per array, g_max - g_min standing
+  for max|W'| (``mapped_wmax``), and a logical weight's ratio is that over alpha; ``clip`` and
+  ``remap`` constrain the array's weight copy and scales first unless an optimiser step left
+  the weights so (the programmed array satisfies them either way);
+* the original weights, the input-range and weight-scale modules leave the GraphModule;
 * a graph without crossbar nodes is left untouched.
 """
 
@@ -19,8 +26,11 @@ from torch import Tensor, fx
 from torch.fx.passes.infra.pass_base import PassBase, PassResult
 
 from ..errors import PostconditionError
+from ..numerics.converter import ZERO_CLIP
 from ..numerics.crossbar import Crossbar
 from ..numerics.settings import CrossbarSettings
+from ..numerics.weight_constraints import constrain
+from ..numerics.weight_mapping import analog_weights, initial_scales, weight_block
 from ..operands import resolve_attribute
 from ..plan import (
     NodeTag,
@@ -49,18 +59,63 @@ def _weight_block(graph_module: fx.GraphModule, tag: NodeTag) -> Tensor:
     return weight.contiguous()
 
 
+def _dynamic_mapping(plan, weight: Tensor) -> tuple[list[Tensor], float, tuple[float, ...], float]:
+    """Scales re-derived from the weights (omega > 0, xbar's default): the converter maps max|W| (of the
+    array, or of each column) to g_max - g_min, which stands for the analog weight omega."""
+    (g_plus, g_minus), params = plan.converter.convert_to_conductances(weight, plan.columnwise)
+    ratios = params["scale_ratio"]
+    if plan.columnwise:  # the array's own ratio stays the reference; columns use theirs
+        array_ratio = plan.converter.convert_to_conductances(weight)[1]["scale_ratio"]
+        return [g_plus, g_minus], float(array_ratio), tuple(ratios.flatten().tolist()), \
+            plan.mapping.weight_scaling_omega
+    return [g_plus, g_minus], float(ratios), (), plan.mapping.weight_scaling_omega
+
+
+def _stored_mapping(plan, weight: Tensor, scales: Tensor) -> tuple[list[Tensor], float, tuple[float, ...], float]:
+    """aihwkit's mapping: the converter maps the analog weights ``W' = W / alpha`` (one scale ratio s'
+    for the array); a logical weight's ratio is ``s' / alpha``, and g_max - g_min stands for max|W'|."""
+    analog = analog_weights(weight, scales)
+    conductances, params = plan.converter.convert_to_conductances(analog)
+    analog_ratio = params["scale_ratio"]
+    mapped_wmax = float(analog.abs().max().clamp(min=ZERO_CLIP))
+    if scales.numel() == 1:
+        return conductances, float(analog_ratio / scales), (), mapped_wmax
+    array_ratio = plan.converter.convert_to_conductances(weight)[1]["scale_ratio"]
+    return conductances, float(array_ratio), tuple((analog_ratio / scales).tolist()), mapped_wmax
+
+
+def array_scales(graph_module: fx.GraphModule, tag: NodeTag, weight: Tensor) -> Optional[Tensor]:
+    """The array's stored weight scales (its ``WeightScales`` module), 1 for omega 0 without them, or
+    None when they are re-derived from the weights."""
+    plan = tag.plan
+    if not plan.stores_scales:
+        return None if plan.mapping.weight_scaling_omega > 0 else initial_scales(weight, plan.mapping)
+    module = getattr(graph_module, retag(tag, Role.WEIGHT_SCALES).name, None)
+    return initial_scales(weight, plan.mapping, plan.scale_rows) if module is None else module.scales.detach()
+
+
+def _constrained_since_written(graph_module: fx.GraphModule, tag: NodeTag) -> bool:
+    """Whether the array's weight block is as its last clip and remap left it."""
+    module = getattr(graph_module, retag(tag, Role.WEIGHT_SCALES).name, None)
+    return module is not None and module.constrained(weight_block(graph_module, tag.plan, tag.tile))
+
+
+def learned_out_scales(graph_module: fx.GraphModule, tag: NodeTag) -> tuple[float, ...]:
+    """The array's learned output scales (its ``OutScaling`` module), or () when it learns none."""
+    module = getattr(graph_module, retag(tag, Role.OUT_SCALING).name, None)
+    return () if module is None else tuple(module.alpha.detach().flatten().tolist())
+
+
 def build_crossbar(graph_module: fx.GraphModule, tag: NodeTag, input_range: float,
                    bias: Optional[Tensor]) -> Crossbar:
     """Convert one array's current weight block, range and bias into a Crossbar."""
     plan = tag.plan
     weight = _weight_block(graph_module, tag)
-    (g_plus, g_minus), params = plan.converter.convert_to_conductances(weight, plan.columnwise)
-    ratios = params["scale_ratio"]
-    if plan.columnwise:  # the array's own ratio stays the reference; columns use theirs
-        array_ratio = plan.converter.convert_to_conductances(weight)[1]["scale_ratio"]
-        column_ratios = tuple(ratios.flatten().tolist())
-    else:
-        array_ratio, column_ratios = ratios, ()
+    scales = array_scales(graph_module, tag, weight)
+    if (plan.clip.active or plan.remap.active) and not _constrained_since_written(graph_module, tag):
+        weight, scales = constrain(weight, scales, plan.clip, plan.remap)  # what the programmed array holds
+    (g_plus, g_minus), array_ratio, column_ratios, mapped_wmax = (
+        _dynamic_mapping(plan, weight) if scales is None else _stored_mapping(plan, weight, scales))
     settings = CrossbarSettings(
         layer=plan.layer.name,
         input_range=input_range,
@@ -73,6 +128,8 @@ def build_crossbar(graph_module: fx.GraphModule, tag: NodeTag, input_range: floa
         tile_row=tag.tile.row if tag.tile else 0,
         tile_col=tag.tile.col if tag.tile else 0,
         column_scale_ratios=column_ratios,
+        mapped_wmax=mapped_wmax,
+        out_scales=learned_out_scales(graph_module, tag),
     )
     layer = plan.layer
     geometry = layer.geometry if tag.tile is None else layer.kind.with_groups(layer.geometry, tag.tile.groups)
@@ -127,7 +184,8 @@ class LowerToConductancesPass(PassBase):
                 erase_if_unused(graph, read)
             input_sides.update(inputs.nodes.values())
         for node in reversed(list(graph.nodes)):
-            if node in input_sides and not node.users:
+            if (node in input_sides or tag_of(node) is not None and tag_of(node).role is Role.WEIGHT_SCALES) \
+                    and not node.users:
                 graph.erase_node(node)
         drop_unused_tensors(graph_module)
         return PassResult(graph_module, bool(mvms))
