@@ -248,6 +248,7 @@ examples:
   xbar evaluate --seeds 3 --times 1h,1y
   xbar inspect lenet.onnx --graph
   xbar presets
+  xbar chips
 
 exit status: 0 ok, 1 the work failed, 2 the input needs fixing (command line, model file,
 data, config, output path); --debug shows tracebacks"""
@@ -274,7 +275,18 @@ def build_parser() -> ArgumentParser:
                                   "where their numbers come from.", epilog="example:\n  xbar presets",
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
     presets.set_defaults(command="presets")
+    _add_chips(commands, common)
     return parser
+
+
+def _add_chips(commands, common) -> None:
+    chips = commands.add_parser("chips", parents=[common], help="list the chips `--chip` compiles for",
+                                description="List the shipped chip targets: their shape, periphery, cost terms and "
+                                "the sources of their values.", epilog="examples:\n  xbar chips\n"
+                                "  xbar chips --toml hermes > mine.toml",
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    chips.add_argument("--toml", metavar="NAME", help="print chip NAME as a TOML chip file instead")
+    chips.set_defaults(command="chips")
 
 
 def _add_compile(commands, common) -> None:
