@@ -122,7 +122,7 @@ class ModelCost:
 
     @property
     def inferences_per_s(self) -> float:
-        return 1e9 / self.interval_ns if self.interval_ns else math.inf
+        return 1e9 / self.interval_ns if self.interval_ns else 0.0
 
     @property
     def tops(self) -> float:

@@ -204,6 +204,7 @@ examples:
   xbar compile net.py:make_net --weights net.pt --calib inputs.npz
   xbar compile model.pt2 --calib images.npz --set forward.out_bound=20
   xbar compile resnet --exclude 'layer2.*' --keep-first-last-digital --save-graph resnet.graph.pt
+  xbar compile resnet --chip hermes              # placed on IBM HERMES, with latency and energy
 """
 
 EVALUATE_EPILOG = MODEL_HELP + f"""
@@ -304,6 +305,11 @@ def _add_compile(commands, common) -> None:
                           "protobuf's 2 GB limit)")
     compile_.add_argument("--save-graph", metavar="PATH", type=_file_name,
                           help="also write the converted graph archive")
+    compile_.add_argument("--chip", metavar="NAME|FILE.toml",
+                          help="place the arrays on a chip (see `xbar chips`): its array size sets the tiling; "
+                          "the file records where each array sits and the cost estimate")
+    compile_.add_argument("--chips", type=_positive_int, default=1, metavar="N",
+                          help="with --chip: spread the model over N such chips (default: 1)")
     compile_.set_defaults(command="compile")
 
 

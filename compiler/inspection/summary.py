@@ -24,6 +24,7 @@ from ...passes.digital import DigitalLayer
 from ...passes.numerics.crossbar import Crossbar, CrossbarSettings, crossbar_modules
 from ...passes.plan import tag_of
 from ..pipeline.record import Stage, record_of
+from .region import WeightRegion, weight_region, with_layer_totals
 
 AT_G_MAX_TOLERANCE = 0.01
 """A device counts as at g_max when within this fraction of (g_max - g_min) of it."""
@@ -48,6 +49,8 @@ class LayerSummary:
     has_bias: Optional[bool] = None
     call_sites: tuple[str, ...] = ()
     """The graph nodes that run this array (more than one: a layer called more than once)."""
+    region: Optional[WeightRegion] = None
+    """The part of its layer's weight the array holds (:mod:`.region`), when the file records it."""
 
     @property
     def calls(self) -> int:
@@ -68,14 +71,16 @@ class LayerSummary:
         """What files record of the array (JSON-ready, settings flat, no conductances)."""
         return {"node": self.node, "kind": self.kind, "weight_shape": list(self.weight_shape),
                 "source_weight": self.source_weight, "has_bias": self.has_bias, "rule": self.rule,
-                "calls": self.calls, "call_sites": list(self.call_sites), **self.settings.as_dict()}
+                "calls": self.calls, "call_sites": list(self.call_sites), **self.settings.as_dict(),
+                **({} if self.region is None else {"region": self.region.as_dict()})}
 
     @classmethod
     def from_description(cls, data: Mapping, g_plus: np.ndarray, g_minus: np.ndarray) -> "LayerSummary":
         """The summary a file recorded with :meth:`description`, and its conductances."""
         settings = settings_from({key: data[key] for key in SETTINGS_FIELDS if key in data})
         return cls(data["node"], data["kind"], tuple(g_plus.shape), settings, g_plus, g_minus, data.get("rule"),
-                   data.get("source_weight"), data.get("has_bias"), tuple(data.get("call_sites", ())))
+                   data.get("source_weight"), data.get("has_bias"), tuple(data.get("call_sites", ())),
+                   WeightRegion.from_dict(data["region"]) if "region" in data else None)
 
     def as_dict(self) -> dict:
         """A JSON-ready dict: the description and the conductances' statistics."""
@@ -108,16 +113,32 @@ def summarize_converted(converted: fx.GraphModule) -> list[LayerSummary]:
     for node in converted.graph.nodes:
         if node.op == "call_module":
             calls.setdefault(node.target, []).append(node)
-    return [_summary_of_module(name, module, calls.get(name, []))
-            for name, module in crossbar_modules(converted).items()]
+    arrays = [_summary_of_module(name, module, calls.get(name, []))
+              for name, module in crossbar_modules(converted).items()]
+    return _with_layer_totals(arrays)
+
+
+def _with_layer_totals(arrays: list[LayerSummary]) -> list[LayerSummary]:
+    """The arrays with their regions' ``in_total`` / ``out_total`` taken over their whole layer."""
+    by_layer: dict[str, list[int]] = {}
+    for index, array in enumerate(arrays):
+        by_layer.setdefault(array.settings.layer, []).append(index)
+    arrays = list(arrays)
+    for indices in by_layer.values():
+        regions = with_layer_totals([arrays[i].region for i in indices])
+        for i, region in zip(indices, regions):
+            arrays[i] = dataclasses.replace(arrays[i], region=region)
+    return arrays
 
 
 def _summary_of_module(name: str, module: Crossbar, calls: list[fx.Node]) -> LayerSummary:
     # float32, as the ONNX file holds them: numpy has no bfloat16
     g_plus, g_minus = (g.detach().float().numpy() for g in (module.g_plus, module.g_minus))
-    rule = next((tag.plan.rule for node in calls if (tag := tag_of(node)) is not None), None)
+    tag = next((tag for node in calls if (tag := tag_of(node)) is not None), None)
+    region = weight_region(module.kind, g_plus.shape, module.geometry, None if tag is None else tag.tile)
     return LayerSummary(name, module.kind.describe(g_plus.ndim), g_plus.shape, module.settings, g_plus, g_minus,
-                        rule, module.source_weight, module.bias is not None, tuple(node.name for node in calls))
+                        None if tag is None else tag.plan.rule, module.source_weight, module.bias is not None,
+                        tuple(node.name for node in calls), region)
 
 
 def settings_from(values: dict) -> CrossbarSettings:
