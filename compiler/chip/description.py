@@ -181,6 +181,9 @@ def check_chip(chip: Chip) -> None:
         raise ConfigError(f"{where}: pair_layout must be one of {', '.join(PAIR_LAYOUTS)}, got {chip.pair_layout!r}")
     if chip.pair_layout == "columns" and chip.columns < 2:
         raise ConfigError(f"{where}: G+ and G- on two columns need arrays of at least 2 columns, got {chip.columns}")
+    if chip.pair_layout == "arrays" and chip.arrays_per_core % 2:
+        raise ConfigError(f"{where}: G+ and G- on two arrays need an even number of arrays_per_core, "
+                          f"got {chip.arrays_per_core}")
     if chip.input_mode not in INPUT_MODES:
         raise ConfigError(f"{where}: input_mode must be one of {', '.join(INPUT_MODES)}, got {chip.input_mode!r}")
     if chip.columns_per_adc > chip.columns:

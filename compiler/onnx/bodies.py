@@ -19,7 +19,8 @@ ADC bound clips before rounding (round(clip(z, -c, c)) = clip(round(z), -c, c) f
 an integer c), which lets ONNX Runtime fuse the clip into the mvm.
 
 Every op body declares all the op's attributes, used or not, so each attribute of
-a node belongs to its function.
+a node belongs to its function; the optional annotation attributes (which part of the
+layer's weight a node holds, where it sits on a chip) are for backends and no body reads them.
 """
 
 from __future__ import annotations
@@ -32,11 +33,12 @@ from onnxscript import opset20 as op
 from onnxscript.values import OnnxFunction, Opset
 
 DOMAIN = "ai.xbar"
-VERSION = 4
+VERSION = 5
 """Bump whenever an op's meaning changes or an op is added (2: ``CrossbarConvTranspose``;
 3: the ``drift_gain`` attribute; 4: per-column scale ratios and drift gains (``column_scale_ratios``,
 ``column_drift_gains``, ``column_out_scale``), 0 instead of inf for no clip in ``input_clip`` /
-``dac_clip`` / ``adc_clip``, the bodies' steps in :data:`PERIPHERY_DOMAIN`)."""
+``dac_clip`` / ``adc_clip``, the bodies' steps in :data:`PERIPHERY_DOMAIN`; 5: the optional weight-region
+and chip-placement attributes ``in_offset`` ... ``col_offset``, which no body reads)."""
 PERIPHERY_DOMAIN = "ai.xbar.periphery"
 PERIPHERY_VERSION = 1
 OPSET = op.version
