@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from xbar.compiler.chip.shipped import HERMES
+from xbar.compiler.cli.main import main
 from xbar.compiler.config.presets import preset_config
 from xbar.compiler.inspection.region import block_view
 from xbar.compiler.onnx.ops import DOMAIN, PLACEMENT_ATTRIBUTES, REGION_ATTRIBUTES, VERSION
@@ -119,3 +120,18 @@ def test_without_a_chip_nodes_state_their_region_but_no_placement(tmp_path):
                                                              "out_size": 4, "in_total": 6, "out_total": 4}
     assert not set(PLACEMENT_ATTRIBUTES) & set(a)
     assert "xbar.mapping" not in {p.key for p in onnx_model.metadata_props}
+
+
+def test_xbar_inspect_mapping_prints_the_per_layer_table_and_json(compiled, capsys, tmp_path):
+    _, result, _, path = compiled
+    assert main(["inspect", str(path), "--mapping"]) == 0
+    out = capsys.readouterr().out
+    assert "small" in out and "replicas" in out and all(layer in out for layer in ("conv", "grouped", "up", "fc"))
+    assert main(["inspect", str(path), "--mapping", "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert [entry["layer"] for entry in record["layers"]] == [cost.name for cost in result.mapping.cost.layers]
+    assert record["totals"]["interval_ns"] == pytest.approx(result.mapping.cost.interval_ns)
+    plain = tmp_path / "plain.onnx"
+    compile_model(nn.Sequential(nn.Linear(6, 4)).eval(), (torch.randn(2, 6),), preset_config("8bit"), output=plain)
+    assert main(["inspect", str(plain), "--mapping"]) == 2
+    assert "compiled without a chip target" in capsys.readouterr().err

@@ -241,6 +241,7 @@ examples:
   xbar inspect lenet.onnx --graph
   xbar inspect lenet.onnx --json > lenet.json
   xbar inspect lenet.onnx --plot lenet.png
+  xbar inspect lenet.onnx --mapping             # compiled with --chip: per-layer arrays, latency, energy
 """
 
 MAIN_EPILOG = """\
@@ -387,6 +388,8 @@ def _add_inspect(commands, common) -> None:
     inspect.add_argument("file", metavar="FILE", help="ONNX file or graph archive")
     inspect.add_argument("--graph", action="store_true", help="also print the graph (ONNX: its node list)")
     inspect.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    inspect.add_argument("--mapping", action="store_true",
+                         help="show where a chip target's layers sit and what they cost (files from --chip)")
     inspect.add_argument("--plot", metavar="IMAGE", type=_file_name,
                          help="save conductance histograms and input ranges (.png)")
     inspect.set_defaults(command="inspect")
