@@ -149,6 +149,12 @@ def place(chip: Chip, layers: list[LayerWork], chips: int = 1, replicate: bool =
     return Mapping(chip, chips, tuple(regions), replicas, cost)
 
 
+def chips_needed(chip: Chip, layers: list[LayerWork]) -> int:
+    """The fewest copies of ``chip`` that hold every tile of ``layers`` once (no replicas)."""
+    needed = _slots_needed(chip, [f for layer in layers for f in _footprints(chip, layer)])
+    return max(1, math.ceil(needed / (chip.cores * slots_per_core(chip))))
+
+
 def _capacity_message(chip: Chip, needed: int, chips: int) -> str:
     arrays, have = needed * chip.arrays_per_tile, chips * chip.arrays
     fits = math.ceil(needed / (chip.cores * slots_per_core(chip)))
