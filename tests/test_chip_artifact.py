@@ -131,6 +131,9 @@ def test_xbar_inspect_mapping_prints_the_per_layer_table_and_json(compiled, caps
     record = json.loads(capsys.readouterr().out)
     assert [entry["layer"] for entry in record["layers"]] == [cost.name for cost in result.mapping.cost.layers]
     assert record["totals"]["interval_ns"] == pytest.approx(result.mapping.cost.interval_ns)
+    image = tmp_path / "chip.png"
+    assert main(["inspect", str(path), "--mapping", "--plot", str(image)]) == 0
+    assert image.read_bytes().startswith(b"\x89PNG") and f"wrote {image}" in capsys.readouterr().err
     plain = tmp_path / "plain.onnx"
     compile_model(nn.Sequential(nn.Linear(6, 4)).eval(), (torch.randn(2, 6),), preset_config("8bit"), output=plain)
     assert main(["inspect", str(plain), "--mapping"]) == 2

@@ -242,6 +242,7 @@ examples:
   xbar inspect lenet.onnx --json > lenet.json
   xbar inspect lenet.onnx --plot lenet.png
   xbar inspect lenet.onnx --mapping             # compiled with --chip: per-layer arrays, latency, energy
+  xbar inspect lenet.onnx --mapping --plot chip.png
 """
 
 MAIN_EPILOG = """\
@@ -391,5 +392,6 @@ def _add_inspect(commands, common) -> None:
     inspect.add_argument("--mapping", action="store_true",
                          help="show where a chip target's layers sit and what they cost (files from --chip)")
     inspect.add_argument("--plot", metavar="IMAGE", type=_file_name,
-                         help="save conductance histograms and input ranges (.png)")
+                         help="save conductance histograms and input ranges (.png); with --mapping, the chip's "
+                         "cores and arrays coloured by layer and each layer's latency and energy")
     inspect.set_defaults(command="inspect")
