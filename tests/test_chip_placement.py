@@ -2,8 +2,10 @@
 capacity errors with the numbers; replication; determinism; compile_model(chip=...) and xbar compile --chip."""
 
 import dataclasses
+import json
 import random
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -148,3 +150,21 @@ def test_xbar_compile_refuses_a_model_too_big_for_the_chip_and_writes_nothing(wo
     assert status == 0, err
     assert "chip: 5 one chips: 5 of 5 arrays" in out and (workspace / "m.onnx").exists()
     assert run(capsys, "compile", *NET, "--chip", "nope")[0] == 2
+
+
+def test_xbar_evaluate_on_a_chip_uses_its_device_model_and_reports_the_cost(workspace, capsys):
+    x = np.load(workspace / "inputs.npz")["x"]
+    np.savez(workspace / "labelled.npz", x=x, y=np.arange(len(x)) % 3)
+    chip = dataclasses.replace(SMALL, name="rram", device_model="reram")
+    (workspace / "rram.toml").write_text(chip_toml(chip))
+    status, out, err = run(capsys, "evaluate", *NET, "--calib", "labelled.npz", "--chip", "rram.toml", "--seeds", "1",
+                           "--times", "1s", "--json")
+    assert status == 0, err
+    report = json.loads(out)
+    assert report["noise_model"]["model"] == "ReRamWan2022NoiseModel" and report["chip"]["name"] == "rram"
+    assert [layer["layer"] for layer in report["mapping"]["layers"]] == ["fc1", "fc2", "fc3"]
+    assert report["hardware"]["mapping"]["max_input_size"] == 8
+    status, out, err = run(capsys, "evaluate", *NET, "--calib", "labelled.npz", "--chip", "rram.toml", "--seeds", "1",
+                           "--times", "1s", "--noise", "pcm")
+    assert status == 0, err
+    assert "PCMLikeNoiseModel" in out and "chip: rram:" in out

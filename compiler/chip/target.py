@@ -5,6 +5,8 @@ Which wins where the chip and the hardware config both speak:
 * array size: the chip's. The tiling (``mapping.max_input_size`` / ``max_output_size``) becomes the chip's
   rows and weight columns; a config asking for larger arrays is refused, smaller ones are kept (each tile
   then fills part of an array).
+* g_max: the chip's devices'; a config with another ``converter.g_max`` is refused. ``xbar evaluate
+  --chip`` programs the chip's ``device_model`` unless ``--noise`` or a ``[noise]`` section names another.
 * DAC / ADC: the config's decide the simulated numerics, the chip's the cost. On a PWM chip (one ADC
   conversion per MVM output, the conversion xbar simulates) a config ADC finer than the chip's
   (ideal, or more than ``2**adc_bits - 2`` steps, aihwkit's count for n bits) is refused: the
@@ -44,6 +46,9 @@ def chip_config(config: HardwareConfig, chip: Chip) -> HardwareConfig:
         have = f"{steps:g} ADC steps" if steps else "an ideal ADC"
         raise ConfigError(f"the hardware config has {have} but {chip.name}'s ADC has {chip.adc_bits} bits "
                           f"({levels} levels): set forward.out_res to at most {levels - 2} steps (e.g. --preset 8bit)")
+    if config.converter.g_max != chip.g_max:
+        raise ConfigError(f"converter.g_max={config.converter.g_max:g} uS differs from {chip.name}'s devices "
+                          f"({chip.g_max:g} uS): drop the setting, or give the chip file that g_max")
     return config.with_overrides({"mapping.max_input_size": mapping.max_input_size or rows,
                                   "mapping.max_output_size": mapping.max_output_size or columns})
 

@@ -229,6 +229,7 @@ examples:
   xbar evaluate --finetune 5 --compensation per-column --plot lenet-drift.png
   xbar evaluate resnet --finetune 10 --set forward.out_noise=0.04   # hardware-aware fine-tuning
   xbar evaluate resnet --config hw.toml --json > resnet-drift.json
+  xbar evaluate lenet --chip hermes              # accuracy over time and cost on IBM HERMES
 """
 
 INSPECT_EPILOG = """\
@@ -307,11 +308,6 @@ def _add_compile(commands, common) -> None:
                           "protobuf's 2 GB limit)")
     compile_.add_argument("--save-graph", metavar="PATH", type=_file_name,
                           help="also write the converted graph archive")
-    compile_.add_argument("--chip", metavar="NAME|FILE.toml",
-                          help="place the arrays on a chip (see `xbar chips`): its array size sets the tiling; "
-                          "the file records where each array sits and the cost estimate")
-    compile_.add_argument("--chips", type=_positive_int, default=1, metavar="N",
-                          help="with --chip: spread the model over N such chips (default: 1)")
     compile_.set_defaults(command="compile")
 
 
@@ -376,6 +372,12 @@ def _add_model_arguments(command: argparse.ArgumentParser) -> None:
     command.add_argument("--compile", action="store_true",
                          help="run calibration, fine-tuning and evaluation through torch.compile (eager without "
                          "a C++ compiler, with a warning); the first batch pays the compile time")
+    command.add_argument("--chip", metavar="NAME|FILE.toml",
+                         help="place the arrays on a chip (see `xbar chips`): its array size sets the tiling; "
+                         "reports latency and energy (compile: and records the placement in the file; "
+                         "evaluate: with the chip's device model)")
+    command.add_argument("--chips", type=_positive_int, default=1, metavar="N",
+                         help="with --chip: spread the model over N such chips (default: 1)")
     command.add_argument("--batch-size", type=_positive_int, default=DEFAULT_BATCH_SIZE, metavar="N",
                          help=f"calibration, fine-tuning and evaluation batch size (default: {DEFAULT_BATCH_SIZE})")
 

@@ -109,4 +109,4 @@ def mapping_note(mapping: Mapping) -> str:
             f"({replicated} layer{'s' * (replicated != 1)} replicated), {mapping.utilisation:.0%} of the devices "
             f"hold weights; per inference {cost.latency_ns / 1e3:.3g} us layer by layer, "
             f"{cost.energy_pj / 1e6:.3g} uJ; pipelined {cost.inferences_per_s:.3g} inferences/s, "
-            f"{cost.tops:.3g} TOPS, {cost.tops_per_watt:.3g} TOPS/W (`xbar inspect --mapping` for each layer)")
+            f"{cost.tops:.3g} TOPS, {cost.tops_per_watt:.3g} TOPS/W")

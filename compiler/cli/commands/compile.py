@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     print_layers(out, summary.arrays, f"{source.name}: {count_text(summary.arrays)}", summary.digital)
     say(out, f"hardware: {hardware_origin(args)}: {describe_config(inputs.config.to_dict())}")
     if mapping is not None:
-        say(out, mapping_note(mapping))
+        say(out, f"{mapping_note(mapping)} (each layer: xbar inspect {output} --mapping)")
     say(out, calibration_note(compiled.calibration_batches, data, args.batch_size))
     if compiled.fine_tuning:
         say(out, compiled.fine_tuning)
