@@ -135,13 +135,13 @@ class ModelCost:
         return self.operations / self.energy_pj if self.energy_pj else 0.0
 
     def as_dict(self) -> dict:
-        energy = self.energy_pj
-        return {"latency_ns": self.latency_ns, "interval_ns": self.interval_ns, "energy_pj": energy,
+        energy, latency = self.energy_pj, self.latency_ns
+        return {"latency_ns": latency, "interval_ns": self.interval_ns, "energy_pj": energy,
                 "inferences_per_s": self.inferences_per_s, "operations": self.operations, "tops": self.tops,
                 "tops_per_watt": self.tops_per_watt,
                 "layers": [layer.as_dict() | {"energy_share": layer.energy_pj / energy if energy else 0.0,
-                                              "latency_share": layer.latency_ns / self.latency_ns
-                                              if self.latency_ns else 0.0} for layer in self.layers]}
+                                              "latency_share": layer.latency_ns / latency if latency else 0.0}
+                           for layer in self.layers]}
 
 
 def model_cost(chip: Chip, layers: list[LayerWork], replicas: dict[str, int], array_busy_ns: float = 0.0) -> ModelCost:

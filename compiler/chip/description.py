@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ...passes.errors import ConfigError
+from ..devices.registry import NOISE_MODELS
 
 PAIR_LAYOUTS = {
     "cell": "G+ and G- in one unit cell (one column per weight)",
@@ -189,8 +190,6 @@ def check_chip(chip: Chip) -> None:
     if chip.columns_per_adc > chip.columns:
         raise ConfigError(f"{where}: columns_per_adc ({chip.columns_per_adc}) exceeds the array's "
                           f"{chip.columns} columns")
-    from ..devices.registry import NOISE_MODELS  # imports no torch
-
     if chip.device_model not in NOISE_MODELS:
         raise ConfigError(f"{where}: device_model must be one of {', '.join(NOISE_MODELS)}, got {chip.device_model!r}")
 

@@ -24,13 +24,12 @@ def layer_work(converted: fx.GraphModule, arrays: list[LayerSummary],
     order = {node.target: index for index, node in reversed(list(enumerate(converted.graph.nodes)))
              if node.op == "call_module"}
     tiles: dict[str, list[tuple[tuple, TileWork]]] = {}
+    per_layer: dict[str, int] = {}  # every array of a layer runs each of its MVMs
     for array in sorted(arrays, key=lambda a: order.get(a.node, math.inf)):
         region, settings = array.region, array.settings
         tile = TileWork(array.node, region.inputs, region.outputs, region.taps, int(array.g_plus.size))
         tiles.setdefault(settings.layer, []).append(((settings.tile_row, settings.tile_col), tile))
-    by_array = {array.node: array.settings.layer for array in arrays}
-    per_layer = {layer: max(mvms.get(node, 0) for node, owner in by_array.items() if owner == layer)
-                 for layer in tiles}
+        per_layer[settings.layer] = max(per_layer.get(settings.layer, 0), mvms.get(array.node, 0))
     return [LayerWork(layer, tuple(tile for _, tile in sorted(entries, key=lambda e: e[0])), per_layer[layer])
             for layer, entries in tiles.items()]
 
