@@ -34,6 +34,7 @@ from __future__ import annotations
 import heapq
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from ...passes.errors import CapacityError
 from .cost import ModelCost, device_columns, model_cost, mvm_ns, stage_ns
@@ -41,8 +42,7 @@ from .description import Chip
 from .work import LayerWork
 
 
-@dataclass(frozen=True)
-class Region:
+class Region(NamedTuple):
     """One replica of one tile on its physical array: ``rows`` x ``columns`` devices from
     (``row_offset``, ``col_offset``); with G+ and G- on two arrays, the same region of ``array + 1``
     holds G-."""
@@ -58,11 +58,7 @@ class Region:
     rows: int
     columns: int
     slot: int
-
-    def as_dict(self) -> dict:
-        return {"node": self.node, "layer": self.layer, "replica": self.replica, "chip": self.chip,
-                "core": self.core, "array": self.array, "row_offset": self.row_offset,
-                "col_offset": self.col_offset, "rows": self.rows, "columns": self.columns}
+    """Where the region is in placement order (one tile's arrays: rule 1 of the module docstring)."""
 
 
 @dataclass(frozen=True)

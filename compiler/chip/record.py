@@ -40,10 +40,8 @@ def _array_entries(mapping: Mapping) -> list[dict]:
 
 
 def _region_entry(region: Region) -> dict:
-    entry = region.as_dict()
-    for key in ("chip", "core", "array"):
-        del entry[key]
-    return entry
+    return {"node": region.node, "layer": region.layer, "replica": region.replica, "row_offset": region.row_offset,
+            "col_offset": region.col_offset, "rows": region.rows, "columns": region.columns}
 
 
 def _layer_entries(mapping: Mapping, costs: list[dict]) -> list[dict]:
