@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from xbar.compiler.chip.placement import place
-from xbar.compiler.chip.shipped import HERMES
+from xbar.compiler.chip.shipped import CHIPS, HERMES
 from xbar.compiler.chip.target import chip_config
 from xbar.compiler.chip.toml_text import chip_toml
 from xbar.compiler.chip.work import LayerWork, TileWork
@@ -114,6 +114,12 @@ def test_chip_config_sets_the_tiling_and_refuses_what_the_chip_cannot_do():
         chip_config(preset_config("8bit-512x512"), HERMES)
     with pytest.raises(ConfigError, match="an ideal ADC but hermes's ADC has 8 bits"):
         chip_config(HardwareConfig(), HERMES)
+    with pytest.raises(ConfigError, match="1022 ADC steps but hermes's ADC has 8 bits"):
+        chip_config(preset_config("8bit").with_overrides({"forward.out_res": 1022}), HERMES)
+    rram = CHIPS["neurosim-rram"]  # bit-serial: its 4-bit ADC converts bit slices, which xbar does not simulate
+    assert chip_config(preset_config("8bit"), rram).mapping.max_output_size == 64
+    with pytest.raises(ConfigError, match="converter.g_max=40 uS differs from hermes's devices"):
+        chip_config(preset_config("8bit").with_overrides({"converter.g_max": 40.0}), HERMES)
 
 
 class ConvNet(nn.Module):
