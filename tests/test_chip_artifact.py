@@ -138,3 +138,11 @@ def test_xbar_inspect_mapping_prints_the_per_layer_table_and_json(compiled, caps
     compile_model(nn.Sequential(nn.Linear(6, 4)).eval(), (torch.randn(2, 6),), preset_config("8bit"), output=plain)
     assert main(["inspect", str(plain), "--mapping"]) == 2
     assert "compiled without a chip target" in capsys.readouterr().err
+
+
+def test_the_same_model_and_chip_give_the_same_file(compiled, tmp_path):
+    model, _, _, path = compiled
+    again = tmp_path / "again.onnx"
+    torch.manual_seed(0)
+    compile_model(model, (torch.randn(2, 3, 6, 6),), preset_config("8bit"), chip=CHIP, output=again)
+    assert again.read_bytes() == path.read_bytes()
