@@ -53,6 +53,10 @@ class OutputPathError(UserError):
     """An output path that cannot be written; the message asks for another."""
 
 
+class CapacityError(UserError):
+    """A model's arrays do not fit the chips it is compiled for; the message gives the numbers."""
+
+
 class InspectError(UserError):
     """A file or model that cannot be inspected; the message says why and what to do."""
 

@@ -7,7 +7,14 @@ import inspect
 import pytest
 import torch
 
-from xbar.compiler.onnx.ops import CONSTANT_ATTRIBUTES, CROSSBAR_OPS, FUNCTIONS, SCHEMAS, node_attributes
+from xbar.compiler.onnx.ops import (
+    ANNOTATION_ATTRIBUTES,
+    CONSTANT_ATTRIBUTES,
+    CROSSBAR_OPS,
+    FUNCTIONS,
+    SCHEMAS,
+    node_attributes,
+)
 from xbar.passes.kinds import CONV, CONV_TRANSPOSE, KINDS, LINEAR
 from xbar.passes.kinds.conv import ConvGeometry
 from xbar.passes.kinds.conv_transpose import ConvTransposeGeometry
@@ -41,7 +48,8 @@ def test_op_signatures_follow_the_settings_fields(kind):
     assert list(inspect.signature(CROSSBAR_OPS[kind].translation).parameters) == torch_arguments
     attributes = [*settings, *CONSTANT_ATTRIBUTES, *kind.onnx_attributes]
     schema = SCHEMAS[kind.onnx_op]
-    assert sorted(schema.attributes) == sorted(attributes)
+    assert sorted(schema.attributes) == sorted([*attributes, *ANNOTATION_ATTRIBUTES])  # those no body reads
+    assert not any(schema.attributes[name].required for name in ANNOTATION_ATTRIBUTES)
     body = FUNCTIONS[kind.onnx_op]
     assert list(body.to_function_proto().attribute) == attributes
     body_types = {p.name: p.type.name for p in body.op_signature.params if p.name in attributes}
@@ -51,7 +59,8 @@ def test_op_signatures_follow_the_settings_fields(kind):
 @pytest.mark.parametrize("kind", KINDS, ids=lambda k: k.name)
 def test_a_node_carries_exactly_the_schemas_attributes(kind):
     _, _, geometry = ARRAYS[kind]
-    assert set(node_attributes(kind, SETTINGS, geometry)) == set(SCHEMAS[kind.onnx_op].attributes)
+    assert set(node_attributes(kind, SETTINGS, geometry)) == set(SCHEMAS[kind.onnx_op].attributes) - set(
+        ANNOTATION_ATTRIBUTES)  # the annotations are set on the exported nodes
     assert set(SETTINGS.constants) == set(CONSTANT_ATTRIBUTES)
 
 

@@ -204,6 +204,7 @@ examples:
   xbar compile net.py:make_net --weights net.pt --calib inputs.npz
   xbar compile model.pt2 --calib images.npz --set forward.out_bound=20
   xbar compile resnet --exclude 'layer2.*' --keep-first-last-digital --save-graph resnet.graph.pt
+  xbar compile resnet --chip hermes              # placed on IBM HERMES, with latency and energy
 """
 
 EVALUATE_EPILOG = MODEL_HELP + f"""
@@ -228,6 +229,7 @@ examples:
   xbar evaluate --finetune 5 --compensation per-column --plot lenet-drift.png
   xbar evaluate resnet --finetune 10 --set forward.out_noise=0.04   # hardware-aware fine-tuning
   xbar evaluate resnet --config hw.toml --json > resnet-drift.json
+  xbar evaluate lenet --chip hermes              # accuracy over time and cost on IBM HERMES
 """
 
 INSPECT_EPILOG = """\
@@ -240,6 +242,8 @@ examples:
   xbar inspect lenet.onnx --graph
   xbar inspect lenet.onnx --json > lenet.json
   xbar inspect lenet.onnx --plot lenet.png
+  xbar inspect lenet.onnx --mapping             # compiled with --chip: per-layer arrays, latency, energy
+  xbar inspect lenet.onnx --mapping --plot chip.png
 """
 
 MAIN_EPILOG = """\
@@ -248,6 +252,7 @@ examples:
   xbar evaluate --seeds 3 --times 1h,1y
   xbar inspect lenet.onnx --graph
   xbar presets
+  xbar chips
 
 exit status: 0 ok, 1 the work failed, 2 the input needs fixing (command line, model file,
 data, config, output path); --debug shows tracebacks"""
@@ -274,7 +279,18 @@ def build_parser() -> ArgumentParser:
                                   "where their numbers come from.", epilog="example:\n  xbar presets",
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
     presets.set_defaults(command="presets")
+    _add_chips(commands, common)
     return parser
+
+
+def _add_chips(commands, common) -> None:
+    chips = commands.add_parser("chips", parents=[common], help="list the chips `--chip` compiles for",
+                                description="List the shipped chip targets: their shape, periphery, cost terms and "
+                                "the sources of their values.", epilog="examples:\n  xbar chips\n"
+                                "  xbar chips --toml hermes > mine.toml",
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    chips.add_argument("--toml", metavar="NAME", help="print chip NAME as a TOML chip file instead")
+    chips.set_defaults(command="chips")
 
 
 def _add_compile(commands, common) -> None:
@@ -356,6 +372,12 @@ def _add_model_arguments(command: argparse.ArgumentParser) -> None:
     command.add_argument("--compile", action="store_true",
                          help="run calibration, fine-tuning and evaluation through torch.compile (eager without "
                          "a C++ compiler, with a warning); the first batch pays the compile time")
+    command.add_argument("--chip", metavar="NAME|FILE.toml",
+                         help="place the arrays on a chip (see `xbar chips`): its array size sets the tiling; "
+                         "reports latency and energy (compile: and records the placement in the file; "
+                         "evaluate: with the chip's device model)")
+    command.add_argument("--chips", type=_positive_int, default=1, metavar="N",
+                         help="with --chip: spread the model over N such chips (default: 1)")
     command.add_argument("--batch-size", type=_positive_int, default=DEFAULT_BATCH_SIZE, metavar="N",
                          help=f"calibration, fine-tuning and evaluation batch size (default: {DEFAULT_BATCH_SIZE})")
 
@@ -369,6 +391,9 @@ def _add_inspect(commands, common) -> None:
     inspect.add_argument("file", metavar="FILE", help="ONNX file or graph archive")
     inspect.add_argument("--graph", action="store_true", help="also print the graph (ONNX: its node list)")
     inspect.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    inspect.add_argument("--mapping", action="store_true",
+                         help="show where a chip target's layers sit and what they cost (files from --chip)")
     inspect.add_argument("--plot", metavar="IMAGE", type=_file_name,
-                         help="save conductance histograms and input ranges (.png)")
+                         help="save conductance histograms and input ranges (.png); with --mapping, the chip's "
+                         "cores and arrays coloured by layer and each layer's latency and energy")
     inspect.set_defaults(command="inspect")

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Optional
 
 from ...passes.errors import ConfigError, DataError, InspectError, ModelError, OutputPathError
+from ..chip.shipped import chip_named
 from ..files import check_writable, data_file
 from .arguments import BUILTIN_DATA, ZOO_NAMES
 
@@ -32,6 +33,8 @@ def check_arguments(args: argparse.Namespace) -> None:
             check_data_spec(args.calib)
         if args.config:
             check_config_file(Path(args.config))
+    if getattr(args, "chip", None):
+        chip_named(args.chip)  # a name or a valid chip file; torch-free
     if args.command == "inspect" and not Path(args.file).is_file():
         raise InspectError(f"{args.file}: no such file")
 

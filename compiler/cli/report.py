@@ -15,6 +15,7 @@ from rich.table import Table
 
 from ...passes.numerics.calibration import CalibrationMethod
 from ...passes.numerics.training_noise import TrainingNoise
+from ..chip.placement import Mapping
 from ..metrics import accuracy
 from ..pipeline.finetune import HWA_FINE_TUNING, FineTuning, fine_tune
 from ..pipeline.stages import calibrate
@@ -97,3 +98,15 @@ def accuracy_report(source: LoadedModel, converted, onnx_path: Path, data: Datas
     return table
 
 
+
+
+def mapping_note(mapping: Mapping) -> str:
+    """One line on a chip mapping: arrays used, utilisation, latency, throughput and efficiency."""
+    chip, cost = mapping.chip, mapping.cost
+    chips = f"{mapping.chips} {chip.name} chips" if mapping.chips > 1 else chip.name
+    replicated = sum(count > 1 for count in mapping.replicas.values())
+    return (f"chip: {chips}: {mapping.arrays_used} of {mapping.chips * chip.arrays} arrays "
+            f"({replicated} layer{'s' * (replicated != 1)} replicated), {mapping.utilisation:.0%} of the devices "
+            f"hold weights; per inference {cost.latency_ns / 1e3:.3g} us layer by layer, "
+            f"{cost.energy_pj / 1e6:.3g} uJ; pipelined {cost.inferences_per_s:.3g} inferences/s, "
+            f"{cost.tops:.3g} TOPS, {cost.tops_per_watt:.3g} TOPS/W")

@@ -130,9 +130,13 @@ def load_inputs(args: argparse.Namespace, config: HardwareConfig, labels_for: Op
     return Inputs(source, config, data, example)
 
 
-def compile_steps(inputs: Inputs, args: argparse.Namespace, console: Console) -> Compiled:
-    """prepare -> calibrate -> fine-tune (with --finetune) -> convert, with progress bars on ``console``."""
+def compile_steps(inputs: Inputs, args: argparse.Namespace, console: Console,
+                  check_prepared: Optional[Callable[[fx.GraphModule], None]] = None) -> Compiled:
+    """prepare -> calibrate -> fine-tune (with --finetune) -> convert, with progress bars on ``console``;
+    ``check_prepared`` runs on the prepared model before calibration (e.g. whether it fits a chip)."""
     prepared = prepare_model(inputs.source, inputs.example, inputs.config, args)
+    if check_prepared is not None:
+        check_prepared(prepared)
     limit = inputs.config.pre_post.input_range.init_from_data if args.calib_batches is None else args.calib_batches
     calibrated = calibrate_model(prepared, inputs.data, args.batch_size, limit, console, args.calib_method,
                                  args.compile)

@@ -21,6 +21,7 @@ import numpy as np
 
 from ...passes.digital_layer import DigitalLayer
 from ...passes.numerics.settings import CrossbarSettings
+from .region import WeightRegion
 
 AT_G_MAX_TOLERANCE = 0.01
 """A device counts as at g_max when within this fraction of (g_max - g_min) of it."""
@@ -45,6 +46,8 @@ class LayerSummary:
     has_bias: Optional[bool] = None
     call_sites: tuple[str, ...] = ()
     """The graph nodes that run this array (more than one: a layer called more than once)."""
+    region: Optional[WeightRegion] = None
+    """The part of its layer's weight the array holds (:mod:`.region`), when the file records it."""
 
     @property
     def calls(self) -> int:
@@ -65,14 +68,16 @@ class LayerSummary:
         """What files record of the array (JSON-ready, settings flat, no conductances)."""
         return {"node": self.node, "kind": self.kind, "weight_shape": list(self.weight_shape),
                 "source_weight": self.source_weight, "has_bias": self.has_bias, "rule": self.rule,
-                "calls": self.calls, "call_sites": list(self.call_sites), **self.settings.as_dict()}
+                "calls": self.calls, "call_sites": list(self.call_sites), **self.settings.as_dict(),
+                **({} if self.region is None else {"region": self.region.as_dict()})}
 
     @classmethod
     def from_description(cls, data: Mapping, g_plus: np.ndarray, g_minus: np.ndarray) -> "LayerSummary":
         """The summary a file recorded with :meth:`description`, and its conductances."""
         settings = settings_from({key: data[key] for key in SETTINGS_FIELDS if key in data})
         return cls(data["node"], data["kind"], tuple(g_plus.shape), settings, g_plus, g_minus, data.get("rule"),
-                   data.get("source_weight"), data.get("has_bias"), tuple(data.get("call_sites", ())))
+                   data.get("source_weight"), data.get("has_bias"), tuple(data.get("call_sites", ())),
+                   WeightRegion.from_dict(data["region"]) if "region" in data else None)
 
     def as_dict(self) -> dict:
         """A JSON-ready dict: the description and the conductances' statistics."""

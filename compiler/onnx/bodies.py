@@ -19,7 +19,8 @@ ADC bound clips before rounding (round(clip(z, -c, c)) = clip(round(z), -c, c) f
 an integer c), which lets ONNX Runtime fuse the clip into the mvm.
 
 Every op body declares all the op's attributes, used or not, so each attribute of
-a node belongs to its function.
+a node belongs to its function; the optional annotation attributes (which part of the
+layer's weight a node holds, where it sits on a chip) are for backends and no body reads them.
 """
 
 from __future__ import annotations

@@ -42,11 +42,13 @@ from ...passes.infra import run_passes
 from ...passes.numerics.crossbar import Crossbar, crossbar_modules
 from ...passes.rewrites.export_ops import CrossbarToCustomOpsPass
 from ...passes.rewrites.functional_ops import FunctionalInPlaceOpsPass
+from ..chip.target import mapping_of
 from ..devices.programming import programming_of
 from ..inspection.converted import summarize
-from ..inspection.summary import LayerSummary
+from ..inspection.summary import LayerSummary, ModelSummary
 from ..pipeline.record import CompileRecord, Stage, record_of
 from ..version import __version__
+from . import annotations as onnx_annotations
 from . import bodies as onnx_bodies
 from . import boundary as onnx_boundary
 from . import files as onnx_files
@@ -107,10 +109,14 @@ def export_onnx_files(converted: fx.GraphModule, example_inputs: Sequence, path:
     onnx_layers.restore_layer_tensors(model, matched, crossbars)
     onnx_layers.name_nodes(model, matched)
     onnx_layers.check_layers(model, matched, crossbars)
+    mapping = mapping_of(converted)
+    summary = summarize(converted)
+    onnx_annotations.annotate_nodes(matched, summary.arrays, mapping)
     _add_functions(model)
     for node in ir.traversal.RecursiveGraphIterator(model.graph):
         node.metadata_props.clear()
-    model.metadata_props.update(_metadata(record, converted, originals, matched))
+    model.metadata_props.update(_metadata(record, converted, summary, originals, matched)
+                                | onnx_annotations.chip_metadata(mapping))
     model.ir_version = min(model.ir_version, MAX_IR_VERSION)
     path = Path(path)
     if external_data is None:
@@ -207,12 +213,11 @@ def _add_functions(model: ir.Model) -> None:
     model.opset_imports[onnx_bodies.PERIPHERY_DOMAIN] = onnx_bodies.PERIPHERY_VERSION
 
 
-def _metadata(record: CompileRecord, converted: fx.GraphModule, crossbars: dict[str, Crossbar],
-              matched: list[tuple[ir.Node, str]]) -> dict[str, str]:
+def _metadata(record: CompileRecord, converted: fx.GraphModule, summary: ModelSummary,
+              crossbars: dict[str, Crossbar], matched: list[tuple[ir.Node, str]]) -> dict[str, str]:
     """The file's ``xbar.*`` metadata: the shared summary of each array (with this file's call-site
     nodes and tensor names) in ``xbar.layers``, and the layers that stay digital in ``xbar.digital_layers``."""
     config = record.config
-    summary = summarize(converted)
     call_sites = {name: [node.name for node, module in matched if module == name] for name in crossbars}
     layers = [_layer_entry(array, crossbars[array.node], call_sites[array.node]) for array in summary.arrays]
     programming = programming_of(converted)

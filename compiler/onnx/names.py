@@ -6,6 +6,7 @@ VERSION = 5
 3: the ``drift_gain`` attribute; 4: per-column scale ratios and drift gains (``column_scale_ratios``,
 ``column_drift_gains``, ``column_out_scale``), 0 instead of inf for no clip in ``input_clip`` /
 ``dac_clip`` / ``adc_clip``, the bodies' steps in :data:`PERIPHERY_DOMAIN`; 5: aihwkit's weight
-scaling (``mapped_wmax``) and learned output scales (``out_scales``), both folded into the constants)."""
+scaling (``mapped_wmax``) and learned output scales (``out_scales``), both folded into the constants; the optional
+weight-region and chip-placement attributes ``in_offset`` ... ``col_offset``, which no body reads)."""
 PERIPHERY_DOMAIN = "ai.xbar.periphery"
 PERIPHERY_VERSION = 1

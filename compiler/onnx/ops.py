@@ -14,8 +14,10 @@ per-column ``column_scale_ratios`` / ``column_drift_gains``, the weight scaling'
 ``mapped_wmax`` and the learned ``out_scales``), the float32 constants
 the simulation computes with (``CrossbarSettings.constants``), and the kind's
 geometry as ONNX ``Conv`` / ``ConvTranspose`` attributes (``onnx_attributes`` of
-the kind). The per-column values are attributes, not initializers, so the
-exporter's optimiser cannot merge one array's with another's.
+the kind), and the optional :data:`ANNOTATION_ATTRIBUTES` (the part of the layer's
+weight the array holds; under a chip target, where it sits), which no body reads.
+The per-column values are attributes, not initializers, so the exporter's optimiser
+cannot merge one array's with another's.
 
 "None" is written one way: 0. ``input_range``, ``out_bound``, ``dac_steps``,
 ``adc_steps`` and the clip constants ``input_clip``, ``dac_clip``, ``adc_clip``
@@ -82,6 +84,26 @@ CONSTANT_ATTRIBUTES = {
     "out_scale": (float, "ADC code multiplier to the layer's output units, before the bias"),
     "column_out_scale": (tuple[float, ...], "out_scale of each output column (empty: out_scale for all)"),
 }
+REGION_ATTRIBUTES = {
+    "in_offset": "first column of the layer's [out, in x kernel] weight this array holds",
+    "in_size": "columns of that matrix this array holds",
+    "out_offset": "first row (output channel) of that matrix this array holds",
+    "out_size": "rows of that matrix this array holds",
+    "in_total": "columns of the layer's whole [out, in x kernel] weight",
+    "out_total": "rows of the layer's whole [out, in x kernel] weight",
+}
+"""Which part of its layer's weight a node holds (INT; every node; :mod:`xbar.compiler.onnx.annotations`)."""
+PLACEMENT_ATTRIBUTES = {
+    "replicas": (int, "copies of this array on the chip (each runs a share of the layer's MVMs)"),
+    "chip": (tuple[int, ...], "chip of each replica (replica k at index k)"),
+    "core": (tuple[int, ...], "core of each replica"),
+    "array": (tuple[int, ...], "array within its core of each replica (G- on array + 1 when the pair takes two)"),
+    "row_offset": (tuple[int, ...], "first device row of each replica's region on its array"),
+    "col_offset": (tuple[int, ...], "first device column of each replica's region on its array"),
+}
+"""Where a node sits on the chip (only under a chip target)."""
+ANNOTATION_ATTRIBUTES = {name: (int, text) for name, text in REGION_ATTRIBUTES.items()} | PLACEMENT_ATTRIBUTES
+"""The optional attributes no function body reads: they are for backends (and checked by onnx's checker)."""
 ATTRIBUTE_TYPES = {str: _ATTR.STRING, float: _ATTR.FLOAT, int: _ATTR.INT, tuple[int, ...]: _ATTR.INTS,
                    tuple[float, ...]: _ATTR.FLOATS}
 """Python type -> ONNX attribute type."""
@@ -113,7 +135,9 @@ def _schema(kind: LayerKind) -> OpSchema:
         type_constraints=[("T", ["tensor(float)"], "float32 tensors (a model of another dtype is cast at the "
                                                    "graph's boundary)")],
         attributes=[OpSchema.Attribute(name, ATTRIBUTE_TYPES[t], text) for name, (t, text) in
-                    attribute_specs(kind).items()],
+                    attribute_specs(kind).items()]
+        + [OpSchema.Attribute(name, ATTRIBUTE_TYPES[t], text, required=False) for name, (t, text) in
+           ANNOTATION_ATTRIBUTES.items()],
     )
 
 

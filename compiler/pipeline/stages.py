@@ -39,6 +39,10 @@ from ...passes.rewrites.isolate_layers import IsolateCrossbarLayersPass
 from ...passes.rewrites.lower_conductances import LowerToConductancesPass
 from ...passes.rewrites.remove_training_noise import RemoveTrainingNoisePass
 from ...passes.rewrites.tiling import TileLayersPass
+from ..chip.description import Chip
+from ..chip.placement import Mapping
+from ..chip.shipped import chip_named
+from ..chip.target import check_capacity, chip_config, map_converted
 from ..config.hardware import HardwareConfig
 from ..onnx.export import export_onnx
 from .compiled import maybe_compiled
@@ -275,6 +279,8 @@ class CompileResult:
     converted: fx.GraphModule
     output: Optional[Path]
     calibration_batches: int
+    mapping: Optional[Mapping] = None
+    """Where the arrays sit on the chip and what one inference costs (with ``chip=``)."""
 
 
 def compile_model(
@@ -286,18 +292,29 @@ def compile_model(
     calibration_method: CalibrationMethod | str = CalibrationMethod.INIT_FROM_DATA,
     output: Optional[str | Path] = None,
     progress: bool = False,
+    chip: Optional[Chip | str] = None,
+    chips: int = 1,
     **prepare_options,
 ) -> CompileResult:
-    """prepare -> calibrate (if data is given) -> convert -> export ONNX (if ``output``).
+    """prepare -> calibrate (if data is given) -> convert -> [place on a chip] -> export ONNX (if ``output``).
 
     ``calibration_data`` is an iterable of batches; ``prepare_options`` are those
-    of :func:`prepare` (include, exclude, ...).
+    of :func:`prepare` (include, exclude, ...). ``chip`` (a :class:`~xbar.compiler.chip.description.Chip`,
+    a shipped chip's name or a .toml file) sets the tiling from its arrays, places every array on
+    ``chips`` such chips and costs one inference (:mod:`xbar.compiler.chip.target`); a model that does
+    not fit raises :class:`~xbar.passes.errors.CapacityError` before anything is written.
     """
     require_batches(calibration_data, "compile_model(calibration_data=...)")
+    if chip is not None:
+        chip = chip_named(chip) if isinstance(chip, str) else chip
+        config = chip_config(config or HardwareConfig(), chip)
     prepared = prepare(model, example_inputs, config, **prepare_options)
+    if chip is not None:
+        check_capacity(convert(prepared), chip, chips)  # before the minutes calibration may take
     batches = 0
     if calibration_data is not None:
         batches = calibrate(prepared, calibration_data, calibration_method, progress=progress)
     converted = convert(prepared)
+    mapping = None if chip is None else map_converted(converted, example_inputs, chip, chips)
     path = None if output is None else export_onnx(converted, example_inputs, output)
-    return CompileResult(prepared, converted, path, batches)
+    return CompileResult(prepared, converted, path, batches, mapping)

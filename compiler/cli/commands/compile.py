@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import argparse
 
+from ...chip.shipped import chip_named
+from ...chip.target import check_capacity, chip_config, map_converted
 from ...files import check_writable, reporting_write_errors
 from ...inspection.archive import save_graph
 from ...inspection.converted import summarize
 from ...onnx.export import export_onnx_files
+from ...pipeline.stages import convert
 from ..console import is_reporting_process, quiet_loggers, say, stderr_console, stdout_console
 from ..inspection_view import count_text, describe_config, print_layers
 from ..preflight import output_paths
-from ..report import accuracy_report, calibration_note
+from ..report import accuracy_report, calibration_note, mapping_note
 from ..steps import compile_steps, hardware_config, hardware_origin, load_inputs
 
 
@@ -27,11 +30,15 @@ def run(args: argparse.Namespace) -> int:
     for option, path in paths.items():
         check_writable(path, option)
     output, graph_path = paths["-o"], paths.get("--save-graph")
-    inputs = load_inputs(args, hardware_config(args), "--finetune" if args.finetune else None)
-    compiled = compile_steps(inputs, args, err)
+    chip = chip_named(args.chip) if args.chip else None
+    config = hardware_config(args) if chip is None else chip_config(hardware_config(args), chip)
+    inputs = load_inputs(args, config, "--finetune" if args.finetune else None)
+    fits = None if chip is None else (lambda prepared: check_capacity(convert(prepared), chip, args.chips))
+    compiled = compile_steps(inputs, args, err, fits)
     if not is_reporting_process():
         return 0
     converted, source, data = compiled.converted, inputs.source, inputs.data
+    mapping = None if chip is None else map_converted(converted, (inputs.example,), chip, args.chips)
     with err.status(f"exporting ONNX to {output}"), quiet_loggers("torch.onnx"), reporting_write_errors(output, "-o"):
         written = export_onnx_files(converted, (inputs.example,), output, args.external_data or None)
     if graph_path is not None:
@@ -40,6 +47,8 @@ def run(args: argparse.Namespace) -> int:
     summary = summarize(converted)
     print_layers(out, summary.arrays, f"{source.name}: {count_text(summary.arrays)}", summary.digital)
     say(out, f"hardware: {hardware_origin(args)}: {describe_config(inputs.config.to_dict())}")
+    if mapping is not None:
+        say(out, f"{mapping_note(mapping)} (each layer: xbar inspect {output} --mapping)")
     say(out, calibration_note(compiled.calibration_batches, data, args.batch_size))
     if compiled.fine_tuning:
         say(out, compiled.fine_tuning)

@@ -10,21 +10,27 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Optional
 
 from torch import Tensor
 
+from ...chip.description import Chip
+from ...chip.record import mapping_record
+from ...chip.shipped import chip_named
+from ...chip.target import check_capacity, chip_config, map_converted
 from ...config.hardware import HardwareConfig
 from ...devices.base import BaseNoiseModel
 from ...devices.evaluation import accuracy_over_time, check_times
 from ...devices.registry import noise_model
 from ...files import check_writable, reporting_write_errors
 from ...pipeline.distributed import group_in_use, rank_share
+from ...pipeline.stages import convert
 from ..console import is_reporting_process, say, stderr_console, stdout_console
 from ..data import Dataset
 from ..evaluation_view import accuracy_table, plot_accuracy
 from ..figures import image_type
 from ..inspection_view import describe_config
-from ..report import calibration_note, progress_bar
+from ..report import calibration_note, mapping_note, progress_bar
 from ..steps import compile_steps, hardware_config, load_inputs, read_config_file
 
 COMPENSATIONS = {"global": "global", "per-column": "per_column", "none": None}
@@ -38,13 +44,16 @@ def run(args: argparse.Namespace) -> int:
     out, err = stdout_console(), stderr_console()
     plot_path = check_writable(Path(args.plot), "--plot") if args.plot else None
     kind = image_type(plot_path) if plot_path else None
-    config = hardware_config(args)
-    devices = device_model(args, config)
+    chip = chip_named(args.chip) if args.chip else None
+    config = hardware_config(args) if chip is None else chip_config(hardware_config(args), chip)
+    devices = device_model(args, config, chip)
     times = {time.label: time.seconds for time in args.times}
     check_times(devices, times)
     inputs = load_inputs(args, config, "xbar evaluate")
     x, y, described = evaluation_data(inputs.data)
-    compiled = compile_steps(inputs, args, err)
+    fits = None if chip is None else (lambda prepared: check_capacity(convert(prepared), chip, args.chips))
+    compiled = compile_steps(inputs, args, err, fits)
+    mapping = None if chip is None else map_converted(compiled.converted, (inputs.example,), chip, args.chips)
     share = len(rank_share(args.seeds, group_in_use()))  # under torchrun the ranks share the seeds out
     with progress_bar(err) as progress:
         here = "" if share == args.seeds else f" ({share} seeds in this process)"
@@ -61,8 +70,9 @@ def run(args: argparse.Namespace) -> int:
             plot_accuracy(evaluation, plot_path, kind, title, split)
     if args.json:
         data = {"name": inputs.data.name, "split": split, "samples": len(y)}
+        chip_data = {} if mapping is None else {"chip": chip.to_dict(), "mapping": mapping_record(mapping)}
         out.out(json.dumps({"model": inputs.source.name, "data": data, "hardware": config.to_dict(),
-                            **evaluation.as_dict()}, indent=2, allow_nan=False), highlight=False)
+                            **evaluation.as_dict(), **chip_data}, indent=2, allow_nan=False), highlight=False)
     else:
         say(out, f"hardware: {describe_config(config.to_dict())}")
         say(out, calibration_note(compiled.calibration_batches, inputs.data, args.batch_size))
@@ -71,16 +81,20 @@ def run(args: argparse.Namespace) -> int:
         say(out, f"devices: {noise_text(evaluation.noise_model)}; {COMPENSATION_TEXT[args.compensation]}")
         say(out, title)
         say(out, accuracy_table(evaluation))
+        if mapping is not None:
+            say(out, mapping_note(mapping))
     if plot_path is not None:
         say(err, f"wrote {plot_path}")
     return 0
 
 
-def device_model(args: argparse.Namespace, config: HardwareConfig) -> BaseNoiseModel:
-    """--noise, else the config file's [noise] section, else the PCM-like default; g_max the converter's."""
+def device_model(args: argparse.Namespace, config: HardwareConfig, chip: Optional[Chip] = None) -> BaseNoiseModel:
+    """--noise, else the config file's [noise] section, else the chip's device model, else the PCM-like
+    default; g_max the converter's."""
     section = read_config_file(Path(args.config)).noise if args.config else None
     where = f"--config {args.config}" if args.config else "--noise"
-    return noise_model(args.noise, section, config.converter.g_max, where)
+    name = args.noise if args.noise or section is not None or chip is None else chip.device_model
+    return noise_model(name, section, config.converter.g_max, where)
 
 
 def evaluation_data(data: Dataset) -> tuple[Tensor, Tensor, str]:
