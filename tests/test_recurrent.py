@@ -1,0 +1,258 @@
+"""nn.LSTM, nn.GRU and nn.RNN as crossbar layers: unrolled per step, each weight its own array and range."""
+
+import numpy as np
+import pytest
+import torch
+import torch.utils._pytree as pytree
+from aihwkit.nn import AnalogLSTMCell, AnalogRNN
+from aihwkit.simulator.configs import TorchInferenceRPUConfig
+from aihwkit.simulator.parameters.enums import BoundManagementType, NoiseManagementType
+from onnx_parity import Exported, assert_within_one_adc_step
+from torch import nn
+
+import xbar
+from xbar import HardwareConfig, calibrate, convert, export_onnx, prepare
+from xbar.compiler.pipeline.record import Stage, record_of
+from xbar.compiler.pipeline.stages import input_ranges
+from xbar.passes.plan import Role, tagged
+
+from conftest import eight_bit
+
+IDEAL = {"pre_post.input_range.enable": False}
+BATCH, STEPS, FEATURES, HIDDEN = 2, 3, 3, 4
+
+
+class Recurrent(nn.Module):
+    """A recurrent layer on [batch, steps, features] inputs, returning all its outputs (time-major
+    layers are fed the transposed input, so the model's dim 0 is always the batch)."""
+
+    def __init__(self, rnn: nn.RNNBase):
+        super().__init__()
+        self.rnn = rnn
+
+    def forward(self, x):
+        return self.rnn(x if self.rnn.batch_first else x.transpose(0, 1))
+
+
+MATRIX = {
+    "lstm": (nn.LSTM, {}),
+    "lstm-2-bidir-batch_first-projected-no_bias": (
+        nn.LSTM, dict(num_layers=2, bidirectional=True, batch_first=True, proj_size=2, bias=False)),
+    "lstm-bidir-projected": (nn.LSTM, dict(bidirectional=True, proj_size=3)),
+    "gru-2-bidir": (nn.GRU, dict(num_layers=2, bidirectional=True)),
+    "gru-batch_first-no_bias": (nn.GRU, dict(batch_first=True, bias=False)),
+    "rnn-tanh-bidir-batch_first": (nn.RNN, dict(bidirectional=True, batch_first=True)),
+    "rnn-relu-2-no_bias": (nn.RNN, dict(nonlinearity="relu", num_layers=2, bias=False)),
+}
+
+
+def recurrent(name: str, seed: int = 0) -> Recurrent:
+    torch.manual_seed(seed)
+    cls, options = MATRIX[name]
+    return Recurrent(cls(FEATURES, HIDDEN, **options)).eval()
+
+
+def sequence(batch: int = BATCH, seed: int = 1) -> torch.Tensor:
+    return torch.randn(batch, STEPS, FEATURES, generator=torch.Generator().manual_seed(seed))
+
+
+def weight_names(model: nn.Module) -> set[str]:
+    return {name for name, p in model.named_parameters() if p.dim() == 2}
+
+
+@pytest.mark.parametrize("method", ["export", "symbolic_trace"])
+@pytest.mark.parametrize("name", sorted(MATRIX))
+def test_with_an_ideal_periphery_every_output_is_the_float_modules(name, method):
+    model, x = recurrent(name), sequence()
+    prepared = prepare(model, (x,), HardwareConfig().with_overrides(IDEAL), capture_method=method)
+    converted = convert(prepared)
+    other = sequence(batch=5, seed=2)
+    with torch.no_grad():
+        expected = pytree.tree_leaves(model(other))
+        for got in (prepared(other), converted(other)):
+            got = pytree.tree_leaves(got)
+            assert len(got) == len(expected)
+            for a, b in zip(got, expected):
+                torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    plans = record_of(prepared, "test", Stage.PREPARED).plans
+    assert {plan.layer.name for plan in plans} == weight_names(model)
+    assert len(tagged(prepared.graph, Role.MVM)) == len(plans)
+
+
+def test_each_weight_is_one_linear_layer_with_a_call_site_per_step():
+    model, x = recurrent("lstm-2-bidir-batch_first-projected-no_bias"), sequence()
+    prepared = prepare(model, (x,), HardwareConfig().with_overrides(IDEAL))
+    calls = {}
+    for plan in record_of(prepared, "test", Stage.PREPARED).plans:
+        assert (plan.layer.kind.name, plan.layer.weight, plan.layer.module_type) == (
+            "linear", plan.layer.name, "torch.nn.modules.rnn.LSTM")
+        calls[plan.layer.name] = calls.get(plan.layer.name, 0) + 1
+    assert calls == {name: STEPS for name in weight_names(model)}
+    assert record_of(prepared, "test", Stage.PREPARED).digital == ()
+
+
+@pytest.mark.parametrize("method", ["export", "symbolic_trace"])
+def test_calibration_gives_each_weight_its_own_range_by_aihwkits_rule(method):
+    """Each weight's range is the mean of init_std_alpha * std over its first calls, one call per step;
+    the recurrent matmul's step 0 sees the zero state (std 0), which does not count."""
+    model = recurrent("gru-2-bidir")
+    config = HardwareConfig().with_overrides({"pre_post.input_range.enable": True,
+                                              "pre_post.input_range.init_from_data": 4})
+    prepared = prepare(model, (sequence(),), config, capture_method=method)
+    batches = [sequence(batch=4, seed=s) for s in range(3)]
+    calibrate(prepared, batches)
+    ranges = {name: module.value.item() for name, module in input_ranges(prepared).items()}
+    assert set(ranges) == {f"rnn_{w.split('.')[1]}_input_range" for w in weight_names(model)}
+    assert len(set(ranges.values())) == len(ranges)
+    steps = [b.transpose(0, 1)[t] for b in batches for t in range(STEPS)]  # as the forward direction reads them
+    expected = 3.0 * torch.stack([s.std() for s in steps[:4]]).mean()
+    assert ranges["rnn_weight_ih_l0_input_range"] == pytest.approx(float(expected), rel=1e-6)
+    calibration = record_of(prepared, "test", Stage.PREPARED).calibration
+    assert calibration["rnn_weight_ih_l0_input_range"] == "InitFromData(batches=4)"
+
+
+def aihwkit_config(inp_res: int, out_res: int, out_bound: float, init_value: float,
+                   init_from_data: int) -> TorchInferenceRPUConfig:
+    """aihwkit's torch inference tile with xbar's 8-bit periphery: no noise, no noise or bound management,
+    weights scaled to max |W| = 1 (as the conductance converter does), a digital bias."""
+    rpu = TorchInferenceRPUConfig()
+    rpu.forward.inp_res, rpu.forward.out_res, rpu.forward.out_bound = inp_res, out_res, out_bound
+    rpu.forward.out_noise = rpu.forward.w_noise = 0.0
+    rpu.forward.noise_management = NoiseManagementType.NONE
+    rpu.forward.bound_management = BoundManagementType.NONE
+    rpu.pre_post.input_range.enable = True
+    rpu.pre_post.input_range.init_value = init_value
+    rpu.pre_post.input_range.init_from_data = init_from_data
+    rpu.mapping.weight_scaling_omega = 1.0
+    rpu.mapping.weight_scaling_columnwise = False
+    rpu.mapping.digital_bias = True
+    return rpu
+
+
+def analog_lstm(reference: nn.LSTM, rpu: TorchInferenceRPUConfig) -> AnalogRNN:
+    """aihwkit's AnalogLSTM (AnalogRNN of AnalogLSTMCell) holding ``reference``'s weights and biases."""
+    analog = AnalogRNN(AnalogLSTMCell, reference.input_size, reference.hidden_size,
+                       num_layers=reference.num_layers, bidir=reference.bidirectional, rpu_config=rpu)
+    for layer in range(reference.num_layers):
+        for direction in range(2 if reference.bidirectional else 1):
+            cell = analog.rnn.layers[layer].directions[direction].cell if reference.bidirectional else \
+                analog.rnn.layers[layer].cell
+            suffix = f"_l{layer}{'_reverse' if direction else ''}"
+            for matmul in ("ih", "hh"):
+                getattr(cell, f"weight_{matmul}").set_weights(getattr(reference, f"weight_{matmul}{suffix}"),
+                                                             getattr(reference, f"bias_{matmul}{suffix}"))
+    return analog
+
+
+def xbar_config(**input_range) -> HardwareConfig:
+    return HardwareConfig().with_overrides({
+        "forward.inp_res": 254, "forward.out_res": 254, "forward.out_bound": 10,
+        "pre_post.input_range.enable": True, **{f"pre_post.input_range.{k}": v for k, v in input_range.items()}})
+
+
+@pytest.mark.parametrize("method", ["export", "symbolic_trace"])
+def test_the_forward_output_is_aihwkits_analog_lstm(method):
+    torch.manual_seed(0)
+    reference = nn.LSTM(FEATURES, HIDDEN, num_layers=2, bidirectional=True).eval()
+    analog = analog_lstm(reference, aihwkit_config(254, 254, 10, init_value=1.5, init_from_data=0)).eval()
+    x = torch.randn(5, BATCH, FEATURES)  # time-major, as AnalogRNN takes it
+    prepared = prepare(Recurrent(reference), (x.transpose(0, 1),), xbar_config(init_value=1.5, init_from_data=0),
+                       capture_method=method).eval()
+    with torch.no_grad():
+        expected, got, float_output = analog(x)[0], prepared(x.transpose(0, 1))[0], reference(x)[0]
+    torch.testing.assert_close(got, expected, atol=1e-6, rtol=0)
+    assert (got - float_output).abs().max() > 1e-3  # the 8-bit periphery is really there
+
+
+def test_calibrated_ranges_are_those_aihwkit_learns_from_data():
+    torch.manual_seed(0)
+    reference = nn.LSTM(FEATURES, HIDDEN, num_layers=2, bidirectional=True).eval()
+    analog = analog_lstm(reference, aihwkit_config(254, 254, 10, init_value=3.0, init_from_data=10)).train()
+    batches = [torch.randn(5, BATCH, FEATURES, generator=torch.Generator().manual_seed(s)) for s in range(3)]
+    for batch in batches:
+        analog(batch)
+    prepared = prepare(Recurrent(reference), (batches[0].transpose(0, 1),), xbar_config(init_from_data=10),
+                       capture_method="symbolic_trace")
+    calibrate(prepared, [batch.transpose(0, 1) for batch in batches])
+    ranges = {name: module.value.item() for name, module in input_ranges(prepared).items()}
+    for layer in range(2):
+        for direction in range(2):
+            cell = analog.rnn.layers[layer].directions[direction].cell
+            for matmul in ("ih", "hh"):
+                name = f"rnn_weight_{matmul}_l{layer}{'_reverse' if direction else ''}_input_range"
+                tile = getattr(cell, f"weight_{matmul}").analog_module
+                assert ranges[name] == pytest.approx(float(tile.input_range), rel=1e-6), name
+
+
+@pytest.mark.parametrize("name, method", [("lstm-2-bidir-batch_first-projected-no_bias", "export"),
+                                          ("gru-2-bidir", "symbolic_trace")])
+def test_onnx_runtime_runs_the_export_at_another_batch_size(name, method, tmp_path):
+    model, x = recurrent(name), sequence()
+    prepared = prepare(model, (x,), eight_bit(), capture_method=method)
+    calibrate(prepared, [sequence(batch=8, seed=s) for s in range(2)])
+    converted = convert(prepared)
+    result = Exported(converted, export_onnx(converted, (x,), tmp_path / "recurrent.onnx"))
+    nodes = [n for n in result.model.graph.node if n.domain == "ai.xbar"]
+    assert len(nodes) == STEPS * len(weight_names(model))
+    assert {n.input[1] for n in nodes} == {f"rnn_{w.split('.')[1]}_crossbar.g_plus" for w in weight_names(model)}
+    other = sequence(batch=5, seed=3)
+    got = result.session.run(None, {result.input_name: other.numpy()})
+    with torch.no_grad():
+        expected = pytree.tree_leaves(converted(other))
+    assert len(got) == len(expected)
+    for a, b in zip(got, expected):  # c_n is digital float arithmetic: ORT's sigmoid and tanh round otherwise
+        rounded = np.where(np.isclose(a, b.numpy(), rtol=0, atol=1e-6), b.numpy(), a)
+        assert_within_one_adc_step(rounded, b.numpy(), result.last_adc_step())
+
+
+def test_a_given_initial_state_is_used():
+    class WithState(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lstm = nn.LSTM(FEATURES, HIDDEN, batch_first=True, num_layers=2)
+
+        def forward(self, x, h0, c0):  # states batch-first too: the capture's dynamic dim 0 is the batch
+            return self.lstm(x, (h0.transpose(0, 1).contiguous(), c0.transpose(0, 1).contiguous()))[0]
+
+    torch.manual_seed(0)
+    model, x = WithState().eval(), sequence()
+    h0, c0 = torch.randn(BATCH, 2, HIDDEN), torch.randn(BATCH, 2, HIDDEN)
+    for method in ("export", "symbolic_trace"):
+        prepared = prepare(model, (x, h0, c0), HardwareConfig().with_overrides(IDEAL), capture_method=method)
+        with torch.no_grad():
+            torch.testing.assert_close(prepared(x, h0, c0), model(x, h0, c0), atol=1e-5, rtol=1e-5)
+
+
+def test_an_excluded_recurrent_layer_is_listed_digital_by_name():
+    model, x = recurrent("gru-2-bidir"), sequence()
+    prepared = prepare(model, (x,), HardwareConfig().with_overrides(IDEAL), exclude=["rnn.weight_hh_*"])
+    record = record_of(prepared, "test", Stage.PREPARED)
+    assert {plan.layer.name for plan in record.plans} == {w for w in weight_names(model) if "_ih_" in w}
+    (digital,) = record.digital
+    assert digital.name == "rnn" and set(digital.weights) == {w for w in weight_names(model) if "_hh_" in w}
+    assert digital.reason == "excluded by pattern 'rnn.weight_hh_*'"
+
+
+def test_an_unbatched_input_stays_digital_and_says_why():
+    class Unbatched(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn, self.fc = nn.RNN(FEATURES, HIDDEN), nn.Linear(HIDDEN, 2)
+
+        def forward(self, x):
+            return self.fc(self.rnn(x)[0])
+
+    x = torch.randn(STEPS, FEATURES)
+    prepared = prepare(Unbatched().eval(), (x,), HardwareConfig().with_overrides(IDEAL),
+                       capture_method="symbolic_trace")
+    (digital,) = record_of(prepared, "test", Stage.PREPARED).digital
+    assert (digital.name, digital.ops) == ("rnn", ("nn.RNN",))
+    assert digital.reason.startswith("an unbatched (2-d) input is not unrolled")
+
+
+def test_prepared_graph_names_read_like_the_unrolled_cell():
+    prepared = prepare(recurrent("rnn-tanh-bidir-batch_first"), (sequence(),), xbar.preset_config("8bit"),
+                       capture_method="symbolic_trace")
+    names = {n.name for n in prepared.graph.nodes}
+    assert {"rnn_weight_ih_l0_mvm", "rnn_weight_ih_l0_mvm_1", "rnn_weight_hh_l0_reverse_input_range",
+            "rnn_l0_t0_cell", "rnn_l0_reverse_t2_cell", "rnn_output", "rnn_h_n"} <= names
