@@ -14,6 +14,7 @@ import xbar
 from xbar import HardwareConfig, calibrate, convert, export_onnx, prepare
 from xbar.compiler.pipeline.record import Stage, record_of
 from xbar.compiler.pipeline.stages import input_ranges
+from xbar.passes.errors import SequenceLengthError
 from xbar.passes.plan import Role, tagged
 
 from conftest import eight_bit
@@ -256,3 +257,12 @@ def test_prepared_graph_names_read_like_the_unrolled_cell():
     names = {n.name for n in prepared.graph.nodes}
     assert {"rnn_weight_ih_l0_mvm", "rnn_weight_ih_l0_mvm_1", "rnn_weight_hh_l0_reverse_input_range",
             "rnn_l0_t0_cell", "rnn_l0_reverse_t2_cell", "rnn_output", "rnn_h_n"} <= names
+
+
+def test_a_sequence_of_another_length_is_refused_in_one_line():
+    """(A torch.export capture guards the example's length before the unrolled graph runs.)"""
+    prepared = prepare(recurrent("lstm"), (sequence(),), HardwareConfig().with_overrides(IDEAL),
+                       capture_method="symbolic_trace")
+    for steps in (STEPS - 1, STEPS + 1):
+        with pytest.raises(SequenceLengthError, match=f"rnn was unrolled for sequences of {STEPS} steps, got {steps}"):
+            prepared(torch.randn(BATCH, steps, FEATURES))

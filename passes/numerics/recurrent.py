@@ -13,6 +13,17 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..errors import SequenceLengthError
+
+
+def unbind_steps(x: Tensor, time_dim: int, steps: int, layer: str) -> tuple[Tensor, ...]:
+    """The ``steps`` step inputs of ``x``; :class:`SequenceLengthError` for any other length (the graph
+    was unrolled for this one: more steps would be dropped, fewer would fail deep inside)."""
+    if x.shape[time_dim] != steps:
+        raise SequenceLengthError(f"{layer} was unrolled for sequences of {steps} steps, got {x.shape[time_dim]}; "
+                                  f"prepare the model with an example of the length it will run at")
+    return x.unbind(time_dim)
+
 
 def lstm_cell(ih: Tensor, hh: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
     """``(h_t, c_t)`` of an LSTM step (gates i, f, g, o); ``h_t`` before any projection."""

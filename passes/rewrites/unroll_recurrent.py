@@ -4,7 +4,8 @@ Rules of :class:`UnrollRecurrentPass`, for each call of ``nn.LSTM``, ``nn.GRU`` 
 ``nn.RNN`` (a module call or its aten op, :mod:`xbar.passes.recurrent`):
 
 * the sequence length is the example's: the graph runs once on the example
-  inputs to read it, and the unrolled graph takes that length only;
+  inputs to read it, and the unrolled graph takes that length only (another
+  raises :class:`~xbar.passes.errors.SequenceLengthError`);
 * each layer and direction runs, at every step ``t`` (last to first for the
   reverse direction), ``F.linear(x_t, weight_ih, bias_ih)`` and
   ``F.linear(h_{t-1}, weight_hh, bias_hh)``, the cell's gates
@@ -128,7 +129,8 @@ class _Unroller:
 
     def _unrolled(self) -> tuple:
         call, time_dim = self.call, 1 if self.call.batch_first else 0
-        sequence = self._node(torch.unbind, (call.input, time_dim), f"{self.prefix}_steps")
+        sequence = self._node(cells.unbind_steps, (call.input, time_dim, self.steps, call.owner),
+                              f"{self.prefix}_steps")
         inputs = [self._node(operator.getitem, (sequence, t), f"{self.prefix}_x_t{t}") for t in range(self.steps)]
         initial = self._initial_state()
         finals = []
