@@ -287,7 +287,7 @@ class EvenSame(nn.Module):
 
 MLP_DIGITAL_RULE = HardwareConfig(layers=[LayerRule(name="fc2", digital=True)])
 DIGITAL_CAUSES = {
-    "lstm": (Recurrent, {}, {"lstm": "no crossbar layer kind matches this op"}),
+    "lstm": (Recurrent, {"exclude": ["LSTM"]}, {"lstm": "excluded by pattern 'LSTM'"}),
     "bilinear": (BilinearThenLinear, {}, {"bil": "no crossbar layer kind matches this op"}),
     "einsum": (Einsum, {}, {"W": "no crossbar layer kind matches this op"}),
     "even same": (EvenSame, {}, {"conv": "'same' padding that is uneven (an even kernel)"}),
@@ -332,7 +332,7 @@ def test_digital_layers_are_read_back_from_onnx_and_the_archive_and_shown(tmp_pa
         console = Console(width=200, record=True)
         print_inspection(console, inspection, with_graph=False)
         text = console.export_text()
-        assert "1 layer stays digital" in text and "no crossbar layer kind matches this op" in text
+        assert "1 layer stays digital" in text and "excluded by pattern 'LSTM'" in text
         assert "16x4, 16x4" in text
 
 
