@@ -266,14 +266,14 @@ class BilinearThenLinear(nn.Module):
 
 
 class Einsum(nn.Module):
-    """``einsum`` stays digital while the same product written ``x @ W`` maps."""
+    """An ``einsum`` that is no matmul (an outer product, then a sum) stays digital while ``x @ W`` maps."""
 
     def __init__(self):
         super().__init__()
         self.W, self.V = nn.Parameter(torch.randn(4, 4)), nn.Parameter(torch.randn(4, 2))
 
     def forward(self, x):
-        return torch.einsum("bi,ij->bj", x, self.W) @ self.V
+        return torch.einsum("bi,ij->bij", x, self.W).sum(1) @ self.V
 
 
 class EvenSame(nn.Module):
