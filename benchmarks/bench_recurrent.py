@@ -7,7 +7,8 @@ batch_first, a linear head on the last step). Its plain side is
 ``torch.onnx.export(model, (x,), dynamo=True)`` of the float model with a dynamic
 batch (one ONNX ``LSTM`` node per layer); the xbar side is ``compile_model`` with
 the 8-bit config and 2 calibration batches, whose file has one ``ai.xbar`` node per
-weight and step. Both run in this process, alternating, median of ``--repeats``;
+weight and step. Both run in this process (each once untimed first, so neither
+pays the first call's imports), alternating, median of ``--repeats``;
 ONNX Runtime's time is the median of 20 runs on a batch of 8, after one warm-up.
 The ratios are xbar's over the plain export's, measured in the same run.
 """
@@ -93,6 +94,7 @@ def main(argv=None) -> None:
     table = Table("steps", "ai.xbar nodes", "all nodes", "plain export s", "xbar s", "ratio",
                   "ORT plain ms", "ORT xbar ms", "ratio")
     with tempfile.TemporaryDirectory() as folder:
+        measure(min(args.steps), 1, Path(folder))  # warm-up
         for steps in args.steps:
             m = measure(steps, args.repeats, Path(folder))
             export, run = m["export"], m["ort"]
