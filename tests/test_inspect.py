@@ -276,21 +276,11 @@ class Einsum(nn.Module):
         return torch.einsum("bi,ij->bij", x, self.W).sum(1) @ self.V
 
 
-class EvenSame(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv, self.fc = nn.Conv2d(1, 1, 2, padding="same"), nn.Linear(4, 2)
-
-    def forward(self, x):
-        return self.fc(self.conv(x.view(-1, 1, 2, 2)).flatten(1))
-
-
 MLP_DIGITAL_RULE = HardwareConfig(layers=[LayerRule(name="fc2", digital=True)])
 DIGITAL_CAUSES = {
     "lstm": (Recurrent, {"exclude": ["LSTM"]}, {"lstm": "excluded by pattern 'LSTM'"}),
     "bilinear": (BilinearThenLinear, {}, {"bil": "no crossbar layer kind matches this op"}),
     "einsum": (Einsum, {}, {"W": "no crossbar layer kind matches this op"}),
-    "even same": (EvenSame, {}, {"conv": "'same' padding that is uneven (an even kernel)"}),
     "exclude": ("mlp", {"exclude": ["fc1"]}, {"fc1": "excluded by pattern 'fc1'"}),
     "include": ("mlp", {"include": ["fc[23]"]}, {"fc1": "matches no include pattern"}),
     "rule": ("mlp", {"config": MLP_DIGITAL_RULE}, {"fc2": "digital by layer rule name=fc2"}),

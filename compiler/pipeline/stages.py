@@ -37,6 +37,7 @@ from ...passes.rewrites.insert_training_noise import InsertTrainingNoisePass
 from ...passes.rewrites.isolate_layers import IsolateCrossbarLayersPass
 from ...passes.rewrites.lower_conductances import LowerToConductancesPass
 from ...passes.rewrites.remove_training_noise import RemoveTrainingNoisePass
+from ...passes.rewrites.same_padding import UnevenSamePaddingPass
 from ...passes.rewrites.tiling import TileLayersPass
 from ...passes.rewrites.unroll_recurrent import UnrollRecurrentPass
 from ..config.hardware import HardwareConfig
@@ -136,7 +137,7 @@ def prepare(
     if isinstance(model, nn.Module):
         model = copy.deepcopy(model)
     graph_module = run_passes(capture(model, tuple(example_inputs), capture_method),
-                              [UnrollRecurrentPass(example_inputs), EinsumAsLinearPass()])
+                              [UnrollRecurrentPass(example_inputs), EinsumAsLinearPass(), UnevenSamePaddingPass()])
     plans, digital = plan_layers(graph_module, config, LayerSelection(include, exclude, keep_first_last_digital))
     refuse_non_finite_parameters(graph_module, plans)
     graph_module = run_passes(graph_module, [IsolateCrossbarLayersPass(plans), TileLayersPass(),
