@@ -256,15 +256,6 @@ class Recurrent(nn.Module):
         return self.fc(self.lstm(x.unsqueeze(1))[0][:, 0])
 
 
-class BilinearThenLinear(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.bil, self.fc = nn.Bilinear(4, 4, 4), nn.Linear(4, 2)
-
-    def forward(self, x):
-        return self.fc(self.bil(x, x))
-
-
 class Einsum(nn.Module):
     """An ``einsum`` that is no matmul (an outer product, then a sum) stays digital while ``x @ W`` maps."""
 
@@ -279,7 +270,6 @@ class Einsum(nn.Module):
 MLP_DIGITAL_RULE = HardwareConfig(layers=[LayerRule(name="fc2", digital=True)])
 DIGITAL_CAUSES = {
     "lstm": (Recurrent, {"exclude": ["LSTM"]}, {"lstm": "excluded by pattern 'LSTM'"}),
-    "bilinear": (BilinearThenLinear, {}, {"bil": "no crossbar layer kind matches this op"}),
     "einsum": (Einsum, {}, {"W": "no crossbar layer kind matches this op"}),
     "exclude": ("mlp", {"exclude": ["fc1"]}, {"fc1": "excluded by pattern 'fc1'"}),
     "include": ("mlp", {"include": ["fc[23]"]}, {"fc1": "matches no include pattern"}),

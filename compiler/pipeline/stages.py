@@ -30,6 +30,7 @@ from ...passes.numerics.input_range import InputRange
 from ...passes.numerics.training_noise import TrainingNoise
 from ...passes.operands import resolve_attribute
 from ...passes.plan import LayerPlan
+from ...passes.rewrites.bilinear_linear import BilinearAsLinearPass
 from ...passes.rewrites.einsum_linear import EinsumAsLinearPass
 from ...passes.rewrites.insert_converters import InsertConvertersPass
 from ...passes.rewrites.insert_input_range import InsertInputRangePass
@@ -136,8 +137,8 @@ def prepare(
     training = isinstance(model, nn.Module) and model.training
     if isinstance(model, nn.Module):
         model = copy.deepcopy(model)
-    graph_module = run_passes(capture(model, tuple(example_inputs), capture_method),
-                              [UnrollRecurrentPass(example_inputs), EinsumAsLinearPass(), UnevenSamePaddingPass()])
+    graph_module = run_passes(capture(model, tuple(example_inputs), capture_method), [
+        UnrollRecurrentPass(example_inputs), EinsumAsLinearPass(), BilinearAsLinearPass(), UnevenSamePaddingPass()])
     plans, digital = plan_layers(graph_module, config, LayerSelection(include, exclude, keep_first_last_digital))
     refuse_non_finite_parameters(graph_module, plans)
     graph_module = run_passes(graph_module, [IsolateCrossbarLayersPass(plans), TileLayersPass(),
