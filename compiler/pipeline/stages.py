@@ -123,7 +123,11 @@ def prepare(
 ) -> fx.GraphModule:
     """Capture ``model`` and insert the simulated crossbar periphery.
 
-    Returns a trainable GraphModule in the model's train/eval mode: each selected
+    Before matching, recurrent layers are unrolled over the example's sequence length
+    into per-step linear layers, and matmul-shaped einsums, bilinear layers and
+    even-kernel ``'same'`` convolutions are given the forms the layer kinds match
+    (:mod:`xbar.passes.rewrites`). Returns a trainable GraphModule in the model's
+    train/eval mode: each selected
     linear / convolution layer reads its input through a learned input range, DAC
     and ADC (as configured), so fine-tuning moves the ranges; the config's training
     noise (``modifier``, ``forward.out_noise``, ``forward.w_noise``) acts in
