@@ -14,7 +14,7 @@ import xbar
 from xbar import HardwareConfig, calibrate, convert, export_onnx, prepare
 from xbar.compiler.pipeline.record import Stage, record_of
 from xbar.compiler.pipeline.stages import input_ranges
-from xbar.passes.errors import SequenceLengthError
+from xbar.passes.errors import ExportError, SequenceLengthError
 from xbar.passes.plan import Role, tagged
 
 from conftest import eight_bit
@@ -266,3 +266,22 @@ def test_a_sequence_of_another_length_is_refused_in_one_line():
     for steps in (STEPS - 1, STEPS + 1):
         with pytest.raises(SequenceLengthError, match=f"rnn was unrolled for sequences of {STEPS} steps, got {steps}"):
             prepared(torch.randn(BATCH, steps, FEATURES))
+
+
+def test_an_export_that_would_make_the_sequence_dim_dynamic_says_so_in_one_line(tmp_path):
+    """A time-major model input has its steps in dim 0, which the export makes the dynamic batch."""
+    class TimeMajor(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn = nn.GRU(FEATURES, HIDDEN)
+
+        def forward(self, x):
+            return self.rnn(x)[0]
+
+    x = torch.randn(STEPS, BATCH, FEATURES)
+    converted = convert(prepare(TimeMajor().eval(), (x,), HardwareConfig().with_overrides(IDEAL),
+                                capture_method="symbolic_trace"))
+    with pytest.raises(ExportError, match=f"rnn is unrolled for sequences of {STEPS} steps: dim 0 of its input "
+                                          "cannot be dynamic; give the model batch-first inputs") as info:
+        export_onnx(converted, (x,), tmp_path / "time_major.onnx")
+    assert "\n" not in str(info.value) and not (tmp_path / "time_major.onnx").exists()

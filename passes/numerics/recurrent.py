@@ -18,7 +18,12 @@ from ..errors import SequenceLengthError
 
 def unbind_steps(x: Tensor, time_dim: int, steps: int, layer: str) -> tuple[Tensor, ...]:
     """The ``steps`` step inputs of ``x``; :class:`SequenceLengthError` for any other length (the graph
-    was unrolled for this one: more steps would be dropped, fewer would fail deep inside)."""
+    was unrolled for this one: more steps would be dropped, fewer would fail deep inside), and when a
+    tracer makes the length symbolic (an export with that dim dynamic)."""
+    if isinstance(x.shape[time_dim], torch.SymInt):  # traced with this dim dynamic (an export marking it so)
+        raise SequenceLengthError(f"{layer} is unrolled for sequences of {steps} steps: dim {time_dim} of its input "
+                                  "cannot be dynamic; give the model batch-first inputs (the export makes dim 0 of "
+                                  "each input the dynamic batch)")
     if x.shape[time_dim] != steps:
         raise SequenceLengthError(f"{layer} was unrolled for sequences of {steps} steps, got {x.shape[time_dim]}; "
                                   f"prepare the model with an example of the length it will run at")
