@@ -285,3 +285,15 @@ def test_an_export_that_would_make_the_sequence_dim_dynamic_says_so_in_one_line(
                                           "cannot be dynamic; give the model batch-first inputs") as info:
         export_onnx(converted, (x,), tmp_path / "time_major.onnx")
     assert "\n" not in str(info.value) and not (tmp_path / "time_major.onnx").exists()
+
+
+@pytest.mark.parametrize("method", ["export", "symbolic_trace"])
+def test_each_weight_is_tiled_like_any_linear_layer(method):
+    model, x = recurrent("lstm-bidir-projected"), sequence()
+    config = HardwareConfig().with_overrides({**IDEAL, "mapping.max_input_size": 2, "mapping.max_output_size": 8})
+    converted = convert(prepare(model, (x,), config, capture_method=method))
+    tiles = {name for name, _ in converted.named_children() if name.endswith("_crossbar")}
+    assert "rnn_weight_ih_l0_tile1_1_crossbar" in tiles and "rnn_weight_hh_l0_reverse_tile0_1_crossbar" in tiles
+    with torch.no_grad():
+        for a, b in zip(pytree.tree_leaves(converted(x)), pytree.tree_leaves(model(x))):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
