@@ -158,21 +158,27 @@ def test_an_excluded_recurrent_layer_is_listed_digital_by_name():
     assert digital.reason == "excluded by pattern 'rnn.weight_hh_*'"
 
 
-def test_an_unbatched_input_stays_digital_and_says_why():
-    class Unbatched(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.rnn, self.fc = nn.RNN(FEATURES, HIDDEN), nn.Linear(HIDDEN, 2)
+@pytest.mark.parametrize("name", ["lstm-2-bidir-batch_first-projected-no_bias", "gru-2-bidir"])
+def test_an_unbatched_input_is_unrolled_on_vectors(name):
+    model = recurrent(name).rnn
+    x, states = torch.randn(STEPS, FEATURES), torch.randn(4, HIDDEN)
+    initial = (states[:, :2], states) if isinstance(model, nn.LSTM) else states
+    for wrapper, given in ((nn.Sequential(model), ()), (WithInitial(model), (initial,))):
+        prepared = prepare(wrapper, (x, *given), HardwareConfig().with_overrides(IDEAL),
+                           capture_method="symbolic_trace")
+        assert record_of(prepared, "test", Stage.PREPARED).digital == ()
+        with torch.no_grad():
+            for a, b in zip(pytree.tree_leaves(prepared(x, *given)), pytree.tree_leaves(model(x, *given))):
+                torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
-        def forward(self, x):
-            return self.fc(self.rnn(x)[0])
 
-    x = torch.randn(STEPS, FEATURES)
-    prepared = prepare(Unbatched().eval(), (x,), HardwareConfig().with_overrides(IDEAL),
-                       capture_method="symbolic_trace")
-    (digital,) = record_of(prepared, "test", Stage.PREPARED).digital
-    assert (digital.name, digital.ops) == ("rnn", ("nn.RNN",))
-    assert digital.reason.startswith("an unbatched (2-d) input is not unrolled")
+class WithInitial(nn.Module):
+    def __init__(self, rnn: nn.RNNBase):
+        super().__init__()
+        self.rnn = rnn
+
+    def forward(self, x, state):
+        return self.rnn(x, state)
 
 
 def test_prepared_graph_names_read_like_the_unrolled_cell():

@@ -58,8 +58,9 @@ def rnn_relu_cell(ih: Tensor, hh: Tensor) -> Tensor:
 
 
 def zero_state(x: Tensor, size: int) -> Tensor:
-    """The zero initial state ``[batch, size]`` for a step input ``x`` ``[batch, features]``."""
-    return x.new_zeros(x.shape[0], size)
+    """The zero initial state ``[batch, size]`` for a step input ``x`` ``[batch, features]`` (``[size]`` for
+    an unbatched ``[features]``)."""
+    return x.new_zeros(*x.shape[:-1], size)
 
 
 def packed(value):

@@ -19,8 +19,10 @@ Rules of :class:`UnrollRecurrentPass`, for each call of ``nn.LSTM``, ``nn.GRU`` 
 * the call's users read the new values (the module's ``(output, (h_n, c_n))``, or
   aten's ``(output, h_n, c_n)``); values nothing reads are not built;
 * dropout between layers is not applied: the graph keeps the eval behaviour it was captured with;
-* a call that cannot be unrolled (a PackedSequence or unbatched input) stays as it
-  is, its reason in ``node.meta[REFUSED_META]`` for matching to report;
+* an unbatched module call (input [steps, features], states [layers * directions,
+  hidden]) is unrolled on vectors, as the module computes it;
+* a call that cannot be unrolled (a PackedSequence input) stays as it is, its
+  reason in ``node.meta[REFUSED_META]`` for matching to report;
 * a graph without recurrent calls is left untouched (``modified=False``).
 """
 
@@ -42,7 +44,6 @@ from ..operands import resolve_attribute
 from ..recurrent import GATES, DirectionWeights, RecurrentCall, recurrent_call
 
 NOT_A_TENSOR = Refused("its input is not a tensor when the example runs (a PackedSequence?)")
-UNBATCHED = Refused("an unbatched (2-d) input is not unrolled; give it a batch dimension")
 
 
 class UnrollRecurrentPass(PassBase):
@@ -64,10 +65,12 @@ class UnrollRecurrentPass(PassBase):
         modified = False
         for call in calls:
             shape = shapes.get(call.node)
-            if shape is None or len(shape) != 3:
-                call.node.meta[REFUSED_META] = (NOT_A_TENSOR if shape is None else UNBATCHED).reason
+            if shape is None or len(shape) not in (2, 3):
+                call.node.meta[REFUSED_META] = NOT_A_TENSOR.reason if shape is None else \
+                    f"an input of {len(shape)} dims (not [steps, features] or a batch of them)"
                 continue
-            _Unroller(graph_module, call, shape[1 if call.batch_first else 0]).replace()
+            time_dim = 1 if call.batch_first and len(shape) == 3 else 0
+            _Unroller(graph_module, call, shape[time_dim], time_dim).replace()
             modified = True
         return PassResult(graph_module, modified)
 
@@ -97,8 +100,9 @@ def _input_shapes(graph_module: fx.GraphModule, calls: list[RecurrentCall], exam
 class _Unroller:
     """Builds one call's unrolled graph before the call, then hands its users the new values."""
 
-    def __init__(self, graph_module: fx.GraphModule, call: RecurrentCall, steps: int):
-        self.gm, self.graph, self.call, self.steps = graph_module, graph_module.graph, call, steps
+    def __init__(self, graph_module: fx.GraphModule, call: RecurrentCall, steps: int, time_dim: int):
+        self.gm, self.graph, self.call = graph_module, graph_module.graph, call
+        self.steps, self.time_dim = steps, time_dim
         self.prefix = re.sub(r"[^0-9a-zA-Z_]", "_", call.owner) or "rnn"
         self.meta = {"nn_module_stack": call.module_stack}
         if "stack_trace" in call.node.meta:
@@ -128,7 +132,7 @@ class _Unroller:
         return None if name is None else self.reads[name]
 
     def _unrolled(self) -> tuple:
-        call, time_dim = self.call, 1 if self.call.batch_first else 0
+        call, time_dim = self.call, self.time_dim
         sequence = self._node(cells.unbind_steps, (call.input, time_dim, self.steps, call.owner),
                               f"{self.prefix}_steps")
         inputs = [self._node(operator.getitem, (sequence, t), f"{self.prefix}_x_t{t}") for t in range(self.steps)]
