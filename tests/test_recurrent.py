@@ -227,3 +227,24 @@ def test_each_weight_is_tiled_like_any_linear_layer(method):
     with torch.no_grad():
         for a, b in zip(pytree.tree_leaves(converted(x)), pytree.tree_leaves(model(x))):
             torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_a_recurrent_layer_called_twice_is_still_one_array_per_weight():
+    class Twice(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn = nn.GRU(FEATURES, HIDDEN, batch_first=True)
+
+        def forward(self, x):
+            return self.rnn(x)[0] + self.rnn(x.flip(1))[0]
+
+    torch.manual_seed(0)
+    model, x = Twice().eval(), sequence()
+    prepared = prepare(model, (x,), HardwareConfig().with_overrides({"pre_post.input_range.enable": True}))
+    plans = record_of(prepared, "test", Stage.PREPARED).plans
+    calls = [plan.layer.name for plan in plans]
+    assert (calls.count("rnn.weight_ih_l0"), calls.count("rnn.weight_hh_l0"), len(calls)) == (2 * STEPS,) * 2 + (
+        4 * STEPS,)
+    assert set(input_ranges(prepared)) == {"rnn_weight_ih_l0_input_range", "rnn_weight_hh_l0_input_range"}
+    crossbars = {name for name, _ in convert(prepared).named_children() if name.endswith("_crossbar")}
+    assert crossbars == {"rnn_weight_ih_l0_crossbar", "rnn_weight_hh_l0_crossbar"}
