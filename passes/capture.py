@@ -30,12 +30,16 @@ CAPTURE_METHODS = get_args(CaptureMethod)
 LEAF_SPEC_DEPRECATION = r"`isinstance\(treespec, LeafSpec\)` is deprecated"
 """torch 2.13 warns about its own pytree specs whenever a captured graph is copied or exported."""
 
+FLAT_WEIGHTS_ASSIGNED = r"The tensor attributes .*_flat_weights.* were assigned during export"
+"""torch.export warns about the weight list of its own nn.LSTM / nn.GRU / nn.RNN, which no user can change."""
+
 
 @contextlib.contextmanager
 def torch_internal_warnings_ignored() -> Iterator[None]:
-    """Hide the deprecation warning torch raises about its own internals (nothing a user can act on)."""
+    """Hide the warnings torch raises about its own internals (nothing a user can act on)."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=LEAF_SPEC_DEPRECATION, category=FutureWarning)
+        warnings.filterwarnings("ignore", message=FLAT_WEIGHTS_ASSIGNED, category=UserWarning)
         yield
 
 
@@ -130,7 +134,7 @@ def capture(model, example_inputs: Sequence, method: CaptureMethod = "export") -
         if method == "symbolic_trace":
             return fx.symbolic_trace(model)
         inputs, shapes = dynamic_batch_inputs(example_inputs)
-        with quiet_torch():
+        with quiet_torch(), torch_internal_warnings_ignored():
             program = torch.export.export(model, inputs, dynamic_shapes=shapes)
         return _editable(program.module())
     except Exception as exc:  # any tracer failure is reported as one capture error

@@ -41,6 +41,10 @@ class DataError(UserError):
     """Data that cannot be used; the message says why and what to do."""
 
 
+class SequenceLengthError(DataError):
+    """An input sequence of another length than the one a recurrent layer was unrolled for."""
+
+
 class MatchError(UserError):
     """The graph cannot be matched as it is (e.g. it was decomposed)."""
 

@@ -18,7 +18,8 @@ Rules:
 * a layer is named after its weight (``fc1.weight`` -> ``fc1``,
   ``attn.in_proj_weight`` -> ``attn.in_proj``), so a shared weight is one layer;
 * a decomposed graph (``aten.convolution``) is refused: capture without decompositions;
-* a :class:`LayerSelection` says why it leaves a found layer digital (:meth:`LayerSelection.refusal`).
+* a :class:`LayerSelection` says why it leaves a found layer digital (:meth:`LayerSelection.refusal`);
+* a call a rewrite before matching left as it was says why in ``node.meta[REFUSED_META]``.
 """
 
 from __future__ import annotations
@@ -39,6 +40,9 @@ from .operands import resolve_attribute
 aten = torch.ops.aten
 
 DECOMPOSED_TARGETS = {aten.convolution.default, aten._convolution.default}
+
+REFUSED_META = "xbar_refused"
+"""``node.meta`` key: why a rewrite before matching kept this call digital (an unrolling it refused)."""
 
 
 @dataclass(frozen=True)
@@ -173,7 +177,7 @@ def match_layers(gm: fx.GraphModule) -> Matching:
             raise MatchError(
                 f"node {node.name!r} ({node.target}) comes from a decomposed graph; capture the model "
                 "with torch.export.export(...).module() without run_decompositions(), or symbolic_trace")
-        found = _match(gm, node)
+        found = _match(gm, node) or (Refused(node.meta[REFUSED_META]) if REFUSED_META in node.meta else None)
         if isinstance(found, CrossbarLayer):
             layers.append(found)
         elif found is not None:

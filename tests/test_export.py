@@ -192,14 +192,14 @@ def test_file_metadata_records_tool_converter_config_and_layers(exported):
 
 
 class SharedAndDigital(nn.Module):
-    """One nn.Linear applied twice, and a weight that stays digital (an einsum)."""
+    """One nn.Linear applied twice, and a weight that stays digital (an einsum that is no matmul)."""
 
     def __init__(self):
         super().__init__()
         self.fc, self.W = nn.Linear(4, 4), nn.Parameter(torch.randn(4, 4))
 
     def forward(self, x):
-        return torch.einsum("bi,ij->bj", self.fc(torch.relu(self.fc(x))), self.W)
+        return torch.einsum("bi,ij->bij", self.fc(torch.relu(self.fc(x))), self.W)
 
 
 @pytest.mark.parametrize("method", ["export", "symbolic_trace"])

@@ -31,6 +31,8 @@ from ...passes.numerics.input_range import InputRange
 from ...passes.numerics.training_noise import TrainingNoise
 from ...passes.operands import resolve_attribute
 from ...passes.plan import LayerPlan
+from ...passes.rewrites.bilinear_linear import BilinearAsLinearPass
+from ...passes.rewrites.einsum_linear import EinsumAsLinearPass
 from ...passes.rewrites.insert_converters import InsertConvertersPass
 from ...passes.rewrites.insert_input_range import InsertInputRangePass
 from ...passes.rewrites.insert_out_scaling import InsertOutScalingPass
@@ -38,7 +40,9 @@ from ...passes.rewrites.insert_training_noise import InsertTrainingNoisePass
 from ...passes.rewrites.isolate_layers import IsolateCrossbarLayersPass
 from ...passes.rewrites.lower_conductances import LowerToConductancesPass
 from ...passes.rewrites.remove_training_noise import RemoveTrainingNoisePass
+from ...passes.rewrites.same_padding import UnevenSamePaddingPass
 from ...passes.rewrites.tiling import TileLayersPass
+from ...passes.rewrites.unroll_recurrent import UnrollRecurrentPass
 from ..chip.description import Chip
 from ..chip.placement import Mapping
 from ..chip.shipped import chip_named
@@ -126,7 +130,11 @@ def prepare(
 ) -> fx.GraphModule:
     """Capture ``model`` and insert the simulated crossbar periphery.
 
-    Returns a trainable GraphModule in the model's train/eval mode: each selected
+    Before matching, recurrent layers are unrolled over the example's sequence length
+    into per-step linear layers, and matmul-shaped einsums, bilinear layers and
+    even-kernel ``'same'`` convolutions are given the forms the layer kinds match
+    (:mod:`xbar.passes.rewrites`). Returns a trainable GraphModule in the model's
+    train/eval mode: each selected
     linear / convolution layer reads its input through a learned input range, DAC
     and ADC (as configured), so fine-tuning moves the ranges; the config's training
     noise (``modifier``, ``forward.out_noise``, ``forward.w_noise``) acts in
@@ -140,7 +148,8 @@ def prepare(
     training = isinstance(model, nn.Module) and model.training
     if isinstance(model, nn.Module):
         model = copy.deepcopy(model)
-    graph_module = capture(model, tuple(example_inputs), capture_method)
+    graph_module = run_passes(capture(model, tuple(example_inputs), capture_method), [
+        UnrollRecurrentPass(example_inputs), EinsumAsLinearPass(), BilinearAsLinearPass(), UnevenSamePaddingPass()])
     plans, digital = plan_layers(graph_module, config, LayerSelection(include, exclude, keep_first_last_digital))
     refuse_non_finite_parameters(graph_module, plans)
     graph_module = run_passes(graph_module, [IsolateCrossbarLayersPass(plans), TileLayersPass(),
