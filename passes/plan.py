@@ -84,6 +84,7 @@ class Role(Enum):
     CROSSBAR = "crossbar"
     WEIGHT_NOISE = "weight_noise"
     OUTPUT_NOISE = "output_noise"
+    RANGE_GRADIENT = "range_gradient"
 
 
 class Scope(Enum):
@@ -169,13 +170,16 @@ def input_chain(mvm: fx.Node) -> InputChain:
     return InputChain(nodes, node)
 
 
+OUTPUT_SIDE = (Role.RANGE_GRADIENT, Role.ADC, Role.RESCALE)
+
+
 def output_chain(mvm: fx.Node) -> list[fx.Node]:
-    """The ADC and rescale nodes that follow a crossbar node, in order."""
+    """The range-gradient, ADC and rescale nodes that follow a crossbar node, in order."""
     chain, node = [], mvm
     while len(node.users) == 1:
         (user,) = node.users
         tag = tag_of(user)
-        if tag is None or tag.role not in (Role.ADC, Role.RESCALE):
+        if tag is None or tag.role not in OUTPUT_SIDE:
             break
         chain.append(user)
         node = user

@@ -22,6 +22,7 @@ from ...passes.matching import names_module_type
 from ...passes.numerics.converter import SinglePairConductanceConverter
 from ...passes.parameters import (
     BoundManagementType,
+    ConvRangeElements,
     InputRangeParameter,
     IOParameters,
     MappingParameter,
@@ -33,7 +34,8 @@ from ...passes.parameters import (
 )
 
 ENUMS = {"noise_management": NoiseManagementType, "bound_management": BoundManagementType,
-         "w_noise_type": WeightNoiseType, "type": WeightModifierType}
+         "w_noise_type": WeightNoiseType, "type": WeightModifierType,
+         "conv_elements": ConvRangeElements}
 
 
 def _default_pre_post() -> PrePostProcessingParameter:

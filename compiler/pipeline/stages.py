@@ -32,6 +32,7 @@ from ...passes.operands import resolve_attribute
 from ...passes.plan import LayerPlan
 from ...passes.rewrites.insert_converters import InsertConvertersPass
 from ...passes.rewrites.insert_input_range import InsertInputRangePass
+from ...passes.rewrites.insert_patch_range_gradient import InsertPatchRangeGradientPass
 from ...passes.rewrites.insert_training_noise import InsertTrainingNoisePass
 from ...passes.rewrites.isolate_layers import IsolateCrossbarLayersPass
 from ...passes.rewrites.lower_conductances import LowerToConductancesPass
@@ -138,7 +139,7 @@ def prepare(
     refuse_non_finite_parameters(graph_module, plans)
     graph_module = run_passes(graph_module, [IsolateCrossbarLayersPass(plans), TileLayersPass(),
                                              InsertInputRangePass(), InsertConvertersPass(),
-                                             InsertTrainingNoisePass()])
+                                             InsertTrainingNoisePass(), InsertPatchRangeGradientPass()])
     attach_record(graph_module, CompileRecord(config, plans, digital))
     return graph_module.train(training)
 
