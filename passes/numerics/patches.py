@@ -54,7 +54,7 @@ class PatchView:
         k, s, p, d = self.kernel[dim], self.stride[dim], self.padding[dim], self.dilation[dim]
         out = self.output_size(size, dim)
         if self.transposed:  # pixel i feeds output i*s + t*d - p through tap t
-            return [sum(0 <= i * s + t * d - p < out for t in range(k)) for i in range(size)]
+            return [sum([0 <= i * s + t * d - p < out for t in range(k)]) for i in range(size)]
         counts = [0] * size
         for position in range(out):  # output position l reads pixel l*s + t*d - p through tap t
             for t in range(k):
@@ -70,7 +70,7 @@ class PatchView:
         for dim, size in enumerate(spatial):
             counts = torch.tensor(self._counts(size, dim), dtype=x.dtype, device=x.device)
             m = counts if m is None else m.unsqueeze(-1) * counts
-        positions = math.prod(self.output_size(size, dim) for dim, size in enumerate(spatial))
+        positions = math.prod([self.output_size(size, dim) for dim, size in enumerate(spatial)])
         return m, x.shape[0] * x.shape[1] * positions * math.prod(self.kernel)
 
     def moments(self, x: Tensor) -> tuple[int, Tensor, Tensor]:
@@ -104,7 +104,7 @@ class PatchView:
         is read by output ``i*s + t*d - p``; taps whose output falls outside have no element."""
         n, channels, taps, groups = signs.shape[0], signs.shape[1], math.prod(self.kernel), self.groups
         spatial = signs.shape[2:]
-        after = tuple(max(0, p - op) for p, op in zip(self.padding, self.output_padding))
+        after = tuple([max(0, p - op) for p, op in zip(self.padding, self.output_padding)])
         view = _windows(_pad(dy, self.padding, after), spatial, self.kernel, self.stride, self.dilation)
         outputs = view.reshape(n, groups, dy.shape[1] // groups, math.prod(spatial), taps)
         w = weight.reshape(groups, channels // groups, -1, taps)
@@ -123,6 +123,6 @@ def _windows(x: Tensor, positions, kernel, stride, dilation) -> Tensor:
     ``x[..., l * stride + t * dilation]`` at (l, t) per spatial dim: the unfolded tensor, not copied."""
     x = x.contiguous()
     spatial_strides = x.stride()[2:]
-    strides = (*x.stride()[:2], *(s * st for s, st in zip(spatial_strides, stride)),
-               *(s * d for s, d in zip(spatial_strides, dilation)))
+    strides = (*x.stride()[:2], *[s * st for s, st in zip(spatial_strides, stride)],
+               *[s * d for s, d in zip(spatial_strides, dilation)])
     return x.as_strided((*x.shape[:2], *positions, *kernel), strides)

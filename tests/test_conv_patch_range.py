@@ -1,0 +1,213 @@
+"""A convolution's learned input range over patch elements, against aihwkit 1.1.0's pure-torch tiles.
+
+aihwkit's array sees the unfolded input; xbar computes the same statistics from
+the pixels. Each case runs one training batch through aihwkit and through a
+prepared xbar model (ideal periphery, the range initialised from that batch) and
+compares the range after init from data, its gradient after one backward
+(clipped-element term and decay), and the decay's unclipped fraction.
+AnalogConv1d / AnalogConv3d need aihwkit's indexed C++ tiles, so 1d runs as a 2d
+convolution of height 1 and 3d as aihwkit's tile on the unfolded patches (what its
+convolutions do); aihwkit has no grouped or transposed convolution, so they run as
+the dense block-diagonal convolution and as the equivalent convolution on the
+stride-dilated input, which present the array with the same patches.
+"""
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from aihwkit.nn import AnalogConv2d, AnalogLinear
+from aihwkit.simulator.configs import TorchInferenceRPUConfig
+from torch import nn
+
+from xbar import HardwareConfig, prepare
+from xbar.compiler.pipeline.stages import input_ranges
+from xbar.passes.numerics.patch_range import PatchRangeGradient
+
+
+def aihwkit_config(decay: float = 0.0, min_percentage: float = 0.95, max_input_size: int = 0):
+    config = TorchInferenceRPUConfig()
+    config.forward.is_perfect = True
+    config.mapping.max_input_size = max_input_size
+    ir = config.pre_post.input_range
+    ir.enable, ir.init_from_data, ir.decay, ir.input_min_percentage = True, 10, decay, min_percentage
+    return config
+
+
+def xbar_config(decay: float = 0.0, min_percentage: float = 0.95, max_input_size: int = 0,
+                elements: str = "PATCHES") -> HardwareConfig:
+    return HardwareConfig.from_dict({
+        "mapping": {"max_input_size": max_input_size},
+        "pre_post": {"input_range": {"enable": True, "init_from_data": 10, "decay": decay,
+                                     "input_min_percentage": min_percentage, "conv_elements": elements}}})
+
+
+def aihwkit_ranges(module: nn.Module, x, g) -> list[tuple[float, float]]:
+    """(range, its gradient) of each of ``module``'s tiles after one training batch."""
+    module.train()
+    module(x).backward(g)
+    return [(t.input_range.item(), t.input_range.grad.item()) for t in module.analog_tiles()]
+
+
+def xbar_ranges(layer: nn.Module, x, g, config: HardwareConfig) -> list[tuple[float, float]]:
+    """(range, its gradient) of each of the prepared layer's ranges (rows in order) after one training batch."""
+    prepared = prepare(nn.Sequential(copy.deepcopy(layer)), (x[:2],), config).train()
+    prepared(x).backward(g)
+    return [(m.value.item(), m.value.grad.item()) for _, m in sorted(input_ranges(prepared).items())]
+
+
+def heavy_tailed(*shape, seed: int = 0):
+    """Inputs of which a few clip at three standard deviations."""
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed)) ** 3
+
+
+def gradient_for(y, seed: int = 1):
+    return torch.randn(y.shape, generator=torch.Generator().manual_seed(seed))
+
+
+def assert_ranges_equal(ours, reference):
+    assert len(ours) == len(reference)
+    for (r, grad), (r_ref, grad_ref) in zip(ours, reference):
+        assert r == pytest.approx(r_ref, rel=1e-5)
+        assert grad == pytest.approx(grad_ref, rel=1e-4, abs=1e-5)
+
+
+def unclipped_fractions(x, unfolded, r: float) -> tuple[float, float]:
+    """The unclipped fraction of the pixels and of the patch elements."""
+    return float((x.abs() < r).float().mean()), float((unfolded.abs() < r).float().mean())
+
+
+CONV2D = {
+    "padding": dict(kernel_size=3, padding=1),
+    "stride": dict(kernel_size=3, stride=2, padding=2),
+    "dilation": dict(kernel_size=3, dilation=2, padding=1),
+    "uneven": dict(kernel_size=(3, 2), stride=(1, 2), padding=(1, 0)),
+}
+
+
+@pytest.mark.parametrize("geometry", CONV2D, ids=str)
+def test_conv2d_range_and_gradient_match_aihwkit(geometry):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(2, 4, bias=False, **CONV2D[geometry])
+    x = heavy_tailed(8, 2, 9, 9)
+    g = gradient_for(conv(x))
+    reference = aihwkit_ranges(AnalogConv2d.from_digital(conv, aihwkit_config()), x, g)
+    assert_ranges_equal(xbar_ranges(conv, x, g, xbar_config()), reference)
+
+
+def test_decay_counts_patch_elements_as_aihwkit():
+    """The threshold lies between the pixels' and the patches' unclipped fractions: only the patch
+    rule decides as aihwkit does."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(2, 4, 3, padding=1, bias=False)
+    x = heavy_tailed(8, 2, 9, 9)
+    g = gradient_for(conv(x))
+    (r, _), = aihwkit_ranges(AnalogConv2d.from_digital(conv, aihwkit_config()), x, g)
+    pixels, patches = unclipped_fractions(x, F.unfold(x.clamp(-r, r), 3, padding=1), r)
+    assert pixels != patches
+    threshold = (pixels + patches) / 2
+    reference = aihwkit_ranges(AnalogConv2d.from_digital(conv, aihwkit_config(0.5, threshold)), x, g)
+    assert_ranges_equal(xbar_ranges(conv, x, g, xbar_config(0.5, threshold)), reference)
+    without_decay = xbar_ranges(conv, x, g, xbar_config())
+    assert reference[0][1] != pytest.approx(without_decay[0][1])  # the decay did apply
+
+
+def test_grouped_conv2d_matches_aihwkits_block_diagonal_conv():
+    torch.manual_seed(0)
+    conv = nn.Conv2d(4, 6, 3, padding=1, groups=2, bias=False)
+    dense = nn.Conv2d(4, 6, 3, padding=1, bias=False)
+    with torch.no_grad():
+        dense.weight.zero_()
+        dense.weight[:3, :2], dense.weight[3:, 2:] = conv.weight[:3], conv.weight[3:]
+    x = heavy_tailed(8, 4, 7, 7)
+    g = gradient_for(conv(x))
+    reference = aihwkit_ranges(AnalogConv2d.from_digital(dense, aihwkit_config()), x, g)
+    assert_ranges_equal(xbar_ranges(conv, x, g, xbar_config()), reference)
+
+
+def test_conv1d_matches_aihwkits_conv_of_height_one():
+    torch.manual_seed(0)
+    conv = nn.Conv1d(3, 4, 3, stride=2, padding=2, dilation=2, bias=False)
+    as_2d = nn.Conv2d(3, 4, (1, 3), stride=(1, 2), padding=(0, 2), dilation=(1, 2), bias=False)
+    with torch.no_grad():
+        as_2d.weight.copy_(conv.weight.unsqueeze(2))
+    x = heavy_tailed(8, 3, 20)
+    g = gradient_for(conv(x))
+    reference = aihwkit_ranges(AnalogConv2d.from_digital(as_2d, aihwkit_config()), x.unsqueeze(2), g.unsqueeze(2))
+    assert_ranges_equal(xbar_ranges(conv, x, g, xbar_config()), reference)
+
+
+def test_conv3d_matches_aihwkits_tile_on_the_unfolded_patches():
+    torch.manual_seed(0)
+    conv = nn.Conv3d(2, 3, (3, 2, 3), stride=(2, 1, 1), padding=(1, 1, 0), bias=False)
+    x = heavy_tailed(4, 2, 5, 4, 6)
+    g = gradient_for(conv(x))
+    patches = F.pad(x, (0, 0, 1, 1, 1, 1)).unfold(2, 3, 2).unfold(3, 2, 1).unfold(4, 3, 1)
+    patches = patches.permute(0, 2, 3, 4, 1, 5, 6, 7).reshape(4, -1, 2 * 18)  # [batch, positions, C x taps]
+    tile = AnalogLinear(2 * 18, 3, bias=False, rpu_config=aihwkit_config())
+    tile.set_weights(conv.weight.detach().reshape(3, -1))
+    reference = aihwkit_ranges(tile, patches, g.flatten(2).transpose(1, 2))
+    assert_ranges_equal(xbar_ranges(conv, x, g, xbar_config()), reference)
+
+
+def test_each_row_tile_matches_aihwkits_tile_array():
+    """Rows of 18 = two input channels of a 3x3 kernel: aihwkit's tiles and xbar's rows hold the same slices."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(4, 3, 3, padding=1, bias=False)
+    x = heavy_tailed(8, 4, 6, 6)
+    x[:, 2:] *= 3  # the rows see different statistics
+    g = gradient_for(conv(x))
+    reference = aihwkit_ranges(AnalogConv2d.from_digital(conv, aihwkit_config(max_input_size=18)), x, g)
+    ours = xbar_ranges(conv, x, g, xbar_config(max_input_size=18))
+    assert len(ours) == 2 and ours[0][0] != pytest.approx(ours[1][0])
+    assert_ranges_equal(ours, reference)
+
+
+@pytest.mark.parametrize("stride, padding, output_padding, dilation", [(2, 1, 1, 1), (3, 2, 1, 2)])
+def test_conv_transpose_matches_aihwkit_on_its_equivalent_conv(stride, padding, output_padding, dilation):
+    torch.manual_seed(0)
+    k = 3
+    conv = nn.ConvTranspose2d(2, 3, k, stride=stride, padding=padding, output_padding=output_padding,
+                              dilation=dilation, bias=False)
+    x = heavy_tailed(8, 2, 5, 5)
+    g = gradient_for(conv(x))
+    stuffed = torch.zeros(8, 2, 4 * stride + 1, 4 * stride + 1)
+    stuffed[:, :, ::stride, ::stride] = x
+    before = dilation * (k - 1) - padding
+    stuffed = F.pad(stuffed, (before, before + output_padding) * 2)
+    equivalent = nn.Conv2d(2, 3, k, dilation=dilation, bias=False)
+    with torch.no_grad():
+        equivalent.weight.copy_(conv.weight.transpose(0, 1).flip(2, 3))
+    assert torch.allclose(equivalent(stuffed), conv(x), atol=1e-4)
+    reference = aihwkit_ranges(AnalogConv2d.from_digital(equivalent, aihwkit_config()), stuffed, g)
+    assert_ranges_equal(xbar_ranges(conv, x, g, xbar_config()), reference)
+
+
+def test_pixels_option_keeps_the_per_pixel_rule():
+    torch.manual_seed(0)
+    conv = nn.Conv2d(2, 4, 3, padding=1, bias=False)
+    x = heavy_tailed(8, 2, 9, 9)
+    g = gradient_for(conv(x))
+    r = 3 * x.std()
+    clipped = x.clamp(-r, r).requires_grad_()
+    conv(clipped).backward(g)
+    signs = (x >= r).float() - (x <= -r).float()
+    expected = float((signs * clipped.grad).clamp(max=0).sum() * r)
+    assert_ranges_equal(xbar_ranges(conv, x, g, xbar_config(elements="PIXELS")), [(float(r), expected)])
+    prepared = prepare(nn.Sequential(conv), (x[:2],), xbar_config(elements="PIXELS"))
+    assert not any(isinstance(m, PatchRangeGradient) for m in prepared.modules())
+    assert all(m.patches is None for m in input_ranges(prepared).values())
+
+
+def test_patch_rule_differs_from_the_pixel_rule_and_linear_layers_have_no_patches():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.Flatten(), nn.Linear(256, 3))
+    x = torch.rand(16, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    patches = prepare(model, (x[:2],), xbar_config()).train()
+    pixels = prepare(model, (x[:2],), xbar_config(elements="PIXELS")).train()
+    patches(x), pixels(x)
+    (conv_p, linear_p), (conv_x, linear_x) = (sorted(input_ranges(m).items()) for m in (patches, pixels))
+    assert conv_p[1].value.item() == pytest.approx(3 * F.unfold(x, 3, padding=1).std().item(), rel=1e-5)
+    assert conv_x[1].value.item() == pytest.approx(3 * x.std().item(), rel=1e-5)
+    assert linear_p[1].patches is None and linear_x[1].patches is None
