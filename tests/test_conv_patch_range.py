@@ -211,3 +211,4 @@ def test_patch_rule_differs_from_the_pixel_rule_and_linear_layers_have_no_patche
     assert conv_p[1].value.item() == pytest.approx(3 * F.unfold(x, 3, padding=1).std().item(), rel=1e-5)
     assert conv_x[1].value.item() == pytest.approx(3 * x.std().item(), rel=1e-5)
     assert linear_p[1].patches is None and linear_x[1].patches is None
+

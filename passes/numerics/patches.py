@@ -25,8 +25,9 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
+
+from .patch_gradient import clipped_gradient_sum
 
 
 @dataclass(frozen=True)
@@ -89,40 +90,5 @@ class PatchView:
     def clipped_gradient_sum(self, dy: Tensor, signs: Tensor, weight: Tensor) -> Tensor:
         """``sum(min(s d, 0))`` over patch elements, ``s`` the sign of a clipped element (``signs`` of
         its pixel), ``d`` the gradient at the array's input there, from ``dy`` (at its output) and ``weight``
-        (the array's block, as its op reads it)."""
-        if self.transposed:
-            return self._transposed_gradient_sum(dy, signs, weight)
-        n, channels, taps, groups = signs.shape[0], signs.shape[1], math.prod(self.kernel), self.groups
-        out = dy.shape[2:]
-        w = weight.reshape(groups, -1, channels // groups, taps)
-        d = torch.einsum("gock,ngol->ngclk", w, dy.reshape(n, groups, -1, math.prod(out)))
-        view = _windows(_pad(signs, self.padding, self.padding), out, self.kernel, self.stride, self.dilation)
-        return d.reshape(n, channels, *out, *self.kernel).mul_(view).clamp_(max=0.0).sum()
-
-    def _transposed_gradient_sum(self, dy: Tensor, signs: Tensor, weight: Tensor) -> Tensor:
-        """As :meth:`clipped_gradient_sum` for a transposed convolution: pixel i's element at tap t
-        is read by output ``i*s + t*d - p``; taps whose output falls outside have no element."""
-        n, channels, taps, groups = signs.shape[0], signs.shape[1], math.prod(self.kernel), self.groups
-        spatial = signs.shape[2:]
-        after = tuple([max(0, p - op) for p, op in zip(self.padding, self.output_padding)])
-        view = _windows(_pad(dy, self.padding, after), spatial, self.kernel, self.stride, self.dilation)
-        outputs = view.reshape(n, groups, dy.shape[1] // groups, math.prod(spatial), taps)
-        w = weight.reshape(groups, channels // groups, -1, taps)
-        d = torch.einsum("gcok,ngoik->ngcik", w, outputs)
-        return d.reshape(n, channels, *spatial, taps).mul_(signs.unsqueeze(-1)).clamp_(max=0.0).sum()
-
-
-def _pad(x: Tensor, before: tuple[int, ...], after: tuple[int, ...]) -> Tensor:
-    """``x`` zero-padded on its spatial dims (dim 2 on)."""
-    pads = [p for b, a in zip(reversed(before), reversed(after)) for p in (b, a)]
-    return F.pad(x, pads) if any(pads) else x
-
-
-def _windows(x: Tensor, positions, kernel, stride, dilation) -> Tensor:
-    """The view [batch, channels, *positions, *kernel] of ``x`` with element
-    ``x[..., l * stride + t * dilation]`` at (l, t) per spatial dim: the unfolded tensor, not copied."""
-    x = x.contiguous()
-    spatial_strides = x.stride()[2:]
-    strides = (*x.stride()[:2], *[s * st for s, st in zip(spatial_strides, stride)],
-               *[s * d for s, d in zip(spatial_strides, dilation)])
-    return x.as_strided((*x.shape[:2], *positions, *kernel), strides)
+        (the array's block, as its op reads it). See :mod:`xbar.passes.numerics.patch_gradient`."""
+        return clipped_gradient_sum(self, dy, signs, weight)
