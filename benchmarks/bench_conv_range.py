@@ -2,8 +2,8 @@
 
     python -m benchmarks.bench_conv_range [--models lenet resnet cnn32] [--preset hwa] [--repeats 20]
 
-One training step (forward, backward, Adam; batch 64, ranges learned, no
-training noise) of each model compiled for ``--preset``, with the convolutions'
+One training step (forward, backward, Adam; batch 64, ranges learned and
+initialised from data, no training noise) of each model compiled for ``--preset``, with the convolutions'
 ranges over patch elements (``conv_elements = PATCHES``, the default: the
 clipped-element term builds each patch element's gradient after the array)
 against over pixels (``PIXELS``, the per-pixel rule), interleaved in one run, one
@@ -54,7 +54,7 @@ def cost_table(names: list[str], preset: str, repeats: int) -> tuple[Table, list
         for rule in RULES:
             config = preset_config(preset).with_overrides(NO_NOISE | {"pre_post.input_range.conv_elements": rule})
             prepared = prepare(model, (x[:1],), config)
-            calibrate(prepared, [x])
+            calibrate(prepared, [x] * config.pre_post.input_range.init_from_data)  # initialised, as fine_tune starts
             prepared.train()
             steps[rule] = training_step(prepared, torch.optim.Adam(prepared.parameters(), lr=1e-6), x, y)
         medians = interleaved_medians(steps, repeats=repeats, inner=3, warmup=3)

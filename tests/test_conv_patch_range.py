@@ -24,6 +24,7 @@ from torch import nn
 from xbar import HardwareConfig, prepare
 from xbar.compiler.pipeline.stages import input_ranges
 from xbar.passes.numerics.patch_range import PatchRangeGradient
+from xbar.passes.numerics.patches import PatchView
 
 
 def aihwkit_config(decay: float = 0.0, min_percentage: float = 0.95, max_input_size: int = 0):
@@ -212,3 +213,19 @@ def test_patch_rule_differs_from_the_pixel_rule_and_linear_layers_have_no_patche
     assert conv_x[1].value.item() == pytest.approx(3 * x.std().item(), rel=1e-5)
     assert linear_p[1].patches is None and linear_x[1].patches is None
 
+
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+def test_clipped_gradient_sum_traces_whole_and_matches_eager(transposed):
+    generator = torch.Generator().manual_seed(0)
+    kind = nn.ConvTranspose2d if transposed else nn.Conv2d
+    conv = kind(4, 6, 3, stride=2, padding=1, dilation=2, groups=2, bias=False)
+    x = torch.randn(3, 4, 7, 6, generator=generator)
+    signs = torch.where(torch.rand(x.shape, generator=generator) < 0.3, x.sign(), 0.0)
+    dy = torch.randn(conv(x).shape, generator=generator)
+    view = PatchView((3, 3), (2, 2), (1, 1), (2, 2), groups=2, transposed=transposed, output_padding=(0, 0))
+    weight = conv.weight.detach()
+    eager = view.clipped_gradient_sum(dy, signs, weight)
+    compiled = torch.compile(view.clipped_gradient_sum, fullgraph=True, backend="eager")(dy, signs, weight)
+    assert eager.item() == pytest.approx(compiled.item(), rel=1e-5) and eager.item() < 0
