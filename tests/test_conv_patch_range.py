@@ -23,6 +23,7 @@ from torch import nn
 
 from xbar import HardwareConfig, prepare
 from xbar.compiler.pipeline.stages import input_ranges
+from xbar.passes.numerics.calibration import OBSERVERS, CalibrationMethod, ObserverOptions, observer_for
 from xbar.passes.numerics.patch_range import PatchRangeGradient
 from xbar.passes.numerics.patches import PatchView
 
@@ -229,3 +230,29 @@ def test_clipped_gradient_sum_traces_whole_and_matches_eager(transposed):
     eager = view.clipped_gradient_sum(dy, signs, weight)
     compiled = torch.compile(view.clipped_gradient_sum, fullgraph=True, backend="eager")(dy, signs, weight)
     assert eager.item() == pytest.approx(compiled.item(), rel=1e-5) and eager.item() < 0
+
+
+@pytest.mark.parametrize("method", list(OBSERVERS))
+def test_each_calibration_observer_over_patches_equals_it_over_the_unfolded_input(method):
+    """Stride 2 past a kernel of 1 leaves pixels no patch reads: MAX must not see them."""
+    batches = [heavy_tailed(4, 2, 7, 7, seed=seed) for seed in range(2)]
+    for kernel, stride, padding in ((3, 2, 1), (1, 2, 0)):
+        view = PatchView((kernel, kernel), (stride, stride), (padding, padding), (1, 1))
+        options = ObserverOptions(quantile=0.97, max_samples=10 ** 6)
+        ours, reference = observer_for(method, options), observer_for(method, options)
+        for x in batches:
+            ours.observe(x, view)
+            reference.observe(F.unfold(x, kernel, padding=padding, stride=stride))
+        assert ours.result() == pytest.approx(reference.result(), rel=1e-5), (kernel, stride)
+
+
+def test_cache_quantile_over_patches_keeps_the_zeros_share_when_subsampled():
+    x = torch.rand(16, 2, 12, 12, generator=torch.Generator().manual_seed(0))
+    view = PatchView((3, 3), (1, 1), (2, 2), (1, 1))
+    ours = observer_for(CalibrationMethod.CACHE_QUANTILE, ObserverOptions(quantile=0.5, max_samples=2000))
+    ours.observe(x, view)
+    unfolded = F.unfold(x, 3, padding=2).abs().flatten()
+    zeros = float((unfolded == 0).sum())
+    assert zeros > 0.2 * len(unfolded)  # the median sits well above the padding's zeros
+    assert ours.result() == pytest.approx(float(unfolded.kthvalue(len(unfolded) // 2).values), rel=0.1)
+    assert ours.zeros == pytest.approx(zeros * 2000 / x.numel())

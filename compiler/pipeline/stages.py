@@ -206,7 +206,7 @@ def calibrate(
     observers = {} if reference else {
         name: observer_for(method, ObserverOptions(module.params.init_std_alpha, quantile, max_samples), statistics)
         for name, module in ranges.items()}
-    hooks = [ranges[name].register_forward_pre_hook(lambda _, args, o=observer: o.observe(args[0]))
+    hooks = [ranges[name].register_forward_pre_hook(lambda m, args, o=observer: o.observe(args[0], m.patches))
              for name, observer in observers.items()]
     was_training = prepared.training
     prepared.eval()
