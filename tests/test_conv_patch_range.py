@@ -21,7 +21,7 @@ from aihwkit.nn import AnalogConv2d, AnalogLinear
 from aihwkit.simulator.configs import TorchInferenceRPUConfig
 from torch import nn
 
-from xbar import HardwareConfig, prepare
+from xbar import HardwareConfig, convert, prepare
 from xbar.compiler.pipeline.stages import input_ranges
 from xbar.passes.numerics.calibration import OBSERVERS, CalibrationMethod, ObserverOptions, observer_for
 from xbar.passes.numerics.patch_range import PatchRangeGradient
@@ -256,3 +256,21 @@ def test_cache_quantile_over_patches_keeps_the_zeros_share_when_subsampled():
     assert zeros > 0.2 * len(unfolded)  # the median sits well above the padding's zeros
     assert ours.result() == pytest.approx(float(unfolded.kthvalue(len(unfolded) // 2).values), rel=0.1)
     assert ours.zeros == pytest.approx(zeros * 2000 / x.numel())
+
+
+def test_every_convolution_array_gets_one_range_gradient_and_conversion_drops_them():
+    """Two row tiles by two column tiles: four arrays, two ranges (one per row), each array its term."""
+    model = nn.Sequential(nn.Conv2d(4, 6, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(6 * 25, 3))
+    x = torch.rand(4, 4, 5, 5, generator=torch.Generator().manual_seed(0))
+    config = xbar_config(max_input_size=18).with_overrides({"mapping.max_output_size": 3})
+    prepared = prepare(model, (x[:2],), config)
+    gradients = [name for name, m in prepared.named_modules() if isinstance(m, PatchRangeGradient)]
+    assert len(gradients) == 4 and all(name.startswith("_0_tile") for name in gradients)
+    conv_ranges = [m for name, m in input_ranges(prepared).items() if name.startswith("_0_")]
+    assert len(conv_ranges) == 2 and all(m.patches.kernel == (3, 3) for m in conv_ranges)
+    prepared.train()(x).sum().backward()
+    assert all(m.value.grad is not None for m in conv_ranges)
+    converted = convert(prepared.eval())
+    assert not any(isinstance(m, PatchRangeGradient) for m in converted.modules())
+    with torch.no_grad():
+        assert torch.allclose(converted(x), prepared(x), atol=1e-4)
