@@ -21,7 +21,9 @@ from aihwkit.nn import AnalogConv2d, AnalogLinear
 from aihwkit.simulator.configs import TorchInferenceRPUConfig
 from torch import nn
 
-from xbar import HardwareConfig, convert, prepare
+from xbar import ConfigError, ConvRangeElements, HardwareConfig, LayerRule, convert, prepare
+from xbar.compiler.cli.arguments import build_parser
+from xbar.compiler.cli.steps import hardware_config
 from xbar.compiler.pipeline.stages import input_ranges
 from xbar.passes.numerics.calibration import OBSERVERS, CalibrationMethod, ObserverOptions, observer_for
 from xbar.passes.numerics.patch_range import PatchRangeGradient
@@ -274,3 +276,18 @@ def test_every_convolution_array_gets_one_range_gradient_and_conversion_drops_th
     assert not any(isinstance(m, PatchRangeGradient) for m in converted.modules())
     with torch.no_grad():
         assert torch.allclose(converted(x), prepared(x), atol=1e-4)
+
+
+def test_the_option_is_a_config_field_everywhere_config_fields_are():
+    key = "pre_post.input_range.conv_elements"
+    assert HardwareConfig().pre_post.input_range.conv_elements is ConvRangeElements.PATCHES
+    from_set = hardware_config(build_parser().parse_args(["compile", "--set", f"{key}=pixels"]))
+    assert from_set.pre_post.input_range.conv_elements is ConvRangeElements.PIXELS
+    assert from_set.to_dict()["pre_post"]["input_range"]["conv_elements"] == "PIXELS"
+    assert HardwareConfig.from_dict(from_set.to_dict()).to_dict() == from_set.to_dict()
+    with pytest.raises(ConfigError, match="conv_elements must be one of"):
+        HardwareConfig().with_overrides({key: "unfolded"})
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Conv2d(2, 2, 3))
+    ruled = HardwareConfig(layers=[LayerRule(name="1", overrides={key: "PIXELS"})])
+    ranges = input_ranges(prepare(model, (torch.rand(2, 1, 8, 8),), ruled))
+    assert [m.patches is None for _, m in sorted(ranges.items())] == [False, True]
