@@ -15,8 +15,9 @@ The range gradient's sum of ``min(d, 0)`` over clipped elements needs ``d`` per
 patch element, the gradient at the array's input for one output position and tap
 (``W^T dy`` there). The per-pixel gradient is its sum over the patches, and ``min``
 does not commute with that sum, so :meth:`PatchView.clipped_gradient_sum` builds
-``d`` (one matmul, the size of the unfolded input); the clipped pixels' signs are
-a strided view of the (padded) pixels, not a copy.
+``d`` (:mod:`xbar.passes.numerics.patch_gradient`: a matmul the size of the
+unfolded input, a few samples at a time); the clipped pixels' signs are a
+strided view of the (padded) pixels, not a copy.
 """
 
 from __future__ import annotations
