@@ -40,6 +40,8 @@ def clipped_gradient_sum(view: PatchView, dy: Tensor, signs: Tensor, weight: Ten
         return d.mul_(signs.flatten(2).unsqueeze(-1)).clamp_(max=0.0).sum()
     if torch.compiler.is_compiling():  # one chunk: a loop over a dynamic batch would not trace
         return _sum_over_windows(view, _gradients(view, dy, signs.shape[1], weight), signs, dy.shape[2:])
+    if not signs.any():  # nothing clipped (an input layer whose range spans its data): no term
+        return signs.new_zeros(())
     per_sample = signs.shape[1] * math.prod(view.kernel) * math.prod(dy.shape[2:])
     chunk = max(1, CHUNK_ELEMENTS // per_sample)
     return sum(_sum_over_windows(view, _gradients(view, dy_part, signs.shape[1], weight), signs_part, dy.shape[2:])
