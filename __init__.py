@@ -38,8 +38,8 @@ _PUBLIC = {
                                           "WeightRemapType"),
     "xbar.compiler.devices.base": ("BaseNoiseModel",),
     "xbar.passes.errors": ("NoCrossbarLayersWarning", "UnmatchedSelectorWarning", "UserError", "XbarError"),
-    "xbar.passes.parameters": ("BoundManagementType", "ConfigError", "InputRangeParameter", "IOParameters",
-                               "MappingParameter", "NoiseManagementType", "PrePostProcessingParameter",
+    "xbar.passes.parameters": ("BoundManagementType", "ConfigError", "ConvRangeElements", "InputRangeParameter",
+                               "IOParameters", "MappingParameter", "NoiseManagementType", "PrePostProcessingParameter",
                                "WeightModifierParameter", "WeightModifierType", "WeightNoiseType"),
 }
 # Every registered device model is public (PCMLikeNoiseModel, StateIndependentNoiseModel, ReRamWan2022NoiseModel).

@@ -70,6 +70,24 @@ class WeightModifierType(Enum):
     PROG_NOISE = "ProgNoise"
 
 
+class ConvRangeElements(Enum):
+    """What a convolution's input range takes as its elements (xbar's name for a choice aihwkit does not offer).
+
+    * PATCHES (the reference, aihwkit's): the array's unfolded input, one patch per
+      output position (a group's channels times the kernel taps, padding zeros
+      included), so a pixel counts once per patch it falls in: the std of the
+      init from data, the gradient's sum over clipped elements (each with its own
+      gradient) and the decay's unclipped fraction are over patch elements;
+    * PIXELS (xbar's extension): the convolution's input values, each once (the
+      rule a linear layer's range follows, applied to the raw input).
+
+    Linear layers see no patches: both give the same there.
+    """
+
+    PATCHES = "Patches"
+    PIXELS = "Pixels"
+
+
 def _check_unit_interval(owner: str, name: str, value: float) -> None:
     if not 0.0 <= value <= 1.0:
         raise ConfigError(f"{owner}.{name} must be in [0, 1], got {value}")
@@ -216,6 +234,9 @@ class InputRangeParameter:
     """Scales the range gradient (a learning-rate factor); relative branch only."""
     gradient_relative: bool = True
     """Make the range gradient relative to the current range (``grad *= r``)."""
+    conv_elements: ConvRangeElements = ConvRangeElements.PATCHES
+    """A convolution's range statistics over its patches (aihwkit's) or, as an xbar extension, its pixels;
+    see :class:`ConvRangeElements`."""
     calibration_info: Optional[str] = None
     """aihwkit's information field for post-training calibrations; xbar leaves it as given and keeps
     what its calibration found in the compile record instead (a config describes hardware, not results)."""
@@ -234,6 +255,9 @@ class InputRangeParameter:
     def validate(self) -> None:
         """Raise :class:`ConfigError` for values that cannot mean anything."""
         owner = "pre_post.input_range"
+        if not isinstance(self.conv_elements, ConvRangeElements):
+            raise ConfigError(f"{owner}.conv_elements must be one of {[m.name for m in ConvRangeElements]}, "
+                              f"got {self.conv_elements!r}")
         if not self.init_value > 0:
             raise ConfigError(f"{owner}.init_value must be > 0, got {self.init_value}")
         if not isinstance(self.init_from_data, int) or self.init_from_data < 0:

@@ -111,6 +111,7 @@ class Role(Enum):
     OUTPUT_NOISE = "output_noise"
     WEIGHT_SCALES = "weight_scales"
     OUT_SCALING = "out_scaling"
+    RANGE_GRADIENT = "range_gradient"
 
 
 class Scope(Enum):
@@ -196,13 +197,16 @@ def input_chain(mvm: fx.Node) -> InputChain:
     return InputChain(nodes, node)
 
 
+OUTPUT_SIDE = (Role.RANGE_GRADIENT, Role.ADC, Role.RESCALE, Role.OUT_SCALING)
+
+
 def output_chain(mvm: fx.Node) -> list[fx.Node]:
-    """The ADC, rescale and learned output-scale nodes that follow a crossbar node, in order."""
+    """The range-gradient, ADC, rescale and learned output-scale nodes that follow a crossbar node, in order."""
     chain, node = [], mvm
     while len(node.users) == 1:
         (user,) = node.users
         tag = tag_of(user)
-        if tag is None or tag.role not in (Role.ADC, Role.RESCALE, Role.OUT_SCALING):
+        if tag is None or tag.role not in OUTPUT_SIDE:
             break
         chain.append(user)
         node = user

@@ -19,7 +19,7 @@ from xbar import (
     SinglePairConductanceConverter,
     prepare,
 )
-from xbar.passes.parameters import MappingParameter, WeightModifierParameter
+from xbar.passes.parameters import ConvRangeElements, MappingParameter, WeightModifierParameter
 
 from conftest import make_input, make_model
 
@@ -29,7 +29,7 @@ def test_input_range_defaults_follow_aihwkit():
     assert dataclasses.asdict(p) == dict(
         enable=False, learn_input_range=True, init_value=3.0, init_from_data=100, init_std_alpha=3.0,
         decay=0.001, input_min_percentage=0.95, manage_output_clipping=False, output_min_percentage=0.95,
-        gradient_scale=1.0, gradient_relative=True, calibration_info=None)
+        gradient_scale=1.0, gradient_relative=True, conv_elements=ConvRangeElements.PATCHES, calibration_info=None)
     assert PrePostProcessingParameter().input_range == InputRangeParameter()
 
 

@@ -36,6 +36,7 @@ from ...passes.rewrites.einsum_linear import EinsumAsLinearPass
 from ...passes.rewrites.insert_converters import InsertConvertersPass
 from ...passes.rewrites.insert_input_range import InsertInputRangePass
 from ...passes.rewrites.insert_out_scaling import InsertOutScalingPass
+from ...passes.rewrites.insert_patch_range_gradient import InsertPatchRangeGradientPass
 from ...passes.rewrites.insert_training_noise import InsertTrainingNoisePass
 from ...passes.rewrites.isolate_layers import IsolateCrossbarLayersPass
 from ...passes.rewrites.lower_conductances import LowerToConductancesPass
@@ -154,7 +155,8 @@ def prepare(
     refuse_non_finite_parameters(graph_module, plans)
     graph_module = run_passes(graph_module, [IsolateCrossbarLayersPass(plans), TileLayersPass(),
                                              InsertInputRangePass(), InsertConvertersPass(),
-                                             InsertOutScalingPass(), InsertTrainingNoisePass()])
+                                             InsertOutScalingPass(), InsertTrainingNoisePass(),
+                                             InsertPatchRangeGradientPass()])
     attach_record(graph_module, CompileRecord(config, plans, digital))
     return graph_module.train(training)
 
@@ -221,7 +223,7 @@ def calibrate(
     observers = {} if reference else {
         name: observer_for(method, ObserverOptions(module.params.init_std_alpha, quantile, max_samples), statistics)
         for name, module in ranges.items()}
-    hooks = [ranges[name].register_forward_pre_hook(lambda _, args, o=observer: o.observe(args[0]))
+    hooks = [ranges[name].register_forward_pre_hook(lambda m, args, o=observer: o.observe(args[0], m.patches))
              for name, observer in observers.items()]
     was_training = prepared.training
     prepared.eval()

@@ -26,6 +26,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence, Union
 from torch import Tensor, fx, nn
 
 from ..arrays import Tile, WeightLayout
+from ..numerics.patches import PatchView
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,11 @@ class LayerKind:
     def mvm(self, x: Tensor, weight: Tensor, geometry) -> Tensor:
         """The canonical op on ``x``."""
         return self.function(weight.dim())(x, weight, *self.arguments(geometry))
+
+    def patches(self, kernel: Sequence[int], geometry) -> Optional[PatchView]:
+        """How one array of this kind sees its input, patch by patch (``kernel``: the weight's
+        spatial shape); None when each input value is one element of the array's input."""
+        return None
 
     def output_like(self, x: Tensor, weight: Tensor, geometry) -> Tensor:
         """A tensor shaped like :meth:`mvm`'s result, for tracing on fake tensors."""

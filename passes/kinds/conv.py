@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from ..arrays import Tile, WeightLayout
+from ..numerics.patches import PatchView
 from ..operands import argument, ntuple, optional_bias, resolve_attribute, tensor_attribute
 from .base import COMPUTED_BIAS, LayerKind, Match, Operands, Refused, module_operands
 
@@ -108,6 +109,10 @@ class Conv(LayerKind):
     def arguments(self, geometry: ConvGeometry) -> tuple:
         g = geometry
         return (None, g.stride, g.padding, g.dilation, g.groups)
+
+    def patches(self, kernel, geometry: ConvGeometry) -> PatchView:
+        g = geometry
+        return PatchView(tuple(kernel), g.stride, g.padding, g.dilation, g.groups)
 
     def describe(self, weight_rank: int) -> str:
         return f"conv{weight_rank - 2}d"

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from ..arrays import Tile, WeightLayout
+from ..numerics.patches import PatchView
 from ..operands import argument, ntuple, optional_bias, resolve_attribute, tensor_attribute
 from .base import COMPUTED_BIAS, LayerKind, Match, Operands, Refused, module_operands
 from .conv import ONNX_CONV_ATTRIBUTES, channel_major_layout
@@ -93,6 +94,11 @@ class ConvTranspose(LayerKind):
     def arguments(self, geometry: ConvTransposeGeometry) -> tuple:
         g = geometry
         return (None, g.stride, g.padding, g.output_padding, g.groups, g.dilation)
+
+    def patches(self, kernel, geometry: ConvTransposeGeometry) -> PatchView:
+        g = geometry
+        return PatchView(tuple(kernel), g.stride, g.padding, g.dilation, g.groups, transposed=True,
+                         output_padding=g.output_padding)
 
     def describe(self, weight_rank: int) -> str:
         return f"conv_transpose{weight_rank - 2}d"

@@ -10,6 +10,13 @@ One class per method, behind :class:`RangeObserver`, each registered under its
 :class:`CalibrationMethod` in :data:`OBSERVERS`; a new method is one enum member,
 one class and its entry there.
 
+A convolution's observer is given its range's patches
+(:class:`~xbar.passes.numerics.patches.PatchView`, unless the range is over
+pixels) and takes its statistics over the patch elements, as aihwkit's
+calibration sees an array's input: each pixel weighted by its multiplicity, the
+padding zeros included (the std as the init from data takes it; a quantile over
+the weighted values; the largest ``|x|`` of the pixels that fall in a patch).
+
 Across torch.distributed ranks (an observer given a
 :class:`~xbar.passes.numerics.global_batch.BatchStatistics` over a process group)
 each step's batch is the concatenation of the ranks' local batches in rank
@@ -34,6 +41,7 @@ import torch
 from torch import Tensor
 
 from .global_batch import BatchStatistics
+from .patches import PatchView
 
 
 class CalibrationMethod(Enum):
@@ -69,13 +77,14 @@ class RangeObserver(ABC):
         self.statistics = statistics or BatchStatistics()
         self.batches = 0
 
-    def observe(self, x: Tensor) -> None:
-        self._observe(x.detach().float().flatten())
+    def observe(self, x: Tensor, patches: Optional[PatchView] = None) -> None:
+        """Take one batch of the range's input, over ``patches``' elements if given."""
+        self._observe(x.detach().float(), patches)
         self.batches += 1
 
     @abstractmethod
-    def _observe(self, x: Tensor) -> None:
-        """Take one batch's flattened float values."""
+    def _observe(self, x: Tensor, patches: Optional[PatchView]) -> None:
+        """Take one batch's float values."""
 
     @abstractmethod
     def result(self) -> float:
@@ -89,10 +98,29 @@ class RangeObserver(ABC):
         return f"{self.method.value}({self.detail()}; batches={self.batches})"
 
 
-def _quantile(values: Tensor, q: float) -> float:
-    """``q``-quantile of a 1-d tensor (nearest rank; torch.quantile caps the input size)."""
-    k = min(values.numel(), max(1, int(round(q * values.numel()))))
-    return float(values.kthvalue(k).values)
+def _quantile(values: Tensor, q: float, weights: Optional[Tensor] = None, zeros: float = 0.0) -> float:
+    """``q``-quantile of a 1-d tensor (nearest rank; torch.quantile caps the input size); with ``weights``,
+    of the values each repeated ``weights`` times, plus ``zeros`` zeros."""
+    if weights is None:
+        k = min(values.numel(), max(1, int(round(q * values.numel()))))
+        return float(values.kthvalue(k).values)
+    total = float(weights.sum()) + zeros
+    k = min(total, max(1.0, round(q * total)))
+    if k <= zeros:
+        return 0.0
+    ordered, order = values.sort()
+    ranks = weights[order].cumsum(0) + zeros
+    return float(ordered[torch.searchsorted(ranks, torch.tensor([k])).clamp(max=len(ordered) - 1)])
+
+
+def _weighted_magnitudes(x: Tensor, patches: Optional[PatchView]) -> tuple[Tensor, Optional[Tensor], float]:
+    """``|x|`` flattened, each value's weight (its multiplicity; None: 1 each) and the number of zeros
+    beside them (the patches' padding)."""
+    if patches is None:
+        return x.abs().flatten(), None, 0.0
+    m, count = patches.multiplicity(x)
+    weights = m.expand_as(x).flatten()
+    return x.abs().flatten(), weights, float(count - weights.sum())
 
 
 class _MovingAverage(RangeObserver):
@@ -103,11 +131,11 @@ class _MovingAverage(RangeObserver):
         self.value = 0.0
 
     @abstractmethod
-    def sample(self, x: Tensor) -> float:
+    def sample(self, x: Tensor, patches: Optional[PatchView]) -> float:
         """This batch's value."""
 
-    def _observe(self, x: Tensor) -> None:
-        self.value = (self.value * self.batches + self.sample(x)) / (self.batches + 1)
+    def _observe(self, x: Tensor, patches: Optional[PatchView]) -> None:
+        self.value = (self.value * self.batches + self.sample(x, patches)) / (self.batches + 1)
 
     def result(self) -> float:
         return self.value
@@ -116,8 +144,10 @@ class _MovingAverage(RangeObserver):
 class MovingStd(_MovingAverage):
     method = CalibrationMethod.MOVING_STD
 
-    def sample(self, x: Tensor) -> float:
-        return self.options.std_alpha * float(self.statistics.std(x))
+    def sample(self, x: Tensor, patches: Optional[PatchView]) -> float:
+        std = self.statistics.std(x.flatten()) if patches is None else self.statistics.std_of_moments(
+            *patches.moments(x))
+        return self.options.std_alpha * float(std)
 
     def detail(self) -> str:
         return f"std_alpha={self.options.std_alpha}"
@@ -126,29 +156,47 @@ class MovingStd(_MovingAverage):
 class MovingQuantile(_MovingAverage):
     method = CalibrationMethod.MOVING_QUANTILE
 
-    def sample(self, x: Tensor) -> float:
-        return _quantile(self.statistics.concatenated(x.abs()), self.options.quantile)
+    def sample(self, x: Tensor, patches: Optional[PatchView]) -> float:
+        values, weights, zeros = _weighted_magnitudes(x, patches)
+        if weights is None:
+            return _quantile(self.statistics.concatenated(values), self.options.quantile)
+        zeros = float(self.statistics.concatenated(torch.tensor([zeros])).sum())
+        return _quantile(self.statistics.concatenated(values), self.options.quantile,
+                         self.statistics.concatenated(weights), zeros)
 
     def detail(self) -> str:
         return f"quantile={self.options.quantile}"
 
 
 class CacheQuantile(RangeObserver):
+    """Over patches the cache holds each pixel's weight beside its value, and the zeros as a count that
+    shrinks with the cache when it is subsampled (the expected number of zeros kept)."""
+
     method = CalibrationMethod.CACHE_QUANTILE
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.generator = torch.Generator().manual_seed(self.options.seed)
         self.cache = torch.empty(0)
+        self.weights: Optional[Tensor] = None
+        self.zeros = 0.0
 
-    def _observe(self, x: Tensor) -> None:
-        cache = torch.cat([self.cache, self.statistics.concatenated(x.abs())])
+    def _observe(self, x: Tensor, patches: Optional[PatchView]) -> None:
+        values, weights, zeros = _weighted_magnitudes(x, patches)
+        cache = torch.cat([self.cache, self.statistics.concatenated(values)])
+        if weights is not None:
+            self.weights = torch.cat([self.weights if self.weights is not None else torch.empty(0),
+                                      self.statistics.concatenated(weights)])
+            self.zeros += float(self.statistics.concatenated(torch.tensor([zeros])).sum())
         if cache.numel() > self.options.max_samples:
-            cache = cache[torch.randperm(cache.numel(), generator=self.generator)[: self.options.max_samples]]
+            kept = torch.randperm(cache.numel(), generator=self.generator)[: self.options.max_samples]
+            if self.weights is not None:
+                self.weights, self.zeros = self.weights[kept], self.zeros * len(kept) / cache.numel()
+            cache = cache[kept]
         self.cache = cache
 
     def result(self) -> float:
-        return _quantile(self.cache, self.options.quantile)
+        return _quantile(self.cache, self.options.quantile, self.weights, self.zeros)
 
     def detail(self) -> str:
         return f"quantile={self.options.quantile}, max_samples={self.options.max_samples}"
@@ -161,7 +209,9 @@ class Max(RangeObserver):
         super().__init__(*args, **kwargs)
         self.value = 0.0
 
-    def _observe(self, x: Tensor) -> None:
+    def _observe(self, x: Tensor, patches: Optional[PatchView]) -> None:
+        if patches is not None:  # a pixel no patch reads (a stride past the kernel) is no element
+            x = x * (patches.multiplicity(x)[0] > 0)
         self.value = max(self.value, float(x.abs().max()))
 
     def result(self) -> float:

@@ -53,12 +53,24 @@ class BatchStatistics:
             local = torch.tensor([count, float(x.mean()), float(x.var(correction=0)) * count], dtype=torch.float64)
         else:
             local = torch.zeros(3, dtype=torch.float64)
+        return self._combined_std(local, x.dtype)
+
+    def std_of_moments(self, count: int, mean: Tensor, squares: Tensor) -> Tensor:
+        """Unbiased std of the global batch from this rank's ``count`` values, their ``mean`` and
+        their sum of squared deviations ``squares`` (weighted statistics, e.g. over a convolution's patches)."""
+        if self.group is None:
+            return (squares / (count - 1)).sqrt()
+        local = torch.tensor([count, float(mean), float(squares)], dtype=torch.float64)
+        return self._combined_std(local, mean.dtype)
+
+    def _combined_std(self, local: Tensor, dtype: torch.dtype) -> Tensor:
+        """The std of the ranks' ``local`` (count, mean, sum of squared deviations), by Chan's parallel rule."""
         parts = _all_gather_equal(local, self.group)
         counts, means, squares = parts[:, 0], parts[:, 1], parts[:, 2]
         total = counts.sum()
         global_mean = (counts * means).sum() / total
         squares = squares.sum() + (counts * (means - global_mean) ** 2).sum()
-        return (squares / (total - 1)).sqrt().to(x.dtype)
+        return (squares / (total - 1)).sqrt().to(dtype)
 
     def fraction(self, count: Tensor, numel: int) -> Tensor:
         """``count / numel`` where both are summed over the global batch (e.g. the fraction of unclipped values)."""

@@ -7,6 +7,8 @@ Rules, for each crossbar node (``mvm``) whose plan enables the input range:
 * ``<layer>_normalize`` divides by the range before the crossbar, and
   ``<layer>_rescale`` multiplies by it after (neither passes gradient to the range);
 * the ``add_bias`` node, if any, stays after the rescale;
+* a convolution's range takes its statistics over the patches of its array (or row
+  of arrays) unless ``conv_elements = PIXELS``;
 * layers with the input range disabled, and graphs without crossbar layers, are
   left untouched.
 """
@@ -19,6 +21,7 @@ from torch.fx.passes.infra.pass_base import PassBase, PassResult
 from ..numerics import periphery
 from ..numerics.input_range import InputRange
 from ..plan import Role, Scope, add_node, check_names, retag, tag_of, tagged
+from .insert_patch_range_gradient import array_patches
 
 
 class InsertInputRangePass(PassBase):
@@ -37,7 +40,8 @@ class InsertInputRangePass(PassBase):
             activation = mvms[0].args[0]  # read now: an earlier layer's rescale may have replaced it
             clip_tag = retag(tag, Role.INPUT_RANGE, Scope.ROW)
             if not hasattr(graph_module, clip_tag.name):
-                graph_module.add_submodule(clip_tag.name, InputRange(tag.plan.input_range))
+                graph_module.add_submodule(clip_tag.name,
+                                           InputRange(tag.plan.input_range, array_patches(graph_module, tag)))
             with graph.inserting_before(mvms[0]):
                 clipped = add_node(graph, "call_module", clip_tag.name, (activation,), tag=clip_tag)
                 value = add_node(graph, "get_attr", f"{clip_tag.name}.value", (),

@@ -1,0 +1,95 @@
+"""A convolution's input as its array sees it, patch by patch, without unfolding it.
+
+A convolution's array multiplies one patch of its input at a time: its input
+channels times the kernel taps at one output position, padding zeros included.
+For a transposed convolution the array is its equivalent convolution on the
+stride-dilated input, whose inserted zeros are patch elements too. A pixel falls
+in as many patches as there are (output position, tap) pairs that read it, its
+multiplicity m; every other patch element is a zero. Statistics over the patch
+elements are therefore weighted statistics of the pixels:
+
+* their mean and spread: ``sum(m x)``, ``sum(m (x - mean)**2)`` and the count of zeros;
+* the number of clipped elements: ``sum(m |sign of clipped x|)`` (a zero never clips).
+
+The range gradient's sum of ``min(d, 0)`` over clipped elements needs ``d`` per
+patch element, the gradient at the array's input for one output position and tap
+(``W^T dy`` there). The per-pixel gradient is its sum over the patches, and ``min``
+does not commute with that sum, so :meth:`PatchView.clipped_gradient_sum` builds
+``d`` (:mod:`xbar.passes.numerics.patch_gradient`: a matmul the size of the
+unfolded input, a few samples at a time); the clipped pixels' signs are a
+strided view of the (padded) pixels, not a copy.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .patch_gradient import clipped_gradient_sum
+
+
+@dataclass(frozen=True)
+class PatchView:
+    """The patches of one array of a convolution (``transposed``: of a transposed one): its
+    kernel and geometry, ``groups`` the groups the array holds."""
+
+    kernel: tuple[int, ...]
+    stride: tuple[int, ...]
+    padding: tuple[int, ...]
+    dilation: tuple[int, ...]
+    groups: int = 1
+    transposed: bool = False
+    output_padding: tuple[int, ...] = ()
+
+    def output_size(self, size: int, dim: int) -> int:
+        """The number of output positions along spatial ``dim`` of an input of ``size``."""
+        k, s, p, d = self.kernel[dim], self.stride[dim], self.padding[dim], self.dilation[dim]
+        if self.transposed:
+            return (size - 1) * s - 2 * p + d * (k - 1) + self.output_padding[dim] + 1
+        return (size + 2 * p - d * (k - 1) - 1) // s + 1
+
+    def _counts(self, size: int, dim: int) -> list[int]:
+        """The multiplicity of each position along ``dim``: the (output position, tap) pairs that read it."""
+        k, s, p, d = self.kernel[dim], self.stride[dim], self.padding[dim], self.dilation[dim]
+        out = self.output_size(size, dim)
+        if self.transposed:  # pixel i feeds output i*s + t*d - p through tap t
+            return [sum([0 <= i * s + t * d - p < out for t in range(k)]) for i in range(size)]
+        counts = [0] * size
+        for position in range(out):  # output position l reads pixel l*s + t*d - p through tap t
+            for t in range(k):
+                if 0 <= position * s + t * d - p < size:
+                    counts[position * s + t * d - p] += 1
+        return counts
+
+    def multiplicity(self, x: Tensor) -> tuple[Tensor, int]:
+        """Per pixel of ``x`` ([batch, channels, *spatial]) its multiplicity (shaped [*spatial], x's dtype),
+        and the number of patch elements in all (batch x channels x output positions x taps)."""
+        spatial = x.shape[2:]
+        m = None
+        for dim, size in enumerate(spatial):
+            counts = torch.tensor(self._counts(size, dim), dtype=x.dtype, device=x.device)
+            m = counts if m is None else m.unsqueeze(-1) * counts
+        positions = math.prod([self.output_size(size, dim) for dim, size in enumerate(spatial)])
+        return m, x.shape[0] * x.shape[1] * positions * math.prod(self.kernel)
+
+    def moments(self, x: Tensor) -> tuple[int, Tensor, Tensor]:
+        """``(count, mean, sum of squared deviations)`` of the patch elements of ``x``."""
+        m, count = self.multiplicity(x)
+        mean = torch.sum(x * m) / count
+        zeros = count - x.shape[0] * x.shape[1] * m.sum()
+        squares = torch.sum((x - mean).square_().mul_(m)) + zeros * mean.square()
+        return count, mean, squares
+
+    def clipped_count(self, signs: Tensor) -> tuple[Tensor, int]:
+        """The number of clipped patch elements (``signs`` nonzero where a pixel clips) and of all patch elements."""
+        m, count = self.multiplicity(signs)
+        return torch.sum(torch.linalg.vector_norm(signs, ord=1, dim=(0, 1)) * m), count
+
+    def clipped_gradient_sum(self, dy: Tensor, signs: Tensor, weight: Tensor) -> Tensor:
+        """``sum(min(s d, 0))`` over patch elements, ``s`` the sign of a clipped element (``signs`` of
+        its pixel), ``d`` the gradient at the array's input there, from ``dy`` (at its output) and ``weight``
+        (the array's block, as its op reads it). See :mod:`xbar.passes.numerics.patch_gradient`."""
+        return clipped_gradient_sum(self, dy, signs, weight)
