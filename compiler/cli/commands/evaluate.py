@@ -77,10 +77,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def device_model(args: argparse.Namespace, config: HardwareConfig) -> BaseNoiseModel:
-    """--noise, else the config file's [noise] section, else the PCM-like default; g_max the converter's."""
+    """--noise, else the config file's [noise] section, else the PCM-like default; g_max (and g_min) the
+    converter's."""
     section = read_config_file(Path(args.config)).noise if args.config else None
     where = f"--config {args.config}" if args.config else "--noise"
-    return noise_model(args.noise, section, config.converter.g_max, where)
+    return noise_model(args.noise, section, config.converter.g_max, where, config.converter.g_min)
 
 
 def evaluation_data(data: Dataset) -> tuple[Tensor, Tensor, str]:
