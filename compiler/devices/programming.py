@@ -139,7 +139,8 @@ def drift(programmed: fx.GraphModule, t_inference: float, *, seed: int,
     Starts from the programmed state every time (drifting a drifted model does
     not accumulate), with fresh read noise drawn from ``seed``. ``compensation``
     is ``"global"`` (one digital gain per array), ``"per_column"`` (one per
-    output column) or None. Returns a new GraphModule; ``programmed`` is not
+    output column), ``"global_exact_reference"`` (one per array, its reference
+    the ideal readout of the targets) or None. Returns a new GraphModule; ``programmed`` is not
     modified.
     """
     record_of(programmed, "drift()", Stage.CONVERTED)

@@ -27,10 +27,13 @@ from ..inspection_view import describe_config
 from ..report import calibration_note, progress_bar
 from ..steps import compile_steps, hardware_config, load_inputs, read_config_file
 
-COMPENSATIONS = {"global": "global", "per-column": "per_column", "none": None}
+COMPENSATIONS = {"global": "global", "per-column": "per_column", "global-exact-reference": "global_exact_reference",
+                 "none": None}
 """--compensation -> what :func:`xbar.drift` takes."""
 COMPENSATION_TEXT = {"global": "global drift compensation (one gain per array)",
                      "per-column": "per-column drift compensation (one gain per output column)",
+                     "global-exact-reference": "global drift compensation against the exact reference (one gain "
+                                               "per array)",
                      "none": "no drift compensation"}
 
 
