@@ -45,6 +45,10 @@ class LayerPlan:
         if self.columnwise and not self.layer.kind.columnwise:
             raise ConfigError(f"{self.layer.name}: a {self.layer.kind.name} layer cannot have one scale ratio per "
                               "column; set mapping.weight_scaling_columnwise = false for it")
+        if self.io.managed and self.layer.kind.name != "linear":
+            raise ConfigError(f"{self.layer.name}: noise and bound management are simulated on linear layers "
+                              f"only, not on a {self.layer.kind.name} layer (whose scale would be per patch); "
+                              "set forward.noise_management and bound_management to NONE for it with a layer rule")
         if self.modifier.active and self.modifier.per_channel and not self.layer.kind.columnwise:
             raise ConfigError(f"{self.layer.name}: a {self.layer.kind.name} layer has no per-channel weight noise; "
                               "set modifier.type = ADD_NORMAL for it")

@@ -63,6 +63,15 @@ HARDWARE_ATTRIBUTES = {
     "column_scale_ratios": "scale ratio of each output column, replacing scale_ratio (empty: scale_ratio for all)",
     "column_drift_gains": "drift-compensation gain of each output column (empty: drift_gain for all); "
                           "already folded into column_out_scale",
+    "noise_management": "aihwkit's forward.noise_management: NONE, ABS_MAX, MAX or CONSTANT; each input vector "
+                        "(last dim), normalised by the input range, is divided by its scale before the DAC and "
+                        "the ADC output multiplied by it (nm_mode)",
+    "nm_thres": "cap on the ABS_MAX / MAX scale, and CONSTANT's scale (0: no cap; CONSTANT then 1)",
+    "bound_management": "aihwkit's forward.bound_management: NONE, ITERATIVE or ITERATIVE_WORST_CASE (the same "
+                        "rule): while any ADC output of the call clips, read again with the input halved "
+                        "(bm_rounds)",
+    "max_bm_factor": "bound management stops after the first read with the input divided by more than this",
+    "max_bm_res": "... or, with a DAC, by more than max_bm_res * dac_steps / 2",
 }
 """The meaning of each of :meth:`CrossbarSettings.hardware_fields` (a field without one fails at import)."""
 CONSTANT_ATTRIBUTES = {
@@ -75,6 +84,9 @@ CONSTANT_ATTRIBUTES = {
     "adc_clip": (float, "clip bound of the ADC codes after rounding (0: no clip)"),
     "out_scale": (float, "ADC code multiplier to the layer's output units, before the bias"),
     "column_out_scale": (tuple[float, ...], "out_scale of each output column (empty: out_scale for all)"),
+    "nm_mode": (int, "noise management: 0 none, 1 ABS_MAX, 2 MAX, 3 CONSTANT (then the scale is nm_thres, or 1)"),
+    "bm_rounds": (int, "most reads bound management makes, the input divided by 1, 2, 4, ... (1: none); the first "
+                       "read in which no ADC output clips is kept, else the last"),
 }
 ATTRIBUTE_TYPES = {str: _ATTR.STRING, float: _ATTR.FLOAT, int: _ATTR.INT, tuple[int, ...]: _ATTR.INTS,
                    tuple[float, ...]: _ATTR.FLOATS}

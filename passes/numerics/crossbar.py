@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, fx, nn
 
 from ..kinds.base import LayerKind
+from .management import NOISE_MANAGEMENT_MODES, bound_management_rounds, managed_codes
 
 
 def _f32(value: float) -> float:
@@ -48,6 +49,9 @@ class CrossbarSettings:
     float32 multiply, in PyTorch and in an ONNX body alike) applies it bit for
     bit. ``column_drift_gains`` (empty by default) is its per-column form; both
     per-column forms are folded into the constant ``column_out_scale``.
+    ``noise_management``, ``nm_thres``, ``bound_management``, ``max_bm_factor`` and
+    ``max_bm_res`` are aihwkit's forward fields (:mod:`.management`; the names of the
+    enum members), derived into the constants ``nm_mode`` and ``bm_rounds``.
 
     No bound, no converter, no range is 0, in every field and constant:
     ``input_range == 0`` means no input range (no clip, r = 1), ``dac_steps`` /
@@ -69,6 +73,11 @@ class CrossbarSettings:
     drift_gain: float = 1.0
     column_scale_ratios: tuple[float, ...] = ()
     column_drift_gains: tuple[float, ...] = ()
+    noise_management: str = "NONE"
+    nm_thres: float = 0.0
+    bound_management: str = "NONE"
+    max_bm_factor: int = 1000
+    max_bm_res: float = 0.25
 
     def __post_init__(self):
         # derived once, when the settings are made: a compiler then reads plain attributes
@@ -107,6 +116,9 @@ class CrossbarSettings:
             "adc_round": int(bool(h_out)),
             "adc_clip": _f32(bound / adc_unit) if bound else 0.0,
             "out_scale": _f32(adc_unit * r * g_span / self.scale_ratio * self.drift_gain),
+            "nm_mode": NOISE_MANAGEMENT_MODES[self.noise_management],
+            "bm_rounds": bound_management_rounds(self.bound_management, self.max_bm_factor, self.max_bm_res,
+                                                 self.dac_steps),
         }
 
     def _derive_column_out_scale(self, out_scale: float) -> tuple[float, ...]:
@@ -169,6 +181,13 @@ def _periphery_out(z: Tensor, bias: Optional[Tensor], settings: CrossbarSettings
         z = z.round_()
     if c["adc_clip"]:
         z = z.clamp_(-c["adc_clip"], c["adc_clip"])
+    return _rescale(z, bias, settings, channel_dim, out_scale)
+
+
+def _rescale(z: Tensor, bias: Optional[Tensor], settings: CrossbarSettings, channel_dim: int,
+             out_scale: Optional[Tensor] = None) -> Tensor:
+    """Multiply the ADC codes ``z`` by ``out_scale`` and add the bias, in place."""
+    c = settings.constants
     per_column = settings.column_out_scale if out_scale is None else out_scale
     if per_column is None:
         z = z.mul_(c["out_scale"])
@@ -186,8 +205,13 @@ def _periphery_out(z: Tensor, bias: Optional[Tensor], settings: CrossbarSettings
 def run_crossbar(kind: LayerKind, x: Tensor, weight: Tensor, bias: Optional[Tensor], settings: CrossbarSettings,
                  geometry: Any, out_scale: Optional[Tensor] = None) -> Tensor:
     """One array of ``kind``: ``weight`` = :func:`adc_weight`, shaped like the layer's weight block;
-    ``out_scale`` as :func:`_periphery_out` takes it."""
-    codes = kind.mvm(_periphery_in(x, settings.constants), weight, geometry)
+    ``out_scale`` as :func:`_periphery_out` takes it; with noise or bound management, :mod:`.management`'s
+    reads."""
+    c = settings.constants
+    if c["nm_mode"] or c["bm_rounds"] > 1:
+        return _rescale(managed_codes(kind, x, weight, settings, geometry), bias, settings, kind.channel_dim,
+                        out_scale)
+    codes = kind.mvm(_periphery_in(x, c), weight, geometry)
     return _periphery_out(codes, bias, settings, kind.channel_dim, out_scale)
 
 

@@ -48,6 +48,14 @@ def _weight_block(graph_module: fx.GraphModule, tag: NodeTag) -> Tensor:
     return weight.contiguous()
 
 
+def management_fields(io) -> dict:
+    """The array's noise and bound management settings (NONE on a perfect periphery, as aihwkit's MVM)."""
+    managed = io.managed
+    return {"noise_management": io.noise_management.name if managed else "NONE", "nm_thres": float(io.nm_thres),
+            "bound_management": io.bound_management.name if managed else "NONE",
+            "max_bm_factor": int(io.max_bm_factor), "max_bm_res": float(io.max_bm_res)}
+
+
 def build_crossbar(graph_module: fx.GraphModule, tag: NodeTag, input_range: float,
                    bias: Optional[Tensor]) -> Crossbar:
     """Convert one array's current weight block, range and bias into a Crossbar."""
@@ -72,6 +80,7 @@ def build_crossbar(graph_module: fx.GraphModule, tag: NodeTag, input_range: floa
         tile_row=tag.tile.row if tag.tile else 0,
         tile_col=tag.tile.col if tag.tile else 0,
         column_scale_ratios=column_ratios,
+        **management_fields(plan.io),
     )
     layer = plan.layer
     geometry = layer.geometry if tag.tile is None else layer.kind.with_groups(layer.geometry, tag.tile.groups)
