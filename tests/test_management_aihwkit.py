@@ -174,3 +174,19 @@ def test_a_perfect_forward_and_a_convolution_are_handled_as_aihwkit_and_xbar_can
     config = HardwareConfig().with_overrides({"forward.noise_management": "abs_max"})
     with pytest.raises(ConfigError, match="simulated on linear layers only"):
         xbar.prepare(conv, (torch.randn(1, 2, 5, 5),), config)
+
+
+def test_a_compiled_graph_runs_every_read_without_a_data_dependent_branch(monkeypatch):
+    from xbar.compiler.pipeline import compiled
+
+    monkeypatch.setattr(compiled, "BACKEND", "aot_eager")
+    model, x = converted(settings("iterative")), inputs()
+    with torch.no_grad():
+        assert torch.equal(compiled.compiled(model)(x), model(x))
+
+
+def test_fine_tuning_says_it_trains_without_the_management():
+    prepared = xbar.prepare(layer(), (inputs(2),), HardwareConfig().with_overrides(
+        {"forward.noise_management": "abs_max", "pre_post.input_range.enable": False}))
+    with pytest.warns(xbar.passes.errors.ManagementNotTrainedWarning, match="weight without forward.noise_management"):
+        xbar.fine_tune(prepared, inputs(8), torch.zeros(8, dtype=torch.long), xbar.FineTuning(epochs=1))

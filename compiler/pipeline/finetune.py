@@ -11,6 +11,7 @@ data, each training batch replaces it with the running average.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -18,11 +19,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, fx
 
-from ...passes.errors import ConfigError, DataError, UserError
+from ...passes.errors import ConfigError, DataError, ManagementNotTrainedWarning, UserError
 from ...passes.numerics.global_batch import BatchStatistics, shared_by
 from ...passes.numerics.input_range import InputRange
 from .compiled import maybe_compiled
 from .distributed import data_parallel, group_in_use, rank_batches
+from .record import RECORD_KEY, CompileRecord
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,17 @@ def refuse_non_finite(data: Tensor, what: str) -> None:
     raise DataError(f"fine_tune {what}: sample {first} holds NaN or infinite values; remove them from the data")
 
 
+def warn_unmanaged_training(prepared: fx.GraphModule) -> None:
+    """Say which layers train without the noise or bound management their converted arrays apply."""
+    record = getattr(prepared, "meta", {}).get(RECORD_KEY)
+    plans = record.plans if isinstance(record, CompileRecord) else ()
+    managed = [plan.layer.name for plan in plans if plan.io.managed]
+    if managed:
+        warnings.warn(f"fine_tune trains {', '.join(managed)} without forward.noise_management / bound_management: "
+                      "the prepared graph does not simulate them, only the converted model and its ONNX do",
+                      ManagementNotTrainedWarning, stacklevel=3)
+
+
 def fine_tune(
     prepared: fx.GraphModule,
     inputs: Tensor,
@@ -98,6 +111,7 @@ def fine_tune(
         raise UserError(f"fine_tune got {len(inputs)} inputs but {len(targets)} targets: give one target per input")
     for what, data in (("inputs", inputs), ("targets", targets)):
         refuse_non_finite(data, what)
+    warn_unmanaged_training(prepared)
     modules = [m for m in prepared.modules() if isinstance(m, InputRange)]
     ranges = {id(m.value): m.value for m in modules if isinstance(m.value, torch.nn.Parameter)}
     others = [p for p in prepared.parameters() if id(p) not in ranges]
