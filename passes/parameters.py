@@ -179,6 +179,13 @@ class IOParameters:
                                         or self.bound_management != BoundManagementType.NONE)
 
     @property
+    def managed_per_vector(self) -> bool:
+        """Whether the management depends on the input vector or the call (ABS_MAX, MAX, any bound management):
+        unlike CONSTANT, more than one scale per array."""
+        return self.managed and (self.noise_management in (NoiseManagementType.ABS_MAX, NoiseManagementType.MAX)
+                                 or self.bound_management != BoundManagementType.NONE)
+
+    @property
     def scales_input(self) -> bool:
         """Whether noise management gives the DAC a scale of its own (ABS_MAX, MAX, CONSTANT with nm_thres > 0)."""
         nm = self.noise_management

@@ -5,6 +5,8 @@ ADC sees ``W x / max|W|`` as xbar's does) is the oracle of the converted model, 
 exported ONNX file must compute the same at run time in ONNX Runtime.
 """
 
+import warnings
+
 import onnx
 import pytest
 import torch
@@ -189,4 +191,47 @@ def test_fine_tuning_says_it_trains_without_the_management():
     prepared = xbar.prepare(layer(), (inputs(2),), HardwareConfig().with_overrides(
         {"forward.noise_management": "abs_max", "pre_post.input_range.enable": False}))
     with pytest.warns(xbar.passes.errors.ManagementNotTrainedWarning, match="weight without forward.noise_management"):
+        xbar.fine_tune(prepared, inputs(8), torch.zeros(8, dtype=torch.long), xbar.FineTuning(epochs=1))
+
+
+@pytest.mark.parametrize("forward", [dict(noise_management="CONSTANT", nm_thres=0.5),
+                                     dict(noise_management="CONSTANT", nm_thres=4.0, inp_res=-1)], ids=["0.5", "4"])
+def test_constant_noise_management_on_a_convolution_is_aihwkits(forward, tmp_path):
+    """One scale per array: folded into the constants, so every kind takes it (the ONNX body unchanged)."""
+    from aihwkit.nn import AnalogConv2d
+
+    torch.manual_seed(0)
+    conv = nn.Conv2d(2, 4, 3, padding=1).eval()
+    x = torch.randn(3, 2, 6, 6, generator=torch.Generator().manual_seed(2)) * 2
+    forward = PERIPHERY | forward
+    config = TorchInferenceRPUConfig()
+    config.forward.out_noise = 0.0
+    config.mapping.weight_scaling_omega = 1.0
+    config.forward.bound_management = TheirBM.NONE
+    config.forward.noise_management = TheirNM.CONSTANT
+    for name in ("nm_thres", "inp_res", "out_res", "out_bound"):
+        setattr(config.forward, name, forward[name])
+    analog = AnalogConv2d(2, 4, 3, padding=1, rpu_config=config)
+    analog.set_weights(conv.weight.data, conv.bias.data)
+    overrides = {f"forward.{k}": v for k, v in forward.items()} | {"pre_post.input_range.enable": False}
+    model = xbar.convert(xbar.prepare(conv, (x[:1],), HardwareConfig().with_overrides(overrides)))
+    with torch.no_grad():
+        assert_same_outputs(model(x), analog.eval()(x))
+    path = xbar.export_onnx(model, (x[:1],), tmp_path / "conv.onnx")
+    with torch.no_grad():
+        assert_same_outputs(onnx_runner(path)(x), model(x))
+
+
+def test_the_hwa_preset_is_aihwkits_constant_management_and_computes_as_before():
+    hwa = xbar.preset_config("hwa")
+    assert (hwa.forward.noise_management.name, hwa.forward.nm_thres) == ("CONSTANT", 1.0)
+    x = inputs()
+    prepared = xbar.prepare(layer(), (inputs(2),), hwa)
+    xbar.calibrate(prepared, [x])
+    plain = xbar.prepare(layer(), (inputs(2),), hwa.with_overrides({"forward.noise_management": "NONE"}))
+    xbar.calibrate(plain, [x])
+    with torch.no_grad():
+        assert torch.equal(xbar.convert(prepared)(x), xbar.convert(plain)(x))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", xbar.passes.errors.ManagementNotTrainedWarning)
         xbar.fine_tune(prepared, inputs(8), torch.zeros(8, dtype=torch.long), xbar.FineTuning(epochs=1))

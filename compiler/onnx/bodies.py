@@ -177,8 +177,9 @@ def CrossbarLinear(X: FLOAT, G_plus: FLOAT, G_minus: FLOAT, B: FLOAT,
                    adc_scale: float, adc_round: int, adc_clip: float, out_scale: float,
                    column_out_scale: Sequence[float], nm_mode: int, bm_rounds: int) -> FLOAT:
     weight_t = op.Transpose(AdcWeight(G_plus, G_minus, adc_scale=adc_scale))
-    managed = op.Or(op.Greater(op.Constant(value_int=nm_mode), op.Constant(value_int=0)),
-                    op.Greater(op.Constant(value_int=bm_rounds), op.Constant(value_int=1)))
+    mode = op.Constant(value_int=nm_mode)
+    dynamic = op.Or(op.Equal(mode, op.Constant(value_int=1)), op.Equal(mode, op.Constant(value_int=2)))
+    managed = op.Or(dynamic, op.Greater(op.Constant(value_int=bm_rounds), op.Constant(value_int=1)))
     if managed:
         codes = ManagedReads(X, weight_t, input_range=input_range, dac_steps=dac_steps, adc_round=adc_round,
                              adc_clip=adc_clip, nm_mode=nm_mode, nm_thres=nm_thres, bm_rounds=bm_rounds)

@@ -84,7 +84,8 @@ CONSTANT_ATTRIBUTES = {
     "adc_clip": (float, "clip bound of the ADC codes after rounding (0: no clip)"),
     "out_scale": (float, "ADC code multiplier to the layer's output units, before the bias"),
     "column_out_scale": (tuple[float, ...], "out_scale of each output column (empty: out_scale for all)"),
-    "nm_mode": (int, "noise management: 0 none, 1 ABS_MAX, 2 MAX, 3 CONSTANT (then the scale is nm_thres, or 1)"),
+    "nm_mode": (int, "noise management: 0 none, 1 ABS_MAX, 2 MAX, 3 CONSTANT (scale nm_thres, or 1; without bound "
+                     "management already folded into input_clip, in_scale and out_scale)"),
     "bm_rounds": (int, "most reads bound management makes, the input divided by 1, 2, 4, ... (1: none); the first "
                        "read in which no ADC output clips is kept, else the last"),
 }

@@ -67,11 +67,20 @@ def refuse_non_finite(data: Tensor, what: str) -> None:
     raise DataError(f"fine_tune {what}: sample {first} holds NaN or infinite values; remove them from the data")
 
 
+def _trains_differently(plan) -> bool:
+    """Whether the layer's noise or bound management changes what its array computes (CONSTANT 1 under an input
+    range changes nothing: the normalised input is inside [-1, 1] already)."""
+    io = plan.io
+    if not io.managed or io.managed_per_vector:
+        return io.managed
+    return not ((io.nm_thres or 1.0) == 1.0 and plan.input_range.enable)
+
+
 def warn_unmanaged_training(prepared: fx.GraphModule) -> None:
     """Say which layers train without the noise or bound management their converted arrays apply."""
     record = getattr(prepared, "meta", {}).get(RECORD_KEY)
     plans = record.plans if isinstance(record, CompileRecord) else ()
-    managed = [plan.layer.name for plan in plans if plan.io.managed]
+    managed = [plan.layer.name for plan in plans if _trains_differently(plan)]
     if managed:
         warnings.warn(f"fine_tune trains {', '.join(managed)} without forward.noise_management / bound_management: "
                       "the prepared graph does not simulate them, only the converted model and its ONNX do",

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, fx, nn
 
 from ..kinds.base import LayerKind
-from .management import NOISE_MANAGEMENT_MODES, bound_management_rounds, managed_codes
+from .management import DYNAMIC_MODES, NOISE_MANAGEMENT_MODES, bound_management_rounds, managed_codes
 
 
 def _f32(value: float) -> float:
@@ -51,7 +51,9 @@ class CrossbarSettings:
     per-column forms are folded into the constant ``column_out_scale``.
     ``noise_management``, ``nm_thres``, ``bound_management``, ``max_bm_factor`` and
     ``max_bm_res`` are aihwkit's forward fields (:mod:`.management`; the names of the
-    enum members), derived into the constants ``nm_mode`` and ``bm_rounds``.
+    enum members), derived into the constants ``nm_mode`` and ``bm_rounds``; CONSTANT noise
+    management without bound management is one scale per array, folded into ``input_clip``,
+    ``in_scale`` and ``out_scale``.
 
     No bound, no converter, no range is 0, in every field and constant:
     ``input_range == 0`` means no input range (no clip, r = 1), ``dac_steps`` /
@@ -99,7 +101,16 @@ class CrossbarSettings:
         """The constant ``column_out_scale`` as a float32 tensor, or None for one scale ratio and gain per array."""
         return self._column_out_scale
 
+    def _constant_management(self) -> tuple[float, float]:
+        """CONSTANT noise management without bound management, folded into the periphery: its scale ``c``
+        (nm_thres, or 1) and the input clip that ``clamp(clip(x, -r, r) / r / c, -1, 1)`` amounts to."""
+        if self.noise_management != "CONSTANT" or self.bound_management != "NONE":
+            return 1.0, self.input_range
+        scale = self.nm_thres or 1.0
+        return scale, self.input_range * min(1.0, scale) if self.input_range else scale
+
     def _derive_constants(self) -> dict:
+        nm, input_clip = self._constant_management()
         r = self.input_range or 1.0
         h_in = self.dac_steps / 2 if self.dac_steps else 0.0
         h_out = self.adc_steps / 2 if self.adc_steps else 0.0
@@ -108,14 +119,14 @@ class CrossbarSettings:
         in_unit = 1.0 / h_in if h_in else 1.0
         adc_unit = bound / h_out if h_out else 1.0
         return {
-            "input_clip": _f32(self.input_range) if self.input_range else 0.0,
-            "in_scale": _f32((h_in or 1.0) / r),
+            "input_clip": _f32(input_clip) if input_clip else 0.0,
+            "in_scale": _f32((h_in or 1.0) / r / nm),
             "dac_round": int(bool(h_in)),
             "dac_clip": _f32(h_in) if h_in else 0.0,
             "adc_scale": _f32(in_unit / g_span / adc_unit),
             "adc_round": int(bool(h_out)),
             "adc_clip": _f32(bound / adc_unit) if bound else 0.0,
-            "out_scale": _f32(adc_unit * r * g_span / self.scale_ratio * self.drift_gain),
+            "out_scale": _f32(adc_unit * r * g_span / self.scale_ratio * self.drift_gain * nm),
             "nm_mode": NOISE_MANAGEMENT_MODES[self.noise_management],
             "bm_rounds": bound_management_rounds(self.bound_management, self.max_bm_factor, self.max_bm_res,
                                                  self.dac_steps),
@@ -208,7 +219,7 @@ def run_crossbar(kind: LayerKind, x: Tensor, weight: Tensor, bias: Optional[Tens
     ``out_scale`` as :func:`_periphery_out` takes it; with noise or bound management, :mod:`.management`'s
     reads."""
     c = settings.constants
-    if c["nm_mode"] or c["bm_rounds"] > 1:
+    if c["nm_mode"] in DYNAMIC_MODES or c["bm_rounds"] > 1:
         return _rescale(managed_codes(kind, x, weight, settings, geometry), bias, settings, kind.channel_dim,
                         out_scale)
     codes = kind.mvm(_periphery_in(x, c), weight, geometry)

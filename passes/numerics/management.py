@@ -15,7 +15,8 @@ input vector at a time along the last dimension (a linear layer's token or sampl
 Each read is ``q = clamp(DAC(x_n / (nm * reduction)), -1, 1)`` (the clamp acts without a DAC too),
 ``z = ADC(W q)``, ``y = z * nm * reduction``, in DAC and ADC codes as :mod:`.crossbar` computes; the rounds
 are computed in a fixed order and selected with ``where``, so a compiled graph needs no data-dependent branch
-(eagerly the loop stops at the first read that does not clip).
+(eagerly the loop stops at the first read that does not clip). CONSTANT without bound management never
+comes here: it is one scale per array, folded into the array's constants.
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ from ..kinds.base import LayerKind
 
 NOISE_MANAGEMENT_MODES = {"NONE": 0, "ABS_MAX": 1, "MAX": 2, "CONSTANT": 3}
 """Simulated ``noise_management`` name -> the code of the ``nm_mode`` constant."""
+DYNAMIC_MODES = (NOISE_MANAGEMENT_MODES["ABS_MAX"], NOISE_MANAGEMENT_MODES["MAX"])
+"""The modes whose scale depends on the input (each vector its own); CONSTANT alone is folded into the
+array's constants (:class:`~xbar.passes.numerics.crossbar.CrossbarSettings`)."""
 BOUND_MANAGEMENT_MODES = ("NONE", "ITERATIVE", "ITERATIVE_WORST_CASE")
 """Simulated ``bound_management`` names."""
 
