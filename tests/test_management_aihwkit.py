@@ -5,6 +5,7 @@ ADC sees ``W x / max|W|`` as xbar's does) is the oracle of the converted model, 
 exported ONNX file must compute the same at run time in ONNX Runtime.
 """
 
+import json
 import warnings
 
 import onnx
@@ -139,6 +140,8 @@ def test_onnx_runtime_computes_the_scaling_from_the_input(mode, tmp_path):
     attributes = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
     assert attributes["noise_management"].decode() == MODES[mode].get("noise_management", "NONE")
     assert attributes["bm_rounds"] == crossbar_modules(model)["weight_crossbar"].settings.constants["bm_rounds"]
+    exported = json.loads({p.key: p.value for p in loaded.metadata_props}["xbar.hardware_config"])["forward"]
+    assert {k: exported[k] for k in MODES[mode]} == {k: v for k, v in MODES[mode].items()}
     for x in (inputs(64), inputs(3) * 5):  # another batch, another scale: computed at run time
         with torch.no_grad():
             assert_same_outputs(onnx_runner(path)(x), model(x))
