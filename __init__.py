@@ -42,7 +42,7 @@ _PUBLIC = {
                                "IOParameters", "MappingParameter", "NoiseManagementType", "PrePostProcessingParameter",
                                "WeightModifierParameter", "WeightModifierType", "WeightNoiseType"),
 }
-# Every registered device model is public (PCMLikeNoiseModel, StateIndependentNoiseModel, ReRamWan2022NoiseModel).
+# Every registered device model is public (PCMLikeNoiseModel, HermesNoiseModel, ReRamCMONoiseModel, ...).
 _PUBLIC |= {f"xbar.compiler.devices.{entry.module}": (entry.class_name,) for entry in NOISE_MODELS.values()}
 _HOME = {name: module for module, names in _PUBLIC.items() for name in names}
 

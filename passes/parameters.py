@@ -20,7 +20,8 @@ from .errors import ConfigError
 
 
 class NoiseManagementType(Enum):
-    """Dynamic input scaling before the DAC (aihwkit's enum; xbar simulates NONE)."""
+    """Dynamic input scaling before the DAC (aihwkit's enum; xbar simulates NONE, ABS_MAX, MAX and CONSTANT,
+    see :mod:`xbar.passes.numerics.management`)."""
 
     NONE = "None"
     ABS_MAX = "AbsMax"
@@ -31,7 +32,8 @@ class NoiseManagementType(Enum):
 
 
 class BoundManagementType(Enum):
-    """Output-bound management (aihwkit's enum; xbar simulates NONE)."""
+    """Output-bound management (aihwkit's enum; xbar simulates NONE, ITERATIVE and ITERATIVE_WORST_CASE, which
+    aihwkit's torch tile computes alike)."""
 
     NONE = "None"
     ITERATIVE = "Iterative"
@@ -119,9 +121,15 @@ class IOParameters:
     out_bound: float = -1.0
     """ADC clip level in units of I / (g_max - g_min); <= 0 means unbounded."""
     noise_management: NoiseManagementType = NoiseManagementType.NONE
-    """Dynamic input scaling; only NONE is simulated (use the learned input range)."""
+    """Dynamic input scaling before the DAC, undone after the ADC (NONE, ABS_MAX, MAX, CONSTANT)."""
     bound_management: BoundManagementType = BoundManagementType.NONE
-    """Iterative re-scaling on output clipping; only NONE is simulated."""
+    """Halve the input and read again while the ADC clips (NONE, ITERATIVE, ITERATIVE_WORST_CASE)."""
+    nm_thres: float = 0.0
+    """Noise management's ceiling on the ABS_MAX / MAX scale, CONSTANT's scale (0: none; CONSTANT then 1)."""
+    max_bm_factor: int = 1000
+    """Bound management stops once the input has been divided by more than this."""
+    max_bm_res: float = 0.25
+    """... or by more than ``max_bm_res`` DAC steps' worth (``max_bm_res * dac_steps / 2``; with a DAC only)."""
     out_noise: float = 0.0
     """Std of Gaussian noise added to ``I / (g_max - g_min)`` before the ADC (training only)."""
     w_noise: float = 0.0
@@ -168,9 +176,13 @@ class IOParameters:
         if not isinstance(self.w_noise_type, WeightNoiseType):
             raise ConfigError(f"forward.w_noise_type must be one of "
                               f"{[m.name for m in WeightNoiseType]}, got {self.w_noise_type!r}")
-        for name in ("out_noise", "w_noise"):
+        for name in ("out_noise", "w_noise", "nm_thres"):
             if not getattr(self, name) >= 0:
                 raise ConfigError(f"forward.{name} must be >= 0, got {getattr(self, name)}")
+        if isinstance(self.max_bm_factor, bool) or not isinstance(self.max_bm_factor, int) or self.max_bm_factor < 1:
+            raise ConfigError(f"forward.max_bm_factor must be an integer >= 1, got {self.max_bm_factor!r}")
+        if not self.max_bm_res > 0:
+            raise ConfigError(f"forward.max_bm_res must be > 0, got {self.max_bm_res}")
         if self.w_noise > 0 and self.w_noise_type == WeightNoiseType.NONE:
             raise ConfigError(f"forward.w_noise={self.w_noise} needs forward.w_noise_type = PCM_READ "
                               "(or set w_noise to 0)")
@@ -178,20 +190,48 @@ class IOParameters:
             raise ConfigError(f"forward.out_res={self.out_res} needs forward.out_bound > 0: "
                               "an ADC's steps span [-out_bound, out_bound]")
 
+    @property
+    def managed(self) -> bool:
+        """Whether noise or bound management acts (never on a perfect periphery, as in aihwkit)."""
+        return not self.is_perfect and (self.noise_management != NoiseManagementType.NONE
+                                        or self.bound_management != BoundManagementType.NONE)
+
+    @property
+    def managed_per_vector(self) -> bool:
+        """Whether the management depends on the input vector or the call (ABS_MAX, MAX, any bound management):
+        unlike CONSTANT, more than one scale per array."""
+        return self.managed and (self.noise_management in (NoiseManagementType.ABS_MAX, NoiseManagementType.MAX)
+                                 or self.bound_management != BoundManagementType.NONE)
+
+    @property
+    def scales_input(self) -> bool:
+        """Whether noise management gives the DAC a scale of its own (ABS_MAX, MAX, CONSTANT with nm_thres > 0)."""
+        nm = self.noise_management
+        return nm in (NoiseManagementType.ABS_MAX, NoiseManagementType.MAX) or (
+            nm == NoiseManagementType.CONSTANT and self.nm_thres > 0)
+
     def validate(self) -> None:
         """Raise :class:`ConfigError` for settings that cannot mean anything or that xbar cannot simulate
-        (aihwkit's dynamic noise and bound management: accepted when built, refused when prepared)."""
+        (aihwkit's stateful or special management types: accepted when built, refused when prepared)."""
         self.check_values()
         if self.is_perfect:
             return
-        if self.noise_management != NoiseManagementType.NONE:
+        if self.noise_management in UNSIMULATED_NOISE_MANAGEMENT:
             raise ConfigError(
-                f"forward.noise_management={self.noise_management.name} is not simulated by xbar; "
-                "set it to NONE and enable the learned input range (pre_post.input_range.enable)")
-        if self.bound_management != BoundManagementType.NONE:
-            raise ConfigError(
-                f"forward.bound_management={self.bound_management.name} is not simulated by xbar; "
-                "set it to NONE (the learned input range with manage_output_clipping replaces it)")
+                f"forward.noise_management={self.noise_management.name} is not simulated by xbar "
+                f"({UNSIMULATED_NOISE_MANAGEMENT[self.noise_management]}); choose ABS_MAX, MAX, CONSTANT or NONE")
+        if self.bound_management == BoundManagementType.SHIFT:
+            raise ConfigError("forward.bound_management=SHIFT is not simulated by xbar (nor by aihwkit's torch "
+                              "tile); choose ITERATIVE, ITERATIVE_WORST_CASE or NONE")
+
+
+UNSIMULATED_NOISE_MANAGEMENT = {
+    NoiseManagementType.AVERAGE_ABS_MAX: "its scale is a running average over every input the array has seen, "
+                                         "state that neither a converted model nor an ONNX graph carries, and "
+                                         "aihwkit's torch tile refuses it too",
+    NoiseManagementType.ABS_MAX_NP_SUM: "aihwkit's torch tile refuses it too",
+}
+"""The noise-management types xbar refuses, and why."""
 
 
 def _steps(res: float) -> float:

@@ -63,8 +63,14 @@ def test_resolution_convention():
     ({"forward.inp_res": 254, "pre_post.input_range.enable": False}, "no range to scale its input by"),
     ({"pre_post.input_range.manage_output_clipping": True}, "needs forward.out_bound > 0"),
     ({"pre_post.input_range.manage_output_clipping": True, "forward.is_perfect": True}, "non-perfect forward"),
-    ({"forward.noise_management": "abs_max"}, "not simulated by xbar"),
-    ({"forward.bound_management": "iterative"}, "not simulated by xbar"),
+    ({"forward.noise_management": "average_abs_max"}, "not simulated by xbar .*running average"),
+    ({"forward.noise_management": "abs_max_np_sum"}, "not simulated by xbar"),
+    ({"forward.bound_management": "shift"}, "not simulated by xbar"),
+    ({"forward.nm_thres": -1.0}, "nm_thres must be >= 0"),
+    ({"forward.max_bm_factor": 0}, "max_bm_factor must be an integer >= 1"),
+    ({"forward.max_bm_res": 0.0}, "max_bm_res must be > 0"),
+    ({"forward.inp_res": 254, "pre_post.input_range.enable": False, "forward.noise_management": "constant"},
+     "no range to scale its input by"),
     ({"forward.noise_management": "bogus"}, "must be one of"),
     ({"converter.g_min": 25.0}, "scale ratio would be 0"),
     ({"converter.g_max": -1.0}, "g_max should be a positive value"),
@@ -166,6 +172,6 @@ def test_config_groups_refuse_meaningless_values_when_built(build, message):
 
 
 def test_what_xbar_does_not_simulate_is_accepted_when_built_and_refused_when_prepared():
-    config = HardwareConfig(forward=IOParameters(noise_management=NoiseManagementType.ABS_MAX))
-    with pytest.raises(ConfigError, match="forward.noise_management=ABS_MAX is not simulated by xbar"):
+    config = HardwareConfig(forward=IOParameters(noise_management=NoiseManagementType.AVERAGE_ABS_MAX))
+    with pytest.raises(ConfigError, match="forward.noise_management=AVERAGE_ABS_MAX is not simulated by xbar"):
         prepare(make_model("mlp"), (make_input("mlp", 2),), config)

@@ -34,7 +34,7 @@ CAPTURE_METHODS = ("export", "symbolic_trace")
 
 NOISE_MODEL_NAMES = tuple(NOISE_MODELS)
 """The device models ``--noise`` takes, the default first."""
-COMPENSATIONS = ("global", "per-column", "none")
+COMPENSATIONS = ("global", "per-column", "global-exact-reference", "none")
 """``xbar evaluate --compensation``'s choices, the default first."""
 
 DEFAULT_MODEL = "lenet"
@@ -329,7 +329,8 @@ def _add_evaluate(commands, common) -> None:
                           f"--config, else {NOISE_MODEL_NAMES[0]})")
     evaluate.add_argument("--compensation", choices=COMPENSATIONS, default=COMPENSATIONS[0],
                           help="drift compensation: one digital gain per array (global, the default), per "
-                          "output column, or none")
+                          "output column, one per array against the ideal targets' readout "
+                          "(global-exact-reference), or none")
     evaluate.add_argument("--json", action="store_true", help="print JSON instead of the table")
     evaluate.add_argument("--plot", metavar="IMAGE", type=_file_name,
                           help="save accuracy against time (.png, .svg, .pdf, ...)")

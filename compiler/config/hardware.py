@@ -126,9 +126,10 @@ class HardwareConfig:
                               f"got {type(self.converter).__name__}")
         if self.converter.g_max == self.converter.g_min:
             raise ConfigError("converter.g_max must differ from converter.g_min (the scale ratio would be 0)")
-        if self.forward.dac_steps and not input_range.enable:
+        if self.forward.dac_steps and not input_range.enable and not self.forward.scales_input:
             raise ConfigError("forward.inp_res sets a DAC, but there is no range to scale its input by: "
-                              "enable pre_post.input_range or set forward.inp_res <= 0")
+                              "enable pre_post.input_range, set forward.noise_management (ABS_MAX, MAX, or "
+                              "CONSTANT with nm_thres > 0) or set forward.inp_res <= 0")
         return self
 
     def validate(self) -> "HardwareConfig":

@@ -50,13 +50,15 @@ STANDARD_HWA_MAPPING = {"mapping.max_input_size": 512, "mapping.weight_scaling_c
 
 STANDARD_HWA_FORWARD_NOISE = {"forward.out_noise": 0.04, "forward.w_noise": 0.0175, "forward.w_noise_type": "PCM_READ"}
 """The training noise of aihwkit's StandardHWATrainingPreset (output noise 0.04, PCM read noise 0.0175)."""
+STANDARD_HWA_NOISE_MANAGEMENT = {"forward.noise_management": "CONSTANT", "forward.nm_thres": 1.0}
+"""aihwkit's StandardHWATrainingPreset scales the range-normalised input by the constant 1 (a no-op under the
+learned input range, kept so the exported configuration is the preset's)."""
 
 HWA_TRAINING_NOISE = STANDARD_HWA_FORWARD_NOISE | {"modifier.type": "ADD_NORMAL_PER_CHANNEL", "modifier.std_dev": 0.1}
 """The recipe's training noise: the ``hwa`` preset's, plus Gaussian weight noise of 0.1 times each output
 channel's max|W| (chosen on held-out training data: ``python -m benchmarks.bench_hwa --choose``)."""
 
-HWA_NOT_SIMULATED = ("forward.noise_management = CONSTANT, nm_thres 1.0 (xbar scales by the learned input range "
-                     "instead), forward.ir_drop 1.0")
+HWA_NOT_SIMULATED = "forward.ir_drop 1.0"
 """The fields of aihwkit's StandardHWATrainingPreset that xbar does not simulate."""
 
 IDEAL = {"pre_post.input_range.enable": False}
@@ -85,12 +87,12 @@ PRESETS: dict[str, Preset] = {
                "per-column output scales, learned input ranges, and the training noise out_noise 0.04 and "
                "w_noise 0.0175 (PCM read) in training forward passes (fine-tune with it: --finetune).",
                "aihwkit StandardHWATrainingPreset (inp_res=out_res=254, out_bound=10, out_noise=0.04, "
-               "w_noise=0.0175 PCM_READ, max_input_size=512, max_output_size=0, weight_scaling_omega 1.0 "
-               "columnwise, learn_out_scaling and out_scaling_columnwise, digital_bias, remap "
-               "CHANNELWISE_SYMMETRIC, clip FIXED_VALUE 1.0, input range init 3.0 / 100 batches / 3 std / "
-               "decay 0.001; devices PCMLikeNoiseModel and global drift compensation are xbar evaluate's "
-               "defaults); not simulated: " + HWA_NOT_SIMULATED,
-               _standard(254) | STANDARD_HWA_FORWARD_NOISE | STANDARD_HWA_MAPPING),
+               "w_noise=0.0175 PCM_READ, noise_management CONSTANT with nm_thres 1.0, max_input_size=512, "
+               "max_output_size=0, weight_scaling_omega 1.0 columnwise, learn_out_scaling and "
+               "out_scaling_columnwise, digital_bias, remap CHANNELWISE_SYMMETRIC, clip FIXED_VALUE 1.0, input "
+               "range init 3.0 / 100 batches / 3 std / decay 0.001; devices PCMLikeNoiseModel and global drift "
+               "compensation are xbar evaluate's defaults); not simulated: " + HWA_NOT_SIMULATED,
+               _standard(254) | STANDARD_HWA_FORWARD_NOISE | STANDARD_HWA_MAPPING | STANDARD_HWA_NOISE_MANAGEMENT),
         Preset("6bit-256x256",
                "6-bit DAC and ADC (62 steps), ADC bound 10, 256x256 arrays, learned input ranges.",
                "the 8bit-512x512 preset at 2**6 - 2 steps and the smaller arrays of low-power designs",

@@ -8,7 +8,8 @@ which copies the arrays and shares the rest.
   device model's programming noise, device by device; the programmed
   conductances and the drift parameters drawn from the targets are kept as
   buffers (``g_plus_programmed``, ``g_minus_programmed``, ``nu_plus``,
-  ``nu_minus``) and ``g_plus`` / ``g_minus`` become the programmed conductances.
+  ``nu_minus``), and so is the exact readout of the targets (``readout_exact``,
+  see below); ``g_plus`` / ``g_minus`` become the programmed conductances.
 * :func:`drift_arrays`: ``g_plus`` / ``g_minus`` become the conductances read
   ``t_inference`` seconds after programming, always from the programmed
   buffers (never from an earlier drift), with fresh read noise; then the
@@ -23,6 +24,12 @@ over the whole array or per output column, floored at 1e-4; the gain
 ``readout_programmed / readout_t`` multiplies the ADC output
 (``CrossbarSettings.drift_gain`` / ``column_drift_gains``). A convolution's array is its weight viewed as
 [out, in * kernel]: one row per (input channel, kernel position).
+
+aihwkit's ``GlobalDriftCompensationWithExactReference`` keeps the global gain but takes its reference from the
+ideal array: the targets (before programming noise) read with exact one-hot inputs, without DAC or ADC, i.e.
+``mean |G+ - G-| / (g_max - g_min)`` of the targets, floored at 1e-4. It is computed at programming, as aihwkit
+computes its baseline, so the gain also undoes the mean change programming noise made.
+
 """
 
 from __future__ import annotations
@@ -48,6 +55,7 @@ class DriftCompensation(str, Enum):
 
     GLOBAL = "global"
     PER_COLUMN = "per_column"
+    GLOBAL_EXACT_REFERENCE = "global_exact_reference"
 
 
 def array_copy(graph_module: fx.GraphModule) -> fx.GraphModule:
@@ -101,7 +109,10 @@ def program_arrays(graph_module: fx.GraphModule, model: BaseNoiseModel, generato
                 nu = _checked(nu, target, model, "generate_drift_coefficients", f"{name}.g_{side}")
             crossbar.register_buffer(f"g_{side}_programmed", programmed)
             crossbar.register_buffer(f"nu_{side}", nu)
-            target.copy_(programmed)  # the copy's own tensor: no aliasing
+        crossbar.register_buffer("readout_exact", drift_readout(crossbar.g_plus, crossbar.g_minus, crossbar.settings,
+                                                                per_column=False, exact=True))
+        for side in ("plus", "minus"):  # the copy's own tensors: no aliasing
+            getattr(crossbar, f"g_{side}").copy_(getattr(crossbar, f"g_{side}_programmed"))
         crossbar.sync_compiled_state()
 
 
@@ -120,7 +131,8 @@ def drift_arrays(graph_module: fx.GraphModule, model: BaseNoiseModel, t_inferenc
         settings = dataclasses.replace(crossbar.settings, drift_gain=1.0, column_drift_gains=())
         if compensation is not None:
             per_column = compensation == DriftCompensation.PER_COLUMN
-            reference = drift_readout(crossbar.g_plus_programmed, crossbar.g_minus_programmed, settings, per_column)
+            reference = (crossbar.readout_exact if compensation == DriftCompensation.GLOBAL_EXACT_REFERENCE else
+                         drift_readout(crossbar.g_plus_programmed, crossbar.g_minus_programmed, settings, per_column))
             gain = reference / drift_readout(*drifted, settings, per_column)
             settings = (dataclasses.replace(settings, column_drift_gains=tuple(gain.tolist())) if per_column
                         else dataclasses.replace(settings, drift_gain=float(gain)))
@@ -136,21 +148,23 @@ def adc_unit(settings: CrossbarSettings) -> float:
 
 
 @torch.no_grad()
-def drift_readout(g_plus: Tensor, g_minus: Tensor, settings: CrossbarSettings, per_column: bool) -> Tensor:
+def drift_readout(g_plus: Tensor, g_minus: Tensor, settings: CrossbarSettings, per_column: bool,
+                  exact: bool = False) -> Tensor:
     """The mean absolute ADC output of the array read with one-hot inputs (global, or [out] per column).
 
     Each one-hot input is a full-scale input (the input range) on one row: the
     DAC turns it into one code, so the array's answer to it is the row of
     ADC-scaled conductances times that code, exactly as the matrix product of
-    the simulation computes it, then rounded and clipped by the ADC.
+    the simulation computes it, then rounded and clipped by the ADC. ``exact``:
+    the ideal readout, with neither the DAC's nor the ADC's rounding and clipping.
     """
     c = settings.constants
     full_scale = torch.tensor([settings.input_range or 1.0], dtype=torch.float32)
-    code = float(_periphery_in(full_scale, c))
+    code = float(full_scale * c["in_scale"]) if exact else float(_periphery_in(full_scale, c))
     z = adc_weight(g_plus, g_minus, settings).reshape(g_plus.shape[0], -1).t().mul_(code)  # [inputs, outputs]
-    if c["adc_round"]:
+    if c["adc_round"] and not exact:
         z.round_()
-    if c["adc_clip"]:
+    if c["adc_clip"] and not exact:
         z.clamp_(-c["adc_clip"], c["adc_clip"])
     y = z.abs_().mul_(adc_unit(settings))
     readout = y.mean(dim=0) if per_column else y.mean()

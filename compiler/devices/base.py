@@ -12,7 +12,7 @@ microsiemens, times in seconds):
   read ``t_inference`` seconds after programming ended, from the programmed
   conductances and the drift parameters, with fresh read noise.
 
-The shipped models (one per module: :mod:`.pcm`, :mod:`.state_independent`,
+The shipped models (one per module: :mod:`.pcm`, :mod:`.state_independent`, :mod:`.hermes`, :mod:`.reram_cmo`,
 :mod:`.reram`, found by name through :mod:`.registry`) reproduce aihwkit's
 inference noise models of the same names, their parameters and defaults
 (aihwkit converts weights with its own conductance converter; here the arrays

@@ -77,16 +77,18 @@ def _generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def _check_g_max(model: BaseNoiseModel, converted: fx.GraphModule) -> None:
-    """A model with a ``g_max`` describes devices of that range: the arrays must use the same one."""
-    g_max = getattr(model, "g_max", None)
-    if not isinstance(g_max, numbers.Real):
-        return
-    for name, crossbar in crossbar_modules(converted).items():
-        if not math.isclose(crossbar.settings.g_max, g_max, rel_tol=1e-6):
-            raise UserError(f"{type(model).__name__}(g_max={g_max:g}) describes devices up to {g_max:g} uS, but "
-                            f"{name} was converted with g_max = {crossbar.settings.g_max:g} uS; give the noise "
-                            f"model g_max={crossbar.settings.g_max:g} or convert with converter.g_max={g_max:g}")
+def _check_range(model: BaseNoiseModel, converted: fx.GraphModule) -> None:
+    """A model with a ``g_max`` (and a ``g_min``) describes devices of that range: the arrays must use the same."""
+    for bound in ("g_max", "g_min"):
+        value = getattr(model, bound, None)
+        if not isinstance(value, numbers.Real):
+            continue
+        for name, crossbar in crossbar_modules(converted).items():
+            theirs = getattr(crossbar.settings, bound)
+            if not math.isclose(theirs, value, rel_tol=1e-6):
+                raise UserError(f"{type(model).__name__}({bound}={value:g}) describes devices of {bound} "
+                                f"{value:g} uS, but {name} was converted with {bound} = {theirs:g} uS; give the "
+                                f"noise model {bound}={theirs:g} or convert with converter.{bound}={value:g}")
 
 
 def program(converted: fx.GraphModule, noise_model: BaseNoiseModel, *, seed: int) -> fx.GraphModule:
@@ -104,7 +106,7 @@ def program(converted: fx.GraphModule, noise_model: BaseNoiseModel, *, seed: int
         raise UserError(f"program() takes a device model such as xbar.PCMLikeNoiseModel() (a subclass of "
                         f"xbar.BaseNoiseModel), got a {type(noise_model).__name__}")
     seed = _seed(seed, "program()")
-    _check_g_max(noise_model, converted)
+    _check_range(noise_model, converted)
     model = copy.deepcopy(noise_model)
     programmed = array_copy(converted)
     program_arrays(programmed, model, _generator(seed))
@@ -137,7 +139,8 @@ def drift(programmed: fx.GraphModule, t_inference: float, *, seed: int,
     Starts from the programmed state every time (drifting a drifted model does
     not accumulate), with fresh read noise drawn from ``seed``. ``compensation``
     is ``"global"`` (one digital gain per array), ``"per_column"`` (one per
-    output column) or None. Returns a new GraphModule; ``programmed`` is not
+    output column), ``"global_exact_reference"`` (one per array, its reference
+    the ideal readout of the targets) or None. Returns a new GraphModule; ``programmed`` is not
     modified.
     """
     record_of(programmed, "drift()", Stage.CONVERTED)

@@ -31,6 +31,9 @@ NOISE_MODELS: dict[str, DeviceModelEntry] = {
     "pcm": DeviceModelEntry("pcm", "PCMLikeNoiseModel"),
     "state-independent": DeviceModelEntry("state_independent", "StateIndependentNoiseModel"),
     "reram": DeviceModelEntry("reram", "ReRamWan2022NoiseModel", "fitted at 1s, 1d and 2d only"),
+    "hermes": DeviceModelEntry("hermes", "HermesNoiseModel", "needs converter.g_max <= 20.7 (num_devices=2)"),
+    "reram-cmo": DeviceModelEntry("reram_cmo", "ReRamCMONoiseModel",
+                                  "fitted on 9 to 88.2 uS devices: set converter.g_min and g_max"),
 }
 """Name -> device model, the default first."""
 MODEL_KEY = "model"
@@ -42,11 +45,13 @@ def noise_model_class(name: str) -> type[BaseNoiseModel]:
     return getattr(importlib.import_module(f"{__package__}.{entry.module}"), entry.class_name)
 
 
-def noise_model(name: Optional[str], section: Optional[dict], g_max: float, where: str) -> BaseNoiseModel:
+def noise_model(name: Optional[str], section: Optional[dict], g_max: float, where: str,
+                g_min: Optional[float] = None) -> BaseNoiseModel:
     """The model ``--noise name`` or a ``[noise]`` section asks for (neither: the default, PCM-like).
 
     The section names the model under ``model`` and may set any of its fields;
-    ``g_max`` (the converter's) is the model's unless the section sets it.
+    ``g_max`` (the converter's) is the model's unless the section sets it, and so is
+    ``g_min`` (the converter's, if given) for a model with a ``g_min`` field.
     """
     if name is not None and section is not None:
         raise UserError(f"--noise {name} and the [noise] section of {where} both choose a device model; "
@@ -65,7 +70,8 @@ def noise_model(name: Optional[str], section: Optional[dict], g_max: float, wher
     if unknown:
         raise UserError(f"the [noise] section of {where}: {name} has no field {unknown[0]!r}; its fields are "
                         f"{', '.join(known)}")
-    return _built(model_class, {"g_max": g_max} | fields, name, where)
+    converter = {"g_max": g_max} | ({"g_min": g_min} if g_min is not None and "g_min" in known else {})
+    return _built(model_class, converter | fields, name, where)
 
 
 def _built(model_class: type[BaseNoiseModel], fields: dict, name: str, where: str) -> BaseNoiseModel:

@@ -103,7 +103,58 @@ def RescaleChannels(Z: FLOAT, B: FLOAT, out_scale: float, column_out_scale: Sequ
     return op.Add(op.Mul(Z, op.Reshape(scale, per_channel)), op.Reshape(B, per_channel))
 
 
-PERIPHERY_FUNCTIONS: tuple[OnnxFunction, ...] = (InputDac, AdcWeight, Adc, OutScale, Rescale, RescaleChannels)
+@script(PERIPHERY, default_opset=op)
+def ManagedReads(X: FLOAT, WeightT: FLOAT, input_range: float, dac_steps: float, adc_round: int, adc_clip: float,
+                 nm_mode: int, nm_thres: float, bm_rounds: int) -> FLOAT:
+    """Noise and bound management (:mod:`xbar.passes.numerics.management`): every read at once, stacked on a new
+    first dim (the input divided by 1, 2, 4, ...), then the first that does not clip (else the last) is kept;
+    returns its ADC codes times the input's divisor. Choices on attributes are Where, not If (ONNX Runtime
+    cannot inline an If whose branches read another If's output)."""
+    zero = op.Constant(value_float=0.0)
+    one = op.Constant(value_float=1.0)
+    unbounded = op.Div(one, zero)  # +inf
+    r = op.Constant(value_float=input_range)
+    no_range = op.Equal(r, zero)
+    clip = op.Where(no_range, unbounded, r)
+    x_n = op.Div(op.Clip(X, op.Neg(clip), clip), op.Where(no_range, one, r))
+    mode = op.Constant(value_int=nm_mode)
+    last_dim = op.Constant(value_ints=[-1])
+    raw = op.Where(op.Equal(mode, op.Constant(value_int=2)), op.ReduceMax(x_n, last_dim, keepdims=1),
+                   op.ReduceMax(op.Abs(x_n), last_dim, keepdims=1))
+    ceiling = op.Constant(value_float=nm_thres)
+    capped = op.Greater(ceiling, zero)
+    raw = op.Where(capped, op.Min(raw, ceiling), raw)
+    raw = op.Where(op.Equal(mode, op.Constant(value_int=3)), op.Where(capped, ceiling, one), raw)  # CONSTANT
+    raw = op.Where(op.Equal(mode, op.Constant(value_int=0)), one, raw)  # bound management alone
+    any_scale = op.ReduceMax(op.Cast(op.Not(op.Equal(raw, zero)), to=onnx.TensorProto.FLOAT), keepdims=0)
+    nm = op.Where(op.LessOrEqual(raw, zero), one, raw)
+    rounds = op.Constant(value_int=bm_rounds)
+    rounds_1d = op.Reshape(rounds, op.Constant(value_ints=[1]))
+    stacked = op.Concat(rounds_1d, op.ConstantOfShape(op.Shape(op.Shape(x_n)), value=[1]), axis=0)
+    powers = op.Cast(op.Range(op.Constant(value_int=0), rounds, op.Constant(value_int=1)), to=onnx.TensorProto.FLOAT)
+    reduction = op.Reshape(op.Pow(op.Constant(value_float=2.0), powers), stacked)
+    scale = op.Div(op.Div(one, op.Unsqueeze(nm, op.Constant(value_ints=[0]))), reduction)
+    v = op.Mul(op.Unsqueeze(x_n, op.Constant(value_ints=[0])), scale)
+    half = op.Div(op.Constant(value_float=dac_steps), op.Constant(value_float=2.0))
+    dac = op.Greater(half, zero)
+    bound_in = op.Where(dac, half, one)
+    q = op.Clip(op.Where(dac, op.Round(op.Mul(v, bound_in)), v), op.Neg(bound_in), bound_in)
+    z = op.MatMul(q, WeightT)
+    z = op.Where(op.Cast(op.Constant(value_int=adc_round), to=BOOL), op.Round(z), z)
+    bound_out = op.Constant(value_float=adc_clip)
+    bound_out = op.Where(op.Greater(bound_out, zero), bound_out, unbounded)
+    flat = op.Reshape(op.Abs(z), op.Concat(rounds_1d, op.Constant(value_ints=[-1]), axis=0))
+    passed = op.Cast(op.LessOrEqual(op.ReduceMax(flat, op.Constant(value_ints=[1]), keepdims=0), bound_out),
+                     to=onnx.TensorProto.FLOAT)
+    z = op.Clip(z, op.Neg(bound_out), bound_out)
+    first = op.ArgMax(passed, axis=0, keepdims=0)
+    chosen = op.Where(op.Greater(op.ReduceMax(passed, keepdims=0), zero), first,
+                      op.Sub(rounds, op.Constant(value_int=1)))
+    return op.Mul(op.Gather(op.Div(z, scale), chosen, axis=0), any_scale)
+
+
+PERIPHERY_FUNCTIONS: tuple[OnnxFunction, ...] = (InputDac, AdcWeight, Adc, OutScale, Rescale, RescaleChannels,
+                                                  ManagedReads)
 """The shared steps, each after the ones it calls (``onnx.reference`` loads functions in order)."""
 
 
@@ -113,13 +164,22 @@ def CrossbarLinear(X: FLOAT, G_plus: FLOAT, G_minus: FLOAT, B: FLOAT,
                    dac_steps: float, adc_steps: float, out_bound: float, tile_row: int, tile_col: int,
                    drift_gain: float, column_scale_ratios: Sequence[float], column_drift_gains: Sequence[float],
                    mapped_wmax: float, out_scales: Sequence[float],
+                   noise_management: str, nm_thres: float, bound_management: str, max_bm_factor: int,
+                   max_bm_res: float,
                    input_clip: float, in_scale: float, dac_round: int, dac_clip: float,
                    adc_scale: float, adc_round: int, adc_clip: float, out_scale: float,
-                   column_out_scale: Sequence[float]) -> FLOAT:
-    q = InputDac(X, input_clip=input_clip, in_scale=in_scale, dac_round=dac_round, dac_clip=dac_clip)
-    z = op.MatMul(q, op.Transpose(AdcWeight(G_plus, G_minus, adc_scale=adc_scale)))
-    return Rescale(Adc(z, adc_round=adc_round, adc_clip=adc_clip), B,
-                   out_scale=out_scale, column_out_scale=column_out_scale)
+                   column_out_scale: Sequence[float], nm_mode: int, bm_rounds: int) -> FLOAT:
+    weight_t = op.Transpose(AdcWeight(G_plus, G_minus, adc_scale=adc_scale))
+    mode = op.Constant(value_int=nm_mode)
+    dynamic = op.Or(op.Equal(mode, op.Constant(value_int=1)), op.Equal(mode, op.Constant(value_int=2)))
+    managed = op.Or(dynamic, op.Greater(op.Constant(value_int=bm_rounds), op.Constant(value_int=1)))
+    if managed:
+        codes = ManagedReads(X, weight_t, input_range=input_range, dac_steps=dac_steps, adc_round=adc_round,
+                             adc_clip=adc_clip, nm_mode=nm_mode, nm_thres=nm_thres, bm_rounds=bm_rounds)
+    else:
+        q = InputDac(X, input_clip=input_clip, in_scale=in_scale, dac_round=dac_round, dac_clip=dac_clip)
+        codes = Adc(op.MatMul(q, weight_t), adc_round=adc_round, adc_clip=adc_clip)
+    return Rescale(codes, B, out_scale=out_scale, column_out_scale=column_out_scale)
 
 
 @script(XBAR, default_opset=op)
@@ -128,9 +188,11 @@ def CrossbarConv(X: FLOAT, G_plus: FLOAT, G_minus: FLOAT, B: FLOAT,
                  dac_steps: float, adc_steps: float, out_bound: float, tile_row: int, tile_col: int,
                  drift_gain: float, column_scale_ratios: Sequence[float], column_drift_gains: Sequence[float],
                  mapped_wmax: float, out_scales: Sequence[float],
+                 noise_management: str, nm_thres: float, bound_management: str, max_bm_factor: int,
+                 max_bm_res: float,
                  input_clip: float, in_scale: float, dac_round: int, dac_clip: float,
                  adc_scale: float, adc_round: int, adc_clip: float, out_scale: float,
-                 column_out_scale: Sequence[float],
+                 column_out_scale: Sequence[float], nm_mode: int, bm_rounds: int,
                  strides: Sequence[int], pads: Sequence[int], dilations: Sequence[int], group: int) -> FLOAT:
     q = InputDac(X, input_clip=input_clip, in_scale=in_scale, dac_round=dac_round, dac_clip=dac_clip)
     z = op.Conv(q, AdcWeight(G_plus, G_minus, adc_scale=adc_scale),
@@ -145,9 +207,11 @@ def CrossbarConvTranspose(X: FLOAT, G_plus: FLOAT, G_minus: FLOAT, B: FLOAT,
                           dac_steps: float, adc_steps: float, out_bound: float, tile_row: int, tile_col: int,
                           drift_gain: float, column_scale_ratios: Sequence[float],
                           column_drift_gains: Sequence[float], mapped_wmax: float, out_scales: Sequence[float],
+                          noise_management: str, nm_thres: float, bound_management: str, max_bm_factor: int,
+                          max_bm_res: float,
                           input_clip: float, in_scale: float, dac_round: int, dac_clip: float,
                           adc_scale: float, adc_round: int, adc_clip: float, out_scale: float,
-                          column_out_scale: Sequence[float],
+                          column_out_scale: Sequence[float], nm_mode: int, bm_rounds: int,
                           strides: Sequence[int], pads: Sequence[int], dilations: Sequence[int], group: int,
                           output_padding: Sequence[int]) -> FLOAT:
     q = InputDac(X, input_clip=input_clip, in_scale=in_scale, dac_round=dac_round, dac_clip=dac_clip)

@@ -6,7 +6,10 @@ VERSION = 5
 3: the ``drift_gain`` attribute; 4: per-column scale ratios and drift gains (``column_scale_ratios``,
 ``column_drift_gains``, ``column_out_scale``), 0 instead of inf for no clip in ``input_clip`` /
 ``dac_clip`` / ``adc_clip``, the bodies' steps in :data:`PERIPHERY_DOMAIN`; 5: aihwkit's weight
-scaling (``mapped_wmax``) and learned output scales (``out_scales``), both folded into the constants; the optional
-weight-region and chip-placement attributes ``in_offset`` ... ``col_offset``, which no body reads)."""
+scaling (``mapped_wmax``) and learned output scales (``out_scales``), both folded into the constants; aihwkit's
+noise and bound management (``noise_management``, ``nm_thres``, ``bound_management``, ``max_bm_factor``,
+``max_bm_res``, ``nm_mode``, ``bm_rounds``), computed from the input at run time by ``ManagedReads``; the
+optional weight-region and chip-placement attributes ``in_offset`` ... ``col_offset``, which no body reads)."""
 PERIPHERY_DOMAIN = "ai.xbar.periphery"
-PERIPHERY_VERSION = 1
+PERIPHERY_VERSION = 2
+"""2: ``ManagedReads``."""

@@ -71,6 +71,15 @@ HARDWARE_ATTRIBUTES = {
                    "(1: of I / (g_max - g_min)); already folded into adc_scale and out_scale",
     "out_scales": "learned digital output scales: one for all columns, or one per column (empty: none); "
                   "already folded into out_scale / column_out_scale",
+    "noise_management": "aihwkit's forward.noise_management: NONE, ABS_MAX, MAX or CONSTANT; each input vector "
+                        "(last dim), normalised by the input range, is divided by its scale before the DAC and "
+                        "the ADC output multiplied by it (nm_mode)",
+    "nm_thres": "cap on the ABS_MAX / MAX scale, and CONSTANT's scale (0: no cap; CONSTANT then 1)",
+    "bound_management": "aihwkit's forward.bound_management: NONE, ITERATIVE or ITERATIVE_WORST_CASE (the same "
+                        "rule): while any ADC output of the call clips, read again with the input halved "
+                        "(bm_rounds)",
+    "max_bm_factor": "bound management stops after the first read with the input divided by more than this",
+    "max_bm_res": "... or, with a DAC, by more than max_bm_res * dac_steps / 2",
 }
 """The meaning of each of :meth:`CrossbarSettings.hardware_fields` (a field without one fails at import)."""
 CONSTANT_ATTRIBUTES = {
@@ -83,6 +92,10 @@ CONSTANT_ATTRIBUTES = {
     "adc_clip": (float, "clip bound of the ADC codes after rounding (0: no clip)"),
     "out_scale": (float, "ADC code multiplier to the layer's output units, before the bias"),
     "column_out_scale": (tuple[float, ...], "out_scale of each output column (empty: out_scale for all)"),
+    "nm_mode": (int, "noise management: 0 none, 1 ABS_MAX, 2 MAX, 3 CONSTANT (scale nm_thres, or 1; without bound "
+                     "management already folded into input_clip, in_scale and out_scale)"),
+    "bm_rounds": (int, "most reads bound management makes, the input divided by 1, 2, 4, ... (1: none); the first "
+                       "read in which no ADC output clips is kept, else the last"),
 }
 REGION_ATTRIBUTES = {
     "in_offset": "first column of the layer's [out, in x kernel] weight this array holds",

@@ -11,6 +11,7 @@ data, each training batch replaces it with the running average.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -18,12 +19,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, fx
 
-from ...passes.errors import ConfigError, DataError, UserError
+from ...passes.errors import ConfigError, DataError, ManagementNotTrainedWarning, UserError
 from ...passes.numerics.global_batch import BatchStatistics, shared_by
 from ...passes.numerics.input_range import InputRange
 from ...passes.numerics.weight_constraints import constrained_arrays
 from .compiled import maybe_compiled
 from .distributed import data_parallel, group_in_use, rank_batches
+from .record import RECORD_KEY, CompileRecord
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,26 @@ def refuse_non_finite(data: Tensor, what: str) -> None:
     raise DataError(f"fine_tune {what}: sample {first} holds NaN or infinite values; remove them from the data")
 
 
+def _trains_differently(plan) -> bool:
+    """Whether the layer's noise or bound management changes what its array computes (CONSTANT 1 under an input
+    range changes nothing: the normalised input is inside [-1, 1] already)."""
+    io = plan.io
+    if not io.managed or io.managed_per_vector:
+        return io.managed
+    return not ((io.nm_thres or 1.0) == 1.0 and plan.input_range.enable)
+
+
+def warn_unmanaged_training(prepared: fx.GraphModule) -> None:
+    """Say which layers train without the noise or bound management their converted arrays apply."""
+    record = getattr(prepared, "meta", {}).get(RECORD_KEY)
+    plans = record.plans if isinstance(record, CompileRecord) else ()
+    managed = [plan.layer.name for plan in plans if _trains_differently(plan)]
+    if managed:
+        warnings.warn(f"fine_tune trains {', '.join(managed)} without forward.noise_management / bound_management: "
+                      "the prepared graph does not simulate them, only the converted model and its ONNX do",
+                      ManagementNotTrainedWarning, stacklevel=3)
+
+
 def fine_tune(
     prepared: fx.GraphModule,
     inputs: Tensor,
@@ -101,6 +123,7 @@ def fine_tune(
         raise UserError(f"fine_tune got {len(inputs)} inputs but {len(targets)} targets: give one target per input")
     for what, data in (("inputs", inputs), ("targets", targets)):
         refuse_non_finite(data, what)
+    warn_unmanaged_training(prepared)
     modules = [m for m in prepared.modules() if isinstance(m, InputRange)]
     ranges = {id(m.value): m.value for m in modules if isinstance(m.value, torch.nn.Parameter)}
     others = [p for p in prepared.parameters() if id(p) not in ranges]

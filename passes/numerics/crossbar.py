@@ -27,7 +27,8 @@ from torch import Tensor, fx, nn
 
 from ..kinds.base import LayerKind
 from .compiled_state import CompiledState
-from .settings import CrossbarSettings
+from .management import managed_codes
+from .settings import DYNAMIC_MODES, CrossbarSettings
 
 
 def _periphery_in(x: Tensor, c: dict) -> Tensor:
@@ -70,6 +71,13 @@ def _periphery_out(z: Tensor, bias: Optional[Tensor], settings: CrossbarSettings
         z = z.round_()
     if c["adc_clip"]:
         z = z.clamp_(-c["adc_clip"], c["adc_clip"])
+    return _rescale(z, bias, settings, channel_dim, out_scale)
+
+
+def _rescale(z: Tensor, bias: Optional[Tensor], settings: CrossbarSettings, channel_dim: int,
+             out_scale: Optional[Tensor] = None) -> Tensor:
+    """Multiply the ADC codes ``z`` by ``out_scale`` and add the bias, in place."""
+    c = settings.constants
     per_column = column_out_scale(settings) if out_scale is None else out_scale
     if per_column is None:
         z = z.mul_(c["out_scale"])
@@ -87,8 +95,13 @@ def _periphery_out(z: Tensor, bias: Optional[Tensor], settings: CrossbarSettings
 def run_crossbar(kind: LayerKind, x: Tensor, weight: Tensor, bias: Optional[Tensor], settings: CrossbarSettings,
                  geometry: Any, out_scale: Optional[Tensor] = None) -> Tensor:
     """One array of ``kind``: ``weight`` = :func:`adc_weight`, shaped like the layer's weight block;
-    ``out_scale`` as :func:`_periphery_out` takes it."""
-    codes = kind.mvm(_periphery_in(x, settings.constants), weight, geometry)
+    ``out_scale`` as :func:`_periphery_out` takes it; with noise or bound management, :mod:`.management`'s
+    reads."""
+    c = settings.constants
+    if c["nm_mode"] in DYNAMIC_MODES or c["bm_rounds"] > 1:
+        return _rescale(managed_codes(kind, x, weight, settings, geometry), bias, settings, kind.channel_dim,
+                        out_scale)
+    codes = kind.mvm(_periphery_in(x, c), weight, geometry)
     return _periphery_out(codes, bias, settings, kind.channel_dim, out_scale)
 
 

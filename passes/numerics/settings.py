@@ -10,6 +10,25 @@ import struct
 import typing
 from dataclasses import asdict, dataclass, fields
 
+NOISE_MANAGEMENT_MODES = {"NONE": 0, "ABS_MAX": 1, "MAX": 2, "CONSTANT": 3}
+"""Simulated ``noise_management`` name -> the code of the ``nm_mode`` constant."""
+DYNAMIC_MODES = (NOISE_MANAGEMENT_MODES["ABS_MAX"], NOISE_MANAGEMENT_MODES["MAX"])
+"""The modes whose scale depends on the input (each vector its own); CONSTANT alone is folded into the
+array's constants (:class:`CrossbarSettings`)."""
+
+
+def bound_management_rounds(bound_management: str, max_bm_factor: int, max_bm_res: float, dac_steps: float) -> int:
+    """How many reads bound management makes at most (1 without it): reduction 1, 2, 4, ... up to the first one
+    past ``max_bm_factor`` or, with a DAC, past ``max_bm_res * dac_steps / 2``."""
+    if bound_management == "NONE":
+        return 1
+    limit = min(max_bm_factor, max_bm_res * dac_steps / 2) if dac_steps else max_bm_factor
+    rounds, reduction = 1, 1.0
+    while not reduction > limit:
+        reduction *= 2
+        rounds += 1
+    return rounds
+
 
 def _f32(value: float) -> float:
     """Round a Python float to the nearest float32 value (no tensor, so a compiler traces it)."""
@@ -30,6 +49,11 @@ class CrossbarSettings:
     float32 multiply, in PyTorch and in an ONNX body alike) applies it bit for
     bit. ``column_drift_gains`` (empty by default) is its per-column form; both
     per-column forms are folded into the constant ``column_out_scale``.
+    ``noise_management``, ``nm_thres``, ``bound_management``, ``max_bm_factor`` and
+    ``max_bm_res`` are aihwkit's forward fields (:mod:`.management`; the names of the
+    enum members), derived into the constants ``nm_mode`` and ``bm_rounds``; CONSTANT noise
+    management without bound management is one scale per array, folded into ``input_clip``,
+    ``in_scale`` and ``out_scale``.
 
     No bound, no converter, no range is 0, in every field and constant:
     ``input_range == 0`` means no input range (no clip, r = 1), ``dac_steps`` /
@@ -53,6 +77,11 @@ class CrossbarSettings:
     column_drift_gains: tuple[float, ...] = ()
     mapped_wmax: float = 1.0
     out_scales: tuple[float, ...] = ()
+    noise_management: str = "NONE"
+    nm_thres: float = 0.0
+    bound_management: str = "NONE"
+    max_bm_factor: int = 1000
+    max_bm_res: float = 0.25
 
     def __post_init__(self):
         # derived once, when the settings are made: a compiler then reads plain attributes
@@ -66,7 +95,16 @@ class CrossbarSettings:
         ``out_scale`` (empty: ``out_scale`` for every column)."""
         return self._constants
 
+    def _constant_management(self) -> tuple[float, float]:
+        """CONSTANT noise management without bound management, folded into the periphery: its scale ``c``
+        (nm_thres, or 1) and the input clip that ``clamp(clip(x, -r, r) / r / c, -1, 1)`` amounts to."""
+        if self.noise_management != "CONSTANT" or self.bound_management != "NONE":
+            return 1.0, self.input_range
+        scale = self.nm_thres or 1.0
+        return scale, self.input_range * min(1.0, scale) if self.input_range else scale
+
     def _derive_constants(self) -> dict:
+        nm, input_clip = self._constant_management()
         r = self.input_range or 1.0
         h_in = self.dac_steps / 2 if self.dac_steps else 0.0
         h_out = self.adc_steps / 2 if self.adc_steps else 0.0
@@ -75,15 +113,18 @@ class CrossbarSettings:
         in_unit = 1.0 / h_in if h_in else 1.0
         adc_unit = bound / h_out if h_out else 1.0
         return {
-            "input_clip": _f32(self.input_range) if self.input_range else 0.0,
-            "in_scale": _f32((h_in or 1.0) / r),
+            "input_clip": _f32(input_clip) if input_clip else 0.0,
+            "in_scale": _f32((h_in or 1.0) / r / nm),
             "dac_round": int(bool(h_in)),
             "dac_clip": _f32(h_in) if h_in else 0.0,
             "adc_scale": _f32(in_unit / g_span * self.mapped_wmax / adc_unit),
             "adc_round": int(bool(h_out)),
             "adc_clip": _f32(bound / adc_unit) if bound else 0.0,
             "out_scale": _f32(adc_unit * r * g_span / self.scale_ratio / self.mapped_wmax * self.drift_gain
-                              * (self.out_scales[0] if len(self.out_scales) == 1 else 1.0)),
+                              * (self.out_scales[0] if len(self.out_scales) == 1 else 1.0) * nm),
+            "nm_mode": NOISE_MANAGEMENT_MODES[self.noise_management],
+            "bm_rounds": bound_management_rounds(self.bound_management, self.max_bm_factor, self.max_bm_res,
+                                                 self.dac_steps),
         }
 
     def _derive_column_out_scale(self, out_scale: float) -> tuple[float, ...]:

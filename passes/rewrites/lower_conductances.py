@@ -106,6 +106,14 @@ def learned_out_scales(graph_module: fx.GraphModule, tag: NodeTag) -> tuple[floa
     return () if module is None else tuple(module.alpha.detach().flatten().tolist())
 
 
+def management_fields(io) -> dict:
+    """The array's noise and bound management settings (NONE on a perfect periphery, as aihwkit's MVM)."""
+    managed = io.managed
+    return {"noise_management": io.noise_management.name if managed else "NONE", "nm_thres": float(io.nm_thres),
+            "bound_management": io.bound_management.name if managed else "NONE",
+            "max_bm_factor": int(io.max_bm_factor), "max_bm_res": float(io.max_bm_res)}
+
+
 def build_crossbar(graph_module: fx.GraphModule, tag: NodeTag, input_range: float,
                    bias: Optional[Tensor]) -> Crossbar:
     """Convert one array's current weight block, range and bias into a Crossbar."""
@@ -130,6 +138,7 @@ def build_crossbar(graph_module: fx.GraphModule, tag: NodeTag, input_range: floa
         column_scale_ratios=column_ratios,
         mapped_wmax=mapped_wmax,
         out_scales=learned_out_scales(graph_module, tag),
+        **management_fields(plan.io),
     )
     layer = plan.layer
     geometry = layer.geometry if tag.tile is None else layer.kind.with_groups(layer.geometry, tag.tile.groups)

@@ -33,10 +33,13 @@ from ..inspection_view import describe_config
 from ..report import calibration_note, mapping_note, progress_bar
 from ..steps import compile_steps, hardware_config, load_inputs, read_config_file
 
-COMPENSATIONS = {"global": "global", "per-column": "per_column", "none": None}
+COMPENSATIONS = {"global": "global", "per-column": "per_column", "global-exact-reference": "global_exact_reference",
+                 "none": None}
 """--compensation -> what :func:`xbar.drift` takes."""
 COMPENSATION_TEXT = {"global": "global drift compensation (one gain per array)",
                      "per-column": "per-column drift compensation (one gain per output column)",
+                     "global-exact-reference": "global drift compensation against the exact reference (one gain "
+                                               "per array)",
                      "none": "no drift compensation"}
 
 
@@ -90,11 +93,11 @@ def run(args: argparse.Namespace) -> int:
 
 def device_model(args: argparse.Namespace, config: HardwareConfig, chip: Optional[Chip] = None) -> BaseNoiseModel:
     """--noise, else the config file's [noise] section, else the chip's device model, else the PCM-like
-    default; g_max the converter's."""
+    default; g_max (and g_min) the converter's."""
     section = read_config_file(Path(args.config)).noise if args.config else None
     where = f"--config {args.config}" if args.config else "--noise"
     name = args.noise if args.noise or section is not None or chip is None else chip.device_model
-    return noise_model(name, section, config.converter.g_max, where)
+    return noise_model(name, section, config.converter.g_max, where, config.converter.g_min)
 
 
 def evaluation_data(data: Dataset) -> tuple[Tensor, Tensor, str]:
