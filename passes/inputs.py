@@ -64,17 +64,12 @@ def _keyed_by_name(batch: dict, parameters: list[inspect.Parameter], what: str) 
 
 def _by_name(batch: dict, parameters: list[inspect.Parameter], what: str) -> tuple:
     """The dict's inputs in ``forward``'s order, up to the last one given (defaults fill the gaps)."""
+    missing = [p.name for p in parameters if p.name not in batch and p.default is inspect.Parameter.empty]
+    if missing:
+        raise InputsError(f"{what}: no input {_quoted(missing)}, which {_signature_text(parameters)} needs; "
+                          "add it to the dict")
     last = max(i for i, p in enumerate(parameters) if p.name in batch)
-    inputs = []
-    for parameter in parameters[:last + 1]:
-        if parameter.name in batch:
-            inputs.append(batch[parameter.name])
-        elif parameter.default is not inspect.Parameter.empty:
-            inputs.append(parameter.default)
-        else:
-            raise InputsError(f"{what}: no input {parameter.name!r}, which {_signature_text(parameters)} "
-                              "needs; add it to the dict")
-    return tuple(inputs)
+    return tuple(batch[p.name] if p.name in batch else p.default for p in parameters[:last + 1])
 
 
 def check_input_count(parameters: Optional[list[inspect.Parameter]], inputs: tuple, what: str) -> None:
