@@ -72,8 +72,12 @@ def _by_name(batch: dict, parameters: list[inspect.Parameter], what: str) -> tup
     return tuple(batch[p.name] if p.name in batch else p.default for p in parameters[:last + 1])
 
 
-def check_input_count(parameters: Optional[list[inspect.Parameter]], inputs: tuple, what: str) -> None:
-    """:class:`InputsError` unless ``forward`` takes ``len(inputs)`` positional inputs."""
+API_HINT = "pass one per parameter, in order (a tuple), or a dict keyed by their names"
+
+
+def check_input_count(parameters: Optional[list[inspect.Parameter]], inputs: tuple, what: str,
+                      hint: str = API_HINT) -> None:
+    """:class:`InputsError` unless ``forward`` takes ``len(inputs)`` positional inputs; ``hint`` says what to do."""
     if parameters is None:
         return
     required = sum(p.default is inspect.Parameter.empty for p in parameters)
@@ -81,7 +85,7 @@ def check_input_count(parameters: Optional[list[inspect.Parameter]], inputs: tup
         return
     wanted = f"{required}" if required == len(parameters) else f"{required} to {len(parameters)}"
     raise InputsError(f"{what}: {_signature_text(parameters)} takes {wanted} input{'s' * (wanted != '1')}, got "
-                      f"{len(inputs)}; pass one per parameter, in order (a tuple), or a dict keyed by their names")
+                      f"{len(inputs)}; {hint}")
 
 
 def tensors_of(inputs) -> list[Tensor]:

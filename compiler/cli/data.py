@@ -3,8 +3,8 @@
 ``load_dataset(spec)`` accepts the name of a built-in data set (``digits``: the
 labelled training split calibrates and fine-tunes, the labelled test split
 evaluates) or a tensor file: ``.npz`` (its only array, or the arrays named ``x``
-and, optionally, ``y``, or several arrays named after ``forward``'s parameters,
-one per input, and optionally ``y``) or ``.pt`` (a tensor, or a dict with tensors under
+and, optionally, ``y``, or one array per input named after ``forward``'s
+parameters, and optionally ``y``) or ``.pt`` (a tensor, or a dict with tensors under
 ``"x"`` and, optionally, ``"y"``, loaded with ``weights_only=True``). The first
 dimension indexes samples; labels ``y`` are class indices, one per sample.
 Samples must be finite: a NaN or infinite value would set every input range it
@@ -101,9 +101,10 @@ def _read_npz(path: Path) -> tuple:
             if len(names) == 1:
                 return archive[names[0]], None
             labels = archive[LABELS_KEY] if LABELS_KEY in names else None
-            if SAMPLES_KEY in names:
+            inputs = [name for name in names if name != LABELS_KEY]
+            if inputs == [SAMPLES_KEY]:
                 return archive[SAMPLES_KEY], labels
-            return {name: archive[name] for name in names if name != LABELS_KEY}, labels  # one per input
+            return {name: archive[name] for name in inputs}, labels  # one array per input, by name
     except (OSError, ValueError, zipfile.BadZipFile) as exc:
         raise DataError(f"{path} is not a readable .npz file ({exc}); save it with numpy.savez") from exc
 

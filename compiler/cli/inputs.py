@@ -21,6 +21,8 @@ from ...passes.inputs import check_input_count, forward_parameters, samples_at
 from .data import Dataset
 from .model_loading import LoadedModel
 
+CLI_INPUTS_HINT = ("give --input-shape once per input, in forward's order, or --calib a .npz file with one array "
+                   "per input named after forward's parameters")
 TOKEN_IDS = 2
 """Random integer example inputs are drawn from 0 .. TOKEN_IDS - 1."""
 
@@ -38,7 +40,7 @@ def in_forward_order(data: Dataset, source: LoadedModel) -> Dataset:
                           "each array after the input it holds (or the only input's samples 'x')")
     given = [name for name in names if name in data.samples]
     inputs = tuple(data.samples[name] for name in given)
-    check_input_count(parameters, inputs, f"--calib {data.name}")
+    check_input_count(parameters, inputs, f"--calib {data.name}", CLI_INPUTS_HINT)
     gap = next((name for name in names[:names.index(given[-1])] if name not in data.samples), None)
     if gap is not None:
         raise InputsError(f"--calib {data.name}: no array {gap!r}, which forward({', '.join(names)}) takes "

@@ -30,7 +30,7 @@ from ..pipeline.distributed import group_in_use, local_share
 from ..pipeline.stages import convert, prepare
 from .arguments import BUILTIN_DATA, parse_overrides
 from .data import Dataset, load_dataset
-from .inputs import dynamic_spec, example_inputs, in_forward_order, positional, takes_token_ids
+from .inputs import CLI_INPUTS_HINT, dynamic_spec, example_inputs, in_forward_order, positional, takes_token_ids
 from .model_loading import LoadedModel, load_model
 from .preflight import check_config_file
 from .report import calibrate_ranges, fine_tune_model, output_shape
@@ -175,7 +175,7 @@ def _dtype_name(dtype: torch.dtype) -> str:
 def check_input_fits(source: LoadedModel, example: tuple) -> None:
     """Run the original model once (at batch 2, as captures do), so a wrong input shape is reported
     before any work."""
-    check_input_count(forward_parameters(source.model), example, source.name)
+    check_input_count(forward_parameters(source.model), example, source.name, CLI_INPUTS_HINT)
     try:
         with torch.no_grad():
             source.run(*batch_of_two(example))
