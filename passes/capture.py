@@ -124,7 +124,8 @@ def capture_with_shapes(model, example_inputs: Sequence, method: CaptureMethod =
     model.eval()
     try:
         if method == "symbolic_trace":
-            return fx.symbolic_trace(model), request.spec
+            traced = fx.symbolic_trace(model)
+            return traced, _settled(traced, inputs, request)
         return _exported(model, inputs, request)
     except UserError:
         raise
@@ -134,6 +135,21 @@ def capture_with_shapes(model, example_inputs: Sequence, method: CaptureMethod =
             f"could not capture {type(model).__name__} with {method}: {first_line(exc)}. "
             f"Try capture_method={other!r}, or pass your own torch.fx.GraphModule or ExportedProgram"
         ) from exc
+
+
+def _settled(traced: fx.GraphModule, inputs: tuple, request: ShapeRequest) -> tuple:
+    """The spec a traced model keeps: the default's fallback if its export refuses the default's ``seq``.
+
+    ``symbolic_trace`` fixes no shape, so only an export tells whether the model takes every length;
+    any other export failure is left for the ONNX export to report."""
+    if request.fallback is None:
+        return request.spec
+    try:
+        with quiet_torch():
+            export_program(traced, inputs, request.spec)
+    except Exception as exc:  # a tracer failure: only a refused dimension decides here
+        return request.fallback if constraint_violation(exc) is not None else request.spec
+    return request.spec
 
 
 def _exported(model: nn.Module, inputs: tuple, request: ShapeRequest) -> tuple[fx.GraphModule, tuple]:

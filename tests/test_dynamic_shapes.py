@@ -2,6 +2,7 @@
 and in ONNX Runtime, exactly as the model prepared at that shape."""
 
 import onnx
+import pytest
 import torch
 import torch.nn.functional as F
 from onnx_parity import Exported, assert_within_one_adc_step
@@ -98,14 +99,13 @@ def symbolic_dims(path):
     return [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
 
 
-def check_every_shape(prepared, converted, path, examples, static_spec, monkeypatch):
+def check_every_shape(model, prepared, converted, path, examples, static_spec, monkeypatch):
     """Eager, compiled and ONNX Runtime at each example's shape against the model prepared at that shape."""
     monkeypatch.setattr(compiled_path, "BACKEND", "aot_eager")
     torch._dynamo.reset()
     counters.clear()
     run = compiled_path.compiled(converted)
     exported = Exported(converted, path)
-    model = TinyGPT if examples[0].dtype == torch.long else TinyUNet
     torch.manual_seed(0)
     original = model().eval()
     for x in examples:
@@ -127,7 +127,7 @@ def test_a_gpt_prepared_once_runs_every_sequence_length(tmp_path, monkeypatch):
     path = export_onnx(converted, (tokens(2, 16, 0),), tmp_path / "gpt.onnx")
     assert symbolic_dims(path) == ["batch", "seq"]
     examples = [tokens(3, length, 10 + length) for length in LENGTHS]
-    check_every_shape(prepared, converted, path, examples, ({0: Dim("batch")},), monkeypatch)
+    check_every_shape(TinyGPT, prepared, converted, path, examples, ({0: Dim("batch")},), monkeypatch)
 
 
 def test_a_unet_prepared_once_runs_every_image_size(tmp_path, monkeypatch):
@@ -136,7 +136,7 @@ def test_a_unet_prepared_once_runs_every_image_size(tmp_path, monkeypatch):
     path = export_onnx(converted, (images(2, 16, 0),), tmp_path / "unet.onnx")
     assert symbolic_dims(path) == ["batch", 2, "8*h", "8*w"]
     examples = [images(2, size, size) for size in SIZES]
-    check_every_shape(prepared, converted, path, examples, ({0: Dim("batch")},), monkeypatch)
+    check_every_shape(TinyUNet, prepared, converted, path, examples, ({0: Dim("batch")},), monkeypatch)
 
 
 def test_symbolic_trace_capture_exports_a_dynamic_sequence(tmp_path):
@@ -149,18 +149,25 @@ def test_symbolic_trace_capture_exports_a_dynamic_sequence(tmp_path):
         assert_within_one_adc_step(exported.run(x), exported.expected(x), exported.last_adc_step())
 
 
-def test_the_default_keeps_a_fixed_length_model_at_its_length_and_images_static(tmp_path):
-    class FixedLength(nn.Module):  # a position table added whole: only length 8 fits
-        def __init__(self):
-            super().__init__()
-            self.embed, self.table = nn.Embedding(VOCAB, 4), nn.Parameter(torch.randn(8, 4))
-            self.head = nn.Linear(4, 2)
+class FixedLength(nn.Module):
+    """A position table added whole: only length 8 fits."""
 
-        def forward(self, ids):
-            return self.head(self.embed(ids) + self.table)
+    def __init__(self):
+        super().__init__()
+        self.embed, self.table = nn.Embedding(VOCAB, 4), nn.Parameter(torch.randn(8, 4))
+        self.head = nn.Linear(4, 2)
 
-    fixed = prepare(FixedLength().eval(), (tokens(2, 8, 0),))
+    def forward(self, ids):
+        return self.head(self.embed(ids) + self.table)
+
+
+@pytest.mark.parametrize("capture_method", ["export", "symbolic_trace"])
+def test_the_default_keeps_a_fixed_length_model_at_its_length(capture_method):
+    fixed = prepare(FixedLength().eval(), (tokens(2, 8, 0),), capture_method=capture_method)
     assert list(record_of(fixed, "test", Stage.PREPARED).dynamic_shapes[0]) == [0]  # batch only
+
+
+def test_the_default_keeps_images_static(tmp_path):
     image = prepare(TinyUNet().eval(), (images(2, 16, 0),))
     assert list(record_of(image, "test", Stage.PREPARED).dynamic_shapes[0]) == [0]
     converted = convert(image)

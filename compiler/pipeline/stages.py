@@ -298,7 +298,7 @@ def compile_model(
     """prepare -> calibrate (if data is given) -> convert -> export ONNX (if ``output``).
 
     ``calibration_data`` is an iterable of batches; ``prepare_options`` are those
-    of :func:`prepare` (include, exclude, ...).
+    of :func:`prepare` (include, exclude, dynamic_shapes, ...).
     """
     require_batches(calibration_data, "compile_model(calibration_data=...)")
     prepared = prepare(model, example_inputs, config, **prepare_options)
