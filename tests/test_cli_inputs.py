@@ -7,6 +7,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+import torch
 
 from conftest import run
 
@@ -109,6 +110,7 @@ def test_named_arrays_feed_several_inputs_by_name_through_calibration_and_fine_t
     (["models_py.py:pair", "--input-shape", "1,6", "--input-shape", "1,2", "--input-dtype", "float32",
       "--input-dtype", "int64", "--input-dtype", "int64"], "3 --input-dtype for 2 --input-shape"),
     (["models_py.py:pair", "--calib", "pair.npz", "--dynamic", "batch=0,seq=2"], "no input has a dimension 2"),
+    (["models_py.py:tokens", "--calib", "ids.npz", "--input-dtype", "int64"], "drop --input-dtype"),
     (["models_py.py:pair", "--calib", "pair.npz", "--dynamic", "seq"], "give NAME=DIM pairs"),
     (["models_py.py:pair", "--calib", "pair.npz", "--dynamic", "a=0,b=0"], "the dimension 0 is given twice"),
 ])
@@ -118,3 +120,15 @@ def test_input_mistakes_are_one_line_exit_2_and_write_nothing(models, capsys, ar
     lines = [line for line in err.splitlines() if "error" in line]
     assert len(lines) == 1 and message in lines[0], err
     assert not (models / "bad.onnx").exists()
+
+
+def test_a_program_of_two_inputs_compiles_from_named_arrays(models, capsys):
+    namespace = {}
+    exec(compile(MODELS_PY, "models_py.py", "exec"), namespace)
+    pair = namespace["pair"]().eval()
+    batch = torch.export.Dim("batch")
+    program = torch.export.export(pair, (torch.randn(2, 6), torch.randn(2, 2)), dynamic_shapes=({0: batch},) * 2)
+    torch.export.save(program, models / "pair.pt2")
+    status, out, err = run(capsys, "compile", "pair.pt2", "--calib", "pair.npz", "-o", "program.onnx")
+    assert status == 0, err
+    assert dims("program.onnx") == [["batch", 6], ["batch", 2]]

@@ -357,8 +357,8 @@ def _add_model_arguments(command: argparse.ArgumentParser) -> None:
                          "from the data or the model)")
     command.add_argument("--input-dtype", choices=INPUT_DTYPES, action="append", default=[], metavar="DTYPE",
                          help=f"dtype of the example inputs without --calib ({', '.join(INPUT_DTYPES)}): once for "
-                         "every input or once per --input-shape (default: the model's float dtype; int64 for "
-                         "token ids)")
+                         "every input or once per --input-shape (default: the model's float dtype; give int64 "
+                         "for token ids)")
     command.add_argument("--dynamic", type=parse_dynamic, metavar="NAME=DIM,...",
                          help="the input dimensions left free in the capture and the ONNX file, named, e.g. "
                          "batch=0,seq=1 (default: batch=0, and seq=1 for token ids [batch, seq] or "

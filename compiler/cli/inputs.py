@@ -65,6 +65,9 @@ def example_inputs(shapes: Optional[Sequence[tuple[int, ...]]], dtypes: Sequence
     """The example: the first sample of the data (checked against --input-shape), else random inputs of
     each --input-shape (or the model's own shape) and --input-dtype (default: the model's float dtype)."""
     if data is not None:
+        if dtypes:
+            raise UsageError(f"--input-dtype sets the dtype of random example inputs; the samples of {data.name} "
+                             "have their own: drop --input-dtype, or save the samples in that dtype")
         inputs = positional(samples_at(data.samples, slice(0, 1)))
         if shapes:
             _check_shapes(shapes, inputs, data.name)
