@@ -18,10 +18,10 @@ import warnings
 from typing import Iterable, Iterator, Literal, Sequence, get_args
 
 import torch
-import torch.utils._pytree as pytree
 from torch import fx, nn
 
-from .errors import CaptureError, UserError
+from .errors import CaptureError, DynamicShapeError, UserError
+from .shapes import ShapeRequest, constraint_violation, requested_shapes, widened
 
 CaptureMethod = Literal["export", "symbolic_trace"]
 CAPTURE_METHODS = get_args(CaptureMethod)
@@ -74,24 +74,10 @@ def quiet_torch() -> Iterator[None]:
     sys.stderr.write(printed.getvalue())
 
 
-def dynamic_batch_inputs(example_inputs: Sequence) -> tuple:
-    """Example inputs with batch >= 2 (export specialises size 1) and their dynamic shapes.
-
-    Inputs may be nested (dicts, tuples, lists of tensors): the shapes follow their
-    pytree structure, dimension 0 of every tensor leaf being the batch.
-    """
-    batch = torch.export.Dim("batch")
-
-    def widened(x):
-        if isinstance(x, torch.Tensor) and x.dim() > 0 and x.shape[0] == 1:
-            return x.expand(2, *x.shape[1:]).contiguous()
-        return x
-
-    def shape(x):
-        return {0: batch} if isinstance(x, torch.Tensor) and x.dim() > 0 else None
-
-    inputs = tuple(pytree.tree_map(widened, tuple(example_inputs)))
-    return inputs, tuple(pytree.tree_map(shape, inputs))
+def export_program(model: nn.Module, inputs: tuple, spec: tuple) -> torch.export.ExportedProgram:
+    """``torch.export`` of ``model`` with the dynamic shapes ``spec`` (:mod:`xbar.passes.shapes`), its dynamic
+    dimensions of size 1 widened to 2 first (export would fix them)."""
+    return torch.export.export(model, widened(inputs, spec), dynamic_shapes=spec)
 
 
 def first_line(exc: BaseException) -> str:
@@ -113,17 +99,27 @@ def _editable(module: fx.GraphModule) -> fx.GraphModule:
     return graph_module
 
 
-def capture(model, example_inputs: Sequence, method: CaptureMethod = "export") -> fx.GraphModule:
-    """Return an editable GraphModule of ``model`` (in eval mode).
+def capture(model, example_inputs: Sequence, method: CaptureMethod = "export",
+            dynamic_shapes=None) -> fx.GraphModule:
+    """Return an editable GraphModule of ``model`` (in eval mode); see :func:`capture_with_shapes`."""
+    return capture_with_shapes(model, example_inputs, method, dynamic_shapes)[0]
+
+
+def capture_with_shapes(model, example_inputs: Sequence, method: CaptureMethod = "export",
+                        dynamic_shapes=None) -> tuple[fx.GraphModule, tuple]:
+    """An editable GraphModule of ``model`` (in eval mode) and the dynamic shapes it was captured with.
 
     ``model`` may be an ``nn.Module``, an ``ExportedProgram`` or a GraphModule
-    (used as it is). ``method`` picks ``torch.export`` (default, with a dynamic
-    batch dimension) or ``torch.fx.symbolic_trace``.
+    (used as it is). ``method`` picks ``torch.export`` (default) or ``torch.fx.symbolic_trace``
+    (which fixes no shape: the spec applies at export). ``dynamic_shapes`` is torch.export's
+    form, None for xbar's default (:mod:`xbar.passes.shapes`).
     """
+    inputs = tuple(example_inputs)
+    request = requested_shapes(model, inputs, dynamic_shapes)
     if isinstance(model, torch.export.ExportedProgram):
-        return _editable(model.module())
+        return _editable(model.module()), request.spec
     if isinstance(model, fx.GraphModule):
-        return model
+        return model, request.spec
     if not isinstance(model, nn.Module):
         raise UserError(f"expected an nn.Module, ExportedProgram or GraphModule to capture, "
                         f"got a {type(model).__name__}")
@@ -132,14 +128,43 @@ def capture(model, example_inputs: Sequence, method: CaptureMethod = "export") -
     model.eval()
     try:
         if method == "symbolic_trace":
-            return fx.symbolic_trace(model)
-        inputs, shapes = dynamic_batch_inputs(example_inputs)
-        with quiet_torch(), torch_internal_warnings_ignored():
-            program = torch.export.export(model, inputs, dynamic_shapes=shapes)
-        return _editable(program.module())
+            traced = fx.symbolic_trace(model)
+            return traced, _settled(traced, inputs, request)
+        return _exported(model, inputs, request)
+    except UserError:
+        raise
     except Exception as exc:  # any tracer failure is reported as one capture error
         other = next(m for m in CAPTURE_METHODS if m != method)
         raise CaptureError(
             f"could not capture {type(model).__name__} with {method}: {first_line(exc)}. "
             f"Try capture_method={other!r}, or pass your own torch.fx.GraphModule or ExportedProgram"
         ) from exc
+
+
+def _settled(traced: fx.GraphModule, inputs: tuple, request: ShapeRequest) -> tuple:
+    """The spec a traced model keeps: the default's fallback if its export refuses the default's ``seq``.
+
+    ``symbolic_trace`` fixes no shape, so only an export tells whether the model takes every length;
+    any other export failure is left for the ONNX export to report."""
+    if request.fallback is None:
+        return request.spec
+    try:
+        with quiet_torch():
+            export_program(traced, inputs, request.spec)
+    except Exception as exc:  # a tracer failure: only a refused dimension decides here
+        return request.fallback if constraint_violation(exc) is not None else request.spec
+    return request.spec
+
+
+def _exported(model: nn.Module, inputs: tuple, request: ShapeRequest) -> tuple[fx.GraphModule, tuple]:
+    """Export with the requested spec; where the model cannot take the default's ``seq``, with its fallback."""
+    try:
+        with quiet_torch(), torch_internal_warnings_ignored():
+            return _editable(export_program(model, inputs, request.spec).module()), request.spec
+    except Exception as exc:  # a tracer failure: a refused dimension is the user's to fix
+        refusal = constraint_violation(exc)
+        if refusal is None:
+            raise
+        if request.fallback is None:
+            raise DynamicShapeError(refusal) from exc
+    return _exported(model, inputs, ShapeRequest(request.fallback))

@@ -65,6 +65,14 @@ class InspectError(UserError):
     """A file or model that cannot be inspected; the message says why and what to do."""
 
 
+class DynamicShapeError(UserError):
+    """Dynamic shapes that do not fit the inputs, or a dynamic dimension the model cannot take."""
+
+
+class InputsError(UserError):
+    """Inputs that do not fit the model's forward: their count, a dict key it does not name, sample counts."""
+
+
 # The work failed (exit status 1)
 
 class CaptureError(XbarError, RuntimeError):

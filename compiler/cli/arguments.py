@@ -34,6 +34,8 @@ CAPTURE_METHODS = ("export", "symbolic_trace")
 
 NOISE_MODEL_NAMES = tuple(NOISE_MODELS)
 """The device models ``--noise`` takes, the default first."""
+INPUT_DTYPES = ("float32", "float64", "float16", "bfloat16", "int64", "int32", "bool")
+"""``--input-dtype``'s choices: torch dtype names."""
 COMPENSATIONS = ("global", "per-column", "global-exact-reference", "none")
 """``xbar evaluate --compensation``'s choices, the default first."""
 
@@ -87,6 +89,23 @@ def parse_input_shape(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected positive integers separated by commas, "
                                          f"batch first (e.g. 1,1,8,8), got {text!r}")
     return tuple(int(p) for p in parts)
+
+
+def parse_dynamic(text: str) -> tuple[tuple[str, int], ...]:
+    """``"batch=0,seq=1"`` -> ``(("batch", 0), ("seq", 1))``: a name and a dimension index per dynamic dimension."""
+    dimensions = []
+    for item in text.split(","):
+        name, sep, index = (part.strip() for part in item.partition("="))
+        if not sep or not name.isidentifier() or not index.isdigit():
+            raise argparse.ArgumentTypeError(f"cannot read {item.strip()!r}: give NAME=DIM pairs, dimensions "
+                                             "numbered from 0 (the batch), e.g. batch=0,seq=1")
+        dimensions.append((name, int(index)))
+    for what, values in (("name", [n for n, _ in dimensions]), ("dimension", [d for _, d in dimensions])):
+        repeated = sorted({str(v) for v in values if values.count(v) > 1})
+        if repeated:
+            raise argparse.ArgumentTypeError(f"the {what} {', '.join(repeated)} is given twice; name each "
+                                             "dynamic dimension once")
+    return tuple(dimensions)
 
 
 class Time(NamedTuple):
@@ -172,9 +191,15 @@ Layers: --include / --exclude take layer-name globs ('encoder.*') or module type
 (Linear, Conv2d; nn.Linear and torch.nn.Linear work too).
 
 Capture: torch.export by default; --capture symbolic_trace for models it cannot trace.
+Dynamic dimensions (--dynamic NAME=DIM,...) stay free in the capture and keep their
+names in the ONNX file; by default the batch (dimension 0) and, for token ids
+[batch, seq] or [batch, seq, features] into a model of linear layers, seq (dimension 1)
+when the model takes every length. A model of several inputs takes one --input-shape
+(and --input-dtype) per input, in forward's order.
 
 Calibration data: a built-in set ({', '.join(BUILTIN_DATA)}), a .npz file (its only array,
-or the arrays named x and, optionally, y) or a .pt file (a tensor, or a dict with
+or the arrays named x and, optionally, y, or one array per input named after forward's
+parameters, and y) or a .pt file (a tensor, or a dict with
 tensors under "x" and, optionally, "y"), samples along the first dimension, labels y
 as class indices; NaN and infinite samples are refused. A zoo model calibrates on
 digits unless --calib says otherwise.
@@ -203,6 +228,8 @@ examples:
   xbar compile mlp --preset 6bit-256x256 -o mlp6.onnx
   xbar compile net.py:make_net --weights net.pt --calib inputs.npz
   xbar compile model.pt2 --calib images.npz --set forward.out_bound=20
+  xbar compile gpt.py:make_gpt --input-shape 1,16 --input-dtype int64 --dynamic batch=0,seq=1
+  xbar compile two.py:make_net --calib inputs.npz     # arrays named after forward's parameters
   xbar compile resnet --exclude 'layer2.*' --keep-first-last-digital --save-graph resnet.graph.pt
   xbar compile resnet --chip hermes              # placed on IBM HERMES, with latency and energy
 """
@@ -342,8 +369,17 @@ def _add_model_arguments(command: argparse.ArgumentParser) -> None:
     command.add_argument("model", nargs="?", default=DEFAULT_MODEL, metavar="MODEL",
                          help=f"zoo name, FILE.py:FACTORY or FILE.pt2 (default: {DEFAULT_MODEL})")
     command.add_argument("--weights", metavar="CHECKPOINT", help="state_dict to load (torch.load weights_only)")
-    command.add_argument("--input-shape", type=parse_input_shape, metavar="N,C,...",
-                         help="example input shape, batch first (default: from the data or the model)")
+    command.add_argument("--input-shape", type=parse_input_shape, action="append", metavar="N,C,...",
+                         help="example input shape, batch first; once per input, in forward's order (default: "
+                         "from the data or the model)")
+    command.add_argument("--input-dtype", choices=INPUT_DTYPES, action="append", default=[], metavar="DTYPE",
+                         help=f"dtype of the example inputs without --calib ({', '.join(INPUT_DTYPES)}): once for "
+                         "every input or once per --input-shape (default: the model's float dtype; give int64 "
+                         "for token ids)")
+    command.add_argument("--dynamic", type=parse_dynamic, metavar="NAME=DIM,...",
+                         help="the input dimensions left free in the capture and the ONNX file, named, e.g. "
+                         "batch=0,seq=1 (default: batch=0, and seq=1 for token ids [batch, seq] or "
+                         "[batch, seq, features] into linear layers)")
     command.add_argument("--calib", metavar="DATA",
                          help=f"calibration data: {', '.join(BUILTIN_DATA)}, or a .npz / .pt file of inputs "
                          "[N, ...] and optional labels")

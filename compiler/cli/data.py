@@ -3,7 +3,8 @@
 ``load_dataset(spec)`` accepts the name of a built-in data set (``digits``: the
 labelled training split calibrates and fine-tunes, the labelled test split
 evaluates) or a tensor file: ``.npz`` (its only array, or the arrays named ``x``
-and, optionally, ``y``) or ``.pt`` (a tensor, or a dict with tensors under
+and, optionally, ``y``, or one array per input named after ``forward``'s
+parameters, and optionally ``y``) or ``.pt`` (a tensor, or a dict with tensors under
 ``"x"`` and, optionally, ``"y"``, loaded with ``weights_only=True``). The first
 dimension indexes samples; labels ``y`` are class indices, one per sample.
 Samples must be finite: a NaN or infinite value would set every input range it
@@ -12,17 +13,19 @@ reaches to NaN, so such a file is refused.
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Union
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from ...passes.errors import DataError
+from ...passes.inputs import sample_count, samples_at
 from .preflight import check_data_spec
 
 SAMPLES_KEY = "x"
@@ -31,10 +34,13 @@ LABELS_KEY = "y"
 
 @dataclass(frozen=True)
 class Dataset:
-    """Calibration samples (with their labels, if known), and a labelled test split when the data set has one."""
+    """Calibration samples (with their labels, if known), and a labelled test split when the data set has one.
+
+    ``samples`` is one tensor for a model of one input, a tuple of the positional inputs for several (the
+    command line puts named arrays in ``forward``'s order), or, as read, a dict of named arrays."""
 
     name: str
-    samples: Tensor
+    samples: Union[Tensor, tuple, dict]
     labels: Optional[Tensor] = None
     test: Optional[tuple[Tensor, Tensor]] = None
 
@@ -42,9 +48,14 @@ class Dataset:
     def sample_shape(self) -> tuple[int, ...]:
         return tuple(self.samples.shape[1:])
 
-    def batches(self, batch_size: int, limit: Optional[int] = None) -> list[Tensor]:
-        """The samples in order, ``batch_size`` at a time, at most ``limit`` batches."""
-        batches = list(self.samples.split(batch_size))
+    def __len__(self) -> int:
+        return sample_count(self.samples, self.name)
+
+    def batches(self, batch_size: int, limit: Optional[int] = None) -> list:
+        """The samples in order, ``batch_size`` at a time (a tuple of inputs each, for several), at most
+        ``limit`` batches."""
+        starts = range(0, len(self), batch_size)
+        batches = [samples_at(self.samples, slice(start, start + batch_size)) for start in starts]
         return batches if limit is None else batches[:limit]
 
 
@@ -66,12 +77,21 @@ def load_dataset(spec: str) -> Dataset:
     check_data_spec(spec)
     path = Path(spec)
     samples, labels = READERS[path.suffix](path)
-    samples = _as_samples(samples, path)
+    if isinstance(samples, dict):
+        samples = {name: _finite(_as_samples(array, path, f" {name!r}"), path) for name, array in samples.items()}
+    else:
+        samples = _finite(_as_samples(samples, path), path)
+    data = Dataset(path.name, samples)
+    count = len(data)  # the inputs agree on it
+    return dataclasses.replace(data, labels=None if labels is None else _as_labels(labels, count, path))
+
+
+def _finite(samples: Tensor, path: Path) -> Tensor:
     if samples.is_floating_point() and not bool(torch.isfinite(samples).all()):
         bad = int((~torch.isfinite(samples)).sum())
         raise DataError(f"{path}: {bad} of the {samples.numel()} sample values are NaN or infinite; "
                         "clean or drop those samples")
-    return Dataset(path.name, samples, None if labels is None else _as_labels(labels, len(samples), path))
+    return samples
 
 
 def _read_npz(path: Path) -> tuple:
@@ -80,12 +100,13 @@ def _read_npz(path: Path) -> tuple:
             names = list(archive.files)
             if len(names) == 1:
                 return archive[names[0]], None
-            if SAMPLES_KEY in names:
-                return archive[SAMPLES_KEY], archive[LABELS_KEY] if LABELS_KEY in names else None
+            labels = archive[LABELS_KEY] if LABELS_KEY in names else None
+            inputs = [name for name in names if name != LABELS_KEY]
+            if inputs == [SAMPLES_KEY]:
+                return archive[SAMPLES_KEY], labels
+            return {name: archive[name] for name in inputs}, labels  # one array per input, by name
     except (OSError, ValueError, zipfile.BadZipFile) as exc:
         raise DataError(f"{path} is not a readable .npz file ({exc}); save it with numpy.savez") from exc
-    raise DataError(f"{path} holds the arrays {names}; name the input samples {SAMPLES_KEY!r} "
-                    "or save only one array")
 
 
 def _read_pt(path: Path) -> tuple:
@@ -126,15 +147,16 @@ READERS: dict[str, Callable[[Path], tuple]] = {".npz": _read_npz, ".pt": _read_p
 """Data file readers by suffix (the suffixes :data:`.preflight.DATA_SUFFIXES` accepts)."""
 
 
-def _as_samples(data, path: Path) -> Tensor:
+def _as_samples(data, path: Path, name: str = "") -> Tensor:
     if isinstance(data, np.ndarray):
         if not (np.issubdtype(data.dtype, np.number) or data.dtype == np.bool_):
-            raise DataError(f"{path}: samples have dtype {data.dtype}; save numbers")
+            raise DataError(f"{path}: samples{name} have dtype {data.dtype}; save numbers")
         data = torch.from_numpy(data)
     if not isinstance(data, Tensor):
         raise DataError(f"{path} holds a {type(data).__name__}, not a tensor of input samples")
     if data.dim() < 1 or len(data) == 0:
-        raise DataError(f"{path}: need a tensor of samples [N, ...] with N > 0, got shape {tuple(data.shape)}")
+        raise DataError(f"{path}: need a tensor of samples{name} [N, ...] with N > 0, got shape "
+                        f"{tuple(data.shape)}")
     return data.float() if data.is_floating_point() else data
 
 

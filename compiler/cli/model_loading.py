@@ -200,14 +200,13 @@ def _exported_model(path: Path) -> LoadedModel:
                          "save one with torch.export.save(program, path)") from exc
     inputs = [n for n in program.graph.nodes if n.op == "placeholder"
               and n.name in program.graph_signature.user_inputs]
-    if len(inputs) != 1:
-        raise ModelError(f"{path} takes {len(inputs)} inputs; `xbar compile` handles models with one input "
-                         "tensor (use xbar.compile_model from Python for more)")
-    shape = inputs[0].meta["val"].shape
-    if isinstance(shape[0], int):
-        example = ", ".join(map(str, (2, *shape[1:])))
-        raise ModelError(f"{path} was exported with a fixed batch size of {shape[0]}; re-export it with an example "
+    shapes = [node.meta["val"].shape for node in inputs if isinstance(node.meta.get("val"), torch.Tensor)]
+    fixed = next((shape for shape in shapes if isinstance(shape[0], int)), None)
+    if fixed is not None:
+        example = ", ".join(map(str, (2, *fixed[1:])))
+        raise ModelError(f"{path} was exported with a fixed batch size of {fixed[0]}; re-export it with an example "
                          f"batch of 2 or more and a dynamic batch dimension: torch.export.export(model, "
                          f"(torch.randn({example}),), dynamic_shapes=({{0: torch.export.Dim('batch')}},))")
-    static_shape = (1, *(int(d) for d in shape[1:]))
+    known = len(shapes) == 1 and all(isinstance(d, int) for d in shapes[0][1:])  # else: --input-shape
+    static_shape = (1, *shapes[0][1:]) if known else None
     return LoadedModel(program, path.stem, program.module(), static_shape)

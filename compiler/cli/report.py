@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from ...passes.inputs import samples_at
 from ...passes.numerics.calibration import CalibrationMethod
 from ...passes.numerics.training_noise import TrainingNoise
 from ..chip.placement import Mapping
@@ -20,6 +21,7 @@ from ..metrics import accuracy
 from ..pipeline.finetune import HWA_FINE_TUNING, FineTuning, fine_tune
 from ..pipeline.stages import calibrate
 from .data import Dataset
+from .inputs import positional
 from .model_loading import LoadedModel
 
 
@@ -69,9 +71,10 @@ def calibration_note(batches: int, data: Optional[Dataset], batch_size: int) -> 
 
 
 @torch.no_grad()
-def output_shape(source: LoadedModel, samples: torch.Tensor) -> list[int]:
-    """The original model's output shape on two samples (a classifier gives [2, classes])."""
-    return list(source.run(samples[:2]).shape)
+def output_shape(source: LoadedModel, samples) -> list[int]:
+    """The original model's output shape on two samples (a classifier gives [2, classes]); ``samples`` is a
+    tensor, or a tuple of the positional inputs."""
+    return list(source.run(*positional(samples_at(samples, slice(0, 2)))).shape)
 
 
 def accuracy_report(source: LoadedModel, converted, onnx_path: Path, data: Dataset,

@@ -17,17 +17,20 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import torch
+import torch.utils._pytree as pytree
 from rich.console import Console
 from torch import fx
 
 from ...passes.capture import CAPTURE_METHODS, first_line
 from ...passes.errors import CaptureError, ConfigError, DataError, ModelError, UsageError
+from ...passes.inputs import check_input_count, forward_parameters, tensors_of
 from ..config.hardware import HardwareConfig
 from ..config.presets import DEFAULT_PRESET, preset_config
 from ..pipeline.distributed import group_in_use, local_share
 from ..pipeline.stages import convert, prepare
 from .arguments import BUILTIN_DATA, parse_overrides
 from .data import Dataset, load_dataset
+from .inputs import CLI_INPUTS_HINT, dynamic_spec, example_inputs, in_forward_order, positional, takes_token_ids
 from .model_loading import LoadedModel, load_model
 from .preflight import check_config_file
 from .report import calibrate_ranges, fine_tune_model, output_shape
@@ -51,7 +54,7 @@ class Inputs:
     source: LoadedModel
     config: HardwareConfig
     data: Optional[Dataset]
-    example: torch.Tensor
+    example: tuple
 
 
 @dataclass(frozen=True)
@@ -117,13 +120,13 @@ def load_inputs(args: argparse.Namespace, config: HardwareConfig, labels_for: Op
     """Load the model and its data and check that they fit; ``labels_for`` names what needs labels (if any)."""
     source = load_model(args.model, args.weights)
     dataset = args.calib or source.dataset
-    data = load_dataset(dataset) if dataset else None
+    data = in_forward_order(load_dataset(dataset), source) if dataset else None
     dtype = model_dtype(source)
-    data = in_dtype(data, dtype) if data is not None else None
+    data = in_dtype(data, dtype, takes_token_ids(source.model)) if data is not None else None
     if labels_for and (data is None or data.labels is None):
         raise UsageError(f"{labels_for} needs labelled data: --calib {' or '.join(BUILTIN_DATA)}, or a .npz / .pt "
                          "file with the class indices under 'y'")
-    example = example_input(args.input_shape, source, data, dtype)
+    example = example_inputs(args.input_shape, args.input_dtype, source, data, dtype)
     check_input_fits(source, example)
     if labels_for:
         check_labels_fit(source, data, labels_for)
@@ -152,54 +155,55 @@ def model_dtype(source: LoadedModel) -> torch.dtype:
     return next((t.dtype for t in tensors if t.is_floating_point()), torch.float32)
 
 
-def in_dtype(data: Dataset, dtype: torch.dtype) -> Dataset:
-    """The samples (and test samples) cast to the model's float ``dtype``, saying so; labels stay."""
-    if data.samples.dtype == dtype:
+def in_dtype(data: Dataset, dtype: torch.dtype, token_ids: bool = False) -> Dataset:
+    """The samples (and test samples) cast to the model's float ``dtype``, saying so; labels stay, and
+    so do integer samples when the model takes ``token_ids`` (it has an embedding)."""
+    def needs_cast(x) -> bool:
+        return isinstance(x, torch.Tensor) and x.dtype != dtype and (x.is_floating_point() or not token_ids)
+
+    cast = [x for x in tensors_of(data.samples) if needs_cast(x)]
+    if not cast:
         return data
-    warnings.warn(f"the samples of {data.name} are {_dtype_name(data.samples.dtype)}: cast to "
+    warnings.warn(f"the samples of {data.name} are {_dtype_name(cast[0].dtype)}: cast to "
                   f"{_dtype_name(dtype)}, the model's dtype (scale them as the model was trained, e.g. to [0, 1])",
                   UserWarning, stacklevel=2)
     test = None if data.test is None else (data.test[0].to(dtype), data.test[1])
-    return dataclasses.replace(data, samples=data.samples.to(dtype), test=test)
+    samples = pytree.tree_map(lambda x: x.to(dtype) if needs_cast(x) else x, data.samples)
+    return dataclasses.replace(data, samples=samples, test=test)
 
 
 def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
-def example_input(shape: Optional[tuple[int, ...]], source: LoadedModel, data: Optional[Dataset],
-                  dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """One example input: a calibration sample, else random data of --input-shape or the model's shape."""
-    if data is not None:
-        if shape is not None and tuple(shape[1:]) != data.sample_shape:
-            raise UsageError(f"--input-shape {','.join(map(str, shape))} does not match the samples of "
-                             f"{data.name}, shaped {list(data.sample_shape)}")
-        return data.samples[:1]
-    shape = shape or source.input_shape
-    if shape is None:
-        raise UsageError("xbar cannot tell the input shape of this model: give --input-shape (e.g. 1,3,32,32) "
-                         "or --calib DATA")
-    return torch.randn(shape, generator=torch.Generator().manual_seed(0), dtype=dtype)
-
-
-def check_input_fits(source: LoadedModel, example: torch.Tensor) -> None:
+def check_input_fits(source: LoadedModel, example: tuple) -> None:
     """Run the original model once (at batch 2, as captures do), so a wrong input shape is reported
     before any work."""
+    check_input_count(forward_parameters(source.model), example, source.name, CLI_INPUTS_HINT)
     try:
         with torch.no_grad():
-            source.run(batch_of_two(example))
+            source.run(*batch_of_two(example))
     except Exception as exc:  # whatever the user's model raises on a wrong shape
         if "dtype" in str(exc).lower():
-            raise ModelError(f"{source.name} does not accept inputs of dtype {_dtype_name(example.dtype)}: "
+            raise ModelError(f"{source.name} does not accept inputs of dtype {_dtypes_text(example)}: "
                              f"{first_line(exc)}; pass samples of the dtype of its weights "
                              f"({_dtype_name(model_dtype(source))})") from exc
-        raise ModelError(f"{source.name} does not accept an input of shape {list(example.shape)}: "
+        raise ModelError(f"{source.name} does not accept an input of shape {_shapes_text(example)}: "
                          f"{first_line(exc)}; check --input-shape or --calib") from exc
 
 
-def batch_of_two(example: torch.Tensor) -> torch.Tensor:
-    """The first two samples of ``example``, the one sample twice if it has only one."""
-    return example[:2] if len(example) >= 2 else example.expand(2, *example.shape[1:])
+def _shapes_text(example: tuple) -> str:
+    return " and ".join(str(list(x.shape)) for x in tensors_of(example))
+
+
+def _dtypes_text(example: tuple) -> str:
+    return " and ".join(_dtype_name(x.dtype) for x in tensors_of(example))
+
+
+def batch_of_two(example):
+    """The first two samples of every tensor of ``example``, the one sample twice if it has only one."""
+    return pytree.tree_map(lambda x: (x[:2] if len(x) >= 2 else x.expand(2, *x.shape[1:]))
+                           if isinstance(x, torch.Tensor) and x.dim() > 0 else x, example)
 
 
 def check_labels_fit(source: LoadedModel, data: Dataset, labels_for: str) -> None:
@@ -218,8 +222,9 @@ def check_labels_fit(source: LoadedModel, data: Dataset, labels_for: str) -> Non
 def prepare_model(source: LoadedModel, example: torch.Tensor, config: HardwareConfig, args: argparse.Namespace):
     """``prepare`` with the command line's options; a capture failure's hint names the other ``--capture``."""
     try:
-        return prepare(source.model, (example,), config, include=args.include, exclude=args.exclude,
-                       keep_first_last_digital=args.keep_first_last_digital, capture_method=args.capture)
+        return prepare(source.model, example, config, include=args.include, exclude=args.exclude,
+                       keep_first_last_digital=args.keep_first_last_digital, capture_method=args.capture,
+                       dynamic_shapes=dynamic_spec(args.dynamic, example))
     except CaptureError as exc:
         other = next(method for method in CAPTURE_METHODS if method != args.capture)
         raise CaptureError(first_line(exc).replace(f"capture_method={other!r}", f"--capture {other}")) from exc
@@ -234,9 +239,10 @@ def calibrate_model(prepared, data: Optional[Dataset], batch_size: int, limit: i
     if data is None or limit == 0:
         return 0
     group = group_in_use()
-    batches = [local_share(batch, group) for batch in data.batches(batch_size, limit)]
+    batches = [pytree.tree_map(lambda x: local_share(x, group) if isinstance(x, torch.Tensor) else x, batch)
+               for batch in data.batches(batch_size, limit)]
     try:
         return calibrate_ranges(prepared, data, batches, console, method, compile)
     except RuntimeError as exc:
-        raise DataError(f"calibration batch of shape {list(batches[0].shape)} from {data.name} does not fit "
-                        f"the model: {first_line(exc)}; check --calib") from exc
+        raise DataError(f"calibration batch of shape {_shapes_text(positional(batches[0]))} from {data.name} "
+                        f"does not fit the model: {first_line(exc)}; check --calib") from exc

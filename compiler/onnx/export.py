@@ -5,11 +5,13 @@ The contract is the README's "The ONNX contract". The route:
 1. on a copy of the converted model, :class:`~xbar.passes.rewrites.export_ops.CrossbarToCustomOpsPass`
    turns each ``<layer>_crossbar`` module call into an ``xbar::`` custom op, and
    :class:`FunctionalInPlaceOpsPass` in-place activations into their functional form;
-2. ``torch.export`` captures it with a dynamic batch dimension, and
+2. ``torch.export`` captures it with the dynamic shapes :func:`xbar.prepare` settled on (the
+   record's; by default the batch, and a sequence dimension where there is one), and
    ``torch.onnx.export`` translates each custom op into one ``ai.xbar`` node
    (:mod:`xbar.compiler.onnx.ops`) and optimises the rest of the graph;
 3. the graph actually produced is repaired where the optimiser merged layer
-   tensors, its ``ai.xbar`` nodes named and checked (:mod:`xbar.compiler.onnx.layers`);
+   tensors, its ``ai.xbar`` nodes named and checked (:mod:`xbar.compiler.onnx.layers`), its dynamic
+   dimensions named after their ``Dim`` (``batch``, ``seq``; not the tracer's ``s77``);
    the function bodies and the metadata are added and the exporter's per-node
    debug properties dropped (their stack traces change from run to run);
 4. the file is written, checked by ``onnx.checker`` with ``full_check`` from disk and
@@ -36,12 +38,14 @@ import onnx_ir as ir
 import torch
 from torch import fx
 
-from ...passes.capture import copy_graph_module, dynamic_batch_inputs, first_line, torch_internal_warnings_ignored
-from ...passes.errors import ExportError, NoCrossbarLayersWarning
+from ...passes.capture import copy_graph_module, export_program, first_line, torch_internal_warnings_ignored
+from ...passes.errors import DynamicShapeError, ExportError, NoCrossbarLayersWarning
 from ...passes.infra import run_passes
+from ...passes.inputs import positional_inputs
 from ...passes.numerics.crossbar import Crossbar, crossbar_modules
 from ...passes.rewrites.export_ops import CrossbarToCustomOpsPass
 from ...passes.rewrites.functional_ops import FunctionalInPlaceOpsPass
+from ...passes.shapes import constraint_violation, dimension_names, requested_shapes, widened
 from ..chip.target import mapping_of
 from ..devices.programming import programming_of
 from ..inspection.converted import summarize
@@ -61,9 +65,6 @@ MAX_IR_VERSION = 13
 TRANSLATION_FAILURE = re.compile(r"when translating node %(\w+) ")
 """How torch.onnx names the FX node it failed on."""
 
-BATCH = "batch"
-"""The name of the exported graph's dynamic batch dimension."""
-
 TORCHVISION_NOTICE = "torchvision is not installed. Skipping %s"
 """What torch.onnx logs once per torchvision op on every export when torchvision is absent."""
 
@@ -74,7 +75,9 @@ def export_onnx(converted: fx.GraphModule, example_inputs: Sequence, path: Union
 
     Each crossbar layer becomes one ``ai.xbar`` node (see :mod:`xbar.compiler.onnx.ops`)
     with its G+ / G- as float32 initializers ``<layer>_crossbar.g_plus`` /
-    ``.g_minus`` in microsiemens; the batch dimension is dynamic. The same model
+    ``.g_minus`` in microsiemens; the dimensions the model was prepared with as dynamic
+    (``dynamic_shapes``) stay symbolic, named as their ``Dim``. ``example_inputs`` are
+    as :func:`xbar.prepare` takes them. The same model
     gives byte-identical files; a failed export leaves no file. Returns the path.
 
     The graph computes in float32: a float64, bfloat16 or float16 model is exported
@@ -102,9 +105,11 @@ def export_onnx_files(converted: fx.GraphModule, example_inputs: Sequence, path:
                               [CrossbarToCustomOpsPass(), FunctionalInPlaceOpsPass()])
     onnx_boundary.cast_at_boundary(graph_module)
     crossbars = {name: graph_module.get_submodule(name) for name in originals}  # with the pass's zero biases
+    inputs = positional_inputs(graph_module, example_inputs, "export_onnx() example_inputs")
+    spec = record.dynamic_shapes if record.dynamic_shapes is not None else requested_shapes(None, inputs).spec
     with _torchvision_notices_dropped():
-        model = _to_onnx(graph_module, tuple(example_inputs))
-    _name_batch_dimension(model)
+        model, names = _to_onnx(graph_module, inputs, spec)
+    _name_dimensions(model, names)
     matched = onnx_layers.match_nodes(model, crossbars)
     onnx_layers.restore_layer_tensors(model, matched, crossbars)
     onnx_layers.name_nodes(model, matched)
@@ -146,38 +151,38 @@ def _torchvision_notices_dropped() -> Iterator[None]:
         registration.removeFilter(keep)
 
 
-def _to_onnx(graph_module: fx.GraphModule, example_inputs: tuple) -> ir.Model:
-    """Capture with a dynamic batch and translate; errors name the node that failed."""
-    inputs, shapes = dynamic_batch_inputs(example_inputs)
+def _to_onnx(graph_module: fx.GraphModule, inputs: tuple, spec: tuple) -> tuple[ir.Model, dict[str, str]]:
+    """Capture with the dynamic shapes ``spec`` and translate; returns the model and its dimensions' names
+    by symbol. Errors name the node that failed."""
     try:
-        program = torch.export.export(graph_module, inputs, dynamic_shapes=shapes)
+        program = export_program(graph_module, inputs, spec)
     except Exception as exc:  # any tracer failure is reported as one export error
+        refusal = constraint_violation(exc)
+        if refusal is not None:
+            raise DynamicShapeError(refusal) from exc
         raise ExportError(f"torch.export could not capture the converted model: {first_line(exc)}") from exc
     try:
         with torch_internal_warnings_ignored():
-            onnx_program = torch.onnx.export(program, inputs, dynamo=True, opset_version=onnx_bodies.OPSET,
+            onnx_program = torch.onnx.export(program, widened(inputs, spec), dynamo=True,
+                                             opset_version=onnx_bodies.OPSET,
                                              custom_translation_table=onnx_ops.TRANSLATIONS, verbose=False)
     except torch.onnx.OnnxExporterError as exc:
         raise ExportError(_translation_failure(exc, program)) from exc
-    return onnx_program.model
+    return onnx_program.model, dimension_names(program, inputs, spec)
 
 
-def _name_batch_dimension(model: ir.Model) -> None:
-    """Call the dynamic batch dimension :data:`BATCH` everywhere (the exporter names it after its
-    symbol, ``s77``), in expressions of it too (``2*s77``)."""
-    symbols = {dim.value for dim in (_first_dim(v) for v in model.graph.inputs) if isinstance(dim, ir.SymbolicDim)}
-    if not symbols:
+def _name_dimensions(model: ir.Model, names: dict[str, str]) -> None:
+    """Give each dynamic dimension its name everywhere (the exporter names it after its symbol, ``s77``),
+    in expressions of it too (``2*s77`` -> ``2*batch``)."""
+    if not names:
         return
-    symbol = re.compile(r"\b(" + "|".join(sorted(map(re.escape, symbols))) + r")\b")
+    symbol = re.compile(r"\b(" + "|".join(sorted(map(re.escape, names), key=len, reverse=True)) + r")\b")
     values = [*model.graph.inputs, *(output for node in model.graph for output in node.outputs)]
     for value in values:
         if value.shape is not None:
-            value.shape = ir.Shape([ir.SymbolicDim(symbol.sub(BATCH, d.value)) if isinstance(d, ir.SymbolicDim)
-                                    and d.value is not None else d for d in value.shape])
-
-
-def _first_dim(value: ir.Value):
-    return value.shape[0] if value.shape is not None and value.shape.rank() else None
+            value.shape = ir.Shape([ir.SymbolicDim(symbol.sub(lambda m: names[m.group(1)], d.value))
+                                    if isinstance(d, ir.SymbolicDim) and d.value is not None else d
+                                    for d in value.shape])
 
 
 def _translation_failure(exc: BaseException, program: torch.export.ExportedProgram) -> str:

@@ -1,8 +1,10 @@
 """The compiled path: ``torch.compile`` a prepared or converted model, or run it eagerly with one warning.
 
 Both graphs trace whole (``fullgraph=True``): no graph breaks, one graph per
-training mode. The batch dimension of every input is marked dynamic, so a
-smaller last batch runs the same graph instead of compiling a second one.
+training mode. The dimensions the model was prepared with as dynamic (the
+record's ``dynamic_shapes``; the batch dimension of every input when there is
+no record) are marked dynamic, so a smaller last batch or another sequence
+length runs the same graph instead of compiling a second one.
 Inductor builds its CPU kernels with a C++ compiler; where none is found
 (:func:`inductor_unavailable`), :func:`compiled` returns the model itself and
 warns once, so ``compile=True`` never stops a run that eager mode can do.
@@ -20,6 +22,8 @@ from ...passes.capture import copy_graph_module
 from ...passes.errors import CompileUnavailableWarning
 from ...passes.numerics.compiled_state import compiled_state_modules, sync_compiled_state
 from ...passes.numerics.crossbar import crossbar_modules
+from ...passes.shapes import dynamic_dims, requested_shapes
+from .record import RECORD_KEY, CompileRecord
 
 BACKEND = "inductor"
 """torch.compile's backend for the compiled path (tests swap in ``"aot_eager"``, which needs no C++ compiler)."""
@@ -54,11 +58,14 @@ def compiled(model: nn.Module, *, fullgraph: bool = True) -> Callable:
     stateful = compiled_state_modules(model)
     compiled_model = torch.compile(model, fullgraph=fullgraph, backend=BACKEND)
 
+    record = getattr(getattr(model, "module", model), "meta", {}).get(RECORD_KEY)  # a DDP wrapper's module's
+    spec = record.dynamic_shapes if isinstance(record, CompileRecord) else None
+
     def run(*inputs):
         sync_compiled_state(stateful)  # e.g. an initialised range compiles without its initialisation
-        for x in inputs:
-            if isinstance(x, Tensor) and x.dim() > 0:
-                torch._dynamo.maybe_mark_dynamic(x, 0)
+        for x, dims in dynamic_dims(inputs, spec if spec is not None else requested_shapes(None, inputs).spec):
+            for dim in dims:
+                torch._dynamo.maybe_mark_dynamic(x, dim)
         return compiled_model(*inputs)
 
     return run

@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, fx
 
-from ...passes.errors import ConfigError, DataError, ManagementNotTrainedWarning, UserError
+from ...passes.errors import ConfigError, DataError, InputsError, ManagementNotTrainedWarning
+from ...passes.inputs import positional_inputs, sample_count, samples_at, tensors_of
 from ...passes.numerics.global_batch import BatchStatistics, shared_by
 from ...passes.numerics.input_range import InputRange
 from ...passes.numerics.weight_constraints import constrained_arrays
@@ -59,13 +60,14 @@ to where noise hurts less; chosen on a validation part of the digits training sp
 (``python -m benchmarks.bench_hwa --choose``)."""
 
 
-def refuse_non_finite(data: Tensor, what: str) -> None:
-    """:class:`DataError` naming the first sample of ``data`` with NaN or infinity (one would turn
-    every weight and range into NaN), as calibration refuses such a batch."""
-    if not data.is_floating_point() or torch.isfinite(data).all():
-        return
-    first = int((~torch.isfinite(data)).reshape(len(data), -1).any(dim=1).nonzero()[0, 0])
-    raise DataError(f"fine_tune {what}: sample {first} holds NaN or infinite values; remove them from the data")
+def refuse_non_finite(data, what: str) -> None:
+    """:class:`DataError` naming the first sample of ``data`` (a tensor or a nest of them) with NaN or
+    infinity (one would turn every weight and range into NaN), as calibration refuses such a batch."""
+    for tensor in tensors_of(data):
+        if not tensor.is_floating_point() or torch.isfinite(tensor).all():
+            continue
+        first = int((~torch.isfinite(tensor)).reshape(len(tensor), -1).any(dim=1).nonzero()[0, 0])
+        raise DataError(f"fine_tune {what}: sample {first} holds NaN or infinite values; remove them from the data")
 
 
 def _trains_differently(plan) -> bool:
@@ -90,7 +92,7 @@ def warn_unmanaged_training(prepared: fx.GraphModule) -> None:
 
 def fine_tune(
     prepared: fx.GraphModule,
-    inputs: Tensor,
+    inputs,
     targets: Tensor,
     recipe: FineTuning = FineTuning(),
     loss: Callable[[Tensor, Tensor], Tensor] = F.cross_entropy,
@@ -99,6 +101,11 @@ def fine_tune(
     compile: bool = False,
 ) -> fx.GraphModule:
     """Train ``prepared`` on ``(inputs, targets)`` with ``recipe``; returns it in eval mode.
+
+    ``inputs`` holds every sample along dimension 0: one tensor for a model of one input, a tuple
+    of the positional inputs, or a dict keyed by ``forward``'s parameter names (a dict a one-input
+    model reads as such is that input; :mod:`xbar.passes.inputs`); ``targets`` is separate, one
+    per sample.
 
     ``on_step`` receives each step's loss (for progress reports). The training
     noise the prepared model's config sets (``modifier``, ``forward.out_noise``,
@@ -119,8 +126,10 @@ def fine_tune(
     ranks' local batches concatenated in rank order). ``on_step`` gets this
     rank's loss.
     """
-    if len(inputs) != len(targets):
-        raise UserError(f"fine_tune got {len(inputs)} inputs but {len(targets)} targets: give one target per input")
+    inputs = positional_inputs(prepared, inputs, "fine_tune inputs")
+    samples = sample_count(inputs, "fine_tune inputs")
+    if samples != len(targets):
+        raise InputsError(f"fine_tune got {samples} inputs but {len(targets)} targets: give one target per input")
     for what, data in (("inputs", inputs), ("targets", targets)):
         refuse_non_finite(data, what)
     warn_unmanaged_training(prepared)
@@ -141,7 +150,7 @@ def fine_tune(
             order = (torch.randperm(len(targets), generator=generator).split(recipe.batch_size) if group is None
                      else rank_batches(len(targets), recipe.batch_size, recipe.seed, epoch, group))
             for index in order:
-                value = loss(run(inputs[index]), targets[index])
+                value = loss(run(*samples_at(inputs, index)), targets[index])
                 optimizer.zero_grad()
                 with statistics.terms_after_backward():  # across ranks: one collective for the ranges' terms
                     value.backward()

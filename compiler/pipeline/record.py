@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from enum import Enum
+from typing import Optional
 
 from torch import fx
 
@@ -30,14 +31,17 @@ class Stage(Enum):
 @dataclass(frozen=True)
 class CompileRecord:
     """The validated configuration, one plan per crossbar layer, the layers with a weight that stay
-    digital (and why), the stage reached, and what calibration found: input-range module name -> the
-    method that set the range and on how many batches (e.g. ``"MovingStd(std_alpha=3.0; batches=4)"``)."""
+    digital (and why), the stage reached, what calibration found (input-range module name -> the
+    method that set the range and on how many batches, e.g. ``"MovingStd(std_alpha=3.0; batches=4)"``) and
+    the dynamic shapes the model was captured with (torch.export's form, one entry per positional input),
+    which the compiled path and the ONNX export keep."""
 
     config: HardwareConfig
     plans: tuple[LayerPlan, ...]
     digital: tuple[DigitalLayer, ...] = ()
     stage: Stage = Stage.PREPARED
     calibration: dict[str, str] = field(default_factory=dict)
+    dynamic_shapes: Optional[tuple] = None
 
     def __deepcopy__(self, memo) -> "CompileRecord":
         """Records are never mutated: a copied GraphModule shares its record."""

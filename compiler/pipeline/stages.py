@@ -19,11 +19,12 @@ import torch.utils._pytree as pytree
 from rich.progress import track
 from torch import fx, nn
 
-from ...passes.capture import CaptureMethod, capture, copy_graph_module
+from ...passes.capture import CaptureMethod, capture_with_shapes, copy_graph_module
 from ...passes.digital import digital_layers
 from ...passes.digital_layer import DigitalLayer
 from ...passes.errors import ModelError, NoCrossbarLayersWarning, UnmatchedSelectorWarning, UserError
 from ...passes.infra import run_passes
+from ...passes.inputs import positional_inputs
 from ...passes.matching import CrossbarLayer, LayerSelection, Pattern, match_layers
 from ...passes.numerics.calibration import CalibrationMethod, ObserverOptions, observer_for
 from ...passes.numerics.global_batch import BatchStatistics, shared_by
@@ -128,6 +129,7 @@ def prepare(
     exclude: Sequence[Pattern] = (),
     keep_first_last_digital: bool = False,
     capture_method: CaptureMethod = "export",
+    dynamic_shapes=None,
 ) -> fx.GraphModule:
     """Capture ``model`` and insert the simulated crossbar periphery.
 
@@ -139,25 +141,33 @@ def prepare(
     linear / convolution layer reads its input through a learned input range, DAC
     and ADC (as configured), so fine-tuning moves the ranges; the config's training
     noise (``modifier``, ``forward.out_noise``, ``forward.w_noise``) acts in
-    training mode. The user's model is not modified. ``example_inputs`` is a tuple of the model's inputs;
+    training mode. The user's model is not modified. ``example_inputs`` is a tuple of the model's positional
+    inputs (tensors, or dicts / tuples of them), or a dict keyed by ``forward``'s parameter names;
     ``include`` / ``exclude`` take layer-name globs or module types.
+
+    ``dynamic_shapes`` (torch.export's form, e.g. ``({0: Dim("batch"), 1: Dim("seq")},)``) says which
+    input dimensions stay free in the capture, the compiled path and the ONNX file; None is xbar's
+    default: the batch dimension, and the sequence dimension of token ids [batch, seq] or of
+    [batch, seq, features] into a model of linear layers (:mod:`xbar.passes.shapes`).
     """
-    if not isinstance(example_inputs, (tuple, list)):
+    if not isinstance(example_inputs, (tuple, list, dict)):
         raise UserError(f"prepare() takes the example inputs as a tuple, e.g. prepare(model, (x,), config); "
                         f"got a {type(example_inputs).__name__}")
+    example_inputs = positional_inputs(model, example_inputs, "prepare() example_inputs")
     config = (config or HardwareConfig()).validate()
     training = isinstance(model, nn.Module) and model.training
     if isinstance(model, nn.Module):
         model = copy.deepcopy(model)
-    graph_module = run_passes(capture(model, tuple(example_inputs), capture_method), [
-        UnrollRecurrentPass(example_inputs), EinsumAsLinearPass(), BilinearAsLinearPass(), UnevenSamePaddingPass()])
+    graph_module, shapes = capture_with_shapes(model, example_inputs, capture_method, dynamic_shapes)
+    graph_module = run_passes(graph_module, [UnrollRecurrentPass(example_inputs), EinsumAsLinearPass(),
+                                             BilinearAsLinearPass(), UnevenSamePaddingPass()])
     plans, digital = plan_layers(graph_module, config, LayerSelection(include, exclude, keep_first_last_digital))
     refuse_non_finite_parameters(graph_module, plans)
     graph_module = run_passes(graph_module, [IsolateCrossbarLayersPass(plans), TileLayersPass(),
                                              InsertInputRangePass(), InsertConvertersPass(),
                                              InsertOutScalingPass(), InsertTrainingNoisePass(),
                                              InsertPatchRangeGradientPass()])
-    attach_record(graph_module, CompileRecord(config, plans, digital))
+    attach_record(graph_module, CompileRecord(config, plans, digital, dynamic_shapes=shapes))
     return graph_module.train(training)
 
 
@@ -173,10 +183,11 @@ def require_batches(data, caller: str) -> None:
                         "or [x] for a single batch")
 
 
-def _model_inputs(batch, index: int) -> tuple:
-    """A batch as the model's positional inputs (a tuple or list of them, else the one input, which may
-    be a dict or other nest of tensors); :class:`UserError` if a tensor in it is not finite."""
-    inputs = tuple(batch) if isinstance(batch, (tuple, list)) else (batch,)
+def _model_inputs(prepared: fx.GraphModule, batch, index: int) -> tuple:
+    """A batch as the model's positional inputs (:func:`xbar.passes.inputs.positional_inputs`: a tuple of
+    them, a dict keyed by forward's parameter names, else the one input); :class:`UserError` if a tensor
+    in it is not finite."""
+    inputs = positional_inputs(prepared, batch, f"calibration batch {index}")
     for x in pytree.tree_leaves(inputs):
         if isinstance(x, torch.Tensor) and x.is_floating_point() and not torch.isfinite(x).all():
             raise UserError(f"calibration batch {index} holds NaN or infinite values; remove them from the data")
@@ -197,8 +208,8 @@ def calibrate(
 ) -> int:
     """Set the input ranges from data; returns the number of batches run.
 
-    Runs ``batches`` (tensors, or tuples of model inputs) through the prepared
-    model in eval mode. The default is the reference rule (aihwkit's init from
+    Runs ``batches`` (tensors, tuples of model inputs, or dicts keyed by forward's parameter
+    names) through the prepared model in eval mode. The default is the reference rule (aihwkit's init from
     data: ``init_std_alpha * std`` averaged over the first ``init_from_data``
     batches), without training noise; ``"MovingStd"``, ``"MovingQuantile"``, ``"CacheQuantile"`` and
     ``"Max"`` are post-training methods named as aihwkit names them. The method
@@ -235,7 +246,7 @@ def calibrate(
     run = maybe_compiled(prepared, compile, statistics.group, fullgraph=reference)
     count = 0
     try:
-        steps = in_lockstep((_model_inputs(b, i) for i, b in enumerate(batches)), statistics.group, "batches",
+        steps = in_lockstep((_model_inputs(prepared, b, i) for i, b in enumerate(batches)), statistics.group, "batches",
                             at_once=isinstance(batches, Sequence))  # a list is in memory: agree once
         if progress:
             steps = track(steps, total=len(batches) if isinstance(batches, Sequence) else None,
@@ -310,8 +321,9 @@ def compile_model(
     """prepare -> calibrate (if data is given) -> convert -> [place on a chip] -> export ONNX (if ``output``).
 
     ``calibration_data`` is an iterable of batches; ``prepare_options`` are those
-    of :func:`prepare` (include, exclude, ...). ``chip`` (a :class:`~xbar.compiler.chip.description.Chip`,
-    a shipped chip's name or a .toml file) sets the tiling from its arrays, places every array on
+    of :func:`prepare` (include, exclude, dynamic_shapes, ...). ``chip`` (a
+    :class:`~xbar.compiler.chip.description.Chip`, a shipped chip's name or a .toml file) sets the
+    tiling from its arrays, places every array on
     ``chips`` such chips and costs one inference (:mod:`xbar.compiler.chip.target`); a model that does
     not fit raises :class:`~xbar.passes.errors.CapacityError` before anything is written.
     """

@@ -14,6 +14,7 @@ from typing import Optional
 
 from torch import Tensor
 
+from ....passes.errors import UsageError
 from ...chip.description import Chip
 from ...chip.record import mapping_record
 from ...chip.shipped import chip_named
@@ -105,6 +106,9 @@ def evaluation_data(data: Dataset) -> tuple[Tensor, Tensor, str]:
     if data.test is not None:
         x, y = data.test
         return x, y, f"the {data.name} test split ({len(y)} samples)"
+    if not isinstance(data.samples, Tensor):
+        raise UsageError(f"xbar evaluate scores a model of one input tensor; {data.name} holds several inputs: "
+                         "compile it with `xbar compile` and evaluate it from Python")
     return data.samples, data.labels, f"the {len(data.labels)} labelled calibration samples of {data.name}"
 
 
