@@ -219,7 +219,7 @@ def check_labels_fit(source: LoadedModel, data: Dataset, labels_for: str) -> Non
                         f"{shape[1]} classes (0 to {shape[1] - 1}); give class indices")
 
 
-def prepare_model(source: LoadedModel, example: torch.Tensor, config: HardwareConfig, args: argparse.Namespace):
+def prepare_model(source: LoadedModel, example: tuple, config: HardwareConfig, args: argparse.Namespace):
     """``prepare`` with the command line's options; a capture failure's hint names the other ``--capture``."""
     try:
         return prepare(source.model, example, config, include=args.include, exclude=args.exclude,

@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     if not is_reporting_process():
         return 0
     converted, source, data = compiled.converted, inputs.source, inputs.data
-    mapping = None if chip is None else map_converted(converted, (inputs.example,), chip, args.chips)
+    mapping = None if chip is None else map_converted(converted, inputs.example, chip, args.chips)
     with err.status(f"exporting ONNX to {output}"), quiet_loggers("torch.onnx"), reporting_write_errors(output, "-o"):
         written = export_onnx_files(converted, inputs.example, output, args.external_data or None)
     if graph_path is not None:

@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     x, y, described = evaluation_data(inputs.data)
     fits = None if chip is None else (lambda prepared: check_capacity(convert(prepared), chip, args.chips))
     compiled = compile_steps(inputs, args, err, fits)
-    mapping = None if chip is None else map_converted(compiled.converted, (inputs.example,), chip, args.chips)
+    mapping = None if chip is None else map_converted(compiled.converted, inputs.example, chip, args.chips)
     share = len(rank_share(args.seeds, group_in_use()))  # under torchrun the ranks share the seeds out
     with progress_bar(err) as progress:
         here = "" if share == args.seeds else f" ({share} seeds in this process)"
