@@ -41,6 +41,10 @@ class DataError(UserError):
     """Data that cannot be used; the message says why and what to do."""
 
 
+class MetricError(UserError):
+    """A metric that does not fit the model's outputs or the targets (their shapes or class indices)."""
+
+
 class MatchError(UserError):
     """The graph cannot be matched as it is (e.g. it was decomposed)."""
 

@@ -31,6 +31,7 @@ from .data import Dataset, load_dataset
 from .model_loading import LoadedModel, load_model
 from .preflight import check_config_file
 from .report import calibrate_ranges, fine_tune_model, output_shape
+from .scoring import Scoring, check_metric_fits, chosen_metric, scoring_data
 
 NOISE_SECTION = "noise"
 """The config file's section for ``xbar evaluate``'s device model; the hardware config ignores it."""
@@ -46,12 +47,13 @@ class ConfigFile:
 
 @dataclass(frozen=True)
 class Inputs:
-    """What the compile steps start from, every part checked."""
+    """What the compile steps start from, every part checked; ``scoring`` is None without labelled data."""
 
     source: LoadedModel
     config: HardwareConfig
     data: Optional[Dataset]
     example: torch.Tensor
+    scoring: Optional[Scoring] = None
 
 
 @dataclass(frozen=True)
@@ -113,21 +115,33 @@ def _toml_reader() -> tuple[Callable, type]:
     return tomllib.loads, tomllib.TOMLDecodeError
 
 
-def load_inputs(args: argparse.Namespace, config: HardwareConfig, labels_for: Optional[str]) -> Inputs:
-    """Load the model and its data and check that they fit; ``labels_for`` names what needs labels (if any)."""
+def load_inputs(args: argparse.Namespace, config: HardwareConfig, labels_for: Optional[str],
+                scoring_for: Optional[str] = None) -> Inputs:
+    """Load the model and its data (and its --test data) and check that they fit; ``labels_for`` names what
+    needs labelled calibration data (if any), ``scoring_for`` what needs labelled data to score on."""
     source = load_model(args.model, args.weights)
     dataset = args.calib or source.dataset
     data = load_dataset(dataset) if dataset else None
     dtype = model_dtype(source)
     data = in_dtype(data, dtype) if data is not None else None
+    test = in_dtype(load_dataset(args.test), dtype) if args.test else None
     if labels_for and (data is None or data.labels is None):
-        raise UsageError(f"{labels_for} needs labelled data: --calib {' or '.join(BUILTIN_DATA)}, or a .npz / .pt "
-                         "file with the class indices under 'y'")
+        raise UsageError(_labels_needed(labels_for))
+    scoring = scoring_data(chosen_metric(args.metric, source), test, data)
+    if scoring_for and scoring is None:
+        raise UsageError(_labels_needed(scoring_for) + ", or --test DATA")
     example = example_input(args.input_shape, source, data, dtype)
     check_input_fits(source, example)
     if labels_for:
         check_labels_fit(source, data, labels_for)
-    return Inputs(source, config, data, example)
+    if scoring is not None:
+        check_metric_fits(source, scoring)
+    return Inputs(source, config, data, example, scoring)
+
+
+def _labels_needed(what: str) -> str:
+    return (f"{what} needs labelled data: --calib {BUILTIN_DATA[0]}, or a .npz / .pt file with the class indices "
+            "under 'y'")
 
 
 def compile_steps(inputs: Inputs, args: argparse.Namespace, console: Console) -> Compiled:
@@ -149,8 +163,8 @@ def model_dtype(source: LoadedModel) -> torch.dtype:
 
 
 def in_dtype(data: Dataset, dtype: torch.dtype) -> Dataset:
-    """The samples (and test samples) cast to the model's float ``dtype``, saying so; labels stay."""
-    if data.samples.dtype == dtype:
+    """The samples (and test samples) cast to the model's float ``dtype``, saying so; labels and token ids stay."""
+    if data.samples.dtype == dtype or data.token_ids:
         return data
     warnings.warn(f"the samples of {data.name} are {_dtype_name(data.samples.dtype)}: cast to "
                   f"{_dtype_name(dtype)}, the model's dtype (scale them as the model was trained, e.g. to [0, 1])",
