@@ -117,14 +117,15 @@ def _toml_reader() -> tuple[Callable, type]:
 
 def load_inputs(args: argparse.Namespace, config: HardwareConfig, labels_for: Optional[str],
                 scoring_for: Optional[str] = None) -> Inputs:
-    """Load the model and its data (and its --test data) and check that they fit; ``labels_for`` names what
-    needs labelled calibration data (if any), ``scoring_for`` what needs labelled data to score on."""
+    """Load the model and its data (and its --test data, cast as the calibration samples are) and check that
+    they fit; ``labels_for`` names what needs labelled calibration data (if any), ``scoring_for`` what needs
+    labelled data to score on."""
     source = load_model(args.model, args.weights)
     dataset = args.calib or source.dataset
     data = load_dataset(dataset) if dataset else None
     dtype = model_dtype(source)
     data = in_dtype(data, dtype) if data is not None else None
-    test = in_dtype(load_dataset(args.test), dtype) if args.test else None
+    test = in_dtype(load_dataset(args.test), dtype if data is None else data.samples.dtype) if args.test else None
     if labels_for and (data is None or data.labels is None):
         raise UsageError(_labels_needed(labels_for))
     scoring = scoring_data(chosen_metric(args.metric, source), test, data)
