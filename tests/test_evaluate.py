@@ -225,8 +225,16 @@ BAD_INPUTS = {
     "unlabelled data": ([*NET, "--calib", "inputs.npz"], "xbar evaluate needs labelled data: --calib digits, or "
                         "a .npz / .pt file with the class indices under 'y'"),
     "labels that are not classes": ([*NET, "--calib", "badlabels.npz"],
-                                    "xbar evaluate: the labels of badlabels.npz run from 7 to 7, but net has 3 "
-                                    "classes"),
+                                    "net on badlabels.npz: the metric 'accuracy': the targets run from 7 to 7, but "
+                                    "the outputs have 3 classes (0 to 2)"),
+    "a metric that does not fit the outputs": ([*NET, "--calib", "badlabels.npz", "--metric", "perplexity"],
+                                               "the metric 'perplexity' takes outputs [batch, sequence, vocabulary]"),
+    "a language model scored as a classifier": (["charlm", "--metric", "accuracy"], "charlm on pysource: the "
+                                                "metric 'accuracy' takes outputs [batch, classes]"),
+    "test data without labels": ([*NET, "--test", "inputs.npz"], "--test inputs.npz has no labels"),
+    "test data that is not there": ([*NET, "--test", "nothere.npz"], "test data 'nothere.npz' is neither a file "
+                                    "nor a built-in data set"),
+    "unknown metric": (["--metric", "bleu"], "argument --metric: invalid choice: 'bleu'"),
     "plot under a file": (["--plot", "blocker/acc.png"], "is not a directory"),
     "plot of an unknown image type": (["--plot", "acc.txt"], "cannot draw acc.txt: unknown image type 'txt'"),
 }
@@ -239,7 +247,7 @@ def test_bad_input_is_one_line_with_status_2_and_writes_nothing(workspace, capsy
         (workspace / name).write_text("[forward]\ninp_res = 254\n" + text)
     (workspace / "blocker").write_text("a file where a directory should be")
     np.savez(workspace / "badlabels.npz", x=np.zeros((10, 6), dtype=np.float32), y=np.full(10, 7))
-    model = [] if options[:1] == NET[:1] else ["mlp"]
+    model = [] if options[:1] in (NET[:1], ["charlm"]) else ["mlp"]
     before = sorted(p.name for p in workspace.rglob("*"))
     status, out, err = run(capsys, "evaluate", *model, *options)
     assert status == 2
