@@ -1,6 +1,7 @@
 """The zoo's language model end to end: its data, checkpoint, compilation, ONNX Runtime and perplexity over
 time on PCM-like devices, scored with the shipped metrics."""
 
+import dataclasses
 import math
 
 import numpy as np
@@ -8,7 +9,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from xbar import PCMLikeNoiseModel, calibrate, convert, drift, export_onnx, prepare, preset_config, program
+from xbar import (
+    HWA_FINE_TUNING,
+    PCMLikeNoiseModel,
+    calibrate,
+    convert,
+    drift,
+    export_onnx,
+    fine_tune,
+    prepare,
+    preset_config,
+    program,
+)
 from xbar.compiler.devices.evaluation import accuracy_over_time, read_seed
 from xbar.compiler.metrics import metric, score
 from xbar.compiler.onnx.runtime import onnx_runner
@@ -81,6 +93,20 @@ def test_perplexity_over_time_is_what_program_and_drift_give(compiled):
     report = evaluation.as_dict()
     assert report["metric"] == "perplexity" and "ideal_perplexity" in report
     assert report["times"][0]["perplexities"] == list(evaluation.points[0].values)
+
+
+def next_token_loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(outputs.flatten(0, 1), targets.flatten())
+
+
+def test_hardware_aware_fine_tuning_takes_the_language_models_loss(text):
+    prepared = prepare(load_pretrained("charlm"), (text.test_x[:1],), preset_config("hwa"))
+    before = {name: p.detach().clone() for name, p in prepared.named_parameters()}
+    losses = []
+    recipe = dataclasses.replace(HWA_FINE_TUNING, epochs=1, batch_size=8)
+    fine_tune(prepared, text.train_x[:16], text.train_y[:16], recipe, loss=next_token_loss, on_step=losses.append)
+    assert len(losses) == 2 and all(math.isfinite(loss) for loss in losses)
+    assert any(not torch.equal(before[name], p) for name, p in prepared.named_parameters())
 
 
 def test_xbar_evaluate_scores_charlm_by_perplexity_on_test_data(workspace, capsys, text):

@@ -131,7 +131,7 @@ def test_compile_scores_test_data_with_the_chosen_metric(workspace, capsys):
         expected = torch.nn.functional.mse_loss(trained_net(workspace)(torch.from_numpy(x)).double(),
                                                 torch.from_numpy(y).double()).item()
     original, compiled, onnx_runtime = table_row(out, "test mse")
-    assert original == f"{expected:.4g}" and compiled == onnx_runtime
+    assert original == f"{expected:#.4g}" and compiled == onnx_runtime
 
 
 @pytest.mark.parametrize("options, layers", [

@@ -307,10 +307,10 @@ def _add_compile(commands, common) -> None:
 
 def _add_evaluate(commands, common) -> None:
     evaluate = commands.add_parser(
-        "evaluate", parents=[common], help="test accuracy over time on noisy, drifting devices",
+        "evaluate", parents=[common], help="test accuracy (or --metric) over time on noisy, drifting devices",
         description="Compile a model as `xbar compile` does, then program its arrays with device noise for "
-        "several seeds and read them at several times after programming: the test accuracy's mean and "
-        "std per time, next to the noise-free converted model's.",
+        "several seeds and read them at several times after programming: the test accuracy's (or the "
+        "--metric's) mean and std per time, next to the noise-free converted model's.",
         epilog=EVALUATE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_model_arguments(evaluate)
     evaluate.add_argument("--times", type=parse_times, default=parse_times(DEFAULT_TIMES), metavar="T,T,...",

@@ -57,8 +57,8 @@ class Metric:
         return self.plural or f"{self.key}_values"
 
     def text(self, value: float) -> str:
-        """The figure as tables show it: ``98.22%`` for a fraction, ``4.213`` otherwise."""
-        return f"{value:.2%}" if self.percent else f"{value:.4g}"
+        """The figure as tables show it: ``98.22%`` for a fraction, four significant digits otherwise (``8.810``)."""
+        return f"{value:.2%}" if self.percent else f"{value:#.4g}"
 
     def axis_value(self, value: float) -> float:
         """The figure on a plot's axis: percent for a fraction."""
