@@ -34,14 +34,13 @@ class Metric:
     """A named metric: ``measure(outputs, targets) -> (sum, count)`` per batch, and how the totals finish.
 
     ``percent`` says the figure is a fraction shown as a percentage; ``plural`` names the per-seed
-    figures in JSON; ``higher_is_better`` is false for losses such as perplexity and squared error.
+    figures in JSON.
     """
 
     name: str
     measure: Callable[[Tensor, Tensor], Totals]
     finish: Callable[[Tensor, Tensor], float] = ratio
     percent: bool = True
-    higher_is_better: bool = True
     plural: str = ""
 
     def __call__(self, outputs: Tensor, targets: Tensor) -> Totals:

@@ -89,11 +89,11 @@ def squared_error(outputs: Tensor, targets: Tensor) -> Totals:
 TOP1_ACCURACY = Metric("accuracy", top1_correct, plural="accuracies")
 """Top-1 accuracy of a classifier: the default metric everywhere."""
 NEXT_TOKEN_ACCURACY = Metric("next-token-accuracy", next_token_correct, plural="next_token_accuracies")
-PERPLEXITY = Metric("perplexity", token_nll, exp_ratio, percent=False, higher_is_better=False,
+PERPLEXITY = Metric("perplexity", token_nll, exp_ratio, percent=False,
                     plural="perplexities")
 """Per-token perplexity: exp(total negative log-likelihood / tokens)."""
 PIXEL_ACCURACY = Metric("pixel-accuracy", pixel_correct, plural="pixel_accuracies")
 MEAN_IOU = Metric("mean-iou", class_overlaps, mean_iou, plural="mean_ious")
 """Mean intersection over union: intersections and unions accumulate per class over every batch,
 then the per-class ratios are averaged (classes that never occur are left out)."""
-MEAN_SQUARED_ERROR = Metric("mse", squared_error, percent=False, higher_is_better=False, plural="mses")
+MEAN_SQUARED_ERROR = Metric("mse", squared_error, percent=False, plural="mses")
