@@ -34,7 +34,7 @@ from xbar import (
 from xbar.compiler.cli import arguments as cli_arguments
 from xbar.compiler.cli.arguments import Time, parse_times
 from xbar.compiler.cli.commands import evaluate as cli_evaluate
-from xbar.compiler.cli.evaluation_view import accuracy_figure, plot_accuracy, time_axis
+from xbar.compiler.cli.evaluation_view import accuracy_figure, accuracy_table, plot_accuracy, time_axis
 from xbar.compiler.cli.figures import image_type, pyplot
 from xbar.compiler.cli.main import main
 from xbar.compiler.devices.arrays import DriftCompensation
@@ -42,6 +42,7 @@ from xbar.compiler.devices.evaluation import Evaluation, TimePoint
 from xbar.compiler.devices.programming import MAX_SEED
 from xbar.compiler.devices.registry import NOISE_MODELS, noise_model_class
 from xbar.compiler.inspection.archive import save_graph
+from xbar.compiler.metrics import metric
 from xbar.compiler.pipeline.distributed import rank_share
 from xbar.models import load_digits_split, load_pretrained
 from xbar.passes.errors import UsageError
@@ -362,6 +363,21 @@ def test_the_plot_shows_its_whole_title_and_what_it_measured_on(title):
         assert "".join(title_text.get_text().split()) == "".join(title.split())  # wrapped, not cut
     finally:
         pyplot().close(figure)
+
+
+def test_a_metric_other_than_accuracy_is_plotted_and_tabled_as_itself():
+    points = tuple(TimePoint(label, seconds, (8.25, 9.5), (1, 2)) for label, seconds in (("1s", 1.0), ("1y", 3e7)))
+    evaluation = Evaluation(7.5, points, (0, 1), PCMLikeNoiseModel().to_dict(), "global", metric("perplexity"))
+    figure = accuracy_figure(evaluation, "charlm", "test")
+    try:
+        (axes,) = figure.axes
+        assert axes.get_ylabel() == "perplexity on the test samples"
+        assert list(axes.lines[0].get_ydata()) == [7.5, 7.5]  # the ideal line, not in percent
+    finally:
+        pyplot().close(figure)
+    rows = [[cell for cell in column.cells] for column in accuracy_table(evaluation).columns]
+    assert rows[2] == ["7.500", "8.875", "8.875"] and rows[4] == ["", "8.250", "8.250"]
+    assert evaluation.as_dict()["times"][0]["perplexities"] == [8.25, 9.5]
 
 
 def test_a_plot_of_any_image_type(tmp_path):
