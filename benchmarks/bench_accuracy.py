@@ -45,7 +45,7 @@ import torch
 from rich.table import Table
 
 from xbar import FineTuning, HardwareConfig, accuracy, calibrate, convert, export_onnx, fine_tune, prepare
-from xbar.models import ZOO, load_digits_split, load_pretrained
+from xbar.models import DIGIT_CLASSIFIERS, load_digits_split, load_pretrained
 from xbar.models.data import DigitsSplit
 
 from benchmarks.common import EIGHT_BIT, command_console
@@ -120,7 +120,7 @@ def results_table(rows: dict[str, dict], seeds: int) -> Table:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="+", choices=list(ZOO), default=list(ZOO))
+    parser.add_argument("--models", nargs="+", choices=DIGIT_CLASSIFIERS, default=list(DIGIT_CLASSIFIERS))
     parser.add_argument("--seeds", type=int, default=3, help="fine-tuning runs per model (default 3)")
     parser.add_argument("--epochs", type=int, default=FineTuning.epochs, help="fine-tuning epochs (default 5)")
     args = parser.parse_args(argv)

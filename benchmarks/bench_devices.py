@@ -37,7 +37,7 @@ from torch import nn
 
 from xbar import PCMLikeNoiseModel, accuracy, calibrate, convert, drift, prepare, program
 from xbar.compiler.devices.arrays import DriftCompensation, drift_arrays, program_arrays
-from xbar.models import ZOO, load_digits_split, load_pretrained
+from xbar.models import DIGIT_CLASSIFIERS, load_digits_split, load_pretrained
 from xbar.passes.capture import copy_graph_module
 from xbar.passes.numerics.crossbar import crossbar_modules
 
@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", nargs="+", type=int, default=[256, 512, 1024, 2048])
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--models", nargs="+", choices=list(ZOO), default=list(ZOO))
+    parser.add_argument("--models", nargs="+", choices=DIGIT_CLASSIFIERS, default=list(DIGIT_CLASSIFIERS))
     parser.add_argument("--skip-accuracy", action="store_true", help="only the cost table")
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore", category=FutureWarning)

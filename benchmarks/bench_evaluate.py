@@ -30,7 +30,7 @@ from xbar import PCMLikeNoiseModel, accuracy, calibrate, convert, prepare, prese
 from xbar.compiler.cli.arguments import DEFAULT_BATCH_SIZE, DEFAULT_SEEDS, DEFAULT_TIMES, parse_times
 from xbar.compiler.cli.main import main as xbar_main
 from xbar.compiler.devices.evaluation import accuracy_over_time
-from xbar.models import ZOO, load_digits_split, load_pretrained
+from xbar.models import DIGIT_CLASSIFIERS, load_digits_split, load_pretrained
 
 from benchmarks.common import command_console, interleaved_medians
 
@@ -89,7 +89,7 @@ def accuracy_table(names: list[str]) -> Table:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--models", nargs="+", choices=list(ZOO), default=list(ZOO))
+    parser.add_argument("--models", nargs="+", choices=DIGIT_CLASSIFIERS, default=list(DIGIT_CLASSIFIERS))
     parser.add_argument("--skip-accuracy", action="store_true", help="only the cost table")
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore", category=FutureWarning)

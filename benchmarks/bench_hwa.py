@@ -51,7 +51,7 @@ from xbar import (
 )
 from xbar.compiler.config.presets import STANDARD_HWA_FORWARD_NOISE
 from xbar.compiler.devices.evaluation import Evaluation, accuracy_over_time
-from xbar.models import ZOO, load_digits_split, load_pretrained
+from xbar.models import DIGIT_CLASSIFIERS, load_digits_split, load_pretrained
 
 from benchmarks.common import command_console, interleaved_medians
 
@@ -180,7 +180,7 @@ def choice_table(names: list[str], preset: str, seeds: int, epochs: list[int], c
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="+", choices=list(ZOO), default=list(ZOO))
+    parser.add_argument("--models", nargs="+", choices=DIGIT_CLASSIFIERS, default=list(DIGIT_CLASSIFIERS))
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--preset", default="hwa", help="the hardware compiled for (default: hwa)")
     parser.add_argument("--repeats", type=int, default=20)

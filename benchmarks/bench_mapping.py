@@ -20,7 +20,7 @@ import torch
 from rich.table import Table
 
 from xbar import FineTuning, HardwareConfig, accuracy, calibrate, convert, fine_tune, prepare
-from xbar.models import ZOO, load_digits_split, load_pretrained
+from xbar.models import DIGIT_CLASSIFIERS, load_digits_split, load_pretrained
 from xbar.passes.numerics.calibration import CalibrationMethod
 
 from benchmarks.bench_accuracy import shuffled_batches
@@ -49,7 +49,7 @@ def before_and_after(name: str, config: HardwareConfig, method: CalibrationMetho
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="+", choices=list(ZOO), default=list(ZOO))
+    parser.add_argument("--models", nargs="+", choices=DIGIT_CLASSIFIERS, default=list(DIGIT_CLASSIFIERS))
     parser.add_argument("--epochs", type=int, default=3, help="fine-tuning epochs (default 3)")
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore", category=FutureWarning)

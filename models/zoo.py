@@ -1,4 +1,5 @@
-"""Four small digit classifiers (input [N, 1, 8, 8], logits [N, 10]) and their registry.
+"""Four small digit classifiers (input [N, 1, 8, 8], logits [N, 10]), a byte-level language model
+(:mod:`.charlm`) and their registry.
 
 The models deliberately cover different op families (linear, conv, grouped/depthwise
 conv + batch norm, attention built from matmul/softmax) so compiler passes have
@@ -14,6 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..passes.errors import UserError
+from .charlm import CharLM
+from .text import SEQUENCE_LENGTH
 
 CHECKPOINT_DIR = Path(__file__).resolve().parent
 
@@ -163,12 +166,16 @@ class TransformerClassifier(nn.Module):
 
 @dataclass(frozen=True)
 class ZooEntry:
-    """A registered model: its constructor, checkpoint path and example input shape."""
+    """A registered model: its constructor, checkpoint path, example input shape, the built-in data set
+    it was trained on (``xbar.compiler.cli.data.BUILTIN``'s name) and the metric it is scored with
+    (``xbar.compiler.metrics.METRICS``'s name)."""
 
     name: str
     factory: type[nn.Module]
     checkpoint: Path
     input_shape: tuple[int, ...] = (1, 1, 8, 8)
+    dataset: str = "digits"
+    metric: str = "accuracy"
 
 
 ZOO: dict[str, ZooEntry] = {
@@ -179,7 +186,11 @@ ZOO: dict[str, ZooEntry] = {
         ("resnet", ResNet),
         ("transformer", TransformerClassifier),
     ]
-}
+} | {"charlm": ZooEntry("charlm", CharLM, CHECKPOINT_DIR / "charlm.pt", (1, SEQUENCE_LENGTH), "pysource",
+                        "perplexity")}
+
+DIGIT_CLASSIFIERS = tuple(name for name, entry in ZOO.items() if entry.dataset == "digits")
+"""The zoo's digit classifiers: input [N, 1, 8, 8], logits [N, 10]."""
 
 
 def load_pretrained(name: str) -> nn.Module:

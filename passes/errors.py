@@ -45,6 +45,10 @@ class SequenceLengthError(DataError):
     """An input sequence of another length than the one a recurrent layer was unrolled for."""
 
 
+class MetricError(UserError):
+    """A metric that does not fit the model's outputs or the targets (their shapes or class indices)."""
+
+
 class MatchError(UserError):
     """The graph cannot be matched as it is (e.g. it was decomposed)."""
 

@@ -24,6 +24,7 @@ from xbar.compiler.cli import arguments as cli_arguments
 from xbar.compiler.cli import main as cli
 from xbar.compiler.cli.data import BUILTIN
 from xbar.compiler.cli.main import describe_error, main
+from xbar.compiler.metrics import METRICS
 from xbar.models import load_digits_split, load_pretrained
 from xbar.models.zoo import ZOO
 from xbar.passes.capture import CaptureMethod
@@ -92,6 +93,45 @@ def test_finetune_reads_labels_from_a_data_file(workspace, capsys):
     assert status == 0, err
     assert "fine-tuned on 24 labelled samples from labelled.npz" in out and "1 epoch, batch 8" in out
     assert (workspace / "net.onnx").exists()
+
+
+def table_row(out: str, title: str) -> list[str]:
+    """The figures of the compile report's one-row table under ``title``: original, compiled (PyTorch),
+    compiled (ONNX Runtime)."""
+    row = next(line for line in out.split(title)[1].splitlines() if line.startswith("│"))
+    return [cell.strip() for cell in row.strip("│").split("│")]
+
+
+def trained_net(workspace):
+    net = load_net_class(workspace / "net.py")()
+    net.load_state_dict(torch.load(workspace / "net.pt"))
+    return net.eval()
+
+
+def test_compile_scores_labelled_calibration_samples_and_says_they_are_the_calibration_set(workspace, capsys):
+    x = np.random.default_rng(0).normal(size=(24, 6)).astype(np.float32)
+    np.savez(workspace / "labelled.npz", x=x, y=np.arange(24) % 3)
+    status, out, err = run(capsys, "compile", *NET, "--calib", "labelled.npz")
+    assert status == 0, err
+    assert ("accuracy on the 24 labelled calibration samples of labelled.npz (the calibration set: an optimistic "
+            "figure)") in " ".join(out.split())
+    original = accuracy(trained_net(workspace), torch.from_numpy(x), torch.arange(24) % 3)
+    assert table_row(out, "optimistic")[0] == f"{original:.2%}"
+
+
+def test_compile_scores_test_data_with_the_chosen_metric(workspace, capsys):
+    x = np.random.default_rng(1).normal(size=(12, 6)).astype(np.float32)
+    y = np.random.default_rng(2).normal(size=(12, 3)).astype(np.float32)
+    np.savez(workspace / "targets.npz", x=x, y=y)
+    status, out, err = run(capsys, "compile", *NET, "--calib", "inputs.npz", "--test", "targets.npz",
+                           "--metric", "mse")
+    assert status == 0, err
+    assert "test mse on targets.npz (12 samples)" in out
+    with torch.no_grad():
+        expected = torch.nn.functional.mse_loss(trained_net(workspace)(torch.from_numpy(x)).double(),
+                                                torch.from_numpy(y).double()).item()
+    original, compiled, onnx_runtime = table_row(out, "test mse")
+    assert original == f"{expected:#.4g}" and compiled == onnx_runtime
 
 
 @pytest.mark.parametrize("options, layers", [
@@ -250,6 +290,12 @@ BAD_INPUTS = {
                                 "--finetune needs labelled data"),
     "finetune with labels that are not classes": (["compile", *NET, "--calib", "badlabels.npz", "--finetune", "1"],
                                                   2, "labels of badlabels.npz run from 7 to 7, but net has 3 classes"),
+    "a metric that does not fit the outputs": (["compile", *NET, "--calib", "badlabels.npz", "--metric", "mean-iou"],
+                                               2, "net on badlabels.npz: the metric 'mean-iou' takes outputs "
+                                               "[batch, classes, H, W]"),
+    "a classifier scored as a language model": (["compile", "mlp", "--metric", "perplexity"], 2,
+                                                "mlp on digits: the metric 'perplexity' takes outputs [batch, "
+                                                "sequence, vocabulary]"),
     "labels that do not match the samples": (["compile", *NET, "--calib", "fewlabels.npz"], 2,
                                              "3 labels for 10 samples"),
     "set without value": (["compile", "mlp", "--set", "forward.inp_res"], 2, "expected KEY=VALUE"),
@@ -368,6 +414,7 @@ def test_the_names_the_help_lists_are_the_libraries_names():
     assert cli_arguments.BUILTIN_DATA == tuple(BUILTIN)
     assert cli_arguments.CALIBRATION_METHODS == tuple(m.value for m in CalibrationMethod)
     assert cli_arguments.CAPTURE_METHODS == typing.get_args(CaptureMethod)
+    assert cli_arguments.METRIC_NAMES == tuple(METRICS)
 
 
 def test_debug_shows_the_traceback(workspace, capsys):

@@ -18,7 +18,7 @@ from torch._dynamo.utils import counters
 from xbar import FineTuning, PCMLikeNoiseModel, accuracy_over_time, calibrate, convert, fine_tune, prepare, program
 from xbar.compiler.onnx.runtime import onnx_runner
 from xbar.compiler.pipeline import compiled as compiled_path
-from xbar.models.zoo import ZOO, load_pretrained
+from xbar.models.zoo import DIGIT_CLASSIFIERS, load_pretrained
 from xbar.passes.numerics.crossbar import Crossbar, crossbar_modules
 from xbar.passes.numerics.input_range import InputRange
 
@@ -52,7 +52,7 @@ def graphs() -> int:
     return counters["stats"]["unique_graphs"]
 
 
-@pytest.mark.parametrize("name", sorted(ZOO))
+@pytest.mark.parametrize("name", sorted(DIGIT_CLASSIFIERS))
 def test_every_zoo_model_traces_whole_converted_and_prepared(name):
     model, x = load_pretrained(name), torch.rand(4, 1, 8, 8)
     prepared = prepare(model, (x[:2],), eight_bit())

@@ -34,7 +34,7 @@ from xbar import (
 from xbar.compiler.cli import arguments as cli_arguments
 from xbar.compiler.cli.arguments import Time, parse_times
 from xbar.compiler.cli.commands import evaluate as cli_evaluate
-from xbar.compiler.cli.evaluation_view import accuracy_figure, plot_accuracy, time_axis
+from xbar.compiler.cli.evaluation_view import accuracy_figure, accuracy_table, plot_accuracy, time_axis
 from xbar.compiler.cli.figures import image_type, pyplot
 from xbar.compiler.cli.main import main
 from xbar.compiler.devices.arrays import DriftCompensation
@@ -42,6 +42,7 @@ from xbar.compiler.devices.evaluation import Evaluation, TimePoint
 from xbar.compiler.devices.programming import MAX_SEED
 from xbar.compiler.devices.registry import NOISE_MODELS, noise_model_class
 from xbar.compiler.inspection.archive import save_graph
+from xbar.compiler.metrics import metric
 from xbar.compiler.pipeline.distributed import rank_share
 from xbar.models import load_digits_split, load_pretrained
 from xbar.passes.errors import UsageError
@@ -225,8 +226,16 @@ BAD_INPUTS = {
     "unlabelled data": ([*NET, "--calib", "inputs.npz"], "xbar evaluate needs labelled data: --calib digits, or "
                         "a .npz / .pt file with the class indices under 'y'"),
     "labels that are not classes": ([*NET, "--calib", "badlabels.npz"],
-                                    "xbar evaluate: the labels of badlabels.npz run from 7 to 7, but net has 3 "
-                                    "classes"),
+                                    "net on badlabels.npz: the metric 'accuracy': the targets run from 7 to 7, but "
+                                    "the outputs have 3 classes (0 to 2)"),
+    "a metric that does not fit the outputs": ([*NET, "--calib", "badlabels.npz", "--metric", "perplexity"],
+                                               "the metric 'perplexity' takes outputs [batch, sequence, vocabulary]"),
+    "a language model scored as a classifier": (["charlm", "--metric", "accuracy"], "charlm on pysource: the "
+                                                "metric 'accuracy' takes outputs [batch, classes]"),
+    "test data without labels": ([*NET, "--test", "inputs.npz"], "--test inputs.npz has no labels"),
+    "test data that is not there": ([*NET, "--test", "nothere.npz"], "test data 'nothere.npz' is neither a file "
+                                    "nor a built-in data set"),
+    "unknown metric": (["--metric", "bleu"], "argument --metric: invalid choice: 'bleu'"),
     "plot under a file": (["--plot", "blocker/acc.png"], "is not a directory"),
     "plot of an unknown image type": (["--plot", "acc.txt"], "cannot draw acc.txt: unknown image type 'txt'"),
 }
@@ -239,7 +248,7 @@ def test_bad_input_is_one_line_with_status_2_and_writes_nothing(workspace, capsy
         (workspace / name).write_text("[forward]\ninp_res = 254\n" + text)
     (workspace / "blocker").write_text("a file where a directory should be")
     np.savez(workspace / "badlabels.npz", x=np.zeros((10, 6), dtype=np.float32), y=np.full(10, 7))
-    model = [] if options[:1] == NET[:1] else ["mlp"]
+    model = [] if options[:1] in (NET[:1], ["charlm"]) else ["mlp"]
     before = sorted(p.name for p in workspace.rglob("*"))
     status, out, err = run(capsys, "evaluate", *model, *options)
     assert status == 2
@@ -354,6 +363,21 @@ def test_the_plot_shows_its_whole_title_and_what_it_measured_on(title):
         assert "".join(title_text.get_text().split()) == "".join(title.split())  # wrapped, not cut
     finally:
         pyplot().close(figure)
+
+
+def test_a_metric_other_than_accuracy_is_plotted_and_tabled_as_itself():
+    points = tuple(TimePoint(label, seconds, (8.25, 9.5), (1, 2)) for label, seconds in (("1s", 1.0), ("1y", 3e7)))
+    evaluation = Evaluation(7.5, points, (0, 1), PCMLikeNoiseModel().to_dict(), "global", metric("perplexity"))
+    figure = accuracy_figure(evaluation, "charlm", "test")
+    try:
+        (axes,) = figure.axes
+        assert axes.get_ylabel() == "perplexity on the test samples"
+        assert list(axes.lines[0].get_ydata()) == [7.5, 7.5]  # the ideal line, not in percent
+    finally:
+        pyplot().close(figure)
+    rows = [[cell for cell in column.cells] for column in accuracy_table(evaluation).columns]
+    assert rows[2] == ["7.500", "8.875", "8.875"] and rows[4] == ["", "8.250", "8.250"]
+    assert evaluation.as_dict()["times"][0]["perplexities"] == [8.25, 9.5]
 
 
 def test_a_plot_of_any_image_type(tmp_path):

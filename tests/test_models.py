@@ -7,11 +7,11 @@ import torch
 from torch import nn
 
 from xbar import accuracy, models
-from xbar.models import ZOO, load_digits_split, load_pretrained
+from xbar.models import DIGIT_CLASSIFIERS, ZOO, load_digits_split, load_pretrained
 from xbar.models.train import save_atomic, train_model
 
 THRESHOLDS = {"mlp": 0.96, "lenet": 0.96, "resnet": 0.96, "transformer": 0.93}
-NAMES = list(ZOO)
+NAMES = list(DIGIT_CLASSIFIERS)
 
 
 @pytest.fixture(scope="module")
@@ -21,10 +21,13 @@ def data():
 
 def test_registry():
     assert NAMES == ["mlp", "lenet", "resnet", "transformer"]
+    assert list(ZOO) == [*NAMES, "charlm"]
     for name, entry in ZOO.items():
         assert entry.name == name
         assert entry.checkpoint == models.zoo.CHECKPOINT_DIR / f"{name}.pt"
-        assert entry.input_shape == (1, 1, 8, 8)
+        assert entry.input_shape == ((1, 1, 8, 8) if name in NAMES else (1, 64))
+        task = ("digits", "accuracy") if name in NAMES else ("pysource", "perplexity")
+        assert (entry.dataset, entry.metric) == task
         with pytest.raises(dataclasses.FrozenInstanceError):
             entry.name = "other"
 

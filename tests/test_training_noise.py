@@ -20,7 +20,7 @@ from xbar import (
     fine_tune,
     prepare,
 )
-from xbar.models import ZOO, load_digits_split, load_pretrained
+from xbar.models import DIGIT_CLASSIFIERS, load_digits_split, load_pretrained
 from xbar.passes.errors import ConfigError
 from xbar.passes.numerics.training_noise import OutputNoise, TrainingNoise, WeightNoise
 
@@ -204,7 +204,7 @@ ALL_NOISE = {"forward.inp_res": 254, "forward.out_res": 254, "forward.out_bound"
 
 
 @pytest.mark.parametrize("method", ["export", "symbolic_trace"])
-@pytest.mark.parametrize("name", list(ZOO))
+@pytest.mark.parametrize("name", DIGIT_CLASSIFIERS)
 def test_a_training_step_with_all_noise_runs_on_every_zoo_model(name, method):
     x = load_digits_split().train_x[:8]
     prepared = prepare(load_pretrained(name), (x[:2],), HardwareConfig().with_overrides(ALL_NOISE),

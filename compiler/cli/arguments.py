@@ -3,7 +3,7 @@
 Imports nothing heavy (no torch, onnx or numpy), so ``xbar --help`` and
 ``xbar --version`` start at once. The names the help lists that live in
 torch-importing modules are spelled out here (``ZOO_NAMES``, ``BUILTIN_DATA``,
-``CALIBRATION_METHODS``, ``CAPTURE_METHODS``); the CLI tests check each against
+``CALIBRATION_METHODS``, ``CAPTURE_METHODS``, ``METRIC_NAMES``); the CLI tests check each against
 the module that owns it. The device models' names come from their registry, which
 imports no torch.
 """
@@ -23,14 +23,16 @@ from ..config.settings_text import settings_text
 from ..devices.registry import NOISE_MODELS
 from ..version import __version__
 
-ZOO_NAMES = ("mlp", "lenet", "resnet", "transformer")
+ZOO_NAMES = ("mlp", "lenet", "resnet", "transformer", "charlm")
 """``xbar.models.zoo.ZOO``'s names."""
-BUILTIN_DATA = ("digits",)
+BUILTIN_DATA = ("digits", "pysource")
 """``xbar.compiler.cli.data.BUILTIN``'s names."""
 CALIBRATION_METHODS = ("InitFromData", "MovingStd", "MovingQuantile", "CacheQuantile", "Max")
 """``xbar.passes.numerics.calibration.CalibrationMethod``'s values, the default first."""
 CAPTURE_METHODS = ("export", "symbolic_trace")
 """``xbar.passes.capture.CaptureMethod``'s values, the default first."""
+METRIC_NAMES = ("accuracy", "next-token-accuracy", "perplexity", "pixel-accuracy", "mean-iou", "mse")
+"""``xbar.compiler.metrics.METRICS``'s names, the default first."""
 
 NOISE_MODEL_NAMES = tuple(NOISE_MODELS)
 """The device models ``--noise`` takes, the default first."""
@@ -176,7 +178,8 @@ def device_models_text() -> str:
 
 MODEL_HELP = f"""\
 MODEL is one of:
-  a zoo name          {', '.join(ZOO_NAMES)} (shipped weights; digits data)
+  a zoo name          {', '.join(ZOO_NAMES[:-1])} (shipped weights; digits data),
+                      {ZOO_NAMES[-1]} (a byte-level language model; pysource data: Python's own source)
   FILE.py:FACTORY     FACTORY() builds the nn.Module; --weights loads a state_dict into it
                       (without --weights the factory's initial weights are compiled)
   FILE.pt2            a program saved by torch.export.save (with a dynamic batch dimension)
@@ -208,9 +211,12 @@ pre_post.input_range.init_from_data, the number the range rule averages over).
 --finetune N then trains the input ranges and weights together for N epochs on the
 labelled samples (xbar.fine_tune's recipe, cross-entropy), with the training noise
 the hardware config sets (modifier, forward.out_noise, forward.w_noise; e.g.
---preset hwa) in every training step and none in the compiled model. With a labelled
-built-in data set the test accuracy of the original, the compiled PyTorch model and
-the ONNX file (in ONNX Runtime) is printed.
+--preset hwa) in every training step and none in the compiled model. With labelled
+data (--test DATA, a built-in data set's test split, else labelled --calib samples,
+which the output then names as the calibration samples) the --metric (default: the
+zoo model's, else top-1 accuracy) of the original, the compiled PyTorch model and the
+ONNX file (in ONNX Runtime) is printed. Labels: class indices [N] for a classifier,
+[N, ...] per token or pixel, floats for mse.
 
 Conductances past protobuf's 2 GB limit go to FILE.onnx.data next to the ONNX
 file (ONNX external data; keep the two together); --external-data asks for that
@@ -230,6 +236,7 @@ examples:
   xbar compile model.pt2 --calib images.npz --set forward.out_bound=20
   xbar compile gpt.py:make_gpt --input-shape 1,16 --input-dtype int64 --dynamic batch=0,seq=1
   xbar compile two.py:make_net --calib inputs.npz     # arrays named after forward's parameters
+  xbar compile charlm                            # the language model, with perplexities
   xbar compile resnet --exclude 'layer2.*' --keep-first-last-digital --save-graph resnet.graph.pt
   xbar compile resnet --chip hermes              # placed on IBM HERMES, with latency and energy
 """
@@ -238,9 +245,10 @@ EVALUATE_EPILOG = MODEL_HELP + f"""
 Layers, capture, calibration data and --finetune work as in `xbar compile --help`.
 The model is compiled once; each seed 0..N-1 programs its arrays (xbar.program),
 and each time reads them from that programmed state (xbar.drift) with its own
-read seed, derived from the seed and the time. Accuracy is measured on the
-labelled test split of a built-in data set, else on the labelled samples of
---calib (the calibration samples themselves: an optimistic figure). Under torchrun
+read seed, derived from the seed and the time. The --metric (default: the zoo
+model's, else top-1 accuracy) is measured on --test DATA, else on the labelled
+test split of a built-in data set, else on the labelled samples of --calib (the
+calibration samples themselves: an optimistic figure, and the output says so). Under torchrun
 the processes share the seeds out; rank 0 reports the whole evaluation.
 
 Devices: --noise MODEL, with the model's defaults and the converter's g_max:
@@ -257,6 +265,8 @@ examples:
   xbar evaluate resnet --finetune 10 --set forward.out_noise=0.04   # hardware-aware fine-tuning
   xbar evaluate resnet --config hw.toml --json > resnet-drift.json
   xbar evaluate lenet --chip hermes              # accuracy over time and cost on IBM HERMES
+  xbar evaluate charlm --metric perplexity --seeds 3
+  xbar evaluate net.py:make_net --weights net.pt --calib train.npz --test held_out.npz --metric mse
 """
 
 INSPECT_EPILOG = """\
@@ -340,10 +350,10 @@ def _add_compile(commands, common) -> None:
 
 def _add_evaluate(commands, common) -> None:
     evaluate = commands.add_parser(
-        "evaluate", parents=[common], help="test accuracy over time on noisy, drifting devices",
+        "evaluate", parents=[common], help="test accuracy (or --metric) over time on noisy, drifting devices",
         description="Compile a model as `xbar compile` does, then program its arrays with device noise for "
-        "several seeds and read them at several times after programming: the test accuracy's mean and "
-        "std per time, next to the noise-free converted model's.",
+        "several seeds and read them at several times after programming: the test accuracy's (or the "
+        "--metric's) mean and std per time, next to the noise-free converted model's.",
         epilog=EVALUATE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_model_arguments(evaluate)
     evaluate.add_argument("--times", type=parse_times, default=parse_times(DEFAULT_TIMES), metavar="T,T,...",
@@ -383,6 +393,12 @@ def _add_model_arguments(command: argparse.ArgumentParser) -> None:
     command.add_argument("--calib", metavar="DATA",
                          help=f"calibration data: {', '.join(BUILTIN_DATA)}, or a .npz / .pt file of inputs "
                          "[N, ...] and optional labels")
+    command.add_argument("--test", metavar="DATA",
+                         help="labelled data to score on, in the forms --calib takes (default: the built-in data "
+                         "set's test split, else the labelled calibration samples)")
+    command.add_argument("--metric", choices=METRIC_NAMES, metavar="NAME",
+                         help=f"what to score: {', '.join(METRIC_NAMES)} (default: the zoo model's, else "
+                         f"{METRIC_NAMES[0]}, top-1)")
     command.add_argument("--preset", choices=list(PRESETS), help="named hardware preset (see `xbar presets`; "
                          f"default: {DEFAULT_PRESET})")
     command.add_argument("--config", metavar="FILE", help="hardware config, .toml or .json, shaped like "

@@ -2,11 +2,13 @@
 
 ``load_dataset(spec)`` accepts the name of a built-in data set (``digits``: the
 labelled training split calibrates and fine-tunes, the labelled test split
-evaluates) or a tensor file: ``.npz`` (its only array, or the arrays named ``x``
+evaluates; ``pysource``: windows of Python's own source bytes with their next
+bytes, for the language model) or a tensor file: ``.npz`` (its only array, or the arrays named ``x``
 and, optionally, ``y``, or one array per input named after ``forward``'s
 parameters, and optionally ``y``) or ``.pt`` (a tensor, or a dict with tensors under
 ``"x"`` and, optionally, ``"y"``, loaded with ``weights_only=True``). The first
-dimension indexes samples; labels ``y`` are class indices, one per sample.
+dimension indexes samples; labels ``y`` are one per sample: a class index, or any
+shape of class indices (per token, per pixel) or of floats (regression targets).
 Samples must be finite: a NaN or infinite value would set every input range it
 reaches to NaN, so such a file is refused.
 """
@@ -37,12 +39,14 @@ class Dataset:
     """Calibration samples (with their labels, if known), and a labelled test split when the data set has one.
 
     ``samples`` is one tensor for a model of one input, a tuple of the positional inputs for several (the
-    command line puts named arrays in ``forward``'s order), or, as read, a dict of named arrays."""
+    command line puts named arrays in ``forward``'s order), or, as read, a dict of named arrays;
+    ``token_ids`` marks integer samples that are token ids, never cast to the model's float dtype."""
 
     name: str
     samples: Union[Tensor, tuple, dict]
     labels: Optional[Tensor] = None
     test: Optional[tuple[Tensor, Tensor]] = None
+    token_ids: bool = False
 
     @property
     def sample_shape(self) -> tuple[int, ...]:
@@ -66,8 +70,16 @@ def _digits() -> Dataset:
     return Dataset("digits", split.train_x, split.train_y, (split.test_x, split.test_y))
 
 
-BUILTIN: dict[str, Callable[[], Dataset]] = {"digits": _digits}
-"""Built-in data sets by name: scikit-learn's 8x8 digits, [N, 1, 8, 8] in [0, 1], the zoo's data."""
+def _pysource() -> Dataset:
+    from ...models.text import load_text_split
+
+    split = load_text_split()
+    return Dataset("pysource", split.train_x, split.train_y, (split.test_x, split.test_y), token_ids=True)
+
+
+BUILTIN: dict[str, Callable[[], Dataset]] = {"digits": _digits, "pysource": _pysource}
+"""Built-in data sets by name: scikit-learn's 8x8 digits, [N, 1, 8, 8] in [0, 1], the digit classifiers' data;
+the standard library's source as byte windows [N, 64] with next-byte targets [N, 64], the language model's."""
 
 
 def load_dataset(spec: str) -> Dataset:
@@ -162,8 +174,9 @@ def _as_samples(data, path: Path, name: str = "") -> Tensor:
 
 def _as_labels(data, count: int, path: Path) -> Tensor:
     labels = torch.from_numpy(data) if isinstance(data, np.ndarray) else data
-    if not isinstance(labels, Tensor) or labels.is_floating_point() or labels.is_complex() or labels.dim() != 1:
-        raise DataError(f"{path}: labels {LABELS_KEY!r} must be one integer class index per sample, shape [N]")
+    if not isinstance(labels, Tensor) or labels.is_complex() or labels.dtype == torch.bool or labels.dim() < 1:
+        raise DataError(f"{path}: labels {LABELS_KEY!r} must be numbers, one label (class indices or targets) per "
+                        "sample, shape [N, ...]")
     if len(labels) != count:
         raise DataError(f"{path}: {len(labels)} labels for {count} samples; give one label per sample")
-    return labels.long()
+    return labels.float() if labels.is_floating_point() else labels.long()

@@ -1,5 +1,5 @@
 """Show an :class:`~xbar.compiler.devices.evaluation.Evaluation` to people: a rich table of
-accuracy per time and a figure of accuracy against time."""
+its metric (accuracy by default) per time and a figure of the metric against time."""
 
 from __future__ import annotations
 
@@ -17,15 +17,16 @@ TITLE_WIDTH = 0.95
 
 def accuracy_table(evaluation: Evaluation) -> Table:
     """One row per time (mean, std, min and max over the seeds), after the noise-free reference row."""
+    text = evaluation.metric.text
     table = Table()
     table.add_column("time after programming")
     table.add_column("seconds", justify="right")
     for column in ("mean", "std", "min", "max"):
         table.add_column(column, justify="right")
-    table.add_row("ideal (converted, no noise)", "", f"{evaluation.ideal:.2%}", "", "", "")
+    table.add_row("ideal (converted, no noise)", "", text(evaluation.ideal), "", "", "")
     for point in evaluation.points:
-        table.add_row(point.label, f"{point.seconds:g}", f"{point.mean:.2%}", f"{point.std:.2%}",
-                      f"{min(point.accuracies):.2%}", f"{max(point.accuracies):.2%}")
+        table.add_row(point.label, f"{point.seconds:g}", text(point.mean), text(point.std),
+                      text(min(point.values)), text(max(point.values)))
     return table
 
 
@@ -35,19 +36,20 @@ def plot_accuracy(evaluation: Evaluation, path: Path, kind: str, title: str, spl
 
 
 def accuracy_figure(evaluation: Evaluation, title: str, split: str):
-    """The mean accuracy against time with a band of one std, and the noise-free model as a horizontal line;
-    ``split`` ("test" or "calibration") names the samples on the accuracy axis; the title is wrapped to fit.
+    """The metric's mean against time with a band of one std, and the noise-free model as a horizontal line;
+    ``split`` ("test" or "calibration") names the samples on the metric's axis; the title is wrapped to fit.
     The time axis is logarithmic (symmetric-log, linear up to the first positive time, if 0 s is listed)."""
+    scaled = evaluation.metric.axis_value
     seconds = [point.seconds for point in evaluation.points]
-    mean = [100 * point.mean for point in evaluation.points]
-    std = [100 * point.std for point in evaluation.points]
+    mean = [scaled(point.mean) for point in evaluation.points]
+    std = [scaled(point.std) for point in evaluation.points]
     figure, axes = pyplot().subplots(figsize=(7, 4.2), layout="constrained")
-    axes.axhline(100 * evaluation.ideal, color="tab:gray", linestyle="--", label="ideal (converted, no noise)")
+    axes.axhline(scaled(evaluation.ideal), color="tab:gray", linestyle="--", label="ideal (converted, no noise)")
     axes.fill_between(seconds, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)],
                       color="tab:blue", alpha=0.2, label="± 1 std over seeds")
     axes.plot(seconds, mean, "o-", color="tab:blue", label=f"mean of {len(evaluation.seeds)} seeds")
     time_axis(axes, seconds, [point.label for point in evaluation.points])
-    axes.set_ylabel(f"accuracy (%) on the {split} samples")
+    axes.set_ylabel(f"{evaluation.metric.axis_label} on the {split} samples")
     axes.legend(loc="best")
     fit_title(figure, figure.suptitle(title, fontsize="medium"))  # centred on the figure, not on the axes
     return figure

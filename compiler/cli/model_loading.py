@@ -38,13 +38,15 @@ INSTALLED = {Path(sysconfig.get_paths()[key]).resolve() for key in ("stdlib", "p
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """The model named on the command line, and what it tells about its inputs."""
+    """The model named on the command line, and what it tells about its inputs (and, for a zoo model,
+    the data set and the metric it is scored with)."""
 
     model: Union[nn.Module, torch.export.ExportedProgram]
     name: str
     run: Callable
     input_shape: Optional[tuple[int, ...]] = None
     dataset: Optional[str] = None
+    metric: Optional[str] = None
 
 
 def load_model(spec: str, weights: Optional[str]) -> LoadedModel:
@@ -84,7 +86,7 @@ def _zoo_model(name: str, weights: Optional[str]) -> LoadedModel:
             model = load_pretrained(name)
         except FileNotFoundError as exc:
             raise ModelError(str(exc)) from exc
-    return LoadedModel(model.eval(), name, model, entry.input_shape, "digits")
+    return LoadedModel(model.eval(), name, model, entry.input_shape, entry.dataset, entry.metric)
 
 
 def _factory_model(path: Path, factory_name: str, weights: Optional[str]) -> LoadedModel:

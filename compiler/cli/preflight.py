@@ -29,8 +29,9 @@ def check_arguments(args: argparse.Namespace) -> None:
         model_kind(args.model, args.weights)
         if args.weights:
             check_weights_file(Path(args.weights))
-        if args.calib:
-            check_data_spec(args.calib)
+        for spec, what in ((args.calib, "calibration data"), (args.test, "test data")):
+            if spec:
+                check_data_spec(spec, what)
         if args.config:
             check_config_file(Path(args.config))
     if getattr(args, "chip", None):
@@ -104,13 +105,13 @@ def check_weights_file(path: Path) -> None:
         raise ModelError(f"weights file {path} not found")
 
 
-def check_data_spec(spec: str) -> None:
-    """A built-in data set's name, or an existing .npz / .pt file."""
+def check_data_spec(spec: str, what: str = "calibration data") -> None:
+    """A built-in data set's name, or an existing .npz / .pt file; ``what`` names the data in the message."""
     if spec in BUILTIN_DATA:
         return
     path = Path(spec)
     if not path.exists():
-        raise DataError(f"calibration data {spec!r} is neither a file nor a built-in data set; "
+        raise DataError(f"{what} {spec!r} is neither a file nor a built-in data set; "
                         f"built-in: {', '.join(BUILTIN_DATA)}; files: .npz or .pt")
     if path.suffix not in DATA_SUFFIXES:
         raise DataError(f"{path}: unknown data format {path.suffix!r}; give a .npz or .pt file of input tensors")

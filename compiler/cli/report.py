@@ -1,12 +1,12 @@
 """What ``xbar compile``, ``xbar evaluate`` and ``xbar inspect`` show: progress bars,
-one-line notes, the test-accuracy table and the layer tables."""
+one-line notes, the table of the metric (test accuracy by default) and the layer tables."""
 
 from __future__ import annotations
 
 import dataclasses
 import math
 from pathlib import Path
-from typing import Iterable, Iterator, Optional, Union
+from typing import Iterable, Iterator, Optional
 
 import torch
 from rich.console import Console
@@ -17,12 +17,13 @@ from ...passes.inputs import samples_at
 from ...passes.numerics.calibration import CalibrationMethod
 from ...passes.numerics.training_noise import TrainingNoise
 from ..chip.placement import Mapping
-from ..metrics import accuracy
+from ..metrics import score
 from ..pipeline.finetune import HWA_FINE_TUNING, FineTuning, fine_tune
 from ..pipeline.stages import calibrate
 from .data import Dataset
 from .inputs import positional
 from .model_loading import LoadedModel
+from .scoring import Scoring
 
 
 def progress_bar(console: Console, *extra_columns) -> Progress:
@@ -77,14 +78,9 @@ def output_shape(source: LoadedModel, samples) -> list[int]:
     return list(source.run(*positional(samples_at(samples, slice(0, 2)))).shape)
 
 
-def accuracy_report(source: LoadedModel, converted, onnx_path: Path, data: Dataset,
-                    batch_size: int) -> Union[Table, str]:
-    """Test accuracy of the original, the converted PyTorch model and the ONNX file, side by side
-    (or why there is none: a model that does not output [batch, classes])."""
-    x, y = data.test
-    shape = output_shape(source, x)
-    if len(shape) != 2:
-        return f"no accuracy on {data.name}: the model outputs shape {shape}, not [batch, classes]"
+def metric_report(source: LoadedModel, converted, onnx_path: Path, scoring: Scoring, batch_size: int) -> Table:
+    """The metric of the original, the converted PyTorch model and the ONNX file on the scoring samples,
+    side by side."""
     from ..onnx.runtime import onnx_runner  # lazy: onnxruntime is slow to import and `xbar inspect` needs none
 
     runners = {
@@ -92,12 +88,12 @@ def accuracy_report(source: LoadedModel, converted, onnx_path: Path, data: Datas
         "compiled (PyTorch)": converted,
         "compiled (ONNX Runtime)": onnx_runner(onnx_path),
     }
-    table = Table(title=f"test accuracy on {data.name} ({len(y)} samples)", title_justify="left")
-    accuracies = []
+    table = Table(title=scoring.title, title_justify="left")
+    figures = []
     for name, run in runners.items():
         table.add_column(name, justify="right", no_wrap=True)
-        accuracies.append(f"{accuracy(run, x, y, batch_size):.2%}")
-    table.add_row(*accuracies)
+        figures.append(scoring.metric.text(score(run, scoring.x, scoring.y, scoring.metric, batch_size)))
+    table.add_row(*figures)
     return table
 
 

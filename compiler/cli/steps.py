@@ -34,6 +34,7 @@ from .inputs import CLI_INPUTS_HINT, dynamic_spec, example_inputs, in_forward_or
 from .model_loading import LoadedModel, load_model
 from .preflight import check_config_file
 from .report import calibrate_ranges, fine_tune_model, output_shape
+from .scoring import Scoring, check_metric_fits, chosen_metric, scoring_data
 
 NOISE_SECTION = "noise"
 """The config file's section for ``xbar evaluate``'s device model; the hardware config ignores it."""
@@ -49,12 +50,13 @@ class ConfigFile:
 
 @dataclass(frozen=True)
 class Inputs:
-    """What the compile steps start from, every part checked."""
+    """What the compile steps start from, every part checked; ``scoring`` is None without labelled data."""
 
     source: LoadedModel
     config: HardwareConfig
     data: Optional[Dataset]
     example: tuple
+    scoring: Optional[Scoring] = None
 
 
 @dataclass(frozen=True)
@@ -116,21 +118,40 @@ def _toml_reader() -> tuple[Callable, type]:
     return tomllib.loads, tomllib.TOMLDecodeError
 
 
-def load_inputs(args: argparse.Namespace, config: HardwareConfig, labels_for: Optional[str]) -> Inputs:
-    """Load the model and its data and check that they fit; ``labels_for`` names what needs labels (if any)."""
+def load_inputs(args: argparse.Namespace, config: HardwareConfig, labels_for: Optional[str],
+                scoring_for: Optional[str] = None) -> Inputs:
+    """Load the model and its data (and its --test data, cast as the calibration samples are) and check that
+    they fit; ``labels_for`` names what needs labelled calibration data (if any), ``scoring_for`` what needs
+    labelled data to score on."""
     source = load_model(args.model, args.weights)
     dataset = args.calib or source.dataset
     data = in_forward_order(load_dataset(dataset), source) if dataset else None
     dtype = model_dtype(source)
-    data = in_dtype(data, dtype, takes_token_ids(source.model)) if data is not None else None
+    token_ids = takes_token_ids(source.model)
+    data = in_dtype(data, dtype, token_ids) if data is not None else None
+    test = in_dtype(load_dataset(args.test), dtype, token_ids) if args.test else None
     if labels_for and (data is None or data.labels is None):
-        raise UsageError(f"{labels_for} needs labelled data: --calib {' or '.join(BUILTIN_DATA)}, or a .npz / .pt "
-                         "file with the class indices under 'y'")
+        raise UsageError(_labels_needed(labels_for))
+    scoring = scoring_data(chosen_metric(args.metric, source), test, data)
+    if scoring_for and scoring is None:
+        raise UsageError(_labels_needed(scoring_for) + ", or --test DATA")
+    if scoring is not None and not isinstance(scoring.x, torch.Tensor):  # a model of several inputs
+        if scoring_for:
+            raise UsageError(f"{scoring_for} scores a model of one input tensor; {scoring.name} holds several "
+                             "inputs: compile it with `xbar compile` and score it from Python")
+        scoring = None
     example = example_inputs(args.input_shape, args.input_dtype, source, data, dtype)
     check_input_fits(source, example)
     if labels_for:
         check_labels_fit(source, data, labels_for)
-    return Inputs(source, config, data, example)
+    if scoring is not None:
+        check_metric_fits(source, scoring)
+    return Inputs(source, config, data, example, scoring)
+
+
+def _labels_needed(what: str) -> str:
+    return (f"{what} needs labelled data: --calib {BUILTIN_DATA[0]}, or a .npz / .pt file with the class indices "
+            "under 'y'")
 
 
 def compile_steps(inputs: Inputs, args: argparse.Namespace, console: Console,
@@ -157,9 +178,11 @@ def model_dtype(source: LoadedModel) -> torch.dtype:
 
 def in_dtype(data: Dataset, dtype: torch.dtype, token_ids: bool = False) -> Dataset:
     """The samples (and test samples) cast to the model's float ``dtype``, saying so; labels stay, and
-    so do integer samples when the model takes ``token_ids`` (it has an embedding)."""
+    so do integer samples when the model takes ``token_ids`` (it has an embedding) or the data set says
+    they are token ids."""
     def needs_cast(x) -> bool:
-        return isinstance(x, torch.Tensor) and x.dtype != dtype and (x.is_floating_point() or not token_ids)
+        return (isinstance(x, torch.Tensor) and x.dtype != dtype
+                and (x.is_floating_point() or not (token_ids or data.token_ids)))
 
     cast = [x for x in tensors_of(data.samples) if needs_cast(x)]
     if not cast:

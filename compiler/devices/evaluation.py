@@ -1,4 +1,4 @@
-"""Accuracy over time on noisy, drifting devices.
+"""Accuracy (or any metric) over time on noisy, drifting devices.
 
 One converted model is programmed once per seed (:func:`~xbar.compiler.devices.programming.program`)
 and read at each time from that programmed state (:func:`~xbar.compiler.devices.programming.drift`),
@@ -17,7 +17,8 @@ from typing import Callable, Mapping, Optional
 import torch
 from torch import Tensor, fx
 
-from ..metrics import accuracy
+from ..metrics import Metric, MetricLike, as_metric, score
+from ..metrics.tasks import TOP1_ACCURACY
 from ..pipeline.compiled import ArrayReader
 from ..pipeline.distributed import gathered, group_in_use, rank_share
 from .base import BaseNoiseModel
@@ -33,41 +34,47 @@ def read_seed(seed: int, seconds: float) -> int:
 
 @dataclass(frozen=True)
 class TimePoint:
-    """The accuracies at one time after programming, one per programming seed."""
+    """The metric's values at one time after programming, one per programming seed."""
 
     label: str
     seconds: float
-    accuracies: tuple[float, ...]
+    values: tuple[float, ...]
     read_seeds: tuple[int, ...]
 
     @property
     def mean(self) -> float:
-        return statistics.fmean(self.accuracies)
+        return statistics.fmean(self.values)
 
     @property
     def std(self) -> float:
         """Sample standard deviation over the seeds (n - 1); 0 for one seed."""
-        return statistics.stdev(self.accuracies) if len(self.accuracies) > 1 else 0.0
+        return statistics.stdev(self.values) if len(self.values) > 1 else 0.0
 
-    def as_dict(self) -> dict:
-        return {"label": self.label, "seconds": self.seconds, "accuracies": list(self.accuracies),
+    def as_dict(self, values_key: str = TOP1_ACCURACY.per_seed_key) -> dict:
+        return {"label": self.label, "seconds": self.seconds, values_key: list(self.values),
                 "read_seeds": list(self.read_seeds), "mean": self.mean, "std": self.std}
 
 
 @dataclass(frozen=True)
 class Evaluation:
-    """Accuracy of the noise-free converted model (``ideal``) and at each time on programmed devices."""
+    """The metric (top-1 accuracy by default) of the noise-free converted model (``ideal``) and at each
+    time on programmed devices."""
 
     ideal: float
     points: tuple[TimePoint, ...]
     seeds: tuple[int, ...]
     noise_model: dict
     compensation: Optional[str]
+    metric: Metric = TOP1_ACCURACY
 
     def as_dict(self) -> dict:
-        """JSON-ready: times in seconds, per-seed accuracies (in the order of ``seeds``), mean and std."""
-        return {"ideal_accuracy": self.ideal, "noise_model": self.noise_model, "compensation": self.compensation,
-                "seeds": list(self.seeds), "times": [point.as_dict() for point in self.points]}
+        """JSON-ready: times in seconds, per-seed values (in the order of ``seeds``), mean and std; the keys
+        name the metric (``ideal_accuracy`` and ``accuracies`` for top-1 accuracy, ``ideal_perplexity`` and
+        ``perplexities`` for perplexity)."""
+        metric = {} if self.metric is TOP1_ACCURACY else {"metric": self.metric.name}
+        return {**metric, f"ideal_{self.metric.key}": self.ideal, "noise_model": self.noise_model,
+                "compensation": self.compensation, "seeds": list(self.seeds),
+                "times": [point.as_dict(self.metric.per_seed_key) for point in self.points]}
 
 
 def check_times(noise_model: BaseNoiseModel, times: Mapping[str, float]) -> None:
@@ -85,11 +92,12 @@ def accuracy_over_time(converted: fx.GraphModule, noise_model: BaseNoiseModel, t
                        seeds: int, x: Tensor, y: Tensor, *, compensation: Optional[str] = "global",
                        batch_size: int = 256, on_step: Optional[Callable[[], None]] = None,
                        compile: bool = False,
-                       process_group: Optional[torch.distributed.ProcessGroup] = None) -> Evaluation:
-    """Test accuracy of ``converted`` programmed with seeds ``0 .. seeds - 1`` and read at each of
-    ``times`` (label -> seconds after programming); ``on_step`` is called after each (seed, time)
-    this process runs. ``compile=True`` runs every model through one compiled graph
-    (:class:`~xbar.compiler.pipeline.compiled.ArrayReader`).
+                       process_group: Optional[torch.distributed.ProcessGroup] = None,
+                       metric: MetricLike = TOP1_ACCURACY) -> Evaluation:
+    """``metric`` (default: top-1 accuracy) on ``(x, y)`` of ``converted`` programmed with seeds
+    ``0 .. seeds - 1`` and read at each of ``times`` (label -> seconds after programming); ``on_step``
+    is called after each (seed, time) this process runs. ``compile=True`` runs every model through
+    one compiled graph (:class:`~xbar.compiler.pipeline.compiled.ArrayReader`).
 
     In a torch.distributed process group (``process_group``, else the default group when one is
     initialised) the ranks share the seeds out (:func:`~xbar.compiler.pipeline.distributed.rank_share`) and
@@ -97,7 +105,8 @@ def accuracy_over_time(converted: fx.GraphModule, noise_model: BaseNoiseModel, t
     depend on the seed alone.
     """
     group = group_in_use(process_group)
-    accuracies: dict[tuple[int, str], float] = {}
+    metric = as_metric(metric)
+    values: dict[tuple[int, str], float] = {}
     reader = None
     for seed in rank_share(seeds, group):
         programmed = program(converted, noise_model, seed=seed)
@@ -106,13 +115,12 @@ def accuracy_over_time(converted: fx.GraphModule, noise_model: BaseNoiseModel, t
             if compile and reader is None:
                 reader = ArrayReader(drifted)
             run = drifted if reader is None else reader.reader(drifted)
-            accuracies[seed, label] = accuracy(run, x, y, batch_size)
+            values[seed, label] = score(run, x, y, metric, batch_size)
             if on_step is not None:
                 on_step()
-    accuracies = gathered(accuracies, group)
-    points = tuple(TimePoint(label, float(seconds), tuple(accuracies[seed, label] for seed in range(seeds)),
+    values = gathered(values, group)
+    points = tuple(TimePoint(label, float(seconds), tuple(values[seed, label] for seed in range(seeds)),
                              tuple(read_seed(seed, seconds) for seed in range(seeds)))
                    for label, seconds in times.items())
-    ideal = accuracy(converted if reader is None else reader.reader(converted), x, y, batch_size)
-    return Evaluation(ideal, points, tuple(range(seeds)), noise_model.to_dict(),
-                      compensation)
+    ideal = score(converted if reader is None else reader.reader(converted), x, y, metric, batch_size)
+    return Evaluation(ideal, points, tuple(range(seeds)), noise_model.to_dict(), compensation, metric)

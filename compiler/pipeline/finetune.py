@@ -107,6 +107,13 @@ def fine_tune(
     model reads as such is that input; :mod:`xbar.passes.inputs`); ``targets`` is separate, one
     per sample.
 
+    ``loss(outputs, targets)`` is cross-entropy by default, which fits a classifier ([batch, classes] logits,
+    [batch] class indices). Other tasks pass their own: a language model's [batch, sequence, vocabulary] logits
+    against [batch, sequence] next tokens, ``lambda out, y: F.cross_entropy(out.flatten(0, 1), y.flatten())``;
+    a segmentation model's [batch, classes, H, W] scores against [batch, H, W] labels take ``F.cross_entropy``
+    as it is; regression takes ``F.mse_loss``. Score the result with the matching metric of
+    :data:`xbar.compiler.metrics.METRICS` (perplexity, mean-iou, mse).
+
     ``on_step`` receives each step's loss (for progress reports). The training
     noise the prepared model's config sets (``modifier``, ``forward.out_noise``,
     ``forward.w_noise``) acts in every step, drawn from torch's generator seeded

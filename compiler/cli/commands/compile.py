@@ -1,4 +1,5 @@
-"""``xbar compile``: load a model, prepare, calibrate (and fine-tune), convert, export ONNX, report.
+"""``xbar compile``: load a model, prepare, calibrate (and fine-tune), convert, export ONNX, report (the
+metric of the original, compiled and ONNX models when there is labelled data).
 
 The output paths are checked first, then everything :func:`~.cli_steps.load_inputs`
 checks, so a mistake is reported before minutes of work, and nothing is written
@@ -20,7 +21,7 @@ from ...pipeline.stages import convert
 from ..console import is_reporting_process, quiet_loggers, say, stderr_console, stdout_console
 from ..inspection_view import count_text, describe_config, print_layers
 from ..preflight import output_paths
-from ..report import accuracy_report, calibration_note, mapping_note
+from ..report import calibration_note, mapping_note, metric_report
 from ..steps import compile_steps, hardware_config, hardware_origin, load_inputs
 
 
@@ -52,8 +53,8 @@ def run(args: argparse.Namespace) -> int:
     say(out, calibration_note(compiled.calibration_batches, data, args.batch_size))
     if compiled.fine_tuning:
         say(out, compiled.fine_tuning)
-    if data is not None and data.test is not None:
-        say(out, accuracy_report(source, converted, output, data, args.batch_size))
+    if inputs.scoring is not None:
+        say(out, metric_report(source, converted, output, inputs.scoring, args.batch_size))
     say(out, f"wrote {' and '.join(map(str, written + ([graph_path] if graph_path else [])))}")
     return 0
 

@@ -1,8 +1,9 @@
-"""``xbar evaluate``: compile a model as ``xbar compile`` does, then measure its test
-accuracy on noisy, drifting devices, programmed once per seed and read at each time.
+"""``xbar evaluate``: compile a model as ``xbar compile`` does, then measure its metric (top-1
+accuracy by default, ``--metric``) on noisy, drifting devices, programmed once per seed and read
+at each time.
 
-Checked before any work: the plot path and image type, the hardware config, the
-device model (and that it can be read at every time), the model and its labelled data.
+Checked before any work: the plot path and image type, the hardware config, the device model
+(and that it can be read at every time), the model, its labelled data and that the metric fits.
 """
 
 from __future__ import annotations
@@ -12,9 +13,6 @@ import json
 from pathlib import Path
 from typing import Optional
 
-from torch import Tensor
-
-from ....passes.errors import UsageError
 from ...chip.description import Chip
 from ...chip.record import mapping_record
 from ...chip.shipped import chip_named
@@ -27,7 +25,6 @@ from ...files import check_writable, reporting_write_errors
 from ...pipeline.distributed import group_in_use, rank_share
 from ...pipeline.stages import convert
 from ..console import is_reporting_process, say, stderr_console, stdout_console
-from ..data import Dataset
 from ..evaluation_view import accuracy_table, plot_accuracy
 from ..figures import image_type
 from ..inspection_view import describe_config
@@ -53,8 +50,8 @@ def run(args: argparse.Namespace) -> int:
     devices = device_model(args, config, chip)
     times = {time.label: time.seconds for time in args.times}
     check_times(devices, times)
-    inputs = load_inputs(args, config, "xbar evaluate")
-    x, y, described = evaluation_data(inputs.data)
+    inputs = load_inputs(args, config, "--finetune" if args.finetune else None, "xbar evaluate")
+    scoring = inputs.scoring
     fits = None if chip is None else (lambda prepared: check_capacity(convert(prepared), chip, args.chips))
     compiled = compile_steps(inputs, args, err, fits)
     mapping = None if chip is None else map_converted(compiled.converted, inputs.example, chip, args.chips)
@@ -63,17 +60,18 @@ def run(args: argparse.Namespace) -> int:
         here = "" if share == args.seeds else f" ({share} seeds in this process)"
         task = progress.add_task(f"programming and reading: {args.seeds} seeds x {len(times)} times{here}",
                                  total=share * len(times))
-        evaluation = accuracy_over_time(compiled.converted, devices, times, args.seeds, x, y,
+        evaluation = accuracy_over_time(compiled.converted, devices, times, args.seeds, scoring.x, scoring.y,
                                         compensation=COMPENSATIONS[args.compensation], batch_size=args.batch_size,
-                                        on_step=lambda: progress.advance(task), compile=args.compile)
+                                        on_step=lambda: progress.advance(task), compile=args.compile,
+                                        metric=scoring.metric)
     seeds = "1 programming seed" if args.seeds == 1 else f"{args.seeds} programming seeds"
-    title = f"{inputs.source.name}: accuracy on {described}, {seeds}"
-    split = "calibration" if inputs.data.test is None else "test"
+    title = f"{inputs.source.name}: {scoring.metric.name} on {scoring.described}, {seeds}"
+    split = scoring.split
     if plot_path is not None and is_reporting_process():
         with reporting_write_errors(plot_path, "--plot"):
             plot_accuracy(evaluation, plot_path, kind, title, split)
     if args.json:
-        data = {"name": inputs.data.name, "split": split, "samples": len(y)}
+        data = {"name": scoring.name, "split": split, "samples": len(scoring.y)}
         chip_data = {} if mapping is None else {"chip": chip.to_dict(), "mapping": mapping_record(mapping)}
         out.out(json.dumps({"model": inputs.source.name, "data": data, "hardware": config.to_dict(),
                             **evaluation.as_dict(), **chip_data}, indent=2, allow_nan=False), highlight=False)
@@ -99,17 +97,6 @@ def device_model(args: argparse.Namespace, config: HardwareConfig, chip: Optiona
     where = f"--config {args.config}" if args.config else "--noise"
     name = args.noise if args.noise or section is not None or chip is None else chip.device_model
     return noise_model(name, section, config.converter.g_max, where, config.converter.g_min)
-
-
-def evaluation_data(data: Dataset) -> tuple[Tensor, Tensor, str]:
-    """The test split if the data set has one, else the labelled calibration samples; and which it is."""
-    if data.test is not None:
-        x, y = data.test
-        return x, y, f"the {data.name} test split ({len(y)} samples)"
-    if not isinstance(data.samples, Tensor):
-        raise UsageError(f"xbar evaluate scores a model of one input tensor; {data.name} holds several inputs: "
-                         "compile it with `xbar compile` and evaluate it from Python")
-    return data.samples, data.labels, f"the {len(data.labels)} labelled calibration samples of {data.name}"
 
 
 def noise_text(description: dict) -> str:
