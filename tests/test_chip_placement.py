@@ -120,6 +120,7 @@ def test_chip_config_sets_the_tiling_and_refuses_what_the_chip_cannot_do():
     assert chip_config(preset_config("8bit"), rram).mapping.max_output_size == 64
     with pytest.raises(ConfigError, match="converter.g_max=40 uS differs from hermes's devices"):
         chip_config(preset_config("8bit").with_overrides({"converter.g_max": 40.0}), HERMES)
+    assert chip_config(preset_config("8bit"), HERMES).converter.g_max == HERMES.g_max == 20.7  # the default follows
 
 
 class ConvNet(nn.Module):

@@ -26,12 +26,12 @@ HERMES = Chip(
            "four-phase; the time and energy per phase (pass_ns, pass_pj) and per MVM (mvm_fixed_ns, output_pj) "
            "solve those two pairs of equations (the paper gives totals, so DAC, array and ADC energy are one term, "
            "pass_pj). Assumed (not published as such): the digital unit's and the network's throughput and energy. "
-           "Devices: aihwkit's PCM model at its 25 uS g_max (the chip's own fit is aihwkit's HermesNoiseModel).",
+           "Devices: aihwkit's HermesNoiseModel, its fit of this chip's PCM devices (two per conductance, 20.7 uS).",
     cores=64, arrays_per_core=1, rows=256, columns=256, pair_layout="cell", share_arrays=True,
     columns_per_adc=1, dac_bits=8, adc_bits=8, input_bits=8, input_mode="pwm", phases=1,
     pass_ns=129.36, mvm_fixed_ns=3.58, pass_pj=13141.0, dac_pj=0.0, adc_pj=0.0, output_pj=1.128,
     digital_ops_per_ns=256.0, digital_pj_per_op=0.5, noc_bytes_per_ns=64.0, noc_pj_per_byte=1.0,
-    device_model="pcm", g_max=25.0,
+    device_model="hermes", g_max=20.7,
 )
 
 NEUROSIM_RRAM = Chip(

@@ -28,12 +28,16 @@ from .description import Chip
 from .model_work import layer_work
 from .placement import Mapping, place
 
+DEFAULT_G_MAX = HardwareConfig().converter.g_max
+"""The default converter's g_max: a config that keeps it takes a chip's devices' g_max."""
+
 MAPPING_KEY = "xbar.chip_mapping"
 """Where a converted GraphModule keeps its :class:`Mapping` (``graph_module.meta``)."""
 
 
 def chip_config(config: HardwareConfig, chip: Chip) -> HardwareConfig:
-    """``config`` with the chip's array size as its tiling; :class:`ConfigError` where they disagree."""
+    """``config`` with the chip's array size as its tiling and, where the config keeps the default converter
+    g_max, the chip's; :class:`ConfigError` where they disagree."""
     rows, columns = chip.rows, chip.weight_columns
     mapping = config.mapping
     for key, asked, limit in (("max_input_size", mapping.max_input_size, rows),
@@ -46,11 +50,14 @@ def chip_config(config: HardwareConfig, chip: Chip) -> HardwareConfig:
         have = f"{steps:g} ADC steps" if steps else "an ideal ADC"
         raise ConfigError(f"the hardware config has {have} but {chip.name}'s ADC has {chip.adc_bits} bits "
                           f"({levels} levels): set forward.out_res to at most {levels - 2} steps (e.g. --preset 8bit)")
+    devices = {}
     if config.converter.g_max != chip.g_max:
-        raise ConfigError(f"converter.g_max={config.converter.g_max:g} uS differs from {chip.name}'s devices "
-                          f"({chip.g_max:g} uS): drop the setting, or give the chip file that g_max")
+        if config.converter.g_max != DEFAULT_G_MAX:
+            raise ConfigError(f"converter.g_max={config.converter.g_max:g} uS differs from {chip.name}'s devices "
+                              f"({chip.g_max:g} uS): drop the setting, or give the chip file that g_max")
+        devices = {"converter.g_max": chip.g_max}  # the default converter takes the chip's devices
     return config.with_overrides({"mapping.max_input_size": mapping.max_input_size or rows,
-                                  "mapping.max_output_size": mapping.max_output_size or columns})
+                                  "mapping.max_output_size": mapping.max_output_size or columns} | devices)
 
 
 def map_converted(converted: fx.GraphModule, example_inputs: Sequence, chip: Chip, chips: int = 1,
