@@ -4,6 +4,8 @@ The public API::
 
     from xbar import HardwareConfig, prepare, calibrate, fine_tune, convert, export_onnx, compile_model
     from xbar import program, drift, PCMLikeNoiseModel        # device realism
+    from xbar import Chip, CHIPS, chip_named, peak            # chip targets
+    from xbar import METRICS, metric, score                   # any task's metric
 
 Subpackages: ``xbar.compiler`` (the driver: config, pipeline, export, inspection,
 command line), ``xbar.passes`` (the FX passes and the numerics they insert) and
@@ -24,7 +26,12 @@ from xbar.compiler.version import __version__
 _PUBLIC = {
     "xbar.compiler.config.hardware": ("HardwareConfig", "LayerRule"),
     "xbar.compiler.devices.evaluation": ("accuracy_over_time",),
-    "xbar.compiler.metrics": ("accuracy",),
+    "xbar.compiler.metrics": ("METRICS", "accuracy", "metric"),
+    "xbar.compiler.metrics.base": ("Metric", "score"),
+    "xbar.compiler.chip.description": ("Chip",),
+    "xbar.compiler.chip.shipped": ("CHIPS", "chip_named"),
+    "xbar.compiler.chip.target": ("map_converted",),
+    "xbar.compiler.chip.cost": ("peak",),
     "xbar.compiler.onnx.export": ("export_onnx",),
     "xbar.compiler.pipeline.finetune": ("FineTuning", "HWA_FINE_TUNING", "fine_tune"),
     "xbar.compiler.pipeline.stages": ("CompileResult", "calibrate", "compile_model", "convert", "prepare"),
