@@ -236,3 +236,32 @@ def test_a_read_back_that_does_not_match_is_refused_in_one_line_and_nothing_is_w
     assert not (tmp_path / "measured.onnx").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["m.onnx", "prog"] + (
         ["other"] if case == "another model's manifest" else []))
+
+
+def test_bad_command_lines_fail_in_one_line_before_torch_loads(tmp_path):
+    plain = onnx.helper.make_model(onnx.helper.make_graph(
+        [onnx.helper.make_node("Relu", ["x"], ["y"])], "plain",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])]))
+    onnx.save(plain, str(tmp_path / "plain.onnx"))
+    (tmp_path / "file").write_text("")
+    cases = {"no such file": ["program-file", "nope.onnx", "-o", "prog"],
+             "no xbar metadata": ["program-file", "plain.onnx", "-o", "prog"],
+             "is a file": ["program-file", "plain.onnx", "-o", "file"],
+             "does not exist; create it first": ["program-file", "plain.onnx", "-o", "missing/prog"],
+             "is not a directory": ["import-measured", "plain.onnx", "nowhere", "-o", "out.onnx"]}
+    script = textwrap.dedent(f"""
+        import contextlib, io, sys
+        from xbar.compiler.cli.main import main
+        for message, argv in {cases!r}.items():
+            err = io.StringIO()
+            with contextlib.redirect_stderr(err):
+                status = main(argv)
+            lines = err.getvalue().splitlines()
+            assert status == 2 and len(lines) == 1 and message in lines[0], (argv, status, lines)
+        assert "torch" not in sys.modules
+    """)
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "plain.onnx"]

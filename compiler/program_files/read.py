@@ -21,10 +21,10 @@ def read_measured(source: Source, directory: Union[str, os.PathLike]) -> dict[st
     """``{array name: (G+, G-)}``, each ``[out_size, in_size]`` float32 in uS, measured, for ``source``'s model."""
     directory = Path(directory)
     recorded = _manifest(directory)
-    expected, _ = stored_arrays(source)
+    expected, regions = stored_arrays(source)
     _check_targets(recorded, expected, directory)
     measured = {name: _read_file(directory / name, arrays) for name, arrays in expected.items()}
-    regions = first_replicas(recorded["regions"])
+    regions = first_replicas(regions)  # where this model's targets sit, which the checksums matched
     return {array.name: gather(measured, regions[array.name]) for array in source.arrays}
 
 
@@ -50,7 +50,11 @@ def _manifest(directory: Path) -> dict:
 
 def _check_targets(recorded: dict, expected: dict[str, dict[str, np.ndarray]], directory: Path) -> None:
     """The manifest's targets must be this model's: the same stored arrays with the same checksums."""
-    theirs = {(entry["file"], entry["key"]): entry.get("sha256") for entry in recorded.get("arrays", [])}
+    try:
+        theirs = {(entry["file"], entry["key"]): entry.get("sha256") for entry in recorded["arrays"]}
+    except (KeyError, TypeError):
+        raise MeasuredConductancesError(f"{directory}/{MANIFEST} does not list its arrays with file and key; "
+                                        "restore the manifest written with the programming files") from None
     ours = {(name, key): checksum(array) for name, arrays in expected.items() for key, array in arrays.items()}
     if set(theirs) != set(ours):
         raise MeasuredConductancesError(f"{directory} holds the programming files of another model (its manifest "
