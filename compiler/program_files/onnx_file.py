@@ -71,12 +71,12 @@ def _set_metadata(model, key: str, value: str) -> None:
 def _save(model, output: Path) -> Path:
     import onnx
 
-    handle = tempfile.NamedTemporaryFile(dir=output.parent, prefix=f".{output.name}.", delete=False)
-    handle.close()
-    try:
-        with reporting_write_errors(output, "-o"):
+    with reporting_write_errors(output, "-o"):
+        handle = tempfile.NamedTemporaryFile(dir=output.parent, prefix=f".{output.name}.", delete=False)
+        handle.close()
+        try:
             onnx.save(model, handle.name)
             os.replace(handle.name, output)
-    finally:
-        Path(handle.name).unlink(missing_ok=True)
+        finally:
+            Path(handle.name).unlink(missing_ok=True)
     return output
