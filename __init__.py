@@ -38,6 +38,7 @@ _PUBLIC = {
     "xbar.compiler.config.presets": ("HWA_TRAINING_NOISE", "preset_config"),
     "xbar.compiler.devices.programming": ("ProgrammingRecord", "drift", "program"),
     "xbar.compiler.onnx.layers": ("ExportError",),
+    "xbar.compiler.program_files.api": ("load_conductances", "write_programming_files"),
     "xbar.passes.numerics.calibration": ("CalibrationMethod",),
     "xbar.passes.numerics.converter": ("SinglePairConductanceConverter",),
     "xbar.passes.numerics.weight_constraints": ("constrain_weights",),

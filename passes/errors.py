@@ -69,6 +69,10 @@ class InspectError(UserError):
     """A file or model that cannot be inspected; the message says why and what to do."""
 
 
+class MeasuredConductancesError(UserError):
+    """A read-back of measured conductances that does not match its manifest or this model; says what differs."""
+
+
 class DynamicShapeError(UserError):
     """Dynamic shapes that do not fit the inputs, or a dynamic dimension the model cannot take."""
 

@@ -311,6 +311,7 @@ def build_parser() -> ArgumentParser:
     _add_compile(commands, common)
     _add_evaluate(commands, common)
     _add_inspect(commands, common)
+    _add_program_files(commands, common)
     presets = commands.add_parser("presets", parents=[common], help="list the hardware presets",
                                   description="List the named hardware presets, what they set and "
                                   "where their numbers come from.", epilog="example:\n  xbar presets",
@@ -450,3 +451,37 @@ def _add_inspect(commands, common) -> None:
                          help="save conductance histograms and input ranges (.png); with --mapping, the chip's "
                          "cores and arrays coloured by layer and each layer's latency and energy")
     inspect.set_defaults(command="inspect")
+
+
+PROGRAM_FILE_EPILOG = """\
+FILE is an ONNX file from `xbar compile -o`. DIR gets manifest.json and, compiled with --chip, one
+chip<k>.npz per chip (a G+ and a G- array per physical array), else arrays.npz (G+ and G- per logical
+array); target conductances in uS. The format is documented in xbar.compiler.program_files.
+
+examples:
+  xbar program-file lenet.onnx -o prog/
+  xbar import-measured lenet.onnx prog-measured/ -o lenet-measured.onnx
+"""
+
+
+def _add_program_files(commands, common) -> None:
+    """``program-file`` (targets out) and ``import-measured`` (measured conductances in)."""
+    program_file = commands.add_parser(
+        "program-file", parents=[common], help="write the target conductances for a chip's tools",
+        description="Write the target conductances of an exported model, per chip and physical array "
+        "(or per logical array without a chip target), with a manifest.", epilog=PROGRAM_FILE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    program_file.add_argument("file", metavar="FILE", help="ONNX file from `xbar compile -o`")
+    program_file.add_argument("-o", "--output", metavar="DIR", required=True, type=_file_name,
+                              help="directory for the programming files (made if missing)")
+    program_file.set_defaults(command="program-file")
+    measured = commands.add_parser(
+        "import-measured", parents=[common], help="put measured conductances into an ONNX file",
+        description="Write FILE with its G+ / G- replaced by the conductances a chip's tools measured, "
+        "read from the programming files of FILE with the measured values in place of the targets.",
+        epilog=PROGRAM_FILE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    measured.add_argument("file", metavar="FILE", help="ONNX file from `xbar compile -o`")
+    measured.add_argument("measured", metavar="DIR", help="the programming files with the measured conductances")
+    measured.add_argument("-o", "--output", metavar="FILE", required=True, type=_file_name,
+                          help="the ONNX file to write")
+    measured.set_defaults(command="import-measured")

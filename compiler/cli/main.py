@@ -32,7 +32,8 @@ from .console import launched_by_torchrun, print_error, print_warning
 from .preflight import check_arguments
 
 RUNNERS = {"compile": "commands.compile", "evaluate": "commands.evaluate", "inspect": "commands.inspect",
-           "presets": "commands.presets", "chips": "commands.chips"}
+           "presets": "commands.presets", "chips": "commands.chips", "program-file": "commands.program_file",
+           "import-measured": "commands.import_measured"}
 """Command -> the module (in this package) whose ``run(args)`` carries it out."""
 INTERRUPTED = 130
 TORCH_INTERNAL_WARNINGS = (r"The tensor attributes .* were assigned during export",  # nn.LSTM's _flat_weights

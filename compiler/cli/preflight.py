@@ -12,7 +12,14 @@ import argparse
 from pathlib import Path
 from typing import Optional
 
-from ...passes.errors import ConfigError, DataError, InspectError, ModelError, OutputPathError
+from ...passes.errors import (
+    ConfigError,
+    DataError,
+    InspectError,
+    MeasuredConductancesError,
+    ModelError,
+    OutputPathError,
+)
 from ..chip.shipped import chip_named
 from ..files import check_writable, data_file
 from .arguments import BUILTIN_DATA, ZOO_NAMES
@@ -36,8 +43,13 @@ def check_arguments(args: argparse.Namespace) -> None:
             check_config_file(Path(args.config))
     if getattr(args, "chip", None):
         chip_named(args.chip)  # a name or a valid chip file; torch-free
-    if args.command == "inspect" and not Path(args.file).is_file():
+    if args.command in ("inspect", "program-file", "import-measured") and not Path(args.file).is_file():
         raise InspectError(f"{args.file}: no such file")
+    if args.command == "program-file":
+        check_output_directory(Path(args.output))
+    if args.command == "import-measured" and not Path(args.measured).is_dir():
+        raise MeasuredConductancesError(f"{args.measured} is not a directory; give the directory of programming "
+                                        "files holding the measured conductances")
 
 
 def output_paths(args: argparse.Namespace) -> dict[str, Path]:
@@ -49,6 +61,8 @@ def output_paths(args: argparse.Namespace) -> dict[str, Path]:
         paths["-o (its external data)"] = data_file(output)
         if args.save_graph is not None:
             paths["--save-graph"] = Path(args.save_graph)
+    if args.command == "import-measured":
+        paths["-o"] = Path(args.output)
     if getattr(args, "plot", None) is not None:
         paths["--plot"] = Path(args.plot)
     _refuse_shared_paths(paths)
@@ -62,6 +76,14 @@ def _refuse_shared_paths(paths: dict[str, Path]) -> None:
         if where in seen:
             raise OutputPathError(f"{seen[where]} and {option} both name {path}; give each output its own file")
         seen[where] = option
+
+
+def check_output_directory(path: Path) -> None:
+    """A directory that exists or can be made (its parent exists), for ``program-file -o``."""
+    if path.exists() and not path.is_dir():
+        raise OutputPathError(f"-o {path} is a file; give a directory for the programming files")
+    if not path.absolute().parent.is_dir():
+        raise OutputPathError(f"-o {path}: {path.absolute().parent} does not exist; create it first")
 
 
 def default_output_name(weights: Optional[str], spec: str) -> str:

@@ -97,13 +97,18 @@ def _checked(result, like: Tensor, model: BaseNoiseModel, method: str, what: str
 
 
 @torch.no_grad()
-def program_arrays(graph_module: fx.GraphModule, model: BaseNoiseModel, generator: torch.Generator) -> None:
-    """Program every array of ``graph_module`` (an :func:`array_copy`) in place (see the module docstring)."""
+def program_arrays(graph_module: fx.GraphModule, model: BaseNoiseModel, generator: torch.Generator,
+                   measured: Optional[dict[str, tuple[Tensor, Tensor]]] = None) -> None:
+    """Program every array of ``graph_module`` (an :func:`array_copy`) in place (see the module docstring).
+
+    ``measured`` (``{array name: (G+, G-)}``, a chip's read-back): those are the programmed conductances,
+    instead of the device model's programming noise; the drift parameters are still drawn from the targets."""
     for name, crossbar in crossbar_modules(graph_module).items():
-        for side in ("plus", "minus"):
+        for index, side in enumerate(("plus", "minus")):
             target = getattr(crossbar, f"g_{side}")
-            programmed = _checked(model.apply_programming_noise_to_conductance(target, generator), target, model,
-                                  "apply_programming_noise_to_conductance", f"{name}.g_{side}")
+            programmed = (_checked(model.apply_programming_noise_to_conductance(target, generator), target, model,
+                                   "apply_programming_noise_to_conductance", f"{name}.g_{side}")
+                          if measured is None else measured[name][index].to(target.dtype).reshape(target.shape))
             nu = model.generate_drift_coefficients(target, generator)
             if nu is not None:
                 nu = _checked(nu, target, model, "generate_drift_coefficients", f"{name}.g_{side}")

@@ -114,6 +114,25 @@ def program(converted: fx.GraphModule, noise_model: BaseNoiseModel, *, seed: int
     return programmed
 
 
+def program_measured(converted: fx.GraphModule, measured: dict, noise_model: BaseNoiseModel, *,
+                     seed: int) -> fx.GraphModule:
+    """The converted model as a chip's read-back says it is programmed: ``measured`` (``{array name: (G+, G-)}``
+    tensors) is the programmed state, which :func:`drift` drifts with ``noise_model``; ``seed`` draws the drift
+    parameters from the targets. Recorded as :func:`program` records (the same ``noise_model`` and ``seed`` give
+    the same record)."""
+    record_of(converted, "load_conductances()", Stage.CONVERTED)
+    if not isinstance(noise_model, BaseNoiseModel):
+        raise UserError(f"load_conductances() takes noise_model= as a device model such as xbar.PCMLikeNoiseModel() "
+                        f"or None, got a {type(noise_model).__name__}")
+    seed = _seed(seed, "load_conductances()")
+    _check_range(noise_model, converted)
+    model = copy.deepcopy(noise_model)
+    programmed = array_copy(converted)
+    program_arrays(programmed, model, _generator(seed), measured)
+    programmed.meta[PROGRAMMING_KEY] = ProgrammingRecord(model.to_dict(), seed, model=model)
+    return programmed
+
+
 def _time(t_inference) -> float:
     if isinstance(t_inference, bool) or not isinstance(t_inference, numbers.Real) \
             or not math.isfinite(t_inference) or t_inference < 0:

@@ -1,0 +1,111 @@
+"""The logical arrays a programming file holds, read from a converted model or, torch-free, an ONNX file.
+
+Both give the same :class:`LogicalArray` rows, so a file and the model it was exported from write the same
+programming files; the targets are the ``[out, in x kernel]`` G+ / G- block of the layer each array holds.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+REGION_KEYS = ("in_offset", "in_size", "out_offset", "out_size", "in_total", "out_total")
+PLACEMENT_KEYS = ("chip", "core", "array", "row_offset", "col_offset")
+
+
+@dataclass(frozen=True)
+class LogicalArray:
+    """One array: its name (the crossbar's, also its G+ / G- tensors' prefix), the layer and tile it belongs to,
+    its region of the layer's weight, its target conductances in uS as ``[out_size, in_size]`` float32 and,
+    under a chip target, one placement per replica (``chip``, ``core``, ``array``, ``row_offset``,
+    ``col_offset``)."""
+
+    name: str
+    layer: str
+    tile: tuple[int, int]
+    region: dict
+    g_plus: np.ndarray
+    g_minus: np.ndarray
+    placements: tuple[dict, ...] = ()
+
+
+@dataclass(frozen=True)
+class Source:
+    """What the programming files of one model are written from."""
+
+    arrays: tuple[LogicalArray, ...]
+    chip: Optional[dict]
+    converter: str
+    device_model: Optional[str]
+
+
+def matrix(conductance: np.ndarray, region: dict) -> np.ndarray:
+    """A G+ or G- tensor as its ``[out_size, in_size]`` block, float32."""
+    return np.ascontiguousarray(conductance, dtype=np.float32).reshape(region["out_size"], region["in_size"])
+
+
+def device_model_name(programming: Optional[dict], chip: Optional[dict]) -> Optional[str]:
+    """The device model a programmed model records, else the chip's, else None."""
+    if programming is not None:
+        return programming["noise_model"]["model"]
+    return None if chip is None else chip.get("device_model")
+
+
+def source_of_onnx(model) -> Source:
+    """The arrays of an ``onnx.ModelProto`` exported by xbar (its external data loaded), read with onnx only."""
+    import onnx
+    from onnx import numpy_helper
+
+    from ..onnx.names import DOMAIN
+
+    initializers = {t.name: t for t in model.graph.initializer}
+    metadata = {p.key: p.value for p in model.metadata_props}
+    arrays, seen = [], set()
+    for node in model.graph.node:
+        if node.domain != DOMAIN or node.input[1] in seen:
+            continue
+        seen.add(node.input[1])
+        attributes = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        region = {key: int(attributes[key]) for key in REGION_KEYS}
+        g_plus, g_minus = (numpy_helper.to_array(initializers[name]) for name in node.input[1:3])
+        layer = attributes["layer"]
+        placements = tuple({key: int(attributes[key][k]) for key in PLACEMENT_KEYS}
+                           for k in range(int(attributes.get("replicas", 0))))
+        arrays.append(LogicalArray(node.input[1].removesuffix(".g_plus"),
+                                   layer.decode() if isinstance(layer, bytes) else layer,
+                                   (int(attributes["tile_row"]), int(attributes["tile_col"])), region,
+                                   matrix(g_plus, region), matrix(g_minus, region), placements))
+    chip = json.loads(metadata["xbar.chip"]) if "xbar.chip" in metadata else None
+    programming = json.loads(metadata["xbar.programming"]) if "xbar.programming" in metadata else None
+    return Source(tuple(arrays), chip, metadata.get("xbar.converter", ""), device_model_name(programming, chip))
+
+
+def source_of_converted(converted) -> Source:
+    """The arrays of a converted (or programmed) GraphModule, in the order its export lists them."""
+    from ...passes.numerics.crossbar import crossbar_modules
+    from ..chip.target import mapping_of
+    from ..devices.programming import programming_of
+    from ..inspection.converted import summarize
+    from ..pipeline.record import Stage, record_of
+
+    record = record_of(converted, "write_programming_files()", Stage.CONVERTED)
+    modules = crossbar_modules(converted)
+    mapping = mapping_of(converted)
+    placed: dict[str, list] = {}
+    for region in () if mapping is None else mapping.regions:
+        placed.setdefault(region.node, []).append(region)
+    arrays = []
+    for summary in summarize(converted).arrays:
+        region = {key: value for key, value in summary.region.as_dict().items() if key in REGION_KEYS}
+        settings = modules[summary.node].settings
+        copies = sorted(placed.get(summary.node, ()), key=lambda r: r.replica)
+        arrays.append(LogicalArray(summary.node, settings.layer, (settings.tile_row, settings.tile_col), region,
+                                   matrix(summary.g_plus, region), matrix(summary.g_minus, region),
+                                   tuple({key: getattr(r, key) for key in PLACEMENT_KEYS} for r in copies)))
+    chip = None if mapping is None else mapping.chip.to_dict()
+    programming = programming_of(converted)
+    return Source(tuple(arrays), chip, str(record.config.converter),
+                  device_model_name(None if programming is None else programming.as_dict(), chip))

@@ -1,0 +1,82 @@
+"""The programming files of an ONNX file and the file with measured conductances in place of its targets,
+with onnx alone (no torch)."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+
+from ...passes.errors import InspectError
+from ..files import reporting_write_errors
+from .arrays import Source, source_of_onnx
+from .read import read_measured
+from .write import FORMAT, FORMAT_VERSION
+
+MEASURED_KEY = "xbar.measured"
+
+
+def load_onnx(path: Union[str, os.PathLike]):
+    """The ``onnx.ModelProto`` of an xbar export (external data loaded); :class:`InspectError` for anything else."""
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    path = Path(path)
+    if not path.is_file():
+        raise InspectError(f"{path}: no such file")
+    try:
+        model = onnx.load(str(path))
+    except (DecodeError, ValueError, OSError) as exc:
+        raise InspectError(f"{path} is not an ONNX model ({exc}); give a file written by `xbar compile -o`") from None
+    if not any(p.key == "xbar.version" for p in model.metadata_props):
+        raise InspectError(f"{path} carries no xbar metadata; give a file written by `xbar compile -o`")
+    return model
+
+
+def onnx_source(path: Union[str, os.PathLike]) -> Source:
+    return source_of_onnx(load_onnx(path))
+
+
+def import_measured(path: Union[str, os.PathLike], directory: Union[str, os.PathLike],
+                    output: Union[str, os.PathLike]) -> Path:
+    """Write ``output``: the ONNX file ``path`` with its G+ / G- initializers replaced by the conductances
+    measured in ``directory`` (checked against the file's targets first: nothing is written if they do not
+    match) and ``xbar.measured`` metadata naming the format read."""
+    from onnx import numpy_helper
+
+    model = load_onnx(path)
+    measured = read_measured(source_of_onnx(model), directory)
+    for tensor in model.graph.initializer:
+        name, _, side = tensor.name.rpartition(".")
+        if name in measured and side in ("g_plus", "g_minus"):
+            shape = tuple(tensor.dims)
+            value = measured[name][0 if side == "g_plus" else 1].reshape(shape).astype(np.float32)
+            tensor.CopyFrom(numpy_helper.from_array(value, tensor.name))
+    _set_metadata(model, MEASURED_KEY, json.dumps({"format": FORMAT, "format_version": FORMAT_VERSION}))
+    return _save(model, Path(output))
+
+
+def _set_metadata(model, key: str, value: str) -> None:
+    for entry in model.metadata_props:
+        if entry.key == key:
+            entry.value = value
+            return
+    model.metadata_props.add(key=key, value=value)
+
+
+def _save(model, output: Path) -> Path:
+    import onnx
+
+    with reporting_write_errors(output, "-o"):
+        handle = tempfile.NamedTemporaryFile(dir=output.parent, prefix=f".{output.name}.", delete=False)
+        handle.close()
+        try:
+            onnx.save(model, handle.name)
+            os.replace(handle.name, output)
+        finally:
+            Path(handle.name).unlink(missing_ok=True)
+    return output
