@@ -1,0 +1,194 @@
+"""LeNet through aihwkit 1.1.0 and through xbar side by side, with the hwa preset's settings on both.
+
+    python -m benchmarks.bench_aihwkit [--seeds 10] [--their-out-noise 0.0]
+
+The zoo's trained LeNet (``load_pretrained("lenet")``) on each side: xbar's ``hwa`` preset, and
+aihwkit's StandardHWATrainingPreset copied field by field onto a TorchInferenceRPUConfig (its pure-torch
+tiles; ``convert_to_analog`` copies the weights, with the preset's per-column weight scaling and learned
+out scales), less what those tiles refuse or xbar does not read: ``forward.w_noise`` (PCM_READ, training
+noise in xbar; the torch tile refuses any w_noise), ``forward.ir_drop`` (the torch tile refuses it; xbar
+does not simulate it) and ``forward.out_noise`` (training noise in xbar; aihwkit's tile adds it in
+evaluation too, so it is set to 0 there for a matched read; ``--their-out-noise 0.04`` reads aihwkit's tiles
+with the preset's value instead). Both sides calibrate their input ranges from
+the same batches (init from data, the digits training split in batches of 64).
+
+(a) Noise-free: the ranges each side calibrated, and the logits on the test split with xbar's ranges
+copied into aihwkit's tiles, in steps of the last ADC (each column's own step) and as top-1 agreement.
+(b) Accuracy over time: PCMLikeNoiseModel and global drift compensation on both (aihwkit: its
+``program_analog_weights`` / ``drift_analog_weights`` with ``torch.manual_seed(seed)``; xbar:
+``accuracy_over_time``), 1 s / 1 d / 1 y, seeds 0..n-1: mean ± std on the test split and the difference of
+the means in standard errors of that difference (independent random streams: |z| < 3 is agreement).
+Needs aihwkit (``pip install --no-deps aihwkit==1.1.0``); xbar itself never imports it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import math
+import statistics
+import warnings
+
+import torch
+from rich.table import Table
+
+from xbar import PCMLikeNoiseModel, calibrate, convert, prepare, preset_config
+from xbar.compiler.devices.evaluation import accuracy_over_time
+from xbar.compiler.pipeline.stages import input_ranges
+from xbar.models import load_digits_split, load_pretrained
+from xbar.passes.numerics.crossbar import Crossbar, column_out_scale
+
+from benchmarks.common import command_console
+
+TIMES = {"1s": 1.0, "1d": 86400.0, "1y": 365 * 86400.0}
+BATCH = 64
+PRESET_FIELDS = ("mapping", "forward", "remap", "clip", "noise_model", "drift_compensation", "pre_post")
+
+
+def aihwkit_hwa_config(out_noise: float = 0.0):
+    """StandardHWATrainingPreset on torch tiles, without the forward fields the module docstring names."""
+    from aihwkit.simulator.configs import TorchInferenceRPUConfig
+    from aihwkit.simulator.parameters.enums import WeightNoiseType
+    from aihwkit.simulator.presets.inference import StandardHWATrainingPreset
+
+    preset, config = StandardHWATrainingPreset(), TorchInferenceRPUConfig()
+    for field in PRESET_FIELDS:
+        setattr(config, field, copy.deepcopy(getattr(preset, field)))
+    config.forward.w_noise, config.forward.w_noise_type = 0.0, WeightNoiseType.NONE
+    config.forward.ir_drop, config.forward.out_noise = 0.0, out_noise
+    return config
+
+
+def aihwkit_lenet(batches: list[torch.Tensor]):
+    """The trained LeNet converted to aihwkit's analog layers, its ranges initialised from ``batches``."""
+    from aihwkit.nn.conversion import convert_to_analog
+
+    analog = convert_to_analog(load_pretrained("lenet"), aihwkit_hwa_config()).train()
+    with torch.no_grad():  # init from data happens in training forward passes; no noise is on
+        for batch in batches:
+            analog(batch)
+    return analog.eval()
+
+
+def set_out_noise(analog, out_noise: float) -> None:
+    """aihwkit's output noise in every read from now on (its tiles add it in evaluation too)."""
+    for layer in analog.analog_layers():
+        for tile in layer.analog_tiles():
+            tile.rpu_config.forward.out_noise = out_noise
+
+
+def xbar_lenet(batches: list[torch.Tensor]):
+    prepared = prepare(load_pretrained("lenet"), (batches[0][:16],), preset_config("hwa"))
+    calibrate(prepared, batches)
+    return prepared, convert(prepared)
+
+
+def their_ranges(analog) -> dict[str, float]:
+    return {name: tile.input_range.item() for name, layer in analog.named_analog_layers()
+            for tile in layer.analog_tiles()}
+
+
+def our_ranges(prepared) -> dict[str, float]:
+    return {name.removesuffix("_input_range"): m.value.item() for name, m in input_ranges(prepared).items()}
+
+
+def copy_ranges(analog, ranges: dict[str, float]) -> None:
+    with torch.no_grad():
+        for name, layer in analog.named_analog_layers():
+            (tile,) = layer.analog_tiles()
+            tile.input_range.fill_(ranges[name])
+
+
+def last_adc_steps(converted) -> torch.Tensor:
+    """The logits' ADC step, per column: what one code of the last array's ADC is worth after rescaling."""
+    last = [m for m in converted.modules() if isinstance(m, Crossbar)][-1]
+    columns = column_out_scale(last.settings)
+    return columns.abs() if columns is not None else torch.tensor(abs(last.settings.constants["out_scale"]))
+
+
+def logits(model, x: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return torch.cat([model(batch) for batch in x.split(256)])
+
+
+def accuracy(model, x: torch.Tensor, y: torch.Tensor) -> float:
+    return 100.0 * (logits(model, x).argmax(1) == y).float().mean().item()
+
+
+def their_accuracy_over_time(analog, seeds: int, x, y) -> dict[str, list[float]]:
+    """aihwkit's programming and drift on its torch tiles: one programming per seed, each time read from it."""
+    values = {label: [] for label in TIMES}
+    for seed in range(seeds):
+        model = copy.deepcopy(analog).eval()
+        torch.manual_seed(seed)
+        model.program_analog_weights()
+        for label, seconds in TIMES.items():
+            model.drift_analog_weights(seconds)
+            values[label].append(accuracy(model, x, y))
+    return values
+
+
+def analog_out_noise(analog) -> float:
+    return next(next(analog.analog_layers()).analog_tiles()).rpu_config.forward.out_noise
+
+
+def z_score(ours: list[float], theirs: list[float]) -> float:
+    error = math.sqrt((statistics.variance(ours) + statistics.variance(theirs)) / len(ours))
+    return (statistics.fmean(ours) - statistics.fmean(theirs)) / error if error else 0.0
+
+
+def noise_free_table(prepared, converted, analog, split) -> Table:
+    ours, theirs = our_ranges(prepared), their_ranges(analog)
+    table = Table(title="(a) noise-free: calibrated input ranges, and logits with xbar's ranges in both")
+    for column in ("layer", "range xbar", "range aihwkit", "apart"):
+        table.add_column(column, justify="right")
+    for name in theirs:
+        table.add_row(name, f"{ours[name]:.6f}", f"{theirs[name]:.6f}",
+                      f"{100 * abs(ours[name] - theirs[name]) / theirs[name]:.4f}%")
+    copy_ranges(analog, ours)
+    a, b = logits(converted, split.test_x), logits(analog, split.test_x)
+    steps = (a - b).abs() / last_adc_steps(converted)
+    table.add_row("logits", f"max {steps.max().item():.3g} ADC steps", f"{100 * (steps > 0.5).float().mean():.2f}% "
+                  "differ", f"top-1 agree {100 * (a.argmax(1) == b.argmax(1)).float().mean():.2f}%")
+    return table
+
+
+def over_time_table(converted, analog, their_ideal: float, split, seeds: int) -> Table:
+    x, y = split.test_x, split.test_y
+    ours = accuracy_over_time(converted, PCMLikeNoiseModel(), TIMES, seeds, x, y, compensation="global")
+    theirs = their_accuracy_over_time(analog, seeds, x, y)
+    table = Table(title=f"(b) test accuracy (%), PCMLikeNoiseModel, global drift compensation, {seeds} seeds, "
+                        f"aihwkit's out_noise {analog_out_noise(analog):g}")
+    for column in ("time", "xbar", "aihwkit", "difference / its std error"):
+        table.add_column(column, justify="right")
+    table.add_row("noise-free", f"{ours.ideal * 100:.2f}", f"{their_ideal:.2f}", "")
+    for point in ours.points:
+        values = [100 * v for v in point.values]
+        reference = theirs[point.label]
+        table.add_row(point.label, f"{statistics.fmean(values):.2f} ± {statistics.stdev(values):.2f}",
+                      f"{statistics.fmean(reference):.2f} ± {statistics.stdev(reference):.2f}",
+                      f"{z_score(values, reference):+.2f}")
+    return table
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--their-out-noise", type=float, default=0.0,
+                        help="aihwkit's forward.out_noise in the reads (the preset's is 0.04; xbar reads without)")
+    args = parser.parse_args(argv)
+    console = command_console("bench_aihwkit", argv)
+    warnings.filterwarnings("ignore")
+    torch.set_num_threads(1)
+    split = load_digits_split()
+    batches = list(split.train_x.split(BATCH))
+    prepared, converted = xbar_lenet(batches)
+    analog = aihwkit_lenet(batches)
+    console.print(noise_free_table(prepared, converted, analog, split))
+    their_ideal = accuracy(analog, split.test_x, split.test_y)
+    set_out_noise(analog, args.their_out_noise)
+    console.print(over_time_table(converted, analog, their_ideal, split, args.seeds))
+
+
+if __name__ == "__main__":
+    main()
