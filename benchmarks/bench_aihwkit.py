@@ -12,8 +12,11 @@ evaluation too, so it is set to 0 there for a matched read; ``--their-out-noise 
 with the preset's value instead). Both sides calibrate their input ranges from
 the same batches (init from data, the digits training split in batches of 64).
 
-(a) Noise-free: the ranges each side calibrated, and the logits on the test split with xbar's ranges
-copied into aihwkit's tiles, in steps of the last ADC (each column's own step) and as top-1 agreement.
+(a) Noise-free, on the test split, with xbar's ranges copied into aihwkit's tiles: the ranges each side
+calibrated; each array's ADC codes against its aihwkit tile's on the input that tile got (one step apart
+where float32 sums taken in another order land either side of a rounding boundary: aihwkit multiplies
+unfolded patches, xbar convolves); the logits in steps of the last ADC (each column's own step), and top-1
+agreement.
 (b) Accuracy over time: PCMLikeNoiseModel and global drift compensation on both (aihwkit: its
 ``program_analog_weights`` / ``drift_analog_weights`` with ``torch.manual_seed(seed)``; xbar:
 ``accuracy_over_time``), 1 s / 1 d / 1 y, seeds 0..n-1: mean ± std on the test split and the difference of
@@ -137,19 +140,50 @@ def z_score(ours: list[float], theirs: list[float]) -> float:
     return (statistics.fmean(ours) - statistics.fmean(theirs)) / error if error else 0.0
 
 
+def layer_inputs_and_outputs(model, layers: dict[str, torch.nn.Module], x: torch.Tensor) -> dict[str, tuple]:
+    """Each named layer's (input, output) when ``model`` runs ``x``."""
+    seen = {}
+    handles = [layer.register_forward_hook(lambda _, i, o, name=name: seen.__setitem__(name, (i[0], o)))
+               for name, layer in layers.items()]
+    with torch.no_grad():
+        model(x)
+    for handle in handles:
+        handle.remove()
+    return seen
+
+
+def codes_apart_per_array(converted, analog, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Each array's output on the input aihwkit's tile got, against that tile's output, in the array's
+    ADC steps (what one array adds, not what the network accumulates)."""
+    ours = {name.removesuffix("_crossbar"): m for name, m in converted.named_modules() if isinstance(m, Crossbar)}
+    theirs = layer_inputs_and_outputs(analog, dict(analog.named_analog_layers()), x)
+    apart = {}
+    for name, (their_input, their_output) in theirs.items():
+        array = ours[name]
+        with torch.no_grad():
+            output = array(their_input)
+        steps = column_out_scale(array.settings).abs().view(-1, *[1] * (output.dim() - 2))
+        apart[name] = (output - their_output).abs() / steps
+    return apart
+
+
 def noise_free_table(prepared, converted, analog, split) -> Table:
     ours, theirs = our_ranges(prepared), their_ranges(analog)
-    table = Table(title="(a) noise-free: calibrated input ranges, and logits with xbar's ranges in both")
-    for column in ("layer", "range xbar", "range aihwkit", "apart"):
+    copy_ranges(analog, ours)
+    apart = codes_apart_per_array(converted, analog, split.test_x)
+    table = Table(title="(a) noise-free on the test split: calibrated input ranges; each array's ADC codes on "
+                        "aihwkit's tile input (xbar's ranges in both); the logits")
+    for column in ("layer", "range xbar", "range aihwkit", "apart", "codes differing", "max, ADC steps"):
         table.add_column(column, justify="right")
     for name in theirs:
         table.add_row(name, f"{ours[name]:.6f}", f"{theirs[name]:.6f}",
-                      f"{100 * abs(ours[name] - theirs[name]) / theirs[name]:.4f}%")
-    copy_ranges(analog, ours)
+                      f"{100 * abs(ours[name] - theirs[name]) / theirs[name]:.4f}%",
+                      f"{int((apart[name] > 0.5).sum())} of {apart[name].numel()}", f"{apart[name].max():.3g}")
     a, b = logits(converted, split.test_x), logits(analog, split.test_x)
     steps = (a - b).abs() / last_adc_steps(converted)
-    table.add_row("logits", f"max {steps.max().item():.3g} ADC steps", f"{100 * (steps > 0.5).float().mean():.2f}% "
-                  "differ", f"top-1 agree {100 * (a.argmax(1) == b.argmax(1)).float().mean():.2f}%")
+    agree = 100 * (a.argmax(1) == b.argmax(1)).float().mean()
+    table.add_row("logits", "", "", f"top-1 agree {agree:.2f}%", f"{int((steps > 0.5).sum())} of {steps.numel()}",
+                  f"{steps.max():.3g}")
     return table
 
 
