@@ -1,6 +1,6 @@
 """LeNet through aihwkit 1.1.0 and through xbar side by side, with the hwa preset's settings on both.
 
-    python -m benchmarks.bench_aihwkit [--seeds 10] [--their-out-noise 0.0]
+    python -m benchmarks.bench_aihwkit [--seeds 10] [--their-out-noise 0.0] [--finetune]
 
 The zoo's trained LeNet (``load_pretrained("lenet")``) on each side: xbar's ``hwa`` preset, and
 aihwkit's StandardHWATrainingPreset copied field by field onto a TorchInferenceRPUConfig (its pure-torch
@@ -10,7 +10,10 @@ noise in xbar; the torch tile refuses any w_noise), ``forward.ir_drop`` (the tor
 does not simulate it) and ``forward.out_noise`` (training noise in xbar; aihwkit's tile adds it in
 evaluation too, so it is set to 0 there for a matched read; ``--their-out-noise 0.04`` reads aihwkit's tiles
 with the preset's value instead). Both sides calibrate their input ranges from
-the same batches (init from data, the digits training split in batches of 64).
+the same batches (init from data, the digits training split in batches of 64). ``--finetune`` then
+fine-tunes xbar's model with the preset (:data:`xbar.HWA_FINE_TUNING`, the preset's training noise) and
+writes its analog weights, mapping scales, learned out scales, biases and ranges into aihwkit's tiles, so
+both sides read the same hardware-aware-trained arrays.
 
 (a) Noise-free, on the test split, with xbar's ranges copied into aihwkit's tiles: the ranges each side
 calibrated; each array's ADC codes against its aihwkit tile's on the input that tile got (one step apart
@@ -35,7 +38,7 @@ import warnings
 import torch
 from rich.table import Table
 
-from xbar import PCMLikeNoiseModel, calibrate, convert, prepare, preset_config
+from xbar import HWA_FINE_TUNING, PCMLikeNoiseModel, calibrate, convert, fine_tune, prepare, preset_config
 from xbar.compiler.devices.evaluation import accuracy_over_time
 from xbar.compiler.pipeline.stages import input_ranges
 from xbar.models import load_digits_split, load_pretrained
@@ -83,7 +86,22 @@ def set_out_noise(analog, out_noise: float) -> None:
 def xbar_lenet(batches: list[torch.Tensor]):
     prepared = prepare(load_pretrained("lenet"), (batches[0][:16],), preset_config("hwa"))
     calibrate(prepared, batches)
-    return prepared, convert(prepared)
+    return prepared
+
+
+def load_tuned_state(analog, prepared) -> None:
+    """xbar's trained arrays in aihwkit's tiles: analog weights W / scales, mapping scales, learned out
+    scales, digital biases (the ranges: :func:`copy_ranges`)."""
+    with torch.no_grad():
+        for name, layer in analog.named_analog_layers():
+            (tile,) = layer.analog_tiles()
+            weight = prepared.get_parameter(f"{name}.weight")
+            scales = prepared.get_buffer(f"{name}_weight_scales.scales")
+            analog_weight = weight / scales.view(-1, *[1] * (weight.dim() - 1))
+            tile.tile.weight.copy_(analog_weight.reshape(weight.shape[0], -1))
+            tile.set_mapping_scales(scales.clone())
+            tile.set_learned_out_scales(prepared.get_parameter(f"{name}_out_scaling.alpha").clone())
+            layer.analog_module.bias.copy_(prepared.get_parameter(f"{name}.bias"))  # the tile array adds it
 
 
 def their_ranges(analog) -> dict[str, float]:
@@ -167,12 +185,13 @@ def codes_apart_per_array(converted, analog, x: torch.Tensor) -> dict[str, torch
     return apart
 
 
-def noise_free_table(prepared, converted, analog, split) -> Table:
-    ours, theirs = our_ranges(prepared), their_ranges(analog)
-    copy_ranges(analog, ours)
+def noise_free_table(calibrated: dict[str, float], prepared, converted, analog, split) -> Table:
+    """``calibrated``: xbar's ranges before any fine-tuning, beside aihwkit's."""
+    ours, theirs = calibrated, their_ranges(analog)
+    copy_ranges(analog, our_ranges(prepared))
     apart = codes_apart_per_array(converted, analog, split.test_x)
-    table = Table(title="(a) noise-free on the test split: calibrated input ranges; each array's ADC codes on "
-                        "aihwkit's tile input (xbar's ranges in both); the logits")
+    table = Table(title="(a) noise-free on the test split: calibrated input ranges (before any fine-tuning); "
+                        "each array's ADC codes on aihwkit's tile input (xbar's ranges in both); the logits")
     for column in ("layer", "range xbar", "range aihwkit", "apart", "codes differing", "max, ADC steps"):
         table.add_column(column, justify="right")
     for name in theirs:
@@ -208,6 +227,7 @@ def over_time_table(converted, analog, their_ideal: float, split, seeds: int) ->
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--finetune", action="store_true", help="fine-tune with the preset, both sides reading it")
     parser.add_argument("--their-out-noise", type=float, default=0.0,
                         help="aihwkit's forward.out_noise in the reads (the preset's is 0.04; xbar reads without)")
     args = parser.parse_args(argv)
@@ -216,9 +236,14 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(1)
     split = load_digits_split()
     batches = list(split.train_x.split(BATCH))
-    prepared, converted = xbar_lenet(batches)
+    prepared = xbar_lenet(batches)
+    calibrated = our_ranges(prepared)
     analog = aihwkit_lenet(batches)
-    console.print(noise_free_table(prepared, converted, analog, split))
+    if args.finetune:
+        fine_tune(prepared, split.train_x, split.train_y, HWA_FINE_TUNING)
+        load_tuned_state(analog, prepared)
+    converted = convert(prepared)
+    console.print(noise_free_table(calibrated, prepared, converted, analog, split))
     their_ideal = accuracy(analog, split.test_x, split.test_y)
     set_out_noise(analog, args.their_out_noise)
     console.print(over_time_table(converted, analog, their_ideal, split, args.seeds))
