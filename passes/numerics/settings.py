@@ -53,7 +53,10 @@ class CrossbarSettings:
     ``max_bm_res`` are aihwkit's forward fields (:mod:`.management`; the names of the
     enum members), derived into the constants ``nm_mode`` and ``bm_rounds``; CONSTANT noise
     management without bound management is one scale per array, folded into ``input_clip``,
-    ``in_scale`` and ``out_scale``.
+    ``in_scale`` and ``out_scale``. ``ir_drop`` (0: none) and the ``ir_drop_*`` fields are aihwkit's
+    forward fields of its time-stepped IR-drop model (:mod:`.ir_drop`); ``ir_drop_rows`` is the
+    physical array's rows its input is padded to, ``ir_drop_integration_sum`` and ``adc_quantization``
+    0 or 1 (``adc_quantization`` and ``adc_frequency`` act with IR drop only, as in aihwkit).
 
     No bound, no converter, no range is 0, in every field and constant:
     ``input_range == 0`` means no input range (no clip, r = 1), ``dac_steps`` /
@@ -82,6 +85,15 @@ class CrossbarSettings:
     bound_management: str = "NONE"
     max_bm_factor: int = 1000
     max_bm_res: float = 0.25
+    ir_drop: float = 0.0
+    ir_drop_rs: float = 0.15
+    ir_drop_segments: int = 8
+    ir_drop_time_step_resolution_scale: float = 1.0
+    ir_drop_v_read: float = 0.4005
+    ir_drop_integration_sum: int = 0
+    ir_drop_rows: int = 0
+    adc_quantization: int = 1
+    adc_frequency: float = 6.24
 
     def __post_init__(self):
         # derived once, when the settings are made: a compiler then reads plain attributes
@@ -141,6 +153,11 @@ class CrossbarSettings:
             if factors:
                 scales = [scale * factor for scale, factor in zip(scales, factors)]
         return tuple(_f32(scale) for scale in scales)
+
+    @property
+    def ir_drop_active(self) -> bool:
+        """Whether the array simulates IR drop (:mod:`.ir_drop`)."""
+        return self.ir_drop > 0
 
     def as_dict(self) -> dict:
         return asdict(self)
