@@ -16,6 +16,7 @@ import xbar
 from xbar import ConfigError, HardwareConfig, LayerRule
 from xbar.compiler.cli.arguments import parse_overrides
 from xbar.passes.numerics.crossbar import crossbar_modules
+from xbar.passes.numerics.ir_drop import array_operands
 
 RANGE, BOUND = 2.0, 10.0
 CASES = {  # name -> (inputs, outputs, array rows, forward settings beyond the periphery)
@@ -72,10 +73,14 @@ def ours(layer: nn.Linear, x: torch.Tensor, rows: int, forward: dict) -> torch.T
         return converted(layer, x, rows, forward)(x)
 
 
-def assert_same_outputs(a: torch.Tensor, b: torch.Tensor) -> None:
-    """Equal to float tolerance but for rare values one ADC or oscillator step apart (two float orders)."""
-    off = (a - b).abs() > 1e-5 * b.abs().max().item()
-    assert off.float().mean().item() <= 0.01, f"{off.sum().item()} of {off.numel()} outputs differ"
+def assert_same_outputs(a: torch.Tensor, b: torch.Tensor, layer: nn.Linear) -> None:
+    """Equal to float tolerance but for a few values one oscillator tick (so one ADC step) apart: aihwkit sums
+    the column current of 128 samples in float32, close to the read voltage, which moves a truncation's edge."""
+    adc_step = BOUND / 127 * RANGE * layer.weight.abs().max().item()  # in output units (omega 1: alpha = max|W|)
+    difference = (a - b).abs()
+    off = difference > 1e-5 * b.abs().max().item()
+    assert off.float().mean().item() <= 0.03, f"{off.sum().item()} of {off.numel()} outputs differ"
+    assert difference.max().item() <= 1.01 * adc_step
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -83,9 +88,9 @@ def test_the_converted_layer_computes_what_aihwkits_ir_drop_tile_computes(case):
     inputs, outputs, rows, forward = CASES[case]
     layer, x = layer_and_input(inputs, outputs)
     mine = ours(layer, x, rows, forward)
-    assert_same_outputs(mine, theirs(layer, x, rows, forward))
-    ideal = ours(layer, x, rows, {})
-    assert (mine - ideal).abs().max() > 10 * BOUND / 127 * RANGE / 254  # far more than an ADC step's rounding
+    assert_same_outputs(mine, theirs(layer, x, rows, forward), layer)
+    ideal = ours(layer, x, rows, {})  # the drop moves far more outputs than the few aihwkit's float32 moves
+    assert ((mine - ideal).abs() > 1e-5 * ideal.abs().max()).float().mean().item() > 0.2
 
 
 def test_the_drop_grows_with_the_wire_resistance():
@@ -158,3 +163,16 @@ def test_ir_drop_settings_round_trip_through_set_and_the_config_file():
 def test_meaningless_ir_drop_values_are_refused_when_built(overrides, message):
     with pytest.raises(ConfigError, match=message):
         HardwareConfig().with_overrides(overrides)
+
+
+def test_the_drop_follows_the_programmed_and_drifted_conductances():
+    """Each programmed or drifted copy reads the IR-drop operands of its own G+ / G-, not the converted ones'."""
+    layer, x = layer_and_input(64, 8)
+    model = converted(layer, x, 64, dict(ir_drop=2.0))
+    drifted = xbar.drift(xbar.program(model, xbar.PCMLikeNoiseModel(), seed=0), 3600.0, seed=1)
+    with torch.no_grad():
+        assert (model(x) - drifted(x)).abs().max() > 0.01
+    for original, copy in zip(crossbar_modules(model).values(), crossbar_modules(drifted).values()):
+        weight, offset = array_operands(copy.g_plus, copy.g_minus, copy.settings)
+        assert not torch.equal(original.g_plus, copy.g_plus)
+        assert torch.equal(copy.adc_weight(), weight) and torch.equal(copy.ir_drop_offset, offset)

@@ -81,7 +81,8 @@ HARDWARE_ATTRIBUTES = {
     "max_bm_factor": "bound management stops after the first read with the input divided by more than this",
     "max_bm_res": "... or, with a DAC, by more than max_bm_res * dac_steps / 2",
     "ir_drop": "aihwkit's forward.ir_drop, scale of the wire resistance of its time-stepped IR-drop model "
-               "(0: none; an exported file always has 0, the export refuses IR drop)",
+               "(0: none; an exported file always has 0, the export refuses IR drop; without it every ir_drop_* "
+               "attribute, adc_quantization and adc_frequency are 0 too)",
     "ir_drop_rs": "wire resistance (Ohm) from one row's cell to the next, scaled by ir_drop",
     "ir_drop_segments": "segments a column's rows are lumped into for the IR drop",
     "ir_drop_time_step_resolution_scale": "IR-drop samples of one read: int((dac_steps + 2) / 2 * this)",

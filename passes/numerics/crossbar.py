@@ -150,7 +150,8 @@ class Crossbar(CompiledState, nn.Module):
         if self._weight_key != key:
             with torch.no_grad():
                 if self.settings.ir_drop_active:
-                    weight, self.ir_drop_offset = array_operands(self.g_plus, self.g_minus, self.settings)
+                    weight, offset = array_operands(self.g_plus, self.g_minus, self.settings)
+                    self._keep_ir_drop_offset(offset)
                 else:
                     weight = adc_weight(self.g_plus, self.g_minus, self.settings)
                 if self.compiled_weight is not None and self.compiled_weight.shape == weight.shape:
@@ -158,6 +159,13 @@ class Crossbar(CompiledState, nn.Module):
                 self.compiled_weight = weight
             self._weight_key = key
         return self.compiled_weight
+
+    def _keep_ir_drop_offset(self, offset: Tensor) -> None:
+        """Take the new IR-drop offset in place where the shape allows, so a compiled graph reads it too."""
+        if self.ir_drop_offset is not None and self.ir_drop_offset.shape == offset.shape:
+            self.ir_drop_offset.copy_(offset)
+        else:
+            self.ir_drop_offset = offset
 
     def sync_compiled_state(self) -> None:
         """Re-derive the ADC weight and the out_scale tensor where the buffers or the settings changed."""

@@ -37,7 +37,7 @@ from torch import Tensor
 from ..errors import ConfigError
 from ..kinds.base import LayerKind
 from ..parameters import IOParameters
-from .settings import CrossbarSettings
+from .settings import CrossbarSettings, f32
 
 HIGH, LOW, IDLE = 0.6, 0.2, 0.4
 """Row voltages (V) of the model: the driving device, the opposite one, and both when the row is idle."""
@@ -165,12 +165,11 @@ def ir_drop_fields(io: IOParameters, kind: LayerKind, array_rows: int, max_input
     if rows % io.ir_drop_segments:
         raise ConfigError(f"forward.ir_drop_segments={io.ir_drop_segments} must divide the array's {rows} rows "
                           "(mapping.max_input_size, or the layer's inputs without one)")
-    return {"ir_drop": float(io.ir_drop), "ir_drop_rs": float(io.ir_drop_rs),
-            "ir_drop_segments": int(io.ir_drop_segments),
-            "ir_drop_time_step_resolution_scale": float(io.ir_drop_time_step_resolution_scale),
-            "ir_drop_v_read": float(io.ir_drop_v_read), "ir_drop_integration_sum": int(io.ir_drop_integration_sum),
+    return {"ir_drop": f32(io.ir_drop), "ir_drop_rs": f32(io.ir_drop_rs), "ir_drop_segments": int(io.ir_drop_segments),
+            "ir_drop_time_step_resolution_scale": f32(io.ir_drop_time_step_resolution_scale),
+            "ir_drop_v_read": f32(io.ir_drop_v_read), "ir_drop_integration_sum": int(io.ir_drop_integration_sum),
             "ir_drop_rows": int(rows), "adc_quantization": int(io.adc_quantization),
-            "adc_frequency": float(io.adc_frequency)}
+            "adc_frequency": f32(io.adc_frequency)}
 
 
 def array_operands(g_plus: Tensor, g_minus: Tensor, settings: CrossbarSettings) -> tuple[Tensor, Tensor]:
