@@ -24,7 +24,12 @@ has in ``V_th`` are fixed by G+ and G-: the integrated current is a matrix produ
 integration weights), ``W_eff = (G+ - G-)`` times each row's segment factor, and one offset per column.
 :func:`ir_drop_operands` derives ``W_eff`` and the offset once per conductance state (float64, then
 float32); :func:`pulse_counts` is the per-input part. aihwkit's own arithmetic is the same sum in
-another order (float32), so the two agree to float rounding.
+another order (float32), so the two agree to float rounding (which can move an oscillator tick's edge).
+
+The conductances are the array's own G+ / G- (programmed and drifted ones included); aihwkit re-derives
+them from the tile's weights with its noise model's converter, which gives the same conductances for an
+unprogrammed array mapped by the same converter. An odd number of columns is simulated too (aihwkit's
+tile needs an even one).
 """
 
 from __future__ import annotations
