@@ -110,6 +110,12 @@ class IOParameters:
     ``out_res`` and ``out_bound`` for a real chip, or pick a preset. ``out_noise``
     and ``w_noise`` are training noise: they act in training forward passes only
     (unless ``modifier.enable_during_test``), never in the converted model.
+
+    ``ir_drop`` > 0 (aihwkit's StandardHWATrainingPreset sets 1.0) simulates aihwkit's time-stepped IR-drop
+    model (its torch IR-drop tile; :mod:`xbar.passes.numerics.ir_drop`) on converted linear arrays, with
+    ``ir_drop_*``, ``adc_quantization`` and ``adc_frequency`` (aihwkit's names and defaults, read only with
+    IR drop). Like aihwkit, which switches it off in training, the prepared (trainable) graph never
+    simulates it, in training or in eval mode: only the converted model does.
     """
 
     is_perfect: bool = False
@@ -136,6 +142,22 @@ class IOParameters:
     """Weight read noise scale (training only), shaped by ``w_noise_type``."""
     w_noise_type: WeightNoiseType = WeightNoiseType.NONE
     """PCM_READ: ``y_i += w_noise * sqrt(sum_j |w_ij| x_j**2) * N``, w in units of max|W|."""
+    ir_drop: float = 0.0
+    """Scale of the wire resistance of aihwkit's time-stepped IR-drop model, converted model only (0: none)."""
+    ir_drop_rs: float = 0.15
+    """Wire resistance (Ohm) from one row's cell to the next, scaled by ``ir_drop``."""
+    ir_drop_segments: int = 8
+    """Segments a column's rows are lumped into (must divide the array's rows)."""
+    ir_drop_time_step_resolution_scale: float = 1.0
+    """Samples of one read: ``int((dac_steps + 2) / 2 * this)``."""
+    ir_drop_v_read: float = 0.4005
+    """The ADC's read voltage (V) the column current is taken against."""
+    ir_drop_integration_sum: bool = False
+    """Integrate the column current by a plain sum of its samples instead of aihwkit's trapezoid rule."""
+    adc_quantization: bool = True
+    """With IR drop only: count the column charge in whole ticks of ``100 / adc_frequency`` (aihwkit's CCO)."""
+    adc_frequency: float = 6.24
+    """With IR drop only: the current-controlled oscillator's frequency (GHz) of ``adc_quantization``."""
 
     @property
     def output_noise(self) -> bool:
@@ -179,6 +201,7 @@ class IOParameters:
         for name in ("out_noise", "w_noise", "nm_thres"):
             if not getattr(self, name) >= 0:
                 raise ConfigError(f"forward.{name} must be >= 0, got {getattr(self, name)}")
+        self._check_ir_drop()
         if isinstance(self.max_bm_factor, bool) or not isinstance(self.max_bm_factor, int) or self.max_bm_factor < 1:
             raise ConfigError(f"forward.max_bm_factor must be an integer >= 1, got {self.max_bm_factor!r}")
         if not self.max_bm_res > 0:
@@ -189,6 +212,19 @@ class IOParameters:
         if self.adc_steps and self.bound <= 0:
             raise ConfigError(f"forward.out_res={self.out_res} needs forward.out_bound > 0: "
                               "an ADC's steps span [-out_bound, out_bound]")
+
+    def _check_ir_drop(self) -> None:
+        for name in ("ir_drop", "ir_drop_rs"):
+            if not getattr(self, name) >= 0:
+                raise ConfigError(f"forward.{name} must be >= 0, got {getattr(self, name)}")
+        if not self.adc_frequency > 0:
+            raise ConfigError(f"forward.adc_frequency must be > 0, got {self.adc_frequency}")
+        if not self.ir_drop_time_step_resolution_scale > 0:
+            raise ConfigError("forward.ir_drop_time_step_resolution_scale must be > 0, got "
+                              f"{self.ir_drop_time_step_resolution_scale}")
+        segments = self.ir_drop_segments
+        if isinstance(segments, bool) or not isinstance(segments, int) or segments < 1:
+            raise ConfigError(f"forward.ir_drop_segments must be an integer >= 1, got {segments!r}")
 
     @property
     def managed(self) -> bool:

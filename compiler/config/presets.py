@@ -58,8 +58,9 @@ HWA_TRAINING_NOISE = STANDARD_HWA_FORWARD_NOISE | {"modifier.type": "ADD_NORMAL_
 """The recipe's training noise: the ``hwa`` preset's, plus Gaussian weight noise of 0.1 times each output
 channel's max|W| (chosen on held-out training data: ``python -m benchmarks.bench_hwa --choose``)."""
 
-HWA_NOT_SIMULATED = "forward.ir_drop 1.0"
-"""The fields of aihwkit's StandardHWATrainingPreset that xbar does not simulate."""
+HWA_NOT_SIMULATED = ("forward.ir_drop 1.0 in the exported file (the converted model simulates it: --set "
+                     "forward.ir_drop=1; the preset leaves it out until the ONNX export carries it)")
+"""What of aihwkit's StandardHWATrainingPreset the ``hwa`` preset leaves out, and why."""
 
 IDEAL = {"pre_post.input_range.enable": False}
 """No clip anywhere: without a DAC or ADC, the input range would be the only loss."""

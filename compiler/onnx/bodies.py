@@ -18,7 +18,8 @@ scale) is skipped by an If on a constant, which a runtime resolves once. An inte
 ADC bound clips before rounding (round(clip(z, -c, c)) = clip(round(z), -c, c) for
 an integer c), which lets ONNX Runtime fuse the clip into the mvm.
 
-Every op body declares all the op's attributes, used or not, so each attribute of
+Every op body declares all the op's attributes, used or not (no body reads the ``ir_drop*`` ones: the
+export refuses IR drop), so each attribute of
 a node belongs to its function; the optional annotation attributes (which part of the
 layer's weight a node holds, where it sits on a chip) are for backends and no body reads them.
 """
@@ -165,7 +166,9 @@ def CrossbarLinear(X: FLOAT, G_plus: FLOAT, G_minus: FLOAT, B: FLOAT,
                    drift_gain: float, column_scale_ratios: Sequence[float], column_drift_gains: Sequence[float],
                    mapped_wmax: float, out_scales: Sequence[float],
                    noise_management: str, nm_thres: float, bound_management: str, max_bm_factor: int,
-                   max_bm_res: float,
+                   max_bm_res: float, ir_drop: float, ir_drop_rs: float, ir_drop_segments: int,
+                   ir_drop_time_step_resolution_scale: float, ir_drop_v_read: float, ir_drop_integration_sum: int,
+                   ir_drop_rows: int, adc_quantization: int, adc_frequency: float,
                    input_clip: float, in_scale: float, dac_round: int, dac_clip: float,
                    adc_scale: float, adc_round: int, adc_clip: float, out_scale: float,
                    column_out_scale: Sequence[float], nm_mode: int, bm_rounds: int) -> FLOAT:
@@ -189,7 +192,9 @@ def CrossbarConv(X: FLOAT, G_plus: FLOAT, G_minus: FLOAT, B: FLOAT,
                  drift_gain: float, column_scale_ratios: Sequence[float], column_drift_gains: Sequence[float],
                  mapped_wmax: float, out_scales: Sequence[float],
                  noise_management: str, nm_thres: float, bound_management: str, max_bm_factor: int,
-                 max_bm_res: float,
+                 max_bm_res: float, ir_drop: float, ir_drop_rs: float, ir_drop_segments: int,
+                 ir_drop_time_step_resolution_scale: float, ir_drop_v_read: float, ir_drop_integration_sum: int,
+                 ir_drop_rows: int, adc_quantization: int, adc_frequency: float,
                  input_clip: float, in_scale: float, dac_round: int, dac_clip: float,
                  adc_scale: float, adc_round: int, adc_clip: float, out_scale: float,
                  column_out_scale: Sequence[float], nm_mode: int, bm_rounds: int,
@@ -208,7 +213,9 @@ def CrossbarConvTranspose(X: FLOAT, G_plus: FLOAT, G_minus: FLOAT, B: FLOAT,
                           drift_gain: float, column_scale_ratios: Sequence[float],
                           column_drift_gains: Sequence[float], mapped_wmax: float, out_scales: Sequence[float],
                           noise_management: str, nm_thres: float, bound_management: str, max_bm_factor: int,
-                          max_bm_res: float,
+                          max_bm_res: float, ir_drop: float, ir_drop_rs: float, ir_drop_segments: int,
+                          ir_drop_time_step_resolution_scale: float, ir_drop_v_read: float,
+                          ir_drop_integration_sum: int, ir_drop_rows: int, adc_quantization: int, adc_frequency: float,
                           input_clip: float, in_scale: float, dac_round: int, dac_clip: float,
                           adc_scale: float, adc_round: int, adc_clip: float, out_scale: float,
                           column_out_scale: Sequence[float], nm_mode: int, bm_rounds: int,

@@ -80,6 +80,18 @@ HARDWARE_ATTRIBUTES = {
                         "(bm_rounds)",
     "max_bm_factor": "bound management stops after the first read with the input divided by more than this",
     "max_bm_res": "... or, with a DAC, by more than max_bm_res * dac_steps / 2",
+    "ir_drop": "aihwkit's forward.ir_drop, scale of the wire resistance of its time-stepped IR-drop model "
+               "(0: none; an exported file always has 0, the export refuses IR drop; without it every ir_drop_* "
+               "attribute, adc_quantization and adc_frequency are 0 too)",
+    "ir_drop_rs": "wire resistance (Ohm) from one row's cell to the next, scaled by ir_drop",
+    "ir_drop_segments": "segments a column's rows are lumped into for the IR drop",
+    "ir_drop_time_step_resolution_scale": "IR-drop samples of one read: int((dac_steps + 2) / 2 * this)",
+    "ir_drop_v_read": "the ADC's read voltage (V) of the IR-drop model",
+    "ir_drop_integration_sum": "1: integrate the IR-drop column current by a plain sum; 0: the trapezoid rule",
+    "ir_drop_rows": "the physical array's rows the IR-drop model pads the input to (0 without IR drop)",
+    "adc_quantization": "with IR drop only: 1 counts the column charge in whole ticks of 100 / adc_frequency "
+                        "(truncated towards zero) before the ADC of adc_steps",
+    "adc_frequency": "with IR drop only: the frequency (GHz) of adc_quantization's current-controlled oscillator",
 }
 """The meaning of each of :meth:`CrossbarSettings.hardware_fields` (a field without one fails at import)."""
 CONSTANT_ATTRIBUTES = {

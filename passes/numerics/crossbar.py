@@ -27,6 +27,7 @@ from torch import Tensor, fx, nn
 
 from ..kinds.base import LayerKind
 from .compiled_state import CompiledState
+from .ir_drop import array_operands, ir_drop_codes
 from .management import managed_codes
 from .settings import DYNAMIC_MODES, CrossbarSettings
 
@@ -93,15 +94,18 @@ def _rescale(z: Tensor, bias: Optional[Tensor], settings: CrossbarSettings, chan
 
 
 def run_crossbar(kind: LayerKind, x: Tensor, weight: Tensor, bias: Optional[Tensor], settings: CrossbarSettings,
-                 geometry: Any, out_scale: Optional[Tensor] = None) -> Tensor:
+                 geometry: Any, out_scale: Optional[Tensor] = None, ir_drop_offset: Optional[Tensor] = None) -> Tensor:
     """One array of ``kind``: ``weight`` = :func:`adc_weight`, shaped like the layer's weight block;
     ``out_scale`` as :func:`_periphery_out` takes it; with noise or bound management, :mod:`.management`'s
-    reads."""
+    reads; with IR drop, ``weight`` and ``ir_drop_offset`` are :func:`.ir_drop.array_operands`'."""
     c = settings.constants
     if c["nm_mode"] in DYNAMIC_MODES or c["bm_rounds"] > 1:
         return _rescale(managed_codes(kind, x, weight, settings, geometry), bias, settings, kind.channel_dim,
                         out_scale)
-    codes = kind.mvm(_periphery_in(x, c), weight, geometry)
+    if settings.ir_drop_active:
+        codes = ir_drop_codes(kind, _periphery_in(x, c), weight, ir_drop_offset, settings, geometry)
+    else:
+        codes = kind.mvm(_periphery_in(x, c), weight, geometry)
     return _periphery_out(codes, bias, settings, kind.channel_dim, out_scale)
 
 
@@ -134,6 +138,7 @@ class Crossbar(CompiledState, nn.Module):
         # derived, never saved: plain attributes, not buffers
         self.compiled_weight: Optional[Tensor] = None
         self.compiled_out_scale: Optional[Tensor] = None
+        self.ir_drop_offset: Optional[Tensor] = None  # with IR drop: the ADC-code offset of each column
         self._weight_key: Optional[tuple] = None
         self._out_scale_settings: Optional[CrossbarSettings] = None
         self.sync_compiled_state()
@@ -141,15 +146,26 @@ class Crossbar(CompiledState, nn.Module):
     def adc_weight(self) -> Tensor:
         """:func:`adc_weight` of the buffers, cached until G+, G- or the ADC scale changes."""
         key = (self.g_plus.data_ptr(), self.g_plus._version, self.g_minus.data_ptr(), self.g_minus._version,
-               self.settings.constants["adc_scale"])
+               self.settings.constants["adc_scale"], self.settings if self.settings.ir_drop_active else None)
         if self._weight_key != key:
             with torch.no_grad():
-                weight = adc_weight(self.g_plus, self.g_minus, self.settings)
+                if self.settings.ir_drop_active:
+                    weight, offset = array_operands(self.g_plus, self.g_minus, self.settings)
+                    self._keep_ir_drop_offset(offset)
+                else:
+                    weight = adc_weight(self.g_plus, self.g_minus, self.settings)
                 if self.compiled_weight is not None and self.compiled_weight.shape == weight.shape:
                     weight = self.compiled_weight.copy_(weight)
                 self.compiled_weight = weight
             self._weight_key = key
         return self.compiled_weight
+
+    def _keep_ir_drop_offset(self, offset: Tensor) -> None:
+        """Take the new IR-drop offset in place where the shape allows, so a compiled graph reads it too."""
+        if self.ir_drop_offset is not None and self.ir_drop_offset.shape == offset.shape:
+            self.ir_drop_offset.copy_(offset)
+        else:
+            self.ir_drop_offset = offset
 
     def sync_compiled_state(self) -> None:
         """Re-derive the ADC weight and the out_scale tensor where the buffers or the settings changed."""
@@ -180,8 +196,10 @@ class Crossbar(CompiledState, nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if torch.compiler.is_compiling():  # no version checks in a graph: the tensors as the last sync left them
             return run_crossbar(self.kind, x, self.compiled_weight, self.bias, self.settings, self.geometry,
-                                self.compiled_out_scale)
-        return run_crossbar(self.kind, x, self.adc_weight(), self.bias, self.settings, self.geometry)
+                                self.compiled_out_scale, self.ir_drop_offset)
+        weight = self.adc_weight()
+        return run_crossbar(self.kind, x, weight, self.bias, self.settings, self.geometry,
+                            ir_drop_offset=self.ir_drop_offset)
 
     def extra_repr(self) -> str:
         s = self.settings

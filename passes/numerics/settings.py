@@ -30,7 +30,7 @@ def bound_management_rounds(bound_management: str, max_bm_factor: int, max_bm_re
     return rounds
 
 
-def _f32(value: float) -> float:
+def f32(value: float) -> float:
     """Round a Python float to the nearest float32 value (no tensor, so a compiler traces it)."""
     return struct.unpack("f", struct.pack("f", value))[0]
 
@@ -53,7 +53,11 @@ class CrossbarSettings:
     ``max_bm_res`` are aihwkit's forward fields (:mod:`.management`; the names of the
     enum members), derived into the constants ``nm_mode`` and ``bm_rounds``; CONSTANT noise
     management without bound management is one scale per array, folded into ``input_clip``,
-    ``in_scale`` and ``out_scale``.
+    ``in_scale`` and ``out_scale``. ``ir_drop`` (0: none) and the ``ir_drop_*`` fields are aihwkit's
+    forward fields of its time-stepped IR-drop model (:mod:`.ir_drop`); ``ir_drop_rows`` is the
+    physical array's rows its input is padded to, ``ir_drop_integration_sum`` and ``adc_quantization``
+    0 or 1 (``adc_quantization`` and ``adc_frequency`` act with IR drop only, as in aihwkit); without IR
+    drop every one of them is 0, with it the floats are float32 values (what a file holds).
 
     No bound, no converter, no range is 0, in every field and constant:
     ``input_range == 0`` means no input range (no clip, r = 1), ``dac_steps`` /
@@ -82,6 +86,15 @@ class CrossbarSettings:
     bound_management: str = "NONE"
     max_bm_factor: int = 1000
     max_bm_res: float = 0.25
+    ir_drop: float = 0.0
+    ir_drop_rs: float = 0.0
+    ir_drop_segments: int = 0
+    ir_drop_time_step_resolution_scale: float = 0.0
+    ir_drop_v_read: float = 0.0
+    ir_drop_integration_sum: int = 0
+    ir_drop_rows: int = 0
+    adc_quantization: int = 0
+    adc_frequency: float = 0.0
 
     def __post_init__(self):
         # derived once, when the settings are made: a compiler then reads plain attributes
@@ -113,14 +126,14 @@ class CrossbarSettings:
         in_unit = 1.0 / h_in if h_in else 1.0
         adc_unit = bound / h_out if h_out else 1.0
         return {
-            "input_clip": _f32(input_clip) if input_clip else 0.0,
-            "in_scale": _f32((h_in or 1.0) / r / nm),
+            "input_clip": f32(input_clip) if input_clip else 0.0,
+            "in_scale": f32((h_in or 1.0) / r / nm),
             "dac_round": int(bool(h_in)),
-            "dac_clip": _f32(h_in) if h_in else 0.0,
-            "adc_scale": _f32(in_unit / g_span * self.mapped_wmax / adc_unit),
+            "dac_clip": f32(h_in) if h_in else 0.0,
+            "adc_scale": f32(in_unit / g_span * self.mapped_wmax / adc_unit),
             "adc_round": int(bool(h_out)),
-            "adc_clip": _f32(bound / adc_unit) if bound else 0.0,
-            "out_scale": _f32(adc_unit * r * g_span / self.scale_ratio / self.mapped_wmax * self.drift_gain
+            "adc_clip": f32(bound / adc_unit) if bound else 0.0,
+            "out_scale": f32(adc_unit * r * g_span / self.scale_ratio / self.mapped_wmax * self.drift_gain
                               * (self.out_scales[0] if len(self.out_scales) == 1 else 1.0) * nm),
             "nm_mode": NOISE_MANAGEMENT_MODES[self.noise_management],
             "bm_rounds": bound_management_rounds(self.bound_management, self.max_bm_factor, self.max_bm_res,
@@ -140,7 +153,12 @@ class CrossbarSettings:
         for factors in (self.column_drift_gains, learned):
             if factors:
                 scales = [scale * factor for scale, factor in zip(scales, factors)]
-        return tuple(_f32(scale) for scale in scales)
+        return tuple(f32(scale) for scale in scales)
+
+    @property
+    def ir_drop_active(self) -> bool:
+        """Whether the array simulates IR drop (:mod:`.ir_drop`)."""
+        return self.ir_drop > 0
 
     def as_dict(self) -> dict:
         return asdict(self)

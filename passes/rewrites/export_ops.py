@@ -37,6 +37,7 @@ from ..errors import PostconditionError
 from ..kinds import KINDS
 from ..kinds.base import LayerKind
 from ..numerics.crossbar import Crossbar, adc_weight, run_crossbar
+from ..numerics.ir_drop import array_operands
 from ..numerics.settings import CrossbarSettings
 
 NAMESPACE = "xbar"
@@ -96,6 +97,9 @@ def _define(kind: LayerKind) -> torch._ops.OpOverload:
     @torch.library.impl(name, "CompositeExplicitAutograd")
     def kernel(x: Tensor, g_plus: Tensor, g_minus: Tensor, bias: Tensor, *values) -> Tensor:
         settings, geometry = decode_arguments(kind, values)
+        if settings.ir_drop_active:
+            weight, offset = array_operands(g_plus, g_minus, settings)
+            return run_crossbar(kind, x, weight, bias, settings, geometry, ir_drop_offset=offset)
         return run_crossbar(kind, x, adc_weight(g_plus, g_minus, settings), bias, settings, geometry)
 
     @torch.library.register_fake(name)

@@ -28,6 +28,7 @@ from torch.fx.passes.infra.pass_base import PassBase, PassResult
 from ..errors import PostconditionError
 from ..numerics.converter import ZERO_CLIP
 from ..numerics.crossbar import Crossbar
+from ..numerics.ir_drop import ir_drop_fields
 from ..numerics.settings import CrossbarSettings
 from ..numerics.weight_constraints import constrain
 from ..numerics.weight_mapping import analog_weights, initial_scales, weight_block
@@ -139,6 +140,7 @@ def build_crossbar(graph_module: fx.GraphModule, tag: NodeTag, input_range: floa
         mapped_wmax=mapped_wmax,
         out_scales=learned_out_scales(graph_module, tag),
         **management_fields(plan.io),
+        **ir_drop_fields(plan.io, plan.layer.kind, g_plus.shape[1], plan.mapping.max_input_size),
     )
     layer = plan.layer
     geometry = layer.geometry if tag.tile is None else layer.kind.with_groups(layer.geometry, tag.tile.groups)

@@ -1,0 +1,178 @@
+"""forward.ir_drop against aihwkit 1.1.0's time-stepped IR-drop tile (TorchInferenceRPUConfigIRDropT).
+
+aihwkit's pure-torch IR-drop tile, in evaluation, noise-free and with xbar's periphery (254-step DAC and ADC,
+a fixed input range, weight_scaling_omega 1), is the oracle of the converted linear layer, for several wire
+scales, array shapes (one padded array, full arrays of a tiled layer) and the model's options.
+"""
+
+import pytest
+import torch
+from aihwkit.nn import AnalogLinear
+from aihwkit.simulator.configs import TorchInferenceRPUConfigIRDropT
+from aihwkit.simulator.parameters.enums import BoundManagementType, NoiseManagementType
+from torch import nn
+
+import xbar
+from xbar import ConfigError, HardwareConfig, LayerRule
+from xbar.compiler.cli.arguments import parse_overrides
+from xbar.passes.numerics.crossbar import crossbar_modules
+from xbar.passes.numerics.ir_drop import array_operands
+
+RANGE, BOUND = 2.0, 10.0
+CASES = {  # name -> (inputs, outputs, array rows, forward settings beyond the periphery)
+    "padded_array": (24, 6, 32, dict(ir_drop=1.0)),
+    "full_array": (64, 10, 64, dict(ir_drop=1.0)),
+    "two_arrays": (64, 6, 32, dict(ir_drop=2.0)),
+    "strong_wires": (40, 8, 64, dict(ir_drop=5.0, ir_drop_rs=0.3)),
+    "plain_sum": (48, 8, 64, dict(ir_drop=3.0, ir_drop_integration_sum=True)),
+    "no_oscillator": (48, 8, 64, dict(ir_drop=3.0, adc_quantization=False)),
+    "options": (30, 4, 32, dict(ir_drop=4.0, ir_drop_segments=4, ir_drop_v_read=0.4, adc_frequency=3.0,
+                                ir_drop_time_step_resolution_scale=0.5)),
+}
+PERIPHERY = dict(inp_res=254, out_res=254, out_bound=BOUND)
+
+
+def layer_and_input(inputs: int, outputs: int):
+    generator = torch.Generator().manual_seed(inputs * outputs)
+    layer = nn.Linear(inputs, outputs)
+    with torch.no_grad():
+        layer.weight.copy_(torch.randn(layer.weight.shape, generator=generator) / inputs ** 0.5)
+        layer.bias.copy_(torch.randn(outputs, generator=generator))
+    return layer.eval(), 1.5 * torch.randn(32, inputs, generator=generator)
+
+
+def theirs(layer: nn.Linear, x: torch.Tensor, rows: int, forward: dict) -> torch.Tensor:
+    config = TorchInferenceRPUConfigIRDropT()
+    for name, value in (PERIPHERY | dict(out_noise=0.0, w_noise=0.0) | forward).items():
+        setattr(config.forward, name, value)
+    config.forward.noise_management, config.forward.bound_management = NoiseManagementType.NONE, \
+        BoundManagementType.NONE
+    config.mapping.weight_scaling_omega = 1.0
+    config.mapping.max_input_size, config.mapping.max_output_size = rows, 0
+    ranges = config.pre_post.input_range
+    ranges.enable, ranges.learn_input_range, ranges.init_value, ranges.init_from_data = True, False, RANGE, 0
+    analog = AnalogLinear.from_digital(layer, config).eval()
+    with torch.no_grad():
+        return analog(x)
+
+
+def xbar_config(rows: int, forward: dict) -> HardwareConfig:
+    return HardwareConfig().with_overrides(
+        {f"forward.{k}": v for k, v in (PERIPHERY | forward).items()}
+        | {"pre_post.input_range.init_value": RANGE, "pre_post.input_range.init_from_data": 0,
+           "mapping.max_input_size": rows, "mapping.weight_scaling_omega": 1.0,
+           "mapping.weight_scaling_dynamic": False})
+
+
+def converted(layer: nn.Linear, x: torch.Tensor, rows: int, forward: dict):
+    return xbar.convert(xbar.prepare(layer, (x[:2],), xbar_config(rows, forward)))
+
+
+def ours(layer: nn.Linear, x: torch.Tensor, rows: int, forward: dict) -> torch.Tensor:
+    with torch.no_grad():
+        return converted(layer, x, rows, forward)(x)
+
+
+def assert_same_outputs(a: torch.Tensor, b: torch.Tensor, layer: nn.Linear) -> None:
+    """Equal to float tolerance but for a few values one oscillator tick (so one ADC step) apart: aihwkit sums
+    the column current of 128 samples in float32, close to the read voltage, which moves a truncation's edge."""
+    adc_step = BOUND / 127 * RANGE * layer.weight.abs().max().item()  # in output units (omega 1: alpha = max|W|)
+    difference = (a - b).abs()
+    off = difference > 1e-5 * b.abs().max().item()
+    assert off.float().mean().item() <= 0.03, f"{off.sum().item()} of {off.numel()} outputs differ"
+    assert difference.max().item() <= 1.01 * adc_step
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_the_converted_layer_computes_what_aihwkits_ir_drop_tile_computes(case):
+    inputs, outputs, rows, forward = CASES[case]
+    layer, x = layer_and_input(inputs, outputs)
+    mine = ours(layer, x, rows, forward)
+    assert_same_outputs(mine, theirs(layer, x, rows, forward), layer)
+    ideal = ours(layer, x, rows, {})  # the drop moves far more outputs than the few aihwkit's float32 moves
+    assert ((mine - ideal).abs() > 1e-5 * ideal.abs().max()).float().mean().item() > 0.2
+
+
+def test_the_drop_grows_with_the_wire_resistance():
+    """Against the model without wires (its read-voltage offset and pulse sampling alone)."""
+    layer, x = layer_and_input(64, 8)
+    no_wires = ours(layer, x, 64, dict(ir_drop=1.0, ir_drop_rs=0.0))
+    errors = [(ours(layer, x, 64, dict(ir_drop=scale)) - no_wires).abs().mean().item() for scale in (1.0, 4.0, 16.0)]
+    assert errors == sorted(errors) and errors[-1] > 8 * errors[0] > 0
+
+
+def test_ir_drop_zero_is_the_plain_array():
+    layer, x = layer_and_input(24, 6)
+    plain = ours(layer, x, 32, {})
+    assert torch.equal(ours(layer, x, 32, dict(ir_drop=0.0, ir_drop_rs=0.5)), plain)
+    (array,) = crossbar_modules(converted(layer, x, 32, {})).values()
+    assert not array.settings.ir_drop_active and array.ir_drop_offset is None
+
+
+def test_the_export_refuses_ir_drop_in_one_line_before_writing(tmp_path):
+    layer, x = layer_and_input(24, 6)
+    path = tmp_path / "ir_drop.onnx"
+    with pytest.raises(ConfigError, match="export_onnx does not carry forward.ir_drop yet") as raised:
+        xbar.export_onnx(converted(layer, x, 32, dict(ir_drop=1.0)), (x[:2],), path)
+    assert "\n" not in str(raised.value) and not path.exists()
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"forward.inp_res": -1}, "forward.ir_drop needs a DAC"),
+    ({"mapping.max_input_size": 30}, "ir_drop_segments=8 must divide the array's 30 rows"),
+    ({"forward.noise_management": "ABS_MAX"}, "not simulated with ABS_MAX / MAX noise management"),
+])
+def test_what_xbar_does_not_simulate_is_refused_in_one_line(overrides, message):
+    layer, x = layer_and_input(24, 6)
+    config = xbar_config(32, dict(ir_drop=1.0)).with_overrides(overrides)
+    with pytest.raises(ConfigError, match=message) as raised:
+        xbar.convert(xbar.prepare(layer, (x[:2],), config))
+    assert "\n" not in str(raised.value)
+
+
+def test_a_convolution_with_ir_drop_is_refused_and_a_layer_rule_switches_it_off():
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(8, 4)).eval()
+    x = torch.randn(2, 1, 4, 4)
+    config = xbar_config(16, dict(ir_drop=1.0))
+    with pytest.raises(ConfigError, match="simulated on linear layers only, not on conv layers"):
+        xbar.convert(xbar.prepare(model, (x,), config))
+    config.layers.append(LayerRule(module_type="Conv2d", overrides={"forward.ir_drop": 0.0}))
+    arrays = crossbar_modules(xbar.convert(xbar.prepare(model, (x,), config)))
+    assert sorted(a.settings.ir_drop for a in arrays.values()) == [0.0, 1.0]
+
+
+def test_ir_drop_settings_round_trip_through_set_and_the_config_file():
+    overrides = parse_overrides(["forward.ir_drop=1.5", "forward.ir_drop_rs=0.2", "forward.ir_drop_segments=4",
+                                 "forward.ir_drop_integration_sum=true", "forward.adc_quantization=false",
+                                 "forward.adc_frequency=5", "forward.ir_drop_v_read=0.41",
+                                 "forward.ir_drop_time_step_resolution_scale=0.5"])
+    config = HardwareConfig().with_overrides(overrides)
+    forward = config.forward
+    assert (forward.ir_drop, forward.ir_drop_rs, forward.ir_drop_segments, forward.ir_drop_integration_sum,
+            forward.adc_quantization, forward.adc_frequency) == (1.5, 0.2, 4, True, False, 5.0)
+    again = HardwareConfig.from_dict(config.to_dict())
+    assert again.to_dict() == config.to_dict() and again.forward == forward
+    assert HardwareConfig().forward.ir_drop == 0.0 and HardwareConfig().forward.adc_quantization is True
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"forward.ir_drop": -1.0}, "forward.ir_drop must be >= 0"),
+    ({"forward.ir_drop_segments": 0}, "forward.ir_drop_segments must be an integer >= 1"),
+    ({"forward.adc_frequency": 0.0}, "forward.adc_frequency must be > 0"),
+])
+def test_meaningless_ir_drop_values_are_refused_when_built(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        HardwareConfig().with_overrides(overrides)
+
+
+def test_the_drop_follows_the_programmed_and_drifted_conductances():
+    """Each programmed or drifted copy reads the IR-drop operands of its own G+ / G-, not the converted ones'."""
+    layer, x = layer_and_input(64, 8)
+    model = converted(layer, x, 64, dict(ir_drop=2.0))
+    drifted = xbar.drift(xbar.program(model, xbar.PCMLikeNoiseModel(), seed=0), 3600.0, seed=1)
+    with torch.no_grad():
+        assert (model(x) - drifted(x)).abs().max() > 0.01
+    for original, copy in zip(crossbar_modules(model).values(), crossbar_modules(drifted).values()):
+        weight, offset = array_operands(copy.g_plus, copy.g_minus, copy.settings)
+        assert not torch.equal(original.g_plus, copy.g_plus)
+        assert torch.equal(copy.adc_weight(), weight) and torch.equal(copy.ir_drop_offset, offset)
