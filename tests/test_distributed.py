@@ -107,6 +107,9 @@ def _worker(rank: int, port: int, folder: str) -> None:
         torch.save(results, os.path.join(folder, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
+    # The results are saved: leave without the interpreter's finalisation, where gloo's worker threads
+    # sometimes abort the process (std::terminate on a thread still joinable), failing a run that passed.
+    os._exit(0)
 
 
 def _free_port() -> int:
