@@ -105,13 +105,7 @@ def program(converted: fx.GraphModule, noise_model: BaseNoiseModel, *, seed: int
     if not isinstance(noise_model, BaseNoiseModel):
         raise UserError(f"program() takes a device model such as xbar.PCMLikeNoiseModel() (a subclass of "
                         f"xbar.BaseNoiseModel), got a {type(noise_model).__name__}")
-    seed = _seed(seed, "program()")
-    _check_range(noise_model, converted)
-    model = copy.deepcopy(noise_model)
-    programmed = array_copy(converted)
-    program_arrays(programmed, model, _generator(seed))
-    programmed.meta[PROGRAMMING_KEY] = ProgrammingRecord(model.to_dict(), seed, model=model)
-    return programmed
+    return _programmed_copy(converted, noise_model, seed, "program()")
 
 
 def program_measured(converted: fx.GraphModule, measured: dict, noise_model: BaseNoiseModel, *,
@@ -124,7 +118,14 @@ def program_measured(converted: fx.GraphModule, measured: dict, noise_model: Bas
     if not isinstance(noise_model, BaseNoiseModel):
         raise UserError(f"load_conductances() takes noise_model= as a device model such as xbar.PCMLikeNoiseModel() "
                         f"or None, got a {type(noise_model).__name__}")
-    seed = _seed(seed, "load_conductances()")
+    return _programmed_copy(converted, noise_model, seed, "load_conductances()", measured)
+
+
+def _programmed_copy(converted: fx.GraphModule, noise_model: BaseNoiseModel, seed, caller: str,
+                     measured: Optional[dict] = None) -> fx.GraphModule:
+    """An :func:`array_copy` of ``converted`` programmed with ``noise_model`` (or holding ``measured`` as its
+    programmed state), with its :class:`ProgrammingRecord`."""
+    seed = _seed(seed, caller)
     _check_range(noise_model, converted)
     model = copy.deepcopy(noise_model)
     programmed = array_copy(converted)
