@@ -3,8 +3,8 @@
 Imports nothing heavy (no torch, onnx or numpy), so ``xbar --help`` and
 ``xbar --version`` start at once. The names the help lists that live in
 torch-importing modules are spelled out here (``ZOO_NAMES``, ``BUILTIN_DATA``,
-``CALIBRATION_METHODS``, ``CAPTURE_METHODS``, ``METRIC_NAMES``); the CLI tests check each against
-the module that owns it. The device models' names come from their registry, which
+``CALIBRATION_METHODS``, ``CAPTURE_METHODS``, ``METRIC_NAMES``, ``PROGRAM_FILE_FORMATS``); the CLI tests
+check each against the module that owns it. The device models' names come from their registry, which
 imports no torch.
 """
 
@@ -27,6 +27,8 @@ ZOO_NAMES = ("mlp", "lenet", "resnet", "transformer", "charlm")
 """``xbar.models.zoo.ZOO``'s names."""
 BUILTIN_DATA = ("digits", "pysource")
 """``xbar.compiler.cli.data.BUILTIN``'s names."""
+PROGRAM_FILE_FORMATS = ("xbar", "fusion")
+"""``xbar.compiler.program_files.formats.FORMATS``, the default first."""
 CALIBRATION_METHODS = ("InitFromData", "MovingStd", "MovingQuantile", "CacheQuantile", "Max")
 """``xbar.passes.numerics.calibration.CalibrationMethod``'s values, the default first."""
 CAPTURE_METHODS = ("export", "symbolic_trace")
@@ -457,10 +459,14 @@ PROGRAM_FILE_EPILOG = """\
 FILE is an ONNX file from `xbar compile -o`. DIR gets manifest.json and, compiled with --chip, one
 chip<k>.npz per chip (a G+ and a G- array per physical array), else arrays.npz (G+ and G- per logical
 array); target conductances in uS. The format is documented in xbar.compiler.program_files.
+With --format fusion, -o (and the measured input) is instead one CSV file laid out as aihwkit's
+fusion_export writes it (xbar.compiler.program_files.fusion).
 
 examples:
   xbar program-file lenet.onnx -o prog/
   xbar import-measured lenet.onnx prog-measured/ -o lenet-measured.onnx
+  xbar program-file lenet.onnx --format fusion -o lenet.csv
+  xbar import-measured lenet.onnx lenet-measured.csv --format fusion -o lenet-measured.onnx
 """
 
 
@@ -473,7 +479,10 @@ def _add_program_files(commands, common) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     program_file.add_argument("file", metavar="FILE", help="ONNX file from `xbar compile -o`")
     program_file.add_argument("-o", "--output", metavar="DIR", required=True, type=_file_name,
-                              help="directory for the programming files (made if missing)")
+                              help="directory for the programming files (made if missing); the CSV file "
+                              "with --format fusion")
+    program_file.add_argument("--format", choices=PROGRAM_FILE_FORMATS, default="xbar",
+                              help="xbar: .npz files and a manifest (default); fusion: aihwkit's Fusion CSV")
     program_file.set_defaults(command="program-file")
     measured = commands.add_parser(
         "import-measured", parents=[common], help="put measured conductances into an ONNX file",
@@ -481,7 +490,10 @@ def _add_program_files(commands, common) -> None:
         "read from the programming files of FILE with the measured values in place of the targets.",
         epilog=PROGRAM_FILE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     measured.add_argument("file", metavar="FILE", help="ONNX file from `xbar compile -o`")
-    measured.add_argument("measured", metavar="DIR", help="the programming files with the measured conductances")
+    measured.add_argument("measured", metavar="DIR", help="the programming files with the measured conductances "
+                          "(the CSV file with --format fusion)")
+    measured.add_argument("--format", choices=PROGRAM_FILE_FORMATS, default="xbar",
+                          help="xbar: .npz files and a manifest (default); fusion: aihwkit's Fusion CSV")
     measured.add_argument("-o", "--output", metavar="FILE", required=True, type=_file_name,
                           help="the ONNX file to write")
     measured.set_defaults(command="import-measured")

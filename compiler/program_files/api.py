@@ -15,24 +15,26 @@ from ..devices.arrays import array_copy
 from ..devices.base import BaseNoiseModel
 from ..devices.programming import program_measured, programming_of
 from .arrays import source_of_converted
+from .formats import read_format, write_format
 from .onnx_file import onnx_source
-from .read import read_measured
-from .write import write_source
 
 
 def write_programming_files(model: Union[fx.GraphModule, str, os.PathLike],
-                            directory: Union[str, os.PathLike]) -> Path:
+                            directory: Union[str, os.PathLike], format: str = "xbar") -> Path:
     """Write the target conductances (uS) of a converted model, or of an ONNX file xbar exported, into
     ``directory``: per chip, or per logical array without a chip target, and ``manifest.json``
-    (:mod:`xbar.compiler.program_files`). Returns the directory."""
+    (:mod:`xbar.compiler.program_files`). ``format="fusion"`` writes aihwkit's Fusion CSV instead, one
+    file at that path (:mod:`xbar.compiler.program_files.fusion`). Returns the path written."""
     source = source_of_converted(model) if isinstance(model, fx.GraphModule) else onnx_source(model)
-    return write_source(source, directory)
+    return write_format(source, directory, format)
 
 
 def load_conductances(converted: fx.GraphModule, directory: Union[str, os.PathLike],
-                      noise_model: Optional[BaseNoiseModel] = None, *, seed: int = 0) -> fx.GraphModule:
+                      noise_model: Optional[BaseNoiseModel] = None, *, seed: int = 0,
+                      format: str = "xbar") -> fx.GraphModule:
     """A copy of ``converted`` whose arrays hold the conductances measured in ``directory`` (the programming
     files of ``converted`` with the read-back in place of the targets; refused if they do not match).
+    ``format="fusion"`` reads aihwkit's Fusion CSV: the arrays then hold the weights its per-row fit gives.
 
     With ``noise_model`` the result is a programmed model whose programmed state is the measured one:
     :func:`xbar.drift` drifts it with that device model, its drift parameters drawn from the targets with
@@ -42,7 +44,7 @@ def load_conductances(converted: fx.GraphModule, directory: Union[str, os.PathLi
         raise UserError("load_conductances() expects the converted model whose programming files were written, "
                         "but this one is already programmed: pass the model xbar.convert() returned")
     measured = {name: tuple(torch.from_numpy(side.copy()) for side in pair)
-                for name, pair in read_measured(source_of_converted(converted), directory).items()}
+                for name, pair in read_format(source_of_converted(converted), directory, format).items()}
     if noise_model is not None:
         return program_measured(converted, measured, noise_model, seed=seed)
     loaded = array_copy(converted)

@@ -7,7 +7,7 @@ programming files; the targets are the ``[out, in x kernel]`` G+ / G- block of t
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 import numpy as np
@@ -19,9 +19,10 @@ PLACEMENT_KEYS = ("chip", "core", "array", "row_offset", "col_offset")
 @dataclass(frozen=True)
 class LogicalArray:
     """One array: its name (the crossbar's, also its G+ / G- tensors' prefix), the layer and tile it belongs to,
-    its region of the layer's weight, its target conductances in uS as ``[out_size, in_size]`` float32 and,
-    under a chip target, one placement per replica (``chip``, ``core``, ``array``, ``row_offset``,
-    ``col_offset``)."""
+    its region of the layer's weight, its target conductances in uS as ``[out_size, in_size]`` float32,
+    under a chip target one placement per replica (``chip``, ``core``, ``array``, ``row_offset``,
+    ``col_offset``), and what maps its conductances to weights and back: its layer kind (``linear``, ``conv2d``, ...),
+    the converter's scale ratio of each of its ``out_size`` rows, and its g_min."""
 
     name: str
     layer: str
@@ -30,6 +31,9 @@ class LogicalArray:
     g_plus: np.ndarray
     g_minus: np.ndarray
     placements: tuple[dict, ...] = ()
+    kind: str = "linear"
+    scale_ratios: np.ndarray = field(default_factory=lambda: np.ones(0, np.float32))
+    g_min: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,13 @@ class Source:
 def matrix(conductance: np.ndarray, region: dict) -> np.ndarray:
     """A G+ or G- tensor as its ``[out_size, in_size]`` block, float32."""
     return np.ascontiguousarray(conductance, dtype=np.float32).reshape(region["out_size"], region["in_size"])
+
+
+def row_scale_ratios(scale_ratio: float, column_scale_ratios, out_size: int) -> np.ndarray:
+    """The scale ratio of each output row of an array: its per-column ratios, else its one ratio for all."""
+    if len(column_scale_ratios):
+        return np.asarray(column_scale_ratios, np.float32)
+    return np.full(out_size, scale_ratio, np.float32)
 
 
 def device_model_name(programming: Optional[dict], chip: Optional[dict]) -> Optional[str]:
@@ -63,6 +74,7 @@ def source_of_onnx(model) -> Source:
 
     initializers = {t.name: t for t in model.graph.initializer}
     metadata = {p.key: p.value for p in model.metadata_props}
+    kinds = {entry["node"]: entry["kind"] for entry in json.loads(metadata["xbar.layers"])}
     arrays, seen = [], set()
     for node in model.graph.node:
         if node.domain != DOMAIN or node.input[1] in seen:
@@ -72,12 +84,16 @@ def source_of_onnx(model) -> Source:
         region = {key: int(attributes[key]) for key in REGION_KEYS}
         g_plus, g_minus = (numpy_helper.to_array(initializers[name]) for name in node.input[1:3])
         layer = attributes["layer"]
+        name = node.input[1].removesuffix(".g_plus")
         placements = tuple({key: int(attributes[key][k]) for key in PLACEMENT_KEYS}
                            for k in range(int(attributes.get("replicas", 0))))
-        arrays.append(LogicalArray(node.input[1].removesuffix(".g_plus"),
-                                   layer.decode() if isinstance(layer, bytes) else layer,
+        arrays.append(LogicalArray(name, layer.decode() if isinstance(layer, bytes) else layer,
                                    (int(attributes["tile_row"]), int(attributes["tile_col"])), region,
-                                   matrix(g_plus, region), matrix(g_minus, region), placements))
+                                   matrix(g_plus, region), matrix(g_minus, region), placements,
+                                   kinds[name],
+                                   row_scale_ratios(attributes["scale_ratio"],
+                                                    attributes.get("column_scale_ratios", ()), region["out_size"]),
+                                   float(attributes["g_min"])))
     chip = json.loads(metadata["xbar.chip"]) if "xbar.chip" in metadata else None
     programming = json.loads(metadata["xbar.programming"]) if "xbar.programming" in metadata else None
     return Source(tuple(arrays), chip, metadata.get("xbar.converter", ""), device_model_name(programming, chip))
@@ -104,7 +120,10 @@ def source_of_converted(converted) -> Source:
         copies = sorted(placed.get(summary.node, ()), key=lambda r: r.replica)
         arrays.append(LogicalArray(summary.node, settings.layer, (settings.tile_row, settings.tile_col), region,
                                    matrix(summary.g_plus, region), matrix(summary.g_minus, region),
-                                   tuple({key: getattr(r, key) for key in PLACEMENT_KEYS} for r in copies)))
+                                   tuple({key: getattr(r, key) for key in PLACEMENT_KEYS} for r in copies),
+                                   summary.kind,
+                                   row_scale_ratios(settings.scale_ratio, settings.column_scale_ratios,
+                                                    region["out_size"]), float(settings.g_min)))
     chip = None if mapping is None else mapping.chip.to_dict()
     programming = programming_of(converted)
     return Source(tuple(arrays), chip, str(record.config.converter),

@@ -14,8 +14,8 @@ import numpy as np
 from ...passes.errors import InspectError
 from ..files import reporting_write_errors
 from .arrays import Source, source_of_onnx
-from .read import read_measured
-from .write import FORMAT, FORMAT_VERSION
+from .formats import FORMAT_NAMES, read_format
+from .write import FORMAT_VERSION
 
 MEASURED_KEY = "xbar.measured"
 
@@ -42,21 +42,22 @@ def onnx_source(path: Union[str, os.PathLike]) -> Source:
 
 
 def import_measured(path: Union[str, os.PathLike], directory: Union[str, os.PathLike],
-                    output: Union[str, os.PathLike]) -> Path:
+                    output: Union[str, os.PathLike], format: str = "xbar") -> Path:
     """Write ``output``: the ONNX file ``path`` with its G+ / G- initializers replaced by the conductances
     measured in ``directory`` (checked against the file's targets first: nothing is written if they do not
-    match) and ``xbar.measured`` metadata naming the format read."""
+    match), read in ``format`` (:mod:`.formats`), and ``xbar.measured`` metadata naming the format read."""
     from onnx import numpy_helper
 
     model = load_onnx(path)
-    measured = read_measured(source_of_onnx(model), directory)
+    measured = read_format(source_of_onnx(model), directory, format)
     for tensor in model.graph.initializer:
         name, _, side = tensor.name.rpartition(".")
         if name in measured and side in ("g_plus", "g_minus"):
             shape = tuple(tensor.dims)
             value = measured[name][0 if side == "g_plus" else 1].reshape(shape).astype(np.float32)
             tensor.CopyFrom(numpy_helper.from_array(value, tensor.name))
-    _set_metadata(model, MEASURED_KEY, json.dumps({"format": FORMAT, "format_version": FORMAT_VERSION}))
+    _set_metadata(model, MEASURED_KEY, json.dumps({"format": FORMAT_NAMES[format]} | (
+        {"format_version": FORMAT_VERSION} if format == "xbar" else {})))
     return _save(model, Path(output))
 
 

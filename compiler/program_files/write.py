@@ -45,13 +45,13 @@ def write_source(source: Source, directory: Union[str, os.PathLike]) -> Path:
     with reporting_write_errors(directory, "-o"):
         directory.mkdir(exist_ok=True)
         for name, arrays in files.items():
-            _replace(directory / name, lambda handle, arrays=arrays: np.savez(handle, **arrays))
+            replace_atomically(directory / name, lambda handle, arrays=arrays: np.savez(handle, **arrays))
         text = json.dumps(manifest(source, files, regions), indent=1, sort_keys=True, allow_nan=False) + "\n"
-        _replace(directory / MANIFEST, lambda handle: handle.write(text.encode()))
+        replace_atomically(directory / MANIFEST, lambda handle: handle.write(text.encode()))
     return directory
 
 
-def _replace(path: Path, write) -> None:
+def replace_atomically(path: Path, write) -> None:
     """Write ``path`` through a temporary file next to it: never a half-written file."""
     handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False)
     try:

@@ -9,6 +9,6 @@ from ..console import say, stderr_console
 
 
 def run(args: argparse.Namespace) -> int:
-    output = import_measured(args.file, args.measured, args.output)
+    output = import_measured(args.file, args.measured, args.output, args.format)
     say(stderr_console(), f"wrote {output}")
     return 0

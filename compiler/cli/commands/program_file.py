@@ -1,15 +1,16 @@
-"""``xbar program-file``: the target conductances of an ONNX file as programming files, torch-free."""
+"""``xbar program-file``: the target conductances of an ONNX file as programming files (or a Fusion CSV),
+torch-free."""
 
 from __future__ import annotations
 
 import argparse
 
+from ...program_files.formats import write_format
 from ...program_files.onnx_file import onnx_source
-from ...program_files.write import write_source
 from ..console import say, stderr_console
 
 
 def run(args: argparse.Namespace) -> int:
-    directory = write_source(onnx_source(args.file), args.output)
+    directory = write_format(onnx_source(args.file), args.output, args.format)
     say(stderr_console(), f"wrote {directory}")
     return 0
