@@ -16,12 +16,12 @@ from ...passes.errors import (
     ConfigError,
     DataError,
     InspectError,
-    MeasuredConductancesError,
     ModelError,
     OutputPathError,
 )
 from ..chip.shipped import chip_named
 from ..files import check_writable, data_file
+from ..program_files.paths import check_measured_path, check_output_path
 from .arguments import BUILTIN_DATA, ZOO_NAMES
 
 DATA_SUFFIXES = (".npz", ".pt")
@@ -46,10 +46,9 @@ def check_arguments(args: argparse.Namespace) -> None:
     if args.command in ("inspect", "program-file", "import-measured") and not Path(args.file).is_file():
         raise InspectError(f"{args.file}: no such file")
     if args.command == "program-file":
-        check_output_directory(Path(args.output))
-    if args.command == "import-measured" and not Path(args.measured).is_dir():
-        raise MeasuredConductancesError(f"{args.measured} is not a directory; give the directory of programming "
-                                        "files holding the measured conductances")
+        check_output_path(Path(args.output), args.format)
+    if args.command == "import-measured":
+        check_measured_path(Path(args.measured), args.format)
 
 
 def output_paths(args: argparse.Namespace) -> dict[str, Path]:
@@ -76,14 +75,6 @@ def _refuse_shared_paths(paths: dict[str, Path]) -> None:
         if where in seen:
             raise OutputPathError(f"{seen[where]} and {option} both name {path}; give each output its own file")
         seen[where] = option
-
-
-def check_output_directory(path: Path) -> None:
-    """A directory that exists or can be made (its parent exists), for ``program-file -o``."""
-    if path.exists() and not path.is_dir():
-        raise OutputPathError(f"-o {path} is a file; give a directory for the programming files")
-    if not path.absolute().parent.is_dir():
-        raise OutputPathError(f"-o {path}: {path.absolute().parent} does not exist; create it first")
 
 
 def default_output_name(weights: Optional[str], spec: str) -> str:

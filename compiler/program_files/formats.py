@@ -9,10 +9,11 @@ from typing import Union
 
 import numpy as np
 
-from ...passes.errors import MeasuredConductancesError, UserError
+from ...passes.errors import UserError
 from ...passes.numerics.fusion_converter import FusionConductanceConverter
 from .arrays import Source
 from .fusion import read_fusion_measured, write_fusion_csv
+from .paths import check_measured_path, check_output_path
 from .read import read_measured
 from .write import FORMAT, write_source
 
@@ -31,7 +32,9 @@ def checked_format(format: str) -> str:
 def write_format(source: Source, path: Union[str, os.PathLike], format: str) -> Path:
     """Write ``source``'s targets in ``format``: a directory (xbar) or one CSV file (fusion, with aihwkit's
     default :class:`FusionConductanceConverter`)."""
-    if checked_format(format) == "fusion":
+    path = Path(path)
+    check_output_path(path, checked_format(format))
+    if format == "fusion":
         return write_fusion_csv(source, path, FusionConductanceConverter())
     return write_source(source, path)
 
@@ -40,9 +43,7 @@ def read_format(source: Source, path: Union[str, os.PathLike],
                 format: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """``{array name: (G+, G-)}`` measured for ``source``, read from ``path`` in ``format``."""
     path = Path(path)
-    if checked_format(format) == "fusion":
+    check_measured_path(path, checked_format(format))
+    if format == "fusion":
         return read_fusion_measured(source, path, FusionConductanceConverter())
-    if path.is_file():
-        raise MeasuredConductancesError(f"{path} is a file; xbar's programming files are a directory with "
-                                        "manifest.json (for a Fusion CSV give --format fusion)")
     return read_measured(source, path)

@@ -30,7 +30,7 @@ from typing import Union
 
 import numpy as np
 
-from ...passes.errors import MeasuredConductancesError, OutputPathError
+from ...passes.errors import MeasuredConductancesError
 from ...passes.numerics.fusion_converter import FusionConductanceConverter
 from ..files import reporting_write_errors
 from .arrays import LogicalArray, Source
@@ -95,13 +95,9 @@ def fusion_text(source: Source, converter: FusionConductanceConverter) -> str:
 
 def write_fusion_csv(source: Source, path: Union[str, os.PathLike],
                      converter: FusionConductanceConverter) -> Path:
-    """Write ``source``'s Fusion CSV to ``path`` (through a temporary file: never a half-written one)."""
+    """Write ``source``'s Fusion CSV to ``path`` (through a temporary file: never a half-written one); the
+    path is checked by :func:`~.paths.check_output_path`."""
     path = Path(path)
-    if path.is_dir():
-        raise OutputPathError(f"-o {path} is a directory; a Fusion CSV is one file (give e.g. -o model.csv), "
-                              "xbar's programming files a directory (drop --format fusion)")
-    if not path.parent.is_dir():
-        raise OutputPathError(f"-o {path}: {path.parent} does not exist; create it first")
     text = fusion_text(source, converter).encode("utf-8")
     with reporting_write_errors(path, "-o"):
         replace_atomically(path, lambda handle: handle.write(text))
@@ -136,11 +132,6 @@ def _pair(array: LogicalArray, weights: np.ndarray) -> tuple[np.ndarray, np.ndar
 
 def _checked_rows(path: Path, layers: list[FusionLayer]) -> list[np.ndarray]:
     """The file's conductance rows, one per layer, after checking header, names, lengths and values."""
-    if path.is_dir():
-        raise MeasuredConductancesError(f"{path} is a directory; a Fusion CSV is one file (for xbar's "
-                                        "programming files drop --format fusion)")
-    if not path.is_file():
-        raise MeasuredConductancesError(f"{path}: no such file; give the Fusion CSV with the measured conductances")
     try:
         lines = list(csv.reader(io.StringIO(path.read_text(encoding="utf-8"), newline="")))
     except (UnicodeDecodeError, csv.Error) as exc:
