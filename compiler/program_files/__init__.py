@@ -30,4 +30,8 @@ A chip's tools write the measured conductances in place of the targets, in the s
 shapes, and keep the manifest: :func:`load_conductances` and ``xbar import-measured`` read that back,
 refusing a manifest of other targets (checksums), missing files or arrays, other shapes, other units,
 and NaN or negative conductances.
+
+The second format, ``format="fusion"`` (``--format fusion``), is aihwkit's Fusion CSV: one file in the
+layout of aihwkit's ``fusion_export``, one device per weight, written and read back as its
+``FusionConductanceConverter`` does (:mod:`.fusion`). :mod:`.formats` switches between the two.
 """

@@ -34,6 +34,7 @@ from ...passes.errors import MeasuredConductancesError
 from ...passes.numerics.fusion_converter import FusionConductanceConverter
 from ..files import reporting_write_errors
 from .arrays import LogicalArray, Source
+from .read import checked_conductances
 from .write import replace_atomically
 
 HEADER_ROWS = ("id", "class", "num_weights", "height", "width")
@@ -41,15 +42,22 @@ HEADER_ROWS = ("id", "class", "num_weights", "height", "width")
 
 @dataclass(frozen=True)
 class FusionLayer:
-    """One column of the file: a layer and its arrays in file order."""
+    """One column of the file: a layer, what its header says of it, and its arrays in file order."""
 
     name: str
-    header: tuple
+    id: int
+    aihwkit_class: str
+    height: int
+    width: int
     arrays: tuple[LogicalArray, ...]
 
     @property
     def num_weights(self) -> int:
-        return self.header[2]
+        return self.height * self.width
+
+    def header(self) -> tuple:
+        """The layer's value in each of :data:`HEADER_ROWS`."""
+        return self.id, self.aihwkit_class, self.num_weights, self.height, self.width
 
 
 def aihwkit_class(kind: str) -> str:
@@ -65,9 +73,8 @@ def fusion_layers(source: Source) -> list[FusionLayer]:
         grouped.setdefault(array.layer, []).append(array)
     layers = []
     for index, (name, arrays) in enumerate(grouped.items(), start=1):
-        height, width = arrays[0].region["out_total"], arrays[0].region["in_total"]
-        layers.append(FusionLayer(name, (index, aihwkit_class(arrays[0].kind), height * width, height, width),
-                                  tuple(sorted(arrays, key=lambda a: a.tile))))
+        layers.append(FusionLayer(name, index, aihwkit_class(arrays[0].kind), arrays[0].region["out_total"],
+                                  arrays[0].region["in_total"], tuple(sorted(arrays, key=lambda a: a.tile))))
     return layers
 
 
@@ -77,7 +84,9 @@ def array_weights(array: LogicalArray) -> np.ndarray:
 
 
 def header_text(layers: list[FusionLayer]) -> str:
-    return "".join(",".join(str(layer.header[row]) for layer in layers) + "\n" for row in range(len(HEADER_ROWS)))
+    """The five header rows, each ending ``\\n`` (aihwkit writes them as text before its CSV writer)."""
+    columns = [layer.header() for layer in layers]
+    return "".join(",".join(str(values[row]) for values in columns) + "\n" for row in range(len(HEADER_ROWS)))
 
 
 def fusion_text(source: Source, converter: FusionConductanceConverter) -> str:
@@ -164,12 +173,7 @@ def _values(path: Path, layer: FusionLayer, line: list[str]) -> np.ndarray:
     except ValueError:
         bad = next(value for value in line if not _is_number(value))
         raise MeasuredConductancesError(f"{where} holds {bad!r}, not a number; give conductances in uS") from None
-    if not np.isfinite(values).all():
-        raise MeasuredConductancesError(f"{where} holds NaN or infinite conductances; re-read those devices")
-    if (values < 0).any():
-        raise MeasuredConductancesError(f"{where} holds negative conductances (min {values.min():g} uS); "
-                                        "conductances are >= 0 uS")
-    return values.astype(np.float32)
+    return checked_conductances(values, values.shape, where, path)
 
 
 def _is_number(value: str) -> bool:

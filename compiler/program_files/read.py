@@ -75,11 +75,12 @@ def _read_file(path: Path, expected: dict[str, np.ndarray]) -> dict[str, np.ndar
             arrays = {key: stored[key] for key in stored.files}
     except (OSError, ValueError, zipfile.BadZipFile) as exc:
         raise MeasuredConductancesError(f"{path} is not a numpy .npz file ({exc})") from None
-    return {key: _checked(arrays.get(key), target.shape, f"{path.name}:{key}", path)
+    return {key: checked_conductances(arrays.get(key), target.shape, f"{path.name}:{key}", path)
             for key, target in expected.items()}
 
 
-def _checked(array, shape: tuple[int, ...], where: str, path: Path) -> np.ndarray:
+def checked_conductances(array, shape: tuple[int, ...], where: str, path: Path) -> np.ndarray:
+    """``array`` as float32 once it is present, ``shape``d, numeric, finite and >= 0 (else one line)."""
     if array is None:
         raise MeasuredConductancesError(f"{where} is missing from {path}; write every array the manifest lists")
     if array.shape != shape:
