@@ -41,6 +41,7 @@ _PUBLIC = {
     "xbar.compiler.program_files.api": ("load_conductances", "write_programming_files"),
     "xbar.passes.numerics.calibration": ("CalibrationMethod",),
     "xbar.passes.numerics.converter": ("SinglePairConductanceConverter",),
+    "xbar.passes.numerics.fusion_converter": ("FusionConductanceConverter",),
     "xbar.passes.numerics.weight_constraints": ("constrain_weights",),
     "xbar.passes.constraint_parameters": ("WeightClipParameter", "WeightClipType", "WeightRemapParameter",
                                           "WeightRemapType"),
