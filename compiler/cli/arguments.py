@@ -40,6 +40,9 @@ INPUT_DTYPES = ("float32", "float64", "float16", "bfloat16", "int64", "int32", "
 """``--input-dtype``'s choices: torch dtype names."""
 COMPENSATIONS = ("global", "per-column", "global-exact-reference", "none")
 """``xbar evaluate --compensation``'s choices, the default first."""
+OUT_NOISE_AT_READ = ("every-read", "training-only")
+"""``xbar evaluate --out-noise``'s choices (:class:`~xbar.compiler.devices.evaluation.OutNoiseAtRead`), the default
+first."""
 
 DEFAULT_MODEL = "lenet"
 DEFAULT_BATCH_SIZE = 64
@@ -369,6 +372,9 @@ def _add_evaluate(commands, common) -> None:
                           help="drift compensation: one digital gain per array (global, the default), per "
                           "output column, one per array against the ideal targets' readout "
                           "(global-exact-reference), or none")
+    evaluate.add_argument("--out-noise", choices=OUT_NOISE_AT_READ, default=OUT_NOISE_AT_READ[0],
+                          help="forward.out_noise at every analog read, as aihwkit's tiles read (every-read, the "
+                          "default), or in training only (training-only: the arrays read noise-free)")
     evaluate.add_argument("--json", action="store_true", help="print JSON instead of the table")
     evaluate.add_argument("--plot", metavar="IMAGE", type=_file_name,
                           help="save accuracy against time (.png, .svg, .pdf, ...)")
