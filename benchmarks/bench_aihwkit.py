@@ -1,6 +1,6 @@
 """Zoo models through aihwkit 1.1.0 and through xbar side by side, with the hwa preset's settings on both.
 
-    python -m benchmarks.bench_aihwkit [--models lenet mlp transformer] [--seeds 10] [--their-out-noise 0.0]
+    python -m benchmarks.bench_aihwkit [--models lenet mlp transformer] [--seeds 10] [--out-noise every-read]
         [--finetune]
 
 Each of the zoo's trained models (``load_pretrained(name)``; default LeNet) on each side: xbar's ``hwa`` preset, and
@@ -8,9 +8,10 @@ aihwkit's StandardHWATrainingPreset copied field by field onto a TorchInferenceR
 tiles; ``convert_to_analog`` copies the weights, with the preset's per-column weight scaling and learned
 out scales), less what those tiles refuse or xbar does not read: ``forward.w_noise`` (PCM_READ, training
 noise in xbar; the torch tile refuses any w_noise), ``forward.ir_drop`` (the torch tile refuses it; xbar
-does not simulate it) and ``forward.out_noise`` (training noise in xbar; aihwkit's tile adds it in
-evaluation too, so it is set to 0 there for a matched read; ``--their-out-noise 0.04`` reads aihwkit's tiles
-with the preset's value instead). Both sides calibrate their input ranges from
+does not simulate it). ``forward.out_noise`` (the preset's 0.04) acts at every read of the evaluation over
+time on both sides (``--out-noise every-read``, xbar's default, as aihwkit's tiles read), or on neither
+(``training-only``: aihwkit's tiles read with 0, xbar's with ``OutNoiseAtRead.TRAINING_ONLY``); the
+noise-free comparison (a) reads without it. Both sides calibrate their input ranges from
 the same batches (init from data, the digits training split in batches of 64). ``--finetune`` then
 fine-tunes xbar's model with the preset (:data:`xbar.HWA_FINE_TUNING`, the preset's training noise) and
 writes its analog weights, mapping scales, learned out scales, biases and ranges into aihwkit's tiles, so
@@ -42,7 +43,7 @@ import torch
 from rich.table import Table
 
 from xbar import HWA_FINE_TUNING, PCMLikeNoiseModel, calibrate, convert, fine_tune, prepare, preset_config
-from xbar.compiler.devices.evaluation import accuracy_over_time
+from xbar.compiler.devices.evaluation import OutNoiseAtRead, accuracy_over_time
 from xbar.compiler.pipeline.stages import input_ranges
 from xbar.models import load_digits_split, load_pretrained
 from xbar.passes.numerics.crossbar import Crossbar, column_out_scale
@@ -67,6 +68,13 @@ def aihwkit_hwa_config(out_noise: float = 0.0):
     config.forward.w_noise, config.forward.w_noise_type = 0.0, WeightNoiseType.NONE
     config.forward.ir_drop, config.forward.out_noise = 0.0, out_noise
     return config
+
+
+def preset_out_noise() -> float:
+    """StandardHWATrainingPreset's forward.out_noise."""
+    from aihwkit.simulator.presets.inference import StandardHWATrainingPreset
+
+    return StandardHWATrainingPreset().forward.out_noise
 
 
 def aihwkit_model(name: str, batches: list[torch.Tensor]):
@@ -218,12 +226,14 @@ def noise_free_table(model: str, calibrated: dict[str, float], prepared, convert
     return table
 
 
-def over_time_table(model: str, converted, analog, their_ideal: float, split, seeds: int) -> Table:
+def over_time_table(model: str, converted, analog, their_ideal: float, split, seeds: int,
+                    out_noise: OutNoiseAtRead) -> Table:
     x, y = split.test_x, split.test_y
-    ours = accuracy_over_time(converted, PCMLikeNoiseModel(), TIMES, seeds, x, y, compensation="global")
+    ours = accuracy_over_time(converted, PCMLikeNoiseModel(), TIMES, seeds, x, y, compensation="global",
+                              out_noise=out_noise)
     theirs = their_accuracy_over_time(analog, seeds, x, y)
     table = Table(title=f"(b) {model}, test accuracy (%), PCMLikeNoiseModel, global drift compensation, {seeds} seeds, "
-                        f"aihwkit's out_noise {analog_out_noise(analog):g}")
+                        f"output noise {out_noise.value} (aihwkit's out_noise {analog_out_noise(analog):g})")
     for column in ("time", "xbar", "aihwkit", "difference / its std error"):
         table.add_column(column, justify="right")
     table.add_row("noise-free", f"{ours.ideal * 100:.2f}", f"{their_ideal:.2f}", "")
@@ -248,8 +258,9 @@ def compare(name: str, split, args, console) -> None:
     converted = convert(prepared)
     console.print(noise_free_table(name, calibrated, prepared, converted, analog, split))
     their_ideal = accuracy(analog, split.test_x, split.test_y)
-    set_out_noise(analog, args.their_out_noise)
-    console.print(over_time_table(name, converted, analog, their_ideal, split, args.seeds))
+    out_noise = OutNoiseAtRead(args.out_noise)
+    set_out_noise(analog, preset_out_noise() if out_noise is OutNoiseAtRead.EVERY_READ else 0.0)
+    console.print(over_time_table(name, converted, analog, their_ideal, split, args.seeds, out_noise))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -257,8 +268,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--models", nargs="+", choices=MODELS, default=["lenet"])
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--finetune", action="store_true", help="fine-tune with the preset, both sides reading it")
-    parser.add_argument("--their-out-noise", type=float, default=0.0,
-                        help="aihwkit's forward.out_noise in the reads (the preset's is 0.04; xbar reads without)")
+    parser.add_argument("--out-noise", choices=[mode.value for mode in OutNoiseAtRead], default="every-read",
+                        help="the preset's forward.out_noise at every read on both sides, or on neither")
     args = parser.parse_args(argv)
     console = command_console("bench_aihwkit", argv)
     warnings.filterwarnings("ignore")
