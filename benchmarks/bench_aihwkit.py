@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import itertools
 import math
 import statistics
 import warnings
@@ -103,7 +104,7 @@ def xbar_model(name: str, batches: list[torch.Tensor]):
 
 def load_tuned_state(analog, prepared) -> None:
     """xbar's trained arrays in aihwkit's tiles: analog weights W / scales, mapping scales, learned out
-    scales, digital biases (the ranges: :func:`copy_ranges`)."""
+    scales, digital biases, the digital layers' state (the ranges: :func:`copy_ranges`)."""
     with torch.no_grad():
         for name, layer in analog.named_analog_layers():
             (tile,) = layer.analog_tiles()
@@ -114,6 +115,17 @@ def load_tuned_state(analog, prepared) -> None:
             tile.set_mapping_scales(scales.clone())
             tile.set_learned_out_scales(prepared.get_parameter(f"{our_name(name)}_out_scaling.alpha").clone())
             layer.analog_module.bias.copy_(prepared.get_parameter(f"{name}.bias"))  # the tile array adds it
+        copy_digital_state(analog, prepared)
+
+
+def copy_digital_state(analog, prepared) -> None:
+    """xbar's fine-tuned digital parameters and buffers (layer norms, batch norms, position embeddings) into
+    aihwkit's model, by name: everything outside its analog layers."""
+    layers = [f"{name}." for name, _ in analog.named_analog_layers()]
+    ours = dict(prepared.named_parameters()) | dict(prepared.named_buffers())
+    for name, tensor in itertools.chain(analog.named_parameters(), analog.named_buffers()):
+        if not any(name.startswith(layer) for layer in layers) and name in ours:
+            tensor.copy_(ours[name])
 
 
 def our_name(their_name: str) -> str:
