@@ -214,7 +214,8 @@ pre_post.input_range.init_from_data, the number the range rule averages over).
 --finetune N then trains the input ranges and weights together for N epochs on the
 labelled samples (xbar.fine_tune's recipe, cross-entropy), with the training noise
 the hardware config sets (modifier, forward.out_noise, forward.w_noise; e.g.
---preset hwa) in every training step and none in the compiled model. With labelled
+--preset hwa) in every training step and none in the compiled model (xbar evaluate
+reads forward.out_noise at every analog read, as aihwkit does: --out-noise). With labelled
 data (--test DATA, a built-in data set's test split, else labelled --calib samples,
 which the output then names as the calibration samples) the --metric (default: the
 zoo model's, else top-1 accuracy) of the original, the compiled PyTorch model and the
@@ -253,6 +254,10 @@ model's, else top-1 accuracy) is measured on --test DATA, else on the labelled
 test split of a built-in data set, else on the labelled samples of --calib (the
 calibration samples themselves: an optimistic figure, and the output says so). Under torchrun
 the processes share the seeds out; rank 0 reports the whole evaluation.
+Every analog read adds the arrays' forward.out_noise (e.g. 0.04 with --preset hwa) as
+aihwkit's tiles do in evaluation, drawn from a seed of the seed and the time
+(--out-noise every-read, the default); --out-noise training-only reads without it
+(output noise as training noise only). --compile takes training-only.
 
 Devices: --noise MODEL, with the model's defaults and the converter's g_max:
 {device_models_text()}
