@@ -25,7 +25,7 @@ from xbar.compiler.version import __version__
 
 _PUBLIC = {
     "xbar.compiler.config.hardware": ("HardwareConfig", "LayerRule"),
-    "xbar.compiler.devices.evaluation": ("accuracy_over_time",),
+    "xbar.compiler.devices.evaluation": ("OutNoiseAtRead", "accuracy_over_time"),
     "xbar.compiler.metrics": ("METRICS", "accuracy", "metric"),
     "xbar.compiler.metrics.base": ("Metric", "score"),
     "xbar.compiler.chip.description": ("Chip",),

@@ -1,19 +1,23 @@
-"""LeNet through aihwkit 1.1.0 and through xbar side by side, with the hwa preset's settings on both.
+"""Zoo models through aihwkit 1.1.0 and through xbar side by side, with the hwa preset's settings on both.
 
-    python -m benchmarks.bench_aihwkit [--seeds 10] [--their-out-noise 0.0] [--finetune]
+    python -m benchmarks.bench_aihwkit [--models lenet mlp transformer] [--seeds 10] [--out-noise every-read]
+        [--finetune]
 
-The zoo's trained LeNet (``load_pretrained("lenet")``) on each side: xbar's ``hwa`` preset, and
+Each of the zoo's trained models (``load_pretrained(name)``; default LeNet) on each side: xbar's ``hwa`` preset, and
 aihwkit's StandardHWATrainingPreset copied field by field onto a TorchInferenceRPUConfig (its pure-torch
 tiles; ``convert_to_analog`` copies the weights, with the preset's per-column weight scaling and learned
 out scales), less what those tiles refuse or xbar does not read: ``forward.w_noise`` (PCM_READ, training
 noise in xbar; the torch tile refuses any w_noise), ``forward.ir_drop`` (the torch tile refuses it; xbar
-does not simulate it) and ``forward.out_noise`` (training noise in xbar; aihwkit's tile adds it in
-evaluation too, so it is set to 0 there for a matched read; ``--their-out-noise 0.04`` reads aihwkit's tiles
-with the preset's value instead). Both sides calibrate their input ranges from
+does not simulate it). ``forward.out_noise`` (the preset's 0.04) acts at every read of the evaluation over
+time on both sides (``--out-noise every-read``, xbar's default, as aihwkit's tiles read), or on neither
+(``training-only``: aihwkit's tiles read with 0, xbar's with ``OutNoiseAtRead.TRAINING_ONLY``); the
+noise-free comparison (a) reads without it. Both sides calibrate their input ranges from
 the same batches (init from data, the digits training split in batches of 64). ``--finetune`` then
 fine-tunes xbar's model with the preset (:data:`xbar.HWA_FINE_TUNING`, the preset's training noise) and
 writes its analog weights, mapping scales, learned out scales, biases and ranges into aihwkit's tiles, so
-both sides read the same hardware-aware-trained arrays.
+both sides read the same hardware-aware-trained arrays. The zoo's resnet is not offered: aihwkit 1.1.0's
+analog convolutions refuse ``groups != 1`` ("Only one group is supported") and its blocks are grouped and
+depthwise. aihwkit's layer names are dotted (``blocks.0.fc1``), xbar's joined by underscores.
 
 (a) Noise-free, on the test split, with xbar's ranges copied into aihwkit's tiles: the ranges each side
 calibrated; each array's ADC codes against its aihwkit tile's on the input that tile got (one step apart
@@ -31,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import itertools
 import math
 import statistics
 import warnings
@@ -39,7 +44,7 @@ import torch
 from rich.table import Table
 
 from xbar import HWA_FINE_TUNING, PCMLikeNoiseModel, calibrate, convert, fine_tune, prepare, preset_config
-from xbar.compiler.devices.evaluation import accuracy_over_time
+from xbar.compiler.devices.evaluation import OutNoiseAtRead, accuracy_over_time
 from xbar.compiler.pipeline.stages import input_ranges
 from xbar.models import load_digits_split, load_pretrained
 from xbar.passes.numerics.crossbar import Crossbar, column_out_scale
@@ -48,6 +53,7 @@ from benchmarks.common import command_console
 
 TIMES = {"1s": 1.0, "1d": 86400.0, "1y": 365 * 86400.0}
 BATCH = 64
+MODELS = ("lenet", "mlp", "transformer")
 PRESET_FIELDS = ("mapping", "forward", "remap", "clip", "noise_model", "drift_compensation", "pre_post")
 
 
@@ -65,11 +71,18 @@ def aihwkit_hwa_config(out_noise: float = 0.0):
     return config
 
 
-def aihwkit_lenet(batches: list[torch.Tensor]):
-    """The trained LeNet converted to aihwkit's analog layers, its ranges initialised from ``batches``."""
+def preset_out_noise() -> float:
+    """StandardHWATrainingPreset's forward.out_noise."""
+    from aihwkit.simulator.presets.inference import StandardHWATrainingPreset
+
+    return StandardHWATrainingPreset().forward.out_noise
+
+
+def aihwkit_model(name: str, batches: list[torch.Tensor]):
+    """The trained zoo model ``name`` converted to aihwkit's analog layers, its ranges initialised from ``batches``."""
     from aihwkit.nn.conversion import convert_to_analog
 
-    analog = convert_to_analog(load_pretrained("lenet"), aihwkit_hwa_config()).train()
+    analog = convert_to_analog(load_pretrained(name), aihwkit_hwa_config()).train()
     with torch.no_grad():  # init from data happens in training forward passes; no noise is on
         for batch in batches:
             analog(batch)
@@ -83,29 +96,45 @@ def set_out_noise(analog, out_noise: float) -> None:
             tile.rpu_config.forward.out_noise = out_noise
 
 
-def xbar_lenet(batches: list[torch.Tensor]):
-    prepared = prepare(load_pretrained("lenet"), (batches[0][:16],), preset_config("hwa"))
+def xbar_model(name: str, batches: list[torch.Tensor]):
+    prepared = prepare(load_pretrained(name), (batches[0][:16],), preset_config("hwa"))
     calibrate(prepared, batches)
     return prepared
 
 
 def load_tuned_state(analog, prepared) -> None:
     """xbar's trained arrays in aihwkit's tiles: analog weights W / scales, mapping scales, learned out
-    scales, digital biases (the ranges: :func:`copy_ranges`)."""
+    scales, digital biases, the digital layers' state (the ranges: :func:`copy_ranges`)."""
     with torch.no_grad():
         for name, layer in analog.named_analog_layers():
             (tile,) = layer.analog_tiles()
             weight = prepared.get_parameter(f"{name}.weight")
-            scales = prepared.get_buffer(f"{name}_weight_scales.scales")
+            scales = prepared.get_buffer(f"{our_name(name)}_weight_scales.scales")
             analog_weight = weight / scales.view(-1, *[1] * (weight.dim() - 1))
             tile.tile.weight.copy_(analog_weight.reshape(weight.shape[0], -1))
             tile.set_mapping_scales(scales.clone())
-            tile.set_learned_out_scales(prepared.get_parameter(f"{name}_out_scaling.alpha").clone())
+            tile.set_learned_out_scales(prepared.get_parameter(f"{our_name(name)}_out_scaling.alpha").clone())
             layer.analog_module.bias.copy_(prepared.get_parameter(f"{name}.bias"))  # the tile array adds it
+        copy_digital_state(analog, prepared)
+
+
+def copy_digital_state(analog, prepared) -> None:
+    """xbar's fine-tuned digital parameters and buffers (layer norms, batch norms, position embeddings) into
+    aihwkit's model, by name: everything outside its analog layers."""
+    layers = [f"{name}." for name, _ in analog.named_analog_layers()]
+    ours = dict(prepared.named_parameters()) | dict(prepared.named_buffers())
+    for name, tensor in itertools.chain(analog.named_parameters(), analog.named_buffers()):
+        if not any(name.startswith(layer) for layer in layers) and name in ours:
+            tensor.copy_(ours[name])
+
+
+def our_name(their_name: str) -> str:
+    """xbar's name of aihwkit's analog layer ``their_name``."""
+    return their_name.replace(".", "_")
 
 
 def their_ranges(analog) -> dict[str, float]:
-    return {name: tile.input_range.item() for name, layer in analog.named_analog_layers()
+    return {our_name(name): tile.input_range.item() for name, layer in analog.named_analog_layers()
             for tile in layer.analog_tiles()}
 
 
@@ -117,7 +146,7 @@ def copy_ranges(analog, ranges: dict[str, float]) -> None:
     with torch.no_grad():
         for name, layer in analog.named_analog_layers():
             (tile,) = layer.analog_tiles()
-            tile.input_range.fill_(ranges[name])
+            tile.input_range.fill_(ranges[our_name(name)])
 
 
 def last_adc_steps(converted) -> torch.Tensor:
@@ -175,22 +204,25 @@ def codes_apart_per_array(converted, analog, x: torch.Tensor) -> dict[str, torch
     ADC steps (what one array adds, not what the network accumulates)."""
     ours = {name.removesuffix("_crossbar"): m for name, m in converted.named_modules() if isinstance(m, Crossbar)}
     theirs = layer_inputs_and_outputs(analog, dict(analog.named_analog_layers()), x)
+    theirs = {our_name(name): value for name, value in theirs.items()}
     apart = {}
     for name, (their_input, their_output) in theirs.items():
         array = ours[name]
         with torch.no_grad():
             output = array(their_input)
-        steps = column_out_scale(array.settings).abs().view(-1, *[1] * (output.dim() - 2))
+        shape = [1] * output.dim()
+        shape[array.kind.channel_dim] = -1  # a linear layer's columns are its last dim, a convolution's dim 1
+        steps = column_out_scale(array.settings).abs().view(shape)
         apart[name] = (output - their_output).abs() / steps
     return apart
 
 
-def noise_free_table(calibrated: dict[str, float], prepared, converted, analog, split) -> Table:
+def noise_free_table(model: str, calibrated: dict[str, float], prepared, converted, analog, split) -> Table:
     """``calibrated``: xbar's ranges before any fine-tuning, beside aihwkit's."""
     ours, theirs = calibrated, their_ranges(analog)
     copy_ranges(analog, our_ranges(prepared))
     apart = codes_apart_per_array(converted, analog, split.test_x)
-    table = Table(title="(a) noise-free on the test split: calibrated input ranges (before any fine-tuning); "
+    table = Table(title=f"(a) {model}, noise-free on the test split: calibrated input ranges (before any fine-tuning); "
                         "each array's ADC codes on aihwkit's tile input (xbar's ranges in both); the logits")
     for column in ("layer", "range xbar", "range aihwkit", "apart", "codes differing", "max, ADC steps"):
         table.add_column(column, justify="right")
@@ -206,12 +238,14 @@ def noise_free_table(calibrated: dict[str, float], prepared, converted, analog, 
     return table
 
 
-def over_time_table(converted, analog, their_ideal: float, split, seeds: int) -> Table:
+def over_time_table(model: str, converted, analog, their_ideal: float, split, seeds: int,
+                    out_noise: OutNoiseAtRead) -> Table:
     x, y = split.test_x, split.test_y
-    ours = accuracy_over_time(converted, PCMLikeNoiseModel(), TIMES, seeds, x, y, compensation="global")
+    ours = accuracy_over_time(converted, PCMLikeNoiseModel(), TIMES, seeds, x, y, compensation="global",
+                              out_noise=out_noise)
     theirs = their_accuracy_over_time(analog, seeds, x, y)
-    table = Table(title=f"(b) test accuracy (%), PCMLikeNoiseModel, global drift compensation, {seeds} seeds, "
-                        f"aihwkit's out_noise {analog_out_noise(analog):g}")
+    table = Table(title=f"(b) {model}, test accuracy (%), PCMLikeNoiseModel, global drift compensation, {seeds} seeds, "
+                        f"output noise {out_noise.value} (aihwkit's out_noise {analog_out_noise(analog):g})")
     for column in ("time", "xbar", "aihwkit", "difference / its std error"):
         table.add_column(column, justify="right")
     table.add_row("noise-free", f"{ours.ideal * 100:.2f}", f"{their_ideal:.2f}", "")
@@ -224,29 +258,37 @@ def over_time_table(converted, analog, their_ideal: float, split, seeds: int) ->
     return table
 
 
+def compare(name: str, split, args, console) -> None:
+    """Both tables for zoo model ``name``."""
+    batches = list(split.train_x.split(BATCH))
+    prepared = xbar_model(name, batches)
+    calibrated = our_ranges(prepared)
+    analog = aihwkit_model(name, batches)
+    if args.finetune:
+        fine_tune(prepared, split.train_x, split.train_y, HWA_FINE_TUNING)
+        load_tuned_state(analog, prepared)
+    converted = convert(prepared)
+    console.print(noise_free_table(name, calibrated, prepared, converted, analog, split))
+    their_ideal = accuracy(analog, split.test_x, split.test_y)
+    out_noise = OutNoiseAtRead(args.out_noise)
+    set_out_noise(analog, preset_out_noise() if out_noise is OutNoiseAtRead.EVERY_READ else 0.0)
+    console.print(over_time_table(name, converted, analog, their_ideal, split, args.seeds, out_noise))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", choices=MODELS, default=["lenet"])
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--finetune", action="store_true", help="fine-tune with the preset, both sides reading it")
-    parser.add_argument("--their-out-noise", type=float, default=0.0,
-                        help="aihwkit's forward.out_noise in the reads (the preset's is 0.04; xbar reads without)")
+    parser.add_argument("--out-noise", choices=[mode.value for mode in OutNoiseAtRead], default="every-read",
+                        help="the preset's forward.out_noise at every read on both sides, or on neither")
     args = parser.parse_args(argv)
     console = command_console("bench_aihwkit", argv)
     warnings.filterwarnings("ignore")
     torch.set_num_threads(1)
     split = load_digits_split()
-    batches = list(split.train_x.split(BATCH))
-    prepared = xbar_lenet(batches)
-    calibrated = our_ranges(prepared)
-    analog = aihwkit_lenet(batches)
-    if args.finetune:
-        fine_tune(prepared, split.train_x, split.train_y, HWA_FINE_TUNING)
-        load_tuned_state(analog, prepared)
-    converted = convert(prepared)
-    console.print(noise_free_table(calibrated, prepared, converted, analog, split))
-    their_ideal = accuracy(analog, split.test_x, split.test_y)
-    set_out_noise(analog, args.their_out_noise)
-    console.print(over_time_table(converted, analog, their_ideal, split, args.seeds))
+    for name in args.models:
+        compare(name, split, args, console)
 
 
 if __name__ == "__main__":

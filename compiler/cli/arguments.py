@@ -42,6 +42,9 @@ INPUT_DTYPES = ("float32", "float64", "float16", "bfloat16", "int64", "int32", "
 """``--input-dtype``'s choices: torch dtype names."""
 COMPENSATIONS = ("global", "per-column", "global-exact-reference", "none")
 """``xbar evaluate --compensation``'s choices, the default first."""
+OUT_NOISE_AT_READ = ("every-read", "training-only")
+"""``xbar evaluate --out-noise``'s choices (:class:`~xbar.compiler.devices.evaluation.OutNoiseAtRead`), the default
+first."""
 
 DEFAULT_MODEL = "lenet"
 DEFAULT_BATCH_SIZE = 64
@@ -213,7 +216,8 @@ pre_post.input_range.init_from_data, the number the range rule averages over).
 --finetune N then trains the input ranges and weights together for N epochs on the
 labelled samples (xbar.fine_tune's recipe, cross-entropy), with the training noise
 the hardware config sets (modifier, forward.out_noise, forward.w_noise; e.g.
---preset hwa) in every training step and none in the compiled model. With labelled
+--preset hwa) in every training step and none in the compiled model (xbar evaluate
+reads forward.out_noise at every analog read, as aihwkit does: --out-noise). With labelled
 data (--test DATA, a built-in data set's test split, else labelled --calib samples,
 which the output then names as the calibration samples) the --metric (default: the
 zoo model's, else top-1 accuracy) of the original, the compiled PyTorch model and the
@@ -252,6 +256,10 @@ model's, else top-1 accuracy) is measured on --test DATA, else on the labelled
 test split of a built-in data set, else on the labelled samples of --calib (the
 calibration samples themselves: an optimistic figure, and the output says so). Under torchrun
 the processes share the seeds out; rank 0 reports the whole evaluation.
+Every analog read adds the arrays' forward.out_noise (e.g. 0.04 with --preset hwa) as
+aihwkit's tiles do in evaluation, drawn from a seed of the seed and the time
+(--out-noise every-read, the default); --out-noise training-only reads without it
+(output noise as training noise only). --compile takes training-only.
 
 Devices: --noise MODEL, with the model's defaults and the converter's g_max:
 {device_models_text()}
@@ -371,6 +379,9 @@ def _add_evaluate(commands, common) -> None:
                           help="drift compensation: one digital gain per array (global, the default), per "
                           "output column, one per array against the ideal targets' readout "
                           "(global-exact-reference), or none")
+    evaluate.add_argument("--out-noise", choices=OUT_NOISE_AT_READ, default=OUT_NOISE_AT_READ[0],
+                          help="forward.out_noise at every analog read, as aihwkit's tiles read (every-read, the "
+                          "default), or in training only (training-only: the arrays read noise-free)")
     evaluate.add_argument("--json", action="store_true", help="print JSON instead of the table")
     evaluate.add_argument("--plot", metavar="IMAGE", type=_file_name,
                           help="save accuracy against time (.png, .svg, .pdf, ...)")

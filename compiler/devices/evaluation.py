@@ -5,10 +5,17 @@ and read at each time from that programmed state (:func:`~xbar.compiler.devices.
 so only conductances change between seeds and times: nothing is recompiled.
 Each (seed, time) reads with its own seed, :func:`read_seed`, so adding a time or
 a seed leaves every other figure as it was.
+
+Output noise (:class:`OutNoiseAtRead`): by default every analog read adds the
+arrays' ``forward.out_noise``, as aihwkit's tiles do in evaluation too (the
+reference), drawn from a generator seeded with :func:`out_noise_seed` of the
+(seed, time); ``TRAINING_ONLY`` reads without it (xbar's earlier rule: output
+noise is training noise). The noise-free figure (``ideal``) never has it.
 """
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import statistics
 from dataclasses import dataclass
@@ -17,6 +24,8 @@ from typing import Callable, Mapping, Optional
 import torch
 from torch import Tensor, fx
 
+from ...passes.errors import UserError
+from ...passes.numerics.crossbar import crossbar_modules
 from ..metrics import Metric, MetricLike, as_metric, score
 from ..metrics.tasks import TOP1_ACCURACY
 from ..pipeline.compiled import ArrayReader
@@ -25,11 +34,48 @@ from .base import BaseNoiseModel
 from .programming import drift, program
 
 
+class OutNoiseAtRead(enum.Enum):
+    """When the arrays' ``forward.out_noise`` acts in an evaluation over time."""
+
+    EVERY_READ = "every-read"
+    """At every analog read, a fresh draw per read (aihwkit's tiles, also in evaluation: the default)."""
+    TRAINING_ONLY = "training-only"
+    """Never in evaluation: the arrays read noise-free, output noise is training noise only."""
+
+
 def read_seed(seed: int, seconds: float) -> int:
     """The read seed for arrays programmed with ``seed`` and read ``seconds`` after programming:
     the first 8 bytes of BLAKE2b of ``"<seed>@<float(seconds)!r>"``, big-endian, shifted right by one bit."""
-    digest = hashlib.blake2b(f"{seed}@{float(seconds)!r}".encode(), digest_size=8).digest()
+    return _digest_seed(f"{seed}@{float(seconds)!r}")
+
+
+def out_noise_seed(seed: int, seconds: float) -> int:
+    """The seed of the output noise of those reads: as :func:`read_seed`, of ``"<seed>@<float(seconds)!r>/out"``
+    (a stream of its own, not the drift's)."""
+    return _digest_seed(f"{seed}@{float(seconds)!r}/out")
+
+
+def _digest_seed(text: str) -> int:
+    digest = hashlib.blake2b(text.encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") >> 1
+
+
+def read_out_noise_from(model: fx.GraphModule, generator: Optional[torch.Generator]) -> fx.GraphModule:
+    """``model`` with every array adding its ``forward.out_noise`` at every read, drawn from ``generator``
+    (None: reading without it); returns ``model``."""
+    for array in crossbar_modules(model).values():
+        array.read_out_noise_from(generator)
+    return model
+
+
+def _check_out_noise(converted: fx.GraphModule, out_noise: OutNoiseAtRead, compile: bool) -> OutNoiseAtRead:
+    if not isinstance(out_noise, OutNoiseAtRead):
+        raise UserError(f"out_noise= takes an xbar.OutNoiseAtRead, got {out_noise!r}")
+    noisy = any(array.out_noise > 0 for array in crossbar_modules(converted).values())
+    if compile and noisy and out_noise is OutNoiseAtRead.EVERY_READ:
+        raise UserError("a compiled evaluation reads without output noise: pass out_noise=OutNoiseAtRead."
+                        "TRAINING_ONLY (--out-noise training-only) with compile=True (--compile)")
+    return out_noise if noisy else OutNoiseAtRead.TRAINING_ONLY
 
 
 @dataclass(frozen=True)
@@ -58,7 +104,7 @@ class TimePoint:
 @dataclass(frozen=True)
 class Evaluation:
     """The metric (top-1 accuracy by default) of the noise-free converted model (``ideal``) and at each
-    time on programmed devices."""
+    time on programmed devices, read with ``out_noise`` (TRAINING_ONLY too when no array has output noise)."""
 
     ideal: float
     points: tuple[TimePoint, ...]
@@ -66,6 +112,7 @@ class Evaluation:
     noise_model: dict
     compensation: Optional[str]
     metric: Metric = TOP1_ACCURACY
+    out_noise: OutNoiseAtRead = OutNoiseAtRead.EVERY_READ
 
     def as_dict(self) -> dict:
         """JSON-ready: times in seconds, per-seed values (in the order of ``seeds``), mean and std; the keys
@@ -73,7 +120,8 @@ class Evaluation:
         ``perplexities`` for perplexity)."""
         metric = {} if self.metric is TOP1_ACCURACY else {"metric": self.metric.name}
         return {**metric, f"ideal_{self.metric.key}": self.ideal, "noise_model": self.noise_model,
-                "compensation": self.compensation, "seeds": list(self.seeds),
+                "compensation": self.compensation, "out_noise_at_read": self.out_noise.value,
+                "seeds": list(self.seeds),
                 "times": [point.as_dict(self.metric.per_seed_key) for point in self.points]}
 
 
@@ -93,11 +141,13 @@ def accuracy_over_time(converted: fx.GraphModule, noise_model: BaseNoiseModel, t
                        batch_size: int = 256, on_step: Optional[Callable[[], None]] = None,
                        compile: bool = False,
                        process_group: Optional[torch.distributed.ProcessGroup] = None,
-                       metric: MetricLike = TOP1_ACCURACY) -> Evaluation:
+                       metric: MetricLike = TOP1_ACCURACY,
+                       out_noise: OutNoiseAtRead = OutNoiseAtRead.EVERY_READ) -> Evaluation:
     """``metric`` (default: top-1 accuracy) on ``(x, y)`` of ``converted`` programmed with seeds
     ``0 .. seeds - 1`` and read at each of ``times`` (label -> seconds after programming); ``on_step``
     is called after each (seed, time) this process runs. ``compile=True`` runs every model through
-    one compiled graph (:class:`~xbar.compiler.pipeline.compiled.ArrayReader`).
+    one compiled graph (:class:`~xbar.compiler.pipeline.compiled.ArrayReader`). ``out_noise`` says whether
+    the arrays' output noise acts at every read (aihwkit's reference, the default; the module docstring).
 
     In a torch.distributed process group (``process_group``, else the default group when one is
     initialised) the ranks share the seeds out (:func:`~xbar.compiler.pipeline.distributed.rank_share`) and
@@ -106,12 +156,15 @@ def accuracy_over_time(converted: fx.GraphModule, noise_model: BaseNoiseModel, t
     """
     group = group_in_use(process_group)
     metric = as_metric(metric)
+    out_noise = _check_out_noise(converted, out_noise, compile)
     values: dict[tuple[int, str], float] = {}
     reader = None
     for seed in rank_share(seeds, group):
         programmed = program(converted, noise_model, seed=seed)
         for label, seconds in times.items():
             drifted = drift(programmed, seconds, seed=read_seed(seed, seconds), compensation=compensation)
+            if out_noise is OutNoiseAtRead.EVERY_READ:
+                read_out_noise_from(drifted, torch.Generator().manual_seed(out_noise_seed(seed, seconds)))
             if compile and reader is None:
                 reader = ArrayReader(drifted)
             run = drifted if reader is None else reader.reader(drifted)
@@ -123,4 +176,4 @@ def accuracy_over_time(converted: fx.GraphModule, noise_model: BaseNoiseModel, t
                              tuple(read_seed(seed, seconds) for seed in range(seeds)))
                    for label, seconds in times.items())
     ideal = score(converted if reader is None else reader.reader(converted), x, y, metric, batch_size)
-    return Evaluation(ideal, points, tuple(range(seeds)), noise_model.to_dict(), compensation, metric)
+    return Evaluation(ideal, points, tuple(range(seeds)), noise_model.to_dict(), compensation, metric, out_noise)

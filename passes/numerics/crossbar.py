@@ -16,11 +16,16 @@ and ``out_scale = B / h_out * r * (g_max - g_min) / (s m)`` this is exactly
 analog weights' output ``W' x``). The
 scalars are computed once, in float32, by :class:`CrossbarSettings`, so the
 ONNX function body and PyTorch use bit-identical constants.
+
+Output noise at read (aihwkit's ``forward.out_noise``, which its tiles add at
+every analog read, in evaluation too) is off unless a :class:`Crossbar` is given
+a generator (:meth:`Crossbar.read_out_noise_from`): the converted model is
+deterministic, and evaluation over time switches it on per read.
 """
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 from torch import Tensor, fx, nn
@@ -93,20 +98,35 @@ def _rescale(z: Tensor, bias: Optional[Tensor], settings: CrossbarSettings, chan
     return z.add_(bias)  # not add(alpha=): that fuses multiply and add, which ONNX's Mul, Add do not
 
 
+OutNoise = Callable[[Tensor], Tensor]
+"""Adds output noise to one read's ADC input (codes, before rounding and clipping), in place, and returns it."""
+
+
 def run_crossbar(kind: LayerKind, x: Tensor, weight: Tensor, bias: Optional[Tensor], settings: CrossbarSettings,
-                 geometry: Any, out_scale: Optional[Tensor] = None, ir_drop_offset: Optional[Tensor] = None) -> Tensor:
+                 geometry: Any, out_scale: Optional[Tensor] = None, ir_drop_offset: Optional[Tensor] = None,
+                 out_noise: Optional[OutNoise] = None) -> Tensor:
     """One array of ``kind``: ``weight`` = :func:`adc_weight`, shaped like the layer's weight block;
     ``out_scale`` as :func:`_periphery_out` takes it; with noise or bound management, :mod:`.management`'s
-    reads; with IR drop, ``weight`` and ``ir_drop_offset`` are :func:`.ir_drop.array_operands`'."""
+    reads; with IR drop, ``weight`` and ``ir_drop_offset`` are :func:`.ir_drop.array_operands`';
+    ``out_noise`` (None: none) acts on every read before the ADC."""
     c = settings.constants
     if c["nm_mode"] in DYNAMIC_MODES or c["bm_rounds"] > 1:
-        return _rescale(managed_codes(kind, x, weight, settings, geometry), bias, settings, kind.channel_dim,
-                        out_scale)
+        return _rescale(managed_codes(kind, x, weight, settings, geometry, out_noise), bias, settings,
+                        kind.channel_dim, out_scale)
     if settings.ir_drop_active:
         codes = ir_drop_codes(kind, _periphery_in(x, c), weight, ir_drop_offset, settings, geometry)
     else:
         codes = kind.mvm(_periphery_in(x, c), weight, geometry)
+    if out_noise is not None:
+        codes = out_noise(codes)
     return _periphery_out(codes, bias, settings, kind.channel_dim, out_scale)
+
+
+def out_noise_in_codes(out_noise: float, settings: CrossbarSettings) -> float:
+    """aihwkit's ``forward.out_noise`` (a std in its normalised output, where the ADC clips at ``out_bound``)
+    in this array's ADC codes: one code is ``out_bound / (adc_steps / 2)`` of that output (1 without an ADC)."""
+    half_steps = settings.adc_steps / 2
+    return out_noise * half_steps / settings.out_bound if half_steps else out_noise
 
 
 class Crossbar(CompiledState, nn.Module):
@@ -114,7 +134,9 @@ class Crossbar(CompiledState, nn.Module):
 
     ``kind`` and ``geometry`` (the kind's; None for a linear layer) say which op the
     array computes. ``source_weight`` names the original parameter, so the
-    conductances can be traced back to it.
+    conductances can be traced back to it. ``out_noise`` is the array's
+    ``forward.out_noise`` (aihwkit's units); it is read only once a generator is given
+    (:meth:`read_out_noise_from`).
 
     Eagerly, :func:`adc_weight` of the buffers is re-derived whenever G+, G- (even
     in place) or the ADC scale changed. A compiled graph reads ``compiled_weight``
@@ -126,7 +148,7 @@ class Crossbar(CompiledState, nn.Module):
     """
 
     def __init__(self, g_plus: Tensor, g_minus: Tensor, bias: Optional[Tensor], settings: CrossbarSettings,
-                 kind: LayerKind, geometry: Any, source_weight: str):
+                 kind: LayerKind, geometry: Any, source_weight: str, out_noise: float = 0.0):
         super().__init__()
         self.register_buffer("g_plus", g_plus)
         self.register_buffer("g_minus", g_minus)
@@ -135,6 +157,8 @@ class Crossbar(CompiledState, nn.Module):
         self.kind = kind
         self.geometry = geometry
         self.source_weight = source_weight
+        self.out_noise = float(out_noise)
+        self.out_noise_generator: Optional[torch.Generator] = None
         # derived, never saved: plain attributes, not buffers
         self.compiled_weight: Optional[Tensor] = None
         self.compiled_out_scale: Optional[Tensor] = None
@@ -193,13 +217,23 @@ class Crossbar(CompiledState, nn.Module):
         self.sync_compiled_state()
         self.compiled_out_scale.copy_(other.compiled_out_scale)
 
+    def read_out_noise_from(self, generator: Optional[torch.Generator]) -> None:
+        """Add ``out_noise`` at every read from now on, drawn from ``generator`` (aihwkit's reads);
+        None: read without it (the default)."""
+        self.out_noise_generator = generator
+
+    def _add_out_noise(self, codes: Tensor) -> Tensor:
+        noise = torch.randn(codes.shape, generator=self.out_noise_generator, dtype=codes.dtype, device=codes.device)
+        return codes.add_(noise, alpha=out_noise_in_codes(self.out_noise, self.settings))
+
     def forward(self, x: Tensor) -> Tensor:
         if torch.compiler.is_compiling():  # no version checks in a graph: the tensors as the last sync left them
             return run_crossbar(self.kind, x, self.compiled_weight, self.bias, self.settings, self.geometry,
                                 self.compiled_out_scale, self.ir_drop_offset)
         weight = self.adc_weight()
+        noisy = self.out_noise_generator is not None and self.out_noise > 0
         return run_crossbar(self.kind, x, weight, self.bias, self.settings, self.geometry,
-                            ir_drop_offset=self.ir_drop_offset)
+                            ir_drop_offset=self.ir_drop_offset, out_noise=self._add_out_noise if noisy else None)
 
     def extra_repr(self) -> str:
         s = self.settings

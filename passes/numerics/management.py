@@ -21,7 +21,7 @@ comes here: it is one scale per array, folded into the array's constants.
 
 from __future__ import annotations
 
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 import torch
 from torch import Tensor
@@ -41,19 +41,25 @@ def noise_management_scale(x_n: Tensor, nm_mode: int, nm_thres: float) -> Union[
     return scale.clamp(max=nm_thres) if nm_thres > 0 else scale
 
 
-def _read(kind: LayerKind, x_scaled: Tensor, weight: Tensor, geometry: Any, c: dict, half_steps: float) -> Tensor:
-    """One read of the array: DAC codes of ``x_scaled`` (normalised), the mvm, the ADC's rounding (no clip)."""
+def _read(kind: LayerKind, x_scaled: Tensor, weight: Tensor, geometry: Any, c: dict, half_steps: float,
+          out_noise: Optional[Callable[[Tensor], Tensor]]) -> Tensor:
+    """One read of the array: DAC codes of ``x_scaled`` (normalised), the mvm, its output noise (if any),
+    the ADC's rounding (no clip)."""
     q = x_scaled * half_steps if half_steps else x_scaled.clone()
     if half_steps:
         q.round_()
     q.clamp_(-(half_steps or 1.0), half_steps or 1.0)
     z = kind.mvm(q, weight, geometry)
+    if out_noise is not None:
+        z = out_noise(z)
     return z.round_() if c["adc_round"] else z
 
 
-def managed_codes(kind: LayerKind, x: Tensor, weight: Tensor, settings, geometry: Any) -> Tensor:
+def managed_codes(kind: LayerKind, x: Tensor, weight: Tensor, settings, geometry: Any,
+                  out_noise: Optional[Callable[[Tensor], Tensor]] = None) -> Tensor:
     """The array's ADC codes under noise and bound management, rounded, clipped and already multiplied by
-    ``nm * reduction``: what ``out_scale`` and the bias then turn into the layer's output."""
+    ``nm * reduction``: what ``out_scale`` and the bias then turn into the layer's output. ``out_noise``
+    acts on each read (a fresh draw per bound-management round, as aihwkit's)."""
     c = settings.constants
     r = settings.input_range
     x_n = torch.clamp(x, -r, r) / r if r else x
@@ -67,7 +73,7 @@ def managed_codes(kind: LayerKind, x: Tensor, weight: Tensor, settings, geometry
     result, done = None, None
     for round_index in range(c["bm_rounds"]):
         scale = (1.0 / nm) / float(2 ** round_index)
-        z = _read(kind, x_n * scale, weight, geometry, c, half_steps)
+        z = _read(kind, x_n * scale, weight, geometry, c, half_steps, out_noise)
         passed = (z.abs() <= bound).all() if bound else torch.ones((), dtype=torch.bool)
         if bound:
             z.clamp_(-bound, bound)

@@ -144,7 +144,9 @@ def build_crossbar(graph_module: fx.GraphModule, tag: NodeTag, input_range: floa
     )
     layer = plan.layer
     geometry = layer.geometry if tag.tile is None else layer.kind.with_groups(layer.geometry, tag.tile.groups)
-    return Crossbar(g_plus.contiguous(), g_minus.contiguous(), bias, settings, layer.kind, geometry, layer.weight)
+    out_noise = 0.0 if plan.io.is_perfect else float(plan.io.out_noise)  # aihwkit's perfect periphery reads noise-free
+    return Crossbar(g_plus.contiguous(), g_minus.contiguous(), bias, settings, layer.kind, geometry, layer.weight,
+                    out_noise)
 
 
 def drop_unused_tensors(graph_module: fx.GraphModule) -> None:

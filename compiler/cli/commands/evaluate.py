@@ -19,7 +19,7 @@ from ...chip.shipped import chip_named
 from ...chip.target import check_capacity, chip_config, map_converted
 from ...config.hardware import HardwareConfig
 from ...devices.base import BaseNoiseModel
-from ...devices.evaluation import accuracy_over_time, check_times
+from ...devices.evaluation import OutNoiseAtRead, accuracy_over_time, check_times
 from ...devices.registry import noise_model
 from ...files import check_writable, reporting_write_errors
 from ...pipeline.distributed import group_in_use, rank_share
@@ -39,6 +39,8 @@ COMPENSATION_TEXT = {"global": "global drift compensation (one gain per array)",
                      "global-exact-reference": "global drift compensation against the exact reference (one gain "
                                                "per array)",
                      "none": "no drift compensation"}
+OUT_NOISE_TEXT = {OutNoiseAtRead.EVERY_READ: "output noise at every read",
+                  OutNoiseAtRead.TRAINING_ONLY: "reads without output noise"}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -63,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         evaluation = accuracy_over_time(compiled.converted, devices, times, args.seeds, scoring.x, scoring.y,
                                         compensation=COMPENSATIONS[args.compensation], batch_size=args.batch_size,
                                         on_step=lambda: progress.advance(task), compile=args.compile,
-                                        metric=scoring.metric)
+                                        metric=scoring.metric, out_noise=OutNoiseAtRead(args.out_noise))
     seeds = "1 programming seed" if args.seeds == 1 else f"{args.seeds} programming seeds"
     title = f"{inputs.source.name}: {scoring.metric.name} on {scoring.described}, {seeds}"
     split = scoring.split
@@ -80,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
         say(out, calibration_note(compiled.calibration_batches, inputs.data, args.batch_size))
         if compiled.fine_tuning:
             say(out, compiled.fine_tuning)
-        say(out, f"devices: {noise_text(evaluation.noise_model)}; {COMPENSATION_TEXT[args.compensation]}")
+        say(out, f"devices: {noise_text(evaluation.noise_model)}; {COMPENSATION_TEXT[args.compensation]}; "
+                 f"{OUT_NOISE_TEXT[evaluation.out_noise]}")
         say(out, title)
         say(out, accuracy_table(evaluation))
         if mapping is not None:
