@@ -34,7 +34,18 @@ def load_onnx(path: Union[str, os.PathLike]):
         raise InspectError(f"{path} is not an ONNX model ({exc}); give a file written by `xbar compile -o`") from None
     if not any(p.key == "xbar.version" for p in model.metadata_props):
         raise InspectError(f"{path} carries no xbar metadata; give a file written by `xbar compile -o`")
+    _check_domain_version(model, path)
     return model
+
+
+def _check_domain_version(model, path: Path) -> None:
+    """Refuse a file whose ``ai.xbar`` ops are of a newer version than this xbar reads."""
+    from ..onnx.names import DOMAIN, VERSION
+
+    written = max((o.version for o in model.opset_import if o.domain == DOMAIN), default=VERSION)
+    if written > VERSION:
+        raise InspectError(f"{path} uses {DOMAIN} version {written}, newer than the {VERSION} this xbar reads; "
+                           "upgrade xbar to read it")
 
 
 def onnx_source(path: Union[str, os.PathLike]) -> Source:
