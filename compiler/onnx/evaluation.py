@@ -31,6 +31,8 @@ from ..metrics.tasks import TOP1_ACCURACY
 from ..program_files.onnx_file import load_onnx
 from .names import DOMAIN
 
+FileLike = Union[str, os.PathLike, onnx.ModelProto]
+"""An ONNX file xbar exported, or its model in memory (:func:`xbar.load_conductances` of a file)."""
 Data = tuple[Union[Tensor, Sequence[Tensor]], Tensor]
 """Labelled samples: the inputs (one tensor, or one per graph input in order) and the targets."""
 SCALE_SUFFIX = ".out_scale"
@@ -186,13 +188,21 @@ def _scored(session: FileSession, data: Data, metric, batch_size: int,
     return score(run, torch.arange(len(y)), y, metric, batch_size)
 
 
-def evaluate_onnx(path: Union[str, os.PathLike], data: Data, metric: MetricLike = TOP1_ACCURACY, *,
-                  batch_size: int = 256) -> float:
-    """``metric`` (default: top-1 accuracy) of the ONNX file ``path``, as written by ``xbar compile -o`` (plain,
-    programmed, drifted, or with measured conductances from ``xbar import-measured``), run in ONNX Runtime on
-    ``data`` = ``(inputs, targets)``."""
-    model = load_onnx(path)
-    return _scored(FileSession(model, str(path)), data, as_metric(metric), batch_size)
+def read_file(file: FileLike) -> tuple[onnx.ModelProto, str]:
+    """The model of an exported file (checked to be xbar's, of a version this xbar reads) and how to name it."""
+    if isinstance(file, onnx.ModelProto):
+        if not any(p.key == "xbar.version" for p in file.metadata_props):
+            raise UserError("this ONNX model carries no xbar metadata; give a file written by `xbar compile -o`")
+        return file, "the ONNX model"
+    return load_onnx(file), str(file)
+
+
+def evaluate_onnx(file: FileLike, data: Data, metric: MetricLike = TOP1_ACCURACY, *, batch_size: int = 256) -> float:
+    """``metric`` (default: top-1 accuracy) of the ONNX file ``file`` as written by ``xbar compile -o`` (plain,
+    programmed, drifted, or with measured conductances from ``xbar import-measured`` or
+    :func:`xbar.load_conductances`), run in ONNX Runtime on ``data`` = ``(inputs, targets)``."""
+    model, where = read_file(file)
+    return _scored(FileSession(model, where), data, as_metric(metric), batch_size)
 
 
 def file_settings(array: FileArray):
@@ -243,7 +253,7 @@ def _file_feeds(arrays: Sequence[FileArray]) -> dict[str, np.ndarray]:
     return feeds
 
 
-def check_targets(model: onnx.ModelProto, path: Union[str, os.PathLike]) -> None:
+def check_targets(model: onnx.ModelProto, where: str) -> None:
     """Re-programming starts from target conductances: refuse a file that holds programmed, drifted or
     measured ones."""
     from ..devices.programming import PROGRAMMING_KEY
@@ -252,15 +262,15 @@ def check_targets(model: onnx.ModelProto, path: Union[str, os.PathLike]) -> None
     metadata = _metadata(model)
     for key, what in ((PROGRAMMING_KEY, "programmed"), (MEASURED_KEY, "measured")):
         if key in metadata:
-            raise UserError(f"{path} holds {what} conductances ({key}), not targets to program: evaluate it as it "
+            raise UserError(f"{where} holds {what} conductances ({key}), not targets to program: evaluate it as it "
                             "is (no --seeds / --times), or re-program the file exported from the converted model")
 
 
-def onnx_accuracy_over_time(path: Union[str, os.PathLike], noise_model: BaseNoiseModel, times: Mapping[str, float],
+def onnx_accuracy_over_time(file: FileLike, noise_model: BaseNoiseModel, times: Mapping[str, float],
                             seeds: int, data: Data, *, compensation: Optional[str] = "global",
                             batch_size: int = 256, metric: MetricLike = TOP1_ACCURACY,
                             on_step: Optional[Callable[[], None]] = None):
-    """:func:`~xbar.compiler.devices.evaluation.accuracy_over_time` of the file ``path`` in ONNX Runtime:
+    """:func:`~xbar.compiler.devices.evaluation.accuracy_over_time` of the ONNX file ``file`` in ONNX Runtime:
     its target conductances programmed with ``noise_model`` and seeds ``0 .. seeds - 1``, read at each of
     ``times`` (label -> seconds) with ``compensation``, drawing what the torch path draws for the same seeds.
     ``ideal`` is the file as it is. One session runs every (seed, time); ``on_step`` is called after each."""
@@ -268,8 +278,8 @@ def onnx_accuracy_over_time(path: Union[str, os.PathLike], noise_model: BaseNois
     from ..devices.evaluation import Evaluation, TimePoint, read_seed
     from ..devices.programming import check_device_range, compensation_mode
 
-    model = load_onnx(path)
-    check_targets(model, path)
+    model, where = read_file(file)
+    check_targets(model, where)
     if not isinstance(noise_model, BaseNoiseModel):
         raise UserError(f"onnx_accuracy_over_time() takes a device model such as xbar.PCMLikeNoiseModel(), got a "
                         f"{type(noise_model).__name__}")
@@ -278,7 +288,7 @@ def onnx_accuracy_over_time(path: Union[str, os.PathLike], noise_model: BaseNois
     targets = target_crossbars(arrays)
     check_device_range(noise_model, targets)
     extra = list(_file_feeds(arrays))
-    session = FileSession(reading_model(model, arrays), str(path), extra)
+    session = FileSession(reading_model(model, arrays), where, extra)
     values: dict[tuple[int, str], float] = {}
     for seed in range(seeds):
         device = copy.deepcopy(noise_model)  # as xbar.program() keeps its own copy for drift()

@@ -52,11 +52,10 @@ def onnx_source(path: Union[str, os.PathLike]) -> Source:
     return source_of_onnx(load_onnx(path))
 
 
-def import_measured(path: Union[str, os.PathLike], directory: Union[str, os.PathLike],
-                    output: Union[str, os.PathLike]) -> Path:
-    """Write ``output``: the ONNX file ``path`` with its G+ / G- initializers replaced by the conductances
-    measured in ``directory`` (checked against the file's targets first: nothing is written if they do not
-    match) and ``xbar.measured`` metadata naming the format read."""
+def measured_model(path: Union[str, os.PathLike], directory: Union[str, os.PathLike]):
+    """The ``onnx.ModelProto`` of the file ``path`` with its G+ / G- initializers replaced by the conductances
+    measured in ``directory`` (checked against the file's targets first) and ``xbar.measured`` metadata naming
+    the format read."""
     from onnx import numpy_helper
 
     model = load_onnx(path)
@@ -68,7 +67,14 @@ def import_measured(path: Union[str, os.PathLike], directory: Union[str, os.Path
             value = measured[name][0 if side == "g_plus" else 1].reshape(shape).astype(np.float32)
             tensor.CopyFrom(numpy_helper.from_array(value, tensor.name))
     _set_metadata(model, MEASURED_KEY, json.dumps({"format": FORMAT, "format_version": FORMAT_VERSION}))
-    return _save(model, Path(output))
+    return model
+
+
+def import_measured(path: Union[str, os.PathLike], directory: Union[str, os.PathLike],
+                    output: Union[str, os.PathLike]) -> Path:
+    """Write ``output``: :func:`measured_model` of ``path`` and ``directory`` (nothing is written if the
+    read-back does not match the file's targets)."""
+    return _save(measured_model(path, directory), Path(output))
 
 
 def _set_metadata(model, key: str, value: str) -> None:
