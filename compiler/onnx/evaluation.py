@@ -84,7 +84,8 @@ def reading_model(model: onnx.ModelProto, arrays: Sequence[FileArray]) -> onnx.M
     """A copy of ``model`` whose arrays' G+ and G- and output scales are graph inputs (``<name>.g_plus``,
     ``<name>.g_minus``, ``<name>.out_scale``): each node computes its ADC codes (``out_scale`` 1, no
     per-column scale, a zero bias), then the steps of its body's ``Rescale`` follow outside it, reading the
-    scale input. Fed the file's own values it computes what the file does, bit for bit."""
+    scale input. Fed the file's own values it computes what the file does, bit for bit up to ONNX Runtime's
+    extended fusions (which fold the file's constant scale of an unrounded ADC output into its matmul)."""
     reading = copy.deepcopy(model)
     graph = reading.graph
     conductances = {name for array in arrays for name in (f"{array.name}.g_plus", f"{array.name}.g_minus")}
