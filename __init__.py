@@ -33,6 +33,7 @@ _PUBLIC = {
     "xbar.compiler.chip.target": ("map_converted",),
     "xbar.compiler.chip.cost": ("peak",),
     "xbar.compiler.onnx.export": ("export_onnx",),
+    "xbar.compiler.onnx.evaluation": ("evaluate_onnx", "onnx_accuracy_over_time"),
     "xbar.compiler.pipeline.finetune": ("FineTuning", "HWA_FINE_TUNING", "fine_tune"),
     "xbar.compiler.pipeline.stages": ("CompileResult", "calibrate", "compile_model", "convert", "prepare"),
     "xbar.compiler.config.presets": ("HWA_TRAINING_NOISE", "preset_config"),

@@ -122,6 +122,15 @@ class Time(NamedTuple):
     seconds: float
 
 
+class _NoteGiven(argparse.Action):
+    """Store the value and note the option as given in ``args.given``: `xbar evaluate FILE.onnx` re-programs the
+    file only when --times or --seeds is given."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, values)
+        namespace.given = getattr(namespace, "given", frozenset()) | {self.dest}
+
+
 def parse_times(text: str) -> tuple[Time, ...]:
     """``"10m,2d,30"`` -> the times in seconds, earliest first; each >= 0, finite, listed once."""
     times = []
@@ -277,6 +286,13 @@ examples:
   xbar evaluate lenet --chip hermes              # accuracy over time and cost on IBM HERMES
   xbar evaluate charlm --metric perplexity --seeds 3
   xbar evaluate net.py:make_net --weights net.pt --calib train.npz --test held_out.npz --metric mse
+
+An exported FILE.onnx (`xbar compile -o`, plain, programmed, drifted or from `xbar import-measured`) is run
+as it is in ONNX Runtime on --test DATA (default: the digits test split) with --metric (default: top-1).
+With --times or --seeds its target conductances are re-programmed with --noise, else the device model of
+the chip it was compiled for, and read at each time, in one ONNX Runtime session:
+  xbar evaluate lenet.onnx
+  xbar evaluate lenet.onnx --seeds 3 --times 1s,1d --noise pcm --json
 """
 
 INSPECT_EPILOG = """\
@@ -368,9 +384,10 @@ def _add_evaluate(commands, common) -> None:
         epilog=EVALUATE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_model_arguments(evaluate)
     evaluate.add_argument("--times", type=parse_times, default=parse_times(DEFAULT_TIMES), metavar="T,T,...",
+                          action=_NoteGiven,
                           help=f"times after programming: seconds, or numbers with s, m, h, d or y (365 days) "
                           f"(default: {DEFAULT_TIMES})")
-    evaluate.add_argument("--seeds", type=_seed_count, default=DEFAULT_SEEDS, metavar="N",
+    evaluate.add_argument("--seeds", type=_seed_count, default=DEFAULT_SEEDS, metavar="N", action=_NoteGiven,
                           help=f"programming instances, seeds 0 to N-1 (default: {DEFAULT_SEEDS})")
     evaluate.add_argument("--noise", choices=NOISE_MODEL_NAMES, metavar="MODEL",
                           help=f"device model: {', '.join(NOISE_MODEL_NAMES)} (default: the [noise] section of "
@@ -391,7 +408,8 @@ def _add_evaluate(commands, common) -> None:
 def _add_model_arguments(command: argparse.ArgumentParser) -> None:
     """What `xbar compile` and `xbar evaluate` share: the model, its data, the hardware and the compile steps."""
     command.add_argument("model", nargs="?", default=DEFAULT_MODEL, metavar="MODEL",
-                         help=f"zoo name, FILE.py:FACTORY or FILE.pt2 (default: {DEFAULT_MODEL})")
+                         help=f"zoo name, FILE.py:FACTORY or FILE.pt2 (default: {DEFAULT_MODEL}); evaluate: also an "
+                         "exported FILE.onnx")
     command.add_argument("--weights", metavar="CHECKPOINT", help="state_dict to load (torch.load weights_only)")
     command.add_argument("--input-shape", type=parse_input_shape, action="append", metavar="N,C,...",
                          help="example input shape, batch first; once per input, in forward's order (default: "

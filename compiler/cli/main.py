@@ -29,7 +29,7 @@ from typing import Iterator, Optional, Sequence
 from ...passes.errors import UserError, XbarError
 from .arguments import build_parser
 from .console import launched_by_torchrun, print_error, print_warning
-from .preflight import check_arguments
+from .preflight import check_arguments, is_onnx_file
 
 RUNNERS = {"compile": "commands.compile", "evaluate": "commands.evaluate", "inspect": "commands.inspect",
            "presets": "commands.presets", "chips": "commands.chips", "program-file": "commands.program_file",
@@ -49,7 +49,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         with _library_warnings(debug):
             args = build_parser().parse_args(argv)
             check_arguments(args)  # before the command's module (and torch) is imported
-            runner = importlib.import_module(f"{__package__}.{RUNNERS[args.command]}")  # heavy: imported on use
+            runner = importlib.import_module(f"{__package__}.{runner_module(args)}")  # heavy: imported on use
             with _process_group_if_launched():
                 return runner.run(args)
     except KeyboardInterrupt:
@@ -61,6 +61,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         status, message = describe_error(exc)
         print_error(message, every_rank=not isinstance(exc, UserError))  # user errors fail every rank alike
         return status
+
+
+def runner_module(args) -> str:
+    """The module that runs ``args``: :data:`RUNNERS`'s, but ``commands.evaluate_onnx`` for an exported file."""
+    if args.command == "evaluate" and is_onnx_file(args.model):
+        return "commands.evaluate_onnx"
+    return RUNNERS[args.command]
 
 
 def describe_error(exc: Exception) -> tuple[int, str]:

@@ -18,11 +18,12 @@ from ...passes.errors import (
     InspectError,
     ModelError,
     OutputPathError,
+    UsageError,
 )
 from ..chip.shipped import chip_named
 from ..files import check_writable, data_file
 from ..program_files.paths import check_measured_path, check_output_path
-from .arguments import BUILTIN_DATA, ZOO_NAMES
+from .arguments import BUILTIN_DATA, ZOO_NAMES, build_parser
 
 DATA_SUFFIXES = (".npz", ".pt")
 CONFIG_SUFFIXES = (".toml", ".json")
@@ -32,7 +33,9 @@ def check_arguments(args: argparse.Namespace) -> None:
     """Everything about ``args`` that can be checked without importing a heavy library."""
     for option, path in output_paths(args).items():
         check_writable(path, option)
-    if args.command in ("compile", "evaluate"):
+    if args.command == "evaluate" and is_onnx_file(args.model):
+        check_onnx_evaluation(args)
+    elif args.command in ("compile", "evaluate"):
         model_kind(args.model, args.weights)
         if args.weights:
             check_weights_file(Path(args.weights))
@@ -49,6 +52,32 @@ def check_arguments(args: argparse.Namespace) -> None:
         check_output_path(Path(args.output), args.format)
     if args.command == "import-measured":
         check_measured_path(Path(args.measured), args.format)
+
+
+COMPILING_OPTIONS = ("weights", "input_shape", "input_dtype", "dynamic", "calib", "preset", "config", "set",
+                     "include", "exclude", "keep_first_last_digital", "capture", "calib_batches", "calib_method",
+                     "finetune", "compile", "chip", "chips", "recalibrate")
+"""`xbar evaluate` options that change how a model is compiled or recalibrated: none applies to an exported file."""
+
+
+def is_onnx_file(spec: str) -> bool:
+    return spec.endswith(".onnx")
+
+
+def check_onnx_evaluation(args: argparse.Namespace) -> None:
+    """`xbar evaluate FILE.onnx`: the file exists and no option asks to compile (or recalibrate) it again."""
+    if not Path(args.model).is_file():
+        raise InspectError(f"{args.model}: no such file")
+    defaults = vars(build_parser().parse_args(["evaluate"]))
+    for dest in COMPILING_OPTIONS:
+        if dest in defaults and getattr(args, dest) != defaults[dest]:
+            option = "--" + dest.replace("_", "-")
+            raise UsageError(f"{option} does not apply to {args.model}, which is compiled already: drop it, or "
+                             "evaluate the PyTorch model to compile (or recalibrate) it with that option")
+    if args.plot and not {"times", "seeds"} & getattr(args, "given", frozenset()):
+        raise UsageError(f"--plot draws the metric over time: give --times or --seeds to re-program {args.model}")
+    if args.test:
+        check_data_spec(args.test, "test data")
 
 
 def output_paths(args: argparse.Namespace) -> dict[str, Path]:

@@ -77,7 +77,7 @@ def _generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def _check_range(model: BaseNoiseModel, converted: fx.GraphModule) -> None:
+def check_device_range(model: BaseNoiseModel, converted: fx.GraphModule) -> None:
     """A model with a ``g_max`` (and a ``g_min``) describes devices of that range: the arrays must use the same."""
     for bound in ("g_max", "g_min"):
         value = getattr(model, bound, None)
@@ -126,7 +126,7 @@ def _programmed_copy(converted: fx.GraphModule, noise_model: BaseNoiseModel, see
     """An :func:`array_copy` of ``converted`` programmed with ``noise_model`` (or holding ``measured`` as its
     programmed state), with its :class:`ProgrammingRecord`."""
     seed = _seed(seed, caller)
-    _check_range(noise_model, converted)
+    check_device_range(noise_model, converted)
     model = copy.deepcopy(noise_model)
     programmed = array_copy(converted)
     program_arrays(programmed, model, _generator(seed), measured)
@@ -142,7 +142,7 @@ def _time(t_inference) -> float:
     return float(t_inference)
 
 
-def _compensation(compensation) -> Optional[DriftCompensation]:
+def compensation_mode(compensation) -> Optional[DriftCompensation]:
     if compensation is None:
         return None
     try:
@@ -170,7 +170,7 @@ def drift(programmed: fx.GraphModule, t_inference: float, *, seed: int,
                         "first and drift what it returns")
     t_inference = _time(t_inference)
     seed = _seed(seed, "drift()")
-    mode = _compensation(compensation)
+    mode = compensation_mode(compensation)
     drifted = array_copy(programmed)
     drift_arrays(drifted, programming.model, t_inference, _generator(seed), mode)
     drifted.meta[PROGRAMMING_KEY] = replace(programming, t_inference=t_inference, drift_seed=seed,

@@ -34,18 +34,28 @@ def load_onnx(path: Union[str, os.PathLike]):
         raise InspectError(f"{path} is not an ONNX model ({exc}); give a file written by `xbar compile -o`") from None
     if not any(p.key == "xbar.version" for p in model.metadata_props):
         raise InspectError(f"{path} carries no xbar metadata; give a file written by `xbar compile -o`")
+    _check_domain_version(model, path)
     return model
+
+
+def _check_domain_version(model, path: Path) -> None:
+    """Refuse a file whose ``ai.xbar`` ops are of a newer version than this xbar reads."""
+    from ..onnx.names import DOMAIN, VERSION
+
+    written = max((o.version for o in model.opset_import if o.domain == DOMAIN), default=VERSION)
+    if written > VERSION:
+        raise InspectError(f"{path} uses {DOMAIN} version {written}, newer than the {VERSION} this xbar reads; "
+                           "upgrade xbar to read it")
 
 
 def onnx_source(path: Union[str, os.PathLike]) -> Source:
     return source_of_onnx(load_onnx(path))
 
 
-def import_measured(path: Union[str, os.PathLike], directory: Union[str, os.PathLike],
-                    output: Union[str, os.PathLike], format: str = "xbar") -> Path:
-    """Write ``output``: the ONNX file ``path`` with its G+ / G- initializers replaced by the conductances
-    measured in ``directory`` (checked against the file's targets first: nothing is written if they do not
-    match), read in ``format`` (:mod:`.formats`), and ``xbar.measured`` metadata naming the format read."""
+def measured_model(path: Union[str, os.PathLike], directory: Union[str, os.PathLike], format: str = "xbar"):
+    """The ``onnx.ModelProto`` of the file ``path`` with its G+ / G- initializers replaced by the conductances
+    measured in ``directory`` (checked against the file's targets first), read in ``format`` (:mod:`.formats`),
+    and ``xbar.measured`` metadata naming the format read."""
     from onnx import numpy_helper
 
     model = load_onnx(path)
@@ -58,7 +68,14 @@ def import_measured(path: Union[str, os.PathLike], directory: Union[str, os.Path
             tensor.CopyFrom(numpy_helper.from_array(value, tensor.name))
     _set_metadata(model, MEASURED_KEY, json.dumps({"format": FORMAT_NAMES[format]} | (
         {"format_version": FORMAT_VERSION} if format == "xbar" else {})))
-    return _save(model, Path(output))
+    return model
+
+
+def import_measured(path: Union[str, os.PathLike], directory: Union[str, os.PathLike],
+                    output: Union[str, os.PathLike], format: str = "xbar") -> Path:
+    """Write ``output``: :func:`measured_model` of ``path`` and ``directory`` read in ``format`` (nothing is
+    written if the read-back does not match the file's targets)."""
+    return _save(measured_model(path, directory, format), Path(output))
 
 
 def _set_metadata(model, key: str, value: str) -> None:

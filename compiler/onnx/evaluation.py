@@ -1,0 +1,309 @@
+"""Evaluate the exported file itself in ONNX Runtime: as it is, or re-programmed and read over time.
+
+:func:`evaluate_onnx` scores the file as written (plain, programmed, drifted or measured) on labelled data.
+:func:`onnx_accuracy_over_time` re-programs the file's target conductances with a device model, seed by seed,
+reads them at each time and compensates the drift, with the torch path's own code
+(:func:`~xbar.compiler.devices.arrays.program_arrays`, :func:`~xbar.compiler.devices.arrays.drift_arrays`) run on
+crossbar arrays rebuilt from the file, in the order the converted model lists them (``xbar.layers``), so seed
+``s`` draws what :func:`~xbar.compiler.devices.evaluation.accuracy_over_time` draws for seed ``s``. The
+conductances and each array's output scale (which carries the drift gain) reach one ONNX Runtime session as
+inputs: the file is rewritten in memory once (:func:`reading_model`) and never re-exported.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from dataclasses import dataclass
+from typing import Callable, Mapping, Optional, Sequence, Union
+
+import numpy as np
+import onnx
+import torch
+from onnx import helper, numpy_helper
+from torch import Tensor, nn
+
+from ...passes.errors import DataError, UserError
+from ..devices.base import BaseNoiseModel
+from ..metrics import MetricLike, as_metric, score
+from ..metrics.tasks import TOP1_ACCURACY
+from ..program_files.onnx_file import load_onnx
+from .names import DOMAIN
+
+FileLike = Union[str, os.PathLike, onnx.ModelProto]
+"""An ONNX file xbar exported, or its model in memory (:func:`xbar.load_conductances` of a file)."""
+Data = tuple[Union[Tensor, Sequence[Tensor]], Tensor]
+"""Labelled samples: the inputs (one tensor, or one per graph input in order) and the targets."""
+SCALE_SUFFIX = ".out_scale"
+"""Graph input of :func:`reading_model`: an array's output scale, one value or one per output column."""
+
+
+@dataclass(frozen=True)
+class FileArray:
+    """One crossbar array of an exported file: its name, op, G+ / G- (the initializers, in their shape) and the
+    attributes of its (first) node."""
+
+    name: str
+    op_type: str
+    g_plus: np.ndarray
+    g_minus: np.ndarray
+    attributes: dict
+
+    @property
+    def spatial_dims(self) -> int:
+        """Spatial dims of the op's output (0 for a linear layer, whose channels are last)."""
+        return len(self.attributes.get("strides", ()))
+
+
+def file_arrays(model: onnx.ModelProto) -> list[FileArray]:
+    """The file's arrays in the converted model's module order (``xbar.layers``)."""
+    initializers = {t.name: t for t in model.graph.initializer}
+    nodes: dict[str, onnx.NodeProto] = {}
+    for node in model.graph.node:
+        if node.domain == DOMAIN:
+            nodes.setdefault(_array_name(node), node)
+    arrays = []
+    for entry in json.loads(_metadata(model)["xbar.layers"]):
+        node = nodes[entry["g_plus"].removesuffix(".g_plus")]
+        attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        g_plus, g_minus = (numpy_helper.to_array(initializers[n]) for n in node.input[1:3])
+        arrays.append(FileArray(_array_name(node), node.op_type, g_plus, g_minus, attributes))
+    return arrays
+
+
+def _array_name(node: onnx.NodeProto) -> str:
+    return node.input[1].removesuffix(".g_plus")
+
+
+def _metadata(model: onnx.ModelProto) -> dict[str, str]:
+    return {p.key: p.value for p in model.metadata_props}
+
+
+def reading_model(model: onnx.ModelProto, arrays: Sequence[FileArray]) -> onnx.ModelProto:
+    """A copy of ``model`` whose arrays' G+ and G- and output scales are graph inputs (``<name>.g_plus``,
+    ``<name>.g_minus``, ``<name>.out_scale``): each node computes its ADC codes (``out_scale`` 1, no
+    per-column scale, a zero bias), then the steps of its body's ``Rescale`` follow outside it, reading the
+    scale input. Fed the file's own values it computes what the file does, bit for bit up to ONNX Runtime's
+    extended fusions (which fold the file's constant scale of an unrounded ADC output into its matmul)."""
+    reading = copy.deepcopy(model)
+    graph = reading.graph
+    conductances = {name for array in arrays for name in (f"{array.name}.g_plus", f"{array.name}.g_minus")}
+    kept = [t for t in graph.initializer if t.name not in conductances]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    for array in arrays:
+        for side, value in (("g_plus", array.g_plus), ("g_minus", array.g_minus)):
+            graph.input.append(helper.make_tensor_value_info(f"{array.name}.{side}", onnx.TensorProto.FLOAT,
+                                                             list(value.shape)))
+        graph.input.append(helper.make_tensor_value_info(f"{array.name}{SCALE_SUFFIX}", onnx.TensorProto.FLOAT,
+                                                         [f"{array.name}_scales"]))
+    by_name = {array.name: array for array in arrays}
+    nodes = []
+    for index, node in enumerate(graph.node):
+        if node.domain != DOMAIN:
+            nodes.append(node)
+            continue
+        before, after = _rescaled_outside(node, by_name[_array_name(node)], f"{node.name}/rescale{index}")
+        nodes += [*before, node, *after]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return reading
+
+
+def _rescaled_outside(node: onnx.NodeProto, array: FileArray,
+                      prefix: str) -> tuple[list[onnx.NodeProto], list[onnx.NodeProto]]:
+    """Make ``node`` return its ADC codes; the nodes to put before it (its zero bias) and after it (the
+    rescaling its body did: times the scale input, plus the bias, per channel on dim 1 for a convolution)."""
+    for attribute in node.attribute:
+        if attribute.name == "out_scale":
+            attribute.f = 1.0
+        elif attribute.name == "column_out_scale":
+            del attribute.floats[:]
+    bias, output = node.input[3], node.output[0]
+    node.input[3], node.output[0] = f"{prefix}/zero_bias", f"{prefix}/codes"
+    before = [helper.make_node("Sub", [bias, bias], [node.input[3]])]
+    scale, after = f"{array.name}{SCALE_SUFFIX}", []
+    if array.spatial_dims:
+        shape = numpy_helper.from_array(np.array([-1] + [1] * array.spatial_dims, dtype=np.int64))
+        after += [helper.make_node("Constant", [], [f"{prefix}/per_channel"], value=shape),
+                  helper.make_node("Reshape", [scale, f"{prefix}/per_channel"], [f"{prefix}/scale"]),
+                  helper.make_node("Reshape", [bias, f"{prefix}/per_channel"], [f"{prefix}/bias"])]
+        scale, bias = f"{prefix}/scale", f"{prefix}/bias"
+    after += [helper.make_node("Mul", [node.output[0], scale], [f"{prefix}/scaled"]),
+              helper.make_node("Add", [f"{prefix}/scaled", bias], [output])]
+    return before, after
+
+
+class FileSession:
+    """One ONNX Runtime session on an exported (or :func:`reading_model`) model, fed batches of labelled data:
+    the data go to the file's own inputs, in order; ``extra`` names the inputs fed beside them."""
+
+    def __init__(self, model: onnx.ModelProto, where: str, extra: Sequence[str] = ()):
+        import onnxruntime
+
+        self.where = where
+        self.session = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        self.inputs = [i for i in self.session.get_inputs() if i.name not in set(extra)]
+
+    def fitted(self, x: Union[Tensor, Sequence[Tensor]]) -> list[np.ndarray]:
+        """The samples as the file's inputs take them (float32, or int64 token ids); :class:`DataError` for
+        samples whose count, shape or dtype do not fit."""
+        samples = [x] if isinstance(x, Tensor) else list(x)
+        if len(samples) != len(self.inputs):
+            raise DataError(f"{self.where} takes {len(self.inputs)} input(s) "
+                            f"({', '.join(i.name for i in self.inputs)}), the data give {len(samples)}")
+        return [self._fitted(sample, spec) for sample, spec in zip(samples, self.inputs)]
+
+    def _fitted(self, sample: Tensor, spec) -> np.ndarray:
+        dims = ["N" if i == 0 else d if isinstance(d, int) else "?" for i, d in enumerate(spec.shape)]
+        wanted = f"[{', '.join(map(str, dims))}]"
+        fits = sample.dim() == len(spec.shape) and all(
+            not isinstance(d, int) or d == n for d, n in zip(spec.shape[1:], sample.shape[1:]))
+        if not fits:
+            raise DataError(f"{self.where}: input {spec.name!r} takes samples shaped {wanted}, the data are "
+                            f"{list(sample.shape)}; give data of the shape the model was compiled for")
+        if spec.type == "tensor(int64)":
+            if sample.is_floating_point():
+                raise DataError(f"{self.where}: input {spec.name!r} takes integer token ids, the data are "
+                                f"{sample.dtype}")
+            return sample.long().numpy()
+        return sample.float().numpy()
+
+    def run(self, samples: Sequence[np.ndarray], feeds: Mapping[str, np.ndarray]) -> Tensor:
+        """The first output on ``samples`` (one array per input), with ``feeds`` beside them."""
+        inputs = {spec.name: sample for spec, sample in zip(self.inputs, samples)} | dict(feeds)
+        return torch.from_numpy(self.session.run(None, inputs)[0])
+
+
+def _scored(session: FileSession, data: Data, metric, batch_size: int,
+            feeds: Optional[Mapping[str, np.ndarray]] = None) -> float:
+    """``metric`` of the session's output on ``data``, ``batch_size`` samples at a time (scored over sample
+    indices, so a model of several inputs batches as one of one)."""
+    x, y = data
+    samples = session.fitted(x)
+
+    def run(rows: Tensor) -> Tensor:
+        return session.run([sample[rows.numpy()] for sample in samples], feeds or {})
+
+    return score(run, torch.arange(len(y)), y, metric, batch_size)
+
+
+def read_file(file: FileLike) -> tuple[onnx.ModelProto, str]:
+    """The model of an exported file (checked to be xbar's, of a version this xbar reads) and how to name it."""
+    if isinstance(file, onnx.ModelProto):
+        if not any(p.key == "xbar.version" for p in file.metadata_props):
+            raise UserError("this ONNX model carries no xbar metadata; give a file written by `xbar compile -o`")
+        return file, "the ONNX model"
+    return load_onnx(file), str(file)
+
+
+def evaluate_onnx(file: FileLike, data: Data, metric: MetricLike = TOP1_ACCURACY, *, batch_size: int = 256) -> float:
+    """``metric`` (default: top-1 accuracy) of the ONNX file ``file`` as written by ``xbar compile -o`` (plain,
+    programmed, drifted, or with measured conductances from ``xbar import-measured`` or
+    :func:`xbar.load_conductances`), run in ONNX Runtime on ``data`` = ``(inputs, targets)``."""
+    model, where = read_file(file)
+    return _scored(FileSession(model, where), data, as_metric(metric), batch_size)
+
+
+def file_settings(array: FileArray):
+    """The :class:`~xbar.passes.numerics.settings.CrossbarSettings` an array's node attributes record."""
+    from ...passes.numerics.settings import CrossbarSettings
+
+    values = {}
+    for name, kind in CrossbarSettings.hardware_fields().items():
+        value = array.attributes[name]
+        values[name] = (value.decode() if kind is str else tuple(float(v) for v in value)
+                        if kind == tuple[float, ...] else kind(value))
+    return CrossbarSettings(**values)
+
+
+def target_crossbars(arrays: Sequence[FileArray]) -> nn.Module:
+    """The file's arrays as :class:`~xbar.passes.numerics.crossbar.Crossbar` modules holding its conductances,
+    in module order: what the torch path's programming and drift functions work on."""
+    from ...passes.kinds import KINDS
+    from ...passes.numerics.crossbar import Crossbar
+
+    kinds = {kind.onnx_op: kind for kind in KINDS}
+    holder = nn.Module()
+    for index, array in enumerate(arrays):
+        g_plus, g_minus = (torch.from_numpy(np.array(g, dtype=np.float32)) for g in (array.g_plus, array.g_minus))
+        holder.add_module(f"array{index}", Crossbar(g_plus, g_minus, None, file_settings(array),
+                                                    kinds[array.op_type], None, array.name))
+    return holder
+
+
+def _feeds(crossbars: nn.Module, arrays: Sequence[FileArray]) -> dict[str, np.ndarray]:
+    """The :func:`reading_model` inputs for the arrays' current state: G+, G- and output scale."""
+    feeds = {}
+    for crossbar, array in zip(crossbars.children(), arrays):
+        constants = crossbar.settings.constants
+        scale = constants["column_out_scale"] or (constants["out_scale"],)
+        feeds |= {f"{array.name}.g_plus": crossbar.g_plus.numpy(), f"{array.name}.g_minus": crossbar.g_minus.numpy(),
+                  f"{array.name}{SCALE_SUFFIX}": np.array(scale, dtype=np.float32)}
+    return feeds
+
+
+def _file_feeds(arrays: Sequence[FileArray]) -> dict[str, np.ndarray]:
+    """The :func:`reading_model` inputs that compute what the file does: its own conductances and scales."""
+    feeds = {}
+    for array in arrays:
+        scale = array.attributes["column_out_scale"] or [array.attributes["out_scale"]]
+        feeds |= {f"{array.name}.g_plus": array.g_plus, f"{array.name}.g_minus": array.g_minus,
+                  f"{array.name}{SCALE_SUFFIX}": np.array(scale, dtype=np.float32)}
+    return feeds
+
+
+def check_targets(model: onnx.ModelProto, where: str) -> None:
+    """Re-programming starts from target conductances: refuse a file that holds programmed, drifted or
+    measured ones."""
+    from ..devices.programming import PROGRAMMING_KEY
+    from ..program_files.onnx_file import MEASURED_KEY
+
+    metadata = _metadata(model)
+    for key, what in ((PROGRAMMING_KEY, "programmed"), (MEASURED_KEY, "measured")):
+        if key in metadata:
+            raise UserError(f"{where} holds {what} conductances ({key}), not targets to program: evaluate it as it "
+                            "is (no --seeds / --times), or re-program the file exported from the converted model")
+
+
+def onnx_accuracy_over_time(file: FileLike, noise_model: BaseNoiseModel, times: Mapping[str, float],
+                            seeds: int, data: Data, *, compensation: Optional[str] = "global",
+                            batch_size: int = 256, metric: MetricLike = TOP1_ACCURACY,
+                            on_step: Optional[Callable[[], None]] = None):
+    """:func:`~xbar.compiler.devices.evaluation.accuracy_over_time` of the ONNX file ``file`` in ONNX Runtime:
+    its target conductances programmed with ``noise_model`` and seeds ``0 .. seeds - 1``, read at each of
+    ``times`` (label -> seconds) with ``compensation``, drawing what the torch path draws for the same seeds.
+    ``ideal`` is the file as it is. One session runs every (seed, time); ``on_step`` is called after each."""
+    from ..devices.arrays import array_copy, drift_arrays, program_arrays
+    from ..devices.evaluation import Evaluation, TimePoint, read_seed
+    from ..devices.programming import check_device_range, compensation_mode
+
+    model, where = read_file(file)
+    check_targets(model, where)
+    if not isinstance(noise_model, BaseNoiseModel):
+        raise UserError(f"onnx_accuracy_over_time() takes a device model such as xbar.PCMLikeNoiseModel(), got a "
+                        f"{type(noise_model).__name__}")
+    metric, mode = as_metric(metric), compensation_mode(compensation)
+    arrays = file_arrays(model)
+    targets = target_crossbars(arrays)
+    check_device_range(noise_model, targets)
+    extra = list(_file_feeds(arrays))
+    session = FileSession(reading_model(model, arrays), where, extra)
+    values: dict[tuple[int, str], float] = {}
+    for seed in range(seeds):
+        device = copy.deepcopy(noise_model)  # as xbar.program() keeps its own copy for drift()
+        programmed = array_copy(targets)
+        program_arrays(programmed, device, torch.Generator().manual_seed(seed))
+        for label, seconds in times.items():
+            drifted = array_copy(programmed)
+            drift_arrays(drifted, device, float(seconds), torch.Generator().manual_seed(read_seed(seed, seconds)),
+                         mode)
+            values[seed, label] = _scored(session, data, metric, batch_size, _feeds(drifted, arrays))
+            if on_step is not None:
+                on_step()
+    points = tuple(TimePoint(label, float(seconds), tuple(values[seed, label] for seed in range(seeds)),
+                             tuple(read_seed(seed, seconds) for seed in range(seeds)))
+                   for label, seconds in times.items())
+    ideal = _scored(session, data, metric, batch_size, _file_feeds(arrays))
+    return Evaluation(ideal, points, tuple(range(seeds)), noise_model.to_dict(), compensation, metric)
