@@ -54,16 +54,19 @@ def adc_weight(g_plus: Tensor, g_minus: Tensor, settings: CrossbarSettings) -> T
     return (g_plus - g_minus).mul_(settings.constants["adc_scale"])
 
 
-def combined_weight(conductances: Sequence[Tensor], significances: Sequence[float], offset: float,
-                    settings: CrossbarSettings) -> Tensor:
-    """``(sum_k c_k G_k + offset) * adc_scale``: a multi-device array's ADC weight (the devices' ``W s``, see
-    :mod:`.multi_device_converters`), summed in device order as the exported graph sums them."""
+def device_sum(conductances: Sequence[Tensor], significances: Sequence[float], offset: float) -> Tensor:
+    """``sum_k c_k G_k + offset`` in uS: a multi-device array's ``W s`` (see :mod:`.multi_device_converters`),
+    summed in device order as the exported graph sums it."""
     total = conductances[0] * significances[0]
     for conductance, significance in zip(conductances[1:], significances[1:]):
         total = total + conductance * significance
-    if offset:
-        total = total + offset
-    return total.mul_(settings.constants["adc_scale"])
+    return total + offset if offset else total
+
+
+def combined_weight(conductances: Sequence[Tensor], significances: Sequence[float], offset: float,
+                    settings: CrossbarSettings) -> Tensor:
+    """:func:`device_sum` times ``adc_scale``: a multi-device array's ADC weight."""
+    return device_sum(conductances, significances, offset).mul_(settings.constants["adc_scale"])
 
 
 def column_out_scale(settings: CrossbarSettings) -> Optional[Tensor]:
