@@ -43,18 +43,20 @@ def onnx_source(path: Union[str, os.PathLike]) -> Source:
 
 def import_measured(path: Union[str, os.PathLike], directory: Union[str, os.PathLike],
                     output: Union[str, os.PathLike]) -> Path:
-    """Write ``output``: the ONNX file ``path`` with its G+ / G- initializers replaced by the conductances
+    """Write ``output``: the ONNX file ``path`` with its G+ / G- (or device) initializers replaced by the conductances
     measured in ``directory`` (checked against the file's targets first: nothing is written if they do not
     match) and ``xbar.measured`` metadata naming the format read."""
     from onnx import numpy_helper
 
     model = load_onnx(path)
-    measured = read_measured(source_of_onnx(model), directory)
+    source = source_of_onnx(model)
+    measured = read_measured(source, directory)
+    devices = {array.name: list(array.conductances) for array in source.arrays}
     for tensor in model.graph.initializer:
-        name, _, side = tensor.name.rpartition(".")
-        if name in measured and side in ("g_plus", "g_minus"):
+        name, _, device = tensor.name.rpartition(".")
+        if name in measured and device in devices[name]:
             shape = tuple(tensor.dims)
-            value = measured[name][0 if side == "g_plus" else 1].reshape(shape).astype(np.float32)
+            value = measured[name][devices[name].index(device)].reshape(shape).astype(np.float32)
             tensor.CopyFrom(numpy_helper.from_array(value, tensor.name))
     _set_metadata(model, MEASURED_KEY, json.dumps({"format": FORMAT, "format_version": FORMAT_VERSION}))
     return _save(model, Path(output))
