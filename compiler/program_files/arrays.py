@@ -95,6 +95,11 @@ def source_of_onnx(model) -> Source:
                   converter if "type" in converter else None)
 
 
+def _float32s(values) -> tuple[float, ...]:
+    """The values as the ONNX file holds them (float32 attributes), so a model and its file write one manifest."""
+    return tuple(float(np.float32(v)) for v in values)
+
+
 def _text(value) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
@@ -122,7 +127,8 @@ def source_of_converted(converted) -> Source:
         arrays.append(LogicalArray(summary.node, settings.layer, (settings.tile_row, settings.tile_col), region,
                                    {device: matrix(g, region) for device, g in summary.device_conductances.items()},
                                    tuple({key: getattr(r, key) for key in PLACEMENT_KEYS} for r in copies),
-                                   getattr(module, "significances", ()), getattr(module, "offset", 0.0)))
+                                   _float32s(getattr(module, "significances", ())),
+                                   _float32s((getattr(module, "offset", 0.0),))[0]))
     chip = None if mapping is None else mapping.chip.to_dict()
     programming = programming_of(converted)
     converter = record.config.to_dict()["converter"]
