@@ -125,7 +125,8 @@ class HardwareConfig:
             raise ConfigError("remap.type and clip.type act on aihwkit's stored mapping scales: "
                               "set mapping.weight_scaling_dynamic = false")
         if not isinstance(self.converter, tuple(CONVERTER_TYPES.values())):
-            raise ConfigError(f"converter must be one of {sorted(CONVERTER_TYPES)}, got {type(self.converter).__name__}")
+            raise ConfigError(f"converter must be one of {sorted(CONVERTER_TYPES)}, "
+                              f"got {type(self.converter).__name__}")
         if self.converter.g_max == self.converter.g_min:
             raise ConfigError("converter.g_max must differ from converter.g_min (the scale ratio would be 0)")
         self._check_multi_device()

@@ -50,7 +50,8 @@ def _summary_of_module(name: str, module: Crossbar, calls: list[fx.Node]) -> Lay
     # float32, as the ONNX file holds them: numpy has no bfloat16
     devices = {device: g.detach().float().numpy() for device, g in zip(module.device_names, module.conductances())}
     shape = tuple(module.shape)
-    pair = (devices.pop("g_plus"), devices.pop("g_minus")) if not isinstance(module, MultiDeviceCrossbar) else (None, None)
+    multi_device = isinstance(module, MultiDeviceCrossbar)
+    pair = (None, None) if multi_device else (devices.pop("g_plus"), devices.pop("g_minus"))
     tag = next((tag for node in calls if (tag := tag_of(node)) is not None), None)
     region = weight_region(module.kind, shape, module.geometry, None if tag is None else tag.tile)
     return LayerSummary(name, module.kind.describe(len(shape)), tuple(shape), module.settings, *pair,

@@ -76,9 +76,9 @@ def export_onnx(converted: fx.GraphModule, example_inputs: Sequence, path: Union
 
     Each crossbar layer becomes one ``ai.xbar`` node (see :mod:`xbar.compiler.onnx.ops`)
     with its G+ / G- as float32 initializers ``<layer>_crossbar.g_plus`` /
-    ``.g_minus`` in microsiemens (a multi-device converter's devices as :mod:`.devices` says); the dimensions the model was prepared with as dynamic
-    (``dynamic_shapes``) stay symbolic, named as their ``Dim``. ``example_inputs`` are
-    as :func:`xbar.prepare` takes them. The same model
+    ``.g_minus`` in microsiemens (a multi-device converter's devices as :mod:`.devices` says); the
+    dimensions the model was prepared with as dynamic (``dynamic_shapes``) stay symbolic, named as their
+    ``Dim``. ``example_inputs`` are as :func:`xbar.prepare` takes them. The same model
     gives byte-identical files; a failed export leaves no file. Returns the path.
 
     The graph computes in float32: a float64, bfloat16 or float16 model is exported
@@ -255,8 +255,8 @@ def _layer_entry(array: LayerSummary, module: Crossbar, call_sites: list[str]) -
         "call_sites": call_sites,
         "calls": len(call_sites),
         "op": onnx_layers.op_type(module),
-        **({"devices": [f"{name}.{device}" for device in module.device_names]} if isinstance(module, MultiDeviceCrossbar)
-           else {"g_plus": f"{name}.g_plus", "g_minus": f"{name}.g_minus"}),
+        **({"devices": [f"{name}.{device}" for device in module.device_names]}
+           if isinstance(module, MultiDeviceCrossbar) else {"g_plus": f"{name}.g_plus", "g_minus": f"{name}.g_minus"}),
         "bias": f"{name}.bias",
     }
     return entry | {k: v for k, v in onnx_layers.expected_attributes(module).items()
