@@ -254,8 +254,8 @@ def test_the_readout_is_what_the_arrays_periphery_computes_for_one_hot_inputs():
         one_hot = torch.eye(crossbar.g_plus.shape[1]) * s.input_range
         codes = torch.round(array_output(crossbar, one_hot) / s.constants["out_scale"])
         expected = (codes * adc_unit(s)).abs().mean(dim=0).clamp(min=1e-4)
-        torch.testing.assert_close(drift_readout(crossbar.g_plus, crossbar.g_minus, s, per_column=True), expected)
-        torch.testing.assert_close(drift_readout(crossbar.g_plus, crossbar.g_minus, s, per_column=False),
+        torch.testing.assert_close(drift_readout(crossbar, crossbar.conductances(), s, per_column=True), expected)
+        torch.testing.assert_close(drift_readout(crossbar, crossbar.conductances(), s, per_column=False),
                                    (codes * adc_unit(s)).abs().mean().clamp(min=1e-4))
 
 
@@ -263,7 +263,7 @@ def test_a_conv_array_is_read_as_its_unfolded_weight_matrix():
     programmed = xbar.program(converted_zoo("lenet"), ConstantDrift(), seed=0)
     conv = crossbar_modules(programmed)["conv2_crossbar"]
     out_channels = conv.g_plus.shape[0]
-    readout = drift_readout(conv.g_plus, conv.g_minus, conv.settings, per_column=True)
+    readout = drift_readout(conv, conv.conductances(), conv.settings, per_column=True)
     assert readout.shape == (out_channels,)
     unfolded = (conv.g_plus - conv.g_minus).reshape(out_channels, -1) / (conv.settings.g_max - conv.settings.g_min)
     torch.testing.assert_close(readout, unfolded.abs().mean(dim=1).clamp(min=1e-4))

@@ -27,7 +27,7 @@ def layer_work(converted: fx.GraphModule, arrays: list[LayerSummary],
     per_layer: dict[str, int] = {}  # every array of a layer runs each of its MVMs
     for array in sorted(arrays, key=lambda a: order.get(a.node, math.inf)):
         region, settings = array.region, array.settings
-        tile = TileWork(array.node, region.inputs, region.outputs, region.taps, int(array.g_plus.size))
+        tile = TileWork(array.node, region.inputs, region.outputs, region.taps, math.prod(array.weight_shape))
         tiles.setdefault(settings.layer, []).append(((settings.tile_row, settings.tile_col), tile))
         per_layer[settings.layer] = max(per_layer.get(settings.layer, 0), mvms.get(array.node, 0))
     return [LayerWork(layer, tuple(tile for _, tile in sorted(entries, key=lambda e: e[0])), per_layer[layer])

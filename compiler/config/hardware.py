@@ -3,7 +3,7 @@
 ``forward`` (DAC/ADC, forward training noise), ``pre_post.input_range``,
 ``mapping`` (tiling, weight scaling, learned output scales), ``modifier`` (training
 weight noise), ``remap`` and ``clip`` keep aihwkit's field names; ``converter`` is
-the conductance-pair converter. xbar's default is the
+the conductance converter. xbar's default is the
 ideal, noise-free periphery with the learned input range enabled (aihwkit's
 ``InputRangeParameter`` default is disabled; xbar's job is to insert it).
 Configs round-trip through plain dicts (JSON / TOML files, ONNX metadata).
@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import fnmatch
+import inspect
 import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -22,6 +23,7 @@ from ...passes.constraint_parameters import WeightClipParameter, WeightRemapPara
 from ...passes.errors import ConfigError
 from ...passes.module_names import names_module_type
 from ...passes.numerics.converter import SinglePairConductanceConverter
+from ...passes.numerics.multi_device_converters import MULTI_DEVICE_CONVERTERS
 from ...passes.parameters import (
     InputRangeParameter,
     IOParameters,
@@ -92,15 +94,16 @@ class HardwareConfig:
             ``WeightModifierParameter``; off by default).
         remap, clip: aihwkit's ``WeightRemapParameter`` and ``WeightClipParameter``, applied to
             the analog weights after each fine-tuning step and at conversion (off by default).
-        converter: the conductance-pair converter (aihwkit's
-            ``SinglePairConductanceConverter``, g_max=25 uS, g_min=0 by default).
+        converter: the conductance converter (aihwkit's
+            ``SinglePairConductanceConverter``, g_max=25 uS, g_min=0 by default; or one of
+            aihwkit's multi-device converters, named by ``converter.type``: see :data:`CONVERTER_TYPES`).
         layers: per-layer :class:`LayerRule` s on top of the settings above.
     """
 
     forward: IOParameters = field(default_factory=IOParameters)
     pre_post: PrePostProcessingParameter = field(default_factory=_default_pre_post)
     mapping: MappingParameter = field(default_factory=MappingParameter)
-    converter: SinglePairConductanceConverter = field(default_factory=SinglePairConductanceConverter)
+    converter: Any = field(default_factory=SinglePairConductanceConverter)
     modifier: WeightModifierParameter = field(default_factory=WeightModifierParameter)
     remap: WeightRemapParameter = field(default_factory=WeightRemapParameter)
     clip: WeightClipParameter = field(default_factory=WeightClipParameter)
@@ -121,16 +124,30 @@ class HardwareConfig:
         if (self.remap.active or self.clip.active) and self.mapping.weight_scaling_dynamic:
             raise ConfigError("remap.type and clip.type act on aihwkit's stored mapping scales: "
                               "set mapping.weight_scaling_dynamic = false")
-        if not isinstance(self.converter, SinglePairConductanceConverter):
-            raise ConfigError("converter must be a SinglePairConductanceConverter, "
+        if not isinstance(self.converter, tuple(CONVERTER_TYPES.values())):
+            raise ConfigError(f"converter must be one of {sorted(CONVERTER_TYPES)}, "
                               f"got {type(self.converter).__name__}")
         if self.converter.g_max == self.converter.g_min:
             raise ConfigError("converter.g_max must differ from converter.g_min (the scale ratio would be 0)")
+        self._check_multi_device()
         if self.forward.dac_steps and not input_range.enable and not self.forward.scales_input:
             raise ConfigError("forward.inp_res sets a DAC, but there is no range to scale its input by: "
                               "enable pre_post.input_range, set forward.noise_management (ABS_MAX, MAX, or "
                               "CONSTANT with nm_thres > 0) or set forward.inp_res <= 0")
         return self
+
+    def _check_multi_device(self) -> None:
+        """What a converter of several devices per weight (or one) cannot be combined with."""
+        if isinstance(self.converter, SinglePairConductanceConverter):
+            return
+        name = type(self.converter).__name__
+        if self.forward.ir_drop > 0:
+            raise ConfigError(f"forward.ir_drop simulates a single device pair per weight, not {name}: "
+                              "set forward.ir_drop = 0 or use the SinglePairConductanceConverter")
+        mapping = self.mapping
+        if mapping.weight_scaling_columnwise and mapping.weight_scaling_dynamic and mapping.weight_scaling_omega > 0:
+            raise ConfigError(f"{name} maps one scale ratio per array: with mapping.weight_scaling_columnwise set "
+                              "mapping.weight_scaling_dynamic = false (aihwkit's stored column scales)")
 
     def validate(self) -> "HardwareConfig":
         """:meth:`check_values`, then refuse what xbar cannot simulate (dynamic noise or bound
@@ -190,10 +207,16 @@ class HardwareConfig:
                 if not isinstance(section.get(part), dict):
                     raise ConfigError(f"unknown config key {dotted!r}")
                 section = section[part]
-            if leaf not in section:
+            if leaf not in section and not (path == ["converter"] and leaf in CONVERTER_KEYS):
                 raise ConfigError(f"unknown config key {dotted!r}; valid keys here: {sorted(section)}")
             section[leaf] = value
         return HardwareConfig.from_dict(data)
+
+
+CONVERTER_TYPES = {SinglePairConductanceConverter.__name__: SinglePairConductanceConverter} | MULTI_DEVICE_CONVERTERS
+"""``converter.type`` -> converter class (the single pair when ``type`` is absent)."""
+CONVERTER_KEYS = ("type", "f_lst", "g_lst", "g_max", "g_min", "invertibility_test")
+"""Every key a ``converter`` table may hold (each converter takes those of its constructor, and ``type``)."""
 
 
 def _to_plain(value):
@@ -201,6 +224,8 @@ def _to_plain(value):
         return [_to_plain(v) for v in value]
     if isinstance(value, SinglePairConductanceConverter):
         return {"g_max": float(value.g_max), "g_min": float(value.g_min)}
+    if isinstance(value, tuple(MULTI_DEVICE_CONVERTERS.values())):
+        return {"type": type(value).__name__, **value.settings_dict()}
     if isinstance(value, dict):
         return {k: _to_plain(v) for k, v in value.items()}
     if isinstance(value, enum.Enum):
@@ -238,16 +263,36 @@ def _default(spec: dataclasses.Field):
     return spec.default_factory() if spec.default is dataclasses.MISSING else spec.default
 
 
-def _converter(data, key: str) -> SinglePairConductanceConverter:
-    if isinstance(data, SinglePairConductanceConverter):
+def _converter(data, key: str):
+    """A converter from its table: ``type`` (a :data:`CONVERTER_TYPES` name, the single pair when absent) and
+    its constructor's keyword arguments."""
+    if isinstance(data, tuple(CONVERTER_TYPES.values())):
         return data
-    if not isinstance(data, dict) or set(data) - {"g_max", "g_min"}:
-        raise ConfigError(f"{key} takes the keys g_max and g_min, got {data!r}")
-    values = {k: _coerce(v, 0.0, f"{key}.{k}") for k, v in data.items()}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{key} must be a table of keys, got {data!r}")
+    data = dict(data)
+    type_name = data.pop("type", SinglePairConductanceConverter.__name__)
+    cls = CONVERTER_TYPES.get(type_name)
+    if cls is None:
+        raise ConfigError(f"{key}.type must be one of {sorted(CONVERTER_TYPES)}, got {type_name!r}")
+    accepted = [p for p in inspect.signature(cls).parameters]
+    unknown = sorted(set(data) - set(accepted))
+    if unknown:
+        raise ConfigError(f"{key}: {type_name} takes the keys {accepted}, got {unknown[0]!r}")
+    values = {k: _converter_value(v, f"{key}.{k}") for k, v in data.items()}
     try:
-        return SinglePairConductanceConverter(**values)
-    except ValueError as exc:
-        raise ConfigError(f"{key}: {exc}") from exc
+        return cls(**values)
+    except (ValueError, TypeError, ArithmeticError) as exc:
+        raise ConfigError(f"{key}: {type_name}: {exc}") from exc
+
+
+def _converter_value(value, key: str):
+    """A converter argument: a number, a flag, or a (nested) list of numbers, each finite."""
+    if isinstance(value, (list, tuple)):
+        return [_converter_value(v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, bool):
+        return value
+    return _coerce(value, 0.0, key)
 
 
 def _enum(enum_type, value, key: str):

@@ -4,7 +4,8 @@ Works in place on the :class:`~xbar.passes.numerics.crossbar.Crossbar` modules o
 GraphModule; the graph itself never changes, so the caller passes :func:`array_copy`,
 which copies the arrays and shares the rest.
 
-* :func:`program_arrays`: each array's G+ and G- (the targets) go through the
+* :func:`program_arrays`: each array's G+ and G- (the targets; or every device of a multi-device
+  converter's array, ``g_plus_0`` ... or ``g_device``, each on its own) go through the
   device model's programming noise, device by device; the programmed
   conductances and the drift parameters drawn from the targets are kept as
   buffers (``g_plus_programmed``, ``g_minus_programmed``, ``nu_plus``,
@@ -36,13 +37,13 @@ from __future__ import annotations
 
 import dataclasses
 from enum import Enum
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 from torch import Tensor, fx, nn
 
 from ...passes.errors import DeviceModelError
-from ...passes.numerics.crossbar import Crossbar, _periphery_in, adc_weight, crossbar_modules
+from ...passes.numerics.crossbar import Crossbar, _periphery_in, crossbar_modules
 from ...passes.numerics.settings import CrossbarSettings
 from .base import BaseNoiseModel
 
@@ -96,28 +97,34 @@ def _checked(result, like: Tensor, model: BaseNoiseModel, method: str, what: str
     return result.clone() if result.untyped_storage().data_ptr() == like.untyped_storage().data_ptr() else result
 
 
+def _drift_name(device: str) -> str:
+    """The drift-coefficient buffer of a device buffer: ``g_plus`` -> ``nu_plus``, ``g_plus_1`` -> ``nu_plus_1``."""
+    return "nu" + device.removeprefix("g")
+
+
 @torch.no_grad()
 def program_arrays(graph_module: fx.GraphModule, model: BaseNoiseModel, generator: torch.Generator,
-                   measured: Optional[dict[str, tuple[Tensor, Tensor]]] = None) -> None:
+                   measured: Optional[dict[str, tuple[Tensor, ...]]] = None) -> None:
     """Program every array of ``graph_module`` (an :func:`array_copy`) in place (see the module docstring).
 
-    ``measured`` (``{array name: (G+, G-)}``, a chip's read-back): those are the programmed conductances,
-    instead of the device model's programming noise; the drift parameters are still drawn from the targets."""
+    ``measured`` (``{array name: (G+, G-)}``, or every device in the array's ``device_names`` order: a chip's
+    read-back): those are the programmed conductances, instead of the device model's programming noise; the
+    drift parameters are still drawn from the targets."""
     for name, crossbar in crossbar_modules(graph_module).items():
-        for index, side in enumerate(("plus", "minus")):
-            target = getattr(crossbar, f"g_{side}")
+        for index, device in enumerate(crossbar.device_names):
+            target = getattr(crossbar, device)
             programmed = (_checked(model.apply_programming_noise_to_conductance(target, generator), target, model,
-                                   "apply_programming_noise_to_conductance", f"{name}.g_{side}")
+                                   "apply_programming_noise_to_conductance", f"{name}.{device}")
                           if measured is None else measured[name][index].to(target.dtype).reshape(target.shape))
             nu = model.generate_drift_coefficients(target, generator)
             if nu is not None:
-                nu = _checked(nu, target, model, "generate_drift_coefficients", f"{name}.g_{side}")
-            crossbar.register_buffer(f"g_{side}_programmed", programmed)
-            crossbar.register_buffer(f"nu_{side}", nu)
-        crossbar.register_buffer("readout_exact", drift_readout(crossbar.g_plus, crossbar.g_minus, crossbar.settings,
+                nu = _checked(nu, target, model, "generate_drift_coefficients", f"{name}.{device}")
+            crossbar.register_buffer(f"{device}_programmed", programmed)
+            crossbar.register_buffer(_drift_name(device), nu)
+        crossbar.register_buffer("readout_exact", drift_readout(crossbar, crossbar.conductances(), crossbar.settings,
                                                                 per_column=False, exact=True))
-        for side in ("plus", "minus"):  # the copy's own tensors: no aliasing
-            getattr(crossbar, f"g_{side}").copy_(getattr(crossbar, f"g_{side}_programmed"))
+        for device in crossbar.device_names:  # the copy's own tensors: no aliasing
+            getattr(crossbar, device).copy_(getattr(crossbar, f"{device}_programmed"))
         crossbar.sync_compiled_state()
 
 
@@ -127,22 +134,23 @@ def drift_arrays(graph_module: fx.GraphModule, model: BaseNoiseModel, t_inferenc
     """Set every programmed array of ``graph_module`` (an :func:`array_copy`) to its state at ``t_inference``,
     in place."""
     for name, crossbar in crossbar_modules(graph_module).items():
-        drifted = []
-        for side in ("plus", "minus"):
-            programmed = getattr(crossbar, f"g_{side}_programmed")
-            g = model.apply_drift_noise_to_conductance(programmed, getattr(crossbar, f"nu_{side}"), t_inference,
-                                                       generator)
-            drifted.append(_checked(g, programmed, model, "apply_drift_noise_to_conductance", f"{name}.g_{side}"))
+        drifted, programmed_state = [], []
+        for device in crossbar.device_names:
+            programmed = getattr(crossbar, f"{device}_programmed")
+            g = model.apply_drift_noise_to_conductance(programmed, getattr(crossbar, _drift_name(device)),
+                                                       t_inference, generator)
+            drifted.append(_checked(g, programmed, model, "apply_drift_noise_to_conductance", f"{name}.{device}"))
+            programmed_state.append(programmed)
         settings = dataclasses.replace(crossbar.settings, drift_gain=1.0, column_drift_gains=())
         if compensation is not None:
             per_column = compensation == DriftCompensation.PER_COLUMN
             reference = (crossbar.readout_exact if compensation == DriftCompensation.GLOBAL_EXACT_REFERENCE else
-                         drift_readout(crossbar.g_plus_programmed, crossbar.g_minus_programmed, settings, per_column))
-            gain = reference / drift_readout(*drifted, settings, per_column)
+                         drift_readout(crossbar, programmed_state, settings, per_column))
+            gain = reference / drift_readout(crossbar, drifted, settings, per_column)
             settings = (dataclasses.replace(settings, column_drift_gains=tuple(gain.tolist())) if per_column
                         else dataclasses.replace(settings, drift_gain=float(gain)))
-        crossbar.g_plus.copy_(drifted[0])  # the copy's own tensors, as in program_arrays
-        crossbar.g_minus.copy_(drifted[1])
+        for mine, state in zip(crossbar.conductances(), drifted):  # the copy's own tensors, as in program_arrays
+            mine.copy_(state)
         crossbar.settings = settings
         crossbar.sync_compiled_state()
 
@@ -153,20 +161,22 @@ def adc_unit(settings: CrossbarSettings) -> float:
 
 
 @torch.no_grad()
-def drift_readout(g_plus: Tensor, g_minus: Tensor, settings: CrossbarSettings, per_column: bool,
-                  exact: bool = False) -> Tensor:
+def drift_readout(crossbar: Crossbar, conductances: Sequence[Tensor], settings: CrossbarSettings,
+                  per_column: bool, exact: bool = False) -> Tensor:
     """The mean absolute ADC output of the array read with one-hot inputs (global, or [out] per column).
 
     Each one-hot input is a full-scale input (the input range) on one row: the
     DAC turns it into one code, so the array's answer to it is the row of
     ADC-scaled conductances times that code, exactly as the matrix product of
-    the simulation computes it, then rounded and clipped by the ADC. ``exact``:
+    the simulation computes it, then rounded and clipped by the ADC. ``conductances`` are the array's devices
+    (in ``crossbar.device_names`` order) in the state to read. ``exact``:
     the ideal readout, with neither the DAC's nor the ADC's rounding and clipping.
     """
     c = settings.constants
     full_scale = torch.tensor([settings.input_range or 1.0], dtype=torch.float32)
     code = float(full_scale * c["in_scale"]) if exact else float(_periphery_in(full_scale, c))
-    z = adc_weight(g_plus, g_minus, settings).reshape(g_plus.shape[0], -1).t().mul_(code)  # [inputs, outputs]
+    weight = crossbar.weight_of(conductances, settings)
+    z = weight.reshape(weight.shape[0], -1).t().mul_(code)  # [inputs, outputs]
     if c["adc_round"] and not exact:
         z.round_()
     if c["adc_clip"] and not exact:

@@ -9,7 +9,7 @@ import dataclasses
 
 from torch import fx
 
-from ...passes.numerics.crossbar import Crossbar, crossbar_modules
+from ...passes.numerics.crossbar import Crossbar, MultiDeviceCrossbar, crossbar_modules
 from ...passes.plan import tag_of
 from ..pipeline.record import Stage, record_of
 from .region import weight_region, with_layer_totals
@@ -48,9 +48,12 @@ def _with_layer_totals(arrays: list[LayerSummary]) -> list[LayerSummary]:
 
 def _summary_of_module(name: str, module: Crossbar, calls: list[fx.Node]) -> LayerSummary:
     # float32, as the ONNX file holds them: numpy has no bfloat16
-    g_plus, g_minus = (g.detach().float().numpy() for g in (module.g_plus, module.g_minus))
+    devices = {device: g.detach().float().numpy() for device, g in zip(module.device_names, module.conductances())}
+    shape = tuple(module.shape)
+    multi_device = isinstance(module, MultiDeviceCrossbar)
+    pair = (None, None) if multi_device else (devices.pop("g_plus"), devices.pop("g_minus"))
     tag = next((tag for node in calls if (tag := tag_of(node)) is not None), None)
-    region = weight_region(module.kind, g_plus.shape, module.geometry, None if tag is None else tag.tile)
-    return LayerSummary(name, module.kind.describe(g_plus.ndim), g_plus.shape, module.settings, g_plus, g_minus,
+    region = weight_region(module.kind, shape, module.geometry, None if tag is None else tag.tile)
+    return LayerSummary(name, module.kind.describe(len(shape)), tuple(shape), module.settings, *pair,
                         None if tag is None else tag.plan.rule, module.source_weight, module.bias is not None,
-                        tuple(node.name for node in calls), region)
+                        tuple(node.name for node in calls), region, devices)

@@ -32,14 +32,15 @@ REQUIRED_SETTINGS = tuple(f.name for f in dataclasses.fields(CrossbarSettings)
 
 @dataclass(frozen=True)
 class LayerSummary:
-    """One crossbar array; conductances in microsiemens."""
+    """One crossbar array; conductances in microsiemens: G+ and G-, or (a multi-device converter's array,
+    ``g_plus`` and ``g_minus`` None) every device in ``devices``, by name (``g_plus_0``, ..., ``g_device``)."""
 
     node: str
     kind: str
     weight_shape: tuple[int, ...]
     settings: CrossbarSettings
-    g_plus: np.ndarray = field(repr=False)
-    g_minus: np.ndarray = field(repr=False)
+    g_plus: Optional[np.ndarray] = field(repr=False)
+    g_minus: Optional[np.ndarray] = field(repr=False)
     rule: Optional[str] = None
     """The configuration rule that chose the settings, when the file records it."""
     source_weight: Optional[str] = None
@@ -48,6 +49,13 @@ class LayerSummary:
     """The graph nodes that run this array (more than one: a layer called more than once)."""
     region: Optional[WeightRegion] = None
     """The part of its layer's weight the array holds (:mod:`.region`), when the file records it."""
+    devices: Mapping[str, np.ndarray] = field(default_factory=dict, repr=False)
+    """A multi-device array's devices (empty for a pair)."""
+
+    @property
+    def device_conductances(self) -> Mapping[str, np.ndarray]:
+        """Every device tensor by name: ``g_plus`` and ``g_minus``, or :attr:`devices`."""
+        return self.devices or {"g_plus": self.g_plus, "g_minus": self.g_minus}
 
     @property
     def calls(self) -> int:
@@ -55,8 +63,8 @@ class LayerSummary:
 
     @property
     def conductances(self) -> np.ndarray:
-        """Every device of the layer: G+ and G- together."""
-        return np.concatenate([self.g_plus.ravel(), self.g_minus.ravel()])
+        """Every device of the layer: G+ and G- (or every device of a multi-device array) together."""
+        return np.concatenate([g.ravel() for g in self.device_conductances.values()])
 
     @property
     def fraction_at_g_max(self) -> float:

@@ -42,7 +42,7 @@ from ...passes.capture import copy_graph_module, export_program, first_line, tor
 from ...passes.errors import ConfigError, DynamicShapeError, ExportError, NoCrossbarLayersWarning
 from ...passes.infra import run_passes
 from ...passes.inputs import positional_inputs
-from ...passes.numerics.crossbar import Crossbar, crossbar_modules
+from ...passes.numerics.crossbar import Crossbar, MultiDeviceCrossbar, crossbar_modules
 from ...passes.rewrites.export_ops import CrossbarToCustomOpsPass
 from ...passes.rewrites.functional_ops import FunctionalInPlaceOpsPass
 from ...passes.shapes import constraint_violation, dimension_names, requested_shapes, widened
@@ -55,6 +55,7 @@ from ..version import __version__
 from . import annotations as onnx_annotations
 from . import bodies as onnx_bodies
 from . import boundary as onnx_boundary
+from . import devices as onnx_devices
 from . import files as onnx_files
 from . import layers as onnx_layers
 from . import ops as onnx_ops
@@ -75,9 +76,9 @@ def export_onnx(converted: fx.GraphModule, example_inputs: Sequence, path: Union
 
     Each crossbar layer becomes one ``ai.xbar`` node (see :mod:`xbar.compiler.onnx.ops`)
     with its G+ / G- as float32 initializers ``<layer>_crossbar.g_plus`` /
-    ``.g_minus`` in microsiemens; the dimensions the model was prepared with as dynamic
-    (``dynamic_shapes``) stay symbolic, named as their ``Dim``. ``example_inputs`` are
-    as :func:`xbar.prepare` takes them. The same model
+    ``.g_minus`` in microsiemens (a multi-device converter's devices as :mod:`.devices` says); the
+    dimensions the model was prepared with as dynamic (``dynamic_shapes``) stay symbolic, named as their
+    ``Dim``. ``example_inputs`` are as :func:`xbar.prepare` takes them. The same model
     gives byte-identical files; a failed export leaves no file. Returns the path.
 
     The graph computes in float32: a float64, bfloat16 or float16 model is exported
@@ -101,7 +102,7 @@ def export_onnx_files(converted: fx.GraphModule, example_inputs: Sequence, path:
     if not originals:
         warnings.warn("the model has no crossbar layer: exporting plain ONNX without ai.xbar nodes",
                       NoCrossbarLayersWarning, stacklevel=2)
-    conductances = [tensor for module in originals.values() for tensor in (module.g_plus, module.g_minus)]
+    conductances = [tensor for module in originals.values() for tensor in module.conductances()]
     graph_module = run_passes(copy_graph_module(converted, share=conductances),  # read only: not copied
                               [CrossbarToCustomOpsPass(), FunctionalInPlaceOpsPass()])
     onnx_boundary.cast_at_boundary(graph_module)
@@ -115,6 +116,7 @@ def export_onnx_files(converted: fx.GraphModule, example_inputs: Sequence, path:
     onnx_layers.restore_layer_tensors(model, matched, crossbars)
     onnx_layers.name_nodes(model, matched)
     onnx_layers.check_layers(model, matched, crossbars)
+    onnx_devices.wire_devices(model, matched, crossbars)
     mapping = mapping_of(converted)
     summary = summarize(converted)
     onnx_annotations.annotate_nodes(matched, summary.arrays, mapping)
@@ -253,8 +255,8 @@ def _layer_entry(array: LayerSummary, module: Crossbar, call_sites: list[str]) -
         "call_sites": call_sites,
         "calls": len(call_sites),
         "op": onnx_layers.op_type(module),
-        "g_plus": f"{name}.g_plus",
-        "g_minus": f"{name}.g_minus",
+        **({"devices": [f"{name}.{device}" for device in module.device_names]}
+           if isinstance(module, MultiDeviceCrossbar) else {"g_plus": f"{name}.g_plus", "g_minus": f"{name}.g_minus"}),
         "bias": f"{name}.bias",
     }
     return entry | {k: v for k, v in onnx_layers.expected_attributes(module).items()

@@ -127,10 +127,21 @@ PLACEMENT_ATTRIBUTES = {
     "col_offset": (tuple[int, ...], "first device column of each replica's region on its array"),
 }
 """Where a node sits on the chip (only under a chip target)."""
-ANNOTATION_ATTRIBUTES = {name: (int, text) for name, text in REGION_ATTRIBUTES.items()} | PLACEMENT_ATTRIBUTES
+DEVICE_ATTRIBUTES = {
+    "devices": (tuple[str, ...], "multi-device converter only: the initializers holding the array's devices in uS, "
+                                 "one per device, shaped like the weight (<array>.g_plus_0, <array>.g_minus_0, "
+                                 "... lowest significance first; <array>.g_device for one device)"),
+    "device_significances": (tuple[float, ...], "multi-device converter only: c_k of each device, with "
+                                                "G_plus = sum_k c_k G_k + device_offset and G_minus = 0"),
+    "device_offset": (float, "multi-device converter only: the constant of G_plus in uS (a single-device "
+                             "converter's reference; 0 for pairs)"),
+}
+"""What a multi-device array's node says of its devices (:mod:`xbar.compiler.onnx.devices` builds its G_plus)."""
+ANNOTATION_ATTRIBUTES = {name: (int, text) for name, text in REGION_ATTRIBUTES.items()} | PLACEMENT_ATTRIBUTES \
+    | DEVICE_ATTRIBUTES
 """The optional attributes no function body reads: they are for backends (and checked by onnx's checker)."""
 ATTRIBUTE_TYPES = {str: _ATTR.STRING, float: _ATTR.FLOAT, int: _ATTR.INT, tuple[int, ...]: _ATTR.INTS,
-                   tuple[float, ...]: _ATTR.FLOATS}
+                   tuple[float, ...]: _ATTR.FLOATS, tuple[str, ...]: _ATTR.STRINGS}
 """Python type -> ONNX attribute type."""
 ANNOTATIONS = {str: str, float: float, int: int, tuple[int, ...]: Sequence[int], tuple[float, ...]: Sequence[float]}
 """Python type -> the annotation torch.onnx reads an attribute parameter's type from."""
@@ -152,8 +163,10 @@ def _schema(kind: LayerKind) -> OpSchema:
         kind.onnx_op, DOMAIN, VERSION, f"A {kind.name} layer on a crossbar array with input range, DAC and ADC.",
         inputs=[
             OpSchema.FormalParameter("X", "T", "activation (channels on dim 1, or last for linear)"),
-            OpSchema.FormalParameter("G_plus", "T", "positive conductances, uS, shaped like the weight"),
-            OpSchema.FormalParameter("G_minus", "T", "negative conductances, uS, shaped like the weight"),
+            OpSchema.FormalParameter("G_plus", "T", "positive conductances, uS, shaped like the weight (a "
+                                     "multi-device array: its devices' sum, see the devices attribute)"),
+            OpSchema.FormalParameter("G_minus", "T", "negative conductances, uS, shaped like the weight (a "
+                                     "multi-device array: zeros)"),
             OpSchema.FormalParameter("B", "T", "digital bias [out] (zeros when the layer has none)"),
         ],
         outputs=[OpSchema.FormalParameter("Y", "T", "layer output")],

@@ -25,6 +25,12 @@ The format (``xbar-programming-files`` version 1) is a directory read with numpy
 * Without a chip target, ``arrays.npz`` with ``<name>.g_plus`` and ``<name>.g_minus`` for each logical
   array, ``[out_size, in_size]`` (the block itself); its region entry gives ``name``, ``layer``, ``tile``,
   the block, ``file`` and the two keys.
+* A multi-device converter (``converter.type`` N-pair, dual-pair, custom-pair or single-device; no chip target):
+  ``arrays.npz`` holds ``<name>.<device>`` for every device (``g_plus_0``, ``g_minus_0``, ``g_plus_1``, ...
+  lowest significance first, or ``g_device``); each region entry adds ``devices`` (the device names, each
+  also a key of the entry naming its stored array), ``device_significances`` and ``device_offset`` (the
+  weight times the array's scale ratio is ``sum_k c_k G_k + offset``), and the manifest adds
+  ``converter_settings`` (``type`` and the converter's arguments). A single pair's files are as above.
 
 A chip's tools write the measured conductances in place of the targets, in the same files, keys and
 shapes, and keep the manifest: :func:`load_conductances` and ``xbar import-measured`` read that back,

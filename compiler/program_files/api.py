@@ -58,8 +58,7 @@ def load_conductances(converted: Union[fx.GraphModule, str, os.PathLike], direct
     loaded = array_copy(converted)
     with torch.no_grad():
         for name, crossbar in crossbar_modules(loaded).items():
-            for side, value in zip(("plus", "minus"), measured[name]):
-                target = getattr(crossbar, f"g_{side}")
+            for target, value in zip(crossbar.conductances(), measured[name]):
                 target.copy_(value.reshape(target.shape).to(target.dtype))
             crossbar.sync_compiled_state()
     return loaded

@@ -19,7 +19,8 @@ PLACEMENT_KEYS = ("chip", "core", "array", "row_offset", "col_offset")
 @dataclass(frozen=True)
 class LogicalArray:
     """One array: its name (the crossbar's, also its G+ / G- tensors' prefix), the layer and tile it belongs to,
-    its region of the layer's weight, its target conductances in uS as ``[out_size, in_size]`` float32,
+    its region of the layer's weight, its target conductances in uS as ``[out_size, in_size]`` float32 by device
+    (``g_plus``, ``g_minus``; a multi-device converter's devices, with their ``significances`` and ``offset``),
     under a chip target one placement per replica (``chip``, ``core``, ``array``, ``row_offset``,
     ``col_offset``), and what maps its conductances to weights and back: its layer kind (``linear``, ``conv2d``, ...),
     the converter's scale ratio of each of its ``out_size`` rows, and its g_min."""
@@ -28,12 +29,17 @@ class LogicalArray:
     layer: str
     tile: tuple[int, int]
     region: dict
-    g_plus: np.ndarray
-    g_minus: np.ndarray
+    conductances: dict[str, np.ndarray]
     placements: tuple[dict, ...] = ()
+    significances: tuple[float, ...] = ()
+    offset: float = 0.0
     kind: str = "linear"
     scale_ratios: np.ndarray = field(default_factory=lambda: np.ones(0, np.float32))
     g_min: float = 0.0
+
+    @property
+    def multi_device(self) -> bool:
+        return bool(self.significances)
 
 
 @dataclass(frozen=True)
@@ -44,6 +50,8 @@ class Source:
     chip: Optional[dict]
     converter: str
     device_model: Optional[str]
+    converter_settings: Optional[dict] = None
+    """A multi-device converter's ``type`` and arguments (None for the single pair)."""
 
 
 def matrix(conductance: np.ndarray, region: dict) -> np.ndarray:
@@ -82,21 +90,33 @@ def source_of_onnx(model) -> Source:
         seen.add(node.input[1])
         attributes = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
         region = {key: int(attributes[key]) for key in REGION_KEYS}
-        g_plus, g_minus = (numpy_helper.to_array(initializers[name]) for name in node.input[1:3])
-        layer = attributes["layer"]
-        name = node.input[1].removesuffix(".g_plus")
+        tensors = [_text(name) for name in attributes["devices"]] if "devices" in attributes else node.input[1:3]
+        name = tensors[0].rpartition(".")[0]
+        conductances = {tensor.rpartition(".")[2]: matrix(numpy_helper.to_array(initializers[tensor]), region)
+                        for tensor in tensors}
         placements = tuple({key: int(attributes[key][k]) for key in PLACEMENT_KEYS}
                            for k in range(int(attributes.get("replicas", 0))))
-        arrays.append(LogicalArray(name, layer.decode() if isinstance(layer, bytes) else layer,
+        arrays.append(LogicalArray(name, _text(attributes["layer"]),
                                    (int(attributes["tile_row"]), int(attributes["tile_col"])), region,
-                                   matrix(g_plus, region), matrix(g_minus, region), placements,
-                                   kinds[name],
+                                   conductances, placements, tuple(attributes.get("device_significances", ())),
+                                   float(attributes.get("device_offset", 0.0)), kinds[name],
                                    row_scale_ratios(attributes["scale_ratio"],
                                                     attributes.get("column_scale_ratios", ()), region["out_size"]),
                                    float(attributes["g_min"])))
     chip = json.loads(metadata["xbar.chip"]) if "xbar.chip" in metadata else None
     programming = json.loads(metadata["xbar.programming"]) if "xbar.programming" in metadata else None
-    return Source(tuple(arrays), chip, metadata.get("xbar.converter", ""), device_model_name(programming, chip))
+    converter = json.loads(metadata.get("xbar.hardware_config", "{}")).get("converter", {})
+    return Source(tuple(arrays), chip, metadata.get("xbar.converter", ""), device_model_name(programming, chip),
+                  converter if "type" in converter else None)
+
+
+def _float32s(values) -> tuple[float, ...]:
+    """The values as the ONNX file holds them (float32 attributes), so a model and its file write one manifest."""
+    return tuple(float(np.float32(v)) for v in values)
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def source_of_converted(converted) -> Source:
@@ -116,15 +136,19 @@ def source_of_converted(converted) -> Source:
     arrays = []
     for summary in summarize(converted).arrays:
         region = {key: value for key, value in summary.region.as_dict().items() if key in REGION_KEYS}
-        settings = modules[summary.node].settings
+        module = modules[summary.node]
+        settings = module.settings
         copies = sorted(placed.get(summary.node, ()), key=lambda r: r.replica)
         arrays.append(LogicalArray(summary.node, settings.layer, (settings.tile_row, settings.tile_col), region,
-                                   matrix(summary.g_plus, region), matrix(summary.g_minus, region),
+                                   {device: matrix(g, region) for device, g in summary.device_conductances.items()},
                                    tuple({key: getattr(r, key) for key in PLACEMENT_KEYS} for r in copies),
-                                   summary.kind,
+                                   _float32s(getattr(module, "significances", ())),
+                                   _float32s((getattr(module, "offset", 0.0),))[0], summary.kind,
                                    row_scale_ratios(settings.scale_ratio, settings.column_scale_ratios,
                                                     region["out_size"]), float(settings.g_min)))
     chip = None if mapping is None else mapping.chip.to_dict()
     programming = programming_of(converted)
+    converter = record.config.to_dict()["converter"]
     return Source(tuple(arrays), chip, str(record.config.converter),
-                  device_model_name(None if programming is None else programming.as_dict(), chip))
+                  device_model_name(None if programming is None else programming.as_dict(), chip),
+                  converter if "type" in converter else None)

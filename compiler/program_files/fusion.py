@@ -30,7 +30,7 @@ from typing import Union
 
 import numpy as np
 
-from ...passes.errors import MeasuredConductancesError
+from ...passes.errors import ConfigError, MeasuredConductancesError
 from ...passes.numerics.fusion_converter import FusionConductanceConverter
 from ..files import reporting_write_errors
 from .arrays import LogicalArray, Source
@@ -69,6 +69,9 @@ def aihwkit_class(kind: str) -> str:
 def fusion_layers(source: Source) -> list[FusionLayer]:
     """The file's layers: each layer's arrays, ordered by tile, in the order the layers first appear."""
     grouped: dict[str, list[LogicalArray]] = {}
+    if any(array.multi_device for array in source.arrays):
+        raise ConfigError("aihwkit's Fusion CSV holds one device per weight; a model compiled with a multi-device "
+                          "converter has no Fusion form: write --format xbar, or compile with the single-pair one")
     for array in source.arrays:
         grouped.setdefault(array.layer, []).append(array)
     layers = []
@@ -80,7 +83,7 @@ def fusion_layers(source: Source) -> list[FusionLayer]:
 
 def array_weights(array: LogicalArray) -> np.ndarray:
     """The ``[out_size, in_size]`` weights an array holds: ``(G+ - G-) / s`` with each row's scale ratio."""
-    return (array.g_plus - array.g_minus) / array.scale_ratios[:, None]
+    return (array.conductances["g_plus"] - array.conductances["g_minus"]) / array.scale_ratios[:, None]
 
 
 def header_text(layers: list[FusionLayer]) -> str:

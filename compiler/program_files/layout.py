@@ -11,6 +11,7 @@ from typing import Optional
 
 import numpy as np
 
+from ...passes.errors import ConfigError
 from .arrays import REGION_KEYS, LogicalArray, Source
 
 LOGICAL_FILE = "arrays.npz"
@@ -45,14 +46,25 @@ def _region_entry(array: LogicalArray) -> dict:
         key: array.region[key] for key in REGION_KEYS}
 
 
+def _logical_entry(array: LogicalArray) -> dict:
+    """A logical array's entry without a chip: its file and a key per device (a multi-device array: also the
+    device list, their significances and the offset)."""
+    entry = _region_entry(array) | {"file": LOGICAL_FILE} | {device: f"{array.name}.{device}"
+                                                             for device in array.conductances}
+    if array.multi_device:
+        entry |= {"devices": list(array.conductances), "device_significances": list(array.significances),
+                  "device_offset": array.offset}
+    return entry
+
+
 def stored_arrays(source: Source) -> tuple[dict[str, dict[str, np.ndarray]], list[dict]]:
     """The files' arrays (targets in uS) and the manifest's region entries."""
     if source.chip is None:
-        entries = [_region_entry(a) | {"file": LOGICAL_FILE, "g_plus": f"{a.name}.g_plus",
-                                       "g_minus": f"{a.name}.g_minus"} for a in source.arrays]
-        files = {LOGICAL_FILE: {f"{a.name}.g_{side}": getattr(a, f"g_{side}")
-                                for a in source.arrays for side in ("plus", "minus")}}
-        return files, entries
+        files = {LOGICAL_FILE: {f"{a.name}.{device}": g for a in source.arrays for device, g in a.conductances.items()}}
+        return files, [_logical_entry(a) for a in source.arrays]
+    if any(a.multi_device for a in source.arrays):
+        raise ConfigError("programming files under a chip target place device pairs; a multi-device converter's "
+                          "files are written per logical array: write them for the model compiled without --chip")
     shape = (source.chip["rows"], source.chip["columns"])
     files: dict[str, dict[str, np.ndarray]] = {}
     entries = []
@@ -66,25 +78,25 @@ def stored_arrays(source: Source) -> tuple[dict[str, dict[str, np.ndarray]], lis
                 for other in ("plus", "minus"):  # every used physical array gets both of its arrays
                     stored.setdefault(physical_key(placement["core"], physical, other), np.zeros(shape, np.float32))
                 columns = slice(first, first + step * array.region["out_size"], step)
-                stored[key][rows, columns] = getattr(array, f"g_{side}").T
+                stored[key][rows, columns] = array.conductances[f"g_{side}"].T
                 entry |= {f"g_{side}": key, f"g_{side}_columns": [first, step]}
             entries.append(entry)
     return files, entries
 
 
-def gather(stored: dict[str, dict[str, np.ndarray]], entry: dict) -> tuple[np.ndarray, np.ndarray]:
-    """The ``[out_size, in_size]`` G+ and G- of one region entry from stored arrays."""
+def gather(stored: dict[str, dict[str, np.ndarray]], entry: dict) -> tuple[np.ndarray, ...]:
+    """The ``[out_size, in_size]`` G+ and G- (or every device, in the entry's order) of one region entry."""
     out_size, in_size = entry["out_size"], entry["in_size"]
-    pair = []
-    for side in ("plus", "minus"):
-        array = stored[entry["file"]][entry[f"g_{side}"]]
+    devices = []
+    for device in entry.get("devices", ("g_plus", "g_minus")):
+        array = stored[entry["file"]][entry[device]]
         if "row_offset" not in entry:
-            pair.append(array.reshape(out_size, in_size))
+            devices.append(array.reshape(out_size, in_size))
             continue
-        first, step = entry[f"g_{side}_columns"]
+        first, step = entry[f"{device}_columns"]
         rows = slice(entry["row_offset"], entry["row_offset"] + in_size)
-        pair.append(array[rows, first:first + step * out_size:step].T)
-    return pair[0], pair[1]
+        devices.append(array[rows, first:first + step * out_size:step].T)
+    return tuple(devices)
 
 
 def first_replicas(entries: list[dict]) -> dict[str, dict]:

@@ -53,18 +53,20 @@ def onnx_source(path: Union[str, os.PathLike]) -> Source:
 
 
 def measured_model(path: Union[str, os.PathLike], directory: Union[str, os.PathLike], format: str = "xbar"):
-    """The ``onnx.ModelProto`` of the file ``path`` with its G+ / G- initializers replaced by the conductances
-    measured in ``directory`` (checked against the file's targets first), read in ``format`` (:mod:`.formats`),
-    and ``xbar.measured`` metadata naming the format read."""
+    """The ``onnx.ModelProto`` of the file ``path`` with its G+ / G- (or device) initializers replaced by the
+    conductances measured in ``directory`` (checked against the file's targets first), read in ``format``
+    (:mod:`.formats`), and ``xbar.measured`` metadata naming the format read."""
     from onnx import numpy_helper
 
     model = load_onnx(path)
-    measured = read_format(source_of_onnx(model), directory, format)
+    source = source_of_onnx(model)
+    measured = read_format(source, directory, format)
+    devices = {array.name: list(array.conductances) for array in source.arrays}
     for tensor in model.graph.initializer:
-        name, _, side = tensor.name.rpartition(".")
-        if name in measured and side in ("g_plus", "g_minus"):
+        name, _, device = tensor.name.rpartition(".")
+        if name in measured and device in devices[name]:
             shape = tuple(tensor.dims)
-            value = measured[name][0 if side == "g_plus" else 1].reshape(shape).astype(np.float32)
+            value = measured[name][devices[name].index(device)].reshape(shape).astype(np.float32)
             tensor.CopyFrom(numpy_helper.from_array(value, tensor.name))
     _set_metadata(model, MEASURED_KEY, json.dumps({"format": FORMAT_NAMES[format]} | (
         {"format_version": FORMAT_VERSION} if format == "xbar" else {})))

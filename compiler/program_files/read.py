@@ -17,8 +17,9 @@ from .layout import checksum, first_replicas, gather, stored_arrays
 from .write import FORMAT, FORMAT_VERSION, MANIFEST, UNITS
 
 
-def read_measured(source: Source, directory: Union[str, os.PathLike]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """``{array name: (G+, G-)}``, each ``[out_size, in_size]`` float32 in uS, measured, for ``source``'s model."""
+def read_measured(source: Source, directory: Union[str, os.PathLike]) -> dict[str, tuple[np.ndarray, ...]]:
+    """``{array name: (G+, G-)}`` (or every device of a multi-device array, in order), each ``[out_size, in_size]``
+    float32 in uS, measured, for ``source``'s model."""
     directory = Path(directory)
     recorded = _manifest(directory)
     expected, regions = stored_arrays(source)

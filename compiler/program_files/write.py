@@ -31,7 +31,7 @@ def manifest(source: Source, files: dict[str, dict[str, np.ndarray]], regions: l
         "arrays": [{"file": name, "key": key, "shape": list(array.shape), "sha256": checksum(array)}
                    for name in sorted(files) for key, array in files[name].items()],
         "regions": regions,
-    }
+    } | ({} if source.converter_settings is None else {"converter_settings": source.converter_settings})
 
 
 def write_source(source: Source, directory: Union[str, os.PathLike]) -> Path:

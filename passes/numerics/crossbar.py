@@ -25,7 +25,7 @@ deterministic, and evaluation over time switches it on per read.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 from torch import Tensor, fx, nn
@@ -57,6 +57,21 @@ def _periphery_in(x: Tensor, c: dict) -> Tensor:
 def adc_weight(g_plus: Tensor, g_minus: Tensor, settings: CrossbarSettings) -> Tensor:
     """``(G+ - G-) * adc_scale``: the array maps DAC codes straight to ADC codes."""
     return (g_plus - g_minus).mul_(settings.constants["adc_scale"])
+
+
+def device_sum(conductances: Sequence[Tensor], significances: Sequence[float], offset: float) -> Tensor:
+    """``sum_k c_k G_k + offset`` in uS: a multi-device array's ``W s`` (see :mod:`.multi_device_converters`),
+    summed in device order as the exported graph sums it."""
+    total = conductances[0] * significances[0]
+    for conductance, significance in zip(conductances[1:], significances[1:]):
+        total = total + conductance * significance
+    return total + offset if offset else total
+
+
+def combined_weight(conductances: Sequence[Tensor], significances: Sequence[float], offset: float,
+                    settings: CrossbarSettings) -> Tensor:
+    """:func:`device_sum` times ``adc_scale``: a multi-device array's ADC weight."""
+    return device_sum(conductances, significances, offset).mul_(settings.constants["adc_scale"])
 
 
 def column_out_scale(settings: CrossbarSettings) -> Optional[Tensor]:
@@ -147,11 +162,19 @@ class Crossbar(CompiledState, nn.Module):
     as the last sync left them.
     """
 
+    device_names: tuple[str, ...] = ("g_plus", "g_minus")
+    """The conductance buffers, one per device of a weight: G+ and G- here (see :class:`MultiDeviceCrossbar`)."""
+
     def __init__(self, g_plus: Tensor, g_minus: Tensor, bias: Optional[Tensor], settings: CrossbarSettings,
                  kind: LayerKind, geometry: Any, source_weight: str, out_noise: float = 0.0):
         super().__init__()
         self.register_buffer("g_plus", g_plus)
         self.register_buffer("g_minus", g_minus)
+        self._init_array(bias, settings, kind, geometry, source_weight, out_noise)
+
+    def _init_array(self, bias: Optional[Tensor], settings: CrossbarSettings, kind: LayerKind, geometry: Any,
+                    source_weight: str, out_noise: float) -> None:
+        """Everything but the conductances: the bias, the settings, the derived state."""
         self.register_buffer("bias", bias)
         self.settings = settings
         self.kind = kind
@@ -167,17 +190,30 @@ class Crossbar(CompiledState, nn.Module):
         self._out_scale_settings: Optional[CrossbarSettings] = None
         self.sync_compiled_state()
 
+    def conductances(self) -> list[Tensor]:
+        """The device buffers in :attr:`device_names` order."""
+        return [getattr(self, name) for name in self.device_names]
+
+    @property
+    def shape(self) -> torch.Size:
+        """The weight block's shape (every device's)."""
+        return getattr(self, self.device_names[0]).shape
+
+    def weight_of(self, conductances: Sequence[Tensor], settings: CrossbarSettings) -> Tensor:
+        """The ADC weight of these devices' conductances (:func:`adc_weight` of G+ and G-)."""
+        return adc_weight(*conductances, settings)
+
     def adc_weight(self) -> Tensor:
-        """:func:`adc_weight` of the buffers, cached until G+, G- or the ADC scale changes."""
-        key = (self.g_plus.data_ptr(), self.g_plus._version, self.g_minus.data_ptr(), self.g_minus._version,
-               self.settings.constants["adc_scale"], self.settings if self.settings.ir_drop_active else None)
+        """:meth:`weight_of` the buffers, cached until a device or the ADC scale changes."""
+        key = (*((g.data_ptr(), g._version) for g in self.conductances()), self.settings.constants["adc_scale"],
+               self.settings if self.settings.ir_drop_active else None)
         if self._weight_key != key:
             with torch.no_grad():
                 if self.settings.ir_drop_active:
                     weight, offset = array_operands(self.g_plus, self.g_minus, self.settings)
                     self._keep_ir_drop_offset(offset)
                 else:
-                    weight = adc_weight(self.g_plus, self.g_minus, self.settings)
+                    weight = self.weight_of(self.conductances(), self.settings)
                 if self.compiled_weight is not None and self.compiled_weight.shape == weight.shape:
                     weight = self.compiled_weight.copy_(weight)
                 self.compiled_weight = weight
@@ -210,7 +246,7 @@ class Crossbar(CompiledState, nn.Module):
         """Take ``other``'s conductances, bias and out_scale in place (same array, other devices or gains:
         a programmed or drifted copy), keeping this array's settings, so a compiled graph reading this
         array runs ``other``. A per-column out_scale here takes a global one there, not the reverse."""
-        for mine, theirs in ((self.g_plus, other.g_plus), (self.g_minus, other.g_minus), (self.bias, other.bias)):
+        for mine, theirs in zip((*self.conductances(), self.bias), (*other.conductances(), other.bias)):
             if mine is not None:
                 mine.copy_(theirs)
         other.sync_compiled_state()
@@ -237,8 +273,28 @@ class Crossbar(CompiledState, nn.Module):
 
     def extra_repr(self) -> str:
         s = self.settings
-        return (f"{self.kind.describe(self.g_plus.dim())}, {tuple(self.g_plus.shape)}, r={s.input_range:.4g}, "
+        return (f"{self.kind.describe(len(self.shape))}, {tuple(self.shape)}, r={s.input_range:.4g}, "
                 f"scale_ratio={s.scale_ratio:.4g}, dac_steps={s.dac_steps:g}, adc_steps={s.adc_steps:g}")
+
+
+class MultiDeviceCrossbar(Crossbar):
+    """An array of several devices per weight (a converter of :mod:`.multi_device_converters`): one buffer
+    per device, named by the converter, and the array computes with ``sum_k c_k G_k + offset``
+    (:func:`combined_weight`) where a single pair's computes with ``G+ - G-``."""
+
+    def __init__(self, devices: dict[str, Tensor], significances: tuple[float, ...], offset: float,
+                 bias: Optional[Tensor], settings: CrossbarSettings, kind: LayerKind, geometry: Any,
+                 source_weight: str, out_noise: float = 0.0):
+        nn.Module.__init__(self)
+        self.device_names = tuple(devices)
+        for name, conductance in devices.items():
+            self.register_buffer(name, conductance)
+        self.significances = tuple(float(c) for c in significances)
+        self.offset = float(offset)
+        self._init_array(bias, settings, kind, geometry, source_weight, out_noise)
+
+    def weight_of(self, conductances: Sequence[Tensor], settings: CrossbarSettings) -> Tensor:
+        return combined_weight(conductances, self.significances, self.offset, settings)
 
 
 def crossbar_modules(graph_module: fx.GraphModule) -> dict[str, Crossbar]:

@@ -18,6 +18,8 @@ Rules of :class:`CrossbarToCustomOpsPass`, for each ``call_module`` of a
   (``fc1_crossbar.g_plus``, ...), so they stay separate tensors named after the
   array; a module without bias first gets a zero ``bias`` buffer (an ONNX
   function body cannot test for an absent input), so run the pass on a copy;
+* a :class:`~xbar.passes.numerics.crossbar.MultiDeviceCrossbar` first gets ``g_plus``, its devices'
+  ``sum_k c_k G_k + offset``, and ``g_minus``, zeros (the exporter builds that sum from the devices);
 * the modules stay (they own the buffers); a graph without Crossbar calls is
   left untouched.
 """
@@ -36,7 +38,7 @@ from torch.fx.passes.infra.pass_base import PassBase, PassResult
 from ..errors import PostconditionError
 from ..kinds import KINDS
 from ..kinds.base import LayerKind
-from ..numerics.crossbar import Crossbar, adc_weight, run_crossbar
+from ..numerics.crossbar import Crossbar, MultiDeviceCrossbar, adc_weight, device_sum, run_crossbar
 from ..numerics.ir_drop import array_operands
 from ..numerics.settings import CrossbarSettings
 
@@ -118,6 +120,16 @@ def _crossbar_calls(graph_module: fx.GraphModule) -> list[fx.Node]:
             if n.op == "call_module" and isinstance(graph_module.get_submodule(n.target), Crossbar)]
 
 
+@torch.no_grad()
+def _give_pair(module: MultiDeviceCrossbar) -> None:
+    """``g_plus`` = the devices' weighted sum in uS, ``g_minus`` = zeros: the pair whose ``G+ - G-`` is it."""
+    if "g_plus" in module._buffers:
+        return
+    total = device_sum(module.conductances(), module.significances, module.offset)
+    module.register_buffer("g_plus", total)
+    module.register_buffer("g_minus", torch.zeros_like(total))
+
+
 class CrossbarToCustomOpsPass(PassBase):
     """Replace Crossbar module calls by ``xbar::`` custom-op calls; see the module docstring."""
 
@@ -126,6 +138,8 @@ class CrossbarToCustomOpsPass(PassBase):
         sites = _crossbar_calls(graph_module)
         for site in sites:
             module = graph_module.get_submodule(site.target)
+            if isinstance(module, MultiDeviceCrossbar):
+                _give_pair(module)
             if module.bias is None:
                 channels = module.kind.output_channels(module.g_plus.shape, module.geometry)
                 module.bias = torch.zeros(channels, dtype=module.g_plus.dtype)

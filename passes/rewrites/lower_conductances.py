@@ -2,7 +2,8 @@
 
 Rules, for each crossbar node (``mvm``, one per array) of a prepared graph:
 * the converter maps the array's (float) weight block to G+ and G- in uS and a
-  scale ratio; a shared layer's call sites share one :class:`Crossbar` module;
+  scale ratio (a multi-device converter to its devices, a :class:`MultiDeviceCrossbar`, and the ratio
+  its ``weight_combination`` gives); a shared layer's call sites share one :class:`Crossbar` module;
 * input range -> normalize -> DAC -> mvm -> ADC -> rescale -> learned out scaling (and the bias, when
   the layer is one array) collapse into one ``call_module`` of that module, which
   carries the learned range and output scales (frozen), the DAC/ADC settings and the digital bias;
@@ -26,8 +27,8 @@ from torch import Tensor, fx
 from torch.fx.passes.infra.pass_base import PassBase, PassResult
 
 from ..errors import PostconditionError
-from ..numerics.converter import ZERO_CLIP
-from ..numerics.crossbar import Crossbar
+from ..numerics.converter import ZERO_CLIP, SinglePairConductanceConverter
+from ..numerics.crossbar import Crossbar, MultiDeviceCrossbar
 from ..numerics.ir_drop import ir_drop_fields
 from ..numerics.settings import CrossbarSettings
 from ..numerics.weight_constraints import constrain
@@ -60,29 +61,37 @@ def _weight_block(graph_module: fx.GraphModule, tag: NodeTag) -> Tensor:
     return weight.contiguous()
 
 
-def _dynamic_mapping(plan, weight: Tensor) -> tuple[list[Tensor], float, tuple[float, ...], float]:
+def _scale_ratio(converter, params: dict):
+    """The array's scale ratio (uS per weight unit, g_max - g_min standing for max|W|): the single pair's
+    own, or what a multi-device converter's :meth:`weight_combination` makes of its params."""
+    return params["scale_ratio"] if isinstance(converter, SinglePairConductanceConverter) \
+        else converter.weight_combination(params)[2]
+
+
+def _dynamic_mapping(plan, weight: Tensor) -> tuple[list[Tensor], dict, float, tuple[float, ...], float]:
     """Scales re-derived from the weights (omega > 0, xbar's default): the converter maps max|W| (of the
     array, or of each column) to g_max - g_min, which stands for the analog weight omega."""
-    (g_plus, g_minus), params = plan.converter.convert_to_conductances(weight, plan.columnwise)
-    ratios = params["scale_ratio"]
     if plan.columnwise:  # the array's own ratio stays the reference; columns use theirs
+        conductances, params = plan.converter.convert_to_conductances(weight, True)
         array_ratio = plan.converter.convert_to_conductances(weight)[1]["scale_ratio"]
-        return [g_plus, g_minus], float(array_ratio), tuple(ratios.flatten().tolist()), \
+        return conductances, params, float(array_ratio), tuple(params["scale_ratio"].flatten().tolist()), \
             plan.mapping.weight_scaling_omega
-    return [g_plus, g_minus], float(ratios), (), plan.mapping.weight_scaling_omega
+    conductances, params = plan.converter.convert_to_conductances(weight)
+    return conductances, params, float(_scale_ratio(plan.converter, params)), (), plan.mapping.weight_scaling_omega
 
 
-def _stored_mapping(plan, weight: Tensor, scales: Tensor) -> tuple[list[Tensor], float, tuple[float, ...], float]:
+def _stored_mapping(plan, weight: Tensor, scales: Tensor) -> tuple[list[Tensor], dict, float, tuple[float, ...],
+                                                                   float]:
     """aihwkit's mapping: the converter maps the analog weights ``W' = W / alpha`` (one scale ratio s'
     for the array); a logical weight's ratio is ``s' / alpha``, and g_max - g_min stands for max|W'|."""
     analog = analog_weights(weight, scales)
     conductances, params = plan.converter.convert_to_conductances(analog)
-    analog_ratio = params["scale_ratio"]
+    analog_ratio = _scale_ratio(plan.converter, params)
     mapped_wmax = float(analog.abs().max().clamp(min=ZERO_CLIP))
     if scales.numel() == 1:
-        return conductances, float(analog_ratio / scales), (), mapped_wmax
-    array_ratio = plan.converter.convert_to_conductances(weight)[1]["scale_ratio"]
-    return conductances, float(array_ratio), tuple((analog_ratio / scales).tolist()), mapped_wmax
+        return conductances, params, float(analog_ratio / scales), (), mapped_wmax
+    array_ratio = _scale_ratio(plan.converter, plan.converter.convert_to_conductances(weight)[1])
+    return conductances, params, float(array_ratio), tuple((analog_ratio / scales).tolist()), mapped_wmax
 
 
 def array_scales(graph_module: fx.GraphModule, tag: NodeTag, weight: Tensor) -> Optional[Tensor]:
@@ -123,7 +132,7 @@ def build_crossbar(graph_module: fx.GraphModule, tag: NodeTag, input_range: floa
     scales = array_scales(graph_module, tag, weight)
     if (plan.clip.active or plan.remap.active) and not _constrained_since_written(graph_module, tag):
         weight, scales = constrain(weight, scales, plan.clip, plan.remap)  # what the programmed array holds
-    (g_plus, g_minus), array_ratio, column_ratios, mapped_wmax = (
+    conductances, params, array_ratio, column_ratios, mapped_wmax = (
         _dynamic_mapping(plan, weight) if scales is None else _stored_mapping(plan, weight, scales))
     settings = CrossbarSettings(
         layer=plan.layer.name,
@@ -140,13 +149,17 @@ def build_crossbar(graph_module: fx.GraphModule, tag: NodeTag, input_range: floa
         mapped_wmax=mapped_wmax,
         out_scales=learned_out_scales(graph_module, tag),
         **management_fields(plan.io),
-        **ir_drop_fields(plan.io, plan.layer.kind, g_plus.shape[1], plan.mapping.max_input_size),
+        **ir_drop_fields(plan.io, plan.layer.kind, weight.shape[1], plan.mapping.max_input_size),
     )
     layer = plan.layer
     geometry = layer.geometry if tag.tile is None else layer.kind.with_groups(layer.geometry, tag.tile.groups)
     out_noise = 0.0 if plan.io.is_perfect else float(plan.io.out_noise)  # aihwkit's perfect periphery reads noise-free
-    return Crossbar(g_plus.contiguous(), g_minus.contiguous(), bias, settings, layer.kind, geometry, layer.weight,
-                    out_noise)
+    conductances = [g.contiguous() for g in conductances]
+    if isinstance(plan.converter, SinglePairConductanceConverter):
+        return Crossbar(*conductances, bias, settings, layer.kind, geometry, layer.weight, out_noise)
+    significances, offset, _ = plan.converter.weight_combination(params)
+    return MultiDeviceCrossbar(dict(zip(plan.converter.device_names, conductances)), significances, offset, bias,
+                               settings, layer.kind, geometry, layer.weight, out_noise)
 
 
 def drop_unused_tensors(graph_module: fx.GraphModule) -> None:
