@@ -141,7 +141,8 @@ def ir_drop_codes(kind: LayerKind, q: Tensor, weight: Tensor, offset: Tensor, se
     x = q * (2.0 / settings.dac_steps)
     steps = time_steps(settings.dac_steps, settings.ir_drop_time_step_resolution_scale)
     counts = pulse_counts(x, sample_times(steps), integration_weights(steps, bool(settings.ir_drop_integration_sum)))
-    ticks = kind.mvm(counts, weight, geometry).add_(offset)
+    ticks = kind.mvm(counts, weight, geometry)
+    ticks = ticks.add_(offset if kind.channel_dim == -1 else offset.view(-1, *([1] * (ticks.dim() - 2))))
     if settings.adc_quantization:
         ticks = ticks.trunc_()
     return ticks.mul_(settings.constants["adc_scale"] / tick_charge(settings))
@@ -154,14 +155,16 @@ def tick_charge(settings: CrossbarSettings) -> float:
     return LOW * settings.adc_frequency / 100 if settings.adc_quantization else 1.0
 
 
-def ir_drop_fields(io: IOParameters, kind: LayerKind, array_rows: int, max_input_size: int) -> dict:
-    """The array's ``ir_drop*`` settings; :class:`ConfigError` in one line where xbar does not simulate them."""
+def ir_drop_fields(io: IOParameters, kind: LayerKind, array_rows: int, max_input_size: int, groups: int) -> dict:
+    """The array's ``ir_drop*`` settings (``array_rows``: its matrix's rows, a convolution's patch elements);
+    :class:`ConfigError` in one line where xbar does not simulate them."""
     if io.is_perfect or not io.ir_drop > 0:
         return {}
     rows = max_input_size or array_rows
-    if kind.name != "linear":
-        raise ConfigError(f"forward.ir_drop is simulated on linear layers only, not on {kind.name} layers: "
-                          "set forward.ir_drop 0 for them with a layer rule")
+    if kind.name not in ("linear", "conv") or groups > 1:
+        what = f"{kind.name} layers" if groups == 1 else "grouped convolutions"
+        raise ConfigError(f"forward.ir_drop is simulated on linear layers and ungrouped convolutions (as aihwkit's "
+                          f"tiles), not on {what}: set forward.ir_drop 0 for them with a layer rule")
     if not io.dac_steps:
         raise ConfigError("forward.ir_drop needs a DAC (forward.inp_res > 0): its pulses are the DAC's codes")
     if io.managed_per_vector:
@@ -178,12 +181,14 @@ def ir_drop_fields(io: IOParameters, kind: LayerKind, array_rows: int, max_input
 
 
 def array_operands(g_plus: Tensor, g_minus: Tensor, settings: CrossbarSettings) -> tuple[Tensor, Tensor]:
-    """:func:`ir_drop_operands` of one array's conductances in the oscillator's ticks (:func:`tick_charge`):
-    what the crossbar op reads."""
+    """:func:`ir_drop_operands` of one array's conductances in the oscillator's ticks (:func:`tick_charge`),
+    ``W_eff`` shaped like them: what the crossbar op reads. A convolution's array is its [out, in x kernel]
+    matrix, whose rows are the unfolded patch's elements, as aihwkit's convolution tiles see it."""
     w_eff, offset = ir_drop_operands(
-        g_plus, g_minus, g_min=settings.g_min, rows=settings.ir_drop_rows, segments=settings.ir_drop_segments,
+        g_plus.flatten(1), g_minus.flatten(1), g_min=settings.g_min, rows=settings.ir_drop_rows,
+        segments=settings.ir_drop_segments,
         wire=settings.ir_drop * settings.ir_drop_rs, v_read=settings.ir_drop_v_read,
         steps=time_steps(settings.dac_steps, settings.ir_drop_time_step_resolution_scale),
         plain_sum=bool(settings.ir_drop_integration_sum))
     scale = tick_charge(settings)
-    return w_eff.mul_(scale), offset.mul_(scale)
+    return w_eff.mul_(scale).view(g_plus.shape), offset.mul_(scale)
