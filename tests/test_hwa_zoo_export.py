@@ -1,5 +1,5 @@
-"""Every digit classifier of the zoo with the full hwa preset (aihwkit's StandardHWATrainingPreset but for
-IR drop), calibrated and fine-tuned a little with it, converts, exports and matches ONNX Runtime under the
+"""Every digit classifier of the zoo with the full hwa preset (aihwkit's StandardHWATrainingPreset, IR drop
+included), calibrated and fine-tuned a little with it, converts, exports and matches ONNX Runtime under the
 README's parity rules: the logits within one step of the last ADC, rarely apart, the predictions agreeing."""
 
 import pytest
@@ -8,6 +8,7 @@ from onnx_parity import Exported, assert_within_one_adc_step
 from xbar import calibrate, convert, export_onnx, fine_tune, prepare, preset_config
 from xbar.compiler.pipeline.finetune import FineTuning
 from xbar.models import DIGIT_CLASSIFIERS, load_digits_split, load_pretrained
+from xbar.passes.numerics.crossbar import crossbar_modules
 from xbar.passes.numerics.weight_mapping import WeightScales
 
 
@@ -25,7 +26,9 @@ def hwa_converted(name: str, digits):
     fine_tune(prepared, x, y, FineTuning(epochs=1, batch_size=32))
     scales = [m.scales for m in prepared.modules() if isinstance(m, WeightScales)]
     assert scales and all(s.numel() > 1 for s in scales)  # per-column scales, which the export carries
-    return convert(prepared)
+    converted = convert(prepared)
+    assert all(m.settings.ir_drop == 1.0 for m in crossbar_modules(converted).values())  # the file's drop too
+    return converted
 
 
 @pytest.mark.parametrize("name", sorted(DIGIT_CLASSIFIERS))

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from aihwkit.nn import AnalogLinear
 from aihwkit.simulator.configs import TorchInferenceRPUConfigIRDropT
 from aihwkit.simulator.parameters.enums import BoundManagementType, NoiseManagementType
+from onnx_parity import Exported, assert_within_one_adc_step
 from torch import nn
 
 import xbar
@@ -147,12 +148,28 @@ def test_ir_drop_zero_is_the_plain_array():
     assert not array.settings.ir_drop_active and array.ir_drop_offset is None
 
 
-def test_the_export_refuses_ir_drop_in_one_line_before_writing(tmp_path):
-    layer, x = layer_and_input(24, 6)
-    path = tmp_path / "ir_drop.onnx"
-    with pytest.raises(ConfigError, match="export_onnx does not carry forward.ir_drop yet") as raised:
-        xbar.export_onnx(converted(layer, x, 32, dict(ir_drop=1.0)), (x[:2],), path)
-    assert "\n" not in str(raised.value) and not path.exists()
+IR_DROP_MODEL = nn.Sequential(nn.Conv2d(2, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 4, 2, stride=2, dilation=2),
+                              nn.Flatten(), nn.Linear(36, 5))
+"""Convolutions padded, strided and dilated, and a linear layer of 36 inputs: two arrays of 32 rows."""
+
+
+@pytest.mark.parametrize("forward", [dict(ir_drop=2.0), dict(ir_drop=4.0, ir_drop_segments=4, adc_frequency=3.0,
+                                                                 ir_drop_time_step_resolution_scale=0.5),
+                                     dict(ir_drop=3.0, adc_quantization=False, ir_drop_integration_sum=True)])
+def test_the_exported_file_computes_the_drop_as_the_converted_model(tmp_path, forward):
+    """ONNX Runtime runs the ai.xbar bodies' IR drop (from the nodes' attributes and G+ / G-) under the parity
+    rules; the drop is there (the file differs from the model without it)."""
+    generator = torch.Generator().manual_seed(5)
+    x = 1.5 * torch.randn(8, 2, 7, 7, generator=generator)
+    model = converted(IR_DROP_MODEL.eval(), x, 32, forward)
+    exported = Exported(model, xbar.export_onnx(model, (x[:2],), tmp_path / "ir_drop.onnx"))
+    got = exported.run(x)
+    assert_within_one_adc_step(got, exported.expected(x), exported.last_adc_step())
+    plain = converted(IR_DROP_MODEL, x, 32, {})
+    with torch.no_grad():
+        assert (abs(got - plain(x).numpy()) > 0.5 * exported.last_adc_step()).mean() > 0.1
+    nodes = [n for n in exported.model.graph.node if n.domain == "ai.xbar"]
+    assert len(nodes) == 4 and all(a.f == forward["ir_drop"] for n in nodes for a in n.attribute if a.name == "ir_drop")
 
 
 @pytest.mark.parametrize("overrides, message", [
