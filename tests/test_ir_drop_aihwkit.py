@@ -154,8 +154,8 @@ IR_DROP_MODEL = nn.Sequential(nn.Conv2d(2, 6, 3, padding=1), nn.ReLU(), nn.Conv2
 
 
 @pytest.mark.parametrize("forward", [dict(ir_drop=2.0), dict(ir_drop=4.0, ir_drop_segments=4, adc_frequency=3.0,
-                                                                 ir_drop_time_step_resolution_scale=0.5),
-                                     dict(ir_drop=3.0, adc_quantization=False, ir_drop_integration_sum=True)])
+                                                                 ir_drop_time_step_resolution_scale=0.5,
+                                                                 ir_drop_integration_sum=True)])
 def test_the_exported_file_computes_the_drop_as_the_converted_model(tmp_path, forward):
     """ONNX Runtime runs the ai.xbar bodies' IR drop (from the nodes' attributes and G+ / G-) under the parity
     rules; the drop is there (the file differs from the model without it)."""
@@ -232,3 +232,19 @@ def test_the_drop_follows_the_programmed_and_drifted_conductances():
         weight, offset = array_operands(copy.g_plus, copy.g_minus, copy.settings)
         assert not torch.equal(original.g_plus, copy.g_plus)
         assert torch.equal(copy.adc_weight(), weight) and torch.equal(copy.ir_drop_offset, offset)
+
+
+def test_the_hwa_preset_drops_in_the_converted_model_only_as_aihwkit_does():
+    """StandardHWATrainingPreset sets forward.ir_drop 1.0 and aihwkit switches it off in training: the hwa
+    preset's prepared model computes what the same model without IR drop computes, in training and in eval."""
+    config = xbar.preset_config("hwa")
+    assert config.forward.ir_drop == 1.0 and xbar.compiler.config.presets.HWA_NOT_SIMULATED == ()
+    layer, x = layer_and_input(64, 8)
+    quiet = {"forward.out_noise": 0.0, "forward.w_noise": 0.0}
+    dropping = xbar.prepare(layer, (x[:2],), config.with_overrides(quiet))
+    plain = xbar.prepare(layer, (x[:2],), config.with_overrides(quiet | {"forward.ir_drop": 0.0}))
+    for mode in (True, False):
+        with torch.no_grad():
+            assert torch.equal(dropping.train(mode)(x), plain.train(mode)(x))
+    with torch.no_grad():
+        assert not torch.equal(xbar.convert(dropping.eval())(x), xbar.convert(plain.eval())(x))
