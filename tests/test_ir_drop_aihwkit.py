@@ -185,16 +185,37 @@ def test_what_xbar_does_not_simulate_is_refused_in_one_line(overrides, message):
     assert "\n" not in str(raised.value)
 
 
-def test_a_grouped_convolution_with_ir_drop_is_refused_and_a_layer_rule_switches_it_off():
-    """aihwkit's convolution tiles take one group only."""
-    model = nn.Sequential(nn.Conv2d(2, 2, 3, groups=2), nn.Flatten(), nn.Linear(8, 4)).eval()
-    x = torch.randn(2, 2, 4, 4)
+def test_a_transposed_convolution_with_ir_drop_is_refused_and_a_layer_rule_switches_it_off():
+    """aihwkit's tiles have no transposed convolution."""
+    model = nn.Sequential(nn.ConvTranspose2d(1, 2, 3), nn.Flatten(), nn.Linear(72, 4)).eval()
+    x = torch.randn(2, 1, 4, 4)
     config = xbar_config(16, dict(ir_drop=1.0))
-    with pytest.raises(ConfigError, match="not on grouped convolutions: set forward.ir_drop 0"):
+    with pytest.raises(ConfigError, match="not on conv_transpose layers: set forward.ir_drop 0"):
         xbar.convert(xbar.prepare(model, (x,), config))
-    config.layers.append(LayerRule(module_type="Conv2d", overrides={"forward.ir_drop": 0.0}))
+    config.layers.append(LayerRule(module_type="ConvTranspose2d", overrides={"forward.ir_drop": 0.0}))
     arrays = crossbar_modules(xbar.convert(xbar.prepare(model, (x,), config)))
-    assert {(a.kind.name, a.settings.ir_drop) for a in arrays.values()} == {("conv", 0.0), ("linear", 1.0)}
+    assert {(a.kind.name, a.settings.ir_drop) for a in arrays.values()} == {("conv_transpose", 0.0), ("linear", 1.0)}
+
+
+def test_a_grouped_convolution_drops_as_one_array_per_group():
+    """Each column reads its own group's patch elements: the grouped layer computes what each group's
+    convolution computes alone (the read direction alternating with the column index in both)."""
+    generator = torch.Generator().manual_seed(2)
+    grouped = nn.Conv2d(4, 4, 3, padding=1, groups=2).eval()
+    with torch.no_grad():  # each group's max|W| 1: the layer's scale ratio is each group's alone
+        grouped.weight.copy_(torch.randn(grouped.weight.shape, generator=generator))
+        for group in grouped.weight.split(2):
+            group /= group.abs().max()
+    x = 1.5 * torch.randn(4, 4, 6, 6, generator=generator)
+    halves = []
+    for group in range(2):
+        alone = nn.Conv2d(2, 2, 3, padding=1).eval()
+        with torch.no_grad():
+            alone.weight.copy_(grouped.weight[2 * group:2 * group + 2])
+            alone.bias.copy_(grouped.bias[2 * group:2 * group + 2])
+        halves.append(ours(alone, x[:, 2 * group:2 * group + 2], 32, dict(ir_drop=4.0)))
+    mine = ours(grouped, x, 32, dict(ir_drop=4.0))
+    assert_same_outputs(mine, torch.cat(halves, dim=1), grouped)
 
 
 def test_ir_drop_settings_round_trip_through_set_and_the_config_file():

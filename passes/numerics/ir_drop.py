@@ -146,16 +146,15 @@ def ir_drop_codes(kind: LayerKind, q: Tensor, weight: Tensor, offset: Tensor, se
     return ticks.mul_(settings.constants["ir_drop_adc_scale"])
 
 
-def ir_drop_fields(io: IOParameters, kind: LayerKind, array_rows: int, max_input_size: int, groups: int) -> dict:
+def ir_drop_fields(io: IOParameters, kind: LayerKind, array_rows: int, max_input_size: int) -> dict:
     """The array's ``ir_drop*`` settings (``array_rows``: its matrix's rows, a convolution's patch elements);
     :class:`ConfigError` in one line where xbar does not simulate them."""
     if io.is_perfect or not io.ir_drop > 0:
         return {}
     rows = max_input_size or array_rows
-    if kind.name not in ("linear", "conv") or groups > 1:
-        what = f"{kind.name} layers" if groups == 1 else "grouped convolutions"
-        raise ConfigError(f"forward.ir_drop is simulated on linear layers and ungrouped convolutions (as aihwkit's "
-                          f"tiles), not on {what}: set forward.ir_drop 0 for them with a layer rule")
+    if kind.name not in ("linear", "conv"):
+        raise ConfigError(f"forward.ir_drop is simulated on linear and convolution layers (as aihwkit's tiles), "
+                          f"not on {kind.name} layers: set forward.ir_drop 0 for them with a layer rule")
     if not io.dac_steps:
         raise ConfigError("forward.ir_drop needs a DAC (forward.inp_res > 0): its pulses are the DAC's codes")
     if io.managed_per_vector:
@@ -176,7 +175,9 @@ def array_operands(g_plus: Tensor, g_minus: Tensor, settings: CrossbarSettings) 
     ``ir_drop_tick``: the column charge, 0.2 of :func:`ir_drop_operands`' units, counted in ticks of
     ``100 / adc_frequency`` with ``adc_quantization``, else 1),
     ``W_eff`` shaped like them: what the crossbar op reads. A convolution's array is its [out, in x kernel]
-    matrix, whose rows are the unfolded patch's elements, as aihwkit's convolution tiles see it."""
+    matrix, whose rows are the unfolded patch's elements, as aihwkit's convolution tiles see it; in a grouped
+    one (which aihwkit has not) each column reads its own group's patch elements only, as if each group's
+    block of the array were an array of its own (the columns of the model are independent)."""
     w_eff, offset = ir_drop_operands(
         g_plus.flatten(1), g_minus.flatten(1), g_min=settings.g_min, rows=settings.ir_drop_rows,
         segments=settings.ir_drop_segments,
