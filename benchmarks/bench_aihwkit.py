@@ -6,8 +6,8 @@ The zoo's trained LeNet (``load_pretrained("lenet")``) on each side: xbar's ``hw
 aihwkit's StandardHWATrainingPreset copied field by field onto a TorchInferenceRPUConfig (its pure-torch
 tiles; ``convert_to_analog`` copies the weights, with the preset's per-column weight scaling and learned
 out scales), less what those tiles refuse or xbar does not read: ``forward.w_noise`` (PCM_READ, training
-noise in xbar; the torch tile refuses any w_noise), ``forward.ir_drop`` (the torch tile refuses it; xbar
-does not simulate it) and ``forward.out_noise`` (training noise in xbar; aihwkit's tile adds it in
+noise in xbar; the torch tile refuses any w_noise), ``forward.ir_drop`` (the torch tile refuses it; set to 0 on
+xbar's side too) and ``forward.out_noise`` (training noise in xbar; aihwkit's tile adds it in
 evaluation too, so it is set to 0 there for a matched read; ``--their-out-noise 0.04`` reads aihwkit's tiles
 with the preset's value instead). Both sides calibrate their input ranges from
 the same batches (init from data, the digits training split in batches of 64). ``--finetune`` then
@@ -84,7 +84,8 @@ def set_out_noise(analog, out_noise: float) -> None:
 
 
 def xbar_lenet(batches: list[torch.Tensor]):
-    prepared = prepare(load_pretrained("lenet"), (batches[0][:16],), preset_config("hwa"))
+    config = preset_config("hwa").with_overrides({"forward.ir_drop": 0.0})  # as aihwkit's torch tiles
+    prepared = prepare(load_pretrained("lenet"), (batches[0][:16],), config)
     calibrate(prepared, batches)
     return prepared
 
