@@ -170,7 +170,9 @@ def IrDropOperands(G_plus: FLOAT, G_minus: FLOAT, g_min: float, ir_drop: float, 
     gp = op.Transpose(op.Cast(op.Flatten(G_plus, axis=1), to=DOUBLE))  # [rows used, cols]
     gm = op.Transpose(op.Cast(op.Flatten(G_minus, axis=1), to=DOUBLE))
     used = op.Shape(gp, start=0, end=1)
-    rows = op.Unsqueeze(op.Constant(value_int=ir_drop_rows), op.Constant(value_ints=[0]))
+    # ir_drop_rows and ir_drop_segments at least a valid value: ONNX Runtime builds a branch's kernels from its
+    # constants even when the branch is never taken (a file without IR drop has 0 in both)
+    rows = op.Max(op.Unsqueeze(op.Constant(value_int=ir_drop_rows), op.Constant(value_ints=[0])), used)
     before = op.Div(op.Sub(rows, used), op.Constant(value_ints=[2]))
     zero_1d = op.Constant(value_ints=[0])
     pads = op.Concat(before, zero_1d, op.Sub(op.Sub(rows, used), before), zero_1d, axis=0)
@@ -184,7 +186,8 @@ def IrDropOperands(G_plus: FLOAT, G_minus: FLOAT, g_min: float, ir_drop: float, 
     flip_starts, flip_ends = op.Constant(value_ints=[-1]), op.Constant(value_ints=[-9223372036854775807])
     flip_axes, flip_steps = op.Constant(value_ints=[0]), op.Constant(value_ints=[-1])
     arranged = op.Where(odd, op.Slice(g_sum, flip_starts, flip_ends, flip_axes, flip_steps), g_sum)
-    segments = op.Unsqueeze(op.Constant(value_int=ir_drop_segments), op.Constant(value_ints=[0]))
+    segments = op.Max(op.Unsqueeze(op.Constant(value_int=ir_drop_segments), op.Constant(value_ints=[0])),
+                      op.Constant(value_ints=[1]))
     seg_g = op.ReduceSum(op.Reshape(arranged, op.Concat(segments, op.Constant(value_ints=[-1]), columns, axis=0)),
                          op.Constant(value_ints=[1]), keepdims=0)  # [segments, cols]
     gth = op.Add(seg_g, op.Div(one, op.Mul(million, million)))
