@@ -7,8 +7,8 @@ Each of the zoo's trained models (``load_pretrained(name)``; default LeNet) on e
 aihwkit's StandardHWATrainingPreset copied field by field onto a TorchInferenceRPUConfig (its pure-torch
 tiles; ``convert_to_analog`` copies the weights, with the preset's per-column weight scaling and learned
 out scales), less what those tiles refuse or xbar does not read: ``forward.w_noise`` (PCM_READ, training
-noise in xbar; the torch tile refuses any w_noise), ``forward.ir_drop`` (the torch tile refuses it; xbar
-does not simulate it). ``forward.out_noise`` (the preset's 0.04) acts at every read of the evaluation over
+noise in xbar; the torch tile refuses any w_noise), ``forward.ir_drop`` (the torch tile refuses it; set to 0
+on xbar's side too). ``forward.out_noise`` (the preset's 0.04) acts at every read of the evaluation over
 time on both sides (``--out-noise every-read``, xbar's default, as aihwkit's tiles read), or on neither
 (``training-only``: aihwkit's tiles read with 0, xbar's with ``OutNoiseAtRead.TRAINING_ONLY``); the
 noise-free comparison (a) reads without it. Both sides calibrate their input ranges from
@@ -97,7 +97,8 @@ def set_out_noise(analog, out_noise: float) -> None:
 
 
 def xbar_model(name: str, batches: list[torch.Tensor]):
-    prepared = prepare(load_pretrained(name), (batches[0][:16],), preset_config("hwa"))
+    config = preset_config("hwa").with_overrides({"forward.ir_drop": 0.0})  # as aihwkit's torch tiles
+    prepared = prepare(load_pretrained(name), (batches[0][:16],), config)
     calibrate(prepared, batches)
     return prepared
 

@@ -112,9 +112,10 @@ class IOParameters:
     (unless ``modifier.enable_during_test``), never in the converted model.
 
     ``ir_drop`` > 0 (aihwkit's StandardHWATrainingPreset sets 1.0) simulates aihwkit's time-stepped IR-drop
-    model (its torch IR-drop tile; :mod:`xbar.passes.numerics.ir_drop`) on converted linear arrays, with
-    ``ir_drop_*``, ``adc_quantization`` and ``adc_frequency`` (aihwkit's names and defaults, read only with
-    IR drop). Like aihwkit, which switches it off in training, the prepared (trainable) graph never
+    model (its torch IR-drop tile; :mod:`xbar.passes.numerics.ir_drop`) on converted linear and
+    convolution arrays (a convolution's on its unfolded patches), with ``ir_drop_*``, ``adc_quantization`` and
+    ``adc_frequency`` (aihwkit's names and defaults, read only with IR drop).
+    Like aihwkit, which switches it off in training, the prepared (trainable) graph never
     simulates it, in training or in eval mode: only the converted model does.
     """
 

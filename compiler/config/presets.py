@@ -3,7 +3,7 @@
 The presets set the compiled chip (DAC, ADC, bound, arrays, input ranges) and,
 for hardware-aware training, the noise of training forward passes; device
 programming noise, drift and compensation are ``xbar evaluate``'s (``--noise``,
-``--compensation``); IR drop is not simulated.
+``--compensation``); IR drop (``forward.ir_drop``) acts in the converted model and the exported file only.
 """
 
 from __future__ import annotations
@@ -58,9 +58,17 @@ HWA_TRAINING_NOISE = STANDARD_HWA_FORWARD_NOISE | {"modifier.type": "ADD_NORMAL_
 """The recipe's training noise: the ``hwa`` preset's, plus Gaussian weight noise of 0.1 times each output
 channel's max|W| (chosen on held-out training data: ``python -m benchmarks.bench_hwa --choose``)."""
 
-HWA_NOT_SIMULATED = ("forward.ir_drop 1.0 in the exported file (the converted model simulates it: --set "
-                     "forward.ir_drop=1; the preset leaves it out until the ONNX export carries it)")
-"""What of aihwkit's StandardHWATrainingPreset the ``hwa`` preset leaves out, and why."""
+STANDARD_HWA_IR_DROP = {"forward.ir_drop": 1.0}
+"""aihwkit's StandardHWATrainingPreset's IR drop (its other ``ir_drop_*`` fields at their defaults, as there):
+simulated in the converted model and the exported file, never in training, as aihwkit switches it off there."""
+
+HWA_NOT_SIMULATED: tuple[str, ...] = ()
+"""What of aihwkit's StandardHWATrainingPreset the ``hwa`` preset leaves out, and why: nothing."""
+
+
+def _left_out(fields: tuple[str, ...]) -> str:
+    """The end of a preset's source: what it leaves out of its reference, or that it is complete."""
+    return f"; not simulated: {'; '.join(fields)}" if fields else "; complete: nothing of the preset is left out"
 
 IDEAL = {"pre_post.input_range.enable": False}
 """No clip anywhere: without a DAC or ADC, the input range would be the only loss."""
@@ -85,15 +93,18 @@ PRESETS: dict[str, Preset] = {
         Preset("hwa",
                "aihwkit's StandardHWATrainingPreset: 8-bit DAC and ADC (254 steps), ADC bound 10, arrays of 512 "
                "rows, stored per-column weight scales remapped and clipped after every step, learned "
-               "per-column output scales, learned input ranges, and the training noise out_noise 0.04 and "
-               "w_noise 0.0175 (PCM read) in training forward passes (fine-tune with it: --finetune).",
+               "per-column output scales, learned input ranges, the training noise out_noise 0.04 and "
+               "w_noise 0.0175 (PCM read) in training forward passes (fine-tune with it: --finetune), and IR "
+               "drop (aihwkit's time-stepped model) in the converted model and the exported file.",
                "aihwkit StandardHWATrainingPreset (inp_res=out_res=254, out_bound=10, out_noise=0.04, "
                "w_noise=0.0175 PCM_READ, noise_management CONSTANT with nm_thres 1.0, max_input_size=512, "
                "max_output_size=0, weight_scaling_omega 1.0 columnwise, learn_out_scaling and "
                "out_scaling_columnwise, digital_bias, remap CHANNELWISE_SYMMETRIC, clip FIXED_VALUE 1.0, input "
                "range init 3.0 / 100 batches / 3 std / decay 0.001; devices PCMLikeNoiseModel and global drift "
-               "compensation are xbar evaluate's defaults); not simulated: " + HWA_NOT_SIMULATED,
-               _standard(254) | STANDARD_HWA_FORWARD_NOISE | STANDARD_HWA_MAPPING | STANDARD_HWA_NOISE_MANAGEMENT),
+               "compensation are xbar evaluate's defaults; ir_drop 1.0, in evaluation only)"
+               + _left_out(HWA_NOT_SIMULATED),
+               _standard(254) | STANDARD_HWA_FORWARD_NOISE | STANDARD_HWA_MAPPING | STANDARD_HWA_NOISE_MANAGEMENT
+               | STANDARD_HWA_IR_DROP),
         Preset("6bit-256x256",
                "6-bit DAC and ADC (62 steps), ADC bound 10, 256x256 arrays, learned input ranges.",
                "the 8bit-512x512 preset at 2**6 - 2 steps and the smaller arrays of low-power designs",

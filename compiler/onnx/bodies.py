@@ -18,8 +18,12 @@ scale) is skipped by an If on a constant, which a runtime resolves once. An inte
 ADC bound clips before rounding (round(clip(z, -c, c)) = clip(round(z), -c, c) for
 an integer c), which lets ONNX Runtime fuse the clip into the mvm.
 
-Every op body declares all the op's attributes, used or not (no body reads the ``ir_drop*`` ones: the
-export refuses IR drop), so each attribute of
+With IR drop (``ir_drop`` > 0) the linear and convolution bodies read the array through ``IrDropOperands``
+(aihwkit's time-stepped model as one matrix product, in float64 as PyTorch derives it), ``PulseCounts`` and
+``OscillatorCodes`` instead of ``AdcWeight``; a convolution's drop is the same ``Conv`` of the pulse counts,
+which is its unfolded patches' product (a padding zero's count is 0).
+
+Every op body declares all the op's attributes, used or not, so each attribute of
 a node belongs to its function; the optional annotation attributes (which part of the
 layer's weight a node holds, where it sits on a chip) are for backends and no body reads them.
 """
@@ -41,6 +45,7 @@ OPSET = op.version
 XBAR = Opset(DOMAIN, VERSION)
 PERIPHERY = Opset(PERIPHERY_DOMAIN, PERIPHERY_VERSION)
 BOOL = onnx.TensorProto.BOOL
+DOUBLE = onnx.TensorProto.DOUBLE
 
 
 @script(PERIPHERY, default_opset=op)
@@ -154,8 +159,106 @@ def ManagedReads(X: FLOAT, WeightT: FLOAT, input_range: float, dac_steps: float,
     return op.Mul(op.Gather(op.Div(z, scale), chosen, axis=0), any_scale)
 
 
+@script(PERIPHERY, default_opset=op)
+def IrDropOperands(G_plus: FLOAT, G_minus: FLOAT, g_min: float, ir_drop: float, ir_drop_rs: float,
+                   ir_drop_segments: int, ir_drop_v_read: float, ir_drop_rows: int, ir_drop_steps: int,
+                   ir_drop_tick: float):
+    """:func:`xbar.passes.numerics.ir_drop.ir_drop_operands` in float64, op for op: ``W_eff`` [out, in x kernel]
+    and the offset [out] of an array's [out, ...] conductances, each times ``ir_drop_tick``."""
+    one = op.Cast(op.Constant(value_float=1.0), to=DOUBLE)
+    million = op.Cast(op.Constant(value_float=1e6), to=DOUBLE)
+    gp = op.Transpose(op.Cast(op.Flatten(G_plus, axis=1), to=DOUBLE))  # [rows used, cols]
+    gm = op.Transpose(op.Cast(op.Flatten(G_minus, axis=1), to=DOUBLE))
+    used = op.Shape(gp, start=0, end=1)
+    # ir_drop_rows and ir_drop_segments at least a valid value: ONNX Runtime builds a branch's kernels from its
+    # constants even when the branch is never taken (a file without IR drop has 0 in both)
+    rows = op.Max(op.Unsqueeze(op.Constant(value_int=ir_drop_rows), op.Constant(value_ints=[0])), used)
+    before = op.Div(op.Sub(rows, used), op.Constant(value_ints=[2]))
+    zero_1d = op.Constant(value_ints=[0])
+    pads = op.Concat(before, zero_1d, op.Sub(op.Sub(rows, used), before), zero_1d, axis=0)
+    floor = op.Cast(op.Constant(value_float=g_min), to=DOUBLE)
+    gp = op.Pad(gp, pads, floor)
+    gm = op.Pad(gm, pads, floor)
+    g_sum = op.Add(gp, gm)
+    columns = op.Shape(g_sum, start=1, end=2)
+    odd = op.Equal(op.Mod(op.Range(op.Constant(value_int=0), op.Squeeze(columns), op.Constant(value_int=1)),
+                          op.Constant(value_int=2)), op.Constant(value_int=1))
+    flip_starts, flip_ends = op.Constant(value_ints=[-1]), op.Constant(value_ints=[-9223372036854775807])
+    flip_axes, flip_steps = op.Constant(value_ints=[0]), op.Constant(value_ints=[-1])
+    arranged = op.Where(odd, op.Slice(g_sum, flip_starts, flip_ends, flip_axes, flip_steps), g_sum)
+    segments = op.Max(op.Unsqueeze(op.Constant(value_int=ir_drop_segments), op.Constant(value_ints=[0])),
+                      op.Constant(value_ints=[1]))
+    seg_g = op.ReduceSum(op.Reshape(arranged, op.Concat(segments, op.Constant(value_ints=[-1]), columns, axis=0)),
+                         op.Constant(value_ints=[1]), keepdims=0)  # [segments, cols]
+    gth = op.Add(seg_g, op.Div(one, op.Mul(million, million)))
+    wire = op.Mul(op.Cast(op.Constant(value_float=ir_drop), to=DOUBLE),
+                  op.Cast(op.Constant(value_float=ir_drop_rs), to=DOUBLE))
+    per_segment_rows = op.Div(rows, segments)
+    rw = op.Mul(op.Mul(op.Div(one, million), wire), op.Cast(op.Squeeze(per_segment_rows), to=DOUBLE))
+    index = op.Unsqueeze(op.Range(op.Constant(value_int=0), op.Squeeze(segments), op.Constant(value_int=1)),
+                         op.Constant(value_ints=[1]))  # [segments, 1]
+    share = op.Expand(one, op.Shape(gth))
+    r_th = op.Div(one, op.Gather(gth, op.Constant(value_int=0), axis=0))
+    k = op.Constant(value_int=1)
+    for _ in range(op.Sub(op.Squeeze(segments), op.Constant(value_int=1))):
+        r_1 = op.Add(r_th, rw)
+        r_2 = op.Div(one, op.Gather(gth, k, axis=0))
+        r_th = op.Div(op.Mul(r_1, r_2), op.Add(r_1, r_2))
+        share = op.Mul(share, op.Where(op.Less(index, k), op.Div(r_th, r_1), one))
+        share = op.Where(op.Equal(index, k), op.Div(r_th, r_2), share)
+        k = op.Add(k, op.Constant(value_int=1))
+    half = op.Div(one, op.Add(one, one))
+    r_th = op.Add(r_th, op.Mul(half, rw))
+    per_segment = op.Div(share, op.Mul(gth, r_th))
+    idle = op.ReduceSum(op.Div(op.Mul(share, seg_g), op.Mul(gth, r_th)), op.Constant(value_ints=[0]), keepdims=0)
+    conductance = op.Div(one, r_th)
+    per_row = op.Reshape(op.Expand(op.Unsqueeze(per_segment, op.Constant(value_ints=[1])),
+                                   op.Concat(segments, per_segment_rows, columns, axis=0)),
+                         op.Concat(rows, columns, axis=0))
+    row_factor = op.Where(odd, op.Slice(per_row, flip_starts, flip_ends, flip_axes, flip_steps), per_row)
+    w_eff = op.Slice(op.Mul(op.Sub(gp, gm), row_factor), before, op.Add(before, used), zero_1d)
+    scale = op.Constant(value_float=ir_drop_tick)
+    weight = op.Mul(op.Cast(op.Transpose(w_eff), to=onnx.TensorProto.FLOAT), scale)
+    low = op.Div(op.Cast(op.Constant(value_float=2.0), to=DOUBLE), op.Cast(op.Constant(value_float=10.0), to=DOUBLE))
+    v_read = op.Div(op.Cast(op.Constant(value_float=ir_drop_v_read), to=DOUBLE), low)
+    offset = op.Mul(op.Cast(op.Constant(value_int=ir_drop_steps), to=DOUBLE),
+                    op.Sub(op.Mul(op.Add(one, one), idle), op.Mul(v_read, conductance)))
+    return weight, op.Mul(op.Cast(offset, to=onnx.TensorProto.FLOAT), scale)
+
+
+@script(PERIPHERY, default_opset=op)
+def PulseCounts(Q: FLOAT, dac_steps: float, ir_drop_steps: int, ir_drop_integration_sum: int) -> FLOAT:
+    """:func:`xbar.passes.numerics.ir_drop.pulse_counts` of the DAC codes ``Q``: the integration weight of the
+    samples ``i / (steps - 1)`` during which each input's pulse is on, signed (sums of halves: exact)."""
+    x = op.Mul(Q, op.Div(op.Constant(value_float=2.0), op.Constant(value_float=dac_steps)))
+    steps = op.Constant(value_int=ir_drop_steps)
+    index = op.Range(op.Constant(value_int=0), steps, op.Constant(value_int=1))
+    last = op.Sub(steps, op.Constant(value_int=1))
+    times = op.Div(op.Cast(index, to=onnx.TensorProto.FLOAT),
+                   op.Cast(op.Max(last, op.Constant(value_int=1)), to=onnx.TensorProto.FLOAT))
+    half = op.Constant(value_float=0.5)
+    zero = op.Constant(value_float=0.0)
+    trapezoid = op.Sub(op.Where(op.Equal(index, op.Constant(value_int=0)), half, zero),
+                       op.Where(op.Equal(index, last), half, zero))
+    plain = op.Cast(op.Constant(value_int=ir_drop_integration_sum), to=BOOL)
+    weights = op.Add(op.Constant(value_float=1.0), op.Where(plain, zero, trapezoid))
+    on = op.Cast(op.Greater(op.Unsqueeze(op.Abs(x), op.Constant(value_ints=[-1])), times), to=onnx.TensorProto.FLOAT)
+    return op.Mul(op.Sign(x), op.MatMul(on, weights))
+
+
+@script(PERIPHERY, default_opset=op)
+def OscillatorCodes(Ticks: FLOAT, adc_quantization: int, ir_drop_adc_scale: float) -> FLOAT:
+    """The column charge counted in whole oscillator ticks (truncated towards zero) with ``adc_quantization``,
+    then in ADC codes."""
+    if op.Cast(op.Constant(value_int=adc_quantization), to=BOOL):
+        ticks = op.Mul(op.Sign(Ticks), op.Floor(op.Abs(Ticks)))
+    else:
+        ticks = op.Identity(Ticks)
+    return op.Mul(ticks, op.Constant(value_float=ir_drop_adc_scale))
+
+
 PERIPHERY_FUNCTIONS: tuple[OnnxFunction, ...] = (InputDac, AdcWeight, Adc, OutScale, Rescale, RescaleChannels,
-                                                  ManagedReads)
+                                                  ManagedReads, IrDropOperands, PulseCounts, OscillatorCodes)
 """The shared steps, each after the ones it calls (``onnx.reference`` loads functions in order)."""
 
 
@@ -171,7 +274,8 @@ def CrossbarLinear(X: FLOAT, G_plus: FLOAT, G_minus: FLOAT, B: FLOAT,
                    ir_drop_rows: int, adc_quantization: int, adc_frequency: float,
                    input_clip: float, in_scale: float, dac_round: int, dac_clip: float,
                    adc_scale: float, adc_round: int, adc_clip: float, out_scale: float,
-                   column_out_scale: Sequence[float], nm_mode: int, bm_rounds: int) -> FLOAT:
+                   column_out_scale: Sequence[float], nm_mode: int, bm_rounds: int,
+                   ir_drop_steps: int, ir_drop_tick: float, ir_drop_adc_scale: float) -> FLOAT:
     weight_t = op.Transpose(AdcWeight(G_plus, G_minus, adc_scale=adc_scale))
     mode = op.Constant(value_int=nm_mode)
     dynamic = op.Or(op.Equal(mode, op.Constant(value_int=1)), op.Equal(mode, op.Constant(value_int=2)))
@@ -181,7 +285,18 @@ def CrossbarLinear(X: FLOAT, G_plus: FLOAT, G_minus: FLOAT, B: FLOAT,
                              adc_clip=adc_clip, nm_mode=nm_mode, nm_thres=nm_thres, bm_rounds=bm_rounds)
     else:
         q = InputDac(X, input_clip=input_clip, in_scale=in_scale, dac_round=dac_round, dac_clip=dac_clip)
-        codes = Adc(op.MatMul(q, weight_t), adc_round=adc_round, adc_clip=adc_clip)
+        if op.Greater(op.Constant(value_float=ir_drop), op.Constant(value_float=0.0)):
+            drop_weight, offset = IrDropOperands(
+                G_plus, G_minus, g_min=g_min, ir_drop=ir_drop, ir_drop_rs=ir_drop_rs,
+                ir_drop_segments=ir_drop_segments, ir_drop_v_read=ir_drop_v_read, ir_drop_rows=ir_drop_rows,
+                ir_drop_steps=ir_drop_steps, ir_drop_tick=ir_drop_tick)
+            counts = PulseCounts(q, dac_steps=dac_steps, ir_drop_steps=ir_drop_steps,
+                                 ir_drop_integration_sum=ir_drop_integration_sum)
+            z = OscillatorCodes(op.Add(op.MatMul(counts, op.Transpose(drop_weight)), offset),
+                                adc_quantization=adc_quantization, ir_drop_adc_scale=ir_drop_adc_scale)
+        else:
+            z = op.MatMul(q, weight_t)
+        codes = Adc(z, adc_round=adc_round, adc_clip=adc_clip)
     return Rescale(codes, B, out_scale=out_scale, column_out_scale=column_out_scale)
 
 
@@ -198,10 +313,25 @@ def CrossbarConv(X: FLOAT, G_plus: FLOAT, G_minus: FLOAT, B: FLOAT,
                  input_clip: float, in_scale: float, dac_round: int, dac_clip: float,
                  adc_scale: float, adc_round: int, adc_clip: float, out_scale: float,
                  column_out_scale: Sequence[float], nm_mode: int, bm_rounds: int,
+                 ir_drop_steps: int, ir_drop_tick: float, ir_drop_adc_scale: float,
                  strides: Sequence[int], pads: Sequence[int], dilations: Sequence[int], group: int) -> FLOAT:
     q = InputDac(X, input_clip=input_clip, in_scale=in_scale, dac_round=dac_round, dac_clip=dac_clip)
-    z = op.Conv(q, AdcWeight(G_plus, G_minus, adc_scale=adc_scale),
-                strides=strides, pads=pads, dilations=dilations, group=group)
+    if op.Greater(op.Constant(value_float=ir_drop), op.Constant(value_float=0.0)):
+        drop_weight, offset = IrDropOperands(
+            G_plus, G_minus, g_min=g_min, ir_drop=ir_drop, ir_drop_rs=ir_drop_rs,
+            ir_drop_segments=ir_drop_segments, ir_drop_v_read=ir_drop_v_read, ir_drop_rows=ir_drop_rows,
+            ir_drop_steps=ir_drop_steps, ir_drop_tick=ir_drop_tick)
+        counts = PulseCounts(q, dac_steps=dac_steps, ir_drop_steps=ir_drop_steps,
+                             ir_drop_integration_sum=ir_drop_integration_sum)
+        ticks = op.Conv(counts, op.Reshape(drop_weight, op.Shape(G_plus)), strides=strides, pads=pads,
+                        dilations=dilations, group=group)
+        spatial_ones = op.ConstantOfShape(op.Shape(op.Shape(ticks, start=2)), value=[1])
+        per_channel = op.Concat(op.Constant(value_ints=[-1]), spatial_ones, axis=0)
+        z = OscillatorCodes(op.Add(ticks, op.Reshape(offset, per_channel)), adc_quantization=adc_quantization,
+                            ir_drop_adc_scale=ir_drop_adc_scale)
+    else:
+        z = op.Conv(q, AdcWeight(G_plus, G_minus, adc_scale=adc_scale),
+                    strides=strides, pads=pads, dilations=dilations, group=group)
     return RescaleChannels(Adc(z, adc_round=adc_round, adc_clip=adc_clip), B,
                            out_scale=out_scale, column_out_scale=column_out_scale)
 
@@ -219,6 +349,7 @@ def CrossbarConvTranspose(X: FLOAT, G_plus: FLOAT, G_minus: FLOAT, B: FLOAT,
                           input_clip: float, in_scale: float, dac_round: int, dac_clip: float,
                           adc_scale: float, adc_round: int, adc_clip: float, out_scale: float,
                           column_out_scale: Sequence[float], nm_mode: int, bm_rounds: int,
+                          ir_drop_steps: int, ir_drop_tick: float, ir_drop_adc_scale: float,
                           strides: Sequence[int], pads: Sequence[int], dilations: Sequence[int], group: int,
                           output_padding: Sequence[int]) -> FLOAT:
     q = InputDac(X, input_clip=input_clip, in_scale=in_scale, dac_round=dac_round, dac_clip=dac_clip)

@@ -39,7 +39,7 @@ import torch
 from torch import fx
 
 from ...passes.capture import copy_graph_module, export_program, first_line, torch_internal_warnings_ignored
-from ...passes.errors import ConfigError, DynamicShapeError, ExportError, NoCrossbarLayersWarning
+from ...passes.errors import DynamicShapeError, ExportError, NoCrossbarLayersWarning
 from ...passes.infra import run_passes
 from ...passes.inputs import positional_inputs
 from ...passes.numerics.crossbar import Crossbar, MultiDeviceCrossbar, crossbar_modules
@@ -98,7 +98,6 @@ def export_onnx_files(converted: fx.GraphModule, example_inputs: Sequence, path:
     """:func:`export_onnx`, returning every file written: the ONNX file, then its data file if it has one."""
     record = record_of(converted, "export_onnx()", Stage.CONVERTED)
     originals = crossbar_modules(converted)
-    _refuse_ir_drop(originals)
     if not originals:
         warnings.warn("the model has no crossbar layer: exporting plain ONNX without ai.xbar nodes",
                       NoCrossbarLayersWarning, stacklevel=2)
@@ -130,14 +129,6 @@ def export_onnx_files(converted: fx.GraphModule, example_inputs: Sequence, path:
     if external_data is None:
         external_data = onnx_files.initializer_bytes(model) > onnx_files.LARGE_MODEL_BYTES
     return onnx_files.save_checked(model, path, _check, external_data)
-
-
-def _refuse_ir_drop(crossbars: dict[str, Crossbar]) -> None:
-    """The ai.xbar function bodies do not compute IR drop yet: refuse it before any work."""
-    dropping = [name for name, module in crossbars.items() if module.settings.ir_drop_active]
-    if dropping:
-        raise ConfigError(f"export_onnx does not carry forward.ir_drop yet ({dropping[0]} sets it): convert "
-                          "with forward.ir_drop 0 to export (IR drop is simulated by the converted model only)")
 
 
 def _check(path: Path) -> None:

@@ -11,7 +11,10 @@ noise and bound management (``noise_management``, ``nm_thres``, ``bound_manageme
 ``max_bm_res``, ``nm_mode``, ``bm_rounds``), computed from the input at run time by ``ManagedReads``; the
 optional weight-region and chip-placement attributes ``in_offset`` ... ``col_offset``, which no body reads;
 6: multi-device converters: the optional ``devices``, ``device_significances`` and ``device_offset``
-attributes, G_plus computed in the graph from the device initializers, G_minus zeros)."""
+attributes, G_plus computed in the graph from the device initializers, G_minus zeros; the linear and
+convolution bodies compute ``ir_drop`` (aihwkit's time-stepped IR-drop model) from the ``ir_drop*``,
+``adc_quantization`` and ``adc_frequency`` attributes, which a file now sets, with the constants
+``ir_drop_steps``, ``ir_drop_tick`` and ``ir_drop_adc_scale``)."""
 PERIPHERY_DOMAIN = "ai.xbar.periphery"
-PERIPHERY_VERSION = 2
-"""2: ``ManagedReads``."""
+PERIPHERY_VERSION = 3
+"""2: ``ManagedReads``; 3: ``IrDropOperands``, ``PulseCounts``, ``OscillatorCodes``."""

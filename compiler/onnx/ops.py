@@ -81,8 +81,13 @@ HARDWARE_ATTRIBUTES = {
     "max_bm_factor": "bound management stops after the first read with the input divided by more than this",
     "max_bm_res": "... or, with a DAC, by more than max_bm_res * dac_steps / 2",
     "ir_drop": "aihwkit's forward.ir_drop, scale of the wire resistance of its time-stepped IR-drop model "
-               "(0: none; an exported file always has 0, the export refuses IR drop; without it every ir_drop_* "
-               "attribute, adc_quantization and adc_frequency are 0 too)",
+               "(0: none; without it every ir_drop_* attribute, adc_quantization and adc_frequency are 0 too). "
+               "With it, each DAC value x = q * 2 / dac_steps drives its row for the samples t < |x|; the rows, "
+               "padded to ir_drop_rows at g_min (half before), are lumped into ir_drop_segments Thevenin "
+               "segments joined by wires of ir_drop * ir_drop_rs Ohm per row, even columns read at the last row "
+               "and odd ones at the first; the integrated column current (V_th - ir_drop_v_read) / R_th is "
+               "sign(x) * samples on @ W_eff^T + offset (the function IrDropOperands derives W_eff and the offset "
+               "from G+ / G- in float64), counted in whole oscillator ticks with adc_quantization, then the ADC",
     "ir_drop_rs": "wire resistance (Ohm) from one row's cell to the next, scaled by ir_drop",
     "ir_drop_segments": "segments a column's rows are lumped into for the IR drop",
     "ir_drop_time_step_resolution_scale": "IR-drop samples of one read: int((dac_steps + 2) / 2 * this)",
@@ -108,6 +113,12 @@ CONSTANT_ATTRIBUTES = {
                      "management already folded into input_clip, in_scale and out_scale)"),
     "bm_rounds": (int, "most reads bound management makes, the input divided by 1, 2, 4, ... (1: none); the first "
                        "read in which no ADC output clips is kept, else the last"),
+    "ir_drop_steps": (int, "IR-drop samples of one read, T = int((dac_steps + 2) / 2 * "
+                           "ir_drop_time_step_resolution_scale), at times i / (T - 1) (0 without IR drop)"),
+    "ir_drop_tick": (float, "with IR drop: the conductances' multiplier, 0.2 * adc_frequency / 100 with "
+                            "adc_quantization (the column charge in oscillator ticks), else 1 (0 without IR drop)"),
+    "ir_drop_adc_scale": (float, "with IR drop: oscillator ticks to ADC codes, adc_scale / ir_drop_tick "
+                                 "(0 without IR drop)"),
 }
 REGION_ATTRIBUTES = {
     "in_offset": "first column of the layer's [out, in x kernel] weight this array holds",

@@ -4,7 +4,7 @@ xbar reproduces the model of aihwkit's pure-torch IR-drop tile (``TorchInference
 C++ tile's steady-state one (``ir_drop_g_ratio``), which cannot be checked against a reference here. In that
 model each input drives its row with a pulse whose width is ``|x|`` (``x`` the DAC's value in [-1, 1]) for
 one ``ONE_PASS`` read sampled at ``T = int((dac_steps + 2) / 2 * ir_drop_time_step_resolution_scale)``
-times ``t`` in ``linspace(0, 1, T)``. At time ``t`` row ``i`` holds G+ at 0.6 V and G- at 0.2 V when
+times ``t = i / (T - 1)`` (:func:`sample_times`). At time ``t`` row ``i`` holds G+ at 0.6 V and G- at 0.2 V when
 ``x_i > t``, the reverse when ``x_i < -t``, and both at 0.4 V otherwise. The rows are lumped into
 ``ir_drop_segments`` segments (each a Thevenin source: conductance ``sum (G+ + G-) + 1e-12`` uS, voltage
 the conductance-weighted mean), joined along the column by wires of ``ir_drop * ir_drop_rs`` Ohm per row,
@@ -42,22 +42,20 @@ from torch import Tensor
 from ..errors import ConfigError
 from ..kinds.base import LayerKind
 from ..parameters import IOParameters
-from .settings import CrossbarSettings, f32
+from .settings import IR_DROP_LOW_VOLTAGE, CrossbarSettings, f32
 
-HIGH, LOW, IDLE = 0.6, 0.2, 0.4
+HIGH, LOW, IDLE = 0.6, IR_DROP_LOW_VOLTAGE, 0.4
 """Row voltages (V) of the model: the driving device, the opposite one, and both when the row is idle."""
 REGULARISATION = 1e-12
 """Conductance (uS) added to each segment, as aihwkit does, so an empty segment has a finite resistance."""
 
 
-def time_steps(dac_steps: float, resolution_scale: float) -> int:
-    """The number of samples of one read (aihwkit's ONE_PASS rule)."""
-    return int((dac_steps + 2) / 2 * resolution_scale)
-
-
 def sample_times(steps: int) -> Tensor:
-    """The sample times, float32, as aihwkit makes them (ties with the DAC's values fall the same way)."""
-    return torch.linspace(0.0, 1.0, steps)
+    """The sample times ``i / (steps - 1)``, each the float32 value nearest to it (float32 division of the two
+    integers gives the same, so an ONNX body computes them bit for bit). aihwkit's ``torch.linspace`` gives these
+    values at every sample a DAC code's pulse can tie with for the 254-step DAC (at other steps, where a code can
+    equal a sample exactly, its values depend on the CPU's vector width and decide some ties otherwise)."""
+    return (torch.arange(steps, dtype=torch.float64) / max(steps - 1, 1)).float()
 
 
 def integration_weights(steps: int, plain_sum: bool) -> Tensor:
@@ -139,29 +137,24 @@ def ir_drop_codes(kind: LayerKind, q: Tensor, weight: Tensor, offset: Tensor, se
     """The ADC codes of one read with IR drop: ``weight`` / ``offset`` are :func:`array_operands`', ``q`` the
     DAC codes (the DAC's value ``q / (dac_steps / 2)`` in float32, as aihwkit's)."""
     x = q * (2.0 / settings.dac_steps)
-    steps = time_steps(settings.dac_steps, settings.ir_drop_time_step_resolution_scale)
+    steps = settings.constants["ir_drop_steps"]
     counts = pulse_counts(x, sample_times(steps), integration_weights(steps, bool(settings.ir_drop_integration_sum)))
-    ticks = kind.mvm(counts, weight, geometry).add_(offset)
+    ticks = kind.mvm(counts, weight, geometry)
+    ticks = ticks.add_(offset if kind.channel_dim == -1 else offset.view(-1, *([1] * (ticks.dim() - 2))))
     if settings.adc_quantization:
         ticks = ticks.trunc_()
-    return ticks.mul_(settings.constants["adc_scale"] / tick_charge(settings))
-
-
-def tick_charge(settings: CrossbarSettings) -> float:
-    """ADC codes per unit of :func:`ir_drop_operands`' output: the column current's integral (uA x samples,
-    0.2 of those units) counted in ticks of ``100 / adc_frequency`` (aihwkit's current-controlled oscillator)
-    with ``adc_quantization``, else 1."""
-    return LOW * settings.adc_frequency / 100 if settings.adc_quantization else 1.0
+    return ticks.mul_(settings.constants["ir_drop_adc_scale"])
 
 
 def ir_drop_fields(io: IOParameters, kind: LayerKind, array_rows: int, max_input_size: int) -> dict:
-    """The array's ``ir_drop*`` settings; :class:`ConfigError` in one line where xbar does not simulate them."""
+    """The array's ``ir_drop*`` settings (``array_rows``: its matrix's rows, a convolution's patch elements);
+    :class:`ConfigError` in one line where xbar does not simulate them."""
     if io.is_perfect or not io.ir_drop > 0:
         return {}
     rows = max_input_size or array_rows
-    if kind.name != "linear":
-        raise ConfigError(f"forward.ir_drop is simulated on linear layers only, not on {kind.name} layers: "
-                          "set forward.ir_drop 0 for them with a layer rule")
+    if kind.name not in ("linear", "conv"):
+        raise ConfigError(f"forward.ir_drop is simulated on linear and convolution layers (as aihwkit's tiles), "
+                          f"not on {kind.name} layers: set forward.ir_drop 0 for them with a layer rule")
     if not io.dac_steps:
         raise ConfigError("forward.ir_drop needs a DAC (forward.inp_res > 0): its pulses are the DAC's codes")
     if io.managed_per_vector:
@@ -178,12 +171,18 @@ def ir_drop_fields(io: IOParameters, kind: LayerKind, array_rows: int, max_input
 
 
 def array_operands(g_plus: Tensor, g_minus: Tensor, settings: CrossbarSettings) -> tuple[Tensor, Tensor]:
-    """:func:`ir_drop_operands` of one array's conductances in the oscillator's ticks (:func:`tick_charge`):
-    what the crossbar op reads."""
+    """:func:`ir_drop_operands` of one array's conductances in the oscillator's ticks (the constant
+    ``ir_drop_tick``: the column charge, 0.2 of :func:`ir_drop_operands`' units, counted in ticks of
+    ``100 / adc_frequency`` with ``adc_quantization``, else 1),
+    ``W_eff`` shaped like them: what the crossbar op reads. A convolution's array is its [out, in x kernel]
+    matrix, whose rows are the unfolded patch's elements, as aihwkit's convolution tiles see it; in a grouped
+    one (which aihwkit has not) each column reads its own group's patch elements only, as if each group's
+    block of the array were an array of its own (the columns of the model are independent)."""
     w_eff, offset = ir_drop_operands(
-        g_plus, g_minus, g_min=settings.g_min, rows=settings.ir_drop_rows, segments=settings.ir_drop_segments,
+        g_plus.flatten(1), g_minus.flatten(1), g_min=settings.g_min, rows=settings.ir_drop_rows,
+        segments=settings.ir_drop_segments,
         wire=settings.ir_drop * settings.ir_drop_rs, v_read=settings.ir_drop_v_read,
-        steps=time_steps(settings.dac_steps, settings.ir_drop_time_step_resolution_scale),
+        steps=settings.constants["ir_drop_steps"],
         plain_sum=bool(settings.ir_drop_integration_sum))
-    scale = tick_charge(settings)
-    return w_eff.mul_(scale), offset.mul_(scale)
+    scale = settings.constants["ir_drop_tick"]
+    return w_eff.mul_(scale).view(g_plus.shape), offset.mul_(scale)

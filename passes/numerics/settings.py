@@ -30,6 +30,10 @@ def bound_management_rounds(bound_management: str, max_bm_factor: int, max_bm_re
     return rounds
 
 
+IR_DROP_LOW_VOLTAGE = 0.2
+"""The IR-drop model's low row voltage (V), the unit its column charge is counted in (:mod:`.ir_drop`)."""
+
+
 def f32(value: float) -> float:
     """Round a Python float to the nearest float32 value (no tensor, so a compiler traces it)."""
     return struct.unpack("f", struct.pack("f", value))[0]
@@ -138,7 +142,16 @@ class CrossbarSettings:
             "nm_mode": NOISE_MANAGEMENT_MODES[self.noise_management],
             "bm_rounds": bound_management_rounds(self.bound_management, self.max_bm_factor, self.max_bm_res,
                                                  self.dac_steps),
-        }
+        } | self._ir_drop_constants(in_unit / g_span * self.mapped_wmax / adc_unit)
+
+    def _ir_drop_constants(self, adc_scale: float) -> dict:
+        """The IR-drop model's samples per read, the ADC's tick (the conductances' multiplier) and the
+        tick-count-to-ADC-code multiplier (:mod:`.ir_drop`); all 0 without IR drop."""
+        if not self.ir_drop_active:
+            return {"ir_drop_steps": 0, "ir_drop_tick": 0.0, "ir_drop_adc_scale": 0.0}
+        tick = IR_DROP_LOW_VOLTAGE * self.adc_frequency / 100 if self.adc_quantization else 1.0
+        return {"ir_drop_steps": int((self.dac_steps + 2) / 2 * self.ir_drop_time_step_resolution_scale),
+                "ir_drop_tick": f32(tick), "ir_drop_adc_scale": f32(f32(adc_scale) / tick)}
 
     def _derive_column_out_scale(self, out_scale: float) -> tuple[float, ...]:
         """float32 values, computed without tensors (under a tracer's fake mode, a tensor has no values)."""

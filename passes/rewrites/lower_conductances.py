@@ -149,7 +149,7 @@ def build_crossbar(graph_module: fx.GraphModule, tag: NodeTag, input_range: floa
         mapped_wmax=mapped_wmax,
         out_scales=learned_out_scales(graph_module, tag),
         **management_fields(plan.io),
-        **ir_drop_fields(plan.io, plan.layer.kind, weight.shape[1], plan.mapping.max_input_size),
+        **ir_drop_fields(plan.io, plan.layer.kind, weight[0].numel(), plan.mapping.max_input_size),
     )
     layer = plan.layer
     geometry = layer.geometry if tag.tile is None else layer.kind.with_groups(layer.geometry, tag.tile.groups)
