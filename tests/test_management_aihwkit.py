@@ -135,7 +135,7 @@ def test_onnx_runtime_computes_the_scaling_from_the_input(mode, tmp_path):
     model = converted(settings(mode))
     path = xbar.export_onnx(model, (inputs(2),), tmp_path / "managed.onnx")
     loaded = onnx.load(str(path))
-    assert {o.domain: o.version for o in loaded.opset_import}[onnx_ops.DOMAIN] == onnx_ops.VERSION == 5
+    assert {o.domain: o.version for o in loaded.opset_import}[onnx_ops.DOMAIN] == onnx_ops.VERSION == 6
     (node,) = [n for n in loaded.graph.node if n.domain == onnx_ops.DOMAIN]
     attributes = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
     assert attributes["noise_management"].decode() == MODES[mode].get("noise_management", "NONE")

@@ -1,7 +1,7 @@
 """The names and versions of xbar's ONNX domains: plain constants, so a reader of a file needs no exporter."""
 
 DOMAIN = "ai.xbar"
-VERSION = 5
+VERSION = 6
 """Bump whenever an op's meaning changes or an op is added (2: ``CrossbarConvTranspose``;
 3: the ``drift_gain`` attribute; 4: per-column scale ratios and drift gains (``column_scale_ratios``,
 ``column_drift_gains``, ``column_out_scale``), 0 instead of inf for no clip in ``input_clip`` /
@@ -9,7 +9,9 @@ VERSION = 5
 scaling (``mapped_wmax``) and learned output scales (``out_scales``), both folded into the constants; aihwkit's
 noise and bound management (``noise_management``, ``nm_thres``, ``bound_management``, ``max_bm_factor``,
 ``max_bm_res``, ``nm_mode``, ``bm_rounds``), computed from the input at run time by ``ManagedReads``; the
-optional weight-region and chip-placement attributes ``in_offset`` ... ``col_offset``, which no body reads)."""
+optional weight-region and chip-placement attributes ``in_offset`` ... ``col_offset``, which no body reads;
+6: a recalibration's per-column offsets (``column_offsets``), added after the bias by ``Rescale`` /
+``RescaleChannels``; its per-column gains are ``column_drift_gains``)."""
 PERIPHERY_DOMAIN = "ai.xbar.periphery"
-PERIPHERY_VERSION = 2
-"""2: ``ManagedReads``."""
+PERIPHERY_VERSION = 3
+"""2: ``ManagedReads``; 3: ``Rescale`` / ``RescaleChannels`` add ``column_offsets``."""
