@@ -40,6 +40,8 @@ INPUT_DTYPES = ("float32", "float64", "float16", "bfloat16", "int64", "int32", "
 """``--input-dtype``'s choices: torch dtype names."""
 COMPENSATIONS = ("global", "per-column", "global-exact-reference", "none")
 """``xbar evaluate --compensation``'s choices, the default first."""
+RECALIBRATIONS = ("affine", "column-gain", "global-gain", "batch-norm")
+"""``xbar evaluate --recalibration``'s choices (``xbar.recalibrate``'s methods, with hyphens), the default first."""
 
 DEFAULT_MODEL = "lenet"
 DEFAULT_BATCH_SIZE = 64
@@ -369,6 +371,13 @@ def _add_evaluate(commands, common) -> None:
                           help="drift compensation: one digital gain per array (global, the default), per "
                           "output column, one per array against the ideal targets' readout "
                           "(global-exact-reference), or none")
+    evaluate.add_argument("--recalibrate", type=_positive_int, metavar="N",
+                          help="also recalibrate every drifted model on the first N batches of the calibration "
+                          "data (no labels: against the converted model's noise-free arrays) and show its "
+                          "metric beside the drift compensation's")
+    evaluate.add_argument("--recalibration", choices=RECALIBRATIONS, default=RECALIBRATIONS[0],
+                          help="with --recalibrate: per-column gain and offset (affine, the default), per-column "
+                          "or global gain fitted on the data, or re-estimated batch-norm statistics")
     evaluate.add_argument("--json", action="store_true", help="print JSON instead of the table")
     evaluate.add_argument("--plot", metavar="IMAGE", type=_file_name,
                           help="save accuracy against time (.png, .svg, .pdf, ...)")
