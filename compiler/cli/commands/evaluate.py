@@ -17,6 +17,7 @@ import json
 from pathlib import Path
 from typing import Optional
 
+from ....passes.errors import UsageError
 from ...chip.description import Chip
 from ...chip.record import mapping_record
 from ...chip.shipped import chip_named
@@ -26,14 +27,13 @@ from ...devices.base import BaseNoiseModel
 from ...devices.evaluation import accuracy_over_time, check_times
 from ...devices.registry import noise_model
 from ...files import check_writable, reporting_write_errors
-from ....passes.errors import UsageError
 from ...pipeline.distributed import group_in_use, rank_share
 from ...pipeline.stages import convert
 from ..console import is_reporting_process, say, stderr_console, stdout_console
 from ..data import Dataset
 from ..evaluation_view import accuracy_table, plot_accuracy
-from ..inputs import positional
 from ..figures import image_type
+from ..inputs import positional
 from ..inspection_view import describe_config
 from ..report import calibration_note, mapping_note, progress_bar
 from ..steps import compile_steps, hardware_config, load_inputs, read_config_file
