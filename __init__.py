@@ -3,7 +3,7 @@
 The public API::
 
     from xbar import HardwareConfig, prepare, calibrate, fine_tune, convert, export_onnx, compile_model
-    from xbar import program, drift, PCMLikeNoiseModel        # device realism
+    from xbar import program, drift, recalibrate, PCMLikeNoiseModel   # device realism
     from xbar import Chip, CHIPS, chip_named, peak            # chip targets
     from xbar import METRICS, metric, score                   # any task's metric
 
@@ -38,6 +38,7 @@ _PUBLIC = {
     "xbar.compiler.pipeline.stages": ("CompileResult", "calibrate", "compile_model", "convert", "prepare"),
     "xbar.compiler.config.presets": ("HWA_TRAINING_NOISE", "preset_config"),
     "xbar.compiler.devices.programming": ("ProgrammingRecord", "drift", "program"),
+    "xbar.compiler.devices.recalibration": ("RecalibrationMethod", "recalibrate"),
     "xbar.compiler.onnx.layers": ("ExportError",),
     "xbar.compiler.program_files.api": ("load_conductances", "write_programming_files"),
     "xbar.passes.numerics.calibration": ("CalibrationMethod",),

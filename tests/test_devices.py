@@ -389,7 +389,7 @@ def test_the_programming_is_recorded_as_json_ready_data():
     record = programming_of(drifted)
     assert json.loads(record.to_json()) == {
         "noise_model": model.to_dict(), "seed": 3, "t_inference": 60.0, "drift_seed": 4,
-        "compensation": "per_column"}
+        "compensation": "per_column", "recalibration": None}
     assert programming_of(programmed).t_inference is None
     assert programming_of(xbar.drift(drifted, 0, seed=5, compensation=None)).compensation is None
 

@@ -45,6 +45,8 @@ COMPENSATIONS = ("global", "per-column", "global-exact-reference", "none")
 OUT_NOISE_AT_READ = ("every-read", "training-only")
 """``xbar evaluate --out-noise``'s choices (:class:`~xbar.compiler.devices.evaluation.OutNoiseAtRead`), the default
 first."""
+RECALIBRATIONS = ("affine", "column-gain", "global-gain", "batch-norm")
+"""``xbar evaluate --recalibration``'s choices (``xbar.recalibrate``'s methods, with hyphens), the default first."""
 
 DEFAULT_MODEL = "lenet"
 DEFAULT_BATCH_SIZE = 64
@@ -399,6 +401,13 @@ def _add_evaluate(commands, common) -> None:
     evaluate.add_argument("--out-noise", choices=OUT_NOISE_AT_READ, default=OUT_NOISE_AT_READ[0],
                           help="forward.out_noise at every analog read, as aihwkit's tiles read (every-read, the "
                           "default), or in training only (training-only: the arrays read noise-free)")
+    evaluate.add_argument("--recalibrate", type=_positive_int, metavar="N",
+                          help="also recalibrate every drifted model on the first N batches of the calibration "
+                          "data (no labels: against the converted model's noise-free arrays) and show its "
+                          "metric beside the drift compensation's")
+    evaluate.add_argument("--recalibration", choices=RECALIBRATIONS, default=RECALIBRATIONS[0],
+                          help="with --recalibrate: per-column gain and offset (affine, the default), per-column "
+                          "or global gain fitted on the data, or re-estimated batch-norm statistics")
     evaluate.add_argument("--json", action="store_true", help="print JSON instead of the table")
     evaluate.add_argument("--plot", metavar="IMAGE", type=_file_name,
                           help="save accuracy against time (.png, .svg, .pdf, ...)")

@@ -16,17 +16,21 @@ TITLE_WIDTH = 0.95
 
 
 def accuracy_table(evaluation: Evaluation) -> Table:
-    """One row per time (mean, std, min and max over the seeds), after the noise-free reference row."""
+    """One row per time (mean, std, min and max over the seeds), after the noise-free reference row; with
+    recalibration, its mean and std beside."""
     text = evaluation.metric.text
+    recalibrated = [f"recalibrated {column}" for column in ("mean", "std")] if evaluation.recalibrated else []
     table = Table()
     table.add_column("time after programming")
     table.add_column("seconds", justify="right")
-    for column in ("mean", "std", "min", "max"):
+    for column in ("mean", "std", "min", "max", *recalibrated):
         table.add_column(column, justify="right")
-    table.add_row("ideal (converted, no noise)", "", text(evaluation.ideal), "", "", "")
-    for point in evaluation.points:
+    table.add_row("ideal (converted, no noise)", "", text(evaluation.ideal), "", "", "", *[""] * len(recalibrated))
+    for index, point in enumerate(evaluation.points):
+        beside = evaluation.recalibrated[index] if recalibrated else None
         table.add_row(point.label, f"{point.seconds:g}", text(point.mean), text(point.std),
-                      text(min(point.values)), text(max(point.values)))
+                      text(min(point.values)), text(max(point.values)),
+                      *([text(beside.mean), text(beside.std)] if beside else []))
     return table
 
 

@@ -3,6 +3,8 @@
 One converted model is programmed once per seed (:func:`~xbar.compiler.devices.programming.program`)
 and read at each time from that programmed state (:func:`~xbar.compiler.devices.programming.drift`),
 so only conductances change between seeds and times: nothing is recompiled.
+With recalibration batches, each drifted model is also recalibrated on them
+(:func:`~xbar.compiler.devices.recalibration.recalibrate`) and scored beside it.
 Each (seed, time) reads with its own seed, :func:`read_seed`, so adding a time or
 a seed leaves every other figure as it was.
 
@@ -18,8 +20,8 @@ from __future__ import annotations
 import enum
 import hashlib
 import statistics
-from dataclasses import dataclass
-from typing import Callable, Mapping, Optional
+from dataclasses import dataclass, replace
+from typing import Callable, Mapping, Optional, Sequence
 
 import torch
 from torch import Tensor, fx
@@ -32,6 +34,7 @@ from ..pipeline.compiled import ArrayReader
 from ..pipeline.distributed import gathered, group_in_use, rank_share
 from .base import BaseNoiseModel
 from .programming import drift, program
+from .recalibration import recalibrate
 
 
 class OutNoiseAtRead(enum.Enum):
@@ -113,16 +116,21 @@ class Evaluation:
     compensation: Optional[str]
     metric: Metric = TOP1_ACCURACY
     out_noise: OutNoiseAtRead = OutNoiseAtRead.EVERY_READ
+    recalibration: Optional[str] = None
+    recalibrated: tuple[TimePoint, ...] = ()
 
     def as_dict(self) -> dict:
         """JSON-ready: times in seconds, per-seed values (in the order of ``seeds``), mean and std; the keys
         name the metric (``ideal_accuracy`` and ``accuracies`` for top-1 accuracy, ``ideal_perplexity`` and
-        ``perplexities`` for perplexity)."""
+        ``perplexities`` for perplexity); with recalibration, its method and ``recalibrated_times`` too."""
         metric = {} if self.metric is TOP1_ACCURACY else {"metric": self.metric.name}
+        recalibrated = {} if self.recalibration is None else {
+            "recalibration": self.recalibration,
+            "recalibrated_times": [point.as_dict(self.metric.per_seed_key) for point in self.recalibrated]}
         return {**metric, f"ideal_{self.metric.key}": self.ideal, "noise_model": self.noise_model,
                 "compensation": self.compensation, "out_noise_at_read": self.out_noise.value,
                 "seeds": list(self.seeds),
-                "times": [point.as_dict(self.metric.per_seed_key) for point in self.points]}
+                "times": [point.as_dict(self.metric.per_seed_key) for point in self.points], **recalibrated}
 
 
 def check_times(noise_model: BaseNoiseModel, times: Mapping[str, float]) -> None:
@@ -142,7 +150,8 @@ def accuracy_over_time(converted: fx.GraphModule, noise_model: BaseNoiseModel, t
                        compile: bool = False,
                        process_group: Optional[torch.distributed.ProcessGroup] = None,
                        metric: MetricLike = TOP1_ACCURACY,
-                       out_noise: OutNoiseAtRead = OutNoiseAtRead.EVERY_READ) -> Evaluation:
+                       out_noise: OutNoiseAtRead = OutNoiseAtRead.EVERY_READ, recalibration_batches: Sequence = (),
+                       recalibration: str = "affine") -> Evaluation:
     """``metric`` (default: top-1 accuracy) on ``(x, y)`` of ``converted`` programmed with seeds
     ``0 .. seeds - 1`` and read at each of ``times`` (label -> seconds after programming); ``on_step``
     is called after each (seed, time) this process runs. ``compile=True`` runs every model through
@@ -153,11 +162,16 @@ def accuracy_over_time(converted: fx.GraphModule, noise_model: BaseNoiseModel, t
     initialised) the ranks share the seeds out (:func:`~xbar.compiler.pipeline.distributed.rank_share`) and
     every rank returns the whole evaluation, the one a single process gets: each seed's figures
     depend on the seed alone.
+
+    ``recalibration_batches`` (input batches, no labels): every drifted model is also recalibrated on them with
+    the method ``recalibration`` and scored (``Evaluation.recalibrated``), always eagerly (a compiled graph
+    does not read a recalibration's offsets).
     """
     group = group_in_use(process_group)
     metric = as_metric(metric)
     out_noise = _check_out_noise(converted, out_noise, compile)
     values: dict[tuple[int, str], float] = {}
+    recalibrated: dict[tuple[int, str], float] = {}
     reader = None
     for seed in rank_share(seeds, group):
         programmed = program(converted, noise_model, seed=seed)
@@ -169,11 +183,23 @@ def accuracy_over_time(converted: fx.GraphModule, noise_model: BaseNoiseModel, t
                 reader = ArrayReader(drifted)
             run = drifted if reader is None else reader.reader(drifted)
             values[seed, label] = score(run, x, y, metric, batch_size)
+            if recalibration_batches:
+                corrected = recalibrate(drifted, recalibration_batches, method=recalibration)
+                recalibrated[seed, label] = score(corrected, x, y, metric, batch_size)
             if on_step is not None:
                 on_step()
-    values = gathered(values, group)
-    points = tuple(TimePoint(label, float(seconds), tuple(values[seed, label] for seed in range(seeds)),
-                             tuple(read_seed(seed, seconds) for seed in range(seeds)))
-                   for label, seconds in times.items())
     ideal = score(converted if reader is None else reader.reader(converted), x, y, metric, batch_size)
-    return Evaluation(ideal, points, tuple(range(seeds)), noise_model.to_dict(), compensation, metric, out_noise)
+    evaluation = Evaluation(ideal, _time_points(gathered(values, group), times, seeds), tuple(range(seeds)),
+                            noise_model.to_dict(), compensation, metric, out_noise)
+    if not recalibration_batches:
+        return evaluation
+    return replace(evaluation, recalibration=recalibration,
+                   recalibrated=_time_points(gathered(recalibrated, group), times, seeds))
+
+
+def _time_points(values: dict[tuple[int, str], float], times: Mapping[str, float],
+                 seeds: int) -> tuple[TimePoint, ...]:
+    """``{(seed, label): value}`` as one :class:`TimePoint` per time."""
+    return tuple(TimePoint(label, float(seconds), tuple(values[seed, label] for seed in range(seeds)),
+                           tuple(read_seed(seed, seconds) for seed in range(seeds)))
+                 for label, seconds in times.items())

@@ -38,7 +38,8 @@ class ProgrammingRecord:
 
     ``noise_model`` is the model's :meth:`~xbar.compiler.devices.base.BaseNoiseModel.to_dict`
     at programming time; ``t_inference`` (seconds after programming), ``drift_seed``
-    and ``compensation`` are None until :func:`drift`.
+    and ``compensation`` are None until :func:`drift`; ``recalibration`` (the method) until
+    :func:`~xbar.compiler.devices.recalibration.recalibrate`.
     """
 
     noise_model: dict
@@ -46,16 +47,19 @@ class ProgrammingRecord:
     t_inference: Optional[float] = None
     drift_seed: Optional[int] = None
     compensation: Optional[str] = None
+    recalibration: Optional[str] = None
     model: Optional[BaseNoiseModel] = None  # the device model itself (a private copy), for drift()
+    converted: Optional[fx.GraphModule] = None  # the converted model programmed (the targets), for recalibrate()
 
     def __deepcopy__(self, memo) -> "ProgrammingRecord":
         """Records are never mutated: a copied GraphModule shares its record."""
         return self
 
     def as_dict(self) -> dict:
-        """Everything but the model object, JSON-ready."""
+        """Everything but the model objects, JSON-ready."""
         return {"noise_model": self.noise_model, "seed": self.seed, "t_inference": self.t_inference,
-                "drift_seed": self.drift_seed, "compensation": self.compensation}
+                "drift_seed": self.drift_seed, "compensation": self.compensation,
+                "recalibration": self.recalibration}
 
     def to_json(self) -> str:
         return json.dumps(self.as_dict(), sort_keys=True, allow_nan=False)
@@ -130,7 +134,7 @@ def _programmed_copy(converted: fx.GraphModule, noise_model: BaseNoiseModel, see
     model = copy.deepcopy(noise_model)
     programmed = array_copy(converted)
     program_arrays(programmed, model, _generator(seed), measured)
-    programmed.meta[PROGRAMMING_KEY] = ProgrammingRecord(model.to_dict(), seed, model=model)
+    programmed.meta[PROGRAMMING_KEY] = ProgrammingRecord(model.to_dict(), seed, model=model, converted=converted)
     return programmed
 
 
@@ -168,6 +172,9 @@ def drift(programmed: fx.GraphModule, t_inference: float, *, seed: int,
     if programming is None:
         raise UserError("drift() expects a programmed model: call xbar.program(converted, noise_model, seed=...) "
                         "first and drift what it returns")
+    if programming.recalibration is not None:
+        raise UserError("drift() expects a programmed model, but this one is recalibrated: drift the programmed "
+                        "model and recalibrate what drift() returns")
     t_inference = _time(t_inference)
     seed = _seed(seed, "drift()")
     mode = compensation_mode(compensation)

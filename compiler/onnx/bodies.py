@@ -8,7 +8,8 @@ bodies, which call them; a runtime inlines both):
 * ``AdcWeight``: ``(G+ - G-) * adc_scale``, the array mapping DAC codes to ADC codes;
 * ``Adc``: round the ADC codes and clip them to the ADC bound;
 * ``Rescale`` / ``RescaleChannels``: multiply by ``out_scale`` (or, per output
-  column, ``column_out_scale``) and add the bias, on the last dim or on dim 1.
+  column, ``column_out_scale``), add the bias, then a recalibration's ``column_offsets``
+  (when there are any), on the last dim or on dim 1.
 
 They repeat the elementwise steps of :func:`xbar.passes.numerics.crossbar.run_crossbar`
 one for one with the same float32 constants, so ONNX and PyTorch agree bit for bit
@@ -96,17 +97,31 @@ def OutScale(out_scale: float, column_out_scale: Sequence[float]) -> FLOAT:
 
 
 @script(PERIPHERY, default_opset=op)
-def Rescale(Z: FLOAT, B: FLOAT, out_scale: float, column_out_scale: Sequence[float]) -> FLOAT:
+def Rescale(Z: FLOAT, B: FLOAT, out_scale: float, column_out_scale: Sequence[float],
+            column_offsets: Sequence[float]) -> FLOAT:
     scale = OutScale(out_scale=out_scale, column_out_scale=column_out_scale)
-    return op.Add(op.Mul(Z, scale), B)
+    y = op.Add(op.Mul(Z, scale), B)
+    offsets = op.Constant(value_floats=column_offsets)
+    if op.Equal(op.Size(offsets), op.Constant(value_int=0)):
+        out = op.Identity(y)
+    else:
+        out = op.Add(y, offsets)
+    return out
 
 
 @script(PERIPHERY, default_opset=op)
-def RescaleChannels(Z: FLOAT, B: FLOAT, out_scale: float, column_out_scale: Sequence[float]) -> FLOAT:
+def RescaleChannels(Z: FLOAT, B: FLOAT, out_scale: float, column_out_scale: Sequence[float],
+                    column_offsets: Sequence[float]) -> FLOAT:
     spatial_ones = op.ConstantOfShape(op.Shape(op.Shape(Z, start=2)), value=[1])
     per_channel = op.Concat(op.Constant(value_ints=[-1]), spatial_ones, axis=0)
     scale = OutScale(out_scale=out_scale, column_out_scale=column_out_scale)
-    return op.Add(op.Mul(Z, op.Reshape(scale, per_channel)), op.Reshape(B, per_channel))
+    y = op.Add(op.Mul(Z, op.Reshape(scale, per_channel)), op.Reshape(B, per_channel))
+    offsets = op.Constant(value_floats=column_offsets)
+    if op.Equal(op.Size(offsets), op.Constant(value_int=0)):
+        out = op.Identity(y)
+    else:
+        out = op.Add(y, op.Reshape(offsets, per_channel))
+    return out
 
 
 @script(PERIPHERY, default_opset=op)
@@ -267,7 +282,7 @@ def CrossbarLinear(X: FLOAT, G_plus: FLOAT, G_minus: FLOAT, B: FLOAT,
                    layer: str, input_range: float, scale_ratio: float, g_min: float, g_max: float,
                    dac_steps: float, adc_steps: float, out_bound: float, tile_row: int, tile_col: int,
                    drift_gain: float, column_scale_ratios: Sequence[float], column_drift_gains: Sequence[float],
-                   mapped_wmax: float, out_scales: Sequence[float],
+                   column_offsets: Sequence[float], mapped_wmax: float, out_scales: Sequence[float],
                    noise_management: str, nm_thres: float, bound_management: str, max_bm_factor: int,
                    max_bm_res: float, ir_drop: float, ir_drop_rs: float, ir_drop_segments: int,
                    ir_drop_time_step_resolution_scale: float, ir_drop_v_read: float, ir_drop_integration_sum: int,
@@ -297,7 +312,7 @@ def CrossbarLinear(X: FLOAT, G_plus: FLOAT, G_minus: FLOAT, B: FLOAT,
         else:
             z = op.MatMul(q, weight_t)
         codes = Adc(z, adc_round=adc_round, adc_clip=adc_clip)
-    return Rescale(codes, B, out_scale=out_scale, column_out_scale=column_out_scale)
+    return Rescale(codes, B, out_scale=out_scale, column_out_scale=column_out_scale, column_offsets=column_offsets)
 
 
 @script(XBAR, default_opset=op)
@@ -305,7 +320,7 @@ def CrossbarConv(X: FLOAT, G_plus: FLOAT, G_minus: FLOAT, B: FLOAT,
                  layer: str, input_range: float, scale_ratio: float, g_min: float, g_max: float,
                  dac_steps: float, adc_steps: float, out_bound: float, tile_row: int, tile_col: int,
                  drift_gain: float, column_scale_ratios: Sequence[float], column_drift_gains: Sequence[float],
-                 mapped_wmax: float, out_scales: Sequence[float],
+                 column_offsets: Sequence[float], mapped_wmax: float, out_scales: Sequence[float],
                  noise_management: str, nm_thres: float, bound_management: str, max_bm_factor: int,
                  max_bm_res: float, ir_drop: float, ir_drop_rs: float, ir_drop_segments: int,
                  ir_drop_time_step_resolution_scale: float, ir_drop_v_read: float, ir_drop_integration_sum: int,
@@ -333,7 +348,7 @@ def CrossbarConv(X: FLOAT, G_plus: FLOAT, G_minus: FLOAT, B: FLOAT,
         z = op.Conv(q, AdcWeight(G_plus, G_minus, adc_scale=adc_scale),
                     strides=strides, pads=pads, dilations=dilations, group=group)
     return RescaleChannels(Adc(z, adc_round=adc_round, adc_clip=adc_clip), B,
-                           out_scale=out_scale, column_out_scale=column_out_scale)
+                           out_scale=out_scale, column_out_scale=column_out_scale, column_offsets=column_offsets)
 
 
 @script(XBAR, default_opset=op)
@@ -341,9 +356,10 @@ def CrossbarConvTranspose(X: FLOAT, G_plus: FLOAT, G_minus: FLOAT, B: FLOAT,
                           layer: str, input_range: float, scale_ratio: float, g_min: float, g_max: float,
                           dac_steps: float, adc_steps: float, out_bound: float, tile_row: int, tile_col: int,
                           drift_gain: float, column_scale_ratios: Sequence[float],
-                          column_drift_gains: Sequence[float], mapped_wmax: float, out_scales: Sequence[float],
-                          noise_management: str, nm_thres: float, bound_management: str, max_bm_factor: int,
-                          max_bm_res: float, ir_drop: float, ir_drop_rs: float, ir_drop_segments: int,
+                          column_drift_gains: Sequence[float], column_offsets: Sequence[float], mapped_wmax: float,
+                          out_scales: Sequence[float], noise_management: str, nm_thres: float, bound_management: str,
+                          max_bm_factor: int, max_bm_res: float, ir_drop: float, ir_drop_rs: float,
+                          ir_drop_segments: int,
                           ir_drop_time_step_resolution_scale: float, ir_drop_v_read: float,
                           ir_drop_integration_sum: int, ir_drop_rows: int, adc_quantization: int, adc_frequency: float,
                           input_clip: float, in_scale: float, dac_round: int, dac_clip: float,
@@ -356,7 +372,7 @@ def CrossbarConvTranspose(X: FLOAT, G_plus: FLOAT, G_minus: FLOAT, B: FLOAT,
     z = op.ConvTranspose(q, AdcWeight(G_plus, G_minus, adc_scale=adc_scale), strides=strides, pads=pads,
                          output_padding=output_padding, dilations=dilations, group=group)
     return RescaleChannels(Adc(z, adc_round=adc_round, adc_clip=adc_clip), B,
-                           out_scale=out_scale, column_out_scale=column_out_scale)
+                           out_scale=out_scale, column_out_scale=column_out_scale, column_offsets=column_offsets)
 
 
 FUNCTIONS: dict[str, OnnxFunction] = {f.name: f for f in (CrossbarLinear, CrossbarConv, CrossbarConvTranspose)}

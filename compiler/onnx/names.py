@@ -14,7 +14,10 @@ optional weight-region and chip-placement attributes ``in_offset`` ... ``col_off
 attributes, G_plus computed in the graph from the device initializers, G_minus zeros; the linear and
 convolution bodies compute ``ir_drop`` (aihwkit's time-stepped IR-drop model) from the ``ir_drop*``,
 ``adc_quantization`` and ``adc_frequency`` attributes, which a file now sets, with the constants
-``ir_drop_steps``, ``ir_drop_tick`` and ``ir_drop_adc_scale``)."""
+``ir_drop_steps``, ``ir_drop_tick`` and ``ir_drop_adc_scale``; a recalibration's per-column offsets
+(``column_offsets``), added after the bias by ``Rescale`` / ``RescaleChannels``, its per-column gains being
+``column_drift_gains``)."""
 PERIPHERY_DOMAIN = "ai.xbar.periphery"
 PERIPHERY_VERSION = 3
-"""2: ``ManagedReads``; 3: ``IrDropOperands``, ``PulseCounts``, ``OscillatorCodes``."""
+"""2: ``ManagedReads``; 3: ``IrDropOperands``, ``PulseCounts``, ``OscillatorCodes``, and ``Rescale`` /
+``RescaleChannels`` add ``column_offsets``."""

@@ -10,7 +10,7 @@ ONNX function body cannot test for an absent input).
 Attributes: the hardware (every :meth:`~xbar.passes.numerics.crossbar.CrossbarSettings.hardware_fields`
 field: ``layer``, ``input_range``, ``scale_ratio``, ``g_min``, ``g_max``, ``dac_steps``,
 ``adc_steps``, ``out_bound``, ``tile_row``, ``tile_col``, ``drift_gain``, the
-per-column ``column_scale_ratios`` / ``column_drift_gains``, the weight scaling's
+per-column ``column_scale_ratios`` / ``column_drift_gains`` / ``column_offsets``, the weight scaling's
 ``mapped_wmax`` and the learned ``out_scales``), the float32 constants
 the simulation computes with (``CrossbarSettings.constants``), and the kind's
 geometry as ONNX ``Conv`` / ``ConvTranspose`` attributes (``onnx_attributes`` of
@@ -67,6 +67,9 @@ HARDWARE_ATTRIBUTES = {
     "column_scale_ratios": "scale ratio of each output column, replacing scale_ratio (empty: scale_ratio for all)",
     "column_drift_gains": "drift-compensation gain of each output column (empty: drift_gain for all); "
                           "already folded into column_out_scale",
+    "column_offsets": "recalibration's offset of each output column, in the layer's output units, added after the "
+                      "rescale and the bias (empty: none); with column_drift_gains the per-column affine "
+                      "correction a digital periphery applies to the ADC output",
     "mapped_wmax": "the analog weight max|W'| that g_max - g_min stands for: the ADC counts in units of W' x "
                    "(1: of I / (g_max - g_min)); already folded into adc_scale and out_scale",
     "out_scales": "learned digital output scales: one for all columns, or one per column (empty: none); "

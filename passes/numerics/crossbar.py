@@ -6,7 +6,7 @@ kind's canonical op:
 
     q = clip(x, -r, r) * in_scale            DAC codes (rounded, clipped to +-h_in)
     z = ((G+ - G-) * adc_scale) q            ADC codes (rounded, clipped to +-z_max)
-    y = z * out_scale + bias                 digital rescale
+    y = z * out_scale + bias (+ offset)      digital rescale (offset: a recalibration's, per column)
 
 With ``in_scale = h_in / r``, ``adc_scale = m / (h_in (g_max - g_min)) * h_out / B``
 and ``out_scale = B / h_out * r * (g_max - g_min) / (s m)`` this is exactly
@@ -97,20 +97,25 @@ def _periphery_out(z: Tensor, bias: Optional[Tensor], settings: CrossbarSettings
 
 def _rescale(z: Tensor, bias: Optional[Tensor], settings: CrossbarSettings, channel_dim: int,
              out_scale: Optional[Tensor] = None) -> Tensor:
-    """Multiply the ADC codes ``z`` by ``out_scale`` and add the bias, in place."""
+    """Multiply the ADC codes ``z`` by ``out_scale``, add the bias, then the settings' ``column_offsets``, in
+    place."""
     c = settings.constants
     per_column = column_out_scale(settings) if out_scale is None else out_scale
     if per_column is None:
         z = z.mul_(c["out_scale"])
-    elif per_column.dim() == 0 or channel_dim == -1:
-        z = z.mul_(per_column)
     else:
-        z = z.mul_(per_column.view(-1, *([1] * (z.dim() - 2))))
-    if bias is None:
-        return z
-    if channel_dim != -1:
-        bias = bias.view(-1, *([1] * (z.dim() - 2)))
-    return z.add_(bias)  # not add(alpha=): that fuses multiply and add, which ONNX's Mul, Add do not
+        z = z.mul_(per_column if per_column.dim() == 0 else _per_channel(per_column, z, channel_dim))
+    if bias is not None:
+        z = z.add_(_per_channel(bias, z, channel_dim))  # not add(alpha=): that fuses multiply and add, unlike ONNX
+    offsets = settings.column_offsets
+    if offsets:
+        z = z.add_(_per_channel(torch.tensor(offsets, dtype=torch.float32), z, channel_dim))
+    return z
+
+
+def _per_channel(values: Tensor, z: Tensor, channel_dim: int) -> Tensor:
+    """``values`` (one per output channel) shaped to broadcast over ``z``'s channel dim."""
+    return values if channel_dim == -1 else values.view(-1, *([1] * (z.dim() - 2)))
 
 
 OutNoise = Callable[[Tensor], Tensor]

@@ -52,7 +52,10 @@ class CrossbarSettings:
     to the ADC codes; it is folded into ``out_scale``, so ``z * out_scale`` (one
     float32 multiply, in PyTorch and in an ONNX body alike) applies it bit for
     bit. ``column_drift_gains`` (empty by default) is its per-column form; both
-    per-column forms are folded into the constant ``column_out_scale``.
+    per-column forms are folded into the constant ``column_out_scale``. ``column_offsets`` (empty by
+    default; float32 values) is what recalibration adds to each output column after the rescale and the
+    bias, in the layer's output units: with ``column_drift_gains`` the per-column affine correction a
+    digital periphery applies to the ADC output.
     ``noise_management``, ``nm_thres``, ``bound_management``, ``max_bm_factor`` and
     ``max_bm_res`` are aihwkit's forward fields (:mod:`.management`; the names of the
     enum members), derived into the constants ``nm_mode`` and ``bm_rounds``; CONSTANT noise
@@ -83,6 +86,7 @@ class CrossbarSettings:
     drift_gain: float = 1.0
     column_scale_ratios: tuple[float, ...] = ()
     column_drift_gains: tuple[float, ...] = ()
+    column_offsets: tuple[float, ...] = ()
     mapped_wmax: float = 1.0
     out_scales: tuple[float, ...] = ()
     noise_management: str = "NONE"

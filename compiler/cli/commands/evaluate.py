@@ -3,7 +3,11 @@ accuracy by default, ``--metric``) on noisy, drifting devices, programmed once p
 at each time.
 
 Checked before any work: the plot path and image type, the hardware config, the device model
-(and that it can be read at every time), the model, its labelled data and that the metric fits.
+(and that it can be read at every time), the model, its labelled data, that the metric fits and that
+the calibration data holds the ``--recalibrate`` batches.
+
+``--recalibrate N`` also recalibrates every drifted model on the first N batches of the calibration
+data (:func:`xbar.recalibrate`) and shows its metric beside the drift compensation's.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import json
 from pathlib import Path
 from typing import Optional
 
+from ....passes.errors import UsageError
 from ...chip.description import Chip
 from ...chip.record import mapping_record
 from ...chip.shipped import chip_named
@@ -25,8 +30,10 @@ from ...files import check_writable, reporting_write_errors
 from ...pipeline.distributed import group_in_use, rank_share
 from ...pipeline.stages import convert
 from ..console import is_reporting_process, say, stderr_console, stdout_console
+from ..data import Dataset
 from ..evaluation_view import accuracy_table, plot_accuracy
 from ..figures import image_type
+from ..inputs import positional
 from ..inspection_view import describe_config
 from ..report import calibration_note, mapping_note, progress_bar
 from ..steps import compile_steps, hardware_config, load_inputs, read_config_file
@@ -54,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
     check_times(devices, times)
     inputs = load_inputs(args, config, "--finetune" if args.finetune else None, "xbar evaluate")
     scoring = inputs.scoring
+    recalibration_batches = recalibration_inputs(inputs.data, args.batch_size, args.recalibrate)
     fits = None if chip is None else (lambda prepared: check_capacity(convert(prepared), chip, args.chips))
     compiled = compile_steps(inputs, args, err, fits)
     mapping = None if chip is None else map_converted(compiled.converted, inputs.example, chip, args.chips)
@@ -65,7 +73,9 @@ def run(args: argparse.Namespace) -> int:
         evaluation = accuracy_over_time(compiled.converted, devices, times, args.seeds, scoring.x, scoring.y,
                                         compensation=COMPENSATIONS[args.compensation], batch_size=args.batch_size,
                                         on_step=lambda: progress.advance(task), compile=args.compile,
-                                        metric=scoring.metric, out_noise=OutNoiseAtRead(args.out_noise))
+                                        metric=scoring.metric, out_noise=OutNoiseAtRead(args.out_noise),
+                                        recalibration_batches=recalibration_batches,
+                                        recalibration=args.recalibration.replace("-", "_"))
     seeds = "1 programming seed" if args.seeds == 1 else f"{args.seeds} programming seeds"
     title = f"{inputs.source.name}: {scoring.metric.name} on {scoring.described}, {seeds}"
     split = scoring.split
@@ -84,6 +94,9 @@ def run(args: argparse.Namespace) -> int:
             say(out, compiled.fine_tuning)
         say(out, f"devices: {noise_text(evaluation.noise_model)}; {COMPENSATION_TEXT[args.compensation]}; "
                  f"{OUT_NOISE_TEXT[evaluation.out_noise]}")
+        if recalibration_batches:
+            say(out, f"recalibrated: {args.recalibration} on {len(recalibration_batches)} batches of up to "
+                     f"{args.batch_size} calibration samples from {inputs.data.name}, at every time")
         say(out, title)
         say(out, accuracy_table(evaluation))
         if mapping is not None:
@@ -91,6 +104,20 @@ def run(args: argparse.Namespace) -> int:
     if plot_path is not None:
         say(err, f"wrote {plot_path}")
     return 0
+
+
+def recalibration_inputs(data: Optional[Dataset], batch_size: int, count: Optional[int]) -> list:
+    """The first ``count`` batches of the calibration data, as the model's positional inputs (none without
+    --recalibrate); refuses more batches than the data holds."""
+    if count is None:
+        return []
+    held = 0 if data is None else len(data.batches(batch_size))
+    if held == 0:
+        raise UsageError("--recalibrate needs calibration data: pass --calib DATA")
+    if count > held:
+        raise UsageError(f"--recalibrate {count} asks for {count} batches of {batch_size}, but {data.name} holds "
+                         f"{held}; pass --recalibrate {held} or fewer")
+    return [positional(batch) for batch in data.batches(batch_size, count)]
 
 
 def device_model(args: argparse.Namespace, config: HardwareConfig, chip: Optional[Chip] = None) -> BaseNoiseModel:
