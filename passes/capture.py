@@ -15,13 +15,20 @@ import io
 import logging
 import sys
 import warnings
-from typing import Iterable, Iterator, Literal, Sequence, get_args
+from typing import Callable, Iterable, Iterator, Literal, Optional, Sequence, get_args
 
 import torch
 from torch import fx, nn
 
 from .errors import CaptureError, DynamicShapeError, UserError
-from .shapes import ShapeRequest, constraint_violation, requested_shapes, widened
+from .shapes import (
+    ShapeRequest,
+    bounded_sequence,
+    constraint_violation,
+    probing_sequence,
+    requested_shapes,
+    widened,
+)
 
 CaptureMethod = Literal["export", "symbolic_trace"]
 CAPTURE_METHODS = get_args(CaptureMethod)
@@ -142,29 +149,52 @@ def capture_with_shapes(model, example_inputs: Sequence, method: CaptureMethod =
 
 
 def _settled(traced: fx.GraphModule, inputs: tuple, request: ShapeRequest) -> tuple:
-    """The spec a traced model keeps: the default's fallback if its export refuses the default's ``seq``.
+    """The spec a traced model keeps: the default's, its ``seq`` bounded, or its fallback, as an export takes.
 
-    ``symbolic_trace`` fixes no shape, so only an export tells whether the model takes every length;
+    ``symbolic_trace`` fixes no shape, so only an export tells which lengths the model takes;
     any other export failure is left for the ONNX export to report."""
     if request.fallback is None:
         return request.spec
     try:
         with quiet_torch():
-            export_program(traced, inputs, request.spec)
-    except Exception as exc:  # a tracer failure: only a refused dimension decides here
-        return request.fallback if constraint_violation(exc) is not None else request.spec
-    return request.spec
+            return _accepted(lambda spec: export_program(traced, inputs, spec), inputs, request)[1]
+    except Exception:  # a tracer failure: only a refused dimension decides here
+        return request.spec
 
 
 def _exported(model: nn.Module, inputs: tuple, request: ShapeRequest) -> tuple[fx.GraphModule, tuple]:
-    """Export with the requested spec; where the model cannot take the default's ``seq``, with its fallback."""
+    """Export with the requested spec, or with the one :func:`_accepted` settles on."""
+    with quiet_torch(), torch_internal_warnings_ignored():
+        program, spec = _accepted(lambda spec: export_program(model, inputs, spec), inputs, request)
+    return _editable(program.module()), spec
+
+
+def _accepted(export: Callable[[tuple], torch.export.ExportedProgram], inputs: tuple,
+              request: ShapeRequest) -> tuple[torch.export.ExportedProgram, tuple]:
+    """The program and spec of the first that ``export`` takes: the requested spec; where the model cannot take
+    the default's every ``seq``, the lengths up to the bound a probing export finds; else the fallback."""
     try:
-        with quiet_torch(), torch_internal_warnings_ignored():
-            return _editable(export_program(model, inputs, request.spec).module()), request.spec
+        return export(request.spec), request.spec
     except Exception as exc:  # a tracer failure: a refused dimension is the user's to fix
         refusal = constraint_violation(exc)
         if refusal is None:
             raise
         if request.fallback is None:
             raise DynamicShapeError(refusal) from exc
-    return _exported(model, inputs, ShapeRequest(request.fallback))
+    bounded = _bounded(export, inputs, request.spec)
+    if bounded is not None:
+        try:
+            return export(bounded), bounded
+        except Exception as exc:  # a bound the probe found but the model refuses: fall back
+            if constraint_violation(exc) is None:
+                raise
+    return export(request.fallback), request.fallback
+
+
+def _bounded(export: Callable[[tuple], torch.export.ExportedProgram], inputs: tuple, spec: tuple) -> Optional[tuple]:
+    """``spec`` with ``seq`` bounded as a probing export with ``Dim.AUTO`` finds, or None if it fixes it."""
+    try:
+        probe = export(probing_sequence(inputs, spec))
+    except Exception:  # the probe only informs; the fallback's export reports any failure
+        return None
+    return bounded_sequence(probe, inputs, spec)

@@ -12,9 +12,10 @@ xbar's default (``dynamic_shapes=None``), for a model given as an ``nn.Module``:
   a mask, [batch, seq]), and for a floating tensor of rank 3 ([batch, seq, features]) when
   the model's layers with a weight include ``nn.Linear`` and no convolution or recurrent
   layer (those read dimension 1 as channels, or time first); never for a model with a recurrent
-  layer (``prepare`` unrolls it over the example's length). Where the model cannot take
-  every length (a position table added whole fixes it), the default ``seq`` stays the
-  example's length and only ``batch`` is dynamic.
+  layer (``prepare`` unrolls it over the example's length). Where the model takes lengths
+  only up to a bound (a position table sliced to the input's length), ``seq`` runs from 1 to
+  the bound torch.export finds; where it takes one length only (a position table added
+  whole fixes it), the default ``seq`` stays the example's length and only ``batch`` is dynamic.
 
 A given spec is used as given: a dimension the model cannot take is refused
 (:class:`~xbar.passes.errors.DynamicShapeError`, with torch.export's suggested fix), never fixed
@@ -29,6 +30,7 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor, fx, nn
 from torch.export import Dim
+from torch.utils._sympy.numbers import int_oo
 
 from .errors import DynamicShapeError
 from .inputs import forward_parameters
@@ -41,7 +43,8 @@ SEQUENTIAL_READERS = (nn.modules.conv._ConvNd, nn.RNNBase)
 
 @dataclass(frozen=True)
 class ShapeRequest:
-    """The spec to capture with, and the one to fall back to when the model cannot take the default's ``seq``."""
+    """The spec to capture with, and the one to fall back to when the model cannot take the default's ``seq``
+    (not even up to a bound)."""
 
     spec: tuple
     fallback: Optional[tuple] = None
@@ -66,6 +69,41 @@ def default_shapes(inputs: tuple, sequence_of: Callable[[Tensor], bool]) -> tupl
     batch, seq = Dim(BATCH), Dim(SEQUENCE, min=1)
     return map_tensors(lambda x, _: None if x.dim() == 0 else {0: batch} | ({1: seq} if sequence_of(x) else {}),
                        inputs, None)
+
+
+def probing_sequence(inputs, spec) -> tuple:
+    """``spec`` with its ``seq`` dimensions left to torch.export (``Dim.AUTO``): the export that finds which
+    lengths the model takes, for :func:`bounded_sequence` to read."""
+    return _with_sequence(inputs, spec, Dim.AUTO)
+
+
+def bounded_sequence(probe: torch.export.ExportedProgram, inputs, spec) -> Optional[tuple]:
+    """``spec`` with its ``seq`` running from 1 to the largest length ``probe`` (exported with
+    :func:`probing_sequence`) allows every input, or None where the probe fixed a length or found no bound."""
+    sizes = [value.shape[dim] for (_, dims), value in zip(dynamic_dims(inputs, spec), _input_values(probe))
+             for dim, entry in dims.items() if _is_sequence(entry)]
+    if not sizes or not all(isinstance(size, torch.SymInt) for size in sizes):
+        return None
+    ranges = [probe.range_constraints.get(size.node.expr) for size in sizes]
+    if any(bounds is None or bounds.upper == int_oo for bounds in ranges):
+        return None
+    return _with_sequence(inputs, spec, Dim(SEQUENCE, min=1, max=min(int(bounds.upper) for bounds in ranges)))
+
+
+def _with_sequence(inputs, spec, entry) -> tuple:
+    return map_tensors(lambda x, dims: None if dims is None else
+                       {dim: entry if _is_sequence(old) else old for dim, old in dims.items()}, inputs, spec)
+
+
+def _is_sequence(entry) -> bool:
+    return getattr(entry, "__name__", None) == SEQUENCE
+
+
+def _input_values(program: torch.export.ExportedProgram) -> list:
+    """The fake tensors of the program's user inputs, in pytree order."""
+    user = set(program.graph_signature.user_inputs)
+    values = [node.meta.get("val") for node in program.graph.nodes if node.op == "placeholder" and node.name in user]
+    return [value for value in values if isinstance(value, Tensor)]
 
 
 def has_sequence_axis(x: Tensor, linear_model: bool) -> bool:
@@ -163,11 +201,8 @@ def _tensors(inputs) -> list[Tensor]:
 def dimension_names(program: torch.export.ExportedProgram, inputs, spec) -> dict[str, str]:
     """The program's symbol for each dynamic dimension (``s77``) -> its name: the Dim's own (a derived
     dimension's root's, so ``2*s25`` reads ``2*h``), else ``input<i>_dim<d>`` for an unnamed hint."""
-    user = set(program.graph_signature.user_inputs)
-    values = [node.meta.get("val") for node in program.graph.nodes if node.op == "placeholder" and node.name in user]
-    values = [value for value in values if isinstance(value, Tensor)]
     names = {}
-    for i, ((_, dims), value) in enumerate(zip(dynamic_dims(inputs, spec), values)):
+    for i, ((_, dims), value) in enumerate(zip(dynamic_dims(inputs, spec), _input_values(program))):
         for dim, entry in dims.items():
             size = value.shape[dim]
             symbols = size.node.expr.free_symbols if isinstance(size, torch.SymInt) else set()

@@ -161,6 +161,20 @@ class FixedLength(nn.Module):
         return self.head(self.embed(ids) + self.table)
 
 
+class SlicedTable(FixedLength):
+    """The position table sliced to the input's length: every length up to 8 fits."""
+
+    def forward(self, ids):
+        return self.head(self.embed(ids) + self.table[: ids.shape[1]])
+
+
+@pytest.mark.parametrize("capture_method", ["export", "symbolic_trace"])
+def test_the_default_bounds_seq_by_a_sliced_position_table(capture_method):
+    sliced = prepare(SlicedTable().eval(), (tokens(2, 5, 0),), capture_method=capture_method)
+    seq = record_of(sliced, "test", Stage.PREPARED).dynamic_shapes[0][1]
+    assert (seq.__name__, seq.min, seq.max) == ("seq", 1, 8)
+
+
 @pytest.mark.parametrize("capture_method", ["export", "symbolic_trace"])
 def test_the_default_keeps_a_fixed_length_model_at_its_length(capture_method):
     fixed = prepare(FixedLength().eval(), (tokens(2, 8, 0),), capture_method=capture_method)
