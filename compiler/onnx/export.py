@@ -101,8 +101,8 @@ def export_onnx_files(converted: fx.GraphModule, example_inputs: Sequence, path:
     if not originals:
         warnings.warn("the model has no crossbar layer: exporting plain ONNX without ai.xbar nodes",
                       NoCrossbarLayersWarning, stacklevel=2)
-    conductances = [tensor for module in originals.values() for tensor in module.conductances()]
-    graph_module = run_passes(copy_graph_module(converted, share=conductances),  # read only: not copied
+    tensors = [*converted.parameters(), *converted.buffers()]
+    graph_module = run_passes(copy_graph_module(converted, share=tensors),  # read only: not copied
                               [CrossbarToCustomOpsPass(), FunctionalInPlaceOpsPass()])
     onnx_boundary.cast_at_boundary(graph_module)
     crossbars = {name: graph_module.get_submodule(name) for name in originals}  # with the pass's zero biases

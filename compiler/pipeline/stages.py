@@ -282,15 +282,18 @@ def convert(prepared: fx.GraphModule) -> fx.GraphModule:
 
 
 def _own_copies(module: nn.Module, shared: list[torch.Tensor]) -> None:
-    """Give ``module`` its own copy of any ``shared`` tensor it still holds (a weight a digital op reads too)."""
-    ids = {id(tensor) for tensor in shared}
+    """Give ``module`` its own copy of any ``shared`` tensor it still holds (a weight a digital op reads too),
+    one copy per tensor: names that alias one tensor (a language model's tied embedding and head) still do."""
+    copies = {id(tensor): None for tensor in shared}
     tensors = [*module.named_parameters(remove_duplicate=False), *module.named_buffers(remove_duplicate=False)]
     for name, tensor in tensors:
-        if id(tensor) in ids:
+        if id(tensor) in copies:
+            if copies[id(tensor)] is None:
+                copied = tensor.detach().clone()
+                copies[id(tensor)] = nn.Parameter(copied, tensor.requires_grad) if isinstance(
+                    tensor, nn.Parameter) else copied
             owner, _, attr = name.rpartition(".")
-            copied = tensor.detach().clone()
-            setattr(module.get_submodule(owner), attr,
-                    nn.Parameter(copied, tensor.requires_grad) if isinstance(tensor, nn.Parameter) else copied)
+            setattr(module.get_submodule(owner), attr, copies[id(tensor)])
 
 
 @dataclass
