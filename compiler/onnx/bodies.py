@@ -243,22 +243,28 @@ def IrDropOperands(G_plus: FLOAT, G_minus: FLOAT, g_min: float, ir_drop: float, 
 
 @script(PERIPHERY, default_opset=op)
 def PulseCounts(Q: FLOAT, dac_steps: float, ir_drop_steps: int, ir_drop_integration_sum: int) -> FLOAT:
-    """:func:`xbar.passes.numerics.ir_drop.pulse_counts` of the DAC codes ``Q``: the integration weight of the
-    samples ``i / (steps - 1)`` during which each input's pulse is on, signed (sums of halves: exact)."""
-    x = op.Mul(Q, op.Div(op.Constant(value_float=2.0), op.Constant(value_float=dac_steps)))
+    """:func:`xbar.passes.numerics.ir_drop.code_counts` of the DAC codes ``Q``: the integration weight of the
+    samples ``i / (steps - 1)`` during which each input's pulse is on, signed (sums of halves: exact), looked up
+    in the table of every code magnitude (the integers up to ``dac_steps / 2``, and that bound)."""
+    half = op.Div(op.Constant(value_float=dac_steps), op.Constant(value_float=2.0))
+    sizes = op.Cast(op.Add(op.Ceil(half), op.Constant(value_float=1.0)), to=onnx.TensorProto.INT64)
+    codes = op.Min(op.Cast(op.Range(op.Constant(value_int=0), sizes, op.Constant(value_int=1)),
+                           to=onnx.TensorProto.FLOAT), half)
+    x = op.Mul(codes, op.Div(op.Constant(value_float=2.0), op.Constant(value_float=dac_steps)))
     steps = op.Constant(value_int=ir_drop_steps)
     index = op.Range(op.Constant(value_int=0), steps, op.Constant(value_int=1))
     last = op.Sub(steps, op.Constant(value_int=1))
     times = op.Div(op.Cast(index, to=onnx.TensorProto.FLOAT),
                    op.Cast(op.Max(last, op.Constant(value_int=1)), to=onnx.TensorProto.FLOAT))
-    half = op.Constant(value_float=0.5)
+    half_weight = op.Constant(value_float=0.5)
     zero = op.Constant(value_float=0.0)
-    trapezoid = op.Sub(op.Where(op.Equal(index, op.Constant(value_int=0)), half, zero),
-                       op.Where(op.Equal(index, last), half, zero))
+    trapezoid = op.Sub(op.Where(op.Equal(index, op.Constant(value_int=0)), half_weight, zero),
+                       op.Where(op.Equal(index, last), half_weight, zero))
     plain = op.Cast(op.Constant(value_int=ir_drop_integration_sum), to=BOOL)
     weights = op.Add(op.Constant(value_float=1.0), op.Where(plain, zero, trapezoid))
-    on = op.Cast(op.Greater(op.Unsqueeze(op.Abs(x), op.Constant(value_ints=[-1])), times), to=onnx.TensorProto.FLOAT)
-    return op.Mul(op.Sign(x), op.MatMul(on, weights))
+    on = op.Cast(op.Greater(op.Unsqueeze(x, op.Constant(value_ints=[-1])), times), to=onnx.TensorProto.FLOAT)
+    table = op.MatMul(on, weights)
+    return op.Mul(op.Sign(Q), op.Gather(table, op.Cast(op.Ceil(op.Abs(Q)), to=onnx.TensorProto.INT64)))
 
 
 @script(PERIPHERY, default_opset=op)

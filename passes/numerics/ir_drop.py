@@ -23,8 +23,9 @@ has in ``V_th`` are fixed by G+ and G-: the integrated current is a matrix produ
 ``c(x) @ W_eff^T + offset``, with ``c(x_i) = sign(x_i) * sum_t w_t [|x_i| > t]`` (``w_t`` the
 integration weights), ``W_eff = (G+ - G-)`` times each row's segment factor, and one offset per column.
 :func:`ir_drop_operands` derives ``W_eff`` and the offset once per conductance state (float64, then
-float32); :func:`pulse_counts` is the per-input part. aihwkit's own arithmetic is the same sum in
-another order (float32), so the two agree to float rounding (which can move an oscillator tick's edge).
+float32); :func:`pulse_counts` is the per-input part, looked up per DAC code (:func:`code_counts`).
+aihwkit's own arithmetic is the same sum in another order (float32), so the two agree to float rounding
+(which can move an oscillator tick's edge).
 
 The conductances are the array's own G+ / G- (programmed and drifted ones included); aihwkit re-derives
 them from the tile's weights with its noise model's converter, which gives the same conductances for an
@@ -34,6 +35,8 @@ tile needs an even one).
 
 from __future__ import annotations
 
+import functools
+import math
 from typing import Any
 
 import torch
@@ -71,6 +74,23 @@ def pulse_counts(x: Tensor, times: Tensor, weights: Tensor) -> Tensor:
     """``c(x)``: the integration weight of the samples during which each input's pulse is on, signed."""
     on = (x.abs().unsqueeze(-1) > times).to(x.dtype)
     return torch.sign(x) * (on @ weights.to(x.dtype))
+
+
+@functools.lru_cache(maxsize=64)
+def count_table(dac_steps: float, steps: int, plain_sum: bool, dtype: torch.dtype) -> Tensor:
+    """:func:`pulse_counts` of every magnitude a DAC code can take: entry ``j`` for code ``min(j, dac_steps / 2)``
+    (integers up to the bound, and the bound itself where it is not one), so a read looks its counts up
+    instead of comparing each input with every sample."""
+    half = dac_steps / 2
+    codes = torch.arange(math.ceil(half) + 1, dtype=dtype).clamp_(max=half)
+    return pulse_counts(codes * (2.0 / dac_steps), sample_times(steps), integration_weights(steps, plain_sum))
+
+
+def code_counts(q: Tensor, dac_steps: float, steps: int, plain_sum: bool) -> Tensor:
+    """:func:`pulse_counts` of the DAC's value ``q / (dac_steps / 2)``, from :func:`count_table`: the same
+    values, since a DAC code's magnitude is an integer or the DAC's bound (its index: the magnitude rounded up)."""
+    table = count_table(float(dac_steps), steps, plain_sum, q.dtype)
+    return torch.sign(q) * table[q.abs().ceil().long()]
 
 
 def _padded(g: Tensor, rows: int, g_min: float) -> tuple[Tensor, int]:
@@ -136,9 +156,8 @@ def ir_drop_codes(kind: LayerKind, q: Tensor, weight: Tensor, offset: Tensor, se
                   geometry: Any) -> Tensor:
     """The ADC codes of one read with IR drop: ``weight`` / ``offset`` are :func:`array_operands`', ``q`` the
     DAC codes (the DAC's value ``q / (dac_steps / 2)`` in float32, as aihwkit's)."""
-    x = q * (2.0 / settings.dac_steps)
-    steps = settings.constants["ir_drop_steps"]
-    counts = pulse_counts(x, sample_times(steps), integration_weights(steps, bool(settings.ir_drop_integration_sum)))
+    counts = code_counts(q, settings.dac_steps, settings.constants["ir_drop_steps"],
+                         bool(settings.ir_drop_integration_sum))
     ticks = kind.mvm(counts, weight, geometry)
     ticks = ticks.add_(offset if kind.channel_dim == -1 else offset.view(-1, *([1] * (ticks.dim() - 2))))
     if settings.adc_quantization:
