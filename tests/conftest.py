@@ -100,6 +100,13 @@ def eight_bit() -> HardwareConfig:
     return preset_config("8bit")
 
 
+@pytest.fixture(autouse=True)
+def report_width(monkeypatch):
+    """The command line's report as a pipe gets it (160 columns): pytest-xdist's workers set COLUMNS=80."""
+    monkeypatch.delenv("COLUMNS", raising=False)
+    monkeypatch.delenv("LINES", raising=False)
+
+
 @pytest.fixture(params=sorted(MODELS))
 def model_name(request):
     return request.param
