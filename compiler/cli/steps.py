@@ -135,11 +135,6 @@ def load_inputs(args: argparse.Namespace, config: HardwareConfig, labels_for: Op
     scoring = scoring_data(chosen_metric(args.metric, source), test, data)
     if scoring_for and scoring is None:
         raise UsageError(_labels_needed(scoring_for) + ", or --test DATA")
-    if scoring is not None and not isinstance(scoring.x, torch.Tensor):  # a model of several inputs
-        if scoring_for:
-            raise UsageError(f"{scoring_for} scores a model of one input tensor; {scoring.name} holds several "
-                             "inputs: compile it with `xbar compile` and score it from Python")
-        scoring = None
     example = example_inputs(args.input_shape, args.input_dtype, source, data, dtype)
     check_input_fits(source, example)
     if labels_for:
