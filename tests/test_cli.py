@@ -565,3 +565,48 @@ def test_non_finite_weights_exit_2_naming_the_parameter(workspace, capsys):
                            "-o", "net.onnx")
     assert status == 2 and f"parameter '{name}' holds 1 NaN or infinite value" in err + out
     assert "Traceback" not in err and not os.path.exists("net.onnx")
+
+
+LANGUAGE_MODEL = '''
+import torch
+from torch import nn
+
+
+class TinyLM(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(16, 8)
+        self.head = nn.Linear(8, 16)
+
+    def forward(self, ids):
+        return self.head(torch.relu(self.embed(ids)))
+
+
+def make():
+    torch.manual_seed(0)
+    return TinyLM()
+'''
+
+
+def test_finetune_trains_a_language_model_on_its_next_tokens(workspace, capsys):
+    (workspace / "lm.py").write_text(LANGUAGE_MODEL)
+    tokens = np.random.default_rng(0).integers(0, 16, size=(40, 6))
+    np.savez(workspace / "tokens.npz", x=tokens, y=(tokens + 1) % 16)  # next token: a rule it can learn
+    common = ["compile", "lm.py:make", "--calib", "tokens.npz", "--metric", "perplexity", "--batch-size", "8"]
+    status, out, err = run(capsys, *common, "-o", "plain.onnx")
+    assert status == 0, err
+    before = [float(v) for v in table_row(out, "perplexity on")]
+    status, out, err = run(capsys, *common, "--finetune", "3", "-o", "tuned.onnx")
+    assert status == 0, err
+    assert "fine-tuned on 40 labelled samples from tokens.npz" in out
+    after = [float(v) for v in table_row(out, "perplexity on")]
+    assert after[1] < before[1] and after[2] < before[2]  # per-token training lowered the compiled perplexity
+
+
+def test_finetune_refuses_token_labels_of_another_length(workspace, capsys):
+    (workspace / "lm.py").write_text(LANGUAGE_MODEL)
+    tokens = np.random.default_rng(0).integers(0, 16, size=(40, 6))
+    np.savez(workspace / "tokens.npz", x=tokens, y=tokens[:, :5])
+    status, out, err = run(capsys, "compile", "lm.py:make", "--calib", "tokens.npz", "--finetune", "1")
+    assert status == 2 and "needs a classifier or a language model" in err.strip().splitlines()[-1]
+    assert not (workspace / "lm.onnx").exists()

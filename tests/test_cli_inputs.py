@@ -1,6 +1,8 @@
 """The command line's model inputs: token ids of a dynamic length, several inputs from named .npz arrays,
 one --input-shape per input; and the mistakes, one line, exit 2, nothing written."""
 
+import json
+import re
 import textwrap
 
 import numpy as np
@@ -132,3 +134,22 @@ def test_a_program_of_two_inputs_compiles_from_named_arrays(models, capsys):
     status, out, err = run(capsys, "compile", "pair.pt2", "--calib", "pair.npz", "-o", "program.onnx")
     assert status == 0, err
     assert dims("program.onnx") == [["batch", 6], ["batch", 2]]
+
+
+def test_a_model_of_two_inputs_is_scored_by_compile_and_evaluate(models, capsys):
+    namespace = {}
+    exec(compile(MODELS_PY, "models_py.py", "exec"), namespace)
+    pair = namespace["pair"]().eval()
+    data = np.load(models / "pair.npz")
+    x, z, y = (torch.from_numpy(data[k]) for k in ("x", "z", "y"))
+    expected = 100 * float((pair(x, z).argmax(1) == y).float().mean())
+    status, out, err = run(capsys, "compile", "models_py.py:pair", "--calib", "pair.npz", "--preset", "ideal",
+                           "-o", "pair.onnx")
+    assert status == 0, err
+    figures = [float(v) for v in re.findall(r"(\d+\.\d+)%", out.split("accuracy on")[1])[:3]]
+    assert figures == [round(expected, 2)] * 3  # the ideal preset is lossless, ONNX Runtime included
+    status, out, err = run(capsys, "evaluate", "models_py.py:pair", "--calib", "pair.npz", "--seeds", "2",
+                           "--times", "1s,1d", "--json")
+    assert status == 0, err
+    evaluation = json.loads(out)
+    assert [len(point["accuracies"]) for point in evaluation["times"]] == [2, 2]

@@ -211,4 +211,5 @@ def _exported_model(path: Path) -> LoadedModel:
                          f"(torch.randn({example}),), dynamic_shapes=({{0: torch.export.Dim('batch')}},))")
     known = len(shapes) == 1 and all(isinstance(d, int) for d in shapes[0][1:])  # else: --input-shape
     static_shape = (1, *shapes[0][1:]) if known else None
-    return LoadedModel(program, path.stem, program.module(), static_shape)
+    module = program.module()  # runs as it was exported, with no train/eval mode: scored as a plain function
+    return LoadedModel(program, path.stem, lambda *inputs: module(*inputs), static_shape)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Iterable, Iterator, Optional
 
 import torch
+import torch.nn.functional as F
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -18,7 +19,7 @@ from ...passes.numerics.calibration import CalibrationMethod
 from ...passes.numerics.training_noise import TrainingNoise
 from ..chip.placement import Mapping
 from ..metrics import score
-from ..pipeline.finetune import HWA_FINE_TUNING, FineTuning, fine_tune
+from ..pipeline.finetune import HWA_FINE_TUNING, FineTuning, fine_tune, next_token_cross_entropy
 from ..pipeline.stages import calibrate
 from .data import Dataset
 from .inputs import positional
@@ -41,10 +42,12 @@ def calibrate_ranges(prepared, data: Dataset, batches: list[torch.Tensor], conso
 
 
 def fine_tune_model(prepared, data: Dataset, epochs: int, batch_size: int, console: Console,
-                    compile: bool = False) -> str:
+                    compile: bool = False, per_token: bool = False) -> str:
     """Fine-tune ``prepared`` on the labelled samples, with a progress bar; returns a one-line note.
 
-    With training noise in the config, the learning rates are those of ``HWA_FINE_TUNING``.
+    With training noise in the config, the learning rates are those of ``HWA_FINE_TUNING``. ``per_token``:
+    a language model's [batch, sequence, vocabulary] logits against next tokens (the loss averages every
+    token), else a classifier's [batch, classes] logits against class indices.
     """
     noisy = any(isinstance(module, TrainingNoise) for module in prepared.modules())
     recipe = dataclasses.replace(HWA_FINE_TUNING if noisy else FineTuning(), epochs=epochs, batch_size=batch_size)
@@ -52,6 +55,7 @@ def fine_tune_model(prepared, data: Dataset, epochs: int, batch_size: int, conso
         task = progress.add_task(f"fine-tuning on {data.name}", total=recipe.steps(len(data.labels)),
                                  loss=math.nan)
         fine_tune(prepared, data.samples, data.labels, recipe,
+                  loss=next_token_cross_entropy if per_token else F.cross_entropy,
                   on_step=lambda loss: progress.update(task, advance=1, loss=loss), compile=compile)
     kind = "hardware-aware fine-tuned (training noise on)" if noisy else "fine-tuned"
     return f"{kind} on {len(data.labels)} labelled samples from {data.name}: {recipe}"

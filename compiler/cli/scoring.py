@@ -16,8 +16,10 @@ import torch
 from torch import Tensor
 
 from ...passes.errors import DataError, MetricError
+from ...passes.inputs import samples_at
 from ..metrics import Metric, metric
 from .data import Dataset
+from .inputs import positional
 from .model_loading import LoadedModel
 
 DEFAULT_METRIC = "accuracy"
@@ -76,7 +78,7 @@ def check_metric_fits(source: LoadedModel, scoring: Scoring) -> None:
     """Before any work: score the original model's output on the first two samples, repeated once per label,
     against every label, so a metric that does not fit the outputs' shape or a label out of range is refused
     without running the model on every sample."""
-    outputs = source.run(scoring.x[:2])
+    outputs = source.run(*positional(samples_at(scoring.x, slice(0, 2))))
     repeated = outputs[:1].expand(len(scoring.y), *outputs.shape[1:])
     try:
         scoring.metric(repeated, scoring.y)

@@ -135,11 +135,6 @@ def load_inputs(args: argparse.Namespace, config: HardwareConfig, labels_for: Op
     scoring = scoring_data(chosen_metric(args.metric, source), test, data)
     if scoring_for and scoring is None:
         raise UsageError(_labels_needed(scoring_for) + ", or --test DATA")
-    if scoring is not None and not isinstance(scoring.x, torch.Tensor):  # a model of several inputs
-        if scoring_for:
-            raise UsageError(f"{scoring_for} scores a model of one input tensor; {scoring.name} holds several "
-                             "inputs: compile it with `xbar compile` and score it from Python")
-        scoring = None
     example = example_inputs(args.input_shape, args.input_dtype, source, data, dtype)
     check_input_fits(source, example)
     if labels_for:
@@ -164,7 +159,8 @@ def compile_steps(inputs: Inputs, args: argparse.Namespace, console: Console,
     limit = inputs.config.pre_post.input_range.init_from_data if args.calib_batches is None else args.calib_batches
     calibrated = calibrate_model(prepared, inputs.data, args.batch_size, limit, console, args.calib_method,
                                  args.compile)
-    tuned = (fine_tune_model(prepared, inputs.data, args.finetune, args.batch_size, console, args.compile)
+    tuned = (fine_tune_model(prepared, inputs.data, args.finetune, args.batch_size, console, args.compile,
+                             is_per_token(output_shape(inputs.source, inputs.data.samples), inputs.data))
              if args.finetune else None)
     return Compiled(convert(prepared), calibrated, tuned)
 
@@ -230,16 +226,24 @@ def batch_of_two(example):
 
 
 def check_labels_fit(source: LoadedModel, data: Dataset, labels_for: str) -> None:
-    """Before any work: ``labels_for`` needs a classifier whose classes the labels (and test labels) index."""
+    """Before any work: ``labels_for`` needs a classifier ([batch, classes] outputs, labels [N]) or a language
+    model ([batch, sequence, vocabulary] outputs, next tokens [N, sequence]) whose classes the labels (and
+    test labels) index."""
     shape = output_shape(source, data.samples)
-    if len(shape) != 2:
-        raise ModelError(f"{labels_for} needs a classifier: {source.name} outputs shape {shape}, "
-                         "not [batch, classes]")
+    if not (len(shape) == 2 and data.labels.dim() == 1 or is_per_token(shape, data)):
+        raise ModelError(f"{labels_for} needs a classifier or a language model: {source.name} outputs shape "
+                         f"{shape} for labels of shape {list(data.labels.shape)}, not [batch, classes] for [N] "
+                         "or [batch, sequence, vocabulary] for [N, sequence]")
     labels = data.labels if data.test is None else torch.cat([data.labels, data.test[1]])
     low, high = int(labels.min()), int(labels.max())
-    if low < 0 or high >= shape[1]:
+    if low < 0 or high >= shape[-1]:
         raise DataError(f"{labels_for}: the labels of {data.name} run from {low} to {high}, but {source.name} has "
-                        f"{shape[1]} classes (0 to {shape[1] - 1}); give class indices")
+                        f"{shape[-1]} classes (0 to {shape[-1] - 1}); give class indices")
+
+
+def is_per_token(shape: list[int], data: Dataset) -> bool:
+    """Whether outputs of ``shape`` and ``data``'s labels are a language model's logits and next tokens."""
+    return len(shape) == 3 and list(data.labels.shape[1:]) == shape[1:2]
 
 
 def prepare_model(source: LoadedModel, example: tuple, config: HardwareConfig, args: argparse.Namespace):

@@ -84,13 +84,16 @@ def score(run: Callable[[Tensor], Tensor], x: Tensor, y: Tensor, metric: MetricL
           batch_size: int = 256) -> float:
     """``metric`` of ``run`` on the samples ``x`` with targets ``y``, ``batch_size`` samples at a time.
 
-    ``run`` maps a batch to outputs: a model (put in eval mode first) or any callable, such as an
-    ONNX Runtime session wrapped by ``xbar.compiler.onnx.runtime.onnx_runner``.
+    ``x`` is one tensor, or a tuple of the positional inputs of a model of several (each sample along
+    dimension 0 of every one). ``run`` maps a batch to outputs: a model (put in eval mode first) or any
+    callable, such as an ONNX Runtime session wrapped by ``xbar.compiler.onnx.runtime.onnx_runner``.
     """
     metric = as_metric(metric)
     if isinstance(run, torch.nn.Module):
         run.eval()
-    totals = [metric(run(x[i : i + batch_size]), y[i : i + batch_size]) for i in range(0, len(y), batch_size)]
+    inputs = x if isinstance(x, tuple) else (x,)
+    totals = [metric(run(*(part[i : i + batch_size] for part in inputs)), y[i : i + batch_size])
+              for i in range(0, len(y), batch_size)]
     total, count = (torch.stack(parts).sum(dim=0) for parts in zip(*totals))
     return metric.finish(total, count)
 

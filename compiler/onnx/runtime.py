@@ -9,8 +9,9 @@ import onnxruntime
 import torch
 
 
-def onnx_runner(path: os.PathLike) -> Callable[[torch.Tensor], torch.Tensor]:
-    """A function from the model's one input to its first output, on ONNX Runtime's CPU provider."""
+def onnx_runner(path: os.PathLike) -> Callable[..., torch.Tensor]:
+    """A function from the model's inputs (in the file's order) to its first output, on ONNX Runtime's CPU
+    provider."""
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    return lambda x: torch.from_numpy(session.run(None, {name: x.numpy()})[0])
+    names = [i.name for i in session.get_inputs()]
+    return lambda *xs: torch.from_numpy(session.run(None, {n: x.numpy() for n, x in zip(names, xs)})[0])

@@ -90,6 +90,12 @@ def warn_unmanaged_training(prepared: fx.GraphModule) -> None:
                       ManagementNotTrainedWarning, stacklevel=3)
 
 
+def next_token_cross_entropy(outputs: Tensor, targets: Tensor) -> Tensor:
+    """A language model's loss: cross-entropy of [batch, sequence, vocabulary] logits against [batch, sequence]
+    next tokens, averaged over every token."""
+    return F.cross_entropy(outputs.flatten(0, 1), targets.flatten())
+
+
 def fine_tune(
     prepared: fx.GraphModule,
     inputs,
@@ -109,7 +115,7 @@ def fine_tune(
 
     ``loss(outputs, targets)`` is cross-entropy by default, which fits a classifier ([batch, classes] logits,
     [batch] class indices). Other tasks pass their own: a language model's [batch, sequence, vocabulary] logits
-    against [batch, sequence] next tokens, ``lambda out, y: F.cross_entropy(out.flatten(0, 1), y.flatten())``;
+    against [batch, sequence] next tokens, :func:`next_token_cross_entropy`;
     a segmentation model's [batch, classes, H, W] scores against [batch, H, W] labels take ``F.cross_entropy``
     as it is; regression takes ``F.mse_loss``. Score the result with the matching metric of
     :data:`xbar.compiler.metrics.METRICS` (perplexity, mean-iou, mse).
