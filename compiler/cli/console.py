@@ -38,8 +38,9 @@ def stderr_console() -> Console:
 
 
 def say(console: Console, renderable) -> None:
-    """Print text as it is (no markup, no highlighting), or a rich renderable."""
-    console.print(renderable, markup=False, highlight=False)
+    """Print text as it is (no markup, no highlighting, one unbroken line however long: a path stays whole), or
+    a rich renderable."""
+    console.print(renderable, markup=False, highlight=False, soft_wrap=isinstance(renderable, str))
 
 
 def print_error(message: str, every_rank: bool = False) -> None:
