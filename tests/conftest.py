@@ -57,6 +57,17 @@ class GroupedCNN(nn.Module):
         return self.fc(x.flatten(1))
 
 
+class ConvNet(nn.Module):
+    """A conv and a linear layer on [N, 2, 6, 6]: small arrays for placement and programming-file tests."""
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 6, 3)
+        self.fc = nn.Linear(6 * 4 * 4, 5)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.conv(x)).flatten(1))
+
+
 class TinyEncoder(nn.Module):
     """A transformer encoder classifier built on nn.MultiheadAttention."""
 

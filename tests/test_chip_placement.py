@@ -8,7 +8,6 @@ import random
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from xbar.compiler.chip.placement import place
 from xbar.compiler.chip.shipped import CHIPS, HERMES
@@ -20,7 +19,7 @@ from xbar.compiler.config.presets import preset_config
 from xbar.compiler.pipeline.stages import compile_model
 from xbar.passes.errors import CapacityError, ConfigError
 
-from conftest import NET, run
+from conftest import NET, ConvNet, run
 
 SMALL = dataclasses.replace(HERMES, name="small", cores=4, arrays_per_core=2, rows=8, columns=8,
                             pair_layout="columns", columns_per_adc=2)
@@ -121,16 +120,6 @@ def test_chip_config_sets_the_tiling_and_refuses_what_the_chip_cannot_do():
     with pytest.raises(ConfigError, match="converter.g_max=40 uS differs from hermes's devices"):
         chip_config(preset_config("8bit").with_overrides({"converter.g_max": 40.0}), HERMES)
     assert chip_config(preset_config("8bit"), HERMES).converter.g_max == HERMES.g_max == 20.7  # the default follows
-
-
-class ConvNet(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(2, 6, 3)
-        self.fc = nn.Linear(6 * 4 * 4, 5)
-
-    def forward(self, x):
-        return self.fc(torch.relu(self.conv(x)).flatten(1))
 
 
 def test_compile_model_for_a_chip_tiles_to_its_arrays_and_counts_mvms():

@@ -24,7 +24,6 @@ from aihwkit.simulator.configs import TorchInferenceRPUConfig
 from aihwkit.utils.export import _fusion_get_csv_header, _fusion_load_csv, _fusion_save_csv
 from onnx import numpy_helper
 from onnx_parity import Exported
-from torch import nn
 
 import xbar
 from xbar.compiler.cli import arguments as cli_arguments
@@ -36,15 +35,7 @@ from xbar.passes.errors import ConverterError, MeasuredConductancesError
 from xbar.passes.numerics.crossbar import crossbar_modules
 from xbar.passes.numerics.fusion_converter import FusionConductanceConverter
 
-
-class ConvNet(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(2, 6, 3)
-        self.fc = nn.Linear(6 * 4 * 4, 5)
-
-    def forward(self, x):
-        return self.fc(torch.relu(self.conv(x)).flatten(1))
+from conftest import ConvNet
 
 
 def compiled(tiles=None, seed=0):

@@ -15,7 +15,6 @@ import onnx
 import pytest
 import torch
 from onnx import numpy_helper
-from torch import nn
 
 import xbar
 from xbar.compiler.chip.shipped import HERMES
@@ -26,21 +25,13 @@ from xbar.compiler.pipeline.stages import compile_model
 from xbar.passes.errors import MeasuredConductancesError
 from xbar.passes.numerics.crossbar import crossbar_modules
 
+from conftest import ConvNet
+
 CHIPS = {layout: dataclasses.replace(HERMES, name=f"small-{layout}", cores=16, arrays_per_core=2, rows=16,
                                      columns=8, pair_layout=layout, columns_per_adc=2)
          for layout in ("cell", "columns", "arrays")}
 """Small chips (16x8 arrays) for each way of placing G+ and G-: the model's layers take several tiles."""
 TARGETS = [None, "cell", "columns", "arrays"]
-
-
-class ConvNet(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(2, 6, 3)
-        self.fc = nn.Linear(6 * 4 * 4, 5)
-
-    def forward(self, x):
-        return self.fc(torch.relu(self.conv(x)).flatten(1))
 
 
 def compiled(layout, seed=0):
