@@ -74,7 +74,22 @@ def _pair_sum(conductances: List[Tensor], factors: List[float]) -> Tensor:
     return total
 
 
-class NPairConductanceConverter:
+class _DevicePairs:
+    """What the pair converters share: their text, and their devices ``g_plus_k`` / ``g_minus_k`` per factor."""
+
+    f_lst: List[float]
+    g_max: float
+    g_min: float
+
+    def __str__(self) -> str:
+        return f"{type(self).__name__}(g_max={self.g_max:1.2f}, g_min={self.g_min:1.2f})"
+
+    @property
+    def device_names(self) -> Tuple[str, ...]:
+        return _pair_names(len(self.f_lst))
+
+
+class NPairConductanceConverter(_DevicePairs):
     """N device pairs per weight of significance ``f_lst`` (lowest first), aihwkit's ``NPairConductanceConverter``.
 
     Positive weights on each pair's G+, negative on G-, the other device at g_min; the largest
@@ -90,13 +105,6 @@ class NPairConductanceConverter:
         self.f_lst = _checked_factors(f_lst, "f_lst parameter must be a list of F factors")
         self.g_max, self.g_min = _checked_range(g_max, g_min, 25.0, 0.0)
         self.scale_ratio = None
-
-    def __str__(self) -> str:
-        return f"{type(self).__name__}(g_max={self.g_max:1.2f}, g_min={self.g_min:1.2f})"
-
-    @property
-    def device_names(self) -> Tuple[str, ...]:
-        return _pair_names(len(self.f_lst))
 
     def settings_dict(self) -> dict:
         """The constructor's arguments, JSON-ready."""
@@ -152,7 +160,7 @@ def _interp(x: Tensor, xp: Tensor, fp: Tensor) -> Tensor:
     return torch.where(x <= xp[0], fp[0], torch.where(x >= xp[-1], fp[-1], y))
 
 
-class CustomPairConductanceConverter:
+class CustomPairConductanceConverter(_DevicePairs):
     """Device pairs programmed by table, aihwkit's ``CustomPairConductanceConverter``.
 
     ``g_lst[2k]`` and ``g_lst[2k + 1]`` are pair k's G+ and G- at evenly spaced weights from -max|W|
@@ -196,13 +204,6 @@ class CustomPairConductanceConverter:
         conductances, params = self.convert_to_conductances(weights)
         if not torch.allclose(weights, self.convert_back_to_weights(conductances, params), atol=0.0001):
             raise ArithmeticError("CustomPairConductanceConverter is not an invertible function")
-
-    def __str__(self) -> str:
-        return f"{type(self).__name__}(g_max={self.g_max:1.2f}, g_min={self.g_min:1.2f})"
-
-    @property
-    def device_names(self) -> Tuple[str, ...]:
-        return _pair_names(len(self.f_lst))
 
     def settings_dict(self) -> dict:
         """The constructor's arguments, JSON-ready."""
