@@ -57,6 +57,8 @@ class Inputs:
     data: Optional[Dataset]
     example: tuple
     scoring: Optional[Scoring] = None
+    per_token: bool = False
+    """Whether the labels are a language model's next tokens (fine-tuning's loss then averages every token)."""
 
 
 @dataclass(frozen=True)
@@ -137,11 +139,10 @@ def load_inputs(args: argparse.Namespace, config: HardwareConfig, labels_for: Op
         raise UsageError(_labels_needed(scoring_for) + ", or --test DATA")
     example = example_inputs(args.input_shape, args.input_dtype, source, data, dtype)
     check_input_fits(source, example)
-    if labels_for:
-        check_labels_fit(source, data, labels_for)
+    per_token = check_labels_fit(source, data, labels_for) if labels_for else False
     if scoring is not None:
         check_metric_fits(source, scoring)
-    return Inputs(source, config, data, example, scoring)
+    return Inputs(source, config, data, example, scoring, per_token)
 
 
 def _labels_needed(what: str) -> str:
@@ -160,7 +161,7 @@ def compile_steps(inputs: Inputs, args: argparse.Namespace, console: Console,
     calibrated = calibrate_model(prepared, inputs.data, args.batch_size, limit, console, args.calib_method,
                                  args.compile)
     tuned = (fine_tune_model(prepared, inputs.data, args.finetune, args.batch_size, console, args.compile,
-                             is_per_token(output_shape(inputs.source, inputs.data.samples), inputs.data))
+                             inputs.per_token)
              if args.finetune else None)
     return Compiled(convert(prepared), calibrated, tuned)
 
@@ -225,10 +226,10 @@ def batch_of_two(example):
                            if isinstance(x, torch.Tensor) and x.dim() > 0 else x, example)
 
 
-def check_labels_fit(source: LoadedModel, data: Dataset, labels_for: str) -> None:
+def check_labels_fit(source: LoadedModel, data: Dataset, labels_for: str) -> bool:
     """Before any work: ``labels_for`` needs a classifier ([batch, classes] outputs, labels [N]) or a language
     model ([batch, sequence, vocabulary] outputs, next tokens [N, sequence]) whose classes the labels (and
-    test labels) index."""
+    test labels) index; returns whether they are a language model's next tokens."""
     shape = output_shape(source, data.samples)
     if not (len(shape) == 2 and data.labels.dim() == 1 or is_per_token(shape, data)):
         raise ModelError(f"{labels_for} needs a classifier or a language model: {source.name} outputs shape "
@@ -239,6 +240,7 @@ def check_labels_fit(source: LoadedModel, data: Dataset, labels_for: str) -> Non
     if low < 0 or high >= shape[-1]:
         raise DataError(f"{labels_for}: the labels of {data.name} run from {low} to {high}, but {source.name} has "
                         f"{shape[-1]} classes (0 to {shape[-1] - 1}); give class indices")
+    return is_per_token(shape, data)
 
 
 def is_per_token(shape: list[int], data: Dataset) -> bool:
