@@ -16,15 +16,23 @@ model on PCM-like devices (defaults; programming seeds 0..N-1, read seeds as
 Each drifted model is read once with global drift compensation and once
 recalibrated (``xbar.recalibrate``, ``--method``, default affine) on the first
 ``--batches`` batches of 64 of the training split (no labels). The drop is the
-mean accuracy at 1 s minus the mean at the later time (programming noise is no
-drift: the 1 s figure is the reference). Targets: with recalibration the drop is
-at most a third of global compensation's and at most 1.0 point, and recalibration
-is never below global compensation (mean over the seeds, at every time).
+accuracy at 1 s minus the accuracy at the later time, per seed, then its mean and
+the standard error of that mean (programming noise is no drift: the 1 s figure is
+the reference). Recalibration's drop is given from two references: its own 1 s
+figure (strict: what drift costs once recalibrated) and the just-programmed 1 s
+figure under global compensation (what a user sees against the chip as
+programmed). Targets: with recalibration the strict drop is at most a third of
+global compensation's and at most 1.0 point, and recalibration is never below
+global compensation (mean over the seeds, at every time); a missed share is
+flagged "within noise" when it is missed by less than two standard errors of
+the difference.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
+import statistics
 import warnings
 
 import torch
@@ -55,9 +63,23 @@ def converted(name: str, recipe: str, x: torch.Tensor, y: torch.Tensor):
     return convert(fine_tune(prepared, x, y, tuning))
 
 
-def drops(means: dict[str, float]) -> dict[str, float]:
-    """Accuracy points lost from 1 s to each later time."""
-    return {label: 100 * (means["1s"] - means[label]) for label in TIMES if label != "1s"}
+class Drop:
+    """Points lost between a reference and a later accuracy, paired seed by seed: mean and standard error."""
+
+    def __init__(self, reference: tuple[float, ...], later: tuple[float, ...]):
+        self.per_seed = [100 * (a - b) for a, b in zip(reference, later)]
+        self.mean = statistics.fmean(self.per_seed)
+        self.error = statistics.stdev(self.per_seed) / math.sqrt(len(self.per_seed)) if len(self.per_seed) > 1 else 0.0
+
+    def __str__(self) -> str:
+        return f"{self.mean:.2f} ± {self.error:.2f}"
+
+
+def share_missed_by(kept: Drop, lost: Drop) -> tuple[float, float]:
+    """How far ``kept`` is above SHARE x ``lost`` (<= 0: met), and that difference's standard error, seed by seed."""
+    excess = [k - SHARE * g for k, g in zip(kept.per_seed, lost.per_seed)]
+    error = statistics.stdev(excess) / math.sqrt(len(excess)) if len(excess) > 1 else 0.0
+    return statistics.fmean(excess), error
 
 
 def run(names: list[str], recipes: list[str], seeds: int, batches: int, method: str, console) -> list:
@@ -66,8 +88,9 @@ def run(names: list[str], recipes: list[str], seeds: int, batches: int, method: 
     table = Table(title=f"Digits test accuracy %, mean over {seeds} programming seeds (PCM-like defaults); global "
                   f"compensation | recalibrated ({method}, {batches} batches of {BATCH}, no labels); drop = 1 s "
                   f"minus later, points")
+    later = [t for t in TIMES if t != "1s"]
     for column in ("model", "recipe", "ideal", *(f"{t} global | recal" for t in TIMES),
-                   *(f"drop 1s->{t} global | recal" for t in TIMES if t != "1s")):
+                   *(f"drop 1s->{t} global | recal | recal from programmed" for t in later)):
         table.add_column(column, justify="left" if column in ("model", "recipe") else "right")
     verdicts = []
     for name in names:
@@ -76,20 +99,25 @@ def run(names: list[str], recipes: list[str], seeds: int, batches: int, method: 
             evaluation = accuracy_over_time(model, PCMLikeNoiseModel(), TIMES, seeds, digits.test_x, digits.test_y,
                                             batch_size=256, recalibration_batches=recalibration,
                                             recalibration=method)
-            plain = {p.label: p.mean for p in evaluation.points}
-            fixed = {p.label: p.mean for p in evaluation.recalibrated}
-            lost, kept = drops(plain), drops(fixed)
+            plain = {p.label: p.values for p in evaluation.points}
+            fixed = {p.label: p.values for p in evaluation.recalibrated}
+            lost = {t: Drop(plain["1s"], plain[t]) for t in later}
+            kept = {t: Drop(fixed["1s"], fixed[t]) for t in later}
+            from_programmed = {t: Drop(plain["1s"], fixed[t]) for t in later}
             row = (name, recipe, f"{100 * evaluation.ideal:.2f}",
-                   *(f"{100 * plain[t]:.2f} | {100 * fixed[t]:.2f}" for t in TIMES),
-                   *(f"{lost[t]:.2f} | {kept[t]:.2f}" for t in lost))
+                   *(f"{100 * statistics.fmean(plain[t]):.2f} | {100 * statistics.fmean(fixed[t]):.2f}"
+                     for t in TIMES),
+                   *(f"{lost[t]} | {kept[t]} | {from_programmed[t]}" for t in later))
             console.print(" | ".join(row), highlight=False, markup=False)  # progress, as each row is done
             table.add_row(*row)
-            for t in lost:
-                verdicts.append((f"{name} {recipe}: drop 1s->{t} recalibrated {kept[t]:.2f} <= "
-                                 f"{SHARE:.3g} x global {lost[t]:.2f} and <= {MOST:g}",
-                                 kept[t] <= max(SHARE * lost[t], 0.0) + 1e-9 and kept[t] <= MOST))
+            for t in later:
+                excess, error = share_missed_by(kept[t], lost[t])
+                noise = f" (missed by {excess:.2f} ± {error:.2f}: within noise)" if 0 < excess <= 2 * error else ""
+                verdicts.append((f"{name} {recipe}: drop 1s->{t} recalibrated {kept[t].mean:.2f} <= "
+                                 f"{SHARE:.3g} x global {lost[t].mean:.2f} and <= {MOST:g}{noise}",
+                                 excess <= 1e-9 and kept[t].mean <= MOST))
             verdicts.append((f"{name} {recipe}: recalibrated >= global at every time",
-                             all(fixed[t] >= plain[t] for t in TIMES)))
+                             all(statistics.fmean(fixed[t]) >= statistics.fmean(plain[t]) for t in TIMES)))
     console.print(table)
     return verdicts
 
