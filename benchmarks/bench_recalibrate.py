@@ -112,7 +112,7 @@ def run(names: list[str], recipes: list[str], seeds: int, batches: int, method: 
             table.add_row(*row)
             for t in later:
                 excess, error = share_missed_by(kept[t], lost[t])
-                noise = f" (missed by {excess:.2f} ± {error:.2f}: within noise)" if 0 < excess <= 2 * error else ""
+                noise = f" (missed by {excess:.2f} ± {error:.2f}: within noise)" if 1e-9 < excess <= 2 * error else ""
                 verdicts.append((f"{name} {recipe}: drop 1s->{t} recalibrated {kept[t].mean:.2f} <= "
                                  f"{SHARE:.3g} x global {lost[t].mean:.2f} and <= {MOST:g}{noise}",
                                  excess <= 1e-9 and kept[t].mean <= MOST))
