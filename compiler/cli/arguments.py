@@ -292,7 +292,8 @@ examples:
 An exported FILE.onnx (`xbar compile -o`, plain, programmed, drifted or from `xbar import-measured`) is run
 as it is in ONNX Runtime on --test DATA (default: the digits test split) with --metric (default: top-1).
 With --times or --seeds its target conductances are re-programmed with --noise, else the device model of
-the chip it was compiled for, and read at each time, in one ONNX Runtime session:
+the chip it was compiled for, and read at each time, in one ONNX Runtime session.
+Its reads add forward.out_noise as a PyTorch model's do (--out-noise; seed 0 as it is):
   xbar evaluate lenet.onnx
   xbar evaluate lenet.onnx --seeds 3 --times 1s,1d --noise pcm --json
 """

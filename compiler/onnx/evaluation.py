@@ -8,6 +8,11 @@ crossbar arrays rebuilt from the file, in the order the converted model lists th
 ``s`` draws what :func:`~xbar.compiler.devices.evaluation.accuracy_over_time` draws for seed ``s``. The
 conductances and each array's output scale (which carries the drift gain) reach one ONNX Runtime session as
 inputs: the file is rewritten in memory once (:func:`reading_model`) and never re-exported.
+
+Output noise at read: the arrays' ``forward.out_noise`` (``xbar.layers``) is added before each ADC at every read
+as the converted model adds it (:mod:`xbar.passes.numerics.crossbar`). Each call site's noise is a graph input of
+the file rewritten once more (:func:`noisy_model`), drawn by :class:`NoiseDraws` from a torch generator in the
+converted model's order of reads, so one seed draws here what it draws there.
 """
 
 from __future__ import annotations
@@ -25,11 +30,14 @@ from onnx import helper, numpy_helper
 from torch import Tensor, nn
 
 from ...passes.errors import DataError, UserError
+from ...passes.numerics.crossbar import out_noise_in_codes
+from ...passes.numerics.settings import DYNAMIC_MODES
 from ..devices.base import BaseNoiseModel
+from ..devices.evaluation import OutNoiseAtRead, out_noise_seed
 from ..metrics import MetricLike, as_metric, score
 from ..metrics.tasks import TOP1_ACCURACY
 from ..program_files.onnx_file import load_onnx
-from .names import DOMAIN
+from .names import DOMAIN, PERIPHERY_DOMAIN
 
 FileLike = Union[str, os.PathLike, onnx.ModelProto]
 """An ONNX file xbar exported, or its model in memory (:func:`xbar.load_conductances` of a file)."""
@@ -37,6 +45,8 @@ Data = tuple[Union[Tensor, Sequence[Tensor]], Tensor]
 """Labelled samples: the inputs (one tensor, or one per graph input in order) and the targets."""
 SCALE_SUFFIX = ".out_scale"
 """Graph input of :func:`reading_model`: an array's output scale, one value or one per output column."""
+NOISY_SUFFIX = "OutNoise"
+"""The op type of an ``ai.xbar`` node of :func:`noisy_model`: its op's body with a noise input before the ADC."""
 
 
 @dataclass(frozen=True)
@@ -66,7 +76,7 @@ def file_arrays(model: onnx.ModelProto) -> list[FileArray]:
     arrays = []
     for entry in json.loads(_metadata(model)["xbar.layers"]):
         node = nodes[entry["g_plus"].removesuffix(".g_plus")]
-        attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        attributes = _attributes(node)
         g_plus, g_minus = (numpy_helper.to_array(initializers[n]) for n in node.input[1:3])
         arrays.append(FileArray(_array_name(node), node.op_type, g_plus, g_minus, attributes))
     return arrays
@@ -74,6 +84,10 @@ def file_arrays(model: onnx.ModelProto) -> list[FileArray]:
 
 def _array_name(node: onnx.NodeProto) -> str:
     return node.input[1].removesuffix(".g_plus")
+
+
+def _attributes(node: onnx.NodeProto) -> dict:
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
 
 def _metadata(model: onnx.ModelProto) -> dict[str, str]:
@@ -135,16 +149,132 @@ def _rescaled_outside(node: onnx.NodeProto, array: FileArray,
     return before, after
 
 
+@dataclass(frozen=True)
+class NoiseSite:
+    """One call site of an array with output noise: its ``ai.xbar`` node, the graph input of :func:`noisy_model`
+    that carries its noise (``<array>.out_noise.<call>``, the call's index in ``call_sites``) and the noise's std
+    in ADC codes."""
+
+    array: str
+    node: str
+    input: str
+    std: float
+
+
+def noise_sites(model: onnx.ModelProto) -> list[NoiseSite]:
+    """The call sites whose array has ``out_noise`` > 0 (a file that records none reads noise-free), in graph
+    order: the order the converted model reads them, and so draws their noise."""
+    calls = {}
+    for entry in json.loads(_metadata(model).get("xbar.layers", "[]")):
+        for call, node in enumerate(entry.get("call_sites", ())):
+            calls[node] = (entry["node"], call, float(entry.get("out_noise", 0.0)))
+    sites = []
+    for node in model.graph.node:
+        if node.domain != DOMAIN or calls.get(node.name, (None, 0, 0.0))[2] <= 0:
+            continue
+        array, call, out_noise = calls[node.name]
+        std = out_noise_in_codes(out_noise, node_settings(_attributes(node)))
+        sites.append(NoiseSite(array, node.name, f"{array}.out_noise.{call}", std))
+    return sites
+
+
+def noisy_model(model: onnx.ModelProto, sites: Sequence[NoiseSite], where: str) -> onnx.ModelProto:
+    """A copy of ``model`` where each site's node adds its graph input ``site.input`` (any shape that broadcasts
+    to its ADC codes') to the codes just before its ADC rounds and clips them, and its output is a graph output
+    too (:class:`FileSession` reads the codes' shapes from it). Noise or bound management, whose rescaled reads
+    the draws cannot follow, is refused."""
+    noisy = copy.deepcopy(model)
+    graph, by_node = noisy.graph, {site.node: site for site in sites}
+    outputs = {o.name for o in graph.output}
+    for node in graph.node:
+        site = by_node.get(node.name)
+        if node.domain != DOMAIN or site is None:
+            continue
+        attributes = _attributes(node)
+        if attributes["nm_mode"] in DYNAMIC_MODES or attributes["bm_rounds"] > 1:
+            raise UserError(f"{where}: array {site.array} reads with noise or bound management, which ONNX Runtime "
+                            "evaluation cannot add output noise to: evaluate with --out-noise training-only "
+                            "(OutNoiseAtRead.TRAINING_ONLY)")
+        node.op_type = _noisy_function(noisy, node.op_type)
+        node.input.append(site.input)
+        graph.input.append(helper.make_tensor_value_info(site.input, onnx.TensorProto.FLOAT, None))
+        if node.output[0] not in outputs:
+            graph.output.append(helper.make_tensor_value_info(node.output[0], onnx.TensorProto.FLOAT, None))
+    return noisy
+
+
+def _noisy_function(model: onnx.ModelProto, op_type: str) -> str:
+    """Add (once) the body of ``op_type`` with a last input ``Noise`` added to the ADC's input; its op type."""
+    name = f"{op_type}{NOISY_SUFFIX}"
+    if any(f.domain == DOMAIN and f.name == name for f in model.functions):
+        return name
+    function = copy.deepcopy(next(f for f in model.functions if f.domain == DOMAIN and f.name == op_type))
+    function.name = name
+    function.input.append("Noise")
+    _add_noise_before_adc(function.node)
+    model.functions.append(function)
+    return name
+
+
+def _add_noise_before_adc(nodes) -> None:
+    """In a body's nodes and their branches: feed each ``Adc`` call its input plus ``Noise``."""
+    index = 0
+    while index < len(nodes):
+        node = nodes[index]
+        for attribute in node.attribute:
+            if attribute.type == onnx.AttributeProto.GRAPH:
+                _add_noise_before_adc(attribute.g.node)
+        if node.domain == PERIPHERY_DOMAIN and node.op_type == "Adc":
+            noisy = f"{node.input[0]}_out_noise"
+            nodes.insert(index, helper.make_node("Add", [node.input[0], "Noise"], [noisy]))
+            node.input[0] = noisy
+            index += 1
+        index += 1
+
+
+class NoiseDraws:
+    """The output noise of :func:`noisy_model`'s sites for each batch, drawn as the converted model draws it
+    (``torch.randn`` of the codes' shape times the std, site after site) from ``generator``."""
+
+    def __init__(self, sites: Sequence[NoiseSite], generator: torch.Generator):
+        self.sites = tuple(sites)
+        self.generator = generator
+
+    def draw(self, shapes: Mapping[str, Sequence[int]]) -> dict[str, np.ndarray]:
+        """Each site's noise for one batch, given its codes' shape (by input name)."""
+        return {site.input: torch.randn(tuple(shapes[site.input]), generator=self.generator).mul_(site.std).numpy()
+                for site in self.sites}
+
+
+def _noise_draws(sites: Sequence[NoiseSite], out_noise: OutNoiseAtRead, seed: int) -> Optional[NoiseDraws]:
+    """Draws from a generator seeded with ``seed`` at every read, or None (reading noise-free)."""
+    if out_noise is OutNoiseAtRead.EVERY_READ and sites:
+        return NoiseDraws(sites, torch.Generator().manual_seed(seed))
+    return None
+
+
+def _check_out_noise(out_noise: OutNoiseAtRead) -> None:
+    if not isinstance(out_noise, OutNoiseAtRead):
+        raise UserError(f"out_noise= takes an xbar.OutNoiseAtRead, got {out_noise!r}")
+
+
 class FileSession:
     """One ONNX Runtime session on an exported (or :func:`reading_model`) model, fed batches of labelled data:
-    the data go to the file's own inputs, in order; ``extra`` names the inputs fed beside them."""
+    the data go to the file's own inputs, in order; ``extra`` names the inputs fed beside them; ``sites`` are
+    :func:`noisy_model`'s, whose noise :meth:`run` draws or (without draws) feeds as zeros."""
 
-    def __init__(self, model: onnx.ModelProto, where: str, extra: Sequence[str] = ()):
+    def __init__(self, model: onnx.ModelProto, where: str, extra: Sequence[str] = (),
+                 sites: Sequence[NoiseSite] = ()):
         import onnxruntime
 
         self.where = where
         self.session = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-        self.inputs = [i for i in self.session.get_inputs() if i.name not in set(extra)]
+        skipped = set(extra) | {site.input for site in sites}
+        self.inputs = [i for i in self.session.get_inputs() if i.name not in skipped]
+        self.output = self.session.get_outputs()[0].name
+        nodes = {node.name: node.output[0] for node in model.graph.node if node.domain == DOMAIN}
+        self.site_outputs = {site.input: nodes[site.node] for site in sites}
+        self._shapes: dict[tuple, dict[str, tuple[int, ...]]] = {}
 
     def fitted(self, x: Union[Tensor, Sequence[Tensor]]) -> list[np.ndarray]:
         """The samples as the file's inputs take them (float32, or int64 token ids); :class:`DataError` for
@@ -170,21 +300,36 @@ class FileSession:
             return sample.long().numpy()
         return sample.float().numpy()
 
-    def run(self, samples: Sequence[np.ndarray], feeds: Mapping[str, np.ndarray]) -> Tensor:
-        """The first output on ``samples`` (one array per input), with ``feeds`` beside them."""
+    def run(self, samples: Sequence[np.ndarray], feeds: Mapping[str, np.ndarray],
+            draws: Optional[NoiseDraws] = None) -> Tensor:
+        """The first output on ``samples`` (one array per input), with ``feeds`` beside them and the sites' noise
+        from ``draws`` (None: zeros, reading noise-free)."""
         inputs = {spec.name: sample for spec, sample in zip(self.inputs, samples)} | dict(feeds)
-        return torch.from_numpy(self.session.run(None, inputs)[0])
+        inputs |= {name: np.zeros(1, dtype=np.float32) for name in self.site_outputs}
+        if draws is not None:
+            inputs |= draws.draw(self._codes_shapes(samples, inputs))
+        return torch.from_numpy(self.session.run([self.output], inputs)[0])
+
+    def _codes_shapes(self, samples: Sequence[np.ndarray], inputs: Mapping[str, np.ndarray]) -> dict:
+        """Each site's ADC codes' shape for samples of these shapes: read once per shape, from a run without
+        noise."""
+        key = tuple(sample.shape for sample in samples)
+        if key not in self._shapes:
+            names = list(self.site_outputs)
+            codes = self.session.run([self.site_outputs[name] for name in names], dict(inputs))
+            self._shapes[key] = {name: value.shape for name, value in zip(names, codes)}
+        return self._shapes[key]
 
 
 def _scored(session: FileSession, data: Data, metric, batch_size: int,
-            feeds: Optional[Mapping[str, np.ndarray]] = None) -> float:
+            feeds: Optional[Mapping[str, np.ndarray]] = None, draws: Optional[NoiseDraws] = None) -> float:
     """``metric`` of the session's output on ``data``, ``batch_size`` samples at a time (scored over sample
-    indices, so a model of several inputs batches as one of one)."""
+    indices, so a model of several inputs batches as one of one), with output noise from ``draws``."""
     x, y = data
     samples = session.fitted(x)
 
     def run(rows: Tensor) -> Tensor:
-        return session.run([sample[rows.numpy()] for sample in samples], feeds or {})
+        return session.run([sample[rows.numpy()] for sample in samples], feeds or {}, draws)
 
     return score(run, torch.arange(len(y)), y, metric, batch_size)
 
@@ -198,21 +343,37 @@ def read_file(file: FileLike) -> tuple[onnx.ModelProto, str]:
     return load_onnx(file), str(file)
 
 
-def evaluate_onnx(file: FileLike, data: Data, metric: MetricLike = TOP1_ACCURACY, *, batch_size: int = 256) -> float:
+def evaluate_onnx(file: FileLike, data: Data, metric: MetricLike = TOP1_ACCURACY, *, batch_size: int = 256,
+                  out_noise: OutNoiseAtRead = OutNoiseAtRead.EVERY_READ, seed: int = 0) -> float:
     """``metric`` (default: top-1 accuracy) of the ONNX file ``file`` as written by ``xbar compile -o`` (plain,
     programmed, drifted, or with measured conductances from ``xbar import-measured`` or
-    :func:`xbar.load_conductances`), run in ONNX Runtime on ``data`` = ``(inputs, targets)``."""
+    :func:`xbar.load_conductances`), run in ONNX Runtime on ``data`` = ``(inputs, targets)``. Every read adds
+    the arrays' ``out_noise`` (``TRAINING_ONLY``: none), drawn from a generator seeded with ``seed``: what the
+    converted model scores once given that generator (:func:`~xbar.compiler.devices.evaluation.read_out_noise_from`)."""
+    _check_out_noise(out_noise)
     model, where = read_file(file)
-    return _scored(FileSession(model, where), data, as_metric(metric), batch_size)
+    sites = noise_sites(model) if out_noise is OutNoiseAtRead.EVERY_READ else []
+    session = FileSession(noisy_model(model, sites, where), where, sites=sites)
+    return _scored(session, data, as_metric(metric), batch_size, draws=_noise_draws(sites, out_noise, seed))
+
+
+def file_out_noise(model: onnx.ModelProto, out_noise: OutNoiseAtRead) -> OutNoiseAtRead:
+    """How ``model`` is read with ``out_noise``: ``TRAINING_ONLY`` too when no array has output noise."""
+    return out_noise if noise_sites(model) else OutNoiseAtRead.TRAINING_ONLY
 
 
 def file_settings(array: FileArray):
     """The :class:`~xbar.passes.numerics.settings.CrossbarSettings` an array's node attributes record."""
+    return node_settings(array.attributes)
+
+
+def node_settings(attributes: Mapping):
+    """The :class:`~xbar.passes.numerics.settings.CrossbarSettings` an ``ai.xbar`` node's attributes record."""
     from ...passes.numerics.settings import CrossbarSettings
 
     values = {}
     for name, kind in CrossbarSettings.hardware_fields().items():
-        value = array.attributes[name]
+        value = attributes[name]
         values[name] = (value.decode() if kind is str else tuple(float(v) for v in value)
                         if kind == tuple[float, ...] else kind(value))
     return CrossbarSettings(**values)
@@ -270,15 +431,18 @@ def check_targets(model: onnx.ModelProto, where: str) -> None:
 def onnx_accuracy_over_time(file: FileLike, noise_model: BaseNoiseModel, times: Mapping[str, float],
                             seeds: int, data: Data, *, compensation: Optional[str] = "global",
                             batch_size: int = 256, metric: MetricLike = TOP1_ACCURACY,
-                            on_step: Optional[Callable[[], None]] = None):
+                            on_step: Optional[Callable[[], None]] = None,
+                            out_noise: OutNoiseAtRead = OutNoiseAtRead.EVERY_READ):
     """:func:`~xbar.compiler.devices.evaluation.accuracy_over_time` of the ONNX file ``file`` in ONNX Runtime:
     its target conductances programmed with ``noise_model`` and seeds ``0 .. seeds - 1``, read at each of
-    ``times`` (label -> seconds) with ``compensation``, drawing what the torch path draws for the same seeds.
-    ``ideal`` is the file as it is. One session runs every (seed, time); ``on_step`` is called after each."""
+    ``times`` (label -> seconds) with ``compensation`` and ``out_noise``, drawing what the torch path draws for
+    the same seeds. ``ideal`` is the file as it is, noise-free. One session runs every (seed, time); ``on_step``
+    is called after each."""
     from ..devices.arrays import array_copy, drift_arrays, program_arrays
     from ..devices.evaluation import Evaluation, TimePoint, read_seed
     from ..devices.programming import check_device_range, compensation_mode
 
+    _check_out_noise(out_noise)
     model, where = read_file(file)
     check_targets(model, where)
     if not isinstance(noise_model, BaseNoiseModel):
@@ -289,7 +453,9 @@ def onnx_accuracy_over_time(file: FileLike, noise_model: BaseNoiseModel, times: 
     targets = target_crossbars(arrays)
     check_device_range(noise_model, targets)
     extra = list(_file_feeds(arrays))
-    session = FileSession(reading_model(model, arrays), where, extra)
+    out_noise = file_out_noise(model, out_noise)
+    sites = noise_sites(model) if out_noise is OutNoiseAtRead.EVERY_READ else []
+    session = FileSession(noisy_model(reading_model(model, arrays), sites, where), where, extra, sites)
     values: dict[tuple[int, str], float] = {}
     for seed in range(seeds):
         device = copy.deepcopy(noise_model)  # as xbar.program() keeps its own copy for drift()
@@ -299,11 +465,12 @@ def onnx_accuracy_over_time(file: FileLike, noise_model: BaseNoiseModel, times: 
             drifted = array_copy(programmed)
             drift_arrays(drifted, device, float(seconds), torch.Generator().manual_seed(read_seed(seed, seconds)),
                          mode)
-            values[seed, label] = _scored(session, data, metric, batch_size, _feeds(drifted, arrays))
+            draws = _noise_draws(sites, out_noise, out_noise_seed(seed, seconds))
+            values[seed, label] = _scored(session, data, metric, batch_size, _feeds(drifted, arrays), draws)
             if on_step is not None:
                 on_step()
     points = tuple(TimePoint(label, float(seconds), tuple(values[seed, label] for seed in range(seeds)),
                              tuple(read_seed(seed, seconds) for seed in range(seeds)))
                    for label, seconds in times.items())
     ideal = _scored(session, data, metric, batch_size, _file_feeds(arrays))
-    return Evaluation(ideal, points, tuple(range(seeds)), noise_model.to_dict(), compensation, metric)
+    return Evaluation(ideal, points, tuple(range(seeds)), noise_model.to_dict(), compensation, metric, out_noise)

@@ -240,7 +240,8 @@ def _metadata(record: CompileRecord, converted: fx.GraphModule, summary: ModelSu
 
 
 def _layer_entry(array: LayerSummary, module: Crossbar, call_sites: list[str]) -> dict:
-    """An array's summary as this file keeps it: its call-site nodes, op, tensor names and geometry attributes."""
+    """An array's summary as this file keeps it: its call-site nodes, op, tensor names, geometry attributes and
+    ``forward.out_noise`` (metadata: no body reads it; ONNX Runtime evaluation adds it at every read)."""
     name = array.node
     entry = array.description() | {
         "call_sites": call_sites,
@@ -249,6 +250,7 @@ def _layer_entry(array: LayerSummary, module: Crossbar, call_sites: list[str]) -
         **({"devices": [f"{name}.{device}" for device in module.device_names]}
            if isinstance(module, MultiDeviceCrossbar) else {"g_plus": f"{name}.g_plus", "g_minus": f"{name}.g_minus"}),
         "bias": f"{name}.bias",
+        "out_noise": module.out_noise,
     }
     return entry | {k: v for k, v in onnx_layers.expected_attributes(module).items()
                     if k not in module.settings.constants and k not in entry}

@@ -265,7 +265,8 @@ class Crossbar(CompiledState, nn.Module):
 
     def _add_out_noise(self, codes: Tensor) -> Tensor:
         noise = torch.randn(codes.shape, generator=self.out_noise_generator, dtype=codes.dtype, device=codes.device)
-        return codes.add_(noise, alpha=out_noise_in_codes(self.out_noise, self.settings))
+        # multiply, then add (not add(alpha=), which fuses them): what ONNX Runtime computes from the same draws
+        return codes.add_(noise.mul_(out_noise_in_codes(self.out_noise, self.settings)))
 
     def forward(self, x: Tensor) -> Tensor:
         if torch.compiler.is_compiling():  # no version checks in a graph: the tensors as the last sync left them

@@ -2,6 +2,10 @@
 ``--seeds``, its target conductances re-programmed with a device model and read over time
 (:mod:`xbar.compiler.onnx.evaluation`).
 
+Every read adds the arrays' ``forward.out_noise`` as the PyTorch path does (``--out-noise every-read``, the
+default; seed 0 for the file as it is, each (seed, time)'s own seed over time); ``--out-noise training-only``
+reads without it.
+
 Checked before any work: the file is xbar's and of a version this xbar reads, the data fit its inputs, and
 for re-programming the file holds targets and a device model is known (``--noise``, else the device model of
 the chip the file was compiled for).
@@ -15,11 +19,18 @@ from pathlib import Path
 
 from ....passes.errors import UsageError
 from ...devices.base import BaseNoiseModel
-from ...devices.evaluation import check_times
+from ...devices.evaluation import OutNoiseAtRead, check_times
 from ...devices.registry import NOISE_MODELS, noise_model
 from ...files import check_writable, reporting_write_errors
 from ...metrics import metric
-from ...onnx.evaluation import check_targets, evaluate_onnx, file_arrays, onnx_accuracy_over_time, read_file
+from ...onnx.evaluation import (
+    check_targets,
+    evaluate_onnx,
+    file_arrays,
+    file_out_noise,
+    onnx_accuracy_over_time,
+    read_file,
+)
 from ...program_files.arrays import device_model_name
 from ..console import say, stderr_console, stdout_console
 from ..data import load_dataset
@@ -27,7 +38,7 @@ from ..evaluation_view import accuracy_table, plot_accuracy
 from ..figures import image_type
 from ..report import progress_bar
 from ..scoring import DEFAULT_METRIC, Scoring, scoring_data
-from .evaluate import COMPENSATION_TEXT, COMPENSATIONS, noise_text
+from .evaluate import COMPENSATION_TEXT, COMPENSATIONS, OUT_NOISE_TEXT, noise_text
 
 DEFAULT_DATA = "digits"
 """The data scored on without --test: its test split, as `xbar evaluate` scores the digit classifiers."""
@@ -42,14 +53,17 @@ def run(args: argparse.Namespace) -> int:
     scoring = _scoring(args)
     data = (scoring.x, scoring.y)
     name = Path(args.model).name
+    out_noise = OutNoiseAtRead(args.out_noise)
     if not reprogram:
-        value = evaluate_onnx(model, data, scoring.metric, batch_size=args.batch_size)
+        value = evaluate_onnx(model, data, scoring.metric, batch_size=args.batch_size, out_noise=out_noise)
+        read = file_out_noise(model, out_noise)
         if args.json:
             out.out(json.dumps({"model": name, "data": _data_record(scoring), "metric": scoring.metric.name,
-                                scoring.metric.key: value}, indent=2, allow_nan=False), highlight=False)
+                                scoring.metric.key: value, "out_noise_at_read": read.value}, indent=2,
+                               allow_nan=False), highlight=False)
         else:
-            say(out, f"{name} in ONNX Runtime: {scoring.metric.name} on {scoring.described}: "
-                     f"{scoring.metric.text(value)}")
+            say(out, f"{name} in ONNX Runtime ({_out_noise_text(read)}): {scoring.metric.name} on "
+                     f"{scoring.described}: {scoring.metric.text(value)}")
         return 0
     check_targets(model, where)
     devices = file_device_model(args, model, where)
@@ -61,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
         evaluation = onnx_accuracy_over_time(model, devices, times, args.seeds, data,
                                              compensation=COMPENSATIONS[args.compensation],
                                              batch_size=args.batch_size, metric=scoring.metric,
-                                             on_step=lambda: progress.advance(task))
+                                             on_step=lambda: progress.advance(task), out_noise=out_noise)
     seeds = "1 programming seed" if args.seeds == 1 else f"{args.seeds} programming seeds"
     title = f"{name} in ONNX Runtime: {scoring.metric.name} on {scoring.described}, {seeds}"
     if plot_path is not None:
@@ -71,12 +85,17 @@ def run(args: argparse.Namespace) -> int:
         out.out(json.dumps({"model": name, "data": _data_record(scoring), **evaluation.as_dict()}, indent=2,
                            allow_nan=False), highlight=False)
     else:
-        say(out, f"devices: {noise_text(evaluation.noise_model)}; {COMPENSATION_TEXT[args.compensation]}")
+        say(out, f"devices: {noise_text(evaluation.noise_model)}; {COMPENSATION_TEXT[args.compensation]}; "
+                 f"{OUT_NOISE_TEXT[evaluation.out_noise]}")
         say(out, title)
         say(out, accuracy_table(evaluation))
     if plot_path is not None:
         say(err, f"wrote {plot_path}")
     return 0
+
+
+def _out_noise_text(read: OutNoiseAtRead) -> str:
+    return "output noise at every read, seed 0" if read is OutNoiseAtRead.EVERY_READ else OUT_NOISE_TEXT[read]
 
 
 def _scoring(args: argparse.Namespace) -> Scoring:
