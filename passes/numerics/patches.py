@@ -18,6 +18,11 @@ does not commute with that sum, so :meth:`PatchView.clipped_gradient_sum` builds
 ``d`` (:mod:`xbar.passes.numerics.patch_gradient`: a matmul the size of the
 unfolded input, a few samples at a time); the clipped pixels' signs are a
 strided view of the (padded) pixels, not a copy.
+
+Noise management scales each patch by its own max (:mod:`.management`): that max
+is a max-pool of the zero-padded pixels (:meth:`PatchView.patch_max`); the DAC
+then codes each patch element with its patch's scale, which needs the patches
+themselves (:meth:`PatchView.unfold`, read by :meth:`PatchView.patch_mvm`).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from .patch_gradient import clipped_gradient_sum
@@ -93,3 +99,34 @@ class PatchView:
         its pixel), ``d`` the gradient at the array's input there, from ``dy`` (at its output) and ``weight``
         (the array's block, as its op reads it). See :mod:`xbar.passes.numerics.patch_gradient`."""
         return clipped_gradient_sum(self, dy, signs, weight)
+
+    def _zero_padded(self, x: Tensor) -> Tensor:
+        """``x`` with the convolution's zero padding on every spatial dim (``x`` itself without padding)."""
+        if not any(self.padding):
+            return x
+        return F.pad(x, [p for p in reversed(self.padding) for _ in range(2)])
+
+    def patch_max(self, x: Tensor, absolute: bool) -> Tensor:
+        """The max over each patch of the elements (``absolute``: of their magnitudes), padding zeros included,
+        shaped [batch, 1, *output positions]: a max-pool of the zero-padded pixels, then a max over channels."""
+        pool = (F.max_pool1d, F.max_pool2d, F.max_pool3d)[len(self.kernel) - 1]
+        pooled = pool(self._zero_padded(x.abs() if absolute else x), self.kernel, self.stride, 0, self.dilation)
+        return pooled.amax(dim=1, keepdim=True)
+
+    def unfold(self, x: Tensor) -> Tensor:
+        """The patches of ``x``: [batch, channels x taps, *output positions], channel-major as the weight's rows
+        (strided views of the padded pixels, copied once into that layout)."""
+        n = len(self.kernel)
+        u = self._zero_padded(x)
+        for dim, (k, s, d) in enumerate(zip(self.kernel, self.stride, self.dilation)):
+            u = u.unfold(2 + dim, d * (k - 1) + 1, s)  # [batch, channels, *positions, *window spans]
+        u = u[(..., *(slice(None, None, d) for d in self.dilation))]
+        u = u.permute(0, 1, *range(2 + n, 2 + 2 * n), *range(2, 2 + n))
+        return u.reshape(x.shape[0], -1, *u.shape[2 + n:])
+
+    def patch_mvm(self, patches: Tensor, weight: Tensor) -> Tensor:
+        """The array's convolution on :meth:`unfold`'s patches: a 1x1 convolution (per group) with the
+        weight's rows flattened."""
+        n = len(self.kernel)
+        flat = weight.reshape(weight.shape[0], -1, *([1] * n))
+        return (F.conv1d, F.conv2d, F.conv3d)[n - 1](patches, flat, groups=self.groups)
