@@ -19,7 +19,7 @@ from aihwkit.simulator.parameters.enums import NoiseManagementType as TheirNM
 from torch import nn
 
 import xbar
-from xbar import ConfigError, HardwareConfig, LayerRule
+from xbar import HardwareConfig, LayerRule
 from xbar.compiler.onnx import ops as onnx_ops
 from xbar.compiler.onnx.runtime import onnx_runner
 from xbar.passes.numerics.crossbar import crossbar_modules
@@ -173,14 +173,9 @@ def test_the_settings_reach_each_array_through_config_rules_and_the_exported_con
     assert fc2.constants["nm_mode"] == 2 and fc2.constants["bm_rounds"] == 11  # no DAC: 1, 2, ..., 1024 > 1000
 
 
-def test_a_perfect_forward_and_a_transposed_convolution_are_handled_as_aihwkit_and_xbar_can():
+def test_a_perfect_forward_is_an_ideal_matmul_as_in_aihwkit():
     perfect = converted({"is_perfect": True, "noise_management": "ABS_MAX", "bound_management": "ITERATIVE"})
-    assert crossbar_modules(perfect)["weight_crossbar"].settings.constants["nm_mode"] == 0  # aihwkit: an ideal matmul
-    transposed = nn.Sequential(nn.ConvTranspose2d(2, 3, 3)).eval()
-    for forward in ({"forward.noise_management": "abs_max"}, {"forward.bound_management": "iterative"}):
-        with pytest.raises(ConfigError, match="not simulated on a conv_transpose layer") as error:
-            xbar.prepare(transposed, (torch.randn(1, 2, 5, 5),), HardwareConfig().with_overrides(forward))
-        assert "\n" not in str(error.value)
+    assert crossbar_modules(perfect)["weight_crossbar"].settings.constants["nm_mode"] == 0
 
 
 def test_a_compiled_graph_runs_every_read_without_a_data_dependent_branch(monkeypatch):
@@ -316,28 +311,45 @@ def test_each_row_of_arrays_manages_its_own_slice_of_the_patch_as_aihwkits_tiles
         assert (tiled - converted_conv(conv, settings(mode), x)(x)).abs().max() > 1e-3  # not one array's scales
 
 
-def unfolded(conv: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """The patches [batch, positions, channels x taps] of any convolution, in float64 (a one-hot kernel per tap,
+def unfolded(x: torch.Tensor, kernel, stride=1, padding=0, dilation=1) -> torch.Tensor:
+    """The patches [batch, positions, channels x taps] of a convolution, in float64 (a one-hot kernel per tap,
     exact), as aihwkit's convolutions hand them to their tile."""
-    kernel = conv.kernel_size
     taps = torch.eye(int(torch.tensor(kernel).prod()), dtype=torch.float64).reshape(-1, 1, *kernel)
     op = (F.conv1d, F.conv2d, F.conv3d)[len(kernel) - 1]
     n, c = x.shape[:2]
-    u = op(x.double().reshape(n * c, 1, *x.shape[2:]), taps, stride=conv.stride, padding=conv.padding,
-           dilation=conv.dilation)
+    u = op(x.double().reshape(n * c, 1, *x.shape[2:]), taps, stride=stride, padding=padding, dilation=dilation)
     return u.reshape(n, c * taps.shape[0], -1).transpose(1, 2).float()
+
+
+def equivalent_convolution(conv: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The patches and the [out, in / groups, *kernel] weight of the convolution ``conv`` computes: itself, or
+    for a transposed one the textbook equivalent (stride - 1 zeros between pixels, dilation * (kernel - 1) -
+    padding zeros around, output_padding more at the end; stride 1; each group's kernel transposed and
+    flipped)."""
+    if not isinstance(conv, nn.modules.conv._ConvTransposeNd):
+        return unfolded(x, conv.kernel_size, conv.stride, conv.padding, conv.dilation), conv.weight.detach()
+    spatial = range(2, x.dim())
+    spread = x.new_zeros(*x.shape[:2], *[(x.shape[i] - 1) * conv.stride[i - 2] + 1 for i in spatial])
+    spread[(..., *(slice(None, None, s) for s in conv.stride))] = x
+    pads = []
+    for k, p, d, extra in reversed(list(zip(conv.kernel_size, conv.padding, conv.dilation, conv.output_padding))):
+        pads += [d * (k - 1) - p, d * (k - 1) - p + extra]
+    weight = conv.weight.detach().unflatten(0, (conv.groups, -1)).transpose(1, 2).flatten(0, 1)
+    return (unfolded(F.pad(spread, pads), conv.kernel_size, dilation=conv.dilation),
+            weight.flip(list(range(2, weight.dim()))))
 
 
 def their_tile_on_patches(conv: nn.Module, forward: dict, x: torch.Tensor) -> torch.Tensor:
     """aihwkit's tile on the unfolded input, with the weight's rows flattened (block diagonal: the groups one
-    array of xbar packs), which is what its AnalogConv2d computes; for any rank and for groups."""
-    out, group_rows = conv.weight.shape[0], conv.weight[0].numel()
-    weight = torch.block_diag(*conv.weight.detach().reshape(out, -1).chunk(conv.groups))
+    array of xbar packs), which is what its AnalogConv2d computes; for any rank, for groups, and for a
+    transposed convolution through its equivalent convolution."""
+    patches, weight = equivalent_convolution(conv, x)
+    out = weight.shape[0]
+    weight = torch.block_diag(*weight.reshape(out, -1).chunk(conv.groups))
     analog = AnalogLinear(weight.shape[1], out, bias=True, rpu_config=their_config(forward))
     analog.set_weights(weight, conv.bias.data)
-    assert weight.shape[1] == group_rows * conv.groups
     with torch.no_grad():
-        y = analog.eval()(unfolded(conv, x))
+        y = analog.eval()(patches)
     return y.transpose(1, 2).reshape(len(x), out, *conv(x).shape[2:])
 
 
@@ -345,6 +357,9 @@ CONV_LAYERS = {
     "conv1d": (lambda: nn.Conv1d(3, 4, 3, padding=2, dilation=2), (3, 11)),
     "conv2d_grouped": (lambda: nn.Conv2d(4, 6, 3, padding=1, stride=2, groups=2), (4, 7, 7)),
     "conv3d": (lambda: nn.Conv3d(2, 3, 2, padding=1, stride=(1, 2, 1)), (2, 4, 5, 3)),
+    "transposed2d_grouped": (lambda: nn.ConvTranspose2d(4, 6, 3, stride=2, padding=1, output_padding=1,
+                                                        dilation=(1, 2), groups=2), (4, 5, 4)),
+    "transposed1d_cropped": (lambda: nn.ConvTranspose1d(3, 2, 3, stride=3, padding=3), (3, 6)),
 }
 
 
@@ -371,6 +386,24 @@ def test_a_patch_max_is_a_max_pool_of_the_zero_padded_pixels():
     maxima = view.patch_max(x, absolute=False)
     assert torch.equal(maxima, patches.amax(1, keepdim=True))
     assert (maxima == 0).any() and (maxima < 0).any()
+
+
+@pytest.mark.parametrize("padding", [1, 3], ids=["padded", "cropped"])
+def test_a_transposed_patch_max_is_a_max_pool_of_the_stride_dilated_pixels(padding):
+    from xbar.passes.numerics.patches import PatchView
+
+    view = PatchView((3,), stride=(3,), padding=(padding,), dilation=(1,), transposed=True, output_padding=(1,))
+    x = -conv_inputs(2, 5).abs() - 0.1  # all negative
+    patches = view.unfold(x)
+    conv = nn.ConvTranspose1d(2, 1, 3, stride=3, padding=padding, output_padding=1, bias=False)
+    assert patches.shape[2:] == conv(x).shape[2:]
+    reference, _ = equivalent_convolution(conv, x)  # the same elements, each channel's taps in flipped order
+    assert torch.equal(patches.unflatten(1, (2, 3)).flip(2).flatten(1, 2).transpose(1, 2), reference)
+    for absolute in (True, False):
+        expected = (patches.abs() if absolute else patches).amax(1, keepdim=True)
+        assert torch.equal(view.patch_max(x, absolute=absolute), expected)
+    assert (view.patch_max(x, absolute=False) == 0).all()  # stride 3, kernel 3: each patch holds inserted zeros
+    assert (view.patch_max(x, absolute=True) > 0).all()
 
 
 @pytest.mark.parametrize("mode", ["abs_max", "max_thres", "iterative", "bm_alone"])

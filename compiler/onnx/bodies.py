@@ -20,8 +20,8 @@ ADC bound clips before rounding (round(clip(z, -c, c)) = clip(round(z), -c, c) f
 an integer c), which lets ONNX Runtime fuse the clip into the mvm.
 
 With noise or bound management (``nm_mode`` ABS_MAX or MAX, ``bm_rounds`` > 1) the linear and convolution
-bodies read through ``ManagedReads`` / ``ManagedConvReads`` instead: every bound-management read at once, each
-input vector (a convolution's patch, which ``Patches`` unfolds) divided by its own scale.
+bodies read through ``ManagedReads`` / ``ManagedPatchReads`` instead: every bound-management read at once, each
+input vector (a convolution's patch, which ``Patches`` / ``TransposedPatches`` unfold) divided by its own scale.
 
 With IR drop (``ir_drop`` > 0) the linear and convolution bodies read the array through ``IrDropOperands``
 (aihwkit's time-stepped model as one matrix product, in float64 as PyTorch derives it), ``PulseCounts`` and
@@ -227,25 +227,58 @@ def Patches(X: FLOAT, Kernel: FLOAT, strides: Sequence[int], pads: Sequence[int]
 
 
 @script(PERIPHERY, default_opset=op)
-def ManagedConvReads(X: FLOAT, Weight: FLOAT, input_range: float, dac_steps: float, adc_round: int,
-                     adc_clip: float, nm_mode: int, nm_thres: float, bm_rounds: int, strides: Sequence[int],
-                     pads: Sequence[int], dilations: Sequence[int], group: int) -> FLOAT:
-    """:func:`ManagedReads` of a convolution array, each patch one input vector: the reads of :func:`Patches`
-    (on the batch dim, read after read) as a 1x1 Conv of the weight's flattened rows."""
-    x_n = NormalisedInput(X, input_range=input_range)
-    u = Patches(x_n, Weight, strides=strides, pads=pads, dilations=dilations)
+def TransposedPatches(X: FLOAT, Kernel: FLOAT, strides: Sequence[int], pads: Sequence[int],
+                      dilations: Sequence[int], output_padding: Sequence[int]) -> FLOAT:
+    """:func:`Patches` of a transposed convolution, in its weight's tap order, inserted zeros included (a
+    ConvTranspose of each channel with one one-hot kernel per tap)."""
+    one_1d = op.Constant(value_ints=[1])
+    kernel = op.Shape(Kernel, start=2)
+    taps = op.ReduceProd(kernel, keepdims=1)
+    one_hot = op.Reshape(op.EyeLike(op.ConstantOfShape(op.Concat(taps, taps, axis=0))),
+                         op.Concat(one_1d, taps, kernel, axis=0))
+    channels_apart = op.Reshape(X, op.Concat(op.Constant(value_ints=[-1]), one_1d, op.Shape(X, start=2), axis=0))
+    u = op.ConvTranspose(channels_apart, one_hot, strides=strides, pads=pads, dilations=dilations,
+                         output_padding=output_padding)
+    return op.Reshape(u, op.Concat(op.Shape(X, start=0, end=1), op.Constant(value_ints=[-1]),
+                                   op.Shape(u, start=2), axis=0))
+
+
+@script(PERIPHERY, default_opset=op)
+def PatchRows(Weight: FLOAT) -> FLOAT:
+    """A convolution's [out, in / groups, *kernel] weight as the 1x1 kernel [out, in / groups x taps, 1, ...]
+    that reads :func:`Patches`."""
+    return op.Reshape(Weight, op.Concat(op.Shape(Weight, start=0, end=1), op.Constant(value_ints=[-1]),
+                                        op.ConstantOfShape(op.Shape(op.Shape(Weight, start=2)), value=[1]), axis=0))
+
+
+@script(PERIPHERY, default_opset=op)
+def TransposedPatchRows(Weight: FLOAT, group: int) -> FLOAT:
+    """A transposed convolution's [in, out / groups, *kernel] weight as the 1x1 kernel that reads
+    :func:`TransposedPatches`: each group's block transposed, then :func:`PatchRows`."""
+    groups = op.Reshape(op.Constant(value_int=group), op.Constant(value_ints=[1]))
+    group_outputs = op.Shape(Weight, start=1, end=2)
+    blocks = op.Reshape(Weight, op.Concat(groups, op.Constant(value_ints=[-1]), group_outputs,
+                                          op.ReduceProd(op.Shape(Weight, start=2), keepdims=1), axis=0))
+    rows = op.Reshape(op.Transpose(blocks, perm=[0, 2, 1, 3]),
+                      op.Concat(op.Mul(groups, group_outputs), op.Constant(value_ints=[-1]), axis=0))
+    return op.Reshape(rows, op.Concat(op.Shape(rows), op.ConstantOfShape(op.Shape(op.Shape(Weight, start=2)),
+                                                                          value=[1]), axis=0))
+
+
+@script(PERIPHERY, default_opset=op)
+def ManagedPatchReads(U: FLOAT, Rows: FLOAT, dac_steps: float, adc_round: int, adc_clip: float, nm_mode: int,
+                      nm_thres: float, bm_rounds: int, group: int) -> FLOAT:
+    """:func:`ManagedReads` of a convolution array, each patch one input vector: ``U`` the patches of the
+    normalised input, ``Rows`` the 1x1 kernel that reads them; the reads on the batch dim, read after read."""
     channel_dim = op.Constant(value_ints=[1])
-    scale, any_scale = ReadScales(op.ReduceMax(op.Abs(u), channel_dim, keepdims=1),
-                                  op.ReduceMax(u, channel_dim, keepdims=1),
+    scale, any_scale = ReadScales(op.ReduceMax(op.Abs(U), channel_dim, keepdims=1),
+                                  op.ReduceMax(U, channel_dim, keepdims=1),
                                   nm_mode=nm_mode, nm_thres=nm_thres, bm_rounds=bm_rounds)
-    q = ManagedDac(op.Mul(op.Unsqueeze(u, op.Constant(value_ints=[0])), scale), dac_steps=dac_steps)
-    flat_weight = op.Reshape(Weight, op.Concat(op.Shape(Weight, start=0, end=1), op.Constant(value_ints=[-1]),
-                                               op.ConstantOfShape(op.Shape(op.Shape(Weight, start=2)), value=[1]),
-                                               axis=0))
-    z = op.Conv(op.Reshape(q, op.Concat(op.Constant(value_ints=[-1]), op.Shape(u, start=1), axis=0)), flat_weight,
+    q = ManagedDac(op.Mul(op.Unsqueeze(U, op.Constant(value_ints=[0])), scale), dac_steps=dac_steps)
+    z = op.Conv(op.Reshape(q, op.Concat(op.Constant(value_ints=[-1]), op.Shape(U, start=1), axis=0)), Rows,
                 group=group)
     rounds = op.Reshape(op.Constant(value_int=bm_rounds), op.Constant(value_ints=[1]))
-    z = op.Reshape(z, op.Concat(rounds, op.Shape(u, start=0, end=1), op.Shape(z, start=1), axis=0))
+    z = op.Reshape(z, op.Concat(rounds, op.Shape(U, start=0, end=1), op.Shape(z, start=1), axis=0))
     return ChosenRead(z, scale, any_scale, adc_round=adc_round, adc_clip=adc_clip, bm_rounds=bm_rounds)
 
 
@@ -355,8 +388,8 @@ def OscillatorCodes(Ticks: FLOAT, adc_quantization: int, ir_drop_adc_scale: floa
 
 PERIPHERY_FUNCTIONS: tuple[OnnxFunction, ...] = (InputDac, AdcWeight, Adc, OutScale, Rescale, RescaleChannels,
                                                   NormalisedInput, ReadScales, ManagedDac, ChosenRead, ManagedReads,
-                                                  Patches, ManagedConvReads, IrDropOperands, PulseCounts,
-                                                  OscillatorCodes)
+                                                  Patches, TransposedPatches, PatchRows, TransposedPatchRows,
+                                                  ManagedPatchReads, IrDropOperands, PulseCounts, OscillatorCodes)
 """The shared steps, each after the ones it calls (``onnx.reference`` loads functions in order)."""
 
 
@@ -417,10 +450,11 @@ def CrossbarConv(X: FLOAT, G_plus: FLOAT, G_minus: FLOAT, B: FLOAT,
     dynamic = op.Or(op.Equal(mode, op.Constant(value_int=1)), op.Equal(mode, op.Constant(value_int=2)))
     managed = op.Or(dynamic, op.Greater(op.Constant(value_int=bm_rounds), op.Constant(value_int=1)))
     if managed:
-        codes = ManagedConvReads(X, AdcWeight(G_plus, G_minus, adc_scale=adc_scale), input_range=input_range,
-                                 dac_steps=dac_steps, adc_round=adc_round, adc_clip=adc_clip, nm_mode=nm_mode,
-                                 nm_thres=nm_thres, bm_rounds=bm_rounds, strides=strides, pads=pads,
-                                 dilations=dilations, group=group)
+        patches = Patches(NormalisedInput(X, input_range=input_range), G_plus, strides=strides, pads=pads,
+                          dilations=dilations)
+        codes = ManagedPatchReads(patches, PatchRows(AdcWeight(G_plus, G_minus, adc_scale=adc_scale)),
+                                  dac_steps=dac_steps, adc_round=adc_round, adc_clip=adc_clip, nm_mode=nm_mode,
+                                  nm_thres=nm_thres, bm_rounds=bm_rounds, group=group)
     else:
         q = InputDac(X, input_clip=input_clip, in_scale=in_scale, dac_round=dac_round, dac_clip=dac_clip)
         if op.Greater(op.Constant(value_float=ir_drop), op.Constant(value_float=0.0)):
@@ -461,11 +495,23 @@ def CrossbarConvTranspose(X: FLOAT, G_plus: FLOAT, G_minus: FLOAT, B: FLOAT,
                           ir_drop_steps: int, ir_drop_tick: float, ir_drop_adc_scale: float,
                           strides: Sequence[int], pads: Sequence[int], dilations: Sequence[int], group: int,
                           output_padding: Sequence[int]) -> FLOAT:
-    q = InputDac(X, input_clip=input_clip, in_scale=in_scale, dac_round=dac_round, dac_clip=dac_clip)
-    z = op.ConvTranspose(q, AdcWeight(G_plus, G_minus, adc_scale=adc_scale), strides=strides, pads=pads,
-                         output_padding=output_padding, dilations=dilations, group=group)
-    return RescaleChannels(Adc(z, adc_round=adc_round, adc_clip=adc_clip), B,
-                           out_scale=out_scale, column_out_scale=column_out_scale, column_offsets=column_offsets)
+    weight = AdcWeight(G_plus, G_minus, adc_scale=adc_scale)
+    mode = op.Constant(value_int=nm_mode)
+    dynamic = op.Or(op.Equal(mode, op.Constant(value_int=1)), op.Equal(mode, op.Constant(value_int=2)))
+    managed = op.Or(dynamic, op.Greater(op.Constant(value_int=bm_rounds), op.Constant(value_int=1)))
+    if managed:
+        patches = TransposedPatches(NormalisedInput(X, input_range=input_range), G_plus, strides=strides, pads=pads,
+                                    dilations=dilations, output_padding=output_padding)
+        codes = ManagedPatchReads(patches, TransposedPatchRows(weight, group=group), dac_steps=dac_steps,
+                                  adc_round=adc_round, adc_clip=adc_clip, nm_mode=nm_mode, nm_thres=nm_thres,
+                                  bm_rounds=bm_rounds, group=group)
+    else:
+        q = InputDac(X, input_clip=input_clip, in_scale=in_scale, dac_round=dac_round, dac_clip=dac_clip)
+        z = op.ConvTranspose(q, weight, strides=strides, pads=pads, output_padding=output_padding,
+                             dilations=dilations, group=group)
+        codes = Adc(z, adc_round=adc_round, adc_clip=adc_clip)
+    return RescaleChannels(codes, B, out_scale=out_scale, column_out_scale=column_out_scale,
+                           column_offsets=column_offsets)
 
 
 FUNCTIONS: dict[str, OnnxFunction] = {f.name: f for f in (CrossbarLinear, CrossbarConv, CrossbarConvTranspose)}

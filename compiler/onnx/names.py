@@ -16,10 +16,11 @@ convolution bodies compute ``ir_drop`` (aihwkit's time-stepped IR-drop model) fr
 ``adc_quantization`` and ``adc_frequency`` attributes, which a file now sets, with the constants
 ``ir_drop_steps``, ``ir_drop_tick`` and ``ir_drop_adc_scale``; a recalibration's per-column offsets
 (``column_offsets``), added after the bias by ``Rescale`` / ``RescaleChannels``, its per-column gains being
-``column_drift_gains``); 7: ``CrossbarConv`` computes ABS_MAX / MAX noise management and bound management,
-one scale per patch, by ``ManagedConvReads``)."""
+``column_drift_gains``); 7: ``CrossbarConv`` and ``CrossbarConvTranspose`` compute ABS_MAX / MAX noise
+management and bound management, one scale per patch, by ``ManagedPatchReads``)."""
 PERIPHERY_DOMAIN = "ai.xbar.periphery"
 PERIPHERY_VERSION = 4
 """2: ``ManagedReads``; 3: ``IrDropOperands``, ``PulseCounts``, ``OscillatorCodes``, and ``Rescale`` /
 ``RescaleChannels`` add ``column_offsets``; 4: ``ManagedReads`` in steps (``NormalisedInput``, ``ReadScales``,
-``ManagedDac``, ``ChosenRead``) it shares with ``ManagedConvReads``, which reads a convolution's ``Patches``."""
+``ManagedDac``, ``ChosenRead``) it shares with ``ManagedPatchReads``, which reads a convolution's ``Patches`` or
+``TransposedPatches`` through ``PatchRows`` / ``TransposedPatchRows``."""

@@ -72,9 +72,6 @@ class LayerKind:
     """ONNX attribute name -> (``int`` or ``tuple[int, ...]``, meaning), from the geometry."""
     columnwise: bool = True
     """Whether each output column can get its own scale ratio (``mapping.weight_scaling_columnwise``)."""
-    managed_per_vector: bool = True
-    """Whether ABS_MAX / MAX noise management and bound management are simulated on this kind (one scale per
-    input vector or patch, and per call; :mod:`~xbar.passes.numerics.management`)."""
 
     def match_module(self, node: fx.Node, module: nn.Module) -> Match:
         """The operands of a ``call_module`` of one of ``modules``, or why it stays digital."""

@@ -50,7 +50,6 @@ class ConvTranspose(LayerKind):
     """A 1-3d transposed convolution; see the module docstring."""
 
     name = "conv_transpose"
-    managed_per_vector = False
     onnx_op = "CrossbarConvTranspose"
     modules = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
     targets = frozenset({F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d, aten.conv_transpose1d.default,
