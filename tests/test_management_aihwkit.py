@@ -185,6 +185,12 @@ def test_a_compiled_graph_runs_every_read_without_a_data_dependent_branch(monkey
     model, x = converted(settings("iterative")), inputs()
     with torch.no_grad():
         assert torch.equal(compiled.compiled(model)(x), model(x))
+    for layer_name in ("conv2d_grouped", "transposed2d_grouped"):  # patches unfolded in the graph too
+        make, shape = CONV_LAYERS[layer_name]
+        x = conv_inputs(*shape)
+        model = converted_conv(seeded(make()), settings("iterative"), x)
+        with torch.no_grad():
+            assert torch.equal(compiled.compiled(model)(x), model(x))
 
 
 def test_fine_tuning_says_it_trains_without_the_management():

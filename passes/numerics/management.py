@@ -3,7 +3,8 @@
 Both work on the array's normalised input ``x_n`` (``clip(x, -r, r) / r`` with an input range, else ``x``), one
 input vector at a time: along the last dimension for a linear layer (a token or sample), one patch for a
 convolution (its array's input channels times the kernel taps at one output position, padding zeros included,
-as aihwkit's convolutions unfold their input; :class:`~.patches.PatchView`):
+as aihwkit's convolutions unfold their input; a transposed convolution's are its equivalent convolution's, the
+zeros between pixels included; :class:`~.patches.PatchView`):
 
 * noise management divides each vector by its scale ``nm`` before the DAC and multiplies the ADC's output
   by it after: ``ABS_MAX`` ``nm = max|x_n|``, ``MAX`` ``nm = max x_n`` (both capped at ``nm_thres`` when it

@@ -20,7 +20,8 @@ unfolded input, a few samples at a time); the clipped pixels' signs are a
 strided view of the (padded) pixels, not a copy.
 
 Noise management scales each patch by its own max (:mod:`.management`): that max
-is a max-pool of the zero-padded pixels (:meth:`PatchView.patch_max`); the DAC
+is a max-pool of the zero-padded pixels (of a transposed convolution, of the
+stride-dilated ones; :meth:`PatchView.patch_max`); the DAC
 then codes each patch element with its patch's scale, which needs the patches
 themselves (:meth:`PatchView.unfold`, read by :meth:`PatchView.patch_mvm`).
 """
