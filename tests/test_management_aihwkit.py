@@ -436,3 +436,19 @@ def test_max_on_a_convolution_with_every_patch_scale_zero_outputs_the_bias_alone
         y = converted_conv(conv, forward, x)(x)
     assert torch.equal(y, conv.bias.detach().view(1, -1, 1, 1).expand_as(y))
     assert_same_outputs(y, their_conv2d(conv, forward, x))
+
+
+@pytest.mark.parametrize("layer_name", ["conv2d_grouped", "transposed2d_grouped"])
+def test_onnx_reference_runs_the_managed_convolution_bodies_too(layer_name, tmp_path):
+    from onnx.reference import ReferenceEvaluator
+
+    make, shape = CONV_LAYERS[layer_name]
+    conv, x = seeded(make()), conv_inputs(*shape, n=2)
+    model = converted_conv(conv, settings("iterative"), x)
+    path = xbar.export_onnx(model, (x[:1],), tmp_path / "conv.onnx")
+    reference = ReferenceEvaluator(str(path))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # the bodies' 1 / 0 for "no bound"
+        got = reference.run(None, {reference.input_names[0]: x.numpy()})[0]
+    with torch.no_grad():
+        assert_same_outputs(torch.from_numpy(got), model(x))
