@@ -20,8 +20,8 @@ unfolded input, a few samples at a time); the clipped pixels' signs are a
 strided view of the (padded) pixels, not a copy.
 
 Noise management scales each patch by its own max (:mod:`.management`): that max
-is a max-pool of the zero-padded pixels (of a transposed convolution, of the
-stride-dilated ones; :meth:`PatchView.patch_max`); the DAC
+is a max-pool of the zero-padded pixels' max over channels (of a transposed
+convolution, of the stride-dilated ones; :meth:`PatchView.patch_max`); the DAC
 then codes each patch element with its patch's scale, which needs the patches
 themselves (:meth:`PatchView.unfold`, read by :meth:`PatchView.patch_mvm`).
 """
@@ -116,12 +116,14 @@ class PatchView:
 
     def patch_max(self, x: Tensor, absolute: bool) -> Tensor:
         """The max over each patch of the elements (``absolute``: of their magnitudes), padding and inserted
-        zeros included, shaped [batch, 1, *output positions]: a max-pool of :meth:`_zero_padded`, then a max over
-        channels (the kernel's orientation does not matter to a max)."""
-        pool = (F.max_pool1d, F.max_pool2d, F.max_pool3d)[len(self.kernel) - 1]
-        stride = 1 if self.transposed else self.stride
-        pooled = pool(self._zero_padded(x.abs() if absolute else x), self.kernel, stride, 0, self.dilation)
-        return pooled.amax(dim=1, keepdim=True)
+        zeros included, shaped [batch, 1, *output positions]: a max-pool of :meth:`_zero_padded`'s max over
+        channels, one spatial dim at a time (a window's max is separable; strided views, no copy; the kernel's
+        orientation does not matter to a max)."""
+        m = self._zero_padded((x.abs() if absolute else x).amax(dim=1, keepdim=True))
+        stride = [1] * len(self.kernel) if self.transposed else self.stride
+        for dim, (k, s, d) in enumerate(zip(self.kernel, stride, self.dilation)):
+            m = m.unfold(2 + dim, d * (k - 1) + 1, s)[..., ::d].amax(dim=-1)
+        return m
 
     def unfold(self, x: Tensor) -> Tensor:
         """The patches of ``x``: [batch, channels x taps, *output positions], channel-major as the array's rows
