@@ -56,11 +56,11 @@ def noise_management_scale(x_n: Tensor, nm_mode: int, nm_thres: float,
 
 def _read(mvm: Callable[[Tensor], Tensor], x_scaled: Tensor, c: dict, half_steps: float,
           out_noise: Optional[Callable[[Tensor], Tensor]]) -> Tensor:
-    """One read of the array: DAC codes of ``x_scaled`` (normalised), the mvm, its output noise (if any),
-    the ADC's rounding (no clip)."""
-    q = x_scaled * half_steps if half_steps else x_scaled.clone()
+    """One read of the array: DAC codes of ``x_scaled`` (normalised; a tensor of this read's own, coded in place:
+    a convolution's is its unfolded patches), the mvm, its output noise (if any), the ADC's rounding (no clip)."""
+    q = x_scaled
     if half_steps:
-        q.round_()
+        q.mul_(half_steps).round_()
     q.clamp_(-(half_steps or 1.0), half_steps or 1.0)
     z = mvm(q)
     if out_noise is not None:
