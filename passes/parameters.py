@@ -263,9 +263,10 @@ class IOParameters:
 
 
 UNSIMULATED_NOISE_MANAGEMENT = {
-    NoiseManagementType.AVERAGE_ABS_MAX: "its scale is a running average over every input the array has seen, "
-                                         "state that neither a converted model nor an ONNX graph carries, and "
-                                         "aihwkit's torch tile refuses it too",
+    NoiseManagementType.AVERAGE_ABS_MAX: "its scale is a running average of the abs max over the inputs of "
+                                         "training, which only aihwkit's C++ tiles keep (its torch tile refuses "
+                                         "it); in evaluation it is one fixed scale per array: CONSTANT with "
+                                         "nm_thres set to that value",
     NoiseManagementType.ABS_MAX_NP_SUM: "aihwkit's torch tile refuses it too",
 }
 """The noise-management types xbar refuses, and why."""

@@ -55,11 +55,6 @@ class LayerPlan:
         if self.mapping.out_scaling_columnwise and not self.layer.kind.columnwise:
             raise ConfigError(f"{self.layer.name}: a {self.layer.kind.name} layer cannot learn one output scale per "
                               "column; set mapping.out_scaling_columnwise = false for it")
-        if self.io.managed_per_vector and self.layer.kind.name != "linear":
-            raise ConfigError(f"{self.layer.name}: ABS_MAX / MAX noise management and bound management are "
-                              f"simulated on linear layers only, not on a {self.layer.kind.name} layer (its scale "
-                              "would be one per patch); set forward.noise_management to CONSTANT or NONE and "
-                              "bound_management to NONE for it with a layer rule")
         if self.modifier.active and self.modifier.per_channel and not self.layer.kind.columnwise:
             raise ConfigError(f"{self.layer.name}: a {self.layer.kind.name} layer has no per-channel weight noise; "
                               "set modifier.type = ADD_NORMAL for it")

@@ -173,5 +173,6 @@ def test_config_groups_refuse_meaningless_values_when_built(build, message):
 
 def test_what_xbar_does_not_simulate_is_accepted_when_built_and_refused_when_prepared():
     config = HardwareConfig(forward=IOParameters(noise_management=NoiseManagementType.AVERAGE_ABS_MAX))
-    with pytest.raises(ConfigError, match="forward.noise_management=AVERAGE_ABS_MAX is not simulated by xbar"):
+    with pytest.raises(ConfigError, match="forward.noise_management=AVERAGE_ABS_MAX is not simulated by xbar") as error:
         prepare(make_model("mlp"), (make_input("mlp", 2),), config)
+    assert "CONSTANT with nm_thres set to that value" in str(error.value)  # what evaluation computes instead

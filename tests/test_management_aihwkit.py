@@ -11,6 +11,7 @@ import warnings
 import onnx
 import pytest
 import torch
+import torch.nn.functional as F
 from aihwkit.nn import AnalogLinear
 from aihwkit.simulator.configs import TorchInferenceRPUConfig
 from aihwkit.simulator.parameters.enums import BoundManagementType as TheirBM
@@ -18,7 +19,7 @@ from aihwkit.simulator.parameters.enums import NoiseManagementType as TheirNM
 from torch import nn
 
 import xbar
-from xbar import ConfigError, HardwareConfig, LayerRule
+from xbar import HardwareConfig, LayerRule
 from xbar.compiler.onnx import ops as onnx_ops
 from xbar.compiler.onnx.runtime import onnx_runner
 from xbar.passes.numerics.crossbar import crossbar_modules
@@ -172,13 +173,9 @@ def test_the_settings_reach_each_array_through_config_rules_and_the_exported_con
     assert fc2.constants["nm_mode"] == 2 and fc2.constants["bm_rounds"] == 11  # no DAC: 1, 2, ..., 1024 > 1000
 
 
-def test_a_perfect_forward_and_a_convolution_are_handled_as_aihwkit_and_xbar_can():
+def test_a_perfect_forward_is_an_ideal_matmul_as_in_aihwkit():
     perfect = converted({"is_perfect": True, "noise_management": "ABS_MAX", "bound_management": "ITERATIVE"})
-    assert crossbar_modules(perfect)["weight_crossbar"].settings.constants["nm_mode"] == 0  # aihwkit: an ideal matmul
-    conv = nn.Sequential(nn.Conv2d(2, 3, 3)).eval()
-    config = HardwareConfig().with_overrides({"forward.noise_management": "abs_max"})
-    with pytest.raises(ConfigError, match="simulated on linear layers only"):
-        xbar.prepare(conv, (torch.randn(1, 2, 5, 5),), config)
+    assert crossbar_modules(perfect)["weight_crossbar"].settings.constants["nm_mode"] == 0
 
 
 def test_a_compiled_graph_runs_every_read_without_a_data_dependent_branch(monkeypatch):
@@ -188,6 +185,12 @@ def test_a_compiled_graph_runs_every_read_without_a_data_dependent_branch(monkey
     model, x = converted(settings("iterative")), inputs()
     with torch.no_grad():
         assert torch.equal(compiled.compiled(model)(x), model(x))
+    for layer_name in ("conv2d_grouped", "transposed2d_grouped"):  # patches unfolded in the graph too
+        make, shape = CONV_LAYERS[layer_name]
+        x = conv_inputs(*shape)
+        model = converted_conv(seeded(make()), settings("iterative"), x)
+        with torch.no_grad():
+            assert torch.equal(compiled.compiled(model)(x), model(x))
 
 
 def test_fine_tuning_says_it_trains_without_the_management():
@@ -238,3 +241,214 @@ def test_the_hwa_preset_is_aihwkits_constant_management_and_computes_as_before()
     with warnings.catch_warnings():
         warnings.simplefilter("error", xbar.passes.errors.ManagementNotTrainedWarning)
         xbar.fine_tune(prepared, inputs(8), torch.zeros(8, dtype=torch.long), xbar.FineTuning(epochs=1))
+
+
+# Convolutions: aihwkit's AnalogConv2d unfolds its input and its tile manages each patch as one input vector.
+
+CONV_MODES = ["abs_max", "abs_max_thres", "max", "max_thres", "iterative", "worst_case", "bm_alone"]
+CONV_GEOMETRIES = {"padded": dict(padding=1), "strided_dilated": dict(padding=2, stride=2, dilation=2),
+                   "wide_padding": dict(padding=3, stride=(2, 1))}
+
+
+def conv_inputs(channels: int, *spatial: int, n: int = 4) -> torch.Tensor:
+    return torch.randn(n, channels, *spatial, generator=torch.Generator().manual_seed(1)) * 2
+
+
+def converted_conv(conv: nn.Module, forward: dict, x: torch.Tensor, max_input_size: int = 0):
+    overrides = {f"forward.{k}": v for k, v in forward.items()} | {
+        "pre_post.input_range.enable": False, "mapping.max_input_size": max_input_size}
+    return xbar.convert(xbar.prepare(conv.eval(), (x[:1],), HardwareConfig().with_overrides(overrides)))
+
+
+def their_config(forward: dict, max_input_size: int = 0) -> TorchInferenceRPUConfig:
+    config = TorchInferenceRPUConfig()
+    config.forward.out_noise = 0.0
+    config.mapping.weight_scaling_omega = 1.0
+    config.mapping.max_input_size, config.mapping.max_output_size = max_input_size, 0
+    for name, value in ({"noise_management": "NONE", "bound_management": "NONE"} | forward).items():
+        enum = {"noise_management": TheirNM, "bound_management": TheirBM}.get(name)
+        setattr(config.forward, name, getattr(enum, value) if enum else value)
+    return config
+
+
+def their_conv2d(conv: nn.Conv2d, forward: dict, x: torch.Tensor, max_input_size: int = 0) -> torch.Tensor:
+    from aihwkit.nn import AnalogConv2d
+
+    analog = AnalogConv2d(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
+                          padding=conv.padding, dilation=conv.dilation,
+                          rpu_config=their_config(forward, max_input_size))
+    analog.set_weights(conv.weight.data, conv.bias.data)
+    with torch.no_grad():
+        return analog.eval()(x)
+
+
+def seeded(conv: nn.Module) -> nn.Module:
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        conv.weight.copy_(torch.randn(conv.weight.shape, generator=generator))
+        conv.bias.copy_(torch.randn(conv.bias.shape, generator=generator))
+    return conv.eval()
+
+
+@pytest.mark.parametrize("geometry", CONV_GEOMETRIES)
+@pytest.mark.parametrize("mode", CONV_MODES)
+def test_a_converted_convolution_manages_each_patch_as_aihwkits_conv2d(mode, geometry):
+    conv = seeded(nn.Conv2d(3, 5, 3, **CONV_GEOMETRIES[geometry]))
+    x = conv_inputs(3, 7, 8)
+    forward = settings(mode)
+    ours_ = converted_conv(conv, forward, x)
+    with torch.no_grad():
+        managed = ours_(x)
+    assert_same_outputs(managed, their_conv2d(conv, forward, x))
+    assert (managed - their_conv2d(conv, PERIPHERY, x)).abs().max() > 1e-3  # the management changes the outputs
+
+
+@pytest.mark.parametrize("mode", ["abs_max", "iterative"])
+def test_each_row_of_arrays_manages_its_own_slice_of_the_patch_as_aihwkits_tiles(mode):
+    """4 channels x 9 taps on arrays of 18 rows: xbar's two arrays and aihwkit's two tiles split alike."""
+    conv = seeded(nn.Conv2d(4, 5, 3, padding=1))
+    x = conv_inputs(4, 6, 6)
+    model = converted_conv(conv, settings(mode), x, max_input_size=18)
+    assert len(crossbar_modules(model)) == 2
+    with torch.no_grad():
+        tiled = model(x)
+    assert_same_outputs(tiled, their_conv2d(conv, settings(mode), x, max_input_size=18))
+    with torch.no_grad():
+        assert (tiled - converted_conv(conv, settings(mode), x)(x)).abs().max() > 1e-3  # not one array's scales
+
+
+def unfolded(x: torch.Tensor, kernel, stride=1, padding=0, dilation=1) -> torch.Tensor:
+    """The patches [batch, positions, channels x taps] of a convolution, in float64 (a one-hot kernel per tap,
+    exact), as aihwkit's convolutions hand them to their tile."""
+    taps = torch.eye(int(torch.tensor(kernel).prod()), dtype=torch.float64).reshape(-1, 1, *kernel)
+    op = (F.conv1d, F.conv2d, F.conv3d)[len(kernel) - 1]
+    n, c = x.shape[:2]
+    u = op(x.double().reshape(n * c, 1, *x.shape[2:]), taps, stride=stride, padding=padding, dilation=dilation)
+    return u.reshape(n, c * taps.shape[0], -1).transpose(1, 2).float()
+
+
+def equivalent_convolution(conv: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The patches and the [out, in / groups, *kernel] weight of the convolution ``conv`` computes: itself, or
+    for a transposed one the textbook equivalent (stride - 1 zeros between pixels, dilation * (kernel - 1) -
+    padding zeros around, output_padding more at the end; stride 1; each group's kernel transposed and
+    flipped)."""
+    if not isinstance(conv, nn.modules.conv._ConvTransposeNd):
+        return unfolded(x, conv.kernel_size, conv.stride, conv.padding, conv.dilation), conv.weight.detach()
+    spatial = range(2, x.dim())
+    spread = x.new_zeros(*x.shape[:2], *[(x.shape[i] - 1) * conv.stride[i - 2] + 1 for i in spatial])
+    spread[(..., *(slice(None, None, s) for s in conv.stride))] = x
+    pads = []
+    for k, p, d, extra in reversed(list(zip(conv.kernel_size, conv.padding, conv.dilation, conv.output_padding))):
+        pads += [d * (k - 1) - p, d * (k - 1) - p + extra]
+    weight = conv.weight.detach().unflatten(0, (conv.groups, -1)).transpose(1, 2).flatten(0, 1)
+    return (unfolded(F.pad(spread, pads), conv.kernel_size, dilation=conv.dilation),
+            weight.flip(list(range(2, weight.dim()))))
+
+
+def their_tile_on_patches(conv: nn.Module, forward: dict, x: torch.Tensor) -> torch.Tensor:
+    """aihwkit's tile on the unfolded input, with the weight's rows flattened (block diagonal: the groups one
+    array of xbar packs), which is what its AnalogConv2d computes; for any rank, for groups, and for a
+    transposed convolution through its equivalent convolution."""
+    patches, weight = equivalent_convolution(conv, x)
+    out = weight.shape[0]
+    weight = torch.block_diag(*weight.reshape(out, -1).chunk(conv.groups))
+    analog = AnalogLinear(weight.shape[1], out, bias=True, rpu_config=their_config(forward))
+    analog.set_weights(weight, conv.bias.data)
+    with torch.no_grad():
+        y = analog.eval()(patches)
+    return y.transpose(1, 2).reshape(len(x), out, *conv(x).shape[2:])
+
+
+CONV_LAYERS = {
+    "conv1d": (lambda: nn.Conv1d(3, 4, 3, padding=2, dilation=2), (3, 11)),
+    "conv2d_grouped": (lambda: nn.Conv2d(4, 6, 3, padding=1, stride=2, groups=2), (4, 7, 7)),
+    "conv3d": (lambda: nn.Conv3d(2, 3, 2, padding=1, stride=(1, 2, 1)), (2, 4, 5, 3)),
+    "transposed2d_grouped": (lambda: nn.ConvTranspose2d(4, 6, 3, stride=2, padding=1, output_padding=1,
+                                                        dilation=(1, 2), groups=2), (4, 5, 4)),
+    "transposed1d_cropped": (lambda: nn.ConvTranspose1d(3, 2, 3, stride=3, padding=3), (3, 6)),
+}
+
+
+@pytest.mark.parametrize("mode", ["abs_max", "max_thres", "iterative"])
+@pytest.mark.parametrize("layer_name", CONV_LAYERS)
+def test_every_rank_and_grouped_arrays_manage_their_patches_as_aihwkits_tile(layer_name, mode):
+    make, shape = CONV_LAYERS[layer_name]
+    conv, x = seeded(make()), conv_inputs(*shape)
+    with torch.no_grad():
+        managed = converted_conv(conv, settings(mode), x)(x)
+    assert_same_outputs(managed, their_tile_on_patches(conv, settings(mode), x))
+    assert (managed - their_tile_on_patches(conv, PERIPHERY, x)).abs().max() > 1e-3
+
+
+def test_a_patch_max_is_a_max_pool_of_the_zero_padded_pixels():
+    from xbar.passes.numerics.patches import PatchView
+
+    view = PatchView((3, 2), stride=(2, 1), padding=(3, 1), dilation=(1, 2))  # padding past half the kernel
+    x = -conv_inputs(2, 5, 6).abs() - 0.1  # all negative: MAX of a patch with padding is 0
+    patches = view.unfold(x)
+    reference = F.unfold(x, (3, 2), dilation=(1, 2), padding=(3, 1), stride=(2, 1))
+    assert torch.equal(patches.flatten(2), reference)
+    assert torch.equal(view.patch_max(x, absolute=True), patches.abs().amax(1, keepdim=True))
+    maxima = view.patch_max(x, absolute=False)
+    assert torch.equal(maxima, patches.amax(1, keepdim=True))
+    assert (maxima == 0).any() and (maxima < 0).any()
+
+
+@pytest.mark.parametrize("padding", [1, 3], ids=["padded", "cropped"])
+def test_a_transposed_patch_max_is_a_max_pool_of_the_stride_dilated_pixels(padding):
+    from xbar.passes.numerics.patches import PatchView
+
+    view = PatchView((3,), stride=(3,), padding=(padding,), dilation=(1,), transposed=True, output_padding=(1,))
+    x = -conv_inputs(2, 5).abs() - 0.1  # all negative
+    patches = view.unfold(x)
+    conv = nn.ConvTranspose1d(2, 1, 3, stride=3, padding=padding, output_padding=1, bias=False)
+    assert patches.shape[2:] == conv(x).shape[2:]
+    reference, _ = equivalent_convolution(conv, x)  # the same elements, each channel's taps in flipped order
+    assert torch.equal(patches.unflatten(1, (2, 3)).flip(2).flatten(1, 2).transpose(1, 2), reference)
+    for absolute in (True, False):
+        expected = (patches.abs() if absolute else patches).amax(1, keepdim=True)
+        assert torch.equal(view.patch_max(x, absolute=absolute), expected)
+    assert (view.patch_max(x, absolute=False) == 0).all()  # stride 3, kernel 3: each patch holds inserted zeros
+    assert (view.patch_max(x, absolute=True) > 0).all()
+
+
+@pytest.mark.parametrize("mode", ["abs_max", "max_thres", "iterative", "bm_alone"])
+@pytest.mark.parametrize("layer_name", CONV_LAYERS)
+def test_onnx_runtime_manages_each_patch_as_the_converted_convolution(layer_name, mode, tmp_path):
+    make, shape = CONV_LAYERS[layer_name]
+    conv, x = seeded(make()), conv_inputs(*shape)
+    model = converted_conv(conv, settings(mode), x)
+    path = xbar.export_onnx(model, (x[:1],), tmp_path / "conv.onnx")
+    run = onnx_runner(path)
+    plain = their_tile_on_patches(conv, PERIPHERY, x)  # unmanaged (xbar refuses a DAC without a range or scale)
+    with torch.no_grad():
+        for batch in (x, conv_inputs(*shape, n=2) * 3):  # the scales are computed at run time
+            assert_same_outputs(run(batch), model(batch))
+        assert (run(x) - plain).abs().max() > 1e-3
+
+
+def test_max_on_a_convolution_with_every_patch_scale_zero_outputs_the_bias_alone():
+    conv = seeded(nn.Conv2d(2, 3, 3, padding=1))
+    x = -conv_inputs(2, 5, 5).abs()  # no positive value; the border patches hold padding zeros
+    x[:, :, 1:4, 1:4] = 0.0  # and every other patch a zero at its centre: every scale is 0
+    forward = PERIPHERY | dict(noise_management="MAX")
+    with torch.no_grad():
+        y = converted_conv(conv, forward, x)(x)
+    assert torch.equal(y, conv.bias.detach().view(1, -1, 1, 1).expand_as(y))
+    assert_same_outputs(y, their_conv2d(conv, forward, x))
+
+
+@pytest.mark.parametrize("layer_name", ["conv2d_grouped", "transposed2d_grouped"])
+def test_onnx_reference_runs_the_managed_convolution_bodies_too(layer_name, tmp_path):
+    from onnx.reference import ReferenceEvaluator
+
+    make, shape = CONV_LAYERS[layer_name]
+    conv, x = seeded(make()), conv_inputs(*shape, n=2)
+    model = converted_conv(conv, settings("iterative"), x)
+    path = xbar.export_onnx(model, (x[:1],), tmp_path / "conv.onnx")
+    reference = ReferenceEvaluator(str(path))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # the bodies' 1 / 0 for "no bound"
+        got = reference.run(None, {reference.input_names[0]: x.numpy()})[0]
+    with torch.no_grad():
+        assert_same_outputs(torch.from_numpy(got), model(x))

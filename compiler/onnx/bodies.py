@@ -19,6 +19,10 @@ scale) is skipped by an If on a constant, which a runtime resolves once. An inte
 ADC bound clips before rounding (round(clip(z, -c, c)) = clip(round(z), -c, c) for
 an integer c), which lets ONNX Runtime fuse the clip into the mvm.
 
+With noise or bound management (``nm_mode`` ABS_MAX or MAX, ``bm_rounds`` > 1) the linear and convolution
+bodies read through ``ManagedReads`` / ``ManagedPatchReads`` instead: every bound-management read at once, each
+input vector (a convolution's patch, which ``Patches`` / ``TransposedPatches`` unfold) divided by its own scale.
+
 With IR drop (``ir_drop`` > 0) the linear and convolution bodies read the array through ``IrDropOperands``
 (aihwkit's time-stepped model as one matrix product, in float64 as PyTorch derives it), ``PulseCounts`` and
 ``OscillatorCodes`` instead of ``AdcWeight``; a convolution's drop is the same ``Conv`` of the pulse counts,
@@ -125,23 +129,26 @@ def RescaleChannels(Z: FLOAT, B: FLOAT, out_scale: float, column_out_scale: Sequ
 
 
 @script(PERIPHERY, default_opset=op)
-def ManagedReads(X: FLOAT, WeightT: FLOAT, input_range: float, dac_steps: float, adc_round: int, adc_clip: float,
-                 nm_mode: int, nm_thres: float, bm_rounds: int) -> FLOAT:
-    """Noise and bound management (:mod:`xbar.passes.numerics.management`): every read at once, stacked on a new
-    first dim (the input divided by 1, 2, 4, ...), then the first that does not clip (else the last) is kept;
-    returns its ADC codes times the input's divisor. Choices on attributes are Where, not If (ONNX Runtime
-    cannot inline an If whose branches read another If's output)."""
+def NormalisedInput(X: FLOAT, input_range: float) -> FLOAT:
+    """``clip(X, -r, r) / r`` with an input range r, else ``X``: what noise and bound management scale."""
     zero = op.Constant(value_float=0.0)
     one = op.Constant(value_float=1.0)
-    unbounded = op.Div(one, zero)  # +inf
     r = op.Constant(value_float=input_range)
     no_range = op.Equal(r, zero)
-    clip = op.Where(no_range, unbounded, r)
-    x_n = op.Div(op.Clip(X, op.Neg(clip), clip), op.Where(no_range, one, r))
+    clip = op.Where(no_range, op.Div(one, zero), r)
+    return op.Div(op.Clip(X, op.Neg(clip), clip), op.Where(no_range, one, r))
+
+
+@script(PERIPHERY, default_opset=op)
+def ReadScales(AbsMax: FLOAT, Max: FLOAT, nm_mode: int, nm_thres: float, bm_rounds: int):
+    """The input multiplier of every read (``1 / (nm * 2**k)``, stacked on a new first dim) from each input
+    vector's max magnitude and max (``AbsMax``, ``Max``), and 0 when every vector's scale is 0 (else 1).
+    Choices on attributes are Where, not If (ONNX Runtime cannot inline an If whose branches read another If's
+    output)."""
+    zero = op.Constant(value_float=0.0)
+    one = op.Constant(value_float=1.0)
     mode = op.Constant(value_int=nm_mode)
-    last_dim = op.Constant(value_ints=[-1])
-    raw = op.Where(op.Equal(mode, op.Constant(value_int=2)), op.ReduceMax(x_n, last_dim, keepdims=1),
-                   op.ReduceMax(op.Abs(x_n), last_dim, keepdims=1))
+    raw = op.Where(op.Equal(mode, op.Constant(value_int=2)), Max, AbsMax)
     ceiling = op.Constant(value_float=nm_thres)
     capped = op.Greater(ceiling, zero)
     raw = op.Where(capped, op.Min(raw, ceiling), raw)
@@ -150,28 +157,129 @@ def ManagedReads(X: FLOAT, WeightT: FLOAT, input_range: float, dac_steps: float,
     any_scale = op.ReduceMax(op.Cast(op.Not(op.Equal(raw, zero)), to=onnx.TensorProto.FLOAT), keepdims=0)
     nm = op.Where(op.LessOrEqual(raw, zero), one, raw)
     rounds = op.Constant(value_int=bm_rounds)
-    rounds_1d = op.Reshape(rounds, op.Constant(value_ints=[1]))
-    stacked = op.Concat(rounds_1d, op.ConstantOfShape(op.Shape(op.Shape(x_n)), value=[1]), axis=0)
+    stacked = op.Concat(op.Reshape(rounds, op.Constant(value_ints=[1])),
+                        op.ConstantOfShape(op.Shape(op.Shape(nm)), value=[1]), axis=0)
     powers = op.Cast(op.Range(op.Constant(value_int=0), rounds, op.Constant(value_int=1)), to=onnx.TensorProto.FLOAT)
     reduction = op.Reshape(op.Pow(op.Constant(value_float=2.0), powers), stacked)
-    scale = op.Div(op.Div(one, op.Unsqueeze(nm, op.Constant(value_ints=[0]))), reduction)
-    v = op.Mul(op.Unsqueeze(x_n, op.Constant(value_ints=[0])), scale)
+    return op.Div(op.Div(one, op.Unsqueeze(nm, op.Constant(value_ints=[0]))), reduction), any_scale
+
+
+@script(PERIPHERY, default_opset=op)
+def ManagedDac(V: FLOAT, dac_steps: float) -> FLOAT:
+    """The DAC codes of the scaled normalised input ``V``: rounded with a DAC, clipped to its bound (or 1)."""
+    zero = op.Constant(value_float=0.0)
     half = op.Div(op.Constant(value_float=dac_steps), op.Constant(value_float=2.0))
     dac = op.Greater(half, zero)
-    bound_in = op.Where(dac, half, one)
-    q = op.Clip(op.Where(dac, op.Round(op.Mul(v, bound_in)), v), op.Neg(bound_in), bound_in)
-    z = op.MatMul(q, WeightT)
-    z = op.Where(op.Cast(op.Constant(value_int=adc_round), to=BOOL), op.Round(z), z)
+    bound_in = op.Where(dac, half, op.Constant(value_float=1.0))
+    return op.Clip(op.Where(dac, op.Round(op.Mul(V, bound_in)), V), op.Neg(bound_in), bound_in)
+
+
+@script(PERIPHERY, default_opset=op)
+def ChosenRead(Z: FLOAT, Scale: FLOAT, AnyScale: FLOAT, adc_round: int, adc_clip: float, bm_rounds: int) -> FLOAT:
+    """The ADC codes of every read ``Z`` (stacked on the first dim) rounded and clipped; the first read that does
+    not clip (else the last) is kept, divided by its input multiplier ``Scale`` and times ``AnyScale``."""
+    zero = op.Constant(value_float=0.0)
+    rounds = op.Constant(value_int=bm_rounds)
+    z = op.Where(op.Cast(op.Constant(value_int=adc_round), to=BOOL), op.Round(Z), Z)
     bound_out = op.Constant(value_float=adc_clip)
-    bound_out = op.Where(op.Greater(bound_out, zero), bound_out, unbounded)
-    flat = op.Reshape(op.Abs(z), op.Concat(rounds_1d, op.Constant(value_ints=[-1]), axis=0))
+    bound_out = op.Where(op.Greater(bound_out, zero), bound_out, op.Div(op.Constant(value_float=1.0), zero))
+    flat = op.Reshape(op.Abs(z), op.Concat(op.Reshape(rounds, op.Constant(value_ints=[1])),
+                                           op.Constant(value_ints=[-1]), axis=0))
     passed = op.Cast(op.LessOrEqual(op.ReduceMax(flat, op.Constant(value_ints=[1]), keepdims=0), bound_out),
                      to=onnx.TensorProto.FLOAT)
     z = op.Clip(z, op.Neg(bound_out), bound_out)
     first = op.ArgMax(passed, axis=0, keepdims=0)
     chosen = op.Where(op.Greater(op.ReduceMax(passed, keepdims=0), zero), first,
                       op.Sub(rounds, op.Constant(value_int=1)))
-    return op.Mul(op.Gather(op.Div(z, scale), chosen, axis=0), any_scale)
+    return op.Mul(op.Gather(op.Div(z, Scale), chosen, axis=0), AnyScale)
+
+
+@script(PERIPHERY, default_opset=op)
+def ManagedReads(X: FLOAT, WeightT: FLOAT, input_range: float, dac_steps: float, adc_round: int, adc_clip: float,
+                 nm_mode: int, nm_thres: float, bm_rounds: int) -> FLOAT:
+    """Noise and bound management (:mod:`xbar.passes.numerics.management`) of a linear array, each input vector
+    along the last dim: every read at once (the input divided by 1, 2, 4, ...), then :func:`ChosenRead`."""
+    x_n = NormalisedInput(X, input_range=input_range)
+    last_dim = op.Constant(value_ints=[-1])
+    scale, any_scale = ReadScales(op.ReduceMax(op.Abs(x_n), last_dim, keepdims=1),
+                                  op.ReduceMax(x_n, last_dim, keepdims=1),
+                                  nm_mode=nm_mode, nm_thres=nm_thres, bm_rounds=bm_rounds)
+    q = ManagedDac(op.Mul(op.Unsqueeze(x_n, op.Constant(value_ints=[0])), scale), dac_steps=dac_steps)
+    return ChosenRead(op.MatMul(q, WeightT), scale, any_scale, adc_round=adc_round, adc_clip=adc_clip,
+                      bm_rounds=bm_rounds)
+
+
+@script(PERIPHERY, default_opset=op)
+def Patches(X: FLOAT, Kernel: FLOAT, strides: Sequence[int], pads: Sequence[int],
+            dilations: Sequence[int]) -> FLOAT:
+    """The patches of ``X`` [batch, channels, *spatial] for a convolution of ``Kernel``'s spatial shape:
+    [batch, channels x taps, *output positions], channel-major as the weight's rows, padding zeros included
+    (a Conv of each channel with one one-hot kernel per tap, which copies the values exactly)."""
+    one_1d = op.Constant(value_ints=[1])
+    kernel = op.Shape(Kernel, start=2)
+    taps = op.ReduceProd(kernel, keepdims=1)
+    one_hot = op.Reshape(op.EyeLike(op.ConstantOfShape(op.Concat(taps, taps, axis=0))),
+                         op.Concat(taps, one_1d, kernel, axis=0))
+    channels_apart = op.Reshape(X, op.Concat(op.Constant(value_ints=[-1]), one_1d, op.Shape(X, start=2), axis=0))
+    u = op.Conv(channels_apart, one_hot, strides=strides, pads=pads, dilations=dilations)
+    return op.Reshape(u, op.Concat(op.Shape(X, start=0, end=1), op.Constant(value_ints=[-1]),
+                                   op.Shape(u, start=2), axis=0))
+
+
+@script(PERIPHERY, default_opset=op)
+def TransposedPatches(X: FLOAT, Kernel: FLOAT, strides: Sequence[int], pads: Sequence[int],
+                      dilations: Sequence[int], output_padding: Sequence[int]) -> FLOAT:
+    """:func:`Patches` of a transposed convolution, in its weight's tap order, inserted zeros included (a
+    ConvTranspose of each channel with one one-hot kernel per tap)."""
+    one_1d = op.Constant(value_ints=[1])
+    kernel = op.Shape(Kernel, start=2)
+    taps = op.ReduceProd(kernel, keepdims=1)
+    one_hot = op.Reshape(op.EyeLike(op.ConstantOfShape(op.Concat(taps, taps, axis=0))),
+                         op.Concat(one_1d, taps, kernel, axis=0))
+    channels_apart = op.Reshape(X, op.Concat(op.Constant(value_ints=[-1]), one_1d, op.Shape(X, start=2), axis=0))
+    u = op.ConvTranspose(channels_apart, one_hot, strides=strides, pads=pads, dilations=dilations,
+                         output_padding=output_padding)
+    return op.Reshape(u, op.Concat(op.Shape(X, start=0, end=1), op.Constant(value_ints=[-1]),
+                                   op.Shape(u, start=2), axis=0))
+
+
+@script(PERIPHERY, default_opset=op)
+def PatchRows(Weight: FLOAT) -> FLOAT:
+    """A convolution's [out, in / groups, *kernel] weight as the 1x1 kernel [out, in / groups x taps, 1, ...]
+    that reads :func:`Patches`."""
+    return op.Reshape(Weight, op.Concat(op.Shape(Weight, start=0, end=1), op.Constant(value_ints=[-1]),
+                                        op.ConstantOfShape(op.Shape(op.Shape(Weight, start=2)), value=[1]), axis=0))
+
+
+@script(PERIPHERY, default_opset=op)
+def TransposedPatchRows(Weight: FLOAT, group: int) -> FLOAT:
+    """A transposed convolution's [in, out / groups, *kernel] weight as the 1x1 kernel that reads
+    :func:`TransposedPatches`: each group's block transposed, then :func:`PatchRows`."""
+    groups = op.Reshape(op.Constant(value_int=group), op.Constant(value_ints=[1]))
+    group_outputs = op.Shape(Weight, start=1, end=2)
+    blocks = op.Reshape(Weight, op.Concat(groups, op.Constant(value_ints=[-1]), group_outputs,
+                                          op.ReduceProd(op.Shape(Weight, start=2), keepdims=1), axis=0))
+    rows = op.Reshape(op.Transpose(blocks, perm=[0, 2, 1, 3]),
+                      op.Concat(op.Mul(groups, group_outputs), op.Constant(value_ints=[-1]), axis=0))
+    return op.Reshape(rows, op.Concat(op.Shape(rows), op.ConstantOfShape(op.Shape(op.Shape(Weight, start=2)),
+                                                                          value=[1]), axis=0))
+
+
+@script(PERIPHERY, default_opset=op)
+def ManagedPatchReads(U: FLOAT, Rows: FLOAT, dac_steps: float, adc_round: int, adc_clip: float, nm_mode: int,
+                      nm_thres: float, bm_rounds: int, group: int) -> FLOAT:
+    """:func:`ManagedReads` of a convolution array, each patch one input vector: ``U`` the patches of the
+    normalised input, ``Rows`` the 1x1 kernel that reads them; the reads on the batch dim, read after read."""
+    channel_dim = op.Constant(value_ints=[1])
+    scale, any_scale = ReadScales(op.ReduceMax(op.Abs(U), channel_dim, keepdims=1),
+                                  op.ReduceMax(U, channel_dim, keepdims=1),
+                                  nm_mode=nm_mode, nm_thres=nm_thres, bm_rounds=bm_rounds)
+    q = ManagedDac(op.Mul(op.Unsqueeze(U, op.Constant(value_ints=[0])), scale), dac_steps=dac_steps)
+    z = op.Conv(op.Reshape(q, op.Concat(op.Constant(value_ints=[-1]), op.Shape(U, start=1), axis=0)), Rows,
+                group=group)
+    rounds = op.Reshape(op.Constant(value_int=bm_rounds), op.Constant(value_ints=[1]))
+    z = op.Reshape(z, op.Concat(rounds, op.Shape(U, start=0, end=1), op.Shape(z, start=1), axis=0))
+    return ChosenRead(z, scale, any_scale, adc_round=adc_round, adc_clip=adc_clip, bm_rounds=bm_rounds)
 
 
 @script(PERIPHERY, default_opset=op)
@@ -279,7 +387,9 @@ def OscillatorCodes(Ticks: FLOAT, adc_quantization: int, ir_drop_adc_scale: floa
 
 
 PERIPHERY_FUNCTIONS: tuple[OnnxFunction, ...] = (InputDac, AdcWeight, Adc, OutScale, Rescale, RescaleChannels,
-                                                  ManagedReads, IrDropOperands, PulseCounts, OscillatorCodes)
+                                                  NormalisedInput, ReadScales, ManagedDac, ChosenRead, ManagedReads,
+                                                  Patches, TransposedPatches, PatchRows, TransposedPatchRows,
+                                                  ManagedPatchReads, IrDropOperands, PulseCounts, OscillatorCodes)
 """The shared steps, each after the ones it calls (``onnx.reference`` loads functions in order)."""
 
 
@@ -336,25 +446,36 @@ def CrossbarConv(X: FLOAT, G_plus: FLOAT, G_minus: FLOAT, B: FLOAT,
                  column_out_scale: Sequence[float], nm_mode: int, bm_rounds: int,
                  ir_drop_steps: int, ir_drop_tick: float, ir_drop_adc_scale: float,
                  strides: Sequence[int], pads: Sequence[int], dilations: Sequence[int], group: int) -> FLOAT:
-    q = InputDac(X, input_clip=input_clip, in_scale=in_scale, dac_round=dac_round, dac_clip=dac_clip)
-    if op.Greater(op.Constant(value_float=ir_drop), op.Constant(value_float=0.0)):
-        drop_weight, offset = IrDropOperands(
-            G_plus, G_minus, g_min=g_min, ir_drop=ir_drop, ir_drop_rs=ir_drop_rs,
-            ir_drop_segments=ir_drop_segments, ir_drop_v_read=ir_drop_v_read, ir_drop_rows=ir_drop_rows,
-            ir_drop_steps=ir_drop_steps, ir_drop_tick=ir_drop_tick)
-        counts = PulseCounts(q, dac_steps=dac_steps, ir_drop_steps=ir_drop_steps,
-                             ir_drop_integration_sum=ir_drop_integration_sum)
-        ticks = op.Conv(counts, op.Reshape(drop_weight, op.Shape(G_plus)), strides=strides, pads=pads,
-                        dilations=dilations, group=group)
-        spatial_ones = op.ConstantOfShape(op.Shape(op.Shape(ticks, start=2)), value=[1])
-        per_channel = op.Concat(op.Constant(value_ints=[-1]), spatial_ones, axis=0)
-        z = OscillatorCodes(op.Add(ticks, op.Reshape(offset, per_channel)), adc_quantization=adc_quantization,
-                            ir_drop_adc_scale=ir_drop_adc_scale)
+    mode = op.Constant(value_int=nm_mode)
+    dynamic = op.Or(op.Equal(mode, op.Constant(value_int=1)), op.Equal(mode, op.Constant(value_int=2)))
+    managed = op.Or(dynamic, op.Greater(op.Constant(value_int=bm_rounds), op.Constant(value_int=1)))
+    if managed:
+        patches = Patches(NormalisedInput(X, input_range=input_range), G_plus, strides=strides, pads=pads,
+                          dilations=dilations)
+        codes = ManagedPatchReads(patches, PatchRows(AdcWeight(G_plus, G_minus, adc_scale=adc_scale)),
+                                  dac_steps=dac_steps, adc_round=adc_round, adc_clip=adc_clip, nm_mode=nm_mode,
+                                  nm_thres=nm_thres, bm_rounds=bm_rounds, group=group)
     else:
-        z = op.Conv(q, AdcWeight(G_plus, G_minus, adc_scale=adc_scale),
-                    strides=strides, pads=pads, dilations=dilations, group=group)
-    return RescaleChannels(Adc(z, adc_round=adc_round, adc_clip=adc_clip), B,
-                           out_scale=out_scale, column_out_scale=column_out_scale, column_offsets=column_offsets)
+        q = InputDac(X, input_clip=input_clip, in_scale=in_scale, dac_round=dac_round, dac_clip=dac_clip)
+        if op.Greater(op.Constant(value_float=ir_drop), op.Constant(value_float=0.0)):
+            drop_weight, offset = IrDropOperands(
+                G_plus, G_minus, g_min=g_min, ir_drop=ir_drop, ir_drop_rs=ir_drop_rs,
+                ir_drop_segments=ir_drop_segments, ir_drop_v_read=ir_drop_v_read, ir_drop_rows=ir_drop_rows,
+                ir_drop_steps=ir_drop_steps, ir_drop_tick=ir_drop_tick)
+            counts = PulseCounts(q, dac_steps=dac_steps, ir_drop_steps=ir_drop_steps,
+                                 ir_drop_integration_sum=ir_drop_integration_sum)
+            ticks = op.Conv(counts, op.Reshape(drop_weight, op.Shape(G_plus)), strides=strides, pads=pads,
+                            dilations=dilations, group=group)
+            spatial_ones = op.ConstantOfShape(op.Shape(op.Shape(ticks, start=2)), value=[1])
+            per_channel = op.Concat(op.Constant(value_ints=[-1]), spatial_ones, axis=0)
+            z = OscillatorCodes(op.Add(ticks, op.Reshape(offset, per_channel)), adc_quantization=adc_quantization,
+                                ir_drop_adc_scale=ir_drop_adc_scale)
+        else:
+            z = op.Conv(q, AdcWeight(G_plus, G_minus, adc_scale=adc_scale),
+                        strides=strides, pads=pads, dilations=dilations, group=group)
+        codes = Adc(z, adc_round=adc_round, adc_clip=adc_clip)
+    return RescaleChannels(codes, B, out_scale=out_scale, column_out_scale=column_out_scale,
+                           column_offsets=column_offsets)
 
 
 @script(XBAR, default_opset=op)
@@ -374,11 +495,23 @@ def CrossbarConvTranspose(X: FLOAT, G_plus: FLOAT, G_minus: FLOAT, B: FLOAT,
                           ir_drop_steps: int, ir_drop_tick: float, ir_drop_adc_scale: float,
                           strides: Sequence[int], pads: Sequence[int], dilations: Sequence[int], group: int,
                           output_padding: Sequence[int]) -> FLOAT:
-    q = InputDac(X, input_clip=input_clip, in_scale=in_scale, dac_round=dac_round, dac_clip=dac_clip)
-    z = op.ConvTranspose(q, AdcWeight(G_plus, G_minus, adc_scale=adc_scale), strides=strides, pads=pads,
-                         output_padding=output_padding, dilations=dilations, group=group)
-    return RescaleChannels(Adc(z, adc_round=adc_round, adc_clip=adc_clip), B,
-                           out_scale=out_scale, column_out_scale=column_out_scale, column_offsets=column_offsets)
+    weight = AdcWeight(G_plus, G_minus, adc_scale=adc_scale)
+    mode = op.Constant(value_int=nm_mode)
+    dynamic = op.Or(op.Equal(mode, op.Constant(value_int=1)), op.Equal(mode, op.Constant(value_int=2)))
+    managed = op.Or(dynamic, op.Greater(op.Constant(value_int=bm_rounds), op.Constant(value_int=1)))
+    if managed:
+        patches = TransposedPatches(NormalisedInput(X, input_range=input_range), G_plus, strides=strides, pads=pads,
+                                    dilations=dilations, output_padding=output_padding)
+        codes = ManagedPatchReads(patches, TransposedPatchRows(weight, group=group), dac_steps=dac_steps,
+                                  adc_round=adc_round, adc_clip=adc_clip, nm_mode=nm_mode, nm_thres=nm_thres,
+                                  bm_rounds=bm_rounds, group=group)
+    else:
+        q = InputDac(X, input_clip=input_clip, in_scale=in_scale, dac_round=dac_round, dac_clip=dac_clip)
+        z = op.ConvTranspose(q, weight, strides=strides, pads=pads, output_padding=output_padding,
+                             dilations=dilations, group=group)
+        codes = Adc(z, adc_round=adc_round, adc_clip=adc_clip)
+    return RescaleChannels(codes, B, out_scale=out_scale, column_out_scale=column_out_scale,
+                           column_offsets=column_offsets)
 
 
 FUNCTIONS: dict[str, OnnxFunction] = {f.name: f for f in (CrossbarLinear, CrossbarConv, CrossbarConvTranspose)}

@@ -1,7 +1,7 @@
 """The names and versions of xbar's ONNX domains: plain constants, so a reader of a file needs no exporter."""
 
 DOMAIN = "ai.xbar"
-VERSION = 6
+VERSION = 7
 """Bump whenever an op's meaning changes or an op is added (2: ``CrossbarConvTranspose``;
 3: the ``drift_gain`` attribute; 4: per-column scale ratios and drift gains (``column_scale_ratios``,
 ``column_drift_gains``, ``column_out_scale``), 0 instead of inf for no clip in ``input_clip`` /
@@ -16,8 +16,11 @@ convolution bodies compute ``ir_drop`` (aihwkit's time-stepped IR-drop model) fr
 ``adc_quantization`` and ``adc_frequency`` attributes, which a file now sets, with the constants
 ``ir_drop_steps``, ``ir_drop_tick`` and ``ir_drop_adc_scale``; a recalibration's per-column offsets
 (``column_offsets``), added after the bias by ``Rescale`` / ``RescaleChannels``, its per-column gains being
-``column_drift_gains``)."""
+``column_drift_gains``); 7: ``CrossbarConv`` and ``CrossbarConvTranspose`` compute ABS_MAX / MAX noise
+management and bound management, one scale per patch, by ``ManagedPatchReads``)."""
 PERIPHERY_DOMAIN = "ai.xbar.periphery"
-PERIPHERY_VERSION = 3
+PERIPHERY_VERSION = 4
 """2: ``ManagedReads``; 3: ``IrDropOperands``, ``PulseCounts``, ``OscillatorCodes``, and ``Rescale`` /
-``RescaleChannels`` add ``column_offsets``."""
+``RescaleChannels`` add ``column_offsets``; 4: ``ManagedReads`` in steps (``NormalisedInput``, ``ReadScales``,
+``ManagedDac``, ``ChosenRead``) it shares with ``ManagedPatchReads``, which reads a convolution's ``Patches`` or
+``TransposedPatches`` through ``PatchRows`` / ``TransposedPatchRows``."""

@@ -75,8 +75,8 @@ HARDWARE_ATTRIBUTES = {
     "out_scales": "learned digital output scales: one for all columns, or one per column (empty: none); "
                   "already folded into out_scale / column_out_scale",
     "noise_management": "aihwkit's forward.noise_management: NONE, ABS_MAX, MAX or CONSTANT; each input vector "
-                        "(last dim), normalised by the input range, is divided by its scale before the DAC and "
-                        "the ADC output multiplied by it (nm_mode)",
+                        "(last dim; of a convolution, each patch), normalised by the input range, is divided by "
+                        "its scale before the DAC and the ADC output multiplied by it (nm_mode)",
     "nm_thres": "cap on the ABS_MAX / MAX scale, and CONSTANT's scale (0: no cap; CONSTANT then 1)",
     "bound_management": "aihwkit's forward.bound_management: NONE, ITERATIVE or ITERATIVE_WORST_CASE (the same "
                         "rule): while any ADC output of the call clips, read again with the input halved "

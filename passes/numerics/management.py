@@ -1,7 +1,10 @@
 """aihwkit's noise and bound management around one converted crossbar array (its pure-torch MVM's rules).
 
 Both work on the array's normalised input ``x_n`` (``clip(x, -r, r) / r`` with an input range, else ``x``), one
-input vector at a time along the last dimension (a linear layer's token or sample):
+input vector at a time: along the last dimension for a linear layer (a token or sample), one patch for a
+convolution (its array's input channels times the kernel taps at one output position, padding zeros included,
+as aihwkit's convolutions unfold their input; a transposed convolution's are its equivalent convolution's, the
+zeros between pixels included; :class:`~.patches.PatchView`):
 
 * noise management divides each vector by its scale ``nm`` before the DAC and multiplies the ADC's output
   by it after: ``ABS_MAX`` ``nm = max|x_n|``, ``MAX`` ``nm = max x_n`` (both capped at ``nm_thres`` when it
@@ -17,6 +20,10 @@ Each read is ``q = clamp(DAC(x_n / (nm * reduction)), -1, 1)`` (the clamp acts w
 are computed in a fixed order and selected with ``where``, so a compiled graph needs no data-dependent branch
 (eagerly the loop stops at the first read that does not clip). CONSTANT without bound management never
 comes here: it is one scale per array, folded into the array's constants.
+
+A convolution's patch scale is a max-pool of its pixels; with one scale per patch its DAC codes need the
+patches themselves (:meth:`~.patches.PatchView.unfold`), while bound management alone scales every patch alike
+and reads the pixels.
 """
 
 from __future__ import annotations
@@ -27,29 +34,35 @@ import torch
 from torch import Tensor
 
 from ..kinds.base import LayerKind
-from .settings import NOISE_MANAGEMENT_MODES
+from .patches import PatchView
+from .settings import DYNAMIC_MODES, NOISE_MANAGEMENT_MODES
 
 
-def noise_management_scale(x_n: Tensor, nm_mode: int, nm_thres: float) -> Union[Tensor, float]:
-    """The scale of each input vector (a tensor [..., 1]) or one scale for all (a float)."""
+def noise_management_scale(x_n: Tensor, nm_mode: int, nm_thres: float,
+                           patches: Optional[PatchView] = None) -> Union[Tensor, float]:
+    """The scale of each input vector (a tensor [..., 1]; of each patch of ``patches``, [batch, 1, *positions])
+    or one scale for all (a float)."""
     if nm_mode == NOISE_MANAGEMENT_MODES["CONSTANT"]:
         return nm_thres if nm_thres > 0 else 1.0
     if nm_mode == NOISE_MANAGEMENT_MODES["NONE"]:
         return 1.0
-    scale = x_n.abs().amax(dim=-1, keepdim=True) if nm_mode == NOISE_MANAGEMENT_MODES["ABS_MAX"] \
-        else x_n.amax(dim=-1, keepdim=True)
+    absolute = nm_mode == NOISE_MANAGEMENT_MODES["ABS_MAX"]
+    if patches is not None:
+        scale = patches.patch_max(x_n, absolute)
+    else:
+        scale = (x_n.abs() if absolute else x_n).amax(dim=-1, keepdim=True)
     return scale.clamp(max=nm_thres) if nm_thres > 0 else scale
 
 
-def _read(kind: LayerKind, x_scaled: Tensor, weight: Tensor, geometry: Any, c: dict, half_steps: float,
+def _read(mvm: Callable[[Tensor], Tensor], x_scaled: Tensor, c: dict, half_steps: float,
           out_noise: Optional[Callable[[Tensor], Tensor]]) -> Tensor:
-    """One read of the array: DAC codes of ``x_scaled`` (normalised), the mvm, its output noise (if any),
-    the ADC's rounding (no clip)."""
-    q = x_scaled * half_steps if half_steps else x_scaled.clone()
+    """One read of the array: DAC codes of ``x_scaled`` (normalised; a tensor of this read's own, coded in place:
+    a convolution's is its unfolded patches), the mvm, its output noise (if any), the ADC's rounding (no clip)."""
+    q = x_scaled
     if half_steps:
-        q.round_()
+        q.mul_(half_steps).round_()
     q.clamp_(-(half_steps or 1.0), half_steps or 1.0)
-    z = kind.mvm(q, weight, geometry)
+    z = mvm(q)
     if out_noise is not None:
         z = out_noise(z)
     return z.round_() if c["adc_round"] else z
@@ -63,7 +76,16 @@ def managed_codes(kind: LayerKind, x: Tensor, weight: Tensor, settings, geometry
     c = settings.constants
     r = settings.input_range
     x_n = torch.clamp(x, -r, r) / r if r else x
-    nm = noise_management_scale(x_n, c["nm_mode"], settings.nm_thres)
+    patches = kind.patches(weight.shape[2:], geometry) if c["nm_mode"] in DYNAMIC_MODES else None
+    nm = noise_management_scale(x_n, c["nm_mode"], settings.nm_thres, patches)
+    if patches is None:
+        def mvm(q: Tensor) -> Tensor:
+            return kind.mvm(q, weight, geometry)
+    else:  # one scale per patch: the DAC codes each patch on its own
+        x_n = patches.unfold(x_n)
+
+        def mvm(q: Tensor) -> Tensor:
+            return patches.patch_mvm(q, weight)
     all_zero: Optional[Tensor] = None
     if isinstance(nm, Tensor):
         all_zero = (nm == 0).all()
@@ -73,7 +95,7 @@ def managed_codes(kind: LayerKind, x: Tensor, weight: Tensor, settings, geometry
     result, done = None, None
     for round_index in range(c["bm_rounds"]):
         scale = (1.0 / nm) / float(2 ** round_index)
-        z = _read(kind, x_n * scale, weight, geometry, c, half_steps, out_noise)
+        z = _read(mvm, x_n * scale, c, half_steps, out_noise)
         passed = (z.abs() <= bound).all() if bound else torch.ones((), dtype=torch.bool)
         if bound:
             z.clamp_(-bound, bound)

@@ -18,6 +18,12 @@ does not commute with that sum, so :meth:`PatchView.clipped_gradient_sum` builds
 ``d`` (:mod:`xbar.passes.numerics.patch_gradient`: a matmul the size of the
 unfolded input, a few samples at a time); the clipped pixels' signs are a
 strided view of the (padded) pixels, not a copy.
+
+Noise management scales each patch by its own max (:mod:`.management`): that max
+is a max-pool of the zero-padded pixels' max over channels (of a transposed
+convolution, of the stride-dilated ones; :meth:`PatchView.patch_max`); the DAC
+then codes each patch element with its patch's scale, which needs the patches
+themselves (:meth:`PatchView.unfold`, read by :meth:`PatchView.patch_mvm`).
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from .patch_gradient import clipped_gradient_sum
@@ -93,3 +100,56 @@ class PatchView:
         its pixel), ``d`` the gradient at the array's input there, from ``dy`` (at its output) and ``weight``
         (the array's block, as its op reads it). See :mod:`xbar.passes.numerics.patch_gradient`."""
         return clipped_gradient_sum(self, dy, signs, weight)
+
+    def _zero_padded(self, x: Tensor) -> Tensor:
+        """The input the array's convolution slides its kernel over, with stride 1 for a transposed one: ``x``
+        zero-padded, or for a transposed convolution ``x`` with ``stride - 1`` zeros between pixels, padded
+        (cropped where negative) by ``dilation * (kernel - 1) - padding``, plus ``output_padding`` at the end."""
+        if not self.transposed:
+            return F.pad(x, [p for p in reversed(self.padding) for _ in range(2)]) if any(self.padding) else x
+        spread = x.new_zeros(*x.shape[:2], *[(size - 1) * s + 1 for size, s in zip(x.shape[2:], self.stride)])
+        spread[(..., *(slice(None, None, s) for s in self.stride))] = x
+        pads = []
+        for k, p, d, extra in reversed(list(zip(self.kernel, self.padding, self.dilation, self.output_padding))):
+            pads += [d * (k - 1) - p, d * (k - 1) - p + extra]
+        return F.pad(spread, pads)
+
+    def patch_max(self, x: Tensor, absolute: bool) -> Tensor:
+        """The max over each patch of the elements (``absolute``: of their magnitudes), padding and inserted
+        zeros included, shaped [batch, 1, *output positions]: a max-pool of :meth:`_zero_padded`'s max over
+        channels, one spatial dim at a time (a window's max is separable; strided views, no copy; the kernel's
+        orientation does not matter to a max)."""
+        m = self._zero_padded((x.abs() if absolute else x).amax(dim=1, keepdim=True))
+        stride = [1] * len(self.kernel) if self.transposed else self.stride
+        for dim, (k, s, d) in enumerate(zip(self.kernel, stride, self.dilation)):
+            m = m.unfold(2 + dim, d * (k - 1) + 1, s)[..., ::d].amax(dim=-1)
+        return m
+
+    def unfold(self, x: Tensor) -> Tensor:
+        """The patches of ``x``: [batch, channels x taps, *output positions], channel-major as the array's rows
+        (the weight's, for a transposed convolution in its own tap order). A convolution's are strided views
+        of the padded pixels, copied once into that layout; a transposed one's a transposed convolution of each
+        channel with one one-hot kernel per tap (exact: each output sums one pixel and zeros)."""
+        n = len(self.kernel)
+        if self.transposed:
+            taps = torch.eye(math.prod(self.kernel), dtype=x.dtype, device=x.device).reshape(1, -1, *self.kernel)
+            spread = (F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d)[n - 1](
+                x.reshape(-1, 1, *x.shape[2:]), taps, None, self.stride, self.padding, self.output_padding, 1,
+                self.dilation)
+            return spread.reshape(x.shape[0], -1, *spread.shape[2:])
+        u = self._zero_padded(x)
+        for dim, (k, s, d) in enumerate(zip(self.kernel, self.stride, self.dilation)):
+            u = u.unfold(2 + dim, d * (k - 1) + 1, s)  # [batch, channels, *positions, *window spans]
+        u = u[(..., *(slice(None, None, d) for d in self.dilation))]
+        u = u.permute(0, 1, *range(2 + n, 2 + 2 * n), *range(2, 2 + n))
+        return u.reshape(x.shape[0], -1, *u.shape[2 + n:])
+
+    def patch_mvm(self, patches: Tensor, weight: Tensor) -> Tensor:
+        """The array's op on :meth:`unfold`'s patches: a 1x1 convolution (per group) with the weight's rows
+        flattened (a transposed convolution's [in, out / groups, *kernel] weight first made [out, in / groups,
+        *kernel], group by group)."""
+        n = len(self.kernel)
+        if self.transposed:
+            weight = weight.unflatten(0, (self.groups, -1)).transpose(1, 2).flatten(0, 1)
+        flat = weight.reshape(weight.shape[0], -1, *([1] * n))
+        return (F.conv1d, F.conv2d, F.conv3d)[n - 1](patches, flat, groups=self.groups)
