@@ -2,6 +2,7 @@
 
 import numpy as np
 import onnx
+import onnx_ir as ir
 import onnxruntime as ort
 import pytest
 import torch
@@ -57,6 +58,40 @@ def test_initializers_past_the_limit_go_to_a_data_file_unless_refused(converted,
     export_onnx(model, (x,), tmp_path / "auto.onnx")
     export_onnx(model, (x,), tmp_path / "one.onnx", external_data=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["auto.onnx", "auto.onnx.data", "one.onnx"]
+
+
+@pytest.mark.parametrize("name", ["mlp", "transformer"])
+def test_a_single_file_is_streamed_byte_identical_to_a_whole_proto_save(name, converted, tmp_path, monkeypatch):
+    if name == "mlp":
+        model, x = converted
+    else:
+        x = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+        prepared = prepare(load_pretrained(name), (x,))
+        calibrate(prepared, [x])
+        model = convert(prepared)
+    whole = tmp_path / "whole.onnx"
+    save_checked = onnx_files.save_checked
+
+    def also_saved_whole(onnx_model, *args):
+        ir.save(onnx_model, whole)  # the same in-memory model, serialised as one proto
+        return save_checked(onnx_model, *args)
+
+    monkeypatch.setattr(onnx_files, "save_checked", also_saved_whole)
+    path = export_onnx(model, (x,), tmp_path / f"{name}.onnx", external_data=False)
+    streamed = path.read_bytes()
+    assert streamed == whole.read_bytes() == onnx.load(str(path)).SerializeToString()
+    assert len(onnx.load(str(path)).graph.initializer) > 2
+    exported = Exported(model, path)
+    np.testing.assert_allclose(exported.run(x), exported.expected(x), rtol=1e-4, atol=1e-4)
+    skeleton = onnx_files._save_streamed(ir.load(path), tmp_path / "again.onnx")  # what the checker reads
+    assert (tmp_path / "again.onnx").read_bytes() == streamed
+    external = {t.name for t in skeleton.graph.initializer if onnx.external_data_helper.uses_external_data(t)}
+    assert all((t.name in external) == (len(t.raw_data) == 0) for t in skeleton.graph.initializer)
+    large = {t.name for t in onnx.load(str(path)).graph.initializer if len(t.raw_data) > onnx_files.EXTERNAL_MIN_BYTES}
+    assert large and external == large
+    onnx.save(skeleton, tmp_path / "again.onnx.skeleton")
+    session = ort.InferenceSession(str(tmp_path / "again.onnx.skeleton"))  # its tensors are the file's own bytes
+    np.testing.assert_array_equal(session.run(None, {session.get_inputs()[0].name: x.numpy()})[0], exported.run(x))
 
 
 def test_inspect_names_a_missing_data_file(converted, tmp_path):
