@@ -10,7 +10,9 @@ import torch.utils._pytree as pytree
 from onnx_parity import Exported, assert_within_one_adc_step
 from torch import nn
 
-from xbar import calibrate, convert, export_onnx, prepare
+from xbar import PCMLikeNoiseModel, calibrate, convert, export_onnx, onnx_accuracy_over_time, prepare
+from xbar.compiler.inspection.read import load_inspection
+from xbar.compiler.program_files.arrays import source_of_onnx
 from xbar.passes.errors import UserError
 
 from conftest import eight_bit
@@ -106,6 +108,11 @@ def test_at_the_example_length_the_scan_file_computes_what_the_unrolled_file_com
     layers = json.loads({p.key: p.value for p in scanned.model.metadata_props}["xbar.layers"])
     assert len(layers) == 12 and all(entry["calls"] == 1 for entry in layers)  # one node per array, in a Scan body
     assert onnx.load(scanned.path).graph.input[0].type.tensor_type.shape.dim[1].dim_param == "seq"
+    assert len(load_inspection(scanned.path).layers) == 12  # xbar inspect reads the Scan bodies
+    assert len(source_of_onnx(onnx.load(scanned.path)).arrays) == 12  # and so do the programming files
+    with pytest.raises(UserError, match="recurrent layers in ONNX Scan bodies") as info:
+        onnx_accuracy_over_time(scanned.path, PCMLikeNoiseModel(), {"1s": 1.0}, 1, [(other, other)])
+    assert "\n" not in str(info.value)
 
 
 def test_a_model_without_recurrent_layers_is_refused_in_one_line(tmp_path):

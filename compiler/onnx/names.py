@@ -1,4 +1,5 @@
-"""The names and versions of xbar's ONNX domains: plain constants, so a reader of a file needs no exporter."""
+"""The names and versions of xbar's ONNX domains, plain constants, and :func:`graph_nodes`: what a reader of a
+file needs, without the exporter."""
 
 DOMAIN = "ai.xbar"
 VERSION = 6
@@ -21,3 +22,13 @@ PERIPHERY_DOMAIN = "ai.xbar.periphery"
 PERIPHERY_VERSION = 3
 """2: ``ManagedReads``; 3: ``IrDropOperands``, ``PulseCounts``, ``OscillatorCodes``, and ``Rescale`` /
 ``RescaleChannels`` add ``column_offsets``."""
+
+
+def graph_nodes(graph):
+    """The nodes of an ``onnx.GraphProto`` and of the graphs in their attributes (a recurrent layer's ``Scan``
+    body holds its ai.xbar nodes), depth first, in graph order."""
+    for node in graph.node:
+        yield node
+        for attribute in node.attribute:
+            for body in (attribute.g,) if attribute.HasField("g") else attribute.graphs:
+                yield from graph_nodes(body)
