@@ -13,7 +13,7 @@ from torch import nn
 from xbar import PCMLikeNoiseModel, calibrate, convert, export_onnx, onnx_accuracy_over_time, prepare
 from xbar.compiler.inspection.read import load_inspection
 from xbar.compiler.program_files.arrays import source_of_onnx
-from xbar.passes.errors import UserError
+from xbar.passes.errors import ExportError, UserError
 
 from conftest import eight_bit
 
@@ -121,5 +121,15 @@ def test_a_model_without_recurrent_layers_is_refused_in_one_line(tmp_path):
     converted = convert(prepare(model, (x,), eight_bit()))
     with pytest.raises(UserError, match=r"scan_recurrent=True\) needs a model with a recurrent layer") as info:
         export_onnx(converted, (x,), tmp_path / "m.onnx", scan_recurrent=True)
+    assert "\n" not in str(info.value)
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_tiled_recurrent_weight_is_refused_in_one_line(tmp_path):
+    model = recurrent("lstm")  # weight_ih_l0 is [16, 3]: two arrays of at most 10 outputs
+    x = sequence(STEPS)
+    converted = convert(prepare(model, (x,), eight_bit().with_overrides({"mapping.max_output_size": 10})))
+    with pytest.raises(ExportError, match="rnn.weight_ih_l0 is programmed on several arrays") as info:
+        export_onnx(converted, (x,), tmp_path / "tiled.onnx", scan_recurrent=True)
     assert "\n" not in str(info.value)
     assert not list(tmp_path.iterdir())
