@@ -107,7 +107,7 @@ def _roll(graph_module: fx.GraphModule, nodes: dict, sites: dict) -> None:
     ops = {w: (_site(sites, w).target, _plain(_site(sites, w).args[1 + len(TENSORS):])) for w in weights}
     count = loop.layers * len(loop.weights[0])
     initial, sizes = [], []
-    for k, role in enumerate(("h0", "c0")[:2 if loop.mode == "LSTM" else 1]):
+    for role in ("h0", "c0")[:2 if loop.mode == "LSTM" else 1]:
         for index in range(count):
             node = nodes[(role, index)]
             zeros = node.target is cells.zero_state
@@ -117,9 +117,9 @@ def _roll(graph_module: fx.GraphModule, nodes: dict, sites: dict) -> None:
     region = _ancestors(results)
     with graph.inserting_before(min(results, key=_position(graph))):
         tensors = [graph.get_attr(a.target) for w in weights for a in _site(sites, w).args[1:1 + len(TENSORS)]]
-        rolled = graph.call_function(scanned(loop, ops, weights, sizes),
-                                     (loop_input(steps), tuple(initial), tuple(tensors)))
-        rolled.name = f"{steps.name.removesuffix('_steps')}_scan"
+        rolled = graph.create_node("call_function", scanned(loop, ops, weights, sizes),
+                                   (steps.args[0], tuple(initial), tuple(tensors)), {},  # the unbound sequence
+                                   name=f"{steps.name.removesuffix('_steps')}_scan")
         for k, role in enumerate(RESULTS):
             if (role, 0) in nodes:
                 nodes[(role, 0)].replace_all_uses_with(graph.call_function(operator.getitem, (rolled, k)))
@@ -131,11 +131,6 @@ def _roll(graph_module: fx.GraphModule, nodes: dict, sites: dict) -> None:
 def _plain(arguments: tuple) -> tuple:
     """A node's constant arguments with fx's immutable lists as lists (what the traced scan body can take)."""
     return tuple(list(a) if isinstance(a, list) else a for a in arguments)
-
-
-def loop_input(steps: fx.Node) -> fx.Node:
-    """The unrolled call's input sequence: what its ``unbind_steps`` node splits."""
-    return steps.args[0]
 
 
 def _position(graph: fx.Graph) -> Callable[[fx.Node], int]:
