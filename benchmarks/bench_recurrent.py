@@ -7,10 +7,13 @@ batch_first, a linear head on the last step). Its plain side is
 ``torch.onnx.export(model, (x,), dynamo=True)`` of the float model with a dynamic
 batch (one ONNX ``LSTM`` node per layer); the xbar side is ``compile_model`` with
 the 8-bit config and 2 calibration batches, whose file has one ``ai.xbar`` node per
-weight and step. Both run in this process (each once untimed first, so neither
+weight and step; the scan side compiles the same way and writes the file with
+``export_onnx(..., scan_recurrent=True)`` (one ONNX ``Scan`` per layer, one ``ai.xbar``
+node per weight in its body, any sequence length). Both run in this process (each once untimed first, so neither
 pays the first call's imports), alternating, median of ``--repeats``;
 ONNX Runtime's time is the median of 20 runs on a batch of 8, after one warm-up.
-The ratios are xbar's over the plain export's, measured in the same run.
+The ratios are xbar's over the plain export's, and the scan file's over the unrolled one's
+(ORT), measured in the same run.
 """
 
 from __future__ import annotations
@@ -47,12 +50,14 @@ def _plain(model: nn.Module, x: torch.Tensor, path: Path) -> None:
     torch.onnx.export(model, (x,), dynamo=True, dynamic_shapes=({0: batch},), verbose=False).save(str(path))
 
 
-def _xbar(model: nn.Module, x: torch.Tensor, path: Path) -> None:
-    from xbar import HardwareConfig, compile_model
+def _xbar(model: nn.Module, x: torch.Tensor, path: Path, scan: bool = False) -> None:
+    from xbar import HardwareConfig, compile_model, export_onnx
 
     config = HardwareConfig().with_overrides({**EIGHT_BIT, "pre_post.input_range.enable": True})
-    compile_model(model, (x,), config, calibration_data=[torch.randn(4, *x.shape[1:]) for _ in range(2)],
-                  output=path)
+    result = compile_model(model, (x,), config, calibration_data=[torch.randn(4, *x.shape[1:]) for _ in range(2)],
+                           output=None if scan else path)
+    if scan:
+        export_onnx(result.converted, (x,), path, scan_recurrent=True)
 
 
 def _timed(fn) -> float:
@@ -72,11 +77,12 @@ def measure(steps: int, repeats: int, folder: Path) -> dict:
     torch.manual_seed(0)
     model = LSTMClassifier().eval()
     x = torch.randn(2, steps, FEATURES)
-    paths = {"plain": folder / f"plain{steps}.onnx", "xbar": folder / f"xbar{steps}.onnx"}
-    times = {"plain": [], "xbar": []}
+    paths = {side: folder / f"{side}{steps}.onnx" for side in ("plain", "xbar", "scan")}
+    times = {side: [] for side in paths}
     for _ in range(repeats):
         times["plain"].append(_timed(lambda: _plain(model, x, paths["plain"])))
         times["xbar"].append(_timed(lambda: _xbar(model, x, paths["xbar"])))
+        times["scan"].append(_timed(lambda: _xbar(model, x, paths["scan"], scan=True)))
     graph = onnx.load(str(paths["xbar"])).graph
     run_input = torch.randn(BATCH, steps, FEATURES)
     return {"export": {side: statistics.median(t) for side, t in times.items()},
@@ -91,16 +97,17 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     console = command_console("bench_recurrent", argv)
     torch.set_num_threads(1)
-    table = Table("steps", "ai.xbar nodes", "all nodes", "plain export s", "xbar s", "ratio",
-                  "ORT plain ms", "ORT xbar ms", "ratio")
+    table = Table("steps", "ai.xbar nodes", "all nodes", "plain export s", "xbar s", "ratio", "scan s",
+                  "ORT plain ms", "ORT xbar ms", "ratio", "ORT scan ms", "scan / xbar")
     with tempfile.TemporaryDirectory() as folder:
         measure(min(args.steps), 1, Path(folder))  # warm-up
         for steps in args.steps:
             m = measure(steps, args.repeats, Path(folder))
             export, run = m["export"], m["ort"]
             table.add_row(str(steps), str(m["arrays"]), str(m["nodes"]), f"{export['plain']:.2f}",
-                          f"{export['xbar']:.2f}", f"{export['xbar'] / export['plain']:.2f}x",
-                          f"{run['plain'] * 1e3:.3f}", f"{run['xbar'] * 1e3:.3f}", f"{run['xbar'] / run['plain']:.1f}x")
+                          f"{export['xbar']:.2f}", f"{export['xbar'] / export['plain']:.2f}x", f"{export['scan']:.2f}",
+                          f"{run['plain'] * 1e3:.3f}", f"{run['xbar'] * 1e3:.3f}", f"{run['xbar'] / run['plain']:.1f}x",
+                          f"{run['scan'] * 1e3:.3f}", f"{run['scan'] / run['xbar']:.2f}x")
     console.print(table)
 
 

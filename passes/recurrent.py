@@ -70,6 +70,36 @@ class RecurrentCall:
         return len(self.weights[0])
 
 
+LOOP_META = "xbar_recurrent_loop"
+"""``node.meta`` key of the nodes of an unrolled call that bound its steps (a :class:`LoopPart`)."""
+
+
+@dataclass(frozen=True)
+class RecurrentLoop:
+    """What a pass needs to roll an unrolled call's steps back into a loop: the call's cell, the input's
+    time dim, the example's length and the weights; ``key`` tells calls of the same module apart."""
+
+    key: str
+    mode: str
+    time_dim: int
+    steps: int
+    weights: tuple[tuple[DirectionWeights, ...], ...]
+
+    @property
+    def layers(self) -> int:
+        return len(self.weights)
+
+
+@dataclass(frozen=True)
+class LoopPart:
+    """The role of a node in its unrolled call: ``steps`` (the step inputs), ``h0`` / ``c0`` (layer-direction
+    ``index``'s initial state), ``output``, ``h_n``, ``c_n`` (the call's results)."""
+
+    loop: RecurrentLoop
+    role: str
+    index: int = 0
+
+
 def recurrent_call(gm: fx.GraphModule, node: fx.Node) -> Union[RecurrentCall, Refused, None]:
     """The recurrent layer ``node`` calls, why it cannot be unrolled, or None (not such a call)."""
     if node.op == "call_module":

@@ -71,6 +71,14 @@ def default_shapes(inputs: tuple, sequence_of: Callable[[Tensor], bool]) -> tupl
                        inputs, None)
 
 
+def with_sequence_dim(inputs, spec, lengths: set[int]) -> tuple:
+    """``spec`` with ``seq`` (from 1 up) at dimension 1 of each tensor whose dimension 1 has one of the
+    ``lengths`` (the recurrent calls' unrolled lengths; the batch-first convention of the default spec)."""
+    seq = Dim(SEQUENCE, min=1)
+    return map_tensors(lambda x, dims: dims if x.dim() < 2 or x.shape[1] not in lengths else (dims or {}) | {1: seq},
+                       inputs, spec)
+
+
 def probing_sequence(inputs, spec) -> tuple:
     """``spec`` with its ``seq`` dimensions left to torch.export (``Dim.AUTO``): the export that finds which
     lengths the model takes, for :func:`bounded_sequence` to read."""

@@ -30,7 +30,7 @@ from onnx import external_data_helper, numpy_helper
 
 from ...passes.digital_layer import DigitalLayer
 from ...passes.errors import InspectError
-from ..onnx.names import DOMAIN, VERSION
+from ..onnx.names import DOMAIN, VERSION, graph_nodes
 from .summary import REQUIRED_SETTINGS, SETTINGS_FIELDS, LayerSummary, settings_from
 
 
@@ -86,7 +86,7 @@ def _load_onnx(path: Path) -> Inspection:
 def _nodes_by_array(graph: onnx.GraphProto) -> dict[tuple, list[onnx.NodeProto]]:
     """The ai.xbar nodes grouped by the array they run (``layer``, ``tile_row``, ``tile_col``), in graph order."""
     arrays: dict[tuple, list[onnx.NodeProto]] = {}
-    for node in graph.node:
+    for node in graph_nodes(graph):
         if node.domain == DOMAIN:
             attributes = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
             key = tuple(attributes.get(name) for name in ("layer", "tile_row", "tile_col"))

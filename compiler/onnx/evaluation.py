@@ -73,6 +73,9 @@ def file_arrays(model: onnx.ModelProto) -> list[FileArray]:
     for node in model.graph.node:
         if node.domain == DOMAIN:
             nodes.setdefault(_array_name(node), node)
+    if any(node.op_type == "Scan" for node in model.graph.node):
+        raise UserError("the file runs its recurrent layers in ONNX Scan bodies (export_onnx(scan_recurrent=True)), "
+                        "which evaluation does not rewrite yet: evaluate the file exported without scan_recurrent")
     arrays = []
     for entry in json.loads(_metadata(model)["xbar.layers"]):
         node = nodes[entry["g_plus"].removesuffix(".g_plus")]

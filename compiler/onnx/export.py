@@ -39,13 +39,14 @@ import torch
 from torch import fx
 
 from ...passes.capture import copy_graph_module, export_program, first_line, torch_internal_warnings_ignored
-from ...passes.errors import DynamicShapeError, ExportError, NoCrossbarLayersWarning
+from ...passes.errors import DynamicShapeError, ExportError, NoCrossbarLayersWarning, UserError
 from ...passes.infra import run_passes
 from ...passes.inputs import positional_inputs
 from ...passes.numerics.crossbar import Crossbar, MultiDeviceCrossbar, crossbar_modules
 from ...passes.rewrites.export_ops import CrossbarToCustomOpsPass
 from ...passes.rewrites.functional_ops import FunctionalInPlaceOpsPass
-from ...passes.shapes import constraint_violation, dimension_names, requested_shapes, widened
+from ...passes.rewrites.scan_recurrent import ScanRecurrentPass, unrolled_lengths
+from ...passes.shapes import constraint_violation, dimension_names, requested_shapes, widened, with_sequence_dim
 from ..chip.target import mapping_of
 from ..devices.programming import programming_of
 from ..inspection.converted import summarize
@@ -71,7 +72,7 @@ TORCHVISION_NOTICE = "torchvision is not installed. Skipping %s"
 
 
 def export_onnx(converted: fx.GraphModule, example_inputs: Sequence, path: Union[str, os.PathLike],
-                external_data: Optional[bool] = None) -> Path:
+                external_data: Optional[bool] = None, scan_recurrent: bool = False) -> Path:
     """Write ``converted`` (from :func:`xbar.convert`) as annotated ONNX to ``path``.
 
     Each crossbar layer becomes one ``ai.xbar`` node (see :mod:`xbar.compiler.onnx.ops`)
@@ -89,25 +90,37 @@ def export_onnx(converted: fx.GraphModule, example_inputs: Sequence, path: Union
     ``external_data=True`` puts the initializers in ``<path>.data`` next to the
     file (ONNX's external data); ``None`` does so when they exceed what one
     protobuf can hold (2 GB).
+
+    ``scan_recurrent=True`` writes each recurrent layer's steps as one ONNX ``Scan`` per layer and
+    direction whose body is one step (:mod:`xbar.passes.rewrites.scan_recurrent`), and makes dimension 1
+    (``seq``) of each input whose dimension 1 is the unrolled length dynamic: ONNX Runtime runs the file
+    at any sequence length, with the arrays, ranges and periphery the model was converted with.
     """
-    return export_onnx_files(converted, example_inputs, path, external_data)[0]
+    return export_onnx_files(converted, example_inputs, path, external_data, scan_recurrent)[0]
 
 
 def export_onnx_files(converted: fx.GraphModule, example_inputs: Sequence, path: Union[str, os.PathLike],
-                      external_data: Optional[bool] = None) -> list[Path]:
+                      external_data: Optional[bool] = None, scan_recurrent: bool = False) -> list[Path]:
     """:func:`export_onnx`, returning every file written: the ONNX file, then its data file if it has one."""
     record = record_of(converted, "export_onnx()", Stage.CONVERTED)
     originals = crossbar_modules(converted)
     if not originals:
         warnings.warn("the model has no crossbar layer: exporting plain ONNX without ai.xbar nodes",
                       NoCrossbarLayersWarning, stacklevel=2)
+    lengths = unrolled_lengths(converted)
+    if scan_recurrent and not lengths:
+        raise UserError("export_onnx(scan_recurrent=True) needs a model with a recurrent layer (nn.LSTM, nn.GRU, "
+                        "nn.RNN); this one has none: export it without scan_recurrent")
     tensors = [*converted.parameters(), *converted.buffers()]
     graph_module = run_passes(copy_graph_module(converted, share=tensors),  # read only: not copied
-                              [CrossbarToCustomOpsPass(), FunctionalInPlaceOpsPass()])
+                              [CrossbarToCustomOpsPass(), FunctionalInPlaceOpsPass(),
+                               *([ScanRecurrentPass()] if scan_recurrent else [])])
     onnx_boundary.cast_at_boundary(graph_module)
     crossbars = {name: graph_module.get_submodule(name) for name in originals}  # with the pass's zero biases
     inputs = positional_inputs(graph_module, example_inputs, "export_onnx() example_inputs")
     spec = record.dynamic_shapes if record.dynamic_shapes is not None else requested_shapes(None, inputs).spec
+    if scan_recurrent:
+        spec = with_sequence_dim(inputs, spec, lengths)
     with _torchvision_notices_dropped():
         model, names = _to_onnx(graph_module, inputs, spec)
     _name_dimensions(model, names)

@@ -3,7 +3,8 @@
 Check the graph you get, not the one you asked for: torch.onnx's optimiser folds
 constants and merges equal initializers. After it ran:
 
-* :func:`match_nodes` pairs each ``ai.xbar`` node with its Crossbar module by
+* :func:`match_nodes` pairs each ``ai.xbar`` node (in a ``Scan`` body too, reading the
+  graph's initializers from the outer scope) with its Crossbar module by
   its ``layer`` / ``tile_row`` / ``tile_col`` attributes;
 * :func:`restore_layer_tensors` gives a node back its own G+ / G- / bias
   initializer where the optimiser merged equal ones (two zero biases, two equal
@@ -38,7 +39,8 @@ def expected_attributes(module: Crossbar) -> dict:
 
 
 def xbar_nodes(model: ir.Model) -> list[ir.Node]:
-    return [n for n in model.graph if n.domain == onnx_ops.DOMAIN]
+    """The graph's ai.xbar nodes, those in the body of a ``Scan`` (a recurrent layer's step) too."""
+    return [n for n in ir.traversal.RecursiveGraphIterator(model.graph) if n.domain == onnx_ops.DOMAIN]
 
 
 def match_nodes(model: ir.Model, crossbars: dict[str, Crossbar]) -> list[tuple[ir.Node, str]]:
@@ -73,7 +75,7 @@ def restore_layer_tensors(model: ir.Model, matched: list, crossbars: dict[str, C
 
 def name_nodes(model: ir.Model, matched: list) -> None:
     """``<module>`` for the first node of a module, ``<module>_1``, ... for more call sites."""
-    taken = {n.name for n in model.graph}
+    taken = {n.name for n in ir.traversal.RecursiveGraphIterator(model.graph)}
     for node, module_name in matched:
         name, count = module_name, 0
         while name in taken:

@@ -1,4 +1,5 @@
-"""The names and versions of xbar's ONNX domains: plain constants, so a reader of a file needs no exporter."""
+"""The names and versions of xbar's ONNX domains, plain constants, and :func:`graph_nodes`: what a reader of a
+file needs, without the exporter."""
 
 DOMAIN = "ai.xbar"
 VERSION = 7
@@ -24,3 +25,13 @@ PERIPHERY_VERSION = 4
 ``RescaleChannels`` add ``column_offsets``; 4: ``ManagedReads`` in steps (``NormalisedInput``, ``ReadScales``,
 ``ManagedDac``, ``ChosenRead``) it shares with ``ManagedPatchReads``, which reads a convolution's ``Patches`` or
 ``TransposedPatches`` through ``PatchRows`` / ``TransposedPatchRows``."""
+
+
+def graph_nodes(graph):
+    """The nodes of an ``onnx.GraphProto`` and of the graphs in their attributes (a recurrent layer's ``Scan``
+    body holds its ai.xbar nodes), depth first, in graph order."""
+    for node in graph.node:
+        yield node
+        for attribute in node.attribute:
+            for body in (attribute.g,) if attribute.HasField("g") else attribute.graphs:
+                yield from graph_nodes(body)

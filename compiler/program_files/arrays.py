@@ -78,13 +78,13 @@ def source_of_onnx(model) -> Source:
     import onnx
     from onnx import numpy_helper
 
-    from ..onnx.names import DOMAIN
+    from ..onnx.names import DOMAIN, graph_nodes
 
     initializers = {t.name: t for t in model.graph.initializer}
     metadata = {p.key: p.value for p in model.metadata_props}
     kinds = {entry["node"]: entry["kind"] for entry in json.loads(metadata["xbar.layers"])}
     arrays, seen = [], set()
-    for node in model.graph.node:
+    for node in graph_nodes(model.graph):
         if node.domain != DOMAIN or node.input[1] in seen:
             continue
         seen.add(node.input[1])

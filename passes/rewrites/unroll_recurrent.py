@@ -23,6 +23,9 @@ Rules of :class:`UnrollRecurrentPass`, for each call of ``nn.LSTM``, ``nn.GRU`` 
   hidden]) is unrolled on vectors, as the module computes it;
 * a call that cannot be unrolled (a PackedSequence input) stays as it is, its
   reason in ``node.meta[REFUSED_META]`` for matching to report;
+* the nodes bounding the steps carry their :class:`~xbar.passes.recurrent.LoopPart` in
+  ``node.meta[LOOP_META]`` (the step inputs, initial states and results), for an export to roll the
+  steps back into a loop (:mod:`xbar.passes.rewrites.scan_recurrent`);
 * a graph without recurrent calls is left untouched (``modified=False``).
 """
 
@@ -41,7 +44,7 @@ from ..kinds.base import Refused
 from ..matching import REFUSED_META
 from ..numerics import recurrent as cells
 from ..operands import resolve_attribute
-from ..recurrent import GATES, DirectionWeights, RecurrentCall, recurrent_call
+from ..recurrent import GATES, LOOP_META, DirectionWeights, LoopPart, RecurrentCall, RecurrentLoop, recurrent_call
 
 NOT_A_TENSOR = Refused("its input is not a tensor when the example runs (a PackedSequence?)")
 
@@ -135,6 +138,8 @@ class _Unroller:
         call, time_dim = self.call, self.time_dim
         sequence = self._node(cells.unbind_steps, (call.input, time_dim, self.steps, call.owner),
                               f"{self.prefix}_steps")
+        self.loop = RecurrentLoop(sequence.name, call.mode, time_dim, self.steps, call.weights)
+        self._tag(sequence, "steps")
         inputs = [self._node(operator.getitem, (sequence, t), f"{self.prefix}_x_t{t}") for t in range(self.steps)]
         initial = self._initial_state()
         finals = []
@@ -150,8 +155,9 @@ class _Unroller:
             inputs = runs[0] if len(runs) == 1 else [
                 self._node(torch.cat, ([run[t] for run in runs], -1), f"{self.prefix}_l{layer}_t{t}_cat")
                 for t in range(self.steps)]
-        output = self._node(torch.stack, (inputs, time_dim), f"{self.prefix}_output")
-        states = tuple(self._node(torch.stack, ([f[k] for f in finals], 0), f"{self.prefix}_{name}_n")
+        output = self._tag(self._node(torch.stack, (inputs, time_dim), f"{self.prefix}_output"), "output")
+        states = tuple(self._tag(self._node(torch.stack, ([f[k] for f in finals], 0), f"{self.prefix}_{name}_n"),
+                                 f"{name}_n")
                        for k, name in enumerate(("h", "c")[:len(finals[0])]))
         if call.nested:
             return (output, states if call.mode == "LSTM" else states[0])
@@ -173,10 +179,14 @@ class _Unroller:
         """Layer-direction ``index``'s initial hidden (k=0) or cell (k=1) state."""
         name = f"{self.prefix}_{'hc'[k]}0_{index}"
         if state is not None:
-            return self._node(operator.getitem, (state, index), name)
+            return self._tag(self._node(operator.getitem, (state, index), name), f"{'hc'[k]}0", index)
         w_hh = resolve_attribute(self.gm, weights.hh)
         size = w_hh.shape[1] if k == 0 else w_hh.shape[0] // GATES[self.call.mode]
-        return self._node(cells.zero_state, (x, size), name)
+        return self._tag(self._node(cells.zero_state, (x, size), name), f"{'hc'[k]}0", index)
+
+    def _tag(self, node: fx.Node, role: str, index: int = 0) -> fx.Node:
+        node.meta[LOOP_META] = LoopPart(self.loop, role, index)
+        return node
 
     def _direction(self, weights: DirectionWeights, inputs: list, state: tuple, base: str, reverse: bool):
         outputs = [None] * self.steps

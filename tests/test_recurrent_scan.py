@@ -1,0 +1,135 @@
+"""export_onnx(scan_recurrent=True): each recurrent layer's steps as an ONNX Scan, so ONNX Runtime runs any length."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+import torch.utils._pytree as pytree
+from onnx_parity import Exported, assert_within_one_adc_step
+from torch import nn
+
+from xbar import PCMLikeNoiseModel, calibrate, convert, export_onnx, onnx_accuracy_over_time, prepare
+from xbar.compiler.inspection.read import load_inspection
+from xbar.compiler.program_files.arrays import source_of_onnx
+from xbar.passes.errors import ExportError, UserError
+
+from conftest import eight_bit
+
+BATCH, STEPS, FEATURES, HIDDEN = 2, 3, 3, 4
+LENGTHS = (1, STEPS, 7)
+
+
+class Recurrent(nn.Module):
+    """A recurrent layer on [batch, steps, features] inputs (a time-major layer is fed the transposed input),
+    returning all its outputs batch first."""
+
+    def __init__(self, rnn: nn.RNNBase):
+        super().__init__()
+        self.rnn = rnn
+
+    def forward(self, x):
+        output, state = self.rnn(x if self.rnn.batch_first else x.transpose(0, 1))
+        return (output if self.rnn.batch_first else output.transpose(0, 1)), state
+
+
+MATRIX = {
+    "lstm": (nn.LSTM, dict(batch_first=True)),
+    "lstm-2": (nn.LSTM, dict(num_layers=2, batch_first=True)),
+    "lstm-bidir-time_major": (nn.LSTM, dict(bidirectional=True)),
+    "lstm-2-bidir-projected": (nn.LSTM, dict(num_layers=2, bidirectional=True, batch_first=True, proj_size=2)),
+    "gru-2-bidir-no_bias": (nn.GRU, dict(num_layers=2, bidirectional=True, batch_first=True, bias=False)),
+    "rnn-tanh": (nn.RNN, dict(batch_first=True)),
+    "rnn-relu-bidir": (nn.RNN, dict(nonlinearity="relu", bidirectional=True, batch_first=True)),
+}
+
+
+def recurrent(name: str) -> Recurrent:
+    torch.manual_seed(0)
+    cls, options = MATRIX[name]
+    return Recurrent(cls(FEATURES, HIDDEN, **options)).eval()
+
+
+def sequence(steps: int, batch: int = BATCH, seed: int = 1) -> torch.Tensor:
+    return torch.randn(batch, steps, FEATURES, generator=torch.Generator().manual_seed(seed))
+
+
+def converted_at(model: nn.Module, steps: int, state: dict):
+    """The xbar model prepared (unrolled) at ``steps``, with the calibrated state of the one at STEPS."""
+    prepared = prepare(model, (sequence(steps),), eight_bit())
+    prepared.load_state_dict(state)
+    return convert(prepared)
+
+
+def assert_same(got: list, expected: list, step: float) -> None:
+    assert len(got) == len(expected)
+    for a, b in zip(got, expected):  # c_n is digital float arithmetic: ORT's sigmoid and tanh round otherwise
+        b = b.numpy()
+        assert a.shape == b.shape
+        rounded = np.where(np.isclose(a, b, rtol=0, atol=1e-6), b, a)
+        assert_within_one_adc_step(rounded, b, step)
+
+
+@pytest.mark.parametrize("name", sorted(MATRIX))
+def test_onnx_runtime_runs_the_scan_export_at_every_length_as_xbar_prepared_at_it(name, tmp_path):
+    model = recurrent(name)
+    prepared = prepare(model, (sequence(STEPS),), eight_bit())
+    calibrate(prepared, [sequence(STEPS, batch=8, seed=s) for s in range(2)])
+    converted = convert(prepared)
+    path = export_onnx(converted, (sequence(STEPS),), tmp_path / "scan.onnx", scan_recurrent=True)
+    result = Exported(converted, path)
+    graph = result.model.graph
+    directions = 2 if "bidir" in name else 1
+    layers = 2 if "-2" in name else 1
+    assert sum(n.op_type == "Scan" for n in graph.node) == layers * directions
+    assert not [n for n in graph.node if n.domain == "ai.xbar"]  # every array is called in a Scan body
+    assert [d.dim_param for d in graph.input[0].type.tensor_type.shape.dim[:2]] == ["batch", "seq"]
+    state = prepared.state_dict()
+    for steps in LENGTHS:
+        x = sequence(steps, batch=5, seed=steps)
+        reference = converted if steps == STEPS else converted_at(model, steps, state)
+        with torch.no_grad():
+            expected = pytree.tree_leaves(reference(x))
+        assert_same(result.session.run(None, {result.input_name: x.numpy()}), expected, result.last_adc_step())
+
+
+def test_at_the_example_length_the_scan_file_computes_what_the_unrolled_file_computes(tmp_path):
+    model = recurrent("lstm-2-bidir-projected")
+    x = sequence(STEPS)
+    prepared = prepare(model, (x,), eight_bit())
+    calibrate(prepared, [sequence(STEPS, batch=8, seed=s) for s in range(2)])
+    converted = convert(prepared)
+    scanned = Exported(converted, export_onnx(converted, (x,), tmp_path / "scan.onnx", scan_recurrent=True))
+    unrolled = Exported(converted, export_onnx(converted, (x,), tmp_path / "unrolled.onnx"))
+    other = sequence(STEPS, batch=6, seed=9)
+    for a, b in zip(scanned.session.run(None, {"x": other.numpy()}), unrolled.session.run(None, {"x": other.numpy()})):
+        np.testing.assert_array_equal(a, b)
+    layers = json.loads({p.key: p.value for p in scanned.model.metadata_props}["xbar.layers"])
+    assert len(layers) == 12 and all(entry["calls"] == 1 for entry in layers)  # one node per array, in a Scan body
+    assert onnx.load(scanned.path).graph.input[0].type.tensor_type.shape.dim[1].dim_param == "seq"
+    assert len(load_inspection(scanned.path).layers) == 12  # xbar inspect reads the Scan bodies
+    assert len(source_of_onnx(onnx.load(scanned.path)).arrays) == 12  # and so do the programming files
+    with pytest.raises(UserError, match="recurrent layers in ONNX Scan bodies") as info:
+        onnx_accuracy_over_time(scanned.path, PCMLikeNoiseModel(), {"1s": 1.0}, 1, [(other, other)])
+    assert "\n" not in str(info.value)
+
+
+def test_a_model_without_recurrent_layers_is_refused_in_one_line(tmp_path):
+    model = nn.Sequential(nn.Linear(3, 4)).eval()
+    x = torch.randn(2, 3)
+    converted = convert(prepare(model, (x,), eight_bit()))
+    with pytest.raises(UserError, match=r"scan_recurrent=True\) needs a model with a recurrent layer") as info:
+        export_onnx(converted, (x,), tmp_path / "m.onnx", scan_recurrent=True)
+    assert "\n" not in str(info.value)
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_tiled_recurrent_weight_is_refused_in_one_line(tmp_path):
+    model = recurrent("lstm")  # weight_ih_l0 is [16, 3]: two arrays of at most 10 outputs
+    x = sequence(STEPS)
+    converted = convert(prepare(model, (x,), eight_bit().with_overrides({"mapping.max_output_size": 10})))
+    with pytest.raises(ExportError, match="rnn.weight_ih_l0 is programmed on several arrays") as info:
+        export_onnx(converted, (x,), tmp_path / "tiled.onnx", scan_recurrent=True)
+    assert "\n" not in str(info.value)
+    assert not list(tmp_path.iterdir())
