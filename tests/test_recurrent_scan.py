@@ -12,10 +12,11 @@ from torch import nn
 
 from xbar import PCMLikeNoiseModel, calibrate, convert, export_onnx, onnx_accuracy_over_time, prepare
 from xbar.compiler.inspection.read import load_inspection
+from xbar.compiler.onnx.runtime import onnx_runner
 from xbar.compiler.program_files.arrays import source_of_onnx
 from xbar.passes.errors import ExportError, UserError
 
-from conftest import eight_bit
+from conftest import eight_bit, run
 
 BATCH, STEPS, FEATURES, HIDDEN = 2, 3, 3, 4
 LENGTHS = (1, STEPS, 7)
@@ -133,3 +134,41 @@ def test_a_tiled_recurrent_weight_is_refused_in_one_line(tmp_path):
         export_onnx(converted, (x,), tmp_path / "tiled.onnx", scan_recurrent=True)
     assert "\n" not in str(info.value)
     assert not list(tmp_path.iterdir())
+
+
+GRU_PY = """
+import torch
+from torch import nn
+
+
+class Tagger(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.gru = nn.GRU(3, 4, batch_first=True)
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.head(self.gru(x)[0])
+
+
+def make_tagger():
+    torch.manual_seed(0)
+    return Tagger()
+"""
+
+
+def test_xbar_compile_scan_recurrent_writes_a_file_onnx_runtime_runs_at_any_length(workspace, capsys):
+    (workspace / "gru.py").write_text(GRU_PY)
+    status, out, err = run(capsys, "compile", "gru.py:make_tagger", "--input-shape", "1,5,3", "--scan-recurrent",
+                           "-o", "gru.onnx")
+    assert status == 0, err
+    model = onnx.load(workspace / "gru.onnx")
+    assert [n.op_type for n in model.graph.node].count("Scan") == 1
+    assert [d.dim_param for d in model.graph.input[0].type.tensor_type.shape.dim][:2] == ["batch", "seq"]
+    for steps in (2, 9):
+        assert onnx_runner(workspace / "gru.onnx")(torch.randn(3, steps, 3)).shape == (3, steps, 2)
+    status, _, err = run(capsys, "compile", "net.py:make_net", "--weights", "net.pt", "--calib", "inputs.npz",
+                         "--scan-recurrent", "-o", "plain.onnx")
+    errors = [line for line in err.splitlines() if line.startswith("xbar: error:")]
+    assert status == 2 and len(errors) == 1 and "needs a model with a recurrent layer" in errors[0]
+    assert not (workspace / "plain.onnx").exists()

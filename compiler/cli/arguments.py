@@ -373,6 +373,9 @@ def _add_compile(commands, common) -> None:
     compile_.add_argument("--external-data", action="store_true",
                           help="keep the initializers in FILE.onnx.data next to the ONNX file (automatic past "
                           "protobuf's 2 GB limit)")
+    compile_.add_argument("--scan-recurrent", action="store_true",
+                          help="write each recurrent layer (nn.LSTM, nn.GRU, nn.RNN) as an ONNX Scan loop, so "
+                          "ONNX Runtime runs every sequence length (default: unrolled at the example's length)")
     compile_.add_argument("--save-graph", metavar="PATH", type=_file_name,
                           help="also write the converted graph archive")
     compile_.set_defaults(command="compile")

@@ -319,6 +319,7 @@ def compile_model(
     progress: bool = False,
     chip: Optional[Chip | str] = None,
     chips: int = 1,
+    scan_recurrent: bool = False,
     **prepare_options,
 ) -> CompileResult:
     """prepare -> calibrate (if data is given) -> convert -> [place on a chip] -> export ONNX (if ``output``).
@@ -329,6 +330,7 @@ def compile_model(
     tiling from its arrays, places every array on
     ``chips`` such chips and costs one inference (:mod:`xbar.compiler.chip.target`); a model that does
     not fit raises :class:`~xbar.passes.errors.CapacityError` before anything is written.
+    ``scan_recurrent`` is :func:`export_onnx`'s: recurrent layers as ONNX ``Scan`` loops.
     """
     require_batches(calibration_data, "compile_model(calibration_data=...)")
     if chip is not None:
@@ -342,5 +344,5 @@ def compile_model(
         batches = calibrate(prepared, calibration_data, calibration_method, progress=progress)
     converted = convert(prepared)
     mapping = None if chip is None else map_converted(converted, example_inputs, chip, chips)
-    path = None if output is None else export_onnx(converted, example_inputs, output)
+    path = None if output is None else export_onnx(converted, example_inputs, output, scan_recurrent=scan_recurrent)
     return CompileResult(prepared, converted, path, batches, mapping)

@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     converted, source, data = compiled.converted, inputs.source, inputs.data
     mapping = None if chip is None else map_converted(converted, inputs.example, chip, args.chips)
     with err.status(f"exporting ONNX to {output}"), quiet_loggers("torch.onnx"), reporting_write_errors(output, "-o"):
-        written = export_onnx_files(converted, inputs.example, output, args.external_data or None)
+        written = export_onnx_files(converted, inputs.example, output, args.external_data or None, args.scan_recurrent)
     if graph_path is not None:
         with reporting_write_errors(graph_path, "--save-graph"):
             save_graph(converted, graph_path)
