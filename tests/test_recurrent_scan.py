@@ -10,7 +10,17 @@ import torch.utils._pytree as pytree
 from onnx_parity import Exported, assert_within_one_adc_step
 from torch import nn
 
-from xbar import PCMLikeNoiseModel, calibrate, convert, export_onnx, onnx_accuracy_over_time, prepare
+from xbar import (
+    OutNoiseAtRead,
+    PCMLikeNoiseModel,
+    accuracy_over_time,
+    calibrate,
+    convert,
+    evaluate_onnx,
+    export_onnx,
+    onnx_accuracy_over_time,
+    prepare,
+)
 from xbar.compiler.inspection.read import load_inspection
 from xbar.compiler.onnx.runtime import onnx_runner
 from xbar.compiler.program_files.arrays import source_of_onnx
@@ -111,9 +121,6 @@ def test_at_the_example_length_the_scan_file_computes_what_the_unrolled_file_com
     assert onnx.load(scanned.path).graph.input[0].type.tensor_type.shape.dim[1].dim_param == "seq"
     assert len(load_inspection(scanned.path).layers) == 12  # xbar inspect reads the Scan bodies
     assert len(source_of_onnx(onnx.load(scanned.path)).arrays) == 12  # and so do the programming files
-    with pytest.raises(UserError, match="recurrent layers in ONNX Scan bodies") as info:
-        onnx_accuracy_over_time(scanned.path, PCMLikeNoiseModel(), {"1s": 1.0}, 1, [(other, other)])
-    assert "\n" not in str(info.value)
 
 
 def test_a_model_without_recurrent_layers_is_refused_in_one_line(tmp_path):
@@ -172,3 +179,46 @@ def test_xbar_compile_scan_recurrent_writes_a_file_onnx_runtime_runs_at_any_leng
     errors = [line for line in err.splitlines() if line.startswith("xbar: error:")]
     assert status == 2 and len(errors) == 1 and "needs a model with a recurrent layer" in errors[0]
     assert not (workspace / "plain.onnx").exists()
+
+
+class Classifier(nn.Module):
+    """A GRU read at its last step by a linear head: logits per sequence."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.gru, self.head = nn.GRU(FEATURES, HIDDEN, batch_first=True), nn.Linear(HIDDEN, 3)
+
+    def forward(self, x):
+        return self.head(self.gru(x)[0][:, -1])
+
+
+def test_the_scan_file_programmed_and_drifted_in_onnx_runtime_scores_what_the_converted_model_scores(tmp_path):
+    x = sequence(STEPS, batch=64, seed=3)
+    prepared = prepare(Classifier().eval(), (x[:2],), eight_bit())
+    calibrate(prepared, [x])
+    converted = convert(prepared)
+    with torch.no_grad():
+        y = converted(x).argmax(1)  # labels the noise-free model gets right, so noise and drift show
+    path = export_onnx(converted, (x[:2],), tmp_path / "scan.onnx", scan_recurrent=True)
+    times = {"1s": 1.0, "1y": 365 * 86400.0}
+    expected = accuracy_over_time(converted, PCMLikeNoiseModel(), times, 3, x, y)
+    got = onnx_accuracy_over_time(path, PCMLikeNoiseModel(), times, 3, (x, y))
+    assert expected.ideal == 1.0 and got.ideal >= 1.0 - 1 / len(y)
+    for ours, theirs in zip(got.points, expected.points):
+        assert np.abs(np.subtract(ours.values, theirs.values)).max() <= 1 / len(y)
+    assert got.points[1].mean < 1.0  # a year of drift shows
+
+
+def test_output_noise_inside_a_scan_body_is_refused_in_one_line_and_read_without_on_request(tmp_path):
+    x = sequence(STEPS, batch=8)
+    config = eight_bit().with_overrides({"forward.out_noise": 0.05})
+    prepared = prepare(Classifier().eval(), (x[:2],), config)
+    calibrate(prepared, [x])
+    converted = convert(prepared)
+    path = export_onnx(converted, (x[:2],), tmp_path / "noisy.onnx", scan_recurrent=True)
+    y = torch.zeros(len(x), dtype=torch.long)
+    with pytest.raises(UserError, match="output noise inside an ONNX Scan body") as info:
+        evaluate_onnx(path, (x, y))
+    assert "\n" not in str(info.value)
+    assert 0 <= evaluate_onnx(path, (x, y), out_noise=OutNoiseAtRead.TRAINING_ONLY) <= 1

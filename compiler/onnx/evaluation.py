@@ -37,7 +37,7 @@ from ..devices.evaluation import OutNoiseAtRead, out_noise_seed
 from ..metrics import MetricLike, as_metric, score
 from ..metrics.tasks import TOP1_ACCURACY
 from ..program_files.onnx_file import load_onnx
-from .names import DOMAIN, PERIPHERY_DOMAIN
+from .names import DOMAIN, PERIPHERY_DOMAIN, graph_nodes
 
 FileLike = Union[str, os.PathLike, onnx.ModelProto]
 """An ONNX file xbar exported, or its model in memory (:func:`xbar.load_conductances` of a file)."""
@@ -70,12 +70,9 @@ def file_arrays(model: onnx.ModelProto) -> list[FileArray]:
     """The file's arrays in the converted model's module order (``xbar.layers``)."""
     initializers = {t.name: t for t in model.graph.initializer}
     nodes: dict[str, onnx.NodeProto] = {}
-    for node in model.graph.node:
+    for node in graph_nodes(model.graph):  # a recurrent layer's Scan body holds its nodes
         if node.domain == DOMAIN:
             nodes.setdefault(_array_name(node), node)
-    if any(node.op_type == "Scan" for node in model.graph.node):
-        raise UserError("the file runs its recurrent layers in ONNX Scan bodies (export_onnx(scan_recurrent=True)), "
-                        "which evaluation does not rewrite yet: evaluate the file exported without scan_recurrent")
     arrays = []
     for entry in json.loads(_metadata(model)["xbar.layers"]):
         node = nodes[entry["g_plus"].removesuffix(".g_plus")]
@@ -115,9 +112,18 @@ def reading_model(model: onnx.ModelProto, arrays: Sequence[FileArray]) -> onnx.M
                                                              list(value.shape)))
         graph.input.append(helper.make_tensor_value_info(f"{array.name}{SCALE_SUFFIX}", onnx.TensorProto.FLOAT,
                                                          [f"{array.name}_scales"]))
-    by_name = {array.name: array for array in arrays}
+    _rescale_outside_nodes(graph, {array.name: array for array in arrays})
+    return reading
+
+
+def _rescale_outside_nodes(graph: onnx.GraphProto, by_name: dict[str, FileArray]) -> None:
+    """:func:`_rescaled_outside` for each ai.xbar node of ``graph`` and of the ``Scan`` bodies in it (a body reads
+    the scale inputs from the outer scope)."""
     nodes = []
     for index, node in enumerate(graph.node):
+        for attribute in node.attribute:
+            if attribute.type == onnx.AttributeProto.GRAPH:
+                _rescale_outside_nodes(attribute.g, by_name)
         if node.domain != DOMAIN:
             nodes.append(node)
             continue
@@ -125,7 +131,6 @@ def reading_model(model: onnx.ModelProto, arrays: Sequence[FileArray]) -> onnx.M
         nodes += [*before, node, *after]
     del graph.node[:]
     graph.node.extend(nodes)
-    return reading
 
 
 def _rescaled_outside(node: onnx.NodeProto, array: FileArray,
@@ -171,6 +176,12 @@ def noise_sites(model: onnx.ModelProto) -> list[NoiseSite]:
     for entry in json.loads(_metadata(model).get("xbar.layers", "[]")):
         for call, node in enumerate(entry.get("call_sites", ())):
             calls[node] = (entry["node"], call, float(entry.get("out_noise", 0.0)))
+    in_bodies = {node.name for node in graph_nodes(model.graph)} - {node.name for node in model.graph.node}
+    noisy_in_bodies = sorted(calls[name][0] for name in in_bodies & calls.keys() if calls[name][2] > 0)
+    if noisy_in_bodies:
+        raise UserError(f"{noisy_in_bodies[0]} reads with output noise inside an ONNX Scan body (a recurrent layer "
+                        "exported with scan_recurrent=True), which evaluation cannot draw step by step: evaluate "
+                        "with --out-noise training-only (OutNoiseAtRead.TRAINING_ONLY) or the unrolled file")
     sites = []
     for node in model.graph.node:
         if node.domain != DOMAIN or calls.get(node.name, (None, 0, 0.0))[2] <= 0:
@@ -362,7 +373,9 @@ def evaluate_onnx(file: FileLike, data: Data, metric: MetricLike = TOP1_ACCURACY
 
 def file_out_noise(model: onnx.ModelProto, out_noise: OutNoiseAtRead) -> OutNoiseAtRead:
     """How ``model`` is read with ``out_noise``: ``TRAINING_ONLY`` too when no array has output noise."""
-    return out_noise if noise_sites(model) else OutNoiseAtRead.TRAINING_ONLY
+    if out_noise is OutNoiseAtRead.TRAINING_ONLY or not noise_sites(model):
+        return OutNoiseAtRead.TRAINING_ONLY
+    return out_noise
 
 
 def file_settings(array: FileArray):
