@@ -366,16 +366,23 @@ def evaluate_onnx(file: FileLike, data: Data, metric: MetricLike = TOP1_ACCURACY
     converted model scores once given that generator (:func:`~xbar.compiler.devices.evaluation.read_out_noise_from`)."""
     _check_out_noise(out_noise)
     model, where = read_file(file)
-    sites = noise_sites(model) if out_noise is OutNoiseAtRead.EVERY_READ else []
+    sites = _read_sites(model, out_noise)
     session = FileSession(noisy_model(model, sites, where), where, sites=sites)
     return _scored(session, data, as_metric(metric), batch_size, draws=_noise_draws(sites, out_noise, seed))
 
 
+def _read_sites(model: onnx.ModelProto, out_noise: OutNoiseAtRead) -> list[NoiseSite]:
+    """The sites whose output noise a read with ``out_noise`` adds (none for ``TRAINING_ONLY``)."""
+    return noise_sites(model) if out_noise is OutNoiseAtRead.EVERY_READ else []
+
+
+def _read_mode(sites: Sequence[NoiseSite]) -> OutNoiseAtRead:
+    return OutNoiseAtRead.EVERY_READ if sites else OutNoiseAtRead.TRAINING_ONLY
+
+
 def file_out_noise(model: onnx.ModelProto, out_noise: OutNoiseAtRead) -> OutNoiseAtRead:
     """How ``model`` is read with ``out_noise``: ``TRAINING_ONLY`` too when no array has output noise."""
-    if out_noise is OutNoiseAtRead.TRAINING_ONLY or not noise_sites(model):
-        return OutNoiseAtRead.TRAINING_ONLY
-    return out_noise
+    return _read_mode(_read_sites(model, out_noise))
 
 
 def file_settings(array: FileArray):
@@ -469,8 +476,8 @@ def onnx_accuracy_over_time(file: FileLike, noise_model: BaseNoiseModel, times: 
     targets = target_crossbars(arrays)
     check_device_range(noise_model, targets)
     extra = list(_file_feeds(arrays))
-    out_noise = file_out_noise(model, out_noise)
-    sites = noise_sites(model) if out_noise is OutNoiseAtRead.EVERY_READ else []
+    sites = _read_sites(model, out_noise)
+    out_noise = _read_mode(sites)
     session = FileSession(noisy_model(reading_model(model, arrays), sites, where), where, extra, sites)
     values: dict[tuple[int, str], float] = {}
     for seed in range(seeds):

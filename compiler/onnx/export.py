@@ -107,7 +107,7 @@ def export_onnx_files(converted: fx.GraphModule, example_inputs: Sequence, path:
     if not originals:
         warnings.warn("the model has no crossbar layer: exporting plain ONNX without ai.xbar nodes",
                       NoCrossbarLayersWarning, stacklevel=2)
-    lengths = unrolled_lengths(converted)
+    lengths = unrolled_lengths(converted) if scan_recurrent else set()
     if scan_recurrent and not lengths:
         raise UserError("export_onnx(scan_recurrent=True) needs a model with a recurrent layer (nn.LSTM, nn.GRU, "
                         "nn.RNN); this one has none: export it without scan_recurrent")

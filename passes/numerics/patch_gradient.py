@@ -60,7 +60,7 @@ def _gradients(view: PatchView, dy: Tensor, channels: int, weight: Tensor) -> Te
 def _sum_over_windows(view: PatchView, d: Tensor, signs: Tensor, out: tuple[int, ...]) -> Tensor:
     """The sum over all elements of ``d`` times the signs' windows (zero where no pixel clips)."""
     dims = len(out)
-    windows = _windows(_pad(signs, view.padding, view.padding), out, view.kernel, view.stride, view.dilation)
+    windows = _windows(pad_spatial(signs, view.padding, view.padding), out, view.kernel, view.stride, view.dilation)
     windows = windows.permute(1, *range(2 + dims, 2 + 2 * dims), 0, *range(2, 2 + dims))  # [C, *kernel, N, *out]
     return d.view(windows.shape).mul_(windows).clamp_(max=0.0).sum()
 
@@ -72,13 +72,13 @@ def _transposed_gradients(view: PatchView, dy: Tensor, signs: Tensor, weight: Te
     n, channels, taps, groups = signs.shape[0], signs.shape[1], math.prod(view.kernel), view.groups
     spatial = signs.shape[2:]
     after = tuple([max(0, p - op) for p, op in zip(view.padding, view.output_padding)])
-    windows = _windows(_pad(dy, view.padding, after), spatial, view.kernel, view.stride, view.dilation)
+    windows = _windows(pad_spatial(dy, view.padding, after), spatial, view.kernel, view.stride, view.dilation)
     outputs = windows.reshape(n, groups, dy.shape[1] // groups, math.prod(spatial), taps)
     w = weight.reshape(groups, channels // groups, -1, taps)
     return torch.einsum("gcok,ngoik->ngcik", w, outputs).reshape(n, channels, math.prod(spatial), taps)
 
 
-def _pad(x: Tensor, before: tuple[int, ...], after: tuple[int, ...]) -> Tensor:
+def pad_spatial(x: Tensor, before: tuple[int, ...], after: tuple[int, ...]) -> Tensor:
     """``x`` zero-padded on its spatial dims (dim 2 on)."""
     pads = [p for b, a in zip(reversed(before), reversed(after)) for p in (b, a)]
     return F.pad(x, pads) if any(pads) else x

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .patch_gradient import clipped_gradient_sum
+from .patch_gradient import clipped_gradient_sum, pad_spatial
 
 
 @dataclass(frozen=True)
@@ -106,13 +106,11 @@ class PatchView:
         zero-padded, or for a transposed convolution ``x`` with ``stride - 1`` zeros between pixels, padded
         (cropped where negative) by ``dilation * (kernel - 1) - padding``, plus ``output_padding`` at the end."""
         if not self.transposed:
-            return F.pad(x, [p for p in reversed(self.padding) for _ in range(2)]) if any(self.padding) else x
+            return pad_spatial(x, self.padding, self.padding)
         spread = x.new_zeros(*x.shape[:2], *[(size - 1) * s + 1 for size, s in zip(x.shape[2:], self.stride)])
         spread[(..., *(slice(None, None, s) for s in self.stride))] = x
-        pads = []
-        for k, p, d, extra in reversed(list(zip(self.kernel, self.padding, self.dilation, self.output_padding))):
-            pads += [d * (k - 1) - p, d * (k - 1) - p + extra]
-        return F.pad(spread, pads)
+        before = tuple(d * (k - 1) - p for k, p, d in zip(self.kernel, self.padding, self.dilation))
+        return pad_spatial(spread, before, tuple(b + extra for b, extra in zip(before, self.output_padding)))
 
     def patch_max(self, x: Tensor, absolute: bool) -> Tensor:
         """The max over each patch of the elements (``absolute``: of their magnitudes), padding and inserted
