@@ -63,6 +63,18 @@ def test_every_zoo_model_traces_whole_converted_and_prepared(name):
     torch.compile(prepared, fullgraph=True, backend="eager")(x).sum().backward()  # a graph break would raise
 
 
+def test_an_array_derives_its_adc_weight_on_first_read_and_a_graph_of_an_unread_one_derives_it_too():
+    _, converted, x = built("cnn")
+    arrays = crossbar_modules(converted)
+    assert all(a.compiled_weight is None for a in arrays.values())  # conductances alone until read
+    with torch.no_grad():
+        in_graph = torch.compile(converted, fullgraph=True, backend="eager")(x)
+        assert all(a.compiled_weight is None for a in arrays.values())
+        eager = converted(x)
+    assert all(a.compiled_weight is not None for a in arrays.values())
+    assert torch.equal(in_graph, eager)
+
+
 def test_converted_model_is_exact_under_aot_eager():
     _, converted, x = built("cnn")
     with torch.no_grad():

@@ -19,9 +19,12 @@ import logging
 import os
 import secrets
 import shutil
+import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import BinaryIO, Callable, Optional
 
+import numpy as np
 import onnx
 import onnx_ir as ir
 
@@ -89,7 +92,8 @@ def _save_streamed(model: ir.Model, path: Path) -> onnx.ModelProto:
     (field 7), the graph's length, its fields before the initializers (field 5),
     each TensorProto built and written alone, the graph's remaining fields and
     the model's. Protobuf writes fields in number order, so the bytes are the ones
-    a whole serialised proto would have; the peak is about twice the largest tensor.
+    a whole serialised proto would have. A large tensor's data is written from its own
+    memory (:func:`_tensor_pieces`): saving copies none of it.
 
     Returns the file's skeleton: the same model with each initializer's raw data
     (but the small ones) referred to as external data at its offset in the file
@@ -115,38 +119,89 @@ def _save_streamed(model: ir.Model, path: Path) -> onnx.ModelProto:
     proto.ClearField("graph")
     model_bytes = proto.SerializeToString()
     model_split = _field_start(model_bytes, MODEL_GRAPH_FIELD)
-    sizes = [ir.serde.serialize_tensor(tensor).ByteSize() for tensor in tensors]
-    graph_size = len(graph) + sum(_field_size(GRAPH_INITIALIZER_FIELD, n) for n in sizes)
+    pieces = [_tensor_pieces(tensor) for tensor in tensors]
+    graph_size = len(graph) + sum(_field_size(GRAPH_INITIALIZER_FIELD, piece.size) for piece in pieces)
     with open(path, "wb") as file:
         file.write(model_bytes[:model_split])
         file.write(_key(MODEL_GRAPH_FIELD) + _varint(graph_size))
         file.write(graph[:graph_split])
-        for tensor, size in zip(tensors, sizes):
-            file.write(_key(GRAPH_INITIALIZER_FIELD) + _varint(size))
-            data = ir.serde.serialize_tensor(tensor).SerializeToString()
-            skeleton.graph.initializer.append(_located(data, path.name, file.tell()))
-            file.write(data)
+        for tensor, piece in zip(tensors, pieces):
+            file.write(_key(GRAPH_INITIALIZER_FIELD) + _varint(piece.size))
+            skeleton.graph.initializer.append(piece.located(path.name, file.tell()))
+            piece.write(file, tensor)
         file.write(graph[graph_split:])
         file.write(model_bytes[model_split:])
     return skeleton
 
 
-def _located(data: bytes, location: str, offset: int) -> onnx.TensorProto:
-    """The serialised tensor ``data`` (at ``offset`` in the file ``location``) with its raw data referred to there
-    as external data; a tensor without raw data, or with at most :data:`EXTERNAL_MIN_BYTES`, as it is."""
+@dataclass(frozen=True)
+class _TensorPieces:
+    """A serialised TensorProto cut around its raw data: the fields before it, its length (None: the tensor
+    has no raw data, every field is in ``head``), the fields after, and the raw bytes themselves where they
+    were serialised (None: written from the tensor's own memory, not copied; see :func:`_tensor_pieces`)."""
+
+    head: bytes
+    raw_length: Optional[int] = None
+    tail: bytes = b""
+    raw: Optional[bytes] = None
+
+    @property
+    def size(self) -> int:
+        raw = 0 if self.raw_length is None else _field_size(TENSOR_RAW_DATA_FIELD, self.raw_length)
+        return len(self.head) + raw + len(self.tail)
+
+    def write(self, file: BinaryIO, tensor: ir.TensorProtocol) -> None:
+        file.write(self.head)
+        if self.raw_length is not None:
+            file.write(_key(TENSOR_RAW_DATA_FIELD) + _varint(self.raw_length))
+            file.write(_raw_view(tensor) if self.raw is None else self.raw)
+        file.write(self.tail)
+
+    def located(self, location: str, offset: int) -> onnx.TensorProto:
+        """The tensor as written at ``offset`` in the file ``location``, its raw data referred to there as
+        external data; a tensor without raw data, or with at most :data:`EXTERNAL_MIN_BYTES`, as it is."""
+        tensor = onnx.TensorProto.FromString(self.head + self.tail)
+        if self.raw_length is None:
+            return tensor
+        if self.raw_length <= EXTERNAL_MIN_BYTES:  # inline, as with a data file: shape inference reads the small ones
+            tensor.raw_data = self.raw
+            return tensor
+        begin = offset + self.size - len(self.tail) - self.raw_length
+        tensor.data_location = onnx.TensorProto.EXTERNAL
+        for key, value in (("location", location), ("offset", str(begin)), ("length", str(self.raw_length))):
+            entry = tensor.external_data.add()
+            entry.key, entry.value = key, value
+        return tensor
+
+
+def _tensor_pieces(tensor: ir.TensorProtocol) -> _TensorPieces:
+    """``tensor`` serialised as ``ir.serde`` serialises it, cut around its raw data. An in-memory tensor of
+    more than :data:`EXTERNAL_MIN_BYTES` (a G+ / G-) is serialised without its data, which is written from
+    its memory later; any other (small, loaded from a proto, string, packed 4-bit) is serialised whole."""
+    if _in_memory(tensor) and tensor.nbytes > EXTERNAL_MIN_BYTES:
+        proto = onnx.TensorProto(name=tensor.name, data_type=tensor.dtype.value, dims=tensor.shape.numpy())
+        if tensor.doc_string:
+            proto.doc_string = tensor.doc_string
+        data = proto.SerializeToString()
+        split = _field_start(data, TENSOR_RAW_DATA_FIELD)
+        return _TensorPieces(data[:split], tensor.nbytes, data[split:])
+    data = ir.serde.serialize_tensor(tensor).SerializeToString()
     start = _field_start(data, TENSOR_RAW_DATA_FIELD)
-    view = memoryview(data)
     if start == len(data) or _read_varint(data, start)[0] >> 3 != TENSOR_RAW_DATA_FIELD:
-        return onnx.TensorProto.FromString(data)
+        return _TensorPieces(data)
     length, begin = _read_varint(data, _read_varint(data, start)[1])
-    if length <= EXTERNAL_MIN_BYTES:  # inline, as with a data file: shape inference reads the small ones
-        return onnx.TensorProto.FromString(data)
-    tensor = onnx.TensorProto.FromString(bytes(view[:start]) + bytes(view[begin + length:]))
-    tensor.data_location = onnx.TensorProto.EXTERNAL
-    for key, value in (("location", location), ("offset", str(offset + begin)), ("length", str(length))):
-        entry = tensor.external_data.add()
-        entry.key, entry.value = key, value
-    return tensor
+    return _TensorPieces(data[:start], length, data[begin + length:], data[begin:begin + length])
+
+
+def _in_memory(tensor: ir.TensorProtocol) -> bool:
+    """An array in memory (a torch tensor, a numpy array) whose raw data is its bytes as they lie."""
+    plain = isinstance(tensor, ir.Tensor) and not isinstance(tensor, (ir.ExternalTensor, ir.StringTensor))
+    return plain and tensor.dtype.bitwidth >= 8 and not tensor.metadata_props and sys.byteorder == "little"
+
+
+def _raw_view(tensor: ir.TensorProtocol) -> memoryview:
+    """The bytes of an in-memory tensor (:func:`_in_memory`), viewed, not copied."""
+    return memoryview(np.ascontiguousarray(tensor.numpy()).reshape(-1).view(np.uint8))
 
 
 def _no_missing_value_warning(record: logging.LogRecord) -> bool:

@@ -158,13 +158,15 @@ class Crossbar(CompiledState, nn.Module):
     ``forward.out_noise`` (aihwkit's units); it is read only once a generator is given
     (:meth:`read_out_noise_from`).
 
-    Eagerly, :func:`adc_weight` of the buffers is re-derived whenever G+, G- (even
-    in place) or the ADC scale changed. A compiled graph reads ``compiled_weight``
-    and ``compiled_out_scale`` as they are; :meth:`sync_compiled_state`, which the
-    compiled path calls before every call, keeps them current, in place, so the
-    graph keeps reading the same tensors. Every array xbar makes (converted,
-    programmed, drifted) is synced; a ``torch.compile`` of your own reads them
-    as the last sync left them.
+    Eagerly, :func:`adc_weight` of the buffers is derived on the first read and
+    re-derived whenever G+, G- (even in place) or the ADC scale changed; until an
+    array is read it holds its conductances alone (a converted model that is only
+    exported never holds a third copy of its weights). A compiled graph reads
+    ``compiled_weight`` and ``compiled_out_scale`` as they are; :meth:`sync_compiled_state`,
+    which the compiled path calls before every call, keeps them current, in place, so the
+    graph keeps reading the same tensors. A ``torch.compile`` of your own reads them
+    as the last sync or eager read left them, and derives the weight in its graph
+    from an array never read.
     """
 
     device_names: tuple[str, ...] = ("g_plus", "g_minus")
@@ -193,7 +195,7 @@ class Crossbar(CompiledState, nn.Module):
         self.ir_drop_offset: Optional[Tensor] = None  # with IR drop: the ADC-code offset of each column
         self._weight_key: Optional[tuple] = None
         self._out_scale_settings: Optional[CrossbarSettings] = None
-        self.sync_compiled_state()
+        self._sync_out_scale()
 
     def conductances(self) -> list[Tensor]:
         """The device buffers in :attr:`device_names` order."""
@@ -214,16 +216,20 @@ class Crossbar(CompiledState, nn.Module):
                self.settings if self.settings.ir_drop_active else None)
         if self._weight_key != key:
             with torch.no_grad():
-                if self.settings.ir_drop_active:
-                    weight, offset = array_operands(self.g_plus, self.g_minus, self.settings)
+                weight, offset = self._derived_operands()
+                if offset is not None:
                     self._keep_ir_drop_offset(offset)
-                else:
-                    weight = self.weight_of(self.conductances(), self.settings)
                 if self.compiled_weight is not None and self.compiled_weight.shape == weight.shape:
                     weight = self.compiled_weight.copy_(weight)
                 self.compiled_weight = weight
             self._weight_key = key
         return self.compiled_weight
+
+    def _derived_operands(self) -> tuple[Tensor, Optional[Tensor]]:
+        """The ADC weight of the buffers and, with IR drop active, each column's ADC-code offset."""
+        if self.settings.ir_drop_active:
+            return array_operands(self.g_plus, self.g_minus, self.settings)
+        return self.weight_of(self.conductances(), self.settings), None
 
     def _keep_ir_drop_offset(self, offset: Tensor) -> None:
         """Take the new IR-drop offset in place where the shape allows, so a compiled graph reads it too."""
@@ -235,6 +241,9 @@ class Crossbar(CompiledState, nn.Module):
     def sync_compiled_state(self) -> None:
         """Re-derive the ADC weight and the out_scale tensor where the buffers or the settings changed."""
         self.adc_weight()
+        self._sync_out_scale()
+
+    def _sync_out_scale(self) -> None:
         if self._out_scale_settings is self.settings:
             return
         scale = column_out_scale(self.settings)
@@ -270,8 +279,10 @@ class Crossbar(CompiledState, nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if torch.compiler.is_compiling():  # no version checks in a graph: the tensors as the last sync left them
-            return run_crossbar(self.kind, x, self.compiled_weight, self.bias, self.settings, self.geometry,
-                                self.compiled_out_scale, self.ir_drop_offset)
+            weight, offset = ((self.compiled_weight, self.ir_drop_offset) if self.compiled_weight is not None
+                              else self._derived_operands())
+            return run_crossbar(self.kind, x, weight, self.bias, self.settings, self.geometry,
+                                self.compiled_out_scale, offset)
         weight = self.adc_weight()
         noisy = self.out_noise_generator is not None and self.out_noise > 0
         return run_crossbar(self.kind, x, weight, self.bias, self.settings, self.geometry,
