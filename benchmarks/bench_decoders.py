@@ -142,7 +142,7 @@ def compile_child(name: str, output: Path) -> dict:
         row["peaks"][label] = max(sampler.peak, sampler.now()) - holding_model
         return value
 
-    prepared = stage("prepare", lambda: prepare(model, (example,)))
+    prepared = stage("prepare", lambda: prepare(model, (example,), share_weights=True))
     stage("calibrate", lambda: calibrate(prepared, [batch]))
     converted = stage("convert", lambda: convert(prepared))
     files = stage("export", lambda: export_onnx_files(converted, (example,), output))

@@ -260,3 +260,29 @@ def test_a_model_taking_a_dict_exports_and_onnx_runtime_runs_its_flattened_input
     got = session.run(None, feeds)[0]
     assert got.shape == (5, 4)
     assert np.abs(got - expected).max() <= 1e-5 * np.abs(expected).max()  # no DAC / ADC: float tolerance
+
+
+def test_share_weights_prepares_on_the_models_own_tensors_and_converts_alike(model_name):
+    model, x = make_model(model_name).train(), make_input(model_name, 8)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    copied, shared = (prepare(model, (x[:4],), eight_bit(), share_weights=s) for s in (False, True))
+    own = {t.data_ptr() for t in [*model.parameters(), *model.buffers()]}
+    assert own <= {t.data_ptr() for t in [*shared.parameters(), *shared.buffers()]}
+    assert not own & {t.data_ptr() for t in [*copied.parameters(), *copied.buffers()]}
+    for prepared in (copied, shared):
+        calibrate(prepared, [make_input(model_name, 32, seed=1)])
+    with torch.no_grad():
+        assert torch.equal(convert(shared)(x), convert(copied)(x))
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # read, never written
+    assert model.training  # the model's modules are copies: its mode is its own
+
+
+def test_training_a_model_prepared_with_share_weights_trains_the_models_tensors():
+    model, x = make_model("mlp"), make_input("mlp", 16)
+    weight = next(model.parameters())
+    start = weight.detach().clone()
+    prepared = prepare(model, (x[:4],), eight_bit(), share_weights=True).train()
+    optimizer = torch.optim.SGD(prepared.parameters(), lr=0.1)
+    prepared(x).square().sum().backward()
+    optimizer.step()
+    assert not torch.equal(weight.detach(), start)

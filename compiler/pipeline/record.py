@@ -34,7 +34,8 @@ class CompileRecord:
     digital (and why), the stage reached, what calibration found (input-range module name -> the
     method that set the range and on how many batches, e.g. ``"MovingStd(std_alpha=3.0; batches=4)"``) and
     the dynamic shapes the model was captured with (torch.export's form, one entry per positional input),
-    which the compiled path and the ONNX export keep."""
+    which the compiled path and the ONNX export keep; ``shares_weights``: prepared with ``share_weights``
+    (:func:`~xbar.compiler.pipeline.stages.prepare`)."""
 
     config: HardwareConfig
     plans: tuple[LayerPlan, ...]
@@ -42,6 +43,7 @@ class CompileRecord:
     stage: Stage = Stage.PREPARED
     calibration: dict[str, str] = field(default_factory=dict)
     dynamic_shapes: Optional[tuple] = None
+    shares_weights: bool = False
 
     def __deepcopy__(self, memo) -> "CompileRecord":
         """Records are never mutated: a copied GraphModule shares its record."""

@@ -27,6 +27,7 @@ from ...passes.infra import run_passes
 from ...passes.inputs import positional_inputs
 from ...passes.matching import CrossbarLayer, LayerSelection, Pattern, match_layers
 from ...passes.numerics.calibration import CalibrationMethod, ObserverOptions, observer_for
+from ...passes.numerics.converter import abs_max_of
 from ...passes.numerics.global_batch import BatchStatistics, shared_by
 from ...passes.numerics.input_range import InputRange
 from ...passes.numerics.training_noise import TrainingNoise
@@ -99,7 +100,8 @@ def refuse_non_finite_parameters(graph_module: fx.GraphModule, plans: Sequence[L
     names = dict.fromkeys(name for plan in plans for name in (plan.layer.weight, plan.layer.bias) if name)
     for name in names:
         tensor = resolve_attribute(graph_module, name)
-        if isinstance(tensor, torch.Tensor) and tensor.is_floating_point() and not torch.isfinite(tensor).all():
+        if isinstance(tensor, torch.Tensor) and tensor.is_floating_point() and tensor.numel() and not abs_max_of(
+                tensor).isfinite():
             bad = int((~torch.isfinite(tensor)).sum())
             raise ModelError(f"parameter {name!r} holds {bad} NaN or infinite value{'s' * (bad != 1)}; "
                              "fix the model's weights (a diverged training, a bad checkpoint) before compiling")
@@ -130,6 +132,7 @@ def prepare(
     keep_first_last_digital: bool = False,
     capture_method: CaptureMethod = "export",
     dynamic_shapes=None,
+    share_weights: bool = False,
 ) -> fx.GraphModule:
     """Capture ``model`` and insert the simulated crossbar periphery.
 
@@ -149,6 +152,12 @@ def prepare(
     input dimensions stay free in the capture, the compiled path and the ONNX file; None is xbar's
     default: the batch dimension, and the sequence dimension of token ids [batch, seq] or of
     [batch, seq, features] into a model of linear layers (:mod:`xbar.passes.shapes`).
+
+    ``share_weights=True`` is for a model too large to hold twice: the prepared model holds the model's own
+    parameter and buffer tensors instead of copies (its modules are still copies, so the model is not
+    modified), and :func:`convert` gives the converted model's digital ops the same tensors (a language
+    model's tied embedding); only the conductances are new. Training the prepared model then trains your
+    model's tensors too, and the converted model's digital layers with them. The default copies them.
     """
     if not isinstance(example_inputs, (tuple, list, dict)):
         raise UserError(f"prepare() takes the example inputs as a tuple, e.g. prepare(model, (x,), config); "
@@ -157,7 +166,8 @@ def prepare(
     config = (config or HardwareConfig()).validate()
     training = isinstance(model, nn.Module) and model.training
     if isinstance(model, nn.Module):
-        model = copy.deepcopy(model)
+        shared = [*model.parameters(), *model.buffers()] if share_weights else []
+        model = copy.deepcopy(model, {id(tensor): tensor for tensor in shared})
     graph_module, shapes = capture_with_shapes(model, example_inputs, capture_method, dynamic_shapes)
     graph_module = run_passes(graph_module, [UnrollRecurrentPass(example_inputs), EinsumAsLinearPass(),
                                              BilinearAsLinearPass(), UnevenSamePaddingPass()])
@@ -167,7 +177,8 @@ def prepare(
                                              InsertInputRangePass(), InsertConvertersPass(),
                                              InsertOutScalingPass(), InsertTrainingNoisePass(),
                                              InsertPatchRangeGradientPass()])
-    attach_record(graph_module, CompileRecord(config, plans, digital, dynamic_shapes=shapes))
+    attach_record(graph_module, CompileRecord(config, plans, digital, dynamic_shapes=shapes,
+                                              shares_weights=share_weights))
     return graph_module.train(training)
 
 
@@ -272,12 +283,15 @@ def calibrate(
 
 
 def convert(prepared: fx.GraphModule) -> fx.GraphModule:
-    """Lower a prepared model to conductances; returns a new GraphModule in eval mode."""
+    """Lower a prepared model to conductances; returns a new GraphModule in eval mode. Its digital ops read
+    copies of the prepared model's crossbar weights they share (a tied embedding), unless it was prepared
+    with ``share_weights``."""
     record = record_of(prepared, "convert()", Stage.PREPARED)
     weights = [w for w in (resolve_attribute(prepared, plan.layer.weight) for plan in record.plans) if w is not None]
     converted = attach_record(copy_graph_module(prepared, share=weights), record.converted())  # lowered, not copied
     converted = run_passes(converted, [RemoveTrainingNoisePass(), LowerToConductancesPass()])
-    _own_copies(converted, weights)
+    if not record.shares_weights:
+        _own_copies(converted, weights)
     return converted.eval()
 
 

@@ -22,6 +22,13 @@ ZERO_CLIP = 1e-7
 """Smallest abs-max weight divided by, so an all-zero weight never divides by zero."""
 
 
+def abs_max_of(tensor: Tensor, dim: Optional[int] = None) -> Tensor:
+    """``tensor.abs().amax(dim)`` without the ``abs()`` copy: from the smallest and the largest element
+    (NaN propagates as in ``abs().max()``)."""
+    low, high = tensor.aminmax() if dim is None else tensor.aminmax(dim=dim)
+    return high.maximum(-low)
+
+
 class SinglePairConductanceConverter:
     """Maps a weight tensor to a pair of conductance tensors and back.
 
@@ -53,13 +60,13 @@ class SinglePairConductanceConverter:
         """
         weights = weights.detach()
         if columnwise:
-            abs_max = weights.abs().flatten(1).amax(dim=1).view(-1, *([1] * (weights.dim() - 1)))
+            abs_max = abs_max_of(weights.flatten(1), dim=1).view(-1, *([1] * (weights.dim() - 1)))
         else:
-            abs_max = weights.abs().max()
+            abs_max = abs_max_of(weights)
         scale_ratio = (self.g_max - self.g_min) / abs_max.clamp(min=ZERO_CLIP)
-        scaled = weights * scale_ratio
-        g_plus = scaled.clamp(min=0.0, max=self.g_max) + self.g_min
-        g_minus = (-scaled).clamp(min=0.0, max=self.g_max) + self.g_min
+        scaled = weights * scale_ratio  # the one temporary: a large layer's conversion holds three of its size
+        g_plus = scaled.clamp(min=0.0, max=self.g_max).add_(self.g_min)
+        g_minus = scaled.neg_().clamp_(min=0.0, max=self.g_max).add_(self.g_min)
         return [g_plus, g_minus], {"scale_ratio": scale_ratio}
 
     def convert_back_to_weights(self, conductances: List[Tensor], params: Dict) -> Tensor:

@@ -22,7 +22,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 
 from ..errors import ConverterError
-from .converter import ZERO_CLIP
+from .converter import ZERO_CLIP, abs_max_of
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -114,7 +114,7 @@ class NPairConductanceConverter(_DevicePairs):
         """Return ``([G+_0, G-_0, G+_1, ...], {"scale_ratio": s, "f_lst": f_lst})``, s in uS per weight unit."""
         weights = weights.detach()
         span = self.g_max - self.g_min
-        scale_ratio = sum(f * span for f in self.f_lst) / weights.abs().max().clamp(min=ZERO_CLIP)
+        scale_ratio = sum(f * span for f in self.f_lst) / abs_max_of(weights).clamp(min=ZERO_CLIP)
         weights_us = weights * scale_ratio
         filled = 0.0  # uS the lower pairs already carry
         conductances = []
@@ -221,7 +221,7 @@ class CustomPairConductanceConverter(_DevicePairs):
 
         weights = weights.detach()
         full_scale = torch.tensor(self.table_full_scale(), dtype=weights.dtype)
-        scale_ratio = full_scale / weights.abs().max().clamp(min=ZERO_CLIP)
+        scale_ratio = full_scale / abs_max_of(weights).clamp(min=ZERO_CLIP)
         levels = (torch.linspace(-full_scale, full_scale, len(self.g_lst[0])) / scale_ratio).double()
         x = weights.double()
         conductances = [_interp(x, levels, torch.tensor(row, dtype=torch.float64)).to(weights.dtype)

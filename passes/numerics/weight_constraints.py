@@ -27,6 +27,7 @@ from torch import Tensor, fx
 
 from ..constraint_parameters import WeightClipParameter, WeightClipType, WeightRemapParameter, WeightRemapType
 from ..plan import Role, retag, tag_of, tagged
+from .converter import abs_max_of
 from .weight_mapping import WeightScales, analog_weights, weight_block
 
 
@@ -52,7 +53,7 @@ def clipped(analog: Tensor, clip: WeightClipParameter) -> Tensor:
 def remapped_scales(weight: Tensor, scales: Tensor, remap: WeightRemapParameter) -> Tensor:
     """The new scales of ``weight`` (logical, [rows, ...]) remapped from ``scales`` (1-D, one or per row)."""
     if remap.type == WeightRemapType.LAYERWISE_SYMMETRIC:
-        new = weight.abs().max() / remap.remapped_wmax
+        new = abs_max_of(weight) / remap.remapped_wmax
         return scales if new <= 0 else new.expand_as(scales).clone()
     row_max = weight.abs().flatten(1).amax(dim=1)
     if remap.max_scale_range <= 0:

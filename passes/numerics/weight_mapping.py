@@ -26,6 +26,7 @@ from torch import Tensor, fx, nn
 from ..arrays import Tile
 from ..operands import resolve_attribute
 from ..parameters import MappingParameter
+from .converter import abs_max_of
 
 
 def weight_block(graph_module: fx.GraphModule, plan, tile: Optional[Tile]) -> Tensor:
@@ -45,7 +46,7 @@ def initial_scales(weight: Tensor, mapping: MappingParameter, rows: bool = False
     count = w.shape[0] if rows or mapping.weight_scaling_columnwise else 1
     if mapping.weight_scaling_omega <= 0:
         return torch.ones(count, dtype=w.dtype)
-    w_max = w.abs().flatten(1).amax(dim=1) if mapping.weight_scaling_columnwise else w.abs().max().view(1)
+    w_max = abs_max_of(w.flatten(1), dim=1) if mapping.weight_scaling_columnwise else abs_max_of(w).view(1)
     alpha = w_max / mapping.weight_scaling_omega
     return torch.where(alpha == 0, torch.ones_like(alpha), alpha).expand(count).clone()
 

@@ -27,7 +27,7 @@ from torch import Tensor, fx
 from torch.fx.passes.infra.pass_base import PassBase, PassResult
 
 from ..errors import PostconditionError
-from ..numerics.converter import ZERO_CLIP, SinglePairConductanceConverter
+from ..numerics.converter import ZERO_CLIP, SinglePairConductanceConverter, abs_max_of
 from ..numerics.crossbar import Crossbar, MultiDeviceCrossbar
 from ..numerics.ir_drop import ir_drop_fields
 from ..numerics.settings import CrossbarSettings
@@ -87,7 +87,7 @@ def _stored_mapping(plan, weight: Tensor, scales: Tensor) -> tuple[list[Tensor],
     analog = analog_weights(weight, scales)
     conductances, params = plan.converter.convert_to_conductances(analog)
     analog_ratio = _scale_ratio(plan.converter, params)
-    mapped_wmax = float(analog.abs().max().clamp(min=ZERO_CLIP))
+    mapped_wmax = float(abs_max_of(analog).clamp(min=ZERO_CLIP))
     if scales.numel() == 1:
         return conductances, params, float(analog_ratio / scales), (), mapped_wmax
     array_ratio = _scale_ratio(plan.converter, plan.converter.convert_to_conductances(weight)[1])
