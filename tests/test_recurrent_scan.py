@@ -177,7 +177,8 @@ def test_xbar_compile_scan_recurrent_writes_a_file_onnx_runtime_runs_at_any_leng
     status, _, err = run(capsys, "compile", "net.py:make_net", "--weights", "net.pt", "--calib", "inputs.npz",
                          "--scan-recurrent", "-o", "plain.onnx")
     errors = [line for line in err.splitlines() if line.startswith("xbar: error:")]
-    assert status == 2 and len(errors) == 1 and "needs a model with a recurrent layer" in errors[0]
+    assert status == 2 and len(errors) == 1 and "--scan-recurrent needs a model with a recurrent layer" in errors[0]
+    assert "without --scan-recurrent" in errors[0] and "calibrat" not in err  # refused before calibrating
     assert not (workspace / "plain.onnx").exists()
 
 

@@ -107,10 +107,7 @@ def export_onnx_files(converted: fx.GraphModule, example_inputs: Sequence, path:
     if not originals:
         warnings.warn("the model has no crossbar layer: exporting plain ONNX without ai.xbar nodes",
                       NoCrossbarLayersWarning, stacklevel=2)
-    lengths = unrolled_lengths(converted) if scan_recurrent else set()
-    if scan_recurrent and not lengths:
-        raise UserError("export_onnx(scan_recurrent=True) needs a model with a recurrent layer (nn.LSTM, nn.GRU, "
-                        "nn.RNN); this one has none: export it without scan_recurrent")
+    lengths = scanned_lengths(converted) if scan_recurrent else set()
     tensors = [*converted.parameters(), *converted.buffers()]
     graph_module = run_passes(copy_graph_module(converted, share=tensors),  # read only: not copied
                               [CrossbarToCustomOpsPass(), FunctionalInPlaceOpsPass(),
@@ -142,6 +139,16 @@ def export_onnx_files(converted: fx.GraphModule, example_inputs: Sequence, path:
     if external_data is None:
         external_data = onnx_files.initializer_bytes(model) > onnx_files.LARGE_MODEL_BYTES
     return onnx_files.save_checked(model, path, _check, external_data)
+
+
+def scanned_lengths(graph_module: fx.GraphModule, option: str = "export_onnx(scan_recurrent=True)") -> set[int]:
+    """The lengths a prepared or converted model's recurrent layers were unrolled for, which a Scan export
+    rolls back; :class:`UserError` naming ``option`` for a model without any."""
+    lengths = unrolled_lengths(graph_module)
+    if not lengths:
+        raise UserError(f"{option} needs a model with a recurrent layer (nn.LSTM, nn.GRU, nn.RNN); this one has "
+                        f"none: export it without {option.partition('=')[0].removeprefix('export_onnx(')}")
+    return lengths
 
 
 def _check(path: Path) -> None:

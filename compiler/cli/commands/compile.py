@@ -16,7 +16,7 @@ from ...chip.target import check_capacity, chip_config, map_converted
 from ...files import check_writable, reporting_write_errors
 from ...inspection.archive import save_graph
 from ...inspection.converted import summarize
-from ...onnx.export import export_onnx_files
+from ...onnx.export import export_onnx_files, scanned_lengths
 from ...pipeline.stages import convert
 from ..console import is_reporting_process, quiet_loggers, say, stderr_console, stdout_console
 from ..inspection_view import count_text, describe_config, print_layers
@@ -34,8 +34,14 @@ def run(args: argparse.Namespace) -> int:
     chip = chip_named(args.chip) if args.chip else None
     config = hardware_config(args) if chip is None else chip_config(hardware_config(args), chip)
     inputs = load_inputs(args, config, "--finetune" if args.finetune else None)
-    fits = None if chip is None else (lambda prepared: check_capacity(convert(prepared), chip, args.chips))
-    compiled = compile_steps(inputs, args, err, fits)
+
+    def check_prepared(prepared) -> None:  # before the minutes calibration and fine-tuning may take
+        if args.scan_recurrent:
+            scanned_lengths(prepared, "--scan-recurrent")
+        if chip is not None:
+            check_capacity(convert(prepared), chip, args.chips)
+
+    compiled = compile_steps(inputs, args, err, check_prepared)
     if not is_reporting_process():
         return 0
     converted, source, data = compiled.converted, inputs.source, inputs.data
