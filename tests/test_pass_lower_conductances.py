@@ -53,7 +53,7 @@ def test_a_tiled_layer_keeps_its_digital_sum_concatenation_and_bias():
         "fc_row0_slice", "fc_tile0_0_crossbar", "fc_tile0_1_crossbar", "fc_row1_slice", "fc_tile1_0_crossbar",
         "fc_tile1_1_crossbar", "fc_col0_sum", "fc_col1_sum", "fc_concat", "fc_add_bias"]
     corner = graph_module.fc_tile1_1_crossbar
-    assert corner.g_plus.shape == (1, 2) and corner.bias is None
+    assert corner.g_plus.shape == (2, 3) and corner.bias is None  # outputs 2-4 of inputs 3-6
     assert (corner.settings.tile_row, corner.settings.tile_col) == (1, 1)
 
 

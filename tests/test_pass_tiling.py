@@ -30,10 +30,10 @@ def test_a_layer_is_cut_into_row_slices_summed_per_column_and_concatenated():
         "fc_row0_slice", "fc_tile0_0_mvm", "fc_tile0_1_mvm", "fc_row1_slice", "fc_tile1_0_mvm", "fc_tile1_1_mvm",
         "fc_col0_sum", "fc_col1_sum", "fc_concat", "fc_add_bias"]
     nodes = {n.name: n for n in graph_module.graph.nodes}
-    assert nodes["fc_row1_slice"].args[1] == (Ellipsis, slice(4, 6))
+    assert nodes["fc_row1_slice"].args[1] == (Ellipsis, slice(3, 6))  # 6 inputs on arrays of 4 rows: 3 + 3
     corner = nodes["fc_tile1_1_mvm"]
     assert corner.args[0] is nodes["fc_row1_slice"] and corner.args[1].target is operator.getitem
-    assert corner.args[1].args[1] == (slice(3, 4), slice(4, 6))  # outputs 3-4 of inputs 4-6
+    assert corner.args[1].args[1] == (slice(2, 4), slice(3, 6))  # outputs 2-4 of inputs 3-6
     assert tag_of(corner).tile.row == 1 and tag_of(corner).tile.col == 1
     column = tag_of(nodes["fc_col1_sum"])
     assert column.role is Role.COLUMN_SUM and column.scope is Scope.COLUMN and column.tile.col == 1

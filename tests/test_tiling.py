@@ -27,8 +27,20 @@ def covered(tiles, shape, groups):
 def test_linear_tiles_at_non_multiples_of_the_array_size():
     tiles = plan_tiles(WeightLayout(1, 7, 10), max_input_size=4, max_output_size=3)
     assert [(t.row, t.col) for t in tiles] == [(r, c) for r in range(2) for c in range(4)]
-    assert tiles[-1].inputs == (4, 7) and tiles[-1].outputs == (9, 10)
+    assert sorted({t.inputs for t in tiles}) == [(0, 4), (4, 7)]  # as even as they go, the longer first
+    assert sorted({t.outputs for t in tiles}) == [(0, 3), (3, 6), (6, 8), (8, 10)]
     assert covered(tiles, (10, 7), 1)
+
+
+@pytest.mark.parametrize("limit", [1, 3, 7, 64, 256, 512])
+def test_a_layers_rows_and_columns_split_as_aihwkits_tiles_split_them(limit):
+    from aihwkit.simulator.tiles.array import TileModuleArray
+
+    for size in (1, 5, 63, 64, 65, 300, 784, 1000, 3072):
+        tiles = plan_tiles(WeightLayout(1, size, size), max_input_size=limit, max_output_size=limit)
+        rows = [b - a for a, b in sorted({t.inputs for t in tiles})]
+        columns = [b - a for a, b in sorted({t.outputs for t in tiles})]
+        assert rows == columns == TileModuleArray.get_split_sizes(None, size, limit), (size, limit)
 
 
 def test_a_layer_smaller_than_one_array_is_one_tile():
@@ -41,7 +53,7 @@ def test_a_layer_smaller_than_one_array_is_one_tile():
 def test_conv_is_cut_between_input_channels():
     tiles = plan_tiles(WeightLayout(1, 5, 6, 9), max_input_size=20, max_output_size=4)  # 2 channels = 18 rows
     assert sorted({t.inputs for t in tiles}) == [(0, 2), (2, 4), (4, 5)]
-    assert sorted({t.outputs for t in tiles}) == [(0, 4), (4, 6)]
+    assert sorted({t.outputs for t in tiles}) == [(0, 3), (3, 6)]
     assert covered(tiles, (6, 5), 1)
     with pytest.raises(TilingError, match="needs 9 rows"):
         plan_tiles(WeightLayout(1, 5, 6, 9), max_input_size=8, max_output_size=0)
@@ -57,7 +69,7 @@ def test_groups_share_an_array_when_they_fit():
 def test_a_group_larger_than_an_array_is_cut_on_its_own():
     tiles = plan_tiles(WeightLayout(2, 4, 4, 1), max_input_size=3, max_output_size=0)
     assert [(t.inputs, t.outputs, t.groups) for t in tiles] == [
-        ((0, 3), (0, 4), 1), ((3, 4), (0, 4), 1), ((4, 7), (4, 8), 1), ((7, 8), (4, 8), 1)]
+        ((0, 2), (0, 4), 1), ((2, 4), (0, 4), 1), ((4, 6), (4, 8), 1), ((6, 8), (4, 8), 1)]
     assert covered(tiles, (8, 4), 2)
 
 
@@ -101,7 +113,7 @@ def test_each_array_has_its_own_scale_ratio_and_converts_back():
     for name, array in converted.named_children():
         if isinstance(array, Crossbar) and name.startswith("fc1_tile"):
             r, c = array.settings.tile_row, array.settings.tile_col
-            block = weight[c * 10:(c + 1) * 10, r * 12:(r + 1) * 12]
+            block = weight[c * 8:(c + 1) * 8, r * 8:(r + 1) * 8]  # 32 x 16 on 10 x 12 arrays: 4 x 2 of 8 x 8
             back = config.converter.convert_back_to_weights([array.g_plus, array.g_minus],
                                                             {"scale_ratio": array.settings.scale_ratio})
             assert torch.allclose(back, block, atol=1e-6)
@@ -134,7 +146,7 @@ def test_an_output_limit_alone_cuts_only_the_columns():
     tiles = plan_tiles(WeightLayout(1, 32, 96), max_input_size=0, max_output_size=8)
     assert [t.col for t in tiles] == list(range(12)) and {(t.row, t.inputs) for t in tiles} == {(0, (0, 32))}
     conv = plan_tiles(WeightLayout(1, 5, 6, 9), max_input_size=0, max_output_size=4)
-    assert [(t.inputs, t.outputs) for t in conv] == [((0, 5), (0, 4)), ((0, 5), (4, 6))]
+    assert [(t.inputs, t.outputs) for t in conv] == [((0, 5), (0, 3)), ((0, 5), (3, 6))]
     model, x = make_model("cnn"), make_input("cnn", 4)
     config = HardwareConfig().with_overrides({**NO_CLIP, "mapping.max_output_size": 8})
     converted = convert(prepare(model, (x[:2],), config))

@@ -3,11 +3,13 @@
 ``plan_tiles`` is the mapping (pure); ``TileLayersPass`` the graph edit. Rules:
 * a layer's weight, seen as crossbar matrices (its kind's layout: rows are a
   group's input channels times the kernel taps, columns its output channels), is
-  cut into arrays of at most ``max_input_size`` rows and ``max_output_size``
-  columns (``mapping`` of its plan; 0: unlimited);
+  cut into as few arrays of at most ``max_input_size`` rows and ``max_output_size``
+  columns (``mapping`` of its plan; 0: unlimited) as it takes, the rows and the
+  columns each split as evenly as they go, as aihwkit splits a layer over its tiles;
 * a convolution is cut between input channels (all kernel rows of a channel stay
-  on one array); several groups of a grouped convolution share one array when
-  they fit (block diagonal), otherwise each group is cut on its own;
+  on one array; aihwkit cuts its unfolded rows, which splits alike wherever its
+  cuts fall between channels); several groups of a grouped convolution share one
+  array when they fit (block diagonal), otherwise each group is cut on its own;
 * each tile becomes ``<layer>_tile<r>_<c>_mvm`` on its slice of the input
   (``<layer>_row<r>_slice``) and its block of the weight; tiles of one output
   block are summed digitally (``<layer>_col<c>_sum``), output blocks concatenated
@@ -30,8 +32,14 @@ from ..plan import NodeTag, Role, Scope, add_node, check_names, tag_of, tagged
 
 
 def _chunks(size: int, limit: int) -> list[tuple[int, int]]:
-    step = limit if limit > 0 else size
-    return [(start, min(size, start + step)) for start in range(0, size, step)]
+    """``size`` cut into as few chunks of at most ``limit`` (0: unlimited) as it takes, as even as they can be,
+    the longer ones first: aihwkit's split of a layer over its tiles (300 rows on 256: 150 + 150, not 256 + 44)."""
+    count = max(1, -(-size // limit)) if limit > 0 else 1
+    base, longer = divmod(size, count)
+    bounds = [0]
+    for index in range(count):
+        bounds.append(bounds[-1] + base + (index < longer))
+    return list(zip(bounds, bounds[1:]))
 
 
 def plan_tiles(layout: WeightLayout, max_input_size: int, max_output_size: int, layer: str = "layer") -> list[Tile]:
