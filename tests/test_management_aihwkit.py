@@ -303,16 +303,18 @@ def test_a_converted_convolution_manages_each_patch_as_aihwkits_conv2d(mode, geo
     assert (managed - their_conv2d(conv, PERIPHERY, x)).abs().max() > 1e-3  # the management changes the outputs
 
 
+@pytest.mark.parametrize("rows", [18, 27])
 @pytest.mark.parametrize("mode", ["abs_max", "iterative"])
-def test_each_row_of_arrays_manages_its_own_slice_of_the_patch_as_aihwkits_tiles(mode):
-    """4 channels x 9 taps on arrays of 18 rows: xbar's two arrays and aihwkit's two tiles split alike."""
+def test_each_row_of_arrays_manages_its_own_slice_of_the_patch_as_aihwkits_tiles(mode, rows):
+    """4 channels x 9 taps on arrays of 18 rows, or of 27 (split evenly, 18 + 18, not 27 + 9): xbar's two
+    arrays and aihwkit's two tiles split alike."""
     conv = seeded(nn.Conv2d(4, 5, 3, padding=1))
     x = conv_inputs(4, 6, 6)
-    model = converted_conv(conv, settings(mode), x, max_input_size=18)
-    assert len(crossbar_modules(model)) == 2
+    model = converted_conv(conv, settings(mode), x, max_input_size=rows)
+    assert [array.shape[1] for array in crossbar_modules(model).values()] == [2, 2]
     with torch.no_grad():
         tiled = model(x)
-    assert_same_outputs(tiled, their_conv2d(conv, settings(mode), x, max_input_size=18))
+    assert_same_outputs(tiled, their_conv2d(conv, settings(mode), x, max_input_size=rows))
     with torch.no_grad():
         assert (tiled - converted_conv(conv, settings(mode), x)(x)).abs().max() > 1e-3  # not one array's scales
 
