@@ -24,7 +24,8 @@ from xbar import (
 from xbar.compiler.inspection.read import load_inspection
 from xbar.compiler.onnx.runtime import onnx_runner
 from xbar.compiler.program_files.arrays import source_of_onnx
-from xbar.passes.errors import ExportError, UserError
+from xbar.passes.errors import UserError
+from xbar.passes.numerics.crossbar import crossbar_modules
 
 from conftest import eight_bit, run
 
@@ -133,14 +134,33 @@ def test_a_model_without_recurrent_layers_is_refused_in_one_line(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
-def test_a_tiled_recurrent_weight_is_refused_in_one_line(tmp_path):
-    model = recurrent("lstm")  # weight_ih_l0 is [16, 3]: two arrays of at most 10 outputs
-    x = sequence(STEPS)
-    converted = convert(prepare(model, (x,), eight_bit().with_overrides({"mapping.max_output_size": 10})))
-    with pytest.raises(ExportError, match="rnn.weight_ih_l0 is programmed on several arrays") as info:
-        export_onnx(converted, (x,), tmp_path / "tiled.onnx", scan_recurrent=True)
-    assert "\n" not in str(info.value)
-    assert not list(tmp_path.iterdir())
+@pytest.mark.parametrize("overrides", [
+    {"mapping.max_output_size": 10, "mapping.max_input_size": 3},  # weight_hh_l0 [16, 4]: 2 x 2 arrays
+    {"converter.type": "DualPairConductanceConverter", "converter.f_lst": [1.0, 3.0]},  # four devices a weight
+], ids=["tiled", "dual-pair"])
+def test_a_tiled_or_multi_device_recurrent_weight_scans_as_its_unrolled_steps_compute(overrides, tmp_path):
+    model = recurrent("lstm-2")
+    prepared = prepare(model, (sequence(STEPS),), eight_bit().with_overrides(overrides))
+    calibrate(prepared, [sequence(STEPS, batch=8, seed=s) for s in range(2)])
+    converted = convert(prepared)
+    result = Exported(converted, export_onnx(converted, (sequence(STEPS),), tmp_path / "scan.onnx",
+                                             scan_recurrent=True))
+    assert sum(n.op_type == "Scan" for n in result.model.graph.node) == 2
+    layers = json.loads({p.key: p.value for p in result.model.metadata_props}["xbar.layers"])
+    assert len(layers) == len(crossbar_modules(converted)) and all(entry["calls"] == 1 for entry in layers)
+    state = prepared.state_dict()
+    for steps in (STEPS, 6):
+        x = sequence(steps, batch=5, seed=steps)
+        reference = converted if steps == STEPS else convert(_prepared_at(model, steps, state, overrides))
+        with torch.no_grad():
+            expected = pytree.tree_leaves(reference(x))
+        assert_same(result.session.run(None, {result.input_name: x.numpy()}), expected, result.last_adc_step())
+
+
+def _prepared_at(model: nn.Module, steps: int, state: dict, overrides: dict):
+    prepared = prepare(model, (sequence(steps),), eight_bit().with_overrides(overrides))
+    prepared.load_state_dict(state)
+    return prepared
 
 
 GRU_PY = """

@@ -26,12 +26,13 @@ def wire_devices(model: ir.Model, matched: list[tuple[ir.Node, str]], crossbars:
     """Replace each multi-device node's G_plus / G_minus initializers by the graph above (once per array)."""
     graph = model.graph
     pairs: dict[str, tuple[ir.Value, ir.Value]] = {}
+    outer = _outermost(graph)
     for node, module_name in matched:
         module = crossbars[module_name]
         if not isinstance(module, MultiDeviceCrossbar):
             continue
-        if module_name not in pairs:
-            pairs[module_name] = _device_pair(graph, node, module_name, module)
+        if module_name not in pairs:  # in the main graph: a node in a Scan body reads the pair from outside
+            pairs[module_name] = _device_pair(graph, outer.get(node, node), module_name, module)
         for index, value in zip((1, 2), pairs[module_name]):
             old = node.inputs[index]
             node.replace_input_with(index, value)
@@ -40,6 +41,17 @@ def wire_devices(model: ir.Model, matched: list[tuple[ir.Node, str]], crossbars:
         node.attributes["devices"] = ir.AttrStrings("devices", [f"{module_name}.{d}" for d in module.device_names])
         node.attributes["device_significances"] = ir.AttrFloat32s("device_significances", list(module.significances))
         node.attributes["device_offset"] = ir.AttrFloat32("device_offset", module.offset)
+
+
+def _outermost(graph: ir.Graph) -> dict[ir.Node, ir.Node]:
+    """Each node of a subgraph (a Scan body) -> the node of ``graph`` that holds it."""
+    holders = {}
+    for node in graph:
+        for attribute in node.attributes.values():
+            bodies = {ir.AttributeType.GRAPH: [attribute.value], ir.AttributeType.GRAPHS: attribute.value}
+            for body in bodies.get(attribute.type, []):
+                holders.update(dict.fromkeys(ir.traversal.RecursiveGraphIterator(body), node))
+    return holders
 
 
 def _constant(graph: ir.Graph, name: str, data: np.ndarray) -> ir.Value:

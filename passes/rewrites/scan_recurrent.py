@@ -14,22 +14,22 @@ nodes carry a :class:`~xbar.passes.recurrent.LoopPart`:
 
 * the call becomes one ``<call>_scan`` node of :func:`scanned` that runs, per layer and
   direction, a scan (backwards for the reverse direction) whose body is one step: each weight's
-  custom op with its call sites' arguments (G+, G-, bias read by the node, so they stay the
+  nodes at its first call site replayed (:class:`CallSite`: its custom op, or a tiled layer's
+  slices, arrays, sums and bias, or a multi-device array's op; the tensors they read stay the
   arrays' buffers), the cell's gates (:mod:`xbar.passes.numerics.recurrent`), the projection;
 * the initial states are the call's (the unrolled graph's ``h0`` / ``c0`` nodes); zeros are
   built from the input's own shape, so their batch is the input's;
 * the users of the call's ``output``, ``h_n`` and ``c_n`` read the scan node's results and the
   unrolled steps are erased;
 * the captured program's ``_guards_fn`` call is erased (its input checks hold the example's
-  length; torch's own AOT compiler drops it too);
-* a recurrent weight programmed on several arrays (tiled) or by several devices raises
-  :class:`ExportError`.
+  length; torch's own AOT compiler drops it too).
 """
 
 from __future__ import annotations
 
 import operator
-from typing import Callable
+from dataclasses import dataclass
+from typing import Callable, Sequence
 
 import torch
 from torch import Tensor, fx
@@ -38,9 +38,8 @@ from torch.fx.passes.infra.pass_base import PassBase, PassResult
 
 from ..errors import ExportError
 from ..numerics import recurrent as cells
-from ..numerics.crossbar import MultiDeviceCrossbar
+from ..plan import tag_of
 from ..recurrent import LOOP_META, LoopPart, RecurrentLoop
-from .export_ops import CUSTOM_OPS, TENSORS
 
 RESULTS = ("output", "h_n", "c_n")
 """The roles of an unrolled call's results, in the order :func:`scanned` returns them."""
@@ -69,42 +68,102 @@ class ScanRecurrentPass(PassBase):
                 calls.setdefault(part.loop.key, {})[(part.role, part.index)] = node
         if not calls:
             return PassResult(graph_module, False)
-        sites = _weight_sites(graph_module)
         for nodes in calls.values():
-            _roll(graph_module, nodes, sites)
+            _roll(graph_module, nodes)
         for guards in graph_module.graph.find_nodes(op="call_module", target=GUARDS):
             graph_module.graph.erase_node(guards)
         graph_module.recompile()
         return PassResult(graph_module, True)
 
 
-def _weight_sites(graph_module: fx.GraphModule) -> dict[str, fx.Node]:
-    """Weight name -> one call site of its array's custom op (None for a weight on several arrays or devices)."""
-    sites, arrays = {}, {}
-    for node in graph_module.graph.nodes:
-        if node.op != "call_function" or node.target not in CUSTOM_OPS.values():
-            continue
-        array = node.args[1].target.rpartition(".")[0]
-        module = graph_module.get_submodule(array)
-        arrays.setdefault(module.settings.layer, set()).add(array)
-        sites.setdefault(module.settings.layer, None if isinstance(module, MultiDeviceCrossbar) else node)
-    return {layer: site if len(arrays[layer]) == 1 else None for layer, site in sites.items()}
+@dataclass(frozen=True)
+class Slot:
+    """Where a replayed call keeps a value: 0 the input, then the attributes, then each node's result."""
+
+    index: int
 
 
-def _site(sites: dict, weight: str) -> fx.Node:
-    site = sites.get(weight)
-    if site is None:
-        raise ExportError(f"{weight} is programmed on several arrays (tiled) or devices: a scan export needs each "
-                          "recurrent weight on one array of one pair; export it without scan_recurrent")
-    return site
+@dataclass(frozen=True)
+class CallSite:
+    """One call of a crossbar layer, in graph order, as plain data a traced scan body can run: each node's
+    target and arguments, other nodes' values as :class:`Slot`\\ s; ``attributes`` are the tensors it reads
+    (G+, G-, biases)."""
+
+    attributes: tuple[fx.Node, ...]
+    calls: tuple[tuple[Callable, tuple, dict], ...]
+
+    @classmethod
+    def of(cls, source: fx.Node, nodes: Sequence[fx.Node], attributes: tuple[fx.Node, ...]) -> "CallSite":
+        slots = {node: Slot(i) for i, node in enumerate((source, *attributes, *nodes))}
+        calls = tuple((node.target, *_plain(fx.map_arg((node.args, node.kwargs), slots.__getitem__)))
+                      for node in nodes)
+        return cls(attributes, calls)
+
+    def replay(self, value: Tensor, tensors: Sequence[Tensor]) -> Tensor:
+        """The call's result (its last node's) for input ``value``, ``tensors`` standing for the attributes."""
+        values = [value, *tensors]
+        for target, args, kwargs in self.calls:
+            args, kwargs = _filled((args, kwargs), values)
+            values.append(target(*args, **kwargs))
+        return values[-1]
 
 
-def _roll(graph_module: fx.GraphModule, nodes: dict, sites: dict) -> None:
+def _plain(value):
+    """``value`` with fx's immutable lists and dicts as plain ones (what a traced scan body can take)."""
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    if isinstance(value, tuple):
+        return tuple(_plain(item) for item in value)
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    return value
+
+
+def _filled(value, values: list):
+    """``value`` with each :class:`Slot` replaced by what it holds."""
+    if isinstance(value, Slot):
+        return values[value.index]
+    if isinstance(value, list):
+        return [_filled(item, values) for item in value]
+    if isinstance(value, tuple):
+        return tuple(_filled(item, values) for item in value)
+    if isinstance(value, dict):
+        return {key: _filled(item, values) for key, item in value.items()}
+    return value
+
+
+def first_call(graph_module: fx.GraphModule, layer: str) -> CallSite:
+    """The nodes of ``layer``'s first call: those tagged with it and connected to its first tagged node
+    through one another (another call of the layer reads another step's input)."""
+    first = next(n for n in graph_module.graph.nodes if n.op == "call_function" and _layer_of(n) == layer)
+    members, stack = set(), [first]
+    while stack:
+        member = stack.pop()
+        if member not in members:
+            members.add(member)
+            linked = [*member.all_input_nodes, *member.users]
+            stack.extend(n for n in linked if n.op == "call_function" and _layer_of(n) == layer)
+    ordered = tuple(n for n in graph_module.graph.nodes if n in members)
+    outside = [a for n in ordered for a in n.all_input_nodes if a not in members]
+    sources = {a for a in outside if a.op != "get_attr"}
+    results = [n for n in ordered if any(user not in members for user in n.users)]
+    if len(sources) != 1 or results != [ordered[-1]]:
+        raise ExportError(f"{layer} reads {len(sources)} inputs and gives {len(results)} results in one step: "
+                          "a scan export needs one of each; export it without scan_recurrent")
+    return CallSite.of(sources.pop(), ordered, tuple(dict.fromkeys(a for a in outside if a.op == "get_attr")))
+
+
+def _layer_of(node: fx.Node) -> str | None:
+    tag = tag_of(node)
+    return None if tag is None else tag.plan.layer.name
+
+
+def _roll(graph_module: fx.GraphModule, nodes: dict) -> None:
     graph = graph_module.graph
     steps = nodes[("steps", 0)]
     loop: RecurrentLoop = steps.meta[LOOP_META].loop
     weights = [w for directions in loop.weights for d in directions for w in (d.ih, d.hh, d.hr) if w is not None]
-    ops = {w: (_site(sites, w).target, _plain(_site(sites, w).args[1 + len(TENSORS):])) for w in weights}
+    calls = {w: first_call(graph_module, w) for w in weights}
     count = loop.layers * len(loop.weights[0])
     initial, sizes = [], []
     for role in ("h0", "c0")[:2 if loop.mode == "LSTM" else 1]:
@@ -116,8 +175,8 @@ def _roll(graph_module: fx.GraphModule, nodes: dict, sites: dict) -> None:
     results = [nodes[(role, 0)] for role in RESULTS if (role, 0) in nodes]
     region = _ancestors(results)
     with graph.inserting_before(min(results, key=_position(graph))):
-        tensors = [graph.get_attr(a.target) for w in weights for a in _site(sites, w).args[1:1 + len(TENSORS)]]
-        rolled = graph.create_node("call_function", scanned(loop, ops, weights, sizes),
+        tensors = [graph.get_attr(a.target) for w in weights for a in calls[w].attributes]
+        rolled = graph.create_node("call_function", scanned(loop, calls, sizes),
                                    (steps.args[0], tuple(initial), tuple(tensors)), {},  # the unbound sequence
                                    name=f"{steps.name.removesuffix('_steps')}_scan")
         for k, role in enumerate(RESULTS):
@@ -126,11 +185,6 @@ def _roll(graph_module: fx.GraphModule, nodes: dict, sites: dict) -> None:
     for node in reversed(list(graph.nodes)):
         if node in region and not node.users:
             graph.erase_node(node)
-
-
-def _plain(arguments: tuple) -> tuple:
-    """A node's constant arguments with fx's immutable lists as lists (what the traced scan body can take)."""
-    return tuple(list(a) if isinstance(a, list) else a for a in arguments)
 
 
 def _position(graph: fx.Graph) -> Callable[[fx.Node], int]:
@@ -149,17 +203,19 @@ def _ancestors(nodes: list[fx.Node]) -> set[fx.Node]:
     return seen
 
 
-def scanned(loop: RecurrentLoop, ops: dict, weights: list[str], sizes: list) -> Callable:
+def scanned(loop: RecurrentLoop, calls: dict[str, CallSite], sizes: list) -> Callable:
     """The function of a rolled call: ``(x, initial, tensors) -> (output, h_n[, c_n])`` as the unrolled steps
-    compute them, a scan per layer and direction; ``initial[i]`` None is zeros of ``sizes[i]`` features."""
+    compute them, a scan per layer and direction; ``initial[i]`` None is zeros of ``sizes[i]`` features;
+    ``tensors`` are the attributes of ``calls``, weight after weight."""
     directions = len(loop.weights[0])
 
     def run(x: Tensor, initial: tuple, tensors: tuple) -> tuple:
-        arrays = {w: tensors[len(TENSORS) * i:len(TENSORS) * (i + 1)] for i, w in enumerate(weights)}
+        arrays, start = {}, 0
+        for weight, call in calls.items():
+            arrays[weight], start = tensors[start:start + len(call.attributes)], start + len(call.attributes)
 
         def linear(weight: str, value: Tensor) -> Tensor:
-            target, arguments = ops[weight]
-            return target(value, *arrays[weight], *arguments)
+            return calls[weight].replay(value, arrays[weight])
 
         sequence = x.movedim(loop.time_dim, 0)
         states = [start if start is not None else sequence.new_zeros((*sequence.shape[1:-1], size))
