@@ -54,18 +54,43 @@ def noise_management_scale(x_n: Tensor, nm_mode: int, nm_thres: float,
     return scale.clamp(max=nm_thres) if nm_thres > 0 else scale
 
 
-def _read(mvm: Callable[[Tensor], Tensor], x_scaled: Tensor, c: dict, half_steps: float,
-          out_noise: Optional[Callable[[Tensor], Tensor]]) -> Tensor:
-    """One read of the array: DAC codes of ``x_scaled`` (normalised; a tensor of this read's own, coded in place:
-    a convolution's is its unfolded patches), the mvm, its output noise (if any), the ADC's rounding (no clip)."""
-    q = x_scaled
-    if half_steps:
-        q.mul_(half_steps).round_()
-    q.clamp_(-(half_steps or 1.0), half_steps or 1.0)
-    z = mvm(q)
-    if out_noise is not None:
-        z = out_noise(z)
-    return z.round_() if c["adc_round"] else z
+Op = Callable[[Tensor, Tensor], Tensor]
+"""An array's op on its (coded) input and a weight: the layer's own on pixels, or :meth:`~.patches.PatchView.patch_mvm`
+on unfolded patches."""
+Read = Callable[[Tensor, Op], tuple[Tensor, Tensor]]
+"""One read of the array: ``read(x_scaled, op)`` codes ``x_scaled`` (the normalised input already divided by
+``nm * reduction``), multiplies it with ``op`` and returns the ADC's clipped output and whether nothing clipped
+(a bool tensor)."""
+
+
+def managed_reads(x_n: Tensor, nm_mode: int, nm_thres: float, bm_rounds: int, patches: Optional[PatchView],
+                  pixel_op: Op, read: Read) -> Tensor:
+    """The management rule of the module docstring around ``read``: the scales of ``x_n`` (one per vector, or
+    per patch of ``patches`` when the mode is ABS_MAX / MAX: those reads take the unfolded patches and
+    ``patches.patch_mvm``; else the pixels and ``pixel_op``), the bound-management rounds, the read kept and
+    the all-zero short cut; each read's output comes back multiplied by ``nm * reduction``. The converted
+    array (:func:`managed_codes`) and the prepared graph's training reads (:mod:`.managed_training`) differ
+    only in ``read``; the scales are not detached, so autograd differentiates through them as through
+    aihwkit's torch tile."""
+    patches = patches if nm_mode in DYNAMIC_MODES else None
+    nm = noise_management_scale(x_n, nm_mode, nm_thres, patches)
+    op = pixel_op
+    if patches is not None:  # one scale per patch: the DAC codes each patch on its own
+        x_n, op = patches.unfold(x_n), patches.patch_mvm
+    all_zero: Optional[Tensor] = None
+    if isinstance(nm, Tensor):
+        all_zero = (nm == 0).all()
+        nm = torch.where(nm <= 0, torch.ones_like(nm), nm)
+    result, done = None, None
+    for round_index in range(bm_rounds):
+        scale = (1.0 / nm) / float(2 ** round_index)
+        z, passed = read(x_n * scale, op)
+        y = z / scale if isinstance(scale, Tensor) or scale != 1.0 else z
+        result = y if result is None else torch.where(done, result, y)
+        done = passed if done is None else done | passed
+        if not torch.compiler.is_compiling() and bool(done):
+            break
+    return result if all_zero is None else result * (~all_zero)
 
 
 def managed_codes(kind: LayerKind, x: Tensor, weight: Tensor, settings, geometry: Any,
@@ -76,32 +101,25 @@ def managed_codes(kind: LayerKind, x: Tensor, weight: Tensor, settings, geometry
     c = settings.constants
     r = settings.input_range
     x_n = torch.clamp(x, -r, r) / r if r else x
-    patches = kind.patches(weight.shape[2:], geometry) if c["nm_mode"] in DYNAMIC_MODES else None
-    nm = noise_management_scale(x_n, c["nm_mode"], settings.nm_thres, patches)
-    if patches is None:
-        def mvm(q: Tensor) -> Tensor:
-            return kind.mvm(q, weight, geometry)
-    else:  # one scale per patch: the DAC codes each patch on its own
-        x_n = patches.unfold(x_n)
-
-        def mvm(q: Tensor) -> Tensor:
-            return patches.patch_mvm(q, weight)
-    all_zero: Optional[Tensor] = None
-    if isinstance(nm, Tensor):
-        all_zero = (nm == 0).all()
-        nm = torch.where(nm <= 0, torch.ones_like(nm), nm)
     half_steps = settings.dac_steps / 2
     bound = c["adc_clip"]
-    result, done = None, None
-    for round_index in range(c["bm_rounds"]):
-        scale = (1.0 / nm) / float(2 ** round_index)
-        z = _read(mvm, x_n * scale, c, half_steps, out_noise)
-        passed = (z.abs() <= bound).all() if bound else torch.ones((), dtype=torch.bool)
-        if bound:
-            z.clamp_(-bound, bound)
-        y = z / scale if isinstance(scale, Tensor) or scale != 1.0 else z
-        result = y if result is None else torch.where(done, result, y)
-        done = passed if done is None else done | passed
-        if not torch.compiler.is_compiling() and bool(done):
-            break
-    return result if all_zero is None else result * (~all_zero)
+
+    def read(x_scaled: Tensor, op: Op) -> tuple[Tensor, Tensor]:
+        """DAC codes of ``x_scaled`` (a tensor of this read's own, coded in place), the mvm, its output noise
+        (if any), the ADC's rounding and clip."""
+        q = x_scaled
+        if half_steps:
+            q.mul_(half_steps).round_()
+        q.clamp_(-(half_steps or 1.0), half_steps or 1.0)
+        z = op(q, weight)
+        if out_noise is not None:
+            z = out_noise(z)
+        if c["adc_round"]:
+            z = z.round_()
+        if not bound:
+            return z, torch.ones((), dtype=torch.bool)
+        passed = (z.abs() <= bound).all()
+        return z.clamp_(-bound, bound), passed
+
+    return managed_reads(x_n, c["nm_mode"], settings.nm_thres, c["bm_rounds"], kind.patches(weight.shape[2:], geometry),
+                         lambda q, w: kind.mvm(q, w, geometry), read)
