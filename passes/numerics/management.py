@@ -38,10 +38,12 @@ from .patches import PatchView
 from .settings import DYNAMIC_MODES, NOISE_MANAGEMENT_MODES
 
 
-def noise_management_scale(x_n: Tensor, nm_mode: int, nm_thres: float,
-                           patches: Optional[PatchView] = None) -> Union[Tensor, float]:
-    """The scale of each input vector (a tensor [..., 1]; of each patch of ``patches``, [batch, 1, *positions])
-    or one scale for all (a float)."""
+def noise_management_scale(x_n: Tensor, nm_mode: int, nm_thres: float, patches: Optional[PatchView] = None,
+                           dim: int = -1) -> Union[Tensor, float]:
+    """The scale of each input vector along ``dim`` (a tensor with ``dim`` of size 1; of each patch of
+    ``patches``, [batch, 1, *positions]) or one scale for all (a float). With a gradient to compute, the max of
+    a vector passes it to its first maximal element, as aihwkit's ``max`` does (the pooled patch max of a
+    no-gradient read has the same value)."""
     if nm_mode == NOISE_MANAGEMENT_MODES["CONSTANT"]:
         return nm_thres if nm_thres > 0 else 1.0
     if nm_mode == NOISE_MANAGEMENT_MODES["NONE"]:
@@ -50,7 +52,8 @@ def noise_management_scale(x_n: Tensor, nm_mode: int, nm_thres: float,
     if patches is not None:
         scale = patches.patch_max(x_n, absolute)
     else:
-        scale = (x_n.abs() if absolute else x_n).amax(dim=-1, keepdim=True)
+        v = x_n.abs() if absolute else x_n
+        scale = v.max(dim=dim, keepdim=True).values if v.requires_grad else v.amax(dim=dim, keepdim=True)
     return scale.clamp(max=nm_thres) if nm_thres > 0 else scale
 
 
@@ -73,10 +76,14 @@ def managed_reads(x_n: Tensor, nm_mode: int, nm_thres: float, bm_rounds: int, pa
     only in ``read``; the scales are not detached, so autograd differentiates through them as through
     aihwkit's torch tile."""
     patches = patches if nm_mode in DYNAMIC_MODES else None
-    nm = noise_management_scale(x_n, nm_mode, nm_thres, patches)
     op = pixel_op
-    if patches is not None:  # one scale per patch: the DAC codes each patch on its own
+    if patches is not None and x_n.requires_grad:  # the gradient of each patch's max reaches its first element
         x_n, op = patches.unfold(x_n), patches.patch_mvm
+        nm = noise_management_scale(x_n, nm_mode, nm_thres, dim=1)
+    else:
+        nm = noise_management_scale(x_n, nm_mode, nm_thres, patches)
+        if patches is not None:  # one scale per patch: the DAC codes each patch on its own
+            x_n, op = patches.unfold(x_n), patches.patch_mvm
     all_zero: Optional[Tensor] = None
     if isinstance(nm, Tensor):
         all_zero = (nm == 0).all()
@@ -123,3 +130,13 @@ def managed_codes(kind: LayerKind, x: Tensor, weight: Tensor, settings, geometry
 
     return managed_reads(x_n, c["nm_mode"], settings.nm_thres, c["bm_rounds"], kind.patches(weight.shape[2:], geometry),
                          lambda q, w: kind.mvm(q, w, geometry), read)
+
+
+def management_changes_reads(io, input_range: bool) -> bool:
+    """Whether an array's noise or bound management (``io``, its :class:`~xbar.passes.parameters.IOParameters`)
+    changes what it computes, with (``input_range``) or without an input range: any per-vector scale or
+    bound management does; CONSTANT does unless its scale is 1 under an input range (the normalised input is
+    inside [-1, 1] already)."""
+    if not io.managed or io.managed_per_vector:
+        return io.managed
+    return not ((io.nm_thres or 1.0) == 1.0 and input_range)
