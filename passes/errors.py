@@ -122,4 +122,5 @@ class CompileUnavailableWarning(UserWarning):
 
 
 class ManagementNotTrainedWarning(UserWarning):
-    """Fine-tuning a model whose arrays use noise or bound management, which only the converted model simulates."""
+    """Fine-tuning a model whose noise or bound management the prepared graph trains only in part (a convolution's
+    learned input range over patch elements): the converted model simulates all of it."""

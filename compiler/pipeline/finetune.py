@@ -24,9 +24,9 @@ from ...passes.inputs import positional_inputs, sample_count, samples_at, tensor
 from ...passes.numerics.global_batch import BatchStatistics, shared_by
 from ...passes.numerics.input_range import InputRange
 from ...passes.numerics.weight_constraints import constrained_arrays
+from ...passes.rewrites.insert_managed_reads import unsimulated_in_training
 from .compiled import maybe_compiled
 from .distributed import data_parallel, group_in_use, rank_batches
-from .record import RECORD_KEY, CompileRecord
 
 
 @dataclass(frozen=True)
@@ -70,24 +70,14 @@ def refuse_non_finite(data, what: str) -> None:
         raise DataError(f"fine_tune {what}: sample {first} holds NaN or infinite values; remove them from the data")
 
 
-def _trains_differently(plan) -> bool:
-    """Whether the layer's noise or bound management changes what its array computes (CONSTANT 1 under an input
-    range changes nothing: the normalised input is inside [-1, 1] already)."""
-    io = plan.io
-    if not io.managed or io.managed_per_vector:
-        return io.managed
-    return not ((io.nm_thres or 1.0) == 1.0 and plan.input_range.enable)
-
-
 def warn_unmanaged_training(prepared: fx.GraphModule) -> None:
-    """Say which layers train without the noise or bound management their converted arrays apply."""
-    record = getattr(prepared, "meta", {}).get(RECORD_KEY)
-    plans = record.plans if isinstance(record, CompileRecord) else ()
-    managed = [plan.layer.name for plan in plans if _trains_differently(plan)]
-    if managed:
-        warnings.warn(f"fine_tune trains {', '.join(managed)} without forward.noise_management / bound_management: "
-                      "the prepared graph does not simulate them, only the converted model and its ONNX do",
-                      ManagementNotTrainedWarning, stacklevel=3)
+    """Say which layers train their noise or bound management other than aihwkit's torch tile would, and why
+    (the prepared graph simulates the management itself: :mod:`xbar.passes.numerics.managed_training`)."""
+    reasons = unsimulated_in_training(prepared)
+    if reasons:
+        warnings.warn("fine_tune trains the noise / bound management of " + "; ".join(
+            f"{name} only in part: {reason}" for name, reason in reasons.items()),
+            ManagementNotTrainedWarning, stacklevel=3)
 
 
 def next_token_cross_entropy(outputs: Tensor, targets: Tensor) -> Tensor:

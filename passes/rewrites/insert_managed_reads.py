@@ -9,8 +9,8 @@ the array computes (:func:`~xbar.passes.numerics.management.management_changes_r
 * it absorbs the array's DAC (erased once no other array of its row reads it), its training output noise
   (the :class:`~xbar.passes.numerics.training_noise.OutputNoise` module stays registered and is drawn at
   every read) and its ADC; the clean weight block and the stored weight scales become its keywords;
-* with ``manage_output_clipping`` the ADC's output-clipping feedback into the range's gradient is dropped
-  (aihwkit's torch tile has none; :func:`~xbar.compiler.pipeline.finetune.warn_unmanaged_training` says so);
+* the ADC of a managed array has no output-clipping feedback to keep (``manage_output_clipping`` is refused
+  with management);
 * the call sites of a shared layer share the module; other layers are left untouched.
 
 Run it after the training noise and before the patch range gradient, which then follows the managed call.
@@ -92,9 +92,6 @@ class InsertManagedReadsPass(PassBase):
                 graph.erase_node(node)
                 for read in reads:
                     erase_if_unused(graph, read)
-                    if (read_tag := tag_of(read)) is not None and read_tag.role is Role.RANGE_STATISTICS \
-                            and not read.users:  # the ADC's output-clipping feedback, now unread
-                        graph.erase_node(read)
             if dac is not None and not dac.users:
                 graph.erase_node(dac)
             modified = True
@@ -102,3 +99,22 @@ class InsertManagedReadsPass(PassBase):
 
     def ensures(self, graph_module: fx.GraphModule) -> None:
         check_names(graph_module.graph, type(self).__name__)
+
+
+PATCH_RANGE_REASON = ("its input range over patch elements gets its patch term as without management (from the "
+                      "gradient at the managed output, not at each patch element through the managed reads)")
+
+
+def unsimulated_in_training(graph_module: fx.GraphModule) -> dict[str, str]:
+    """The layers of a prepared graph whose noise or bound management training does not follow exactly, each
+    with the reason: a convolution's learned range over patch elements (a range-gradient node after a managed
+    call)."""
+    reasons: dict[str, list[str]] = {}
+    for mvm in tagged(graph_module.graph, Role.MVM):
+        if mvm.op != "call_module" or not isinstance(graph_module.get_submodule(mvm.target), ManagedReads):
+            continue
+        plan = tag_of(mvm).plan
+        found = reasons.setdefault(plan.layer.name, [])
+        if any((t := tag_of(user)) is not None and t.role is Role.RANGE_GRADIENT for user in mvm.users):
+            found.append(PATCH_RANGE_REASON)
+    return {name: "; ".join(dict.fromkeys(found)) for name, found in reasons.items() if found}

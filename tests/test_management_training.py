@@ -1,0 +1,198 @@
+"""Noise and bound management in the prepared (trainable) graph against aihwkit 1.1.0's torch tiles in training.
+
+aihwkit's TorchInferenceRPUConfig tiles train through their management with plain autograd: the scales are
+not detached, the converters round straight through and clip after rounding, and only the bound-management
+read kept is differentiated. A prepared xbar layer in training mode must give the same outputs and the same
+gradients (input, weight, bias, and the learned input range where aihwkit's divide by the range and multiply
+back cancel, as they do under ABS_MAX and MAX) with matching noise-free settings; the settings, the layer and
+the inputs are test_management_aihwkit's.
+"""
+
+import warnings
+
+import pytest
+import torch
+from aihwkit.nn import AnalogConv2d, AnalogLinear
+from test_management_aihwkit import (
+    CONV_GEOMETRIES,
+    CONV_MODES,
+    MODES,
+    OUT,
+    PERIPHERY,
+    assert_same_outputs,
+    conv_inputs,
+    inputs,
+    layer,
+    seeded,
+    settings,
+    their_config,
+)
+from torch import nn
+
+import xbar
+from xbar import HardwareConfig
+from xbar.passes.errors import ManagementNotTrainedWarning
+from xbar.passes.numerics.managed_training import ManagedReads
+
+RANGE = 2.5
+
+
+def their_layer(module: nn.Module, forward: dict, input_range: float = 0.0, max_input_size: int = 0) -> nn.Module:
+    """aihwkit's analog layer of ``module`` (a linear or a 2d convolution) in training mode."""
+    config = their_config(forward, max_input_size)
+    if input_range:
+        ranges = config.pre_post.input_range
+        ranges.enable, ranges.learn_input_range, ranges.init_value, ranges.init_from_data = True, True, input_range, 0
+    if isinstance(module, nn.Linear):
+        analog = AnalogLinear(module.in_features, module.out_features, bias=True, rpu_config=config)
+    else:
+        analog = AnalogConv2d(module.in_channels, module.out_channels, module.kernel_size, stride=module.stride,
+                              padding=module.padding, dilation=module.dilation, rpu_config=config)
+    analog.set_weights(module.weight.data, module.bias.data)
+    return analog.train()
+
+
+def our_layer(module: nn.Module, forward: dict, x: torch.Tensor, input_range: float = 0.0,
+              max_input_size: int = 0) -> torch.fx.GraphModule:
+    overrides = {f"forward.{k}": v for k, v in forward.items()} | {
+        "pre_post.input_range.enable": bool(input_range), "pre_post.input_range.init_value": input_range or 3.0,
+        "pre_post.input_range.init_from_data": 0, "mapping.max_input_size": max_input_size}
+    return xbar.prepare(module, (x[:1],), HardwareConfig().with_overrides(overrides)).train()
+
+
+def their_gradients(analog: nn.Module, x: torch.Tensor, upstream: torch.Tensor) -> dict:
+    """Output and gradients of aihwkit's layer: the logical weight's is the analog weight's times the mapping
+    scale (its tile trains ``W / alpha`` with the gradient divided by ``alpha**2``)."""
+    x = x.clone().requires_grad_()
+    y = analog(x)
+    (y * upstream).sum().backward()
+    result = {"output": y.detach(), "input": x.grad}
+    tiles = list(analog.analog_tiles())
+    weights = [t.tile.weight.grad * t.get_mapping_scales().view(-1, 1) for t in tiles]
+    result["weight"] = torch.cat(weights, dim=1)  # row tiles split the inputs
+    (bias,) = [p for name, p in analog.named_parameters() if name.endswith("bias")]
+    result["bias"] = bias.grad
+    if tiles[0].input_range is not None:
+        result["range"] = torch.stack([t.input_range.grad.reshape(()) for t in tiles])
+    return result
+
+
+def our_gradients(prepared: torch.fx.GraphModule, x: torch.Tensor, upstream: torch.Tensor) -> dict:
+    x = x.clone().requires_grad_()
+    y = prepared(x)
+    (y * upstream).sum().backward()
+    result = {"output": y.detach(), "input": x.grad, "weight": prepared.get_parameter("weight").grad.flatten(1),
+              "bias": prepared.get_parameter("bias").grad}
+    ranges = [m.value for n, m in sorted(prepared.named_modules()) if n.endswith("input_range")]
+    if ranges:
+        result["range"] = torch.stack([r.grad.reshape(()) for r in ranges])
+    return result
+
+
+def assert_same_gradients(ours: dict, theirs: dict) -> None:
+    assert ours.keys() == theirs.keys()
+    for name in theirs:
+        assert ours[name].shape == theirs[name].shape, name
+        assert_same_outputs(ours[name], theirs[name])
+
+
+def upstream_for(shape) -> torch.Tensor:
+    return torch.randn(shape, generator=torch.Generator().manual_seed(4))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_prepared_linear_layer_trains_through_the_management_as_aihwkits_torch_tile(mode):
+    x = inputs()
+    upstream = upstream_for((len(x), OUT))
+    prepared = our_layer(layer(), settings(mode), x)
+    assert [type(m) for m in prepared.modules() if isinstance(m, ManagedReads)] == [ManagedReads]
+    ours = our_gradients(prepared, x, upstream)
+    theirs = their_gradients(their_layer(layer(), settings(mode)), x, upstream)
+    assert_same_gradients(ours, theirs)
+    unmanaged = their_gradients(their_layer(layer(), PERIPHERY), x, upstream)  # the management matters
+    assert (ours["weight"] - unmanaged["weight"]).abs().max() > 1e-3
+    assert (ours["input"] - unmanaged["input"]).abs().max() > 1e-4
+
+
+@pytest.mark.parametrize("mode", ["abs_max", "max", "iterative"])
+def test_the_input_range_gets_aihwkits_gradient_through_the_managed_reads(mode):
+    """Under ABS_MAX and MAX the scale is ``max|clip(x)| / r``: aihwkit's divide by r and multiply back cancel,
+    so its range gradient is its clip rule on the input's gradient, which includes the scale's part (the
+    clipped values tie at the max; the first of them takes it)."""
+    x = inputs()
+    upstream = upstream_for((len(x), OUT))
+    ours = our_gradients(our_layer(layer(), settings(mode), x, input_range=RANGE), x, upstream)
+    theirs = their_gradients(their_layer(layer(), settings(mode), input_range=RANGE), x, upstream)
+    assert_same_gradients(ours, theirs)
+    assert torch.allclose(ours["range"], theirs["range"], rtol=1e-5)
+    assert (x.abs() > RANGE).float().mean() > 0.2  # many inputs clip: their gradient is the range's
+
+
+def test_bound_management_differentiates_the_read_it_keeps():
+    """With a bound every first read clips, the gradient is that of a later read, not of the first one."""
+    x = inputs()
+    upstream = upstream_for((len(x), OUT))
+    managed = our_gradients(our_layer(layer(), settings("iterative"), x), x, upstream)
+    first_read = our_gradients(our_layer(layer(), settings("abs_max") | {"out_bound": 1.5}, x), x, upstream)
+    assert (managed["output"] - first_read["output"]).abs().max() > 1e-2
+    assert (managed["input"] - first_read["input"]).abs().max() > 1e-3
+    assert_same_gradients(managed, their_gradients(their_layer(layer(), settings("iterative")), x, upstream))
+
+
+@pytest.mark.parametrize("geometry", ["padded", "strided_dilated"])
+@pytest.mark.parametrize("mode", CONV_MODES)
+def test_a_prepared_convolution_trains_through_each_patchs_management_as_aihwkits_conv2d(mode, geometry):
+    conv = seeded(nn.Conv2d(3, 5, 3, **CONV_GEOMETRIES[geometry]))
+    x = conv_inputs(3, 7, 8)
+    upstream = upstream_for(conv(x).shape)
+    ours = our_gradients(our_layer(conv, settings(mode), x), x, upstream)
+    theirs = their_gradients(their_layer(conv, settings(mode)), x, upstream)
+    assert_same_gradients(ours, theirs)
+    unmanaged = their_gradients(their_layer(conv, PERIPHERY), x, upstream)
+    assert (ours["weight"] - unmanaged["weight"]).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("mode", ["abs_max", "iterative"])
+def test_each_array_of_a_tiled_convolution_trains_through_its_own_management(mode):
+    """4 channels x 9 taps on arrays of 18 rows: each array's slice of the patch has its own scale."""
+    conv = seeded(nn.Conv2d(4, 5, 3, padding=1))
+    x = conv_inputs(4, 6, 6)
+    upstream = upstream_for(conv(x).shape)
+    prepared = our_layer(conv, settings(mode), x, max_input_size=18)
+    assert len([m for m in prepared.modules() if isinstance(m, ManagedReads)]) == 2
+    ours = our_gradients(prepared, x, upstream)
+    assert_same_gradients(ours, their_gradients(their_layer(conv, settings(mode), max_input_size=18), x, upstream))
+    whole = our_gradients(our_layer(conv, settings(mode), x), x, upstream)
+    assert (ours["input"] - whole["input"]).abs().max() > 1e-4
+
+
+def test_fine_tuning_with_abs_max_trains_the_managed_reads_without_a_warning():
+    x = inputs(64)
+    targets = torch.arange(len(x)) % OUT
+    prepared = our_layer(layer(), settings("abs_max"), x, input_range=RANGE)
+    before = prepared.get_parameter("weight").detach().clone()
+    losses = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ManagementNotTrainedWarning)
+        xbar.fine_tune(prepared, x, targets, xbar.FineTuning(epochs=3, batch_size=16), on_step=losses.append)
+    assert not torch.equal(prepared.get_parameter("weight").detach(), before)
+    assert sum(losses[-4:]) < sum(losses[:4])
+    with torch.no_grad():  # the trained graph computes what its converted arrays compute
+        assert_same_outputs(prepared(x), xbar.convert(prepared)(x))
+
+
+def test_fine_tuning_still_warns_for_a_convolutions_range_over_patch_elements():
+    """Its patch term comes from the gradient at the managed output, as without management, not from each
+    patch element's own gradient through the managed reads; a range over pixels has no such term."""
+    conv = seeded(nn.Conv2d(2, 3, 3, padding=1))
+    x = conv_inputs(2, 5, 5, n=8)
+    targets = torch.zeros(8, dtype=torch.long)
+    prepared = our_layer(nn.Sequential(conv, nn.Flatten(1)), settings("abs_max"), x, input_range=RANGE)
+    with pytest.warns(ManagementNotTrainedWarning, match="0 only in part: its input range over patch elements"):
+        xbar.fine_tune(prepared, x, targets, xbar.FineTuning(epochs=1))
+    overrides = {f"forward.{k}": v for k, v in settings("abs_max").items()} | {
+        "pre_post.input_range.conv_elements": "PIXELS"}
+    pixels = xbar.prepare(nn.Sequential(conv, nn.Flatten(1)), (x[:1],), HardwareConfig().with_overrides(overrides))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ManagementNotTrainedWarning)
+        xbar.fine_tune(pixels, x, targets, xbar.FineTuning(epochs=1))
