@@ -119,8 +119,3 @@ class UnmatchedSelectorWarning(UserWarning):
 
 class CompileUnavailableWarning(UserWarning):
     """``compile=True`` was asked for, but torch.compile's inductor cannot build here: the model runs eagerly."""
-
-
-class ManagementNotTrainedWarning(UserWarning):
-    """Fine-tuning a model whose noise or bound management the prepared graph trains only in part (a convolution's
-    learned input range over patch elements): the converted model simulates all of it."""

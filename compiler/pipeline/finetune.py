@@ -11,7 +11,6 @@ data, each training batch replaces it with the running average.
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -19,12 +18,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, fx
 
-from ...passes.errors import ConfigError, DataError, InputsError, ManagementNotTrainedWarning
+from ...passes.errors import ConfigError, DataError, InputsError
 from ...passes.inputs import positional_inputs, sample_count, samples_at, tensors_of
 from ...passes.numerics.global_batch import BatchStatistics, shared_by
 from ...passes.numerics.input_range import InputRange
 from ...passes.numerics.weight_constraints import constrained_arrays
-from ...passes.rewrites.insert_managed_reads import unsimulated_in_training
 from .compiled import maybe_compiled
 from .distributed import data_parallel, group_in_use, rank_batches
 
@@ -68,16 +66,6 @@ def refuse_non_finite(data, what: str) -> None:
             continue
         first = int((~torch.isfinite(tensor)).reshape(len(tensor), -1).any(dim=1).nonzero()[0, 0])
         raise DataError(f"fine_tune {what}: sample {first} holds NaN or infinite values; remove them from the data")
-
-
-def warn_unmanaged_training(prepared: fx.GraphModule) -> None:
-    """Say which layers train their noise or bound management other than aihwkit's torch tile would, and why
-    (the prepared graph simulates the management itself: :mod:`xbar.passes.numerics.managed_training`)."""
-    reasons = unsimulated_in_training(prepared)
-    if reasons:
-        warnings.warn("fine_tune trains the noise / bound management of " + "; ".join(
-            f"{name} only in part: {reason}" for name, reason in reasons.items()),
-            ManagementNotTrainedWarning, stacklevel=3)
 
 
 def next_token_cross_entropy(outputs: Tensor, targets: Tensor) -> Tensor:
@@ -135,7 +123,6 @@ def fine_tune(
         raise InputsError(f"fine_tune got {samples} inputs but {len(targets)} targets: give one target per input")
     for what, data in (("inputs", inputs), ("targets", targets)):
         refuse_non_finite(data, what)
-    warn_unmanaged_training(prepared)
     modules = [m for m in prepared.modules() if isinstance(m, InputRange)]
     ranges = {id(m.value): m.value for m in modules if isinstance(m.value, torch.nn.Parameter)}
     others = [p for p in prepared.parameters() if id(p) not in ranges]

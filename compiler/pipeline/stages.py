@@ -167,7 +167,7 @@ def prepare(
     graph_module = run_passes(graph_module, [IsolateCrossbarLayersPass(plans), TileLayersPass(),
                                              InsertInputRangePass(), InsertConvertersPass(),
                                              InsertOutScalingPass(), InsertTrainingNoisePass(),
-                                             InsertManagedReadsPass(), InsertPatchRangeGradientPass()])
+                                             InsertPatchRangeGradientPass(), InsertManagedReadsPass()])
     attach_record(graph_module, CompileRecord(config, plans, digital, dynamic_shapes=shapes))
     return graph_module.train(training)
 

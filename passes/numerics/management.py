@@ -67,22 +67,26 @@ Read = Callable[[Tensor, Op], tuple[Tensor, Tensor]]
 
 
 def managed_reads(x_n: Tensor, nm_mode: int, nm_thres: float, bm_rounds: int, patches: Optional[PatchView],
-                  pixel_op: Op, read: Read) -> Tensor:
+                  pixel_op: Op, read: Read, on_patches: Optional[Callable[[Tensor], Tensor]] = None) -> Tensor:
     """The management rule of the module docstring around ``read``: the scales of ``x_n`` (one per vector, or
     per patch of ``patches`` when the mode is ABS_MAX / MAX: those reads take the unfolded patches and
     ``patches.patch_mvm``; else the pixels and ``pixel_op``), the bound-management rounds, the read kept and
     the all-zero short cut; each read's output comes back multiplied by ``nm * reduction``. The converted
     array (:func:`managed_codes`) and the prepared graph's training reads (:mod:`.managed_training`) differ
     only in ``read``; the scales are not detached, so autograd differentiates through them as through
-    aihwkit's torch tile."""
-    patches = patches if nm_mode in DYNAMIC_MODES else None
+    aihwkit's torch tile. ``on_patches`` (a convolution's) unfolds the input in every mode and is applied to
+    the patches before anything reads them (a training hook on each patch element's gradient)."""
+    dynamic = nm_mode in DYNAMIC_MODES
     op = pixel_op
-    if patches is not None and x_n.requires_grad:  # the gradient of each patch's max reaches its first element
+    if patches is not None and (on_patches is not None or dynamic and x_n.requires_grad):
+        # the gradient of each patch's max reaches its first element; on_patches sees every element's gradient
         x_n, op = patches.unfold(x_n), patches.patch_mvm
+        if on_patches is not None:
+            x_n = on_patches(x_n)
         nm = noise_management_scale(x_n, nm_mode, nm_thres, dim=1)
     else:
-        nm = noise_management_scale(x_n, nm_mode, nm_thres, patches)
-        if patches is not None:  # one scale per patch: the DAC codes each patch on its own
+        nm = noise_management_scale(x_n, nm_mode, nm_thres, patches if dynamic else None)
+        if dynamic and patches is not None:  # one scale per patch: the DAC codes each patch on its own
             x_n, op = patches.unfold(x_n), patches.patch_mvm
     all_zero: Optional[Tensor] = None
     if isinstance(nm, Tensor):

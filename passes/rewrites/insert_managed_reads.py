@@ -6,14 +6,15 @@ the array computes (:func:`~xbar.passes.numerics.management.management_changes_r
   :class:`~xbar.passes.numerics.managed_training.ManagedReads` submodule of that name) on the normalised
   input and the weight block the op read (with its weight noise), keeping its name and tag, so the passes
   after it and conversion see the array's crossbar node as before;
-* it absorbs the array's DAC (erased once no other array of its row reads it), its training output noise
-  (the :class:`~xbar.passes.numerics.training_noise.OutputNoise` module stays registered and is drawn at
-  every read) and its ADC; the clean weight block and the stored weight scales become its keywords;
+* it absorbs the array's DAC (erased once no other array of its row reads it), its range's patch-element
+  gradient (a convolution's range over patches: summed from each element's own gradient through the reads),
+  its training output noise (drawn at every read) and its ADC, whose modules stay registered; the clean
+  weight block, the stored weight scales and the range's input and value become its keywords;
 * the ADC of a managed array has no output-clipping feedback to keep (``manage_output_clipping`` is refused
   with management);
 * the call sites of a shared layer share the module; other layers are left untouched.
 
-Run it after the training noise and before the patch range gradient, which then follows the managed call.
+Run it last: after the training noise and the patch range gradient, which it takes in.
 """
 
 from __future__ import annotations
@@ -28,12 +29,12 @@ from ..operands import resolve_attribute
 from ..plan import Role, check_names, erase_if_unused, retag, tag_of, tagged
 from .weight_scales import weight_scales_node
 
-ABSORBED = (Role.OUTPUT_NOISE, Role.ADC)
+ABSORBED = (Role.RANGE_GRADIENT, Role.OUTPUT_NOISE, Role.ADC)
 """The nodes after a crossbar node that its managed call takes over, in this order."""
 
 
 def _absorbed(mvm: fx.Node) -> dict[Role, fx.Node]:
-    """The output noise and ADC nodes right after ``mvm`` (those present)."""
+    """The range-gradient, output-noise and ADC nodes right after ``mvm`` (those present)."""
     found, node = {}, mvm
     for role in ABSORBED:
         if len(node.users) != 1:
@@ -45,7 +46,8 @@ def _absorbed(mvm: fx.Node) -> dict[Role, fx.Node]:
     return found
 
 
-def managed_reads_module(graph_module: fx.GraphModule, mvm: fx.Node, noise=None) -> ManagedReads:
+def managed_reads_module(graph_module: fx.GraphModule, mvm: fx.Node, noise=None,
+                         range_gradient=None) -> ManagedReads:
     """The :class:`ManagedReads` of the array of ``mvm`` (a crossbar node still calling its op)."""
     tag = tag_of(mvm)
     plan, io = tag.plan, tag.plan.io
@@ -57,7 +59,7 @@ def managed_reads_module(graph_module: fx.GraphModule, mvm: fx.Node, noise=None)
     return ManagedReads(mvm.target, layer.kind.patches(kernel, geometry),
                         NOISE_MANAGEMENT_MODES[io.noise_management.name], io.nm_thres, rounds, io.dac_steps,
                         io.adc_steps, io.bound, layer.channel_dim, plan.columnwise,
-                        plan.mapping.weight_scaling_omega, noise)
+                        plan.mapping.weight_scaling_omega, noise, range_gradient)
 
 
 class InsertManagedReadsPass(PassBase):
@@ -74,19 +76,22 @@ class InsertManagedReadsPass(PassBase):
             x, weight, *op_args = mvm.args
             dac = x if (x_tag := tag_of(x)) is not None and x_tag.role is Role.DAC else None
             absorbed = _absorbed(mvm)
+            gradient = absorbed.get(Role.RANGE_GRADIENT)
             noise, adc = absorbed.get(Role.OUTPUT_NOISE), absorbed.get(Role.ADC)
             clean = adc.args[1] if adc is not None else noise.args[2] if noise is not None else weight
             scales = weight_scales_node(graph_module, mvm)
             name = retag(tag, Role.MANAGED_READS).name
             if not hasattr(graph_module, name):
-                noise_module = graph_module.get_submodule(noise.target) if noise is not None else None
-                graph_module.add_submodule(name, managed_reads_module(graph_module, mvm, noise_module))
-            last = adc or noise or mvm
+                modules = [None if n is None else graph_module.get_submodule(n.target) for n in (noise, gradient)]
+                graph_module.add_submodule(name, managed_reads_module(graph_module, mvm, *modules))
+            last = adc or noise or gradient or mvm
             if last is not mvm:
                 last.replace_all_uses_with(mvm)
             mvm.op, mvm.target = "call_module", name
             mvm.args = (dac.args[0] if dac is not None else x, weight, *op_args)
-            mvm.kwargs = {"clean_weight": clean, **({} if scales is None else {"scales": scales})}
+            mvm.kwargs = {"clean_weight": clean, **({} if scales is None else {"scales": scales}),
+                          **({} if gradient is None else {"range_input": gradient.args[1],
+                                                          "input_range": gradient.args[2]})}
             for node in reversed(absorbed.values()):
                 reads = node.all_input_nodes
                 graph.erase_node(node)
@@ -100,21 +105,3 @@ class InsertManagedReadsPass(PassBase):
     def ensures(self, graph_module: fx.GraphModule) -> None:
         check_names(graph_module.graph, type(self).__name__)
 
-
-PATCH_RANGE_REASON = ("its input range over patch elements gets its patch term as without management (from the "
-                      "gradient at the managed output, not at each patch element through the managed reads)")
-
-
-def unsimulated_in_training(graph_module: fx.GraphModule) -> dict[str, str]:
-    """The layers of a prepared graph whose noise or bound management training does not follow exactly, each
-    with the reason: a convolution's learned range over patch elements (a range-gradient node after a managed
-    call)."""
-    reasons: dict[str, list[str]] = {}
-    for mvm in tagged(graph_module.graph, Role.MVM):
-        if mvm.op != "call_module" or not isinstance(graph_module.get_submodule(mvm.target), ManagedReads):
-            continue
-        plan = tag_of(mvm).plan
-        found = reasons.setdefault(plan.layer.name, [])
-        if any((t := tag_of(user)) is not None and t.role is Role.RANGE_GRADIENT for user in mvm.users):
-            found.append(PATCH_RANGE_REASON)
-    return {name: "; ".join(dict.fromkeys(found)) for name, found in reasons.items() if found}
