@@ -18,12 +18,17 @@ zeros between pixels included; :class:`~.patches.PatchView`):
 Each read is ``q = clamp(DAC(x_n / (nm * reduction)), -1, 1)`` (the clamp acts without a DAC too),
 ``z = ADC(W q)``, ``y = z * nm * reduction``, in DAC and ADC codes as :mod:`.crossbar` computes; the rounds
 are computed in a fixed order and selected with ``where``, so a compiled graph needs no data-dependent branch
-(eagerly the loop stops at the first read that does not clip). CONSTANT without bound management never
-comes here: it is one scale per array, folded into the array's constants.
+(eagerly the loop stops at the first read that does not clip). In the converted array CONSTANT without
+bound management never comes here: it is one scale per array, folded into the array's constants.
 
 A convolution's patch scale is a max-pool of its pixels; with one scale per patch its DAC codes need the
 patches themselves (:meth:`~.patches.PatchView.unfold`), while bound management alone scales every patch alike
 and reads the pixels.
+
+:func:`managed_reads` is the rule, around a read function: the converted array's read (:func:`managed_codes`)
+works in DAC and ADC codes, in place; the prepared graph's (:mod:`.managed_training`) is differentiable, as
+aihwkit's torch tile is in training. With a gradient to compute, a convolution's scales are taken from its
+unfolded patches, so the gradient of each patch's max reaches one element, the first of its maxima.
 """
 
 from __future__ import annotations
