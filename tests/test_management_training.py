@@ -203,3 +203,15 @@ def test_fine_tuning_with_abs_max_trains_the_managed_reads_without_a_warning():
     assert sum(losses[-4:]) < sum(losses[:4])
     with torch.no_grad():  # the trained graph computes what its converted arrays compute
         assert_same_outputs(prepared(x), xbar.convert(prepared)(x))
+
+
+def test_a_compiled_prepared_graph_trains_through_every_read_as_the_eager_one():
+    """Compiled, bound management makes every read and keeps one with ``where``: no data-dependent branch."""
+    for module, x in ((layer(), inputs()), (seeded(nn.Conv2d(4, 5, 3, padding=1)), conv_inputs(4, 6, 6))):
+        upstream = upstream_for(module(x).shape)
+        eager = our_gradients(our_layer(module, settings("iterative"), x, input_range=RANGE), x, upstream)
+        prepared = our_layer(module, settings("iterative"), x, input_range=RANGE)
+        compiled = our_gradients(torch.compile(prepared, backend="aot_eager"), x, upstream)
+        assert compiled.keys() == eager.keys()
+        for name in eager:
+            assert torch.allclose(compiled[name], eager[name], rtol=1e-6, atol=1e-6), name
