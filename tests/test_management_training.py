@@ -138,6 +138,26 @@ def test_bound_management_differentiates_the_read_it_keeps():
     assert_same_gradients(managed, their_gradients(their_layer(layer(), settings("iterative")), x, upstream))
 
 
+def test_training_output_noise_is_drawn_at_every_bound_management_read_as_aihwkit_draws_it():
+    """One draw of the output's shape per read, from torch's generator, in the tile's order: with the same seed
+    aihwkit's linear tile and xbar's managed reads add the same noise (the first read clips, so there are
+    several), and another seed changes the result."""
+    x = inputs()
+    upstream = upstream_for((len(x), OUT))
+    forward = settings("iterative") | {"out_noise": 0.05}
+    prepared, again = our_layer(layer(), forward, x), our_layer(layer(), forward, x)
+    analog = their_layer(layer(), forward)
+    torch.manual_seed(5)
+    ours = our_gradients(prepared, x, upstream)
+    torch.manual_seed(5)
+    assert_same_gradients(ours, their_gradients(analog, x, upstream))
+    torch.manual_seed(6)
+    assert (our_gradients(again, x, upstream)["output"] - ours["output"]).abs().max() > 0.1
+    with torch.no_grad():
+        assert_same_outputs(our_layer(layer(), settings("iterative"), x).eval()(x),
+                            our_layer(layer(), forward, x).eval()(x))  # training noise only
+
+
 @pytest.mark.parametrize("geometry", ["padded", "strided_dilated"])
 @pytest.mark.parametrize("mode", CONV_MODES)
 def test_a_prepared_convolution_trains_through_each_patchs_management_as_aihwkits_conv2d(mode, geometry):

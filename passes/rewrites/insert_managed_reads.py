@@ -79,6 +79,8 @@ class InsertManagedReadsPass(PassBase):
             gradient = absorbed.get(Role.RANGE_GRADIENT)
             noise, adc = absorbed.get(Role.OUTPUT_NOISE), absorbed.get(Role.ADC)
             clean = adc.args[1] if adc is not None else noise.args[2] if noise is not None else weight
+            if (clean_tag := tag_of(clean)) is not None and clean_tag.role is Role.WEIGHT_NOISE:
+                clean = clean.args[0]  # no ADC and no output noise: the weight under the weight noise
             scales = weight_scales_node(graph_module, mvm)
             name = retag(tag, Role.MANAGED_READS).name
             if not hasattr(graph_module, name):
