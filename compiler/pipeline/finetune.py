@@ -103,6 +103,9 @@ def fine_tune(
     ``forward.w_noise``) acts in every step, drawn from torch's generator seeded
     with ``recipe.seed`` inside :func:`torch.random.fork_rng`: the same seed gives
     the same result, and the caller's random state is left as it was.
+    Noise and bound management (``forward.noise_management``, ``forward.bound_management``) act in every
+    step as in the converted arrays, with aihwkit's torch-tile gradients
+    (:mod:`xbar.passes.numerics.managed_training`).
     After every optimiser step the config's ``clip`` and ``remap`` constrain the analog weights
     (:mod:`xbar.passes.numerics.weight_constraints`), as aihwkit's optimiser does.
     ``compile=True`` runs forward and backward through ``torch.compile``
