@@ -15,12 +15,14 @@ import torch
 from aihwkit.nn import AnalogConv2d, AnalogLinear
 from test_management_aihwkit import (
     CONV_GEOMETRIES,
+    CONV_LAYERS,
     CONV_MODES,
     MODES,
     OUT,
     PERIPHERY,
     assert_same_outputs,
     conv_inputs,
+    equivalent_convolution,
     inputs,
     layer,
     seeded,
@@ -207,6 +209,30 @@ def test_a_convolutions_range_over_patch_elements_gets_aihwkits_gradient_through
     per_pixel = our_gradients(pixels, x, upstream)  # the per-pixel rule: another range gradient, same others
     assert_same_outputs(per_pixel["input"], theirs["input"])
     assert (per_pixel["range"] - theirs["range"]).abs().max() > 1e-2 * theirs["range"].abs().max()
+
+
+@pytest.mark.parametrize("mode", ["abs_max", "max_thres", "iterative"])
+@pytest.mark.parametrize("layer_name", CONV_LAYERS)
+def test_every_rank_and_grouped_or_transposed_convolution_trains_as_aihwkits_tile_on_its_patches(layer_name, mode):
+    """aihwkit's tile trained on the unfolded input (of the equivalent convolution, for a transposed one), its
+    gradient folded back onto the pixels; the weight, block diagonal or flipped there, is compared through the
+    input's gradient."""
+    make, shape = CONV_LAYERS[layer_name]
+    conv, x = seeded(make()), conv_inputs(*shape)
+    upstream = upstream_for(conv(x).shape)
+    ours = our_gradients(our_layer(conv, settings(mode), x), x, upstream)
+    x_theirs = x.clone().requires_grad_()
+    patches, weight = equivalent_convolution(conv, x_theirs)
+    out = weight.shape[0]
+    weight = torch.block_diag(*weight.reshape(out, -1).chunk(conv.groups))
+    analog = AnalogLinear(weight.shape[1], out, bias=True, rpu_config=their_config(settings(mode))).train()
+    analog.set_weights(weight, conv.bias.data)
+    y = analog(patches).transpose(1, 2).reshape(upstream.shape)
+    (y * upstream).sum().backward()
+    assert_same_outputs(ours["output"], y.detach())
+    assert_same_outputs(ours["input"], x_theirs.grad)
+    (bias,) = [p for name, p in analog.named_parameters() if name.endswith("bias")]
+    assert_same_outputs(ours["bias"], bias.grad)
 
 
 def test_fine_tuning_with_abs_max_trains_the_managed_reads_without_a_warning():
