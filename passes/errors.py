@@ -119,7 +119,3 @@ class UnmatchedSelectorWarning(UserWarning):
 
 class CompileUnavailableWarning(UserWarning):
     """``compile=True`` was asked for, but torch.compile's inductor cannot build here: the model runs eagerly."""
-
-
-class ManagementNotTrainedWarning(UserWarning):
-    """Fine-tuning a model whose arrays use noise or bound management, which only the converted model simulates."""

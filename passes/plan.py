@@ -112,6 +112,7 @@ class Role(Enum):
     WEIGHT_SCALES = "weight_scales"
     OUT_SCALING = "out_scaling"
     RANGE_GRADIENT = "range_gradient"
+    MANAGED_READS = "managed_reads"
 
 
 class Scope(Enum):

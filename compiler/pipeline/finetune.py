@@ -11,7 +11,6 @@ data, each training batch replaces it with the running average.
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -19,14 +18,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, fx
 
-from ...passes.errors import ConfigError, DataError, InputsError, ManagementNotTrainedWarning
+from ...passes.errors import ConfigError, DataError, InputsError
 from ...passes.inputs import positional_inputs, sample_count, samples_at, tensors_of
 from ...passes.numerics.global_batch import BatchStatistics, shared_by
 from ...passes.numerics.input_range import InputRange
 from ...passes.numerics.weight_constraints import constrained_arrays
 from .compiled import maybe_compiled
 from .distributed import data_parallel, group_in_use, rank_batches
-from .record import RECORD_KEY, CompileRecord
 
 
 @dataclass(frozen=True)
@@ -70,26 +68,6 @@ def refuse_non_finite(data, what: str) -> None:
         raise DataError(f"fine_tune {what}: sample {first} holds NaN or infinite values; remove them from the data")
 
 
-def _trains_differently(plan) -> bool:
-    """Whether the layer's noise or bound management changes what its array computes (CONSTANT 1 under an input
-    range changes nothing: the normalised input is inside [-1, 1] already)."""
-    io = plan.io
-    if not io.managed or io.managed_per_vector:
-        return io.managed
-    return not ((io.nm_thres or 1.0) == 1.0 and plan.input_range.enable)
-
-
-def warn_unmanaged_training(prepared: fx.GraphModule) -> None:
-    """Say which layers train without the noise or bound management their converted arrays apply."""
-    record = getattr(prepared, "meta", {}).get(RECORD_KEY)
-    plans = record.plans if isinstance(record, CompileRecord) else ()
-    managed = [plan.layer.name for plan in plans if _trains_differently(plan)]
-    if managed:
-        warnings.warn(f"fine_tune trains {', '.join(managed)} without forward.noise_management / bound_management: "
-                      "the prepared graph does not simulate them, only the converted model and its ONNX do",
-                      ManagementNotTrainedWarning, stacklevel=3)
-
-
 def next_token_cross_entropy(outputs: Tensor, targets: Tensor) -> Tensor:
     """A language model's loss: cross-entropy of [batch, sequence, vocabulary] logits against [batch, sequence]
     next tokens, averaged over every token."""
@@ -125,6 +103,9 @@ def fine_tune(
     ``forward.w_noise``) acts in every step, drawn from torch's generator seeded
     with ``recipe.seed`` inside :func:`torch.random.fork_rng`: the same seed gives
     the same result, and the caller's random state is left as it was.
+    Noise and bound management (``forward.noise_management``, ``forward.bound_management``) act in every
+    step as in the converted arrays, with aihwkit's torch-tile gradients
+    (:mod:`xbar.passes.numerics.managed_training`).
     After every optimiser step the config's ``clip`` and ``remap`` constrain the analog weights
     (:mod:`xbar.passes.numerics.weight_constraints`), as aihwkit's optimiser does.
     ``compile=True`` runs forward and backward through ``torch.compile``
@@ -145,7 +126,6 @@ def fine_tune(
         raise InputsError(f"fine_tune got {samples} inputs but {len(targets)} targets: give one target per input")
     for what, data in (("inputs", inputs), ("targets", targets)):
         refuse_non_finite(data, what)
-    warn_unmanaged_training(prepared)
     modules = [m for m in prepared.modules() if isinstance(m, InputRange)]
     ranges = {id(m.value): m.value for m in modules if isinstance(m.value, torch.nn.Parameter)}
     others = [p for p in prepared.parameters() if id(p) not in ranges]

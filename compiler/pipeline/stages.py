@@ -37,6 +37,7 @@ from ...passes.rewrites.bilinear_linear import BilinearAsLinearPass
 from ...passes.rewrites.einsum_linear import EinsumAsLinearPass
 from ...passes.rewrites.insert_converters import InsertConvertersPass
 from ...passes.rewrites.insert_input_range import InsertInputRangePass
+from ...passes.rewrites.insert_managed_reads import InsertManagedReadsPass
 from ...passes.rewrites.insert_out_scaling import InsertOutScalingPass
 from ...passes.rewrites.insert_patch_range_gradient import InsertPatchRangeGradientPass
 from ...passes.rewrites.insert_training_noise import InsertTrainingNoisePass
@@ -176,7 +177,7 @@ def prepare(
     graph_module = run_passes(graph_module, [IsolateCrossbarLayersPass(plans), TileLayersPass(),
                                              InsertInputRangePass(), InsertConvertersPass(),
                                              InsertOutScalingPass(), InsertTrainingNoisePass(),
-                                             InsertPatchRangeGradientPass()])
+                                             InsertPatchRangeGradientPass(), InsertManagedReadsPass()])
     attach_record(graph_module, CompileRecord(config, plans, digital, dynamic_shapes=shapes,
                                               shares_weights=share_weights))
     return graph_module.train(training)

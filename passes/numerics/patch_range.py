@@ -8,6 +8,9 @@ patches), so this term is taken after the crossbar op, from the gradient at its
 output: :class:`PatchRangeGradient` passes the op's output through unchanged and,
 in the backward, adds the term to the range. The clip's own backward then keeps
 only the decay (see :class:`~xbar.passes.numerics.input_range.InputRange`).
+An array with noise or bound management takes its term from each patch element's own
+gradient instead (:mod:`~xbar.passes.numerics.managed_training`, which takes this module's
+parameters over).
 
 The op's input is the clipped input over r (the DAC passes gradients straight
 through), so with ``d'`` the gradient there ``d = d' / r`` and the term is

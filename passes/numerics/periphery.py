@@ -4,6 +4,9 @@ Plain differentiable functions on tensors, used by the prepared (trainable)
 graph. Converters quantise, then clip to their bound, as aihwkit's MVM does;
 rounding passes the gradient straight through, a clip stops it beyond its bound.
 Each converter is one autograd function, so training pays few tensor passes.
+An array with noise or bound management reads through
+:class:`~xbar.passes.numerics.managed_training.ManagedReads` instead, whose converters
+pass the gradient as aihwkit's torch tile does.
 """
 
 from __future__ import annotations

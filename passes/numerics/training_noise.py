@@ -97,20 +97,24 @@ class OutputNoise(TrainingNoise):
         self.out_noise, self.w_noise = float(io.out_noise), float(io.read_noise)
         self.mvm, self.channel_dim, self.columnwise, self.omega = mvm, channel_dim, columnwise, omega
 
-    def forward(self, y: Tensor, x: Tensor, weight: Tensor, *mvm_args, scales: Optional[Tensor] = None) -> Tensor:
+    def forward(self, y: Tensor, x: Tensor, weight: Tensor, *mvm_args, scales: Optional[Tensor] = None,
+                op: Optional[Callable[[Tensor, Tensor], Tensor]] = None) -> Tensor:
         if not self.active:
             return y
         # in place: the crossbar's output is read only by this node, and no backward needs it
-        return y.addcmul_(torch.randn_like(y), self.std(y, x.detach(), weight.detach(), mvm_args, scales))
+        return y.addcmul_(torch.randn_like(y), self.std(y, x.detach(), weight.detach(), mvm_args, scales, op))
 
-    def std(self, y: Tensor, x: Tensor, weight: Tensor, mvm_args: tuple, scales: Optional[Tensor] = None) -> Tensor:
+    def std(self, y: Tensor, x: Tensor, weight: Tensor, mvm_args: tuple, scales: Optional[Tensor] = None,
+            op: Optional[Callable[[Tensor, Tensor], Tensor]] = None) -> Tensor:
         """The noise std in the crossbar's output units: ``amax * sqrt(out_noise**2 + w_noise**2 * S / amax)``
-        (inputs detached: nothing here is recorded for autograd); ``scales`` the stored weight scales."""
+        (inputs detached: nothing here is recorded for autograd); ``scales`` the stored weight scales;
+        ``op(x, weight)`` the array's op when it is not the layer's own on ``mvm_args`` (a managed read's,
+        on unfolded patches)."""
         amax = weight_scale(weight, omega=self.omega, columnwise=self.columnwise, channel_dim=self.channel_dim,
                             output_dims=y.dim(), scales=scales)
         if not self.w_noise:
             return amax * self.out_noise
-        read = self.mvm(x.square(), weight.abs(), *mvm_args)  # S = sum_j |w_ij| x_j^2
+        read = op(x.square(), weight.abs()) if op is not None else self.mvm(x.square(), weight.abs(), *mvm_args)
         return torch.addcmul(amax.square() * self.out_noise ** 2, read, amax * self.w_noise ** 2, out=read).sqrt_()
 
     def extra_repr(self) -> str:

@@ -11,7 +11,10 @@ Rules, for each crossbar node (``mvm``):
   ``mapping.weight_scaling_omega``) for a scale derived from the weight, or the stored
   scales (``<layer>_weight_scales``, :mod:`~xbar.passes.rewrites.weight_scales`, made here for
   every array that stores them, ADC or not);
-* an ideal periphery (``is_perfect``, no resolution, no bound) inserts nothing.
+* an ideal periphery (``is_perfect``, no resolution, no bound) inserts nothing;
+* an array with noise or bound management gets them too, and
+  :class:`~xbar.passes.rewrites.insert_managed_reads.InsertManagedReadsPass` then takes them into its
+  managed reads, which code every read themselves.
 """
 
 from __future__ import annotations

@@ -9,7 +9,9 @@ input range over patches (``conv_elements = PATCHES``, a kind with patches):
   element's gradient; it reads the range's input (before the clip), the range and
   the array's weight block as the crossbar reads it (with its weight noise);
 * the call sites of a shared layer share the modules;
-* layers over pixels, linear layers, fixed ranges and layers without a range are left untouched.
+* layers over pixels, linear layers, fixed ranges and layers without a range are left untouched;
+* an array with noise or bound management gets one too, which its managed reads then take in (they sum the
+  term from each patch element's own gradient).
 
 Run it after the training noise: it puts itself between the crossbar and everything after it.
 """

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
+import torch.utils._pytree as pytree
 from torch import Tensor, fx
 from torch._higher_order_ops.scan import scan
 from torch.fx.passes.infra.pass_base import PassBase, PassResult
@@ -103,7 +104,7 @@ class CallSite:
         """The call's result (its last node's) for input ``value``, ``tensors`` standing for the attributes."""
         values = [value, *tensors]
         for target, args, kwargs in self.calls:
-            args, kwargs = _filled((args, kwargs), values)
+            args, kwargs = pytree.tree_map(lambda v: values[v.index] if isinstance(v, Slot) else v, (args, kwargs))
             values.append(target(*args, **kwargs))
         return values[-1]
 
@@ -116,19 +117,6 @@ def _plain(value):
         return tuple(_plain(item) for item in value)
     if isinstance(value, dict):
         return {key: _plain(item) for key, item in value.items()}
-    return value
-
-
-def _filled(value, values: list):
-    """``value`` with each :class:`Slot` replaced by what it holds."""
-    if isinstance(value, Slot):
-        return values[value.index]
-    if isinstance(value, list):
-        return [_filled(item, values) for item in value]
-    if isinstance(value, tuple):
-        return tuple(_filled(item, values) for item in value)
-    if isinstance(value, dict):
-        return {key: _filled(item, values) for key, item in value.items()}
     return value
 
 
