@@ -8,7 +8,8 @@ weights (no download; ``attn_implementation="sdpa"``, no KV cache): ``125M`` and
 ``350M`` are GPT-2 small and medium, ``1B`` a GPT-2 of width 2048 and 18 layers;
 ``NAME/L`` is size NAME with L layers, to show the time's growth with depth at one
 width. In a fresh process per size the model is built, then ``prepare`` (token ids
-[1, 32]; the batch and sequence dimensions stay dynamic), ``calibrate`` (one batch
+[1, 32]; the batch and sequence dimensions stay dynamic; ``share_weights=True``: the
+prepared model holds the model's own tensors), ``calibrate`` (one batch
 of [2, 32]), ``convert`` and ``export_onnx`` run one after the other, each timed;
 a sampler thread records the process's resident memory, so the table shows the
 peak of each stage above the process that holds the model (torch imported, the
@@ -19,7 +20,7 @@ columns count the activation-by-activation matmuls of attention (SDPA, or matmul
 bmm of two activations) in the converted graph, which stay digital, and the
 crossbar layers.
 
-Run by hand (minutes; ``1B`` needs about 16 GB of memory):
+Run by hand (minutes; ``1B`` needs about 13 GB of memory):
 ``nice -n 10 OMP_NUM_THREADS=2 python -m benchmarks.bench_decoders``.
 """
 
