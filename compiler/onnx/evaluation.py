@@ -12,12 +12,14 @@ inputs: the file is rewritten in memory once (:func:`reading_model`) and never r
 Output noise at read: the arrays' ``forward.out_noise`` (``xbar.layers``) is added before each ADC at every read
 as the converted model adds it (:mod:`xbar.passes.numerics.crossbar`). Each call site's noise is a graph input of
 the file rewritten once more (:func:`noisy_model`), drawn by :class:`NoiseDraws` from a torch generator in the
-converted model's order of reads, so one seed draws here what it draws there.
+converted model's order of reads, so one seed draws here what it draws there; an array in a recurrent layer's
+Scan body gets its noise stacked over the steps, drawn step by step as the converted model's unrolled steps read.
 """
 
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import os
 from dataclasses import dataclass
@@ -45,6 +47,8 @@ Data = tuple[Union[Tensor, Sequence[Tensor]], Tensor]
 """Labelled samples: the inputs (one tensor, or one per graph input in order) and the targets."""
 SCALE_SUFFIX = ".out_scale"
 """Graph input of :func:`reading_model`: an array's output scale, one value or one per output column."""
+STEP_ZERO = "xbar.step_zero"
+"""Initializer of :func:`noisy_model`: the int64 0 a Scan's step count starts from."""
 NOISY_SUFFIX = "OutNoise"
 """The op type of an ``ai.xbar`` node of :func:`noisy_model`: its op's body with a noise input before the ADC."""
 
@@ -160,49 +164,64 @@ def _rescaled_outside(node: onnx.NodeProto, array: FileArray,
 @dataclass(frozen=True)
 class NoiseSite:
     """One call site of an array with output noise: its ``ai.xbar`` node, the graph input of :func:`noisy_model`
-    that carries its noise (``<array>.out_noise.<call>``, the call's index in ``call_sites``) and the noise's std
-    in ADC codes."""
+    that carries its noise (``<array>.out_noise.<call>``, the call's index in ``call_sites``), the noise's std
+    in ADC codes, and for a node in a recurrent layer's Scan body (``scan``, the Scan node's name) whose noise
+    is one draw per step, stacked along the first dim."""
 
     array: str
     node: str
     input: str
     std: float
+    scan: Optional[str] = None
+
+    @property
+    def codes(self) -> str:
+        """The output of :func:`noisy_model` shaped like the noise: the node's codes, stacked over the steps in
+        a Scan body."""
+        return f"{self.input}.codes"
+
+
+def _xbar_reads(graph: onnx.GraphProto):
+    """``(node, scan)`` for each ``ai.xbar`` node in the order the graph reads it: a top-level node (scan None),
+    or one in a Scan body at the Scan's place (scan its name)."""
+    for node in graph.node:
+        if node.domain == DOMAIN:
+            yield node, None
+        for attribute in node.attribute:
+            if attribute.type == onnx.AttributeProto.GRAPH:
+                yield from ((inner, node.name) for inner in attribute.g.node if inner.domain == DOMAIN)
 
 
 def noise_sites(model: onnx.ModelProto) -> list[NoiseSite]:
-    """The call sites whose array has ``out_noise`` > 0 (a file that records none reads noise-free), in graph
-    order: the order the converted model reads them, and so draws their noise."""
+    """The call sites whose array has ``out_noise`` > 0 (a file that records none reads noise-free), in the
+    order the converted model reads them, and so draws their noise: graph order, a Scan body's step by step
+    (a recurrent layer's steps, unrolled in the converted model, in the Scan's order)."""
     calls = {}
     for entry in json.loads(_metadata(model).get("xbar.layers", "[]")):
         for call, node in enumerate(entry.get("call_sites", ())):
             calls[node] = (entry["node"], call, float(entry.get("out_noise", 0.0)))
-    in_bodies = {node.name for node in graph_nodes(model.graph)} - {node.name for node in model.graph.node}
-    noisy_in_bodies = sorted(calls[name][0] for name in in_bodies & calls.keys() if calls[name][2] > 0)
-    if noisy_in_bodies:
-        raise UserError(f"{noisy_in_bodies[0]} reads with output noise inside an ONNX Scan body (a recurrent layer "
-                        "exported with scan_recurrent=True), which evaluation cannot draw step by step: evaluate "
-                        "with --out-noise training-only (OutNoiseAtRead.TRAINING_ONLY) or the unrolled file")
     sites = []
-    for node in model.graph.node:
-        if node.domain != DOMAIN or calls.get(node.name, (None, 0, 0.0))[2] <= 0:
+    for node, scan in _xbar_reads(model.graph):
+        if calls.get(node.name, (None, 0, 0.0))[2] <= 0:
             continue
         array, call, out_noise = calls[node.name]
         std = out_noise_in_codes(out_noise, node_settings(_attributes(node)))
-        sites.append(NoiseSite(array, node.name, f"{array}.out_noise.{call}", std))
+        sites.append(NoiseSite(array, node.name, f"{array}.out_noise.{call}", std, scan))
     return sites
 
 
 def noisy_model(model: onnx.ModelProto, sites: Sequence[NoiseSite], where: str) -> onnx.ModelProto:
     """A copy of ``model`` where each site's node adds its graph input ``site.input`` (any shape that broadcasts
-    to its ADC codes') to the codes just before its ADC rounds and clips them, and its output is a graph output
-    too (:class:`FileSession` reads the codes' shapes from it). Noise or bound management, whose rescaled reads
-    the draws cannot follow, is refused."""
+    to its ADC codes') to the codes just before its ADC rounds and clips them, and its codes are a graph output
+    (``site.codes``, which :class:`FileSession` reads the noise's shape from). A node in a Scan body reads its
+    input one step at a time (an added scan input of the Scan) and its codes leave stacked (an added scan
+    output). Noise or bound management, whose rescaled reads the draws cannot follow, is refused."""
     noisy = copy.deepcopy(model)
     graph, by_node = noisy.graph, {site.node: site for site in sites}
-    outputs = {o.name for o in graph.output}
-    for node in graph.node:
+    scans = {node.name: node for node in graph.node}
+    for node, scan in list(_xbar_reads(graph)):
         site = by_node.get(node.name)
-        if node.domain != DOMAIN or site is None:
+        if site is None:
             continue
         attributes = _attributes(node)
         if attributes["nm_mode"] in DYNAMIC_MODES or attributes["bm_rounds"] > 1:
@@ -210,11 +229,65 @@ def noisy_model(model: onnx.ModelProto, sites: Sequence[NoiseSite], where: str) 
                             "evaluation cannot add output noise to: evaluate with --out-noise training-only "
                             "(OutNoiseAtRead.TRAINING_ONLY)")
         node.op_type = _noisy_function(noisy, node.op_type)
-        node.input.append(site.input)
+        if scan is None:
+            node.input.append(site.input)
+            graph.node.append(helper.make_node("Identity", [node.output[0]], [site.codes]))
+        else:
+            node.input.append(_scanned(graph, scans[scan], site.input, node.output[0], site.codes))
         graph.input.append(helper.make_tensor_value_info(site.input, onnx.TensorProto.FLOAT, None))
-        if node.output[0] not in outputs:
-            graph.output.append(helper.make_tensor_value_info(node.output[0], onnx.TensorProto.FLOAT, None))
+        graph.output.append(helper.make_tensor_value_info(site.codes, onnx.TensorProto.FLOAT, None))
     return noisy
+
+
+def _scanned(graph: onnx.GraphProto, scan: onnx.NodeProto, stacked: str, step_output: str,
+             stacked_output: str) -> str:
+    """In ``scan``'s body, the step's slice of the outer value ``stacked`` (its first dim is the step; of a
+    single element, that element at every step, as the zeros of a noise-free read are), read by the Scan's
+    step count (:func:`_step_count`); the body's ``step_output`` at each step leaves stacked as the scan output
+    ``stacked_output``. Returns the slice's name."""
+    attributes = {attribute.name: attribute for attribute in scan.attribute}
+    body, count, step = attributes["body"].g, _step_count(graph, scan), f"{stacked}.step"
+    last = [f"{step}/steps", f"{step}/last", f"{step}/index", f"{step}/taken"]
+    nodes = [helper.make_node("Shape", [stacked], [last[0]], start=0, end=1),
+             helper.make_node("Sub", [last[0], f"{count}/one"], [last[1]]),
+             helper.make_node("Min", [f"{count}/vector", last[1]], [last[2]]),
+             helper.make_node("Gather", [stacked, last[2]], [last[3]], axis=0),
+             helper.make_node("Squeeze", [last[3], f"{count}/axis"], [step])]
+    for index, node in enumerate(nodes):
+        body.node.insert(3 + index, node)  # after the step count's three nodes
+    known = {value.name: value for value in body.value_info}  # ONNX Runtime wants a body output's shape
+    body.output.append(copy.deepcopy(known[step_output]) if step_output in known else
+                       helper.make_tensor_value_info(step_output, onnx.TensorProto.FLOAT, None))
+    scan.output.append(stacked_output)
+    for name in ("scan_output_axes", "scan_output_directions"):
+        if name in attributes:
+            attributes[name].ints.append(0)
+    return step
+
+
+def _step_count(graph: onnx.GraphProto, scan: onnx.NodeProto) -> str:
+    """The name, in ``scan``'s body, of the step's index (int64 [1]), added once: a state the Scan carries
+    from 0, one more at each step."""
+    count = f"{scan.name}.step"
+    attributes = {attribute.name: attribute for attribute in scan.attribute}
+    body = attributes["body"].g
+    if any(value.name == count for value in body.input):
+        return count
+    states = len(scan.input) - attributes["num_scan_inputs"].i
+    if not any(tensor.name == STEP_ZERO for tensor in graph.initializer):
+        graph.initializer.append(numpy_helper.from_array(np.array(0, dtype=np.int64), STEP_ZERO))
+    scan.input.insert(states, STEP_ZERO)
+    scan.output.insert(states, f"{count}.final")
+    body.input.insert(states, helper.make_tensor_value_info(count, onnx.TensorProto.INT64, []))
+    body.output.insert(states, helper.make_tensor_value_info(f"{count}/next", onnx.TensorProto.INT64, []))
+    for index, node in enumerate([
+            helper.make_node("Constant", [], [f"{count}/one"], value=numpy_helper.from_array(np.ones(1, np.int64))),
+            helper.make_node("Constant", [], [f"{count}/axis"], value=numpy_helper.from_array(np.zeros(1, np.int64))),
+            helper.make_node("Unsqueeze", [count, f"{count}/axis"], [f"{count}/vector"])]):
+        body.node.insert(index, node)
+    body.node.append(helper.make_node("Add", [count, f"{count}/one"], [f"{count}/sum"]))
+    body.node.append(helper.make_node("Squeeze", [f"{count}/sum", f"{count}/axis"], [f"{count}/next"]))
+    return count
 
 
 def _noisy_function(model: onnx.ModelProto, op_type: str) -> str:
@@ -248,16 +321,28 @@ def _add_noise_before_adc(nodes) -> None:
 
 class NoiseDraws:
     """The output noise of :func:`noisy_model`'s sites for each batch, drawn as the converted model draws it
-    (``torch.randn`` of the codes' shape times the std, site after site) from ``generator``."""
+    (``torch.randn`` of the codes' shape times the std, site after site; the sites of one Scan body step by
+    step, as the unrolled steps read them) from ``generator``."""
 
     def __init__(self, sites: Sequence[NoiseSite], generator: torch.Generator):
         self.sites = tuple(sites)
         self.generator = generator
 
     def draw(self, shapes: Mapping[str, Sequence[int]]) -> dict[str, np.ndarray]:
-        """Each site's noise for one batch, given its codes' shape (by input name)."""
-        return {site.input: torch.randn(tuple(shapes[site.input]), generator=self.generator).mul_(site.std).numpy()
-                for site in self.sites}
+        """Each site's noise for one batch, given its codes' shape (by input name; a Scan body's stacked)."""
+        noise = {}
+        for scan, group in itertools.groupby(self.sites, key=lambda site: site.scan):
+            group = list(group)
+            if scan is None:
+                noise |= {site.input: self._drawn(shapes[site.input], site.std) for site in group}
+                continue
+            steps = [[self._drawn(shapes[site.input][1:], site.std) for site in group]
+                     for _ in range(shapes[group[0].input][0])]
+            noise |= {site.input: np.stack([step[k] for step in steps]) for k, site in enumerate(group)}
+        return noise
+
+    def _drawn(self, shape: Sequence[int], std: float) -> np.ndarray:
+        return torch.randn(tuple(shape), generator=self.generator).mul_(std).numpy()
 
 
 def _noise_draws(sites: Sequence[NoiseSite], out_noise: OutNoiseAtRead, seed: int) -> Optional[NoiseDraws]:
@@ -286,8 +371,7 @@ class FileSession:
         skipped = set(extra) | {site.input for site in sites}
         self.inputs = [i for i in self.session.get_inputs() if i.name not in skipped]
         self.output = self.session.get_outputs()[0].name
-        nodes = {node.name: node.output[0] for node in model.graph.node if node.domain == DOMAIN}
-        self.site_outputs = {site.input: nodes[site.node] for site in sites}
+        self.site_outputs = {site.input: site.codes for site in sites}
         self._shapes: dict[tuple, dict[str, tuple[int, ...]]] = {}
 
     def fitted(self, x: Union[Tensor, Sequence[Tensor]]) -> list[np.ndarray]:
