@@ -233,36 +233,37 @@ def noisy_model(model: onnx.ModelProto, sites: Sequence[NoiseSite], where: str) 
             node.input.append(site.input)
             graph.node.append(helper.make_node("Identity", [node.output[0]], [site.codes]))
         else:
-            node.input.append(_scanned(graph, scans[scan], site.input, node.output[0], site.codes))
+            _scanned(graph, scans[scan], node, site.input, site.codes)
         graph.input.append(helper.make_tensor_value_info(site.input, onnx.TensorProto.FLOAT, None))
         graph.output.append(helper.make_tensor_value_info(site.codes, onnx.TensorProto.FLOAT, None))
     return noisy
 
 
-def _scanned(graph: onnx.GraphProto, scan: onnx.NodeProto, stacked: str, step_output: str,
-             stacked_output: str) -> str:
-    """In ``scan``'s body, the step's slice of the outer value ``stacked`` (its first dim is the step; of a
-    single element, that element at every step, as the zeros of a noise-free read are), read by the Scan's
-    step count (:func:`_step_count`); the body's ``step_output`` at each step leaves stacked as the scan output
-    ``stacked_output``. Returns the slice's name."""
+def _scanned(graph: onnx.GraphProto, scan: onnx.NodeProto, reader: onnx.NodeProto, stacked: str,
+             stacked_output: str) -> None:
+    """Feed ``reader`` (a node of ``scan``'s body) the step's slice of the outer value ``stacked`` (its first
+    dim is the step; of a single element, that element at every step, as the zeros of a noise-free read are),
+    picked by the Scan's step count (:func:`_step_count`); ``reader``'s output at each step leaves stacked as
+    the scan output ``stacked_output``."""
     attributes = {attribute.name: attribute for attribute in scan.attribute}
     body, count, step = attributes["body"].g, _step_count(graph, scan), f"{stacked}.step"
-    last = [f"{step}/steps", f"{step}/last", f"{step}/index", f"{step}/taken"]
-    nodes = [helper.make_node("Shape", [stacked], [last[0]], start=0, end=1),
-             helper.make_node("Sub", [last[0], f"{count}/one"], [last[1]]),
-             helper.make_node("Min", [f"{count}/vector", last[1]], [last[2]]),
-             helper.make_node("Gather", [stacked, last[2]], [last[3]], axis=0),
-             helper.make_node("Squeeze", [last[3], f"{count}/axis"], [step])]
-    for index, node in enumerate(nodes):
-        body.node.insert(3 + index, node)  # after the step count's three nodes
+    steps, last, index, taken = (f"{step}/{name}" for name in ("steps", "last", "index", "taken"))
+    at = list(body.node).index(reader)
+    for offset, node in enumerate([helper.make_node("Shape", [stacked], [steps], start=0, end=1),
+                                   helper.make_node("Sub", [steps, f"{count}/one"], [last]),
+                                   helper.make_node("Min", [f"{count}/vector", last], [index]),
+                                   helper.make_node("Gather", [stacked, index], [taken], axis=0),
+                                   helper.make_node("Squeeze", [taken, f"{count}/axis"], [step])]):
+        body.node.insert(at + offset, node)
+    reader.input.append(step)
     known = {value.name: value for value in body.value_info}  # ONNX Runtime wants a body output's shape
-    body.output.append(copy.deepcopy(known[step_output]) if step_output in known else
-                       helper.make_tensor_value_info(step_output, onnx.TensorProto.FLOAT, None))
+    output = reader.output[0]
+    body.output.append(copy.deepcopy(known[output]) if output in known else
+                       helper.make_tensor_value_info(output, onnx.TensorProto.FLOAT, None))
     scan.output.append(stacked_output)
     for name in ("scan_output_axes", "scan_output_directions"):
         if name in attributes:
             attributes[name].ints.append(0)
-    return step
 
 
 def _step_count(graph: onnx.GraphProto, scan: onnx.NodeProto) -> str:
